@@ -1,0 +1,178 @@
+//! Providers: the code that touches the world on behalf of the engine.
+//!
+//! A *resource driver* activates, deactivates and checks one group resource (a script,
+//! a floating IP, a systemd unit, later a cloud route or DNS record). A *probe* is the
+//! body of a monitor: it looks at something and says healthy or not. Both are built
+//! from the kind-specific keys of a `[[group.resource]]` or `[[monitor]]` table by the
+//! [`Registry`], which is also what `baton config check` uses to validate those keys.
+//! New kinds (AWS, Azure, Google Cloud, mirroring) plug in here; the engine in
+//! `baton-core` only ever sees kind names.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod error;
+pub mod local;
+pub mod params;
+pub mod process;
+
+pub use error::{ParamError, ProviderError};
+
+/// Everything a resource action needs to know about where it runs.
+#[derive(Debug, Clone)]
+pub struct ActionContext {
+    pub cluster: String,
+    pub group: String,
+    pub resource: String,
+    pub server: String,
+    /// The group's fencing epoch for this activation.
+    pub epoch: u64,
+    /// The action's deadline; drivers must give up (and kill what they started) by then.
+    pub timeout: Duration,
+}
+
+impl ActionContext {
+    /// The `BATON_*` environment given to every script a driver runs.
+    pub fn env(&self, action: &str) -> Vec<(String, String)> {
+        vec![
+            ("BATON_CLUSTER".into(), self.cluster.clone()),
+            ("BATON_GROUP".into(), self.group.clone()),
+            ("BATON_RESOURCE".into(), self.resource.clone()),
+            ("BATON_SERVER".into(), self.server.clone()),
+            ("BATON_EPOCH".into(), self.epoch.to_string()),
+            ("BATON_ACTION".into(), action.to_string()),
+            (
+                "BATON_TIMEOUT_MS".into(),
+                self.timeout.as_millis().to_string(),
+            ),
+        ]
+    }
+}
+
+/// What a resource check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// The resource is active here and healthy.
+    Active,
+    /// The resource is not active here (clean state).
+    Inactive,
+    /// Active but not healthy, or partially active; the text says what was found.
+    Degraded(String),
+}
+
+/// One group resource kind's implementation.
+#[async_trait]
+pub trait ResourceDriver: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> &'static str;
+    /// Bring the resource up. Idempotent: activating an active resource succeeds.
+    async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError>;
+    /// Take the resource down. Idempotent: deactivating an inactive resource succeeds.
+    async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError>;
+    /// Look at the resource without changing it (used by re-adoption after an agent
+    /// restart and by resource-bound monitors).
+    async fn check(&self, ctx: &ActionContext) -> Result<CheckOutcome, ProviderError>;
+}
+
+/// Context for one monitor poll.
+#[derive(Debug, Clone)]
+pub struct ProbeContext {
+    pub cluster: String,
+    pub server: String,
+    pub monitor: String,
+    pub timeout: Duration,
+}
+
+/// A healthy poll, with whatever detail is worth showing in `baton status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeOk {
+    pub detail: Option<String>,
+}
+
+/// One monitor kind's implementation.
+#[async_trait]
+pub trait Probe: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> &'static str;
+    /// Poll once. Must return by `ctx.timeout` (the caller also enforces it).
+    async fn probe(&self, ctx: &ProbeContext) -> Result<ProbeOk, ProviderError>;
+}
+
+/// The kind-specific keys of one resource or monitor, already merged with the
+/// per-server overrides for the server the agent runs as.
+pub type Params = toml::Table;
+
+/// Builds drivers and probes from config tables and validates their keys.
+pub trait Registry: Send + Sync {
+    /// Kinds of group resources this registry knows.
+    fn resource_kinds(&self) -> Vec<&'static str>;
+    /// Kinds of monitors this registry knows (excluding the built-in `resource` kind,
+    /// which wraps a resource driver's `check`).
+    fn monitor_kinds(&self) -> Vec<&'static str>;
+    fn build_resource(
+        &self,
+        kind: &str,
+        params: &Params,
+    ) -> Result<Box<dyn ResourceDriver>, ParamError>;
+    fn build_probe(&self, kind: &str, params: &Params) -> Result<Box<dyn Probe>, ParamError>;
+}
+
+/// A probe that checks a resource driver: the monitor kind `resource`.
+#[derive(Debug)]
+pub struct ResourceProbe {
+    pub driver: std::sync::Arc<dyn ResourceDriver>,
+    pub action: ActionContext,
+}
+
+#[async_trait]
+impl Probe for ResourceProbe {
+    fn kind(&self) -> &'static str {
+        "resource"
+    }
+    async fn probe(&self, ctx: &ProbeContext) -> Result<ProbeOk, ProviderError> {
+        let mut action = self.action.clone();
+        action.timeout = ctx.timeout;
+        match self.driver.check(&action).await? {
+            CheckOutcome::Active => Ok(ProbeOk::default()),
+            CheckOutcome::Inactive => Err(ProviderError::Unhealthy(format!(
+                "{} resource {} is not active",
+                self.driver.kind(),
+                action.resource
+            ))),
+            CheckOutcome::Degraded(why) => Err(ProviderError::Unhealthy(why)),
+        }
+    }
+}
+
+/// Merge a base params table with one server's override table (override wins, tables
+/// merge recursively).
+pub fn merge_params(base: &Params, over: Option<&Params>) -> Params {
+    let mut out = base.clone();
+    if let Some(over) = over {
+        for (k, v) in over {
+            match (out.get_mut(k), v) {
+                (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
+                    *b = merge_params(b, Some(o));
+                }
+                _ => {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The registry of everything this crate implements.
+pub fn default_registry() -> local::LocalRegistry {
+    local::LocalRegistry
+}
+
+/// Known kinds by name, for docs and error messages.
+pub fn describe_kinds(reg: &dyn Registry) -> BTreeMap<&'static str, Vec<&'static str>> {
+    let mut m = BTreeMap::new();
+    m.insert("resource", reg.resource_kinds());
+    m.insert("monitor", reg.monitor_kinds());
+    m
+}

@@ -1,0 +1,372 @@
+//! The event catalogue: every state change and error an operator sees has a stable id,
+//! a severity, the module that raises it, and a documented cause and action.
+//!
+//! Ids are never reused or renumbered. `docs/src/events.md` is generated from this table
+//! (`baton events --markdown`) and a test keeps the two in step.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "info" => Ok(Severity::Info),
+            "warning" => Ok(Severity::Warning),
+            "error" => Ok(Severity::Error),
+            "critical" => Ok(Severity::Critical),
+            other => Err(format!(
+                "unknown severity '{other}': expected info, warning, error or critical"
+            )),
+        }
+    }
+}
+
+/// A catalogue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventDef {
+    pub id: u16,
+    pub severity: Severity,
+    pub module: &'static str,
+    /// Short title, also the docs heading.
+    pub title: &'static str,
+    pub cause: &'static str,
+    pub action: &'static str,
+}
+
+impl EventDef {
+    pub fn code(&self) -> String {
+        format!("BTN-{:04}", self.id)
+    }
+}
+
+macro_rules! catalogue {
+    ($( $name:ident = $id:literal, $sev:ident, $module:literal, $title:literal, cause: $cause:literal, action: $action:literal; )*) => {
+        $( pub const $name: EventDef = EventDef { id: $id, severity: Severity::$sev, module: $module, title: $title, cause: $cause, action: $action }; )*
+        /// Every event Baton can raise, in id order.
+        pub const CATALOGUE: &[EventDef] = &[$($name),*];
+    };
+}
+
+catalogue! {
+    AGENT_STARTED = 1001, Info, "agent", "Agent started",
+        cause: "The node agent started and loaded its configuration and state directory.",
+        action: "None.";
+    AGENT_STOPPING = 1002, Info, "agent", "Agent stopping",
+        cause: "The agent received SIGTERM/SIGINT or `baton cluster stop` and is deactivating its groups in reverse dependency order before it exits.",
+        action: "None. If the stop does not finish within the shutdown deadline, see BTN-1004.";
+    AGENT_STOPPED = 1003, Info, "agent", "Agent stopped",
+        cause: "The agent deactivated its groups and exited cleanly.",
+        action: "None.";
+    AGENT_SHUTDOWN_DEADLINE = 1004, Error, "agent", "Shutdown deadline passed",
+        cause: "Deactivating the groups on shutdown took longer than the shutdown deadline; the agent exited with resources possibly still active.",
+        action: "Check the resources of the named groups by hand; raise `[agent] shutdown_timeout` or the resources' deactivation timeouts.";
+    STATE_DIR_ERROR = 1010, Critical, "agent", "State directory error",
+        cause: "The agent could not read or write its state directory (epochs, ownership, alert log).",
+        action: "Check permissions and free space of the state directory. The agent refuses to activate groups until it can persist epochs.";
+    CONFIG_DIGEST_MISMATCH = 1011, Error, "agent", "Configuration differs between servers",
+        cause: "A heartbeat carried a configuration digest different from this server's: the servers do not run the same configuration file.",
+        action: "Copy the same configuration file to every server and restart the agents that run the old one. While digests differ, the server in the minority (or, on a tie, every server whose digest differs from the lowest-named server's) refuses to activate groups.";
+    ACTIVATION_REFUSED_DIGEST = 1012, Error, "agent", "Activation refused: configuration mismatch",
+        cause: "This server would activate a group but its configuration digest differs from its peers'.",
+        action: "Distribute the same configuration file to every server (see BTN-1011).";
+    GROUP_READOPTED = 1020, Info, "agent", "Group re-adopted after restart",
+        cause: "The agent restarted while it owned the group; every resource checked active, so the group was adopted without a restart.",
+        action: "None.";
+    GROUP_READOPT_CLEANUP = 1021, Warning, "agent", "Group cleaned up after restart",
+        cause: "The agent restarted while it owned the group, but some resources were not active or another server now holds the group; the local resources were deactivated.",
+        action: "None; the group is placed again by the normal rules.";
+    SERVER_UP = 1101, Info, "membership", "Server up",
+        cause: "A heartbeat arrived from a server that was down or not yet seen.",
+        action: "None.";
+    SERVER_DOWN = 1102, Warning, "membership", "Server down",
+        cause: "Every interconnect path to the server was silent for longer than the heartbeat timeout.",
+        action: "Check the server and its agent. Groups it held fail over to the next server in their order.";
+    PATH_DOWN = 1103, Warning, "membership", "Interconnect path down",
+        cause: "One interconnect path to a server was silent for longer than the heartbeat timeout while another path still works.",
+        action: "Check that network (interface, cable, security group, firewall). No failover happens while one path remains.";
+    PATH_UP = 1104, Info, "membership", "Interconnect path up",
+        cause: "Heartbeats arrive again on an interconnect path that was down.",
+        action: "None.";
+    PACKETS_REJECTED = 1110, Warning, "heartbeat", "Heartbeat packets rejected",
+        cause: "Heartbeat packets failed authentication, were replays, were malformed or came from an unknown cluster or server. Counts are in `baton status`.",
+        action: "Check that every server uses the same key file; look for another cluster or a scanner on the interconnect.";
+    NO_QUORUM = 1120, Error, "membership", "No quorum",
+        cause: "This server hears fewer than a majority of the cluster's votes; it will not activate groups and stops those it runs.",
+        action: "Restore the interconnects or the failed servers. See the quorum section of the configuration reference.";
+    QUORUM_REGAINED = 1121, Info, "membership", "Quorum regained",
+        cause: "This server hears a majority of votes again.",
+        action: "None.";
+    GROUP_ACTIVATING = 2101, Info, "group", "Group activating",
+        cause: "The group is starting on this server with a new epoch.",
+        action: "None.";
+    GROUP_ACTIVATED = 2102, Info, "group", "Group activated",
+        cause: "Every resource of the group is active on this server.",
+        action: "None.";
+    GROUP_DEACTIVATING = 2103, Info, "group", "Group deactivating",
+        cause: "The group is stopping on this server (operator stop or move, failover, failback, shutdown or quorum loss).",
+        action: "None.";
+    GROUP_DEACTIVATED = 2104, Info, "group", "Group deactivated",
+        cause: "Every resource of the group is inactive on this server.",
+        action: "None.";
+    GROUP_ACTIVATION_FAILED = 2105, Error, "group", "Group activation failed",
+        cause: "A resource could not be activated after its retries; the group was deactivated here and, within the failover threshold, hands over to the next server.",
+        action: "Read the resource event before this one (BTN-2202) for the failing command and its output.";
+    GROUP_DEACTIVATION_FAILED = 2106, Critical, "group", "Group deactivation failed",
+        cause: "A resource could not be deactivated after its retries. The group stays held by this server so that it is never active twice; the configured final action runs.",
+        action: "Deactivate the resource by hand, then `baton group stop` and `baton group start` the group.";
+    GROUP_FAILOVER = 2107, Warning, "group", "Group failing over",
+        cause: "The server holding the group is down, gave it up after a failure, or lost quorum; this server is next in the group's order and takes it over.",
+        action: "Find out why the previous server failed (events before this one).";
+    GROUP_NO_SERVER = 2108, Error, "group", "No server can run the group",
+        cause: "The group should run but every server in its order is down, excluded after failures, or refusing (configuration mismatch).",
+        action: "Fix the failing servers or resources, then `baton group start GROUP` to clear the exclusions.";
+    GROUP_MOVE = 2109, Info, "group", "Group move requested",
+        cause: "An operator asked to move the group, or failback moves it back to a preferred server.",
+        action: "None.";
+    GROUP_STOP_REQUESTED = 2110, Info, "group", "Group stop requested",
+        cause: "An operator stopped the group; it will not run anywhere until started again.",
+        action: "None.";
+    GROUP_START_REQUESTED = 2111, Info, "group", "Group start requested",
+        cause: "An operator started the group; failure exclusions are cleared.",
+        action: "None.";
+    GROUP_FINAL_ACTION = 2112, Critical, "group", "Final action",
+        cause: "Recovery is exhausted (activation, deactivation or monitor recovery); the configured final action is executed.",
+        action: "Investigate the preceding errors. After a `stop-group` or `stop-cluster` final action, start the group or the agent again by hand.";
+    RESOURCE_ACTIVATED = 2201, Info, "resource", "Resource activated",
+        cause: "A resource activation succeeded.",
+        action: "None.";
+    RESOURCE_ACTIVATION_FAILED = 2202, Error, "resource", "Resource activation failed",
+        cause: "A resource's activation failed or timed out. The text says which command and why; it is retried up to the resource's retry count.",
+        action: "Check the resource's command, its output and its timeout.";
+    RESOURCE_DEACTIVATED = 2203, Info, "resource", "Resource deactivated",
+        cause: "A resource deactivation succeeded.",
+        action: "None.";
+    RESOURCE_DEACTIVATION_FAILED = 2204, Error, "resource", "Resource deactivation failed",
+        cause: "A resource's deactivation failed or timed out; it is retried up to the resource's retry count.",
+        action: "Check the resource's stop command, its output and its timeout.";
+    MONITOR_ERROR = 3001, Error, "monitor", "Monitor detected an error",
+        cause: "A monitor failed more times in a row than its retry count allows; recovery starts.",
+        action: "Read the monitor's last error in `baton status`; recovery events follow.";
+    MONITOR_NORMAL = 3002, Info, "monitor", "Monitor back to normal",
+        cause: "A monitor that was in error succeeds again.",
+        action: "None.";
+    MONITOR_WARNING = 3003, Warning, "monitor", "Monitor poll failed",
+        cause: "A monitor poll failed but the retry count is not yet used up.",
+        action: "None unless it repeats.";
+    MONITOR_API_ERROR = 3004, Warning, "monitor", "Monitor could not reach an API",
+        cause: "The monitor's poll failed because an API (cloud or local) did not answer; with `on_api_error = \"warn\"` (default) or `\"ignore\"` this starts no recovery (invariant 5).",
+        action: "Check the endpoint, credentials and network path to the API.";
+    RECOVERY_SCRIPT = 3010, Warning, "recovery", "Recovery script",
+        cause: "Recovery step 1: the monitor's recovery script runs.",
+        action: "None.";
+    RECOVERY_RESTART = 3011, Warning, "recovery", "Recovery: restart",
+        cause: "Recovery step 2: the monitor's recovery target is deactivated and activated again on this server.",
+        action: "None unless it repeats.";
+    RECOVERY_FAILOVER = 3012, Error, "recovery", "Recovery: failover",
+        cause: "Recovery step 3: restarts are used up; the monitor's target group is given up here and moves to the next server.",
+        action: "Investigate why the application fails on this server.";
+    RECOVERY_EXHAUSTED = 3013, Critical, "recovery", "Recovery exhausted",
+        cause: "Recovery script, restarts and failovers are used up; the final action follows (BTN-2112).",
+        action: "Investigate the monitored application.";
+    RECOVERY_SUPPRESSED = 3014, Warning, "recovery", "Recovery suppressed",
+        cause: "A monitor detected an error but the cluster or the monitor is suspended, so no recovery action runs.",
+        action: "Resume the monitor or the cluster when maintenance is over.";
+    MONITOR_SUSPENDED = 3020, Info, "monitor", "Monitor suspended",
+        cause: "An operator suspended the monitor: it does not poll and starts no recovery.",
+        action: "Resume it with `baton monitor resume NAME`.";
+    MONITOR_RESUMED = 3021, Info, "monitor", "Monitor resumed",
+        cause: "An operator resumed the monitor.",
+        action: "None.";
+    CLUSTER_SUSPENDED = 4001, Warning, "cluster", "Cluster suspended",
+        cause: "An operator suspended the cluster: monitors stop polling, no recovery and no failover happen; groups keep running.",
+        action: "Resume it with `baton cluster resume` when maintenance is over.";
+    CLUSTER_RESUMED = 4002, Info, "cluster", "Cluster resumed",
+        cause: "An operator resumed the cluster.",
+        action: "None.";
+    CLUSTER_STOP = 4003, Warning, "cluster", "Cluster stop requested",
+        cause: "An operator asked every agent to stop its groups and exit.",
+        action: "None.";
+    TIMEOUT_SCALED = 4010, Warning, "cluster", "Timeouts temporarily changed",
+        cause: "An operator set a temporary heartbeat timeout and monitor timeout factor (for planned load such as backups); they revert by themselves.",
+        action: "None.";
+    TIMEOUT_REVERTED = 4011, Info, "cluster", "Timeouts back to configured values",
+        cause: "The temporary timeout change expired or was cleared.",
+        action: "None.";
+    API_AUTH_FAILED = 4020, Warning, "api", "API request rejected",
+        cause: "An HTTP API request had no token or a wrong token.",
+        action: "Use the cluster key file of this cluster; look for unexpected clients.";
+    EVENTS_DROPPED = 5001, Warning, "notifier", "Events dropped",
+        cause: "A notification sink could not keep up or was unreachable and events were dropped for it. The alert log keeps every event.",
+        action: "Check the sink's endpoint; counts are in `baton status`.";
+}
+
+/// Look up a catalogue entry by numeric id.
+pub fn lookup(id: u16) -> Option<&'static EventDef> {
+    CATALOGUE.iter().find(|d| d.id == id)
+}
+
+/// One raised event. The engine fills the subject fields; the agent stamps `seq`, `time`
+/// and `server` when it records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// `BTN-nnnn`
+    pub id: String,
+    pub severity: Severity,
+    pub module: String,
+    pub message: String,
+    #[serde(default)]
+    pub cluster: String,
+    #[serde(default)]
+    pub server: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// Structured extras (durations, counts, error codes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, serde_json::Value>,
+    /// Position in this server's alert log (assigned by the agent).
+    #[serde(default)]
+    pub seq: u64,
+    /// Wall-clock time in ms since the Unix epoch (assigned by the agent).
+    #[serde(default)]
+    pub time_ms: u64,
+}
+
+impl Event {
+    pub fn new(def: &EventDef, message: impl Into<String>) -> Event {
+        Event {
+            id: def.code(),
+            severity: def.severity,
+            module: def.module.to_string(),
+            message: message.into(),
+            cluster: String::new(),
+            server: String::new(),
+            group: None,
+            resource: None,
+            monitor: None,
+            peer: None,
+            epoch: None,
+            fields: BTreeMap::new(),
+            seq: 0,
+            time_ms: 0,
+        }
+    }
+    pub fn group(mut self, g: &str) -> Self {
+        self.group = Some(g.to_string());
+        self
+    }
+    pub fn resource(mut self, r: &str) -> Self {
+        self.resource = Some(r.to_string());
+        self
+    }
+    pub fn monitor(mut self, m: &str) -> Self {
+        self.monitor = Some(m.to_string());
+        self
+    }
+    pub fn peer(mut self, p: &str) -> Self {
+        self.peer = Some(p.to_string());
+        self
+    }
+    pub fn epoch(mut self, e: u64) -> Self {
+        self.epoch = Some(e);
+        self
+    }
+    pub fn field(mut self, k: &str, v: impl Into<serde_json::Value>) -> Self {
+        self.fields.insert(k.to_string(), v.into());
+        self
+    }
+    /// The one-line form used in logs: `BTN-2102 group failover1 activated on node-2`.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.id, self.message)
+    }
+}
+
+/// The catalogue as Markdown, for `docs/src/events.md`.
+pub fn catalogue_markdown() -> String {
+    let mut s = String::from(
+        "# Events\n\nEvery event Baton raises has a stable id, a severity and the module that raised it. \
+Events go to the local alert log (`baton alerts`), to the notification sinks and to the agent's log.\n\
+This page is generated by `baton events --markdown`; do not edit it by hand.\n\n\
+| id | severity | module | title |\n|---|---|---|---|\n",
+    );
+    for d in CATALOGUE {
+        s.push_str(&format!(
+            "| [{}](#{}) | {} | {} | {} |\n",
+            d.code(),
+            d.code().to_lowercase(),
+            d.severity,
+            d.module,
+            d.title
+        ));
+    }
+    for d in CATALOGUE {
+        s.push_str(&format!(
+            "\n## {}\n\n**{}** · severity `{}` · module `{}`\n\n**Cause.** {}\n\n**Action.** {}\n",
+            d.code(),
+            d.title,
+            d.severity,
+            d.module,
+            d.cause,
+            d.action
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_sorted() {
+        let mut last = 0;
+        for d in CATALOGUE {
+            assert!(d.id > last, "{} out of order or duplicated", d.code());
+            last = d.id;
+        }
+    }
+
+    #[test]
+    fn pinned_ids_do_not_move() {
+        // Operators and alert rules match on these; they may never change.
+        assert_eq!(GROUP_ACTIVATED.code(), "BTN-2102");
+        assert_eq!(SERVER_DOWN.code(), "BTN-1102");
+        assert_eq!(MONITOR_ERROR.code(), "BTN-3001");
+        assert_eq!(CONFIG_DIGEST_MISMATCH.code(), "BTN-1011");
+    }
+}

@@ -1,0 +1,7 @@
+//! The Baton node agent: heartbeats, resource and monitor execution, state directory,
+//! HTTP API, operator CLI and the demo. Decisions are made by `baton_core::engine`.
+#![forbid(unsafe_code)]
+
+pub mod key;
+pub mod state;
+pub mod wire;
