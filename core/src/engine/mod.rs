@@ -1,0 +1,891 @@
+//! The decision engine: pure, deterministic, tick-driven.
+//!
+//! One `Engine` runs inside each agent and decides for its own server. It is fed
+//! [`Input`]s stamped with the agent's monotonic time and returns [`Action`]s to execute
+//! in order. Servers agree on placement because each computes the same function of the
+//! same gossiped facts: which servers are up (heard on at least one interconnect path
+//! within the heartbeat timeout), what each reports about its groups, and the operator
+//! intents (last-writer-wins registers carried in every heartbeat).
+
+mod run;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use types::*;
+
+use crate::config::{Config, FinalAction, MonitorTiming, OnApiError, RecoveryTarget};
+use crate::events::{self, Event, EventDef};
+use crate::time::Millis;
+
+/// What the agent knew before it (re)started.
+#[derive(Debug, Clone, Default)]
+pub struct Boot {
+    /// Changes on every start (the shell picks a random or time-based value).
+    pub incarnation: u64,
+    /// Highest epoch per group from the state directory.
+    pub epochs: BTreeMap<String, u64>,
+    /// Groups this server held when it stopped: group → epoch.
+    pub owned: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    paths: Vec<Option<Millis>>,
+    path_up: Vec<bool>,
+    up: bool,
+    msg: Option<PeerMessage>,
+    digest_warned: Option<String>,
+}
+
+/// What happens after a deactivation plan completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum After {
+    /// Give the group up; optionally mark this server excluded.
+    Release { exclude: bool },
+    /// Activate the whole group again with a new epoch (recovery restart).
+    Restart,
+    /// Activate these resources again with the same epoch (resource restart).
+    Reactivate(Vec<usize>),
+}
+
+#[derive(Debug, Clone)]
+enum Local {
+    Offline,
+    Adopting {
+        epoch: u64,
+        pending: BTreeSet<ActionId>,
+        ok: bool,
+        checked: bool,
+    },
+    Activating {
+        epoch: u64,
+        plan: Vec<usize>,
+        pos: usize,
+        attempt: u32,
+        inflight: ActionId,
+    },
+    Online {
+        epoch: u64,
+    },
+    Deactivating {
+        epoch: u64,
+        plan: Vec<usize>,
+        pos: usize,
+        attempt: u32,
+        inflight: ActionId,
+        after: After,
+    },
+    Failed {
+        epoch: u64,
+    },
+    Stuck {
+        epoch: u64,
+    },
+}
+
+impl Local {
+    fn state(&self) -> GroupState {
+        match self {
+            Local::Offline => GroupState::Offline,
+            Local::Adopting { .. } => GroupState::Adopting,
+            Local::Activating { .. } => GroupState::Activating,
+            Local::Online { .. } => GroupState::Online,
+            Local::Deactivating { .. } => GroupState::Deactivating,
+            Local::Failed { .. } => GroupState::Failed,
+            Local::Stuck { .. } => GroupState::Stuck,
+        }
+    }
+    fn epoch(&self) -> u64 {
+        match self {
+            Local::Offline => 0,
+            Local::Adopting { epoch, .. }
+            | Local::Activating { epoch, .. }
+            | Local::Online { epoch }
+            | Local::Deactivating { epoch, .. }
+            | Local::Failed { epoch }
+            | Local::Stuck { epoch } => *epoch,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct GroupRt {
+    local: Local,
+    since: Millis,
+    online_since: Option<Millis>,
+    max_epoch: u64,
+    last_epoch: u64,
+    excluded: bool,
+    /// Failovers caused by activation failures, per resource index.
+    act_failovers: BTreeMap<usize, u32>,
+    /// The intent version whose `clear_exclusions` was applied.
+    cleared_version: u64,
+    no_server_warned: bool,
+    last_holder: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MonState {
+    Init,
+    Normal,
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone)]
+struct MonitorRt {
+    state: MonState,
+    next_due: Millis,
+    inflight: Option<ActionId>,
+    script_inflight: Option<ActionId>,
+    fail_streak: u32,
+    scripts: u32,
+    restarts: u32,
+    failovers: u32,
+    exhausted: bool,
+    normal_since: Option<Millis>,
+    last_latency: Option<u64>,
+    last_error: Option<String>,
+    api_warned: bool,
+    suppressed_warned: bool,
+    /// The group activation this monitor last saw (to restart wait_to_start).
+    seen_activation: Option<Millis>,
+}
+
+/// The engine for one server.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: Config,
+    me: usize,
+    now: Millis,
+    started: Millis,
+    incarnation: u64,
+    peers: Vec<Peer>,
+    groups: Vec<GroupRt>,
+    monitors: Vec<MonitorRt>,
+    intents: Intents,
+    timeout_until: Option<Millis>,
+    timeout_seen_version: u64,
+    next_id: ActionId,
+    quorum: bool,
+    quorum_reported: Option<bool>,
+    refused: bool,
+    refused_reported: bool,
+    leaving: bool,
+    exit_sent: bool,
+    out: Vec<Action>,
+    last_ownership: BTreeMap<String, (u64, GroupState)>,
+}
+
+/// Construction errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("server `{0}` is not defined in the configuration")]
+    UnknownServer(String),
+}
+
+impl Engine {
+    pub fn new(cfg: Config, server: &str, boot: Boot, now: Millis) -> Result<Engine, EngineError> {
+        let me = cfg
+            .server_index(server)
+            .ok_or_else(|| EngineError::UnknownServer(server.to_string()))?;
+        let npaths = cfg.paths();
+        let peers = cfg
+            .servers
+            .iter()
+            .map(|_| Peer {
+                paths: vec![None; npaths],
+                path_up: vec![false; npaths],
+                up: false,
+                msg: None,
+                digest_warned: None,
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut next_id = 1;
+        let groups = cfg
+            .groups
+            .iter()
+            .map(|g| {
+                let max_epoch = boot.epochs.get(&g.name).copied().unwrap_or(0);
+                let local = match boot.owned.get(&g.name) {
+                    Some(&epoch) if !g.resources.is_empty() => {
+                        let mut pending = BTreeSet::new();
+                        for r in &g.resources {
+                            let id = next_id;
+                            next_id += 1;
+                            pending.insert(id);
+                            out.push(Action::Check {
+                                id,
+                                group: g.name.clone(),
+                                resource: r.name.clone(),
+                                epoch,
+                                timeout_ms: r.activation.timeout.ms(),
+                            });
+                        }
+                        Local::Adopting {
+                            epoch,
+                            pending,
+                            ok: true,
+                            checked: false,
+                        }
+                    }
+                    _ => Local::Offline,
+                };
+                GroupRt {
+                    local,
+                    since: now,
+                    online_since: None,
+                    max_epoch: max_epoch.max(boot.owned.get(&g.name).copied().unwrap_or(0)),
+                    last_epoch: boot.owned.get(&g.name).copied().unwrap_or(0),
+                    excluded: false,
+                    act_failovers: BTreeMap::new(),
+                    cleared_version: 0,
+                    no_server_warned: false,
+                    last_holder: None,
+                }
+            })
+            .collect();
+        let monitors = cfg
+            .monitors
+            .iter()
+            .map(|m| MonitorRt {
+                state: MonState::Init,
+                next_due: now.plus(m.wait_to_start.ms()),
+                inflight: None,
+                script_inflight: None,
+                fail_streak: 0,
+                scripts: 0,
+                restarts: 0,
+                failovers: 0,
+                exhausted: false,
+                normal_since: None,
+                last_latency: None,
+                last_error: None,
+                api_warned: false,
+                suppressed_warned: false,
+                seen_activation: None,
+            })
+            .collect();
+        let mut e = Engine {
+            cfg,
+            me,
+            now,
+            started: now,
+            incarnation: boot.incarnation,
+            peers,
+            groups,
+            monitors,
+            intents: Intents::default(),
+            timeout_until: None,
+            timeout_seen_version: 0,
+            next_id,
+            quorum: false,
+            quorum_reported: None,
+            refused: false,
+            refused_reported: false,
+            leaving: false,
+            exit_sent: false,
+            out: Vec::new(),
+            last_ownership: BTreeMap::new(),
+        };
+        // Self is always "up" on every path.
+        e.peers[me].up = true;
+        e.out = out;
+        e.recompute_quorum();
+        Ok(e)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn server_name(&self) -> &str {
+        &self.cfg.servers[self.me].name
+    }
+
+    // --------------------------------------------------------------------------------
+    // Main entry
+    // --------------------------------------------------------------------------------
+
+    /// Feed one input at time `now`; returns the actions to execute, in order.
+    pub fn step(&mut self, now: Millis, input: Input) -> Vec<Action> {
+        if now > self.now {
+            self.now = now;
+        }
+        match input {
+            Input::Tick => {}
+            Input::Heartbeat { from, path, msg } => self.on_heartbeat(&from, path, *msg),
+            Input::ActionDone { id, result } => self.on_action_done(id, result),
+            Input::CheckDone { id, result, detail } => self.on_check_done(id, result, &detail),
+            Input::ProbeDone { id, outcome } => self.on_probe_done(id, outcome),
+        }
+        self.evaluate();
+        std::mem::take(&mut self.out)
+    }
+
+    /// Apply an operator command (received on this server's API).
+    pub fn command(&mut self, now: Millis, cmd: Command) -> Result<Vec<Action>, CommandError> {
+        if now > self.now {
+            self.now = now;
+        }
+        self.apply_command(cmd)?;
+        self.evaluate();
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    /// The payload of this server's next heartbeat.
+    pub fn peer_message(&self) -> PeerMessage {
+        PeerMessage {
+            digest: self.cfg.digest.clone(),
+            incarnation: self.incarnation,
+            ready: self.ready(),
+            quorum: self.quorum,
+            refused: self.refused,
+            leaving: self.leaving,
+            groups: self
+                .cfg
+                .groups
+                .iter()
+                .zip(&self.groups)
+                .map(|(g, rt)| GroupReport {
+                    name: g.name.clone(),
+                    state: rt.local.state(),
+                    epoch: rt.local.epoch().max(rt.last_epoch),
+                    max_epoch: rt.max_epoch,
+                    excluded: rt.excluded,
+                })
+                .collect(),
+            intents: self.intents.clone(),
+        }
+    }
+
+    // --------------------------------------------------------------------------------
+    // Helpers
+    // --------------------------------------------------------------------------------
+
+    fn id(&mut self) -> ActionId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn emit(&mut self, def: &EventDef, msg: String, f: impl FnOnce(Event) -> Event) {
+        let mut ev = f(Event::new(def, msg));
+        ev.cluster = self.cfg.cluster_name.clone();
+        ev.server = self.cfg.servers[self.me].name.clone();
+        self.out.push(Action::Emit {
+            event: Box::new(ev),
+        });
+    }
+
+    fn me_name(&self) -> String {
+        self.cfg.servers[self.me].name.clone()
+    }
+
+    fn hb_timeout(&self) -> u64 {
+        if self.timeout_active() && self.intents.timeout.heartbeat_timeout_ms > 0 {
+            self.intents.timeout.heartbeat_timeout_ms
+        } else {
+            self.cfg.heartbeat.timeout.ms()
+        }
+    }
+
+    fn monitor_factor(&self) -> u64 {
+        if self.timeout_active() && self.intents.timeout.monitor_factor_pct > 0 {
+            u64::from(self.intents.timeout.monitor_factor_pct)
+        } else {
+            100
+        }
+    }
+
+    fn timeout_active(&self) -> bool {
+        self.timeout_until.is_some_and(|t| self.now < t)
+    }
+
+    fn ready(&self) -> bool {
+        let waited = self.now.since(self.started) >= self.cfg.heartbeat.startup_wait().ms();
+        let adopting_unchecked = self
+            .groups
+            .iter()
+            .any(|g| matches!(g.local, Local::Adopting { checked: false, .. }));
+        waited && !adopting_unchecked
+    }
+
+    fn suspended(&self) -> bool {
+        self.intents.suspended.on
+    }
+
+    fn server_idx(&self, name: &str) -> Option<usize> {
+        self.cfg.server_index(name)
+    }
+
+    /// Who holds group `gi` according to this server's view (alive servers only),
+    /// as (server index, state, epoch), best claim first.
+    fn holders(&self, gi: usize) -> Vec<(usize, GroupState, u64)> {
+        let name = &self.cfg.groups[gi].name;
+        let mut v = Vec::new();
+        for (si, p) in self.peers.iter().enumerate() {
+            if si == self.me {
+                let l = &self.groups[gi].local;
+                if l.state().holds() {
+                    v.push((si, l.state(), l.epoch()));
+                }
+                continue;
+            }
+            if !p.up {
+                continue;
+            }
+            if let Some(m) = &p.msg {
+                if let Some(r) = m.groups.iter().find(|r| &r.name == name) {
+                    if r.state.holds() {
+                        v.push((si, r.state, r.epoch));
+                    }
+                }
+            }
+        }
+        v.sort_by(|a, b| {
+            b.2.cmp(&a.2).then(
+                self.cfg.servers[a.0]
+                    .priority
+                    .cmp(&self.cfg.servers[b.0].priority),
+            )
+        });
+        v
+    }
+
+    fn peer_excluded(&self, si: usize, gi: usize) -> bool {
+        if si == self.me {
+            return self.groups[gi].excluded;
+        }
+        let name = &self.cfg.groups[gi].name;
+        self.peers[si]
+            .msg
+            .as_ref()
+            .and_then(|m| m.groups.iter().find(|r| &r.name == name))
+            .is_some_and(|r| r.excluded)
+    }
+
+    /// May server `si` be chosen to activate groups now (from this server's view)?
+    fn eligible(&self, si: usize) -> bool {
+        if si == self.me {
+            return self.ready()
+                && self.quorum
+                && !self.refused
+                && !self.leaving
+                && !self.intents.stopping.on;
+        }
+        let p = &self.peers[si];
+        p.up && p
+            .msg
+            .as_ref()
+            .is_some_and(|m| m.ready && m.quorum && !m.refused && !m.leaving)
+    }
+
+    /// The server that should activate group `gi` when nobody holds it.
+    fn target(&self, gi: usize) -> Option<usize> {
+        let g = &self.cfg.groups[gi];
+        let rt = &self.groups[gi];
+        let intent = self.intents.groups.get(&g.name);
+        let fresh_cluster = self.known_max_epoch(gi) == 0;
+        let order: Vec<usize> = g
+            .servers
+            .iter()
+            .filter(|s| !fresh_cluster || g.startup_servers.contains(s))
+            .filter_map(|s| self.server_idx(s))
+            .collect();
+        if let Some(i) = intent {
+            if let Some(p) = &i.prefer {
+                if let Some(pi) = self.server_idx(p) {
+                    if i.prefer_epoch >= self.known_max_epoch(gi)
+                        && self.eligible(pi)
+                        && g.servers.contains(p)
+                    {
+                        return Some(pi);
+                    }
+                }
+            }
+        }
+        let _ = rt;
+        let eligible: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&s| self.eligible(s))
+            .collect();
+        eligible
+            .iter()
+            .copied()
+            .find(|&s| !self.peer_excluded(s, gi))
+            .or_else(|| eligible.first().copied())
+    }
+
+    fn known_max_epoch(&self, gi: usize) -> u64 {
+        let name = &self.cfg.groups[gi].name;
+        let mut m = self.groups[gi].max_epoch;
+        for p in &self.peers {
+            if let Some(msg) = &p.msg {
+                if let Some(r) = msg.groups.iter().find(|r| &r.name == name) {
+                    m = m.max(r.max_epoch).max(r.epoch);
+                }
+            }
+        }
+        m
+    }
+
+    fn group_run(&self, gi: usize) -> bool {
+        let g = &self.cfg.groups[gi];
+        match self.intents.groups.get(&g.name) {
+            Some(i) if i.version > 0 => i.run,
+            _ => g.auto_start,
+        }
+    }
+
+    // --------------------------------------------------------------------------------
+    // Inputs
+    // --------------------------------------------------------------------------------
+
+    fn on_heartbeat(&mut self, from: &str, path: usize, msg: PeerMessage) {
+        let Some(si) = self.server_idx(from) else {
+            return;
+        };
+        if si == self.me || path >= self.peers[si].paths.len() {
+            return;
+        }
+        self.peers[si].paths[path] = Some(self.now);
+        self.merge_intents(&msg.intents);
+        // Learn epochs.
+        for r in &msg.groups {
+            if let Some(gi) = self.cfg.groups.iter().position(|g| g.name == r.name) {
+                let known = r.max_epoch.max(r.epoch);
+                if known > self.groups[gi].max_epoch {
+                    self.groups[gi].max_epoch = known;
+                    self.out.push(Action::PersistEpoch {
+                        group: r.name.clone(),
+                        epoch: known,
+                    });
+                }
+            }
+        }
+        if msg.digest != self.cfg.digest
+            && self.peers[si].digest_warned.as_deref() != Some(msg.digest.as_str())
+        {
+            self.peers[si].digest_warned = Some(msg.digest.clone());
+            let mine = self.cfg.digest[..12.min(self.cfg.digest.len())].to_string();
+            let theirs = msg.digest[..12.min(msg.digest.len())].to_string();
+            self.emit(
+                &events::CONFIG_DIGEST_MISMATCH,
+                format!("server {from} runs configuration {theirs}…, this server runs {mine}…"),
+                |e| {
+                    e.peer(from)
+                        .field("local_digest", mine.clone())
+                        .field("peer_digest", theirs.clone())
+                },
+            );
+        }
+        self.peers[si].msg = Some(msg);
+    }
+
+    fn merge_intents(&mut self, other: &Intents) {
+        fn newer(v1: u64, o1: &str, v2: u64, o2: &str) -> bool {
+            (v1, o1) > (v2, o2)
+        }
+        for (g, i) in &other.groups {
+            if !self.cfg.groups.iter().any(|x| &x.name == g) {
+                continue;
+            }
+            let cur = self.intents.groups.get(g);
+            if cur.is_none_or(|c| newer(i.version, &i.origin, c.version, &c.origin)) {
+                self.intents.groups.insert(g.clone(), i.clone());
+            }
+        }
+        if newer(
+            other.suspended.version,
+            &other.suspended.origin,
+            self.intents.suspended.version,
+            &self.intents.suspended.origin,
+        ) {
+            let was = self.intents.suspended.on;
+            self.intents.suspended = other.suspended.clone();
+            self.announce_suspend(was);
+        }
+        if newer(
+            other.stopping.version,
+            &other.stopping.origin,
+            self.intents.stopping.version,
+            &self.intents.stopping.origin,
+        ) {
+            self.intents.stopping = other.stopping.clone();
+        }
+        for (m, i) in &other.monitors {
+            if !self.cfg.monitors.iter().any(|x| &x.name == m) {
+                continue;
+            }
+            let cur = self.intents.monitors.get(m);
+            if cur.is_none_or(|c| newer(i.version, &i.origin, c.version, &c.origin)) {
+                let was = cur.is_some_and(|c| c.on);
+                self.intents.monitors.insert(m.clone(), i.clone());
+                if was != i.on {
+                    if let Some(mi) = self.cfg.monitors.iter().position(|x| &x.name == m) {
+                        self.announce_monitor_flag(mi, i.on);
+                    }
+                }
+            }
+        }
+        if newer(
+            other.timeout.version,
+            &other.timeout.origin,
+            self.intents.timeout.version,
+            &self.intents.timeout.origin,
+        ) {
+            self.intents.timeout = other.timeout.clone();
+        }
+    }
+
+    fn announce_suspend(&mut self, was: bool) {
+        let on = self.intents.suspended.on;
+        if on != was {
+            if on {
+                self.emit(
+                    &events::CLUSTER_SUSPENDED,
+                    "cluster suspended: no monitoring, recovery or failover".into(),
+                    |e| e,
+                );
+            } else {
+                self.emit(&events::CLUSTER_RESUMED, "cluster resumed".into(), |e| e);
+            }
+        }
+    }
+
+    fn next_version(&self) -> u64 {
+        let i = &self.intents;
+        let mut v = i
+            .suspended
+            .version
+            .max(i.stopping.version)
+            .max(i.timeout.version);
+        for g in i.groups.values() {
+            v = v.max(g.version);
+        }
+        for m in i.monitors.values() {
+            v = v.max(m.version);
+        }
+        v + 1
+    }
+
+    fn apply_command(&mut self, cmd: Command) -> Result<(), CommandError> {
+        let version = self.next_version();
+        let origin = self.me_name();
+        let monitor_on = matches!(cmd, Command::MonitorSuspend { .. });
+        let gidx = |s: &Self, g: &str| {
+            s.cfg
+                .groups
+                .iter()
+                .position(|x| x.name == g)
+                .ok_or_else(|| CommandError::UnknownGroup(g.to_string()))
+        };
+        match cmd {
+            Command::GroupStart { group, on } => {
+                let gi = gidx(self, &group)?;
+                if let Some(s) = &on {
+                    self.check_member(gi, s)?;
+                }
+                let prefer_epoch = self.known_max_epoch(gi);
+                self.intents.groups.insert(
+                    group.clone(),
+                    GroupIntent {
+                        version,
+                        origin,
+                        run: true,
+                        prefer: on.clone(),
+                        prefer_epoch,
+                        clear_exclusions: true,
+                    },
+                );
+                self.emit(
+                    &events::GROUP_START_REQUESTED,
+                    format!(
+                        "group {group} start requested{}",
+                        on.map(|s| format!(" on {s}")).unwrap_or_default()
+                    ),
+                    |e| e.group(&group),
+                );
+            }
+            Command::GroupStop { group } => {
+                let gi = gidx(self, &group)?;
+                let prefer_epoch = self.known_max_epoch(gi);
+                self.intents.groups.insert(
+                    group.clone(),
+                    GroupIntent {
+                        version,
+                        origin,
+                        run: false,
+                        prefer: None,
+                        prefer_epoch,
+                        clear_exclusions: false,
+                    },
+                );
+                self.emit(
+                    &events::GROUP_STOP_REQUESTED,
+                    format!("group {group} stop requested"),
+                    |e| e.group(&group),
+                );
+            }
+            Command::GroupMove { group, to } => {
+                let gi = gidx(self, &group)?;
+                let holder = self.holders(gi).first().map(|h| h.0);
+                let to_idx = match &to {
+                    Some(s) => {
+                        self.check_member(gi, s)?;
+                        let si = self
+                            .server_idx(s)
+                            .ok_or_else(|| CommandError::UnknownServer(s.clone()))?;
+                        if !self.eligible(si) {
+                            return Err(CommandError::Invalid(format!("server `{s}` cannot take groups now (down, starting, refusing or without quorum)")));
+                        }
+                        si
+                    }
+                    None => {
+                        let g = &self.cfg.groups[gi];
+                        let order: Vec<usize> = g
+                            .servers
+                            .iter()
+                            .filter_map(|s| self.server_idx(s))
+                            .collect();
+                        let start = holder
+                            .and_then(|h| order.iter().position(|&x| x == h))
+                            .unwrap_or(0);
+                        (1..order.len())
+                            .map(|k| order[(start + k) % order.len()])
+                            .find(|&s| self.eligible(s))
+                            .ok_or_else(|| CommandError::NoTarget(group.clone()))?
+                    }
+                };
+                let to_name = self.cfg.servers[to_idx].name.clone();
+                let prefer_epoch = self.known_max_epoch(gi);
+                self.intents.groups.insert(
+                    group.clone(),
+                    GroupIntent {
+                        version,
+                        origin,
+                        run: true,
+                        prefer: Some(to_name.clone()),
+                        prefer_epoch,
+                        clear_exclusions: false,
+                    },
+                );
+                self.emit(
+                    &events::GROUP_MOVE,
+                    format!("group {group} move to {to_name} requested"),
+                    |e| e.group(&group).field("to", to_name.clone()),
+                );
+            }
+            Command::ClusterSuspend | Command::ClusterResume => {
+                let was = self.intents.suspended.on;
+                self.intents.suspended = FlagIntent {
+                    version,
+                    origin,
+                    on: cmd == Command::ClusterSuspend,
+                };
+                self.announce_suspend(was);
+            }
+            Command::ClusterStop => {
+                self.intents.stopping = FlagIntent {
+                    version,
+                    origin,
+                    on: true,
+                };
+                self.emit(
+                    &events::CLUSTER_STOP,
+                    "cluster stop requested: every server stops its groups and its agent".into(),
+                    |e| e,
+                );
+            }
+            Command::MonitorSuspend { monitor } | Command::MonitorResume { monitor } => {
+                let on = monitor_on;
+                let mi = self
+                    .cfg
+                    .monitors
+                    .iter()
+                    .position(|m| m.name == monitor)
+                    .ok_or_else(|| CommandError::UnknownMonitor(monitor.clone()))?;
+                let was = self.intents.monitors.get(&monitor).is_some_and(|f| f.on);
+                self.intents.monitors.insert(
+                    monitor.clone(),
+                    FlagIntent {
+                        version,
+                        origin,
+                        on,
+                    },
+                );
+                if was != on {
+                    self.announce_monitor_flag(mi, on);
+                }
+            }
+            Command::TimeoutSet {
+                heartbeat_timeout_ms,
+                monitor_factor_pct,
+                duration_ms,
+            } => {
+                if duration_ms == 0 {
+                    return Err(CommandError::Invalid("--for must be longer than 0".into()));
+                }
+                if heartbeat_timeout_ms > 0
+                    && heartbeat_timeout_ms < 3 * self.cfg.heartbeat.interval.ms()
+                {
+                    return Err(CommandError::Invalid(format!(
+                        "heartbeat timeout must be at least 3 × the interval ({} ms)",
+                        self.cfg.heartbeat.interval.ms()
+                    )));
+                }
+                self.intents.timeout = TimeoutIntent {
+                    version,
+                    origin,
+                    heartbeat_timeout_ms,
+                    monitor_factor_pct: if monitor_factor_pct == 0 {
+                        100
+                    } else {
+                        monitor_factor_pct
+                    },
+                    duration_ms,
+                };
+            }
+            Command::TimeoutClear => {
+                self.intents.timeout = TimeoutIntent {
+                    version,
+                    origin,
+                    heartbeat_timeout_ms: 0,
+                    monitor_factor_pct: 100,
+                    duration_ms: 0,
+                };
+            }
+            Command::Shutdown => {
+                if !self.leaving {
+                    self.leaving = true;
+                    self.emit(
+                        &events::AGENT_STOPPING,
+                        format!(
+                            "agent on {} stopping: deactivating its groups",
+                            self.me_name()
+                        ),
+                        |e| e,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_member(&self, gi: usize, s: &str) -> Result<(), CommandError> {
+        if self.server_idx(s).is_none() {
+            return Err(CommandError::UnknownServer(s.to_string()));
+        }
+        if !self.cfg.groups[gi].servers.iter().any(|x| x == s) {
+            return Err(CommandError::NotInGroup {
+                group: self.cfg.groups[gi].name.clone(),
+                server: s.to_string(),
+            });
+        }
+        Ok(())
+    }
+}

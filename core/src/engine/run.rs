@@ -1,0 +1,1337 @@
+//! The engine's evaluation pass and result handling.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+impl Engine {
+    /// Re-evaluate everything after an input. Deterministic in (state, now).
+    pub(super) fn evaluate(&mut self) {
+        self.update_timeout_override();
+        self.update_membership();
+        self.recompute_quorum();
+        self.update_refusal();
+        for gi in 0..self.groups.len() {
+            self.group_logic(gi);
+        }
+        for mi in 0..self.monitors.len() {
+            self.monitor_logic(mi);
+        }
+        self.maybe_exit();
+        self.persist_ownership();
+    }
+
+    fn update_timeout_override(&mut self) {
+        let t = self.intents.timeout.clone();
+        if t.version > self.timeout_seen_version {
+            self.timeout_seen_version = t.version;
+            if t.duration_ms > 0 {
+                self.timeout_until = Some(self.now.plus(t.duration_ms));
+                self.emit(
+                    &events::TIMEOUT_SCALED,
+                    format!(
+                        "temporary timeouts for {} ms: heartbeat timeout {} ms, monitor timeouts × {}%",
+                        t.duration_ms,
+                        if t.heartbeat_timeout_ms > 0 { t.heartbeat_timeout_ms } else { self.cfg.heartbeat.timeout.ms() },
+                        t.monitor_factor_pct
+                    ),
+                    |e| e.field("duration_ms", t.duration_ms).field("heartbeat_timeout_ms", t.heartbeat_timeout_ms).field("monitor_factor_pct", t.monitor_factor_pct),
+                );
+            } else if self.timeout_until.take().is_some() {
+                self.emit(
+                    &events::TIMEOUT_REVERTED,
+                    "temporary timeouts cleared".into(),
+                    |e| e,
+                );
+            }
+        }
+        if let Some(until) = self.timeout_until {
+            if self.now >= until {
+                self.timeout_until = None;
+                self.emit(
+                    &events::TIMEOUT_REVERTED,
+                    "temporary timeouts expired; configured values apply again".into(),
+                    |e| e,
+                );
+            }
+        }
+    }
+
+    fn update_membership(&mut self) {
+        let timeout = self.hb_timeout();
+        let now = self.now;
+        for si in 0..self.peers.len() {
+            if si == self.me {
+                continue;
+            }
+            let name = self.cfg.servers[si].name.clone();
+            let npaths = self.peers[si].paths.len();
+            let was_up = self.peers[si].up;
+            let mut any = false;
+            let mut changes = Vec::new();
+            for p in 0..npaths {
+                let up = self.peers[si].paths[p].is_some_and(|t| now.since(t) < timeout);
+                if up != self.peers[si].path_up[p] {
+                    changes.push((p, up));
+                    self.peers[si].path_up[p] = up;
+                }
+                any |= up;
+            }
+            self.peers[si].up = any;
+            if any && !was_up {
+                self.emit(&events::SERVER_UP, format!("server {name} is up"), |e| {
+                    e.peer(&name)
+                });
+            } else if !any && was_up {
+                self.emit(
+                    &events::SERVER_DOWN,
+                    format!("server {name} is down: no heartbeat on any of {npaths} interconnect path(s) for {timeout} ms"),
+                    |e| e.peer(&name).field("timeout_ms", timeout),
+                );
+            } else if any && was_up {
+                for (p, up) in changes {
+                    if up {
+                        self.emit(
+                            &events::PATH_UP,
+                            format!("interconnect path {p} to {name} is up"),
+                            |e| e.peer(&name).field("path", p),
+                        );
+                    } else {
+                        self.emit(
+                            &events::PATH_DOWN,
+                            format!("interconnect path {p} to {name} is down (silent for {timeout} ms); other paths still work"),
+                            |e| e.peer(&name).field("path", p),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn recompute_quorum(&mut self) {
+        let heard = self.peers.iter().filter(|p| p.up).count();
+        let votes = self.cfg.votes();
+        let q = heard * 2 > votes;
+        self.quorum = q;
+        // Report changes only once the startup wait is over (before that, silence is normal).
+        let waited = self.now.since(self.started) >= self.cfg.heartbeat.startup_wait().ms();
+        if waited && self.quorum_reported != Some(q) {
+            if q && self.quorum_reported.is_some() {
+                self.emit(
+                    &events::QUORUM_REGAINED,
+                    format!("quorum regained: {heard} of {votes} votes"),
+                    |e| e,
+                );
+            } else if !q {
+                self.emit(
+                    &events::NO_QUORUM,
+                    format!("no quorum: this server hears {heard} of {votes} votes and needs more than half; it will not run groups"),
+                    |e| e.field("heard", heard).field("votes", votes),
+                );
+            }
+            self.quorum_reported = Some(q);
+        }
+    }
+
+    fn update_refusal(&mut self) {
+        // Count digests among up servers (self included).
+        let mut counts: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+        for (si, p) in self.peers.iter().enumerate() {
+            let (digest, name) = if si == self.me {
+                (self.cfg.digest.as_str(), self.cfg.servers[si].name.as_str())
+            } else if p.up {
+                match &p.msg {
+                    Some(m) => (m.digest.as_str(), self.cfg.servers[si].name.as_str()),
+                    None => continue,
+                }
+            } else {
+                continue;
+            };
+            let e = counts.entry(digest).or_insert((0, name));
+            e.0 += 1;
+            if name < e.1 {
+                e.1 = name;
+            }
+        }
+        let best = counts
+            .iter()
+            .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.1 .1.cmp(a.1 .1)))
+            .map(|(d, _)| d.to_string());
+        let refused = best.is_some_and(|d| d != self.cfg.digest);
+        if refused && !self.refused_reported {
+            self.emit(
+                &events::ACTIVATION_REFUSED_DIGEST,
+                format!("server {} refuses to activate groups: its configuration differs from the other servers'", self.me_name()),
+                |e| e,
+            );
+        }
+        self.refused_reported = refused;
+        self.refused = refused;
+    }
+
+    fn set_local(&mut self, gi: usize, l: Local) {
+        self.groups[gi].local = l;
+        self.groups[gi].since = self.now;
+    }
+
+    fn group_logic(&mut self, gi: usize) {
+        let gname = self.cfg.groups[gi].name.clone();
+        // Operator start clears exclusions and counters.
+        if let Some(i) = self.intents.groups.get(&gname).cloned() {
+            if i.clear_exclusions && i.version > self.groups[gi].cleared_version {
+                self.groups[gi].cleared_version = i.version;
+                self.groups[gi].excluded = false;
+                self.groups[gi].act_failovers.clear();
+                self.groups[gi].no_server_warned = false;
+                for mi in 0..self.monitors.len() {
+                    if self.cfg.monitors[mi].group.as_deref() == Some(gname.as_str()) {
+                        let m = &mut self.monitors[mi];
+                        m.scripts = 0;
+                        m.restarts = 0;
+                        m.failovers = 0;
+                        m.exhausted = false;
+                    }
+                }
+            }
+        }
+        let holders = self.holders(gi);
+        let others: Vec<(usize, GroupState, u64)> =
+            holders.iter().copied().filter(|h| h.0 != self.me).collect();
+        if let Some(h) = others.first() {
+            self.groups[gi].last_holder = Some(self.cfg.servers[h.0].name.clone());
+            self.groups[gi].no_server_warned = false;
+        }
+        let must_stop =
+            !self.group_run(gi) || self.intents.stopping.on || self.leaving || !self.quorum;
+        match self.groups[gi].local.clone() {
+            Local::Adopting {
+                epoch,
+                pending,
+                ok,
+                checked,
+            } => {
+                if !checked
+                    || !pending.is_empty()
+                    || self.now.since(self.started) < self.cfg.heartbeat.startup_wait().ms()
+                {
+                    return;
+                }
+                let elsewhere = !others.is_empty();
+                if ok && !elsewhere && !must_stop {
+                    self.set_local(gi, Local::Online { epoch });
+                    self.groups[gi].online_since = Some(self.now);
+                    self.emit(
+                        &events::GROUP_READOPTED,
+                        format!(
+                            "group {gname} re-adopted on {} after an agent restart (epoch {epoch})",
+                            self.me_name()
+                        ),
+                        |e| e.group(&gname).epoch(epoch),
+                    );
+                } else {
+                    let why = if elsewhere {
+                        format!("server {} now holds it", self.cfg.servers[others[0].0].name)
+                    } else if must_stop {
+                        "it should not run here now".to_string()
+                    } else {
+                        "not every resource checked active".to_string()
+                    };
+                    self.emit(&events::GROUP_READOPT_CLEANUP, format!("group {gname} was held before the restart but {why}; deactivating its resources here"), |e| e.group(&gname).epoch(epoch));
+                    self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
+                }
+            }
+            Local::Offline => {
+                if !holders.is_empty() || must_stop || !self.ready() {
+                    return;
+                }
+                let target = self.target(gi);
+                match target {
+                    Some(t) if t == self.me => {
+                        let from = self.groups[gi].last_holder.clone();
+                        if let Some(from) = from.filter(|f| *f != self.me_name()) {
+                            self.emit(
+                                &events::GROUP_FAILOVER,
+                                format!(
+                                    "group {gname} fails over from {from} to {}",
+                                    self.me_name()
+                                ),
+                                |e| e.group(&gname).peer(&from),
+                            );
+                        }
+                        self.start_activation(gi, None);
+                    }
+                    Some(_) => {}
+                    None => {
+                        // Only the first up server of the group reports it, to avoid N copies.
+                        let first_up = self.cfg.groups[gi]
+                            .servers
+                            .iter()
+                            .filter_map(|s| self.server_idx(s))
+                            .find(|&s| self.peers[s].up);
+                        if first_up == Some(self.me) && !self.groups[gi].no_server_warned {
+                            self.groups[gi].no_server_warned = true;
+                            self.emit(&events::GROUP_NO_SERVER, format!("group {gname} should run but no server can take it (down, excluded, starting or refusing)"), |e| e.group(&gname));
+                        }
+                    }
+                }
+            }
+            Local::Online { epoch } => {
+                self.groups[gi].no_server_warned = false;
+                if must_stop {
+                    self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
+                    return;
+                }
+                // A better claim elsewhere (after a partition heals): yield.
+                if let Some(&(si, _, e)) = others.first() {
+                    let mine = (epoch, self.cfg.servers[self.me].priority);
+                    let theirs = (e, self.cfg.servers[si].priority);
+                    if theirs.0 > mine.0 || (theirs.0 == mine.0 && theirs.1 < mine.1) {
+                        let who = self.cfg.servers[si].name.clone();
+                        self.emit(&events::GROUP_DEACTIVATING, format!("group {gname} is also held by {who} with epoch {e} (here: {epoch}); deactivating here"), |ev| ev.group(&gname).epoch(epoch).peer(&who));
+                        self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
+                        return;
+                    }
+                }
+                // Operator move.
+                if let Some(i) = self.intents.groups.get(&gname) {
+                    if let Some(p) = &i.prefer {
+                        if let Some(pi) = self.server_idx(p) {
+                            if pi != self.me
+                                && i.prefer_epoch >= self.known_max_epoch(gi)
+                                && self.eligible(pi)
+                            {
+                                self.start_deactivation(
+                                    gi,
+                                    epoch,
+                                    After::Release { exclude: false },
+                                    None,
+                                );
+                                return;
+                            }
+                        }
+                    }
+                }
+                // Failback to a preferred server.
+                if self.cfg.groups[gi].failback {
+                    let order: Vec<usize> = self.cfg.groups[gi]
+                        .servers
+                        .iter()
+                        .filter_map(|s| self.server_idx(s))
+                        .collect();
+                    let best = order
+                        .iter()
+                        .copied()
+                        .find(|&s| self.eligible(s) && !self.peer_excluded(s, gi));
+                    if let Some(b) = best {
+                        let my_pos = order
+                            .iter()
+                            .position(|&s| s == self.me)
+                            .unwrap_or(usize::MAX);
+                        let b_pos = order.iter().position(|&s| s == b).unwrap_or(usize::MAX);
+                        if b != self.me && b_pos < my_pos {
+                            let to = self.cfg.servers[b].name.clone();
+                            self.emit(
+                                &events::GROUP_MOVE,
+                                format!("group {gname} fails back to {to}"),
+                                |e| e.group(&gname).field("to", to.clone()),
+                            );
+                            self.start_deactivation(
+                                gi,
+                                epoch,
+                                After::Release { exclude: false },
+                                None,
+                            );
+                        }
+                    }
+                }
+            }
+            Local::Failed { epoch } => {
+                if must_stop {
+                    self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
+                }
+            }
+            Local::Stuck { .. } | Local::Activating { .. } | Local::Deactivating { .. } => {}
+        }
+    }
+
+    /// Begin activating group `gi`: the whole group with a new epoch, or (`plan`) a subset
+    /// with the current epoch.
+    fn start_activation(&mut self, gi: usize, plan: Option<(u64, Vec<usize>)>) {
+        let gname = self.cfg.groups[gi].name.clone();
+        let (epoch, plan) = match plan {
+            Some(p) => p,
+            None => {
+                let epoch = self.known_max_epoch(gi) + 1;
+                self.groups[gi].max_epoch = epoch;
+                self.groups[gi].last_epoch = epoch;
+                self.out.push(Action::PersistEpoch {
+                    group: gname.clone(),
+                    epoch,
+                });
+                self.emit(
+                    &events::GROUP_ACTIVATING,
+                    format!(
+                        "group {gname} activating on {} with epoch {epoch}",
+                        self.me_name()
+                    ),
+                    |e| e.group(&gname).epoch(epoch),
+                );
+                (epoch, (0..self.cfg.groups[gi].resources.len()).collect())
+            }
+        };
+        self.groups[gi].last_holder = Some(self.me_name());
+        if plan.is_empty() {
+            self.finish_activation(gi, epoch);
+            return;
+        }
+        let id = self.issue(gi, true, plan[0], epoch, 0);
+        self.set_local(
+            gi,
+            Local::Activating {
+                epoch,
+                plan,
+                pos: 0,
+                attempt: 0,
+                inflight: id,
+            },
+        );
+    }
+
+    fn finish_activation(&mut self, gi: usize, epoch: u64) {
+        let gname = self.cfg.groups[gi].name.clone();
+        let took = self.now.since(self.groups[gi].since);
+        self.set_local(gi, Local::Online { epoch });
+        self.groups[gi].online_since = Some(self.now);
+        self.emit(
+            &events::GROUP_ACTIVATED,
+            format!(
+                "group {gname} activated on {} (epoch {epoch}, {took} ms)",
+                self.me_name()
+            ),
+            |e| e.group(&gname).epoch(epoch).field("took_ms", took),
+        );
+    }
+
+    /// Begin deactivating: all resources in reverse order, or (`subset`, activation order)
+    /// only those, in reverse.
+    fn start_deactivation(
+        &mut self,
+        gi: usize,
+        epoch: u64,
+        after: After,
+        subset: Option<Vec<usize>>,
+    ) {
+        let gname = self.cfg.groups[gi].name.clone();
+        let mut plan: Vec<usize> =
+            subset.unwrap_or_else(|| (0..self.cfg.groups[gi].resources.len()).collect());
+        plan.reverse();
+        if matches!(after, After::Release { .. }) {
+            self.emit(
+                &events::GROUP_DEACTIVATING,
+                format!("group {gname} deactivating on {}", self.me_name()),
+                |e| e.group(&gname).epoch(epoch),
+            );
+        }
+        if plan.is_empty() {
+            self.finish_deactivation(gi, epoch, after);
+            return;
+        }
+        let id = self.issue(gi, false, plan[0], epoch, 0);
+        self.set_local(
+            gi,
+            Local::Deactivating {
+                epoch,
+                plan,
+                pos: 0,
+                attempt: 0,
+                inflight: id,
+                after,
+            },
+        );
+    }
+
+    fn finish_deactivation(&mut self, gi: usize, epoch: u64, after: After) {
+        let gname = self.cfg.groups[gi].name.clone();
+        self.groups[gi].online_since = None;
+        match after {
+            After::Release { exclude } => {
+                self.groups[gi].excluded |= exclude;
+                self.groups[gi].last_epoch = epoch;
+                self.set_local(gi, Local::Offline);
+                self.emit(
+                    &events::GROUP_DEACTIVATED,
+                    format!("group {gname} deactivated on {}", self.me_name()),
+                    |e| e.group(&gname).epoch(epoch),
+                );
+            }
+            After::Restart => {
+                self.set_local(gi, Local::Offline);
+                self.start_activation(gi, None);
+            }
+            After::Reactivate(plan) => {
+                self.start_activation(gi, Some((epoch, plan)));
+            }
+        }
+    }
+
+    fn issue(
+        &mut self,
+        gi: usize,
+        activate: bool,
+        ri: usize,
+        epoch: u64,
+        attempt: u32,
+    ) -> ActionId {
+        let id = self.id();
+        let g = &self.cfg.groups[gi];
+        let r = &g.resources[ri];
+        let action = if activate {
+            Action::Activate {
+                id,
+                group: g.name.clone(),
+                resource: r.name.clone(),
+                epoch,
+                timeout_ms: r.activation.timeout.ms(),
+                attempt,
+            }
+        } else {
+            Action::Deactivate {
+                id,
+                group: g.name.clone(),
+                resource: r.name.clone(),
+                epoch,
+                timeout_ms: r.deactivation.timeout.ms(),
+                attempt,
+            }
+        };
+        self.out.push(action);
+        id
+    }
+
+    pub(super) fn on_action_done(&mut self, id: ActionId, result: Result<(), Failure>) {
+        // Recovery scripts.
+        if let Some(mi) = self
+            .monitors
+            .iter()
+            .position(|m| m.script_inflight == Some(id))
+        {
+            self.monitors[mi].script_inflight = None;
+            if let Err(f) = result {
+                let name = self.cfg.monitors[mi].name.clone();
+                self.monitors[mi].last_error =
+                    Some(format!("recovery script failed: {}", f.message));
+                self.emit(
+                    &events::RECOVERY_SCRIPT,
+                    format!("recovery script of monitor {name} failed: {}", f.message),
+                    |e| e.monitor(&name).field("code", f.code.clone()),
+                );
+            }
+            return;
+        }
+        let Some(gi) = self.groups.iter().position(|g| match &g.local {
+            Local::Activating { inflight, .. } | Local::Deactivating { inflight, .. } => {
+                *inflight == id
+            }
+            _ => false,
+        }) else {
+            return;
+        };
+        let gname = self.cfg.groups[gi].name.clone();
+        match self.groups[gi].local.clone() {
+            Local::Activating {
+                epoch,
+                plan,
+                pos,
+                attempt,
+                ..
+            } => {
+                let ri = plan[pos];
+                let res = self.cfg.groups[gi].resources[ri].clone();
+                match result {
+                    Ok(()) => {
+                        self.emit(
+                            &events::RESOURCE_ACTIVATED,
+                            format!("resource {} of group {gname} activated", res.name),
+                            |e| e.group(&gname).resource(&res.name).epoch(epoch),
+                        );
+                        if pos + 1 == plan.len() {
+                            self.finish_activation(gi, epoch);
+                        } else {
+                            let id = self.issue(gi, true, plan[pos + 1], epoch, 0);
+                            self.groups[gi].local = Local::Activating {
+                                epoch,
+                                plan,
+                                pos: pos + 1,
+                                attempt: 0,
+                                inflight: id,
+                            };
+                        }
+                    }
+                    Err(f) => {
+                        self.emit(
+                            &events::RESOURCE_ACTIVATION_FAILED,
+                            format!("resource {} of group {gname} failed to activate (attempt {} of {}): {}", res.name, attempt + 1, res.activation.retries + 1, f.message),
+                            |e| e.group(&gname).resource(&res.name).epoch(epoch).field("code", f.code.clone()),
+                        );
+                        if attempt < res.activation.retries {
+                            let id = self.issue(gi, true, ri, epoch, attempt + 1);
+                            self.groups[gi].local = Local::Activating {
+                                epoch,
+                                plan,
+                                pos,
+                                attempt: attempt + 1,
+                                inflight: id,
+                            };
+                            return;
+                        }
+                        // Undo what this plan touched, up to and including the failed resource.
+                        let touched: Vec<usize> = plan[..=pos].to_vec();
+                        let count = self.groups[gi].act_failovers.get(&ri).copied().unwrap_or(0);
+                        if count < res.failover_threshold {
+                            self.groups[gi].act_failovers.insert(ri, count + 1);
+                            self.emit(&events::GROUP_ACTIVATION_FAILED, format!("group {gname} could not be activated on {} because resource {} failed; handing it to the next server", self.me_name(), res.name), |e| e.group(&gname).resource(&res.name).epoch(epoch));
+                            self.start_deactivation(
+                                gi,
+                                epoch,
+                                After::Release { exclude: true },
+                                Some(touched),
+                            );
+                        } else {
+                            self.emit(&events::GROUP_ACTIVATION_FAILED, format!("group {gname} could not be activated on {} because resource {} failed; failover threshold {} reached", self.me_name(), res.name, res.failover_threshold), |e| e.group(&gname).resource(&res.name).epoch(epoch));
+                            self.final_action(
+                                res.activation.final_action,
+                                Some(gi),
+                                epoch,
+                                format!("activation of resource {} failed", res.name),
+                                Some(touched),
+                            );
+                        }
+                    }
+                }
+            }
+            Local::Deactivating {
+                epoch,
+                plan,
+                pos,
+                attempt,
+                after,
+                ..
+            } => {
+                let ri = plan[pos];
+                let res = self.cfg.groups[gi].resources[ri].clone();
+                match result {
+                    Ok(()) => {
+                        self.emit(
+                            &events::RESOURCE_DEACTIVATED,
+                            format!("resource {} of group {gname} deactivated", res.name),
+                            |e| e.group(&gname).resource(&res.name).epoch(epoch),
+                        );
+                        if pos + 1 == plan.len() {
+                            self.finish_deactivation(gi, epoch, after);
+                        } else {
+                            let id = self.issue(gi, false, plan[pos + 1], epoch, 0);
+                            self.groups[gi].local = Local::Deactivating {
+                                epoch,
+                                plan,
+                                pos: pos + 1,
+                                attempt: 0,
+                                inflight: id,
+                                after,
+                            };
+                        }
+                    }
+                    Err(f) => {
+                        self.emit(
+                            &events::RESOURCE_DEACTIVATION_FAILED,
+                            format!("resource {} of group {gname} failed to deactivate (attempt {} of {}): {}", res.name, attempt + 1, res.deactivation.retries + 1, f.message),
+                            |e| e.group(&gname).resource(&res.name).epoch(epoch).field("code", f.code.clone()),
+                        );
+                        if attempt < res.deactivation.retries {
+                            let id = self.issue(gi, false, ri, epoch, attempt + 1);
+                            self.groups[gi].local = Local::Deactivating {
+                                epoch,
+                                plan,
+                                pos,
+                                attempt: attempt + 1,
+                                inflight: id,
+                                after,
+                            };
+                            return;
+                        }
+                        self.set_local(gi, Local::Stuck { epoch });
+                        self.emit(&events::GROUP_DEACTIVATION_FAILED, format!("group {gname} could not be deactivated on {}: resource {} is still up; the group stays held here", self.me_name(), res.name), |e| e.group(&gname).resource(&res.name).epoch(epoch));
+                        if res.deactivation.final_action != FinalAction::None {
+                            self.final_action(
+                                res.deactivation.final_action,
+                                None,
+                                epoch,
+                                format!("deactivation of resource {} failed", res.name),
+                                None,
+                            );
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Execute a final action. `gi`: the group concerned (for stop-group / hold).
+    fn final_action(
+        &mut self,
+        fa: FinalAction,
+        gi: Option<usize>,
+        epoch: u64,
+        reason: String,
+        touched: Option<Vec<usize>>,
+    ) {
+        let gname = gi.map(|g| self.cfg.groups[g].name.clone());
+        self.emit(
+            &events::GROUP_FINAL_ACTION,
+            format!(
+                "final action `{}` on {}: {reason}",
+                fa.as_str(),
+                self.me_name()
+            ),
+            |e| {
+                let e = e.field("final_action", fa.as_str());
+                match &gname {
+                    Some(g) => e.group(g),
+                    None => e,
+                }
+            },
+        );
+        match fa {
+            FinalAction::None => {
+                if let Some(gi) = gi {
+                    if matches!(self.groups[gi].local, Local::Activating { .. }) {
+                        // Leave what was activated; hold the group as failed (never moved).
+                        self.set_local(gi, Local::Failed { epoch });
+                    }
+                }
+            }
+            FinalAction::StopGroup => {
+                if let Some(gi) = gi {
+                    let g = self.cfg.groups[gi].name.clone();
+                    let version = self.next_version();
+                    let prefer_epoch = self.known_max_epoch(gi);
+                    self.intents.groups.insert(
+                        g,
+                        GroupIntent {
+                            version,
+                            origin: self.me_name(),
+                            run: false,
+                            prefer: None,
+                            prefer_epoch,
+                            clear_exclusions: false,
+                        },
+                    );
+                    if self.groups[gi].local.state().holds()
+                        && !matches!(
+                            self.groups[gi].local,
+                            Local::Deactivating { .. } | Local::Stuck { .. }
+                        )
+                    {
+                        self.start_deactivation(
+                            gi,
+                            epoch,
+                            After::Release { exclude: false },
+                            touched,
+                        );
+                    }
+                }
+            }
+            FinalAction::StopCluster => {
+                if let Some(gi) = gi {
+                    self.groups[gi].excluded = true;
+                    if matches!(self.groups[gi].local, Local::Activating { .. }) {
+                        self.start_deactivation(
+                            gi,
+                            epoch,
+                            After::Release { exclude: true },
+                            touched,
+                        );
+                    }
+                }
+                if !self.leaving {
+                    self.leaving = true;
+                    self.emit(
+                        &events::AGENT_STOPPING,
+                        format!("agent on {} stopping (final action)", self.me_name()),
+                        |e| e,
+                    );
+                }
+            }
+            FinalAction::Shutdown | FinalAction::Reboot => {
+                if let Some(gi) = gi {
+                    if matches!(self.groups[gi].local, Local::Activating { .. }) {
+                        self.set_local(gi, Local::Failed { epoch });
+                    }
+                }
+                self.out.push(Action::SystemCommand { which: fa, reason });
+            }
+        }
+    }
+
+    pub(super) fn on_check_done(&mut self, id: ActionId, result: CheckResult, detail: &str) {
+        for gi in 0..self.groups.len() {
+            if let Local::Adopting {
+                epoch, pending, ok, ..
+            } = &mut self.groups[gi].local
+            {
+                if pending.remove(&id) {
+                    if result != CheckResult::Active {
+                        *ok = false;
+                        let _ = detail;
+                    }
+                    if pending.is_empty() {
+                        let (epoch, ok) = (*epoch, *ok);
+                        self.groups[gi].local = Local::Adopting {
+                            epoch,
+                            pending: BTreeSet::new(),
+                            ok,
+                            checked: true,
+                        };
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    // --------------------------------------------------------------------------------
+    // Monitors
+    // --------------------------------------------------------------------------------
+
+    pub(super) fn announce_monitor_flag(&mut self, mi: usize, on: bool) {
+        let name = self.cfg.monitors[mi].name.clone();
+        if on {
+            self.emit(
+                &events::MONITOR_SUSPENDED,
+                format!("monitor {name} suspended"),
+                |e| e.monitor(&name),
+            );
+        } else {
+            self.monitors[mi].next_due = self.now;
+            self.emit(
+                &events::MONITOR_RESUMED,
+                format!("monitor {name} resumed"),
+                |e| e.monitor(&name),
+            );
+        }
+    }
+
+    fn monitor_suspended(&self, mi: usize) -> bool {
+        self.suspended()
+            || self
+                .intents
+                .monitors
+                .get(&self.cfg.monitors[mi].name)
+                .is_some_and(|f| f.on)
+    }
+
+    /// The group index gating a monitor with timing `active`.
+    fn monitor_group(&self, mi: usize) -> Option<usize> {
+        let g = self.cfg.monitors[mi].group.as_ref()?;
+        self.cfg.groups.iter().position(|x| &x.name == g)
+    }
+
+    /// Is the monitor supposed to poll right now (ignoring suspension)?
+    fn monitor_active(&self, mi: usize) -> bool {
+        if self.leaving || self.intents.stopping.on {
+            return false;
+        }
+        match self.cfg.monitors[mi].timing {
+            MonitorTiming::Always => true,
+            MonitorTiming::Active => self
+                .monitor_group(mi)
+                .is_some_and(|gi| matches!(self.groups[gi].local, Local::Online { .. })),
+        }
+    }
+
+    fn monitor_logic(&mut self, mi: usize) {
+        if !self.monitor_active(mi) {
+            let m = &mut self.monitors[mi];
+            m.state = MonState::Init;
+            m.fail_streak = 0;
+            m.seen_activation = None;
+            return;
+        }
+        if self.cfg.monitors[mi].timing == MonitorTiming::Active {
+            let gi = self.monitor_group(mi).unwrap_or(0);
+            let since = self.groups[gi].online_since;
+            if since != self.monitors[mi].seen_activation {
+                self.monitors[mi].seen_activation = since;
+                self.monitors[mi].next_due = since
+                    .unwrap_or(self.now)
+                    .plus(self.cfg.monitors[mi].wait_to_start.ms());
+                self.monitors[mi].fail_streak = 0;
+            }
+        }
+        if self.monitor_suspended(mi) {
+            return;
+        }
+        let m = &self.monitors[mi];
+        if m.inflight.is_some() || m.script_inflight.is_some() || self.now < m.next_due {
+            return;
+        }
+        let cfgm = &self.cfg.monitors[mi];
+        let timeout_ms = cfgm.timeout.ms().saturating_mul(self.monitor_factor()) / 100;
+        let name = cfgm.name.clone();
+        let interval = cfgm.interval.ms();
+        let id = self.id();
+        self.monitors[mi].inflight = Some(id);
+        self.monitors[mi].next_due = self.now.plus(interval);
+        self.out.push(Action::Probe {
+            id,
+            monitor: name,
+            timeout_ms,
+        });
+    }
+
+    pub(super) fn on_probe_done(&mut self, id: ActionId, outcome: ProbeOutcome) {
+        let Some(mi) = self.monitors.iter().position(|m| m.inflight == Some(id)) else {
+            return;
+        };
+        self.monitors[mi].inflight = None;
+        if !self.monitor_active(mi) || self.monitor_suspended(mi) {
+            return;
+        }
+        let cfgm = self.cfg.monitors[mi].clone();
+        let name = cfgm.name.clone();
+        match outcome {
+            ProbeOutcome::Ok { latency_ms, .. } => {
+                let m = &mut self.monitors[mi];
+                m.last_latency = Some(latency_ms);
+                m.last_error = None;
+                m.fail_streak = 0;
+                m.api_warned = false;
+                m.suppressed_warned = false;
+                let was_error = m.state == MonState::Error;
+                m.state = MonState::Normal;
+                let since = *m.normal_since.get_or_insert(self.now);
+                let counters = m.scripts + m.restarts + m.failovers > 0 || m.exhausted;
+                if counters
+                    && self.now.since(since)
+                        >= cfgm.recovery.as_ref().map_or(0, |r| r.reset_after.ms())
+                {
+                    m.scripts = 0;
+                    m.restarts = 0;
+                    m.failovers = 0;
+                    m.exhausted = false;
+                }
+                if was_error {
+                    self.emit(
+                        &events::MONITOR_NORMAL,
+                        format!("monitor {name} is normal again"),
+                        |e| e.monitor(&name).field("latency_ms", latency_ms),
+                    );
+                }
+            }
+            ProbeOutcome::Failed {
+                latency_ms,
+                code,
+                message,
+                api_error,
+            } => {
+                self.monitors[mi].last_latency = Some(latency_ms);
+                self.monitors[mi].last_error = Some(message.clone());
+                if api_error && cfgm.on_api_error != OnApiError::Recover {
+                    if cfgm.on_api_error == OnApiError::Warn && !self.monitors[mi].api_warned {
+                        self.monitors[mi].api_warned = true;
+                        self.emit(&events::MONITOR_API_ERROR, format!("monitor {name} could not reach its API: {message}; no recovery (on_api_error = warn)"), |e| e.monitor(&name).field("code", code.clone()));
+                    }
+                    return;
+                }
+                let m = &mut self.monitors[mi];
+                m.fail_streak += 1;
+                m.normal_since = None;
+                if m.fail_streak <= cfgm.retries {
+                    if m.state != MonState::Error {
+                        let first = m.state != MonState::Warning;
+                        m.state = MonState::Warning;
+                        if first {
+                            let (s, r) = (m.fail_streak, cfgm.retries);
+                            self.emit(
+                                &events::MONITOR_WARNING,
+                                format!(
+                                    "monitor {name} poll failed ({s} of {} allowed): {message}",
+                                    r + 1
+                                ),
+                                |e| e.monitor(&name).field("code", code.clone()),
+                            );
+                        }
+                    }
+                    return;
+                }
+                m.fail_streak = 0;
+                let first_error = m.state != MonState::Error;
+                m.state = MonState::Error;
+                if first_error {
+                    self.emit(
+                        &events::MONITOR_ERROR,
+                        format!("monitor {name} detected an error: {message}"),
+                        |e| {
+                            e.monitor(&name)
+                                .field("code", code.clone())
+                                .field("latency_ms", latency_ms)
+                        },
+                    );
+                }
+                self.recover(mi);
+            }
+        }
+    }
+
+    fn recover(&mut self, mi: usize) {
+        let cfgm = self.cfg.monitors[mi].clone();
+        let name = cfgm.name.clone();
+        let Some(rec) = cfgm.recovery.clone() else {
+            return;
+        };
+        if self.suspended() {
+            if !self.monitors[mi].suppressed_warned {
+                self.monitors[mi].suppressed_warned = true;
+                self.emit(
+                    &events::RECOVERY_SUPPRESSED,
+                    format!("monitor {name} is in error but the cluster is suspended: no recovery"),
+                    |e| e.monitor(&name),
+                );
+            }
+            return;
+        }
+        if self.monitors[mi].exhausted {
+            return;
+        }
+        let targets: Vec<usize> = match &rec.target {
+            RecoveryTarget::Group(g) | RecoveryTarget::Resource { group: g, .. } => self
+                .cfg
+                .groups
+                .iter()
+                .position(|x| &x.name == g)
+                .into_iter()
+                .collect(),
+            RecoveryTarget::LocalServer => (0..self.groups.len())
+                .filter(|&gi| self.groups[gi].local.state().holds())
+                .collect(),
+        };
+        // Only act on groups this server runs and that are not in transition.
+        if targets.iter().any(|&gi| {
+            matches!(
+                self.groups[gi].local,
+                Local::Activating { .. } | Local::Deactivating { .. } | Local::Adopting { .. }
+            )
+        }) {
+            return;
+        }
+        let held: Vec<usize> = targets
+            .into_iter()
+            .filter(|&gi| {
+                matches!(
+                    self.groups[gi].local,
+                    Local::Online { .. } | Local::Failed { .. }
+                )
+            })
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let m = &mut self.monitors[mi];
+        if rec.script.is_some() && m.scripts < rec.script_retries {
+            m.scripts += 1;
+            let n = m.scripts;
+            let id = self.id();
+            self.monitors[mi].script_inflight = Some(id);
+            let script = rec.script.clone().unwrap_or_default();
+            self.emit(
+                &events::RECOVERY_SCRIPT,
+                format!(
+                    "monitor {name}: running recovery script ({n} of {})",
+                    rec.script_retries
+                ),
+                |e| e.monitor(&name),
+            );
+            self.out.push(Action::RecoveryScript {
+                id,
+                monitor: name,
+                script,
+                timeout_ms: cfgm.timeout.ms(),
+            });
+        } else if m.restarts < rec.restart_retries {
+            m.restarts += 1;
+            let n = m.restarts;
+            for gi in held {
+                let gname = self.cfg.groups[gi].name.clone();
+                let epoch = self.groups[gi].local.epoch();
+                match &rec.target {
+                    RecoveryTarget::Resource { resource, .. } => {
+                        let plan = self.dependents(gi, resource);
+                        self.emit(&events::RECOVERY_RESTART, format!("monitor {name}: restarting resource {resource} of group {gname} ({n} of {})", rec.restart_retries), |e| e.monitor(&name).group(&gname).resource(resource));
+                        self.start_deactivation(
+                            gi,
+                            epoch,
+                            After::Reactivate(plan.clone()),
+                            Some(plan),
+                        );
+                    }
+                    _ => {
+                        self.emit(
+                            &events::RECOVERY_RESTART,
+                            format!(
+                                "monitor {name}: restarting group {gname} ({n} of {})",
+                                rec.restart_retries
+                            ),
+                            |e| e.monitor(&name).group(&gname),
+                        );
+                        self.start_deactivation(gi, epoch, After::Restart, None);
+                    }
+                }
+            }
+        } else if m.failovers < rec.failover_retries {
+            m.failovers += 1;
+            let n = m.failovers;
+            for gi in held {
+                let gname = self.cfg.groups[gi].name.clone();
+                let epoch = self.groups[gi].local.epoch();
+                self.emit(
+                    &events::RECOVERY_FAILOVER,
+                    format!(
+                        "monitor {name}: failing group {gname} over to another server ({n} of {})",
+                        rec.failover_retries
+                    ),
+                    |e| e.monitor(&name).group(&gname),
+                );
+                self.start_deactivation(gi, epoch, After::Release { exclude: true }, None);
+            }
+        } else {
+            m.exhausted = true;
+            self.emit(
+                &events::RECOVERY_EXHAUSTED,
+                format!(
+                    "monitor {name}: recovery exhausted (scripts {}, restarts {}, failovers {})",
+                    rec.script_retries, rec.restart_retries, rec.failover_retries
+                ),
+                |e| e.monitor(&name),
+            );
+            let reason = format!("monitor {name} recovery exhausted");
+            match rec.final_action {
+                FinalAction::StopGroup => {
+                    for gi in held {
+                        let epoch = self.groups[gi].local.epoch();
+                        self.final_action(
+                            FinalAction::StopGroup,
+                            Some(gi),
+                            epoch,
+                            reason.clone(),
+                            None,
+                        );
+                    }
+                }
+                fa => self.final_action(fa, None, 0, reason, None),
+            }
+        }
+    }
+
+    /// Resource `name` and every resource that depends on it (transitively), in
+    /// activation order.
+    fn dependents(&self, gi: usize, name: &str) -> Vec<usize> {
+        let rs = &self.cfg.groups[gi].resources;
+        let mut set: BTreeSet<String> = BTreeSet::new();
+        set.insert(name.to_string());
+        for r in rs {
+            if r.depends_on.iter().any(|d| set.contains(d)) {
+                set.insert(r.name.clone());
+            }
+        }
+        rs.iter()
+            .enumerate()
+            .filter(|(_, r)| set.contains(&r.name))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn maybe_exit(&mut self) {
+        if self.exit_sent || !(self.leaving || self.intents.stopping.on) {
+            return;
+        }
+        let busy = self
+            .groups
+            .iter()
+            .any(|g| !matches!(g.local, Local::Offline | Local::Stuck { .. }));
+        if !busy {
+            self.exit_sent = true;
+            let stuck: Vec<String> = self
+                .cfg
+                .groups
+                .iter()
+                .zip(&self.groups)
+                .filter(|(_, g)| matches!(g.local, Local::Stuck { .. }))
+                .map(|(c, _)| c.name.clone())
+                .collect();
+            let reason = if stuck.is_empty() {
+                "all groups are offline".to_string()
+            } else {
+                format!("groups still stuck: {}", stuck.join(", "))
+            };
+            self.out.push(Action::Exit { reason });
+        }
+    }
+
+    fn persist_ownership(&mut self) {
+        let mut m = BTreeMap::new();
+        for (g, rt) in self.cfg.groups.iter().zip(&self.groups) {
+            let st = rt.local.state();
+            if st.holds() {
+                m.insert(g.name.clone(), (rt.local.epoch(), st));
+            }
+        }
+        if m != self.last_ownership {
+            self.last_ownership = m.clone();
+            self.out.push(Action::PersistOwnership { groups: m });
+        }
+    }
+
+    // --------------------------------------------------------------------------------
+    // Status
+    // --------------------------------------------------------------------------------
+
+    pub fn status(&self) -> EngineStatus {
+        let now = self.now;
+        let timeout = self.hb_timeout();
+        let servers = self
+            .cfg
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(si, s)| {
+                let p = &self.peers[si];
+                let is_self = si == self.me;
+                let m = p.msg.as_ref();
+                ServerStatus {
+                    name: s.name.clone(),
+                    is_self,
+                    up: p.up,
+                    ready: if is_self {
+                        self.ready()
+                    } else {
+                        p.up && m.is_some_and(|m| m.ready)
+                    },
+                    quorum: if is_self {
+                        self.quorum
+                    } else {
+                        p.up && m.is_some_and(|m| m.quorum)
+                    },
+                    refused: if is_self {
+                        self.refused
+                    } else {
+                        m.is_some_and(|m| m.refused)
+                    },
+                    digest_matches: is_self || m.is_none_or(|m| m.digest == self.cfg.digest),
+                    paths: (0..p.paths.len())
+                        .map(|pi| PathStatus {
+                            path: pi,
+                            up: is_self || p.paths[pi].is_some_and(|t| now.since(t) < timeout),
+                            last_heard_ms_ago: if is_self {
+                                Some(0)
+                            } else {
+                                p.paths[pi].map(|t| now.since(t))
+                            },
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let groups = (0..self.groups.len())
+            .map(|gi| {
+                let g = &self.cfg.groups[gi];
+                let holders = self.holders(gi);
+                let mut per_server = BTreeMap::new();
+                let mut excluded_on = Vec::new();
+                for s in &g.servers {
+                    let Some(si) = self.server_idx(s) else {
+                        continue;
+                    };
+                    let st = if si == self.me {
+                        self.groups[gi].local.state()
+                    } else if self.peers[si].up {
+                        self.peers[si]
+                            .msg
+                            .as_ref()
+                            .and_then(|m| m.groups.iter().find(|r| r.name == g.name))
+                            .map_or(GroupState::Offline, |r| r.state)
+                    } else {
+                        GroupState::Offline
+                    };
+                    per_server.insert(s.clone(), st);
+                    if self.peer_excluded(si, gi) && (si == self.me || self.peers[si].up) {
+                        excluded_on.push(s.clone());
+                    }
+                }
+                let (state, active_on, epoch) = match holders.first() {
+                    Some(&(si, st, e)) => (st, Some(self.cfg.servers[si].name.clone()), e),
+                    None => (GroupState::Offline, None, self.known_max_epoch(gi)),
+                };
+                GroupStatus {
+                    name: g.name.clone(),
+                    state,
+                    active_on,
+                    epoch,
+                    since_ms_ago: now.since(self.groups[gi].since),
+                    desired: if self.group_run(gi) {
+                        "running".into()
+                    } else {
+                        "stopped".into()
+                    },
+                    excluded_on,
+                    per_server,
+                }
+            })
+            .collect();
+        let monitors = (0..self.monitors.len())
+            .map(|mi| {
+                let c = &self.cfg.monitors[mi];
+                let m = &self.monitors[mi];
+                let state = if self.monitor_suspended(mi) {
+                    "suspended"
+                } else if !self.monitor_active(mi) {
+                    "idle"
+                } else {
+                    match m.state {
+                        MonState::Init if now < m.next_due => "waiting",
+                        MonState::Init => "init",
+                        MonState::Normal => "normal",
+                        MonState::Warning => "warning",
+                        MonState::Error => "error",
+                    }
+                };
+                MonitorStatus {
+                    name: c.name.clone(),
+                    kind: c.kind.clone(),
+                    state: state.into(),
+                    last_latency_ms: m.last_latency,
+                    last_error: m.last_error.clone(),
+                    fail_streak: m.fail_streak,
+                    scripts: m.scripts,
+                    restarts: m.restarts,
+                    failovers: m.failovers,
+                }
+            })
+            .collect();
+        EngineStatus {
+            cluster: self.cfg.cluster_name.clone(),
+            server: self.me_name(),
+            digest: self.cfg.digest.clone(),
+            ready: self.ready(),
+            quorum: self.quorum,
+            refused: self.refused,
+            suspended: self.suspended(),
+            stopping: self.intents.stopping.on || self.leaving,
+            heartbeat_timeout_ms: timeout,
+            timeout_override_remaining_ms: self.timeout_until.map(|t| t.since(now)),
+            monitor_factor_pct: u32::try_from(self.monitor_factor()).unwrap_or(100),
+            servers,
+            groups,
+            monitors,
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! Inputs, actions, the heartbeat payload and the status report of the engine.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::FinalAction;
+use crate::events::Event;
+
+pub type ActionId = u64;
+
+/// A group's state on one server, as reported in heartbeats and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupState {
+    Offline,
+    /// Restarted agent checking resources it owned before.
+    Adopting,
+    Activating,
+    Online,
+    Deactivating,
+    /// Activation failed and the final action left it here (held, not moved).
+    Failed,
+    /// Deactivation failed: held here so it is never active twice.
+    Stuck,
+}
+
+impl GroupState {
+    /// States in which the server holds the group (no other server may activate it).
+    pub fn holds(self) -> bool {
+        !matches!(self, GroupState::Offline)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupState::Offline => "offline",
+            GroupState::Adopting => "adopting",
+            GroupState::Activating => "activating",
+            GroupState::Online => "online",
+            GroupState::Deactivating => "deactivating",
+            GroupState::Failed => "failed",
+            GroupState::Stuck => "stuck",
+        }
+    }
+}
+
+/// One group as a server reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupReport {
+    pub name: String,
+    pub state: GroupState,
+    /// Epoch of the current (or last) activation on the reporting server.
+    pub epoch: u64,
+    /// Highest epoch the reporting server knows for this group.
+    pub max_epoch: u64,
+    /// The reporting server gave the group up after a failure and should not be chosen
+    /// while another server can run it.
+    pub excluded: bool,
+}
+
+/// Operator intent for a group: a last-writer-wins register spread by heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GroupIntent {
+    pub version: u64,
+    pub origin: String,
+    /// `false` after `baton group stop`.
+    pub run: bool,
+    /// Preferred server for the next activation (`move --to`, `start --on`).
+    pub prefer: Option<String>,
+    /// `prefer` applies only to activations with an epoch above this one... up to this
+    /// epoch + 1: once the group has been activated after the command, it no longer applies.
+    pub prefer_epoch: u64,
+    /// Exclusions older than this intent are cleared (`baton group start`).
+    pub clear_exclusions: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FlagIntent {
+    pub version: u64,
+    pub origin: String,
+    pub on: bool,
+}
+
+/// Temporary timeout change (`baton timeout set`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TimeoutIntent {
+    pub version: u64,
+    pub origin: String,
+    /// Heartbeat timeout to use while active, in ms (0: unchanged).
+    pub heartbeat_timeout_ms: u64,
+    /// Monitor timeout factor in percent (100: unchanged).
+    pub monitor_factor_pct: u32,
+    /// How long it stays in force after a server first sees it, in ms (0: cleared).
+    pub duration_ms: u64,
+}
+
+/// All operator intents; merged field by field, higher (version, origin) wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Intents {
+    pub groups: BTreeMap<String, GroupIntent>,
+    pub suspended: FlagIntent,
+    pub stopping: FlagIntent,
+    pub monitors: BTreeMap<String, FlagIntent>,
+    pub timeout: TimeoutIntent,
+}
+
+/// What a server tells its peers in every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerMessage {
+    pub digest: String,
+    /// Changes every time the agent starts.
+    pub incarnation: u64,
+    /// Past its startup wait and re-adoption checks.
+    pub ready: bool,
+    pub quorum: bool,
+    /// Refuses to activate (configuration mismatch).
+    pub refused: bool,
+    /// Shutting down: do not choose as a target.
+    pub leaving: bool,
+    pub groups: Vec<GroupReport>,
+    pub intents: Intents,
+}
+
+/// Result of a resource action or recovery script, as the shell reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Stable code (`timeout`, `command-failed`, …).
+    pub code: String,
+    pub message: String,
+}
+
+/// Outcome of a resource check during re-adoption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckResult {
+    Active,
+    Inactive,
+    Degraded,
+    Error,
+}
+
+/// Outcome of one monitor poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeOutcome {
+    Ok {
+        latency_ms: u64,
+        detail: Option<String>,
+    },
+    Failed {
+        latency_ms: u64,
+        code: String,
+        message: String,
+        api_error: bool,
+    },
+}
+
+/// Operator commands; most become intents that spread to every server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Command {
+    GroupStart {
+        group: String,
+        on: Option<String>,
+    },
+    GroupStop {
+        group: String,
+    },
+    GroupMove {
+        group: String,
+        to: Option<String>,
+    },
+    ClusterSuspend,
+    ClusterResume,
+    /// Every agent deactivates its groups and exits.
+    ClusterStop,
+    MonitorSuspend {
+        monitor: String,
+    },
+    MonitorResume {
+        monitor: String,
+    },
+    TimeoutSet {
+        heartbeat_timeout_ms: u64,
+        monitor_factor_pct: u32,
+        duration_ms: u64,
+    },
+    TimeoutClear,
+    /// This agent only: deactivate everything and exit (SIGTERM).
+    Shutdown,
+}
+
+/// Why a command was refused. `code()` is stable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+pub enum CommandError {
+    #[error("unknown group `{0}`")]
+    UnknownGroup(String),
+    #[error("unknown server `{0}`")]
+    UnknownServer(String),
+    #[error("server `{server}` is not in group `{group}`'s server list")]
+    NotInGroup { group: String, server: String },
+    #[error("unknown monitor `{0}`")]
+    UnknownMonitor(String),
+    #[error("no other server can take group `{0}` now")]
+    NoTarget(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl CommandError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            CommandError::UnknownGroup(_) => "unknown-group",
+            CommandError::UnknownServer(_) => "unknown-server",
+            CommandError::NotInGroup { .. } => "not-in-group",
+            CommandError::UnknownMonitor(_) => "unknown-monitor",
+            CommandError::NoTarget(_) => "no-target",
+            CommandError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Everything the engine reacts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Tick,
+    Heartbeat {
+        from: String,
+        path: usize,
+        msg: Box<PeerMessage>,
+    },
+    ActionDone {
+        id: ActionId,
+        result: Result<(), Failure>,
+    },
+    CheckDone {
+        id: ActionId,
+        result: CheckResult,
+        detail: String,
+    },
+    ProbeDone {
+        id: ActionId,
+        outcome: ProbeOutcome,
+    },
+}
+
+/// Everything the engine asks the shell to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// Persist the highest epoch of a group before any resource is touched with it.
+    PersistEpoch {
+        group: String,
+        epoch: u64,
+    },
+    /// Persist the groups this server holds (for re-adoption after a restart).
+    PersistOwnership {
+        groups: BTreeMap<String, (u64, GroupState)>,
+    },
+    Activate {
+        id: ActionId,
+        group: String,
+        resource: String,
+        epoch: u64,
+        timeout_ms: u64,
+        attempt: u32,
+    },
+    Deactivate {
+        id: ActionId,
+        group: String,
+        resource: String,
+        epoch: u64,
+        timeout_ms: u64,
+        attempt: u32,
+    },
+    Check {
+        id: ActionId,
+        group: String,
+        resource: String,
+        epoch: u64,
+        timeout_ms: u64,
+    },
+    Probe {
+        id: ActionId,
+        monitor: String,
+        timeout_ms: u64,
+    },
+    RecoveryScript {
+        id: ActionId,
+        monitor: String,
+        script: String,
+        timeout_ms: u64,
+    },
+    /// Run `[agent] shutdown_command` or `reboot_command`.
+    SystemCommand {
+        which: FinalAction,
+        reason: String,
+    },
+    /// The agent should exit now (its groups are offline, or a final action said so).
+    Exit {
+        reason: String,
+    },
+    Emit {
+        event: Box<Event>,
+    },
+}
+
+// ------------------------------------------------------------------------------------
+// Status
+// ------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathStatus {
+    pub path: usize,
+    pub up: bool,
+    /// Milliseconds since the last heartbeat on this path (None: never heard).
+    pub last_heard_ms_ago: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub name: String,
+    pub is_self: bool,
+    pub up: bool,
+    pub ready: bool,
+    pub quorum: bool,
+    pub refused: bool,
+    pub digest_matches: bool,
+    pub paths: Vec<PathStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub name: String,
+    /// Summary state across the cluster.
+    pub state: GroupState,
+    pub active_on: Option<String>,
+    pub epoch: u64,
+    /// Milliseconds this server has seen the group in its current state.
+    pub since_ms_ago: u64,
+    pub desired: String,
+    pub excluded_on: Vec<String>,
+    pub per_server: BTreeMap<String, GroupState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorStatus {
+    pub name: String,
+    pub kind: String,
+    /// `normal`, `warning`, `error`, `suspended`, `idle` (timing active, group not here),
+    /// `waiting` (wait_to_start), `init`.
+    pub state: String,
+    pub last_latency_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub fail_streak: u32,
+    pub scripts: u32,
+    pub restarts: u32,
+    pub failovers: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStatus {
+    pub cluster: String,
+    pub server: String,
+    pub digest: String,
+    pub ready: bool,
+    pub quorum: bool,
+    pub refused: bool,
+    pub suspended: bool,
+    pub stopping: bool,
+    pub heartbeat_timeout_ms: u64,
+    pub timeout_override_remaining_ms: Option<u64>,
+    pub monitor_factor_pct: u32,
+    pub servers: Vec<ServerStatus>,
+    pub groups: Vec<GroupStatus>,
+    pub monitors: Vec<MonitorStatus>,
+}
