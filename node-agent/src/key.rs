@@ -1,0 +1,393 @@
+//! The shared cluster key.
+//!
+//! Every node of a cluster holds the same key file. The key authenticates heartbeat
+//! datagrams (see [`crate::wire`]) and derives the bearer token of the HTTP API
+//! ([`ClusterKey::api_token`]), used by the operator CLI and by peers.
+//!
+//! The key is the raw content of the file with surrounding whitespace trimmed: it is
+//! *not* decoded, so any printable text of at least [`MIN_KEY_LEN`] bytes works, and
+//! `head -c 48 /dev/urandom | base64 > FILE` is the documented way to make one.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Minimum key length in bytes, after trimming surrounding whitespace.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// Number of random bytes [`generate_key_file`] writes (hex encoded, so the file holds
+/// twice as many characters).
+pub const GENERATED_KEY_BYTES: usize = 48;
+
+/// Derivation label of the HTTP API bearer token.
+const API_TOKEN_LABEL: &[u8] = b"baton api token v1";
+/// Derivation label of the public key fingerprint.
+const FINGERPRINT_LABEL: &[u8] = b"baton key fingerprint v1";
+
+/// Errors loading or creating a cluster key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key file could not be read or written.
+    #[error("cluster key file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key is shorter than [`MIN_KEY_LEN`] bytes.
+    #[error("{}", too_short_message(path.as_deref(), *len))]
+    TooShort { path: Option<PathBuf>, len: usize },
+    /// [`generate_key_file`] refuses to overwrite an existing key.
+    #[error(
+        "cluster key file {} already exists; refusing to overwrite it (remove it first if you really mean to replace the cluster key)",
+        path.display()
+    )]
+    Exists { path: PathBuf },
+    /// The operating system random source failed.
+    #[error("cannot obtain random bytes for a new cluster key: {reason}")]
+    Random { reason: String },
+}
+
+impl KeyError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KeyError::Io { .. } => "key-io",
+            KeyError::TooShort { .. } => "key-too-short",
+            KeyError::Exists { .. } => "key-exists",
+            KeyError::Random { .. } => "key-random",
+        }
+    }
+}
+
+fn too_short_message(path: Option<&Path>, len: usize) -> String {
+    match path {
+        Some(p) => {
+            let p = p.display();
+            format!(
+                "cluster key file {p} holds {len} bytes after trimming whitespace; at least {MIN_KEY_LEN} are required. \
+                 Create one with: head -c 48 /dev/urandom | base64 > {p}; chmod 600 {p} \
+                 (and copy the same file to every node)"
+            )
+        }
+        None => format!(
+            "cluster key is {len} bytes after trimming whitespace; at least {MIN_KEY_LEN} are required"
+        ),
+    }
+}
+
+/// A non-fatal problem found while loading the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyWarning {
+    /// The key file is readable (or writable) by group or others.
+    PermissiveMode { path: PathBuf, mode: u32 },
+}
+
+impl KeyWarning {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KeyWarning::PermissiveMode { .. } => "key-permissive-mode",
+        }
+    }
+}
+
+impl fmt::Display for KeyWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyWarning::PermissiveMode { path, mode } => write!(
+                f,
+                "cluster key file {} has mode {:04o}: it is accessible to group/others; run: chmod 600 {}",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            ),
+        }
+    }
+}
+
+/// The cluster key. Cheap to clone. Its `Debug` output never contains the key.
+#[derive(Clone)]
+pub struct ClusterKey {
+    /// HMAC state keyed with the cluster key; cloned for every MAC computation.
+    mac: HmacSha256,
+    len: usize,
+    warnings: Vec<KeyWarning>,
+}
+
+impl fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterKey")
+            .field("len", &self.len)
+            .field("fingerprint", &self.fingerprint())
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterKey {
+    /// Load the key from `path`: the file's bytes with surrounding ASCII whitespace
+    /// trimmed, at least [`MIN_KEY_LEN`] long. A file accessible to group or others is
+    /// accepted but reported in [`ClusterKey::warnings`].
+    pub fn load(path: impl AsRef<Path>) -> Result<ClusterKey, KeyError> {
+        let path = path.as_ref();
+        let io = |source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = fs::metadata(path).map_err(io)?;
+        let raw = fs::read(path).map_err(io)?;
+        let trimmed = raw.trim_ascii();
+        if trimmed.len() < MIN_KEY_LEN {
+            return Err(KeyError::TooShort {
+                path: Some(path.to_path_buf()),
+                len: trimmed.len(),
+            });
+        }
+        let mut key = Self::build(trimmed);
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            key.warnings.push(KeyWarning::PermissiveMode {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        Ok(key)
+    }
+
+    /// A key from bytes (tests, demo). Surrounding whitespace is trimmed and the same
+    /// minimum length as [`ClusterKey::load`] applies.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ClusterKey, KeyError> {
+        let trimmed = bytes.trim_ascii();
+        if trimmed.len() < MIN_KEY_LEN {
+            return Err(KeyError::TooShort {
+                path: None,
+                len: trimmed.len(),
+            });
+        }
+        Ok(Self::build(trimmed))
+    }
+
+    fn build(key: &[u8]) -> ClusterKey {
+        // Cannot fail: HMAC accepts keys of any length (longer than the block size they
+        // are hashed first); `InvalidLength` exists only for fixed-key-size MACs that
+        // share the `KeyInit` trait.
+        let mac = match <HmacSha256 as Mac>::new_from_slice(key) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC-SHA256 accepts keys of any length"),
+        };
+        ClusterKey {
+            mac,
+            len: key.len(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Non-fatal problems found by [`ClusterKey::load`] (log them at start).
+    pub fn warnings(&self) -> &[KeyWarning] {
+        &self.warnings
+    }
+
+    /// HMAC-SHA256 over the concatenation of `parts`. The parts are not length-framed:
+    /// callers must make the concatenation unambiguous (e.g. fixed-size prefixes).
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut m = self.mac.clone();
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize().into_bytes().into()
+    }
+
+    /// Constant-time check that `tag` is the MAC of `parts`. A tag of the wrong length
+    /// is rejected.
+    pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let mut m = self.mac.clone();
+        for p in parts {
+            m.update(p);
+        }
+        m.verify_slice(tag).is_ok()
+    }
+
+    /// The HTTP API bearer token: lowercase hex of HMAC(key, "baton api token v1").
+    /// Every node derives the same token from the same key file.
+    pub fn api_token(&self) -> String {
+        hex::encode(self.mac(&[API_TOKEN_LABEL]))
+    }
+
+    /// A short public fingerprint (16 hex chars) for logs and `status`, so operators
+    /// can tell whether two nodes hold the same key without revealing it.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(&self.mac(&[FINGERPRINT_LABEL])[..8])
+    }
+}
+
+/// Create a new key file at `path` holding [`GENERATED_KEY_BYTES`] random bytes, hex
+/// encoded, followed by a newline, with mode 0600. Refuses to overwrite an existing
+/// file ([`KeyError::Exists`]). The file is fsynced before returning.
+pub fn generate_key_file(path: impl AsRef<Path>) -> Result<(), KeyError> {
+    let path = path.as_ref();
+    let mut raw = [0u8; GENERATED_KEY_BYTES];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut raw)
+        .map_err(|e| KeyError::Random {
+            reason: e.to_string(),
+        })?;
+    let mut text = hex::encode(raw);
+    text.push('\n');
+
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                KeyError::Exists {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                KeyError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+    let io = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const K: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn from_bytes_enforces_min_len_and_trims() {
+        let e = ClusterKey::from_bytes(b"  short  ").unwrap_err();
+        assert_eq!(e.code(), "key-too-short");
+        assert!(ClusterKey::from_bytes(&K[..31]).is_err());
+        let a = ClusterKey::from_bytes(K).unwrap();
+        let b = ClusterKey::from_bytes(&[b"\n\t ", K, b" \n"].concat()).unwrap();
+        assert_eq!(a.mac(&[b"x"]), b.mac(&[b"x"]));
+    }
+
+    #[test]
+    fn mac_matches_reference_and_verifies() {
+        let k = ClusterKey::from_bytes(K).unwrap();
+        // Parts are concatenated.
+        assert_eq!(k.mac(&[b"ab", b"c"]), k.mac(&[b"abc"]));
+        let mut reference = <HmacSha256 as Mac>::new_from_slice(K).unwrap();
+        reference.update(b"abc");
+        let expected: [u8; 32] = reference.finalize().into_bytes().into();
+        assert_eq!(k.mac(&[b"abc"]), expected);
+
+        let tag = k.mac(&[b"hello"]);
+        assert!(k.verify(&[b"hel", b"lo"], &tag));
+        assert!(!k.verify(&[b"hello!"], &tag));
+        assert!(!k.verify(&[b"hello"], &tag[..31]));
+        let mut bad = tag;
+        bad[0] ^= 1;
+        assert!(!k.verify(&[b"hello"], &bad));
+        let other = ClusterKey::from_bytes(b"another key another key another key").unwrap();
+        assert!(!other.verify(&[b"hello"], &tag));
+    }
+
+    #[test]
+    fn api_token_is_derived_hex() {
+        let k = ClusterKey::from_bytes(K).unwrap();
+        let t = k.api_token();
+        assert_eq!(t.len(), 64);
+        assert!(t.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(t, hex::encode(k.mac(&[b"baton api token v1"])));
+        assert_eq!(t, ClusterKey::from_bytes(K).unwrap().api_token());
+        assert!(!t.contains(std::str::from_utf8(K).unwrap()));
+    }
+
+    #[test]
+    fn debug_never_prints_key() {
+        let k = ClusterKey::from_bytes(K).unwrap();
+        let d = format!("{k:?} {k:#?}");
+        assert!(!d.contains("0123456789abcdef"), "{d}");
+        assert!(!d.contains(&k.api_token()), "{d}");
+        assert!(d.contains("ClusterKey"));
+    }
+
+    #[test]
+    fn load_trims_and_warns_on_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cluster.key");
+        fs::write(&p, [b"  ", K, b"\n"].concat()).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        let k = ClusterKey::load(&p).unwrap();
+        assert!(k.warnings().is_empty());
+        assert_eq!(
+            k.mac(&[b"x"]),
+            ClusterKey::from_bytes(K).unwrap().mac(&[b"x"])
+        );
+
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        let k = ClusterKey::load(&p).unwrap();
+        assert_eq!(k.warnings().len(), 1);
+        assert_eq!(k.warnings()[0].code(), "key-permissive-mode");
+        let w = k.warnings()[0].to_string();
+        assert!(w.contains("0640") && w.contains("chmod 600"), "{w}");
+    }
+
+    #[test]
+    fn load_short_file_explains_how_to_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cluster.key");
+        fs::write(&p, b"too short\n").unwrap();
+        let e = ClusterKey::load(&p).unwrap_err();
+        assert_eq!(e.code(), "key-too-short");
+        let msg = e.to_string();
+        assert!(msg.contains(&p.display().to_string()), "{msg}");
+        assert!(msg.contains("head -c 48 /dev/urandom | base64 >"), "{msg}");
+        assert!(msg.contains("chmod 600"), "{msg}");
+    }
+
+    #[test]
+    fn load_missing_file_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope.key");
+        let e = ClusterKey::load(&p).unwrap_err();
+        assert_eq!(e.code(), "key-io");
+        assert!(e.to_string().contains("nope.key"));
+    }
+
+    #[test]
+    fn generate_key_file_is_private_loadable_and_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cluster.key");
+        generate_key_file(&p).unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = fs::read_to_string(&p).unwrap();
+        assert_eq!(text.trim().len(), GENERATED_KEY_BYTES * 2);
+        let k = ClusterKey::load(&p).unwrap();
+        assert!(k.warnings().is_empty());
+
+        let e = generate_key_file(&p).unwrap_err();
+        assert_eq!(e.code(), "key-exists");
+        assert_eq!(fs::read_to_string(&p).unwrap(), text);
+
+        let p2 = dir.path().join("other.key");
+        generate_key_file(&p2).unwrap();
+        assert_ne!(fs::read_to_string(&p2).unwrap(), text);
+    }
+}

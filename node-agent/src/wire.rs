@@ -1,0 +1,642 @@
+//! The authenticated heartbeat envelope.
+//!
+//! One heartbeat is one UDP datagram:
+//!
+//! ```text
+//! "BTN1" (4) | version u8 = 1 (1) | mac (32) | body (JSON of Envelope<T>)
+//! ```
+//!
+//! `mac` is HMAC-SHA256 with the cluster key over `magic | version | body`. [`decode`]
+//! checks length, magic, version and the MAC *before* parsing any JSON, so
+//! unauthenticated bytes never reach the JSON parser.
+//!
+//! After decoding, a receiver checks the envelope's cluster name, sender and path and
+//! then the sequence number against a [`ReplayGuard`]; [`Acceptor`] does all of this in
+//! the right order and counts rejects in [`RejectCounters`].
+//!
+//! # Sequence numbers and replay
+//!
+//! A sender initialises its sequence number from wall-clock microseconds when it
+//! starts ([`initial_seq`]) and adds one per datagram. A receiver accepts, per
+//! (sender, path), only a sequence number strictly greater than the highest it has
+//! accepted. So a restarted sender is accepted without any persisted state (its new
+//! start value is larger than anything it sent before, as long as it sent fewer than
+//! one datagram per microsecond on average and its clock did not step backwards across
+//! the restart), while a captured datagram replayed later is dropped.
+//!
+//! Limitation: the receiver keeps the highest values in memory only. After a receiver
+//! restarts, datagrams captured before the restart are accepted again, in increasing
+//! order, until a genuine newer datagram of that sender arrives. So an attacker on the
+//! heartbeat network who recorded a now-dead peer's traffic can, after restarting a
+//! receiver, make that peer look alive for as long as the recording lasts (with the
+//! recording's stale content). Sequence numbers are not compared with the receiver's
+//! clock because node clocks are not assumed to agree.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::key::ClusterKey;
+
+/// Datagram magic.
+pub const MAGIC: &[u8; 4] = b"BTN1";
+/// Wire format version.
+pub const VERSION: u8 = 1;
+/// Length of the MAC field.
+pub const MAC_LEN: usize = 32;
+/// Bytes before the body: magic, version, mac.
+pub const HEADER_LEN: usize = MAGIC.len() + 1 + MAC_LEN;
+/// Largest datagram encoded or accepted.
+pub const MAX_DATAGRAM: usize = 60_000;
+
+/// The authenticated content of a heartbeat datagram.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Cluster name; a node rejects envelopes of another cluster even with the same key.
+    pub cluster: String,
+    /// Sender's node name.
+    pub from: String,
+    /// Index of the heartbeat path (network) the datagram was sent on.
+    pub path: u8,
+    /// Sender's sequence number, see the module docs.
+    pub seq: u64,
+    /// Payload.
+    pub body: T,
+}
+
+/// Why a datagram was rejected (or could not be encoded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("datagram too short: {len} bytes, header needs {HEADER_LEN}")]
+    TooShort { len: usize },
+    #[error("bad magic (not a Baton heartbeat)")]
+    BadMagic,
+    #[error("unsupported wire version {found} (this node speaks {VERSION})")]
+    BadVersion { found: u8 },
+    #[error("MAC check failed (forged, corrupted, or sent with a different cluster key)")]
+    BadMac,
+    #[error("malformed envelope: {reason}")]
+    Malformed { reason: String },
+    #[error("datagram of {len} bytes exceeds the {MAX_DATAGRAM}-byte limit")]
+    TooLarge { len: usize },
+    #[error("replayed or reordered datagram from {from} on path {path}: seq {seq} <= last accepted {last}")]
+    Replay {
+        from: String,
+        path: u8,
+        seq: u64,
+        last: u64,
+    },
+    #[error("datagram from unknown sender {from:?}")]
+    UnknownSender { from: String },
+    #[error("datagram for cluster {found:?}, this node is in cluster {expected:?}")]
+    WrongCluster { expected: String, found: String },
+    #[error("datagram claims path {claimed} but arrived on path {received}")]
+    BadPath { claimed: u8, received: u8 },
+}
+
+impl WireError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WireError::TooShort { .. } => "too-short",
+            WireError::BadMagic => "bad-magic",
+            WireError::BadVersion { .. } => "bad-version",
+            WireError::BadMac => "bad-mac",
+            WireError::Malformed { .. } => "malformed",
+            WireError::TooLarge { .. } => "too-large",
+            WireError::Replay { .. } => "replay",
+            WireError::UnknownSender { .. } => "unknown-sender",
+            WireError::WrongCluster { .. } => "wrong-cluster",
+            WireError::BadPath { .. } => "bad-path",
+        }
+    }
+}
+
+/// Encode and authenticate an envelope.
+pub fn encode<T: Serialize>(key: &ClusterKey, env: &Envelope<T>) -> Result<Vec<u8>, WireError> {
+    let body = serde_json::to_vec(env).map_err(|e| WireError::Malformed {
+        reason: format!("cannot serialise envelope: {e}"),
+    })?;
+    let len = HEADER_LEN + body.len();
+    if len > MAX_DATAGRAM {
+        return Err(WireError::TooLarge { len });
+    }
+    let mac = key.mac(&[MAGIC, &[VERSION], &body]);
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&mac);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Authenticate and decode a datagram. Checks, in order: size, magic, version, MAC
+/// (constant time), then parses the JSON body. Does *not* check cluster, sender, path
+/// or replay: see [`Acceptor`].
+pub fn decode<T: DeserializeOwned>(
+    key: &ClusterKey,
+    bytes: &[u8],
+) -> Result<Envelope<T>, WireError> {
+    let len = bytes.len();
+    if len > MAX_DATAGRAM {
+        return Err(WireError::TooLarge { len });
+    }
+    if len < HEADER_LEN {
+        return Err(WireError::TooShort { len });
+    }
+    let (magic, rest) = bytes.split_at(MAGIC.len());
+    if magic != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    let (version, rest) = rest.split_at(1);
+    if version[0] != VERSION {
+        return Err(WireError::BadVersion { found: version[0] });
+    }
+    let (mac, body) = rest.split_at(MAC_LEN);
+    if !key.verify(&[MAGIC, version, body], mac) {
+        return Err(WireError::BadMac);
+    }
+    serde_json::from_slice(body).map_err(|e| WireError::Malformed {
+        reason: e.to_string(),
+    })
+}
+
+/// Initial sequence number for a sender: wall-clock microseconds since the Unix epoch.
+///
+/// This is the one sanctioned wall-clock read of the wire layer: it is not used for any
+/// timing decision, only to make a restarted sender's sequence numbers larger than
+/// those it used before, without persisted state (see the module docs). A clock before
+/// 1970 yields 1.
+pub fn initial_seq() -> u64 {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    u64::try_from(micros).unwrap_or(u64::MAX / 2).max(1)
+}
+
+/// Highest sequence number accepted per (sender, path).
+///
+/// Only feed it envelopes whose MAC, cluster and sender were already checked, so that
+/// unauthenticated input cannot grow it.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayGuard {
+    last: BTreeMap<String, BTreeMap<u8, u64>>,
+}
+
+impl ReplayGuard {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Accept `seq` only if it is strictly greater than the highest accepted for
+    /// (`from`, `path`), and record it.
+    pub fn check_and_record(&mut self, from: &str, path: u8, seq: u64) -> Result<(), WireError> {
+        let paths = match self.last.get_mut(from) {
+            Some(p) => p,
+            None => self.last.entry(from.to_string()).or_default(),
+        };
+        match paths.get_mut(&path) {
+            Some(last) if seq <= *last => Err(WireError::Replay {
+                from: from.to_string(),
+                path,
+                seq,
+                last: *last,
+            }),
+            Some(last) => {
+                *last = seq;
+                Ok(())
+            }
+            None => {
+                paths.insert(path, seq);
+                Ok(())
+            }
+        }
+    }
+
+    /// Highest accepted sequence number for (`from`, `path`).
+    pub fn last(&self, from: &str, path: u8) -> Option<u64> {
+        self.last.get(from)?.get(&path).copied()
+    }
+
+    /// Forget a sender (e.g. removed from the configuration).
+    pub fn forget(&mut self, from: &str) {
+        self.last.remove(from);
+    }
+}
+
+/// Counts of rejected datagrams, by reason (exposed in status / metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectCounters {
+    /// Bad MAC: forged, corrupted in transit, or another cluster key.
+    pub forged: u64,
+    pub replayed: u64,
+    /// Too short, too large, bad magic, bad version or unparsable JSON.
+    pub malformed: u64,
+    pub wrong_cluster: u64,
+    pub unknown_sender: u64,
+    pub bad_path: u64,
+}
+
+impl RejectCounters {
+    /// Count one rejection.
+    pub fn record(&mut self, err: &WireError) {
+        let c = match err {
+            WireError::BadMac => &mut self.forged,
+            WireError::Replay { .. } => &mut self.replayed,
+            WireError::TooShort { .. }
+            | WireError::BadMagic
+            | WireError::BadVersion { .. }
+            | WireError::Malformed { .. }
+            | WireError::TooLarge { .. } => &mut self.malformed,
+            WireError::WrongCluster { .. } => &mut self.wrong_cluster,
+            WireError::UnknownSender { .. } => &mut self.unknown_sender,
+            WireError::BadPath { .. } => &mut self.bad_path,
+        };
+        *c = c.saturating_add(1);
+    }
+
+    /// Sum of all counters.
+    pub fn total(&self) -> u64 {
+        [
+            self.forged,
+            self.replayed,
+            self.malformed,
+            self.wrong_cluster,
+            self.unknown_sender,
+            self.bad_path,
+        ]
+        .iter()
+        .fold(0u64, |a, b| a.saturating_add(*b))
+    }
+}
+
+/// The receive pipeline: decode (size, magic, version, MAC, JSON), then cluster name,
+/// known sender, path, and replay, counting every rejection.
+#[derive(Debug, Clone)]
+pub struct Acceptor {
+    cluster: String,
+    peers: Vec<String>,
+    guard: ReplayGuard,
+    counters: RejectCounters,
+}
+
+impl Acceptor {
+    /// `peers`: the node names this node accepts heartbeats from (normally every other
+    /// configured node; this node's own name is left out so looped-back multicast
+    /// counts as `unknown-sender`).
+    pub fn new(
+        cluster: impl Into<String>,
+        peers: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let mut peers: Vec<String> = peers.into_iter().map(Into::into).collect();
+        peers.sort();
+        peers.dedup();
+        Acceptor {
+            cluster: cluster.into(),
+            peers,
+            guard: ReplayGuard::new(),
+            counters: RejectCounters::default(),
+        }
+    }
+
+    /// Decode and check a datagram received on path `received_on`.
+    pub fn accept<T: DeserializeOwned>(
+        &mut self,
+        key: &ClusterKey,
+        bytes: &[u8],
+        received_on: u8,
+    ) -> Result<Envelope<T>, WireError> {
+        let r = self.check(key, bytes, received_on);
+        if let Err(e) = &r {
+            self.counters.record(e);
+        }
+        r
+    }
+
+    fn check<T: DeserializeOwned>(
+        &mut self,
+        key: &ClusterKey,
+        bytes: &[u8],
+        received_on: u8,
+    ) -> Result<Envelope<T>, WireError> {
+        let env: Envelope<T> = decode(key, bytes)?;
+        if env.cluster != self.cluster {
+            return Err(WireError::WrongCluster {
+                expected: self.cluster.clone(),
+                found: env.cluster,
+            });
+        }
+        if self.peers.binary_search(&env.from).is_err() {
+            return Err(WireError::UnknownSender { from: env.from });
+        }
+        if env.path != received_on {
+            return Err(WireError::BadPath {
+                claimed: env.path,
+                received: received_on,
+            });
+        }
+        self.guard.check_and_record(&env.from, env.path, env.seq)?;
+        Ok(env)
+    }
+
+    pub fn counters(&self) -> &RejectCounters {
+        &self.counters
+    }
+
+    pub fn guard(&self) -> &ReplayGuard {
+        &self.guard
+    }
+
+    /// Replace the set of accepted peers (configuration reload); forgotten peers'
+    /// replay state is dropped.
+    pub fn set_peers(&mut self, peers: impl IntoIterator<Item = impl Into<String>>) {
+        let mut peers: Vec<String> = peers.into_iter().map(Into::into).collect();
+        peers.sort();
+        peers.dedup();
+        for old in &self.peers {
+            if peers.binary_search(old).is_err() {
+                self.guard.forget(old);
+            }
+        }
+        self.peers = peers;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn key() -> ClusterKey {
+        ClusterKey::from_bytes(b"test cluster key, 32 bytes long!!").unwrap()
+    }
+
+    fn env(seq: u64) -> Envelope<serde_json::Value> {
+        Envelope {
+            cluster: "prod".into(),
+            from: "node-a".into(),
+            path: 0,
+            seq,
+            body: serde_json::json!({"groups": {"web": {"epoch": 7}}, "up": true}),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let k = key();
+        let e = env(42);
+        let bytes = encode(&k, &e).unwrap();
+        assert_eq!(&bytes[..4], MAGIC);
+        assert_eq!(bytes[4], VERSION);
+        let d: Envelope<serde_json::Value> = decode(&k, &bytes).unwrap();
+        assert_eq!(d, e);
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_rejected() {
+        let k = key();
+        let bytes = encode(&k, &env(1)).unwrap();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                let err = decode::<serde_json::Value>(&k, &b).unwrap_err();
+                let expected = match i {
+                    0..=3 => "bad-magic",
+                    4 => "bad-version",
+                    _ => "bad-mac",
+                };
+                assert_eq!(err.code(), expected, "byte {i} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_packets_are_rejected() {
+        let k = key();
+        let bytes = encode(&k, &env(1)).unwrap();
+        for n in 0..bytes.len() {
+            let err = decode::<serde_json::Value>(&k, &bytes[..n]).unwrap_err();
+            let expected = if n < HEADER_LEN {
+                "too-short"
+            } else {
+                "bad-mac"
+            };
+            assert_eq!(err.code(), expected, "len {n}");
+        }
+        // Appending bytes breaks the MAC too.
+        let mut longer = bytes.clone();
+        longer.push(b' ');
+        assert_eq!(
+            decode::<serde_json::Value>(&k, &longer).unwrap_err(),
+            WireError::BadMac
+        );
+    }
+
+    #[test]
+    fn other_key_is_bad_mac() {
+        let other = ClusterKey::from_bytes(b"some other cluster key of 32+ bytes").unwrap();
+        let bytes = encode(&other, &env(1)).unwrap();
+        assert_eq!(
+            decode::<serde_json::Value>(&key(), &bytes).unwrap_err(),
+            WireError::BadMac
+        );
+    }
+
+    #[test]
+    fn size_limits() {
+        let k = key();
+        let mut e = env(1);
+        e.body = serde_json::Value::String("x".repeat(MAX_DATAGRAM));
+        assert_eq!(encode(&k, &e).unwrap_err().code(), "too-large");
+        let huge = vec![0u8; MAX_DATAGRAM + 1];
+        assert_eq!(
+            decode::<serde_json::Value>(&k, &huge).unwrap_err().code(),
+            "too-large"
+        );
+        // Exactly at the limit encodes and decodes.
+        let empty = Envelope {
+            body: serde_json::Value::String(String::new()),
+            ..env(1)
+        };
+        let overhead = encode(&k, &empty).unwrap().len();
+        e.body = serde_json::Value::String("y".repeat(MAX_DATAGRAM - overhead));
+        let bytes = encode(&k, &e).unwrap();
+        assert_eq!(bytes.len(), MAX_DATAGRAM);
+        assert_eq!(decode::<serde_json::Value>(&k, &bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn valid_mac_bad_json_is_malformed() {
+        let k = key();
+        for body in [&b""[..], b"{", b"null", b"{\"cluster\":1}", b"\xff\xfe"] {
+            let mac = k.mac(&[MAGIC, &[VERSION], body]);
+            let pkt = [&MAGIC[..], &[VERSION], &mac, body].concat();
+            assert_eq!(
+                decode::<serde_json::Value>(&k, &pkt).unwrap_err().code(),
+                "malformed"
+            );
+        }
+    }
+
+    #[test]
+    fn replay_guard() {
+        let mut g = ReplayGuard::new();
+        g.check_and_record("a", 0, 10).unwrap();
+        assert_eq!(g.check_and_record("a", 0, 10).unwrap_err().code(), "replay");
+        assert_eq!(g.check_and_record("a", 0, 9).unwrap_err().code(), "replay");
+        g.check_and_record("a", 0, 11).unwrap();
+        // Independent per path and per sender.
+        g.check_and_record("a", 1, 5).unwrap();
+        g.check_and_record("b", 0, 1).unwrap();
+        assert_eq!(g.last("a", 0), Some(11));
+        assert_eq!(g.last("a", 1), Some(5));
+        g.forget("a");
+        assert_eq!(g.last("a", 0), None);
+        g.check_and_record("a", 0, 1).unwrap();
+    }
+
+    #[test]
+    fn restarted_sender_is_accepted() {
+        let mut g = ReplayGuard::new();
+        let first = initial_seq();
+        for s in first..first + 100 {
+            g.check_and_record("a", 0, s).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let restarted = initial_seq();
+        assert!(restarted > first + 99);
+        g.check_and_record("a", 0, restarted).unwrap();
+    }
+
+    #[test]
+    fn acceptor_checks_and_counts() {
+        let k = key();
+        let mut acc = Acceptor::new("prod", ["node-a", "node-b"]);
+        let ok = encode(&k, &env(5)).unwrap();
+        assert_eq!(acc.accept::<serde_json::Value>(&k, &ok, 0).unwrap().seq, 5);
+        // Replay of the same datagram.
+        assert_eq!(
+            acc.accept::<serde_json::Value>(&k, &ok, 0)
+                .unwrap_err()
+                .code(),
+            "replay"
+        );
+        // Arrived on the wrong path (checked before replay, so the guard is untouched).
+        let p = encode(&k, &env(6)).unwrap();
+        assert_eq!(
+            acc.accept::<serde_json::Value>(&k, &p, 1)
+                .unwrap_err()
+                .code(),
+            "bad-path"
+        );
+        assert_eq!(acc.accept::<serde_json::Value>(&k, &p, 0).unwrap().seq, 6);
+        // Wrong cluster, unknown sender.
+        let wc = encode(
+            &k,
+            &Envelope {
+                cluster: "test".into(),
+                ..env(7)
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            acc.accept::<serde_json::Value>(&k, &wc, 0)
+                .unwrap_err()
+                .code(),
+            "wrong-cluster"
+        );
+        let us = encode(
+            &k,
+            &Envelope {
+                from: "mallory".into(),
+                ..env(7)
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            acc.accept::<serde_json::Value>(&k, &us, 0)
+                .unwrap_err()
+                .code(),
+            "unknown-sender"
+        );
+        // Forged and garbage.
+        let mut f = encode(&k, &env(8)).unwrap();
+        let last = f.len() - 1;
+        f[last] ^= 0x20;
+        assert_eq!(
+            acc.accept::<serde_json::Value>(&k, &f, 0)
+                .unwrap_err()
+                .code(),
+            "bad-mac"
+        );
+        assert_eq!(
+            acc.accept::<serde_json::Value>(&k, b"hello", 0)
+                .unwrap_err()
+                .code(),
+            "too-short"
+        );
+        let c = *acc.counters();
+        assert_eq!(
+            c,
+            RejectCounters {
+                forged: 1,
+                replayed: 1,
+                malformed: 1,
+                wrong_cluster: 1,
+                unknown_sender: 1,
+                bad_path: 1
+            }
+        );
+        assert_eq!(c.total(), 6);
+        let json = serde_json::to_value(c).unwrap();
+        assert_eq!(json["wrong_cluster"], 1);
+
+        acc.set_peers(["node-b"]);
+        assert_eq!(acc.guard().last("node-a", 0), None);
+        assert_eq!(
+            acc.accept::<serde_json::Value>(&k, &encode(&k, &env(9)).unwrap(), 0)
+                .unwrap_err()
+                .code(),
+            "unknown-sender"
+        );
+    }
+
+    #[test]
+    fn error_codes_are_distinct() {
+        let all = [
+            WireError::TooShort { len: 0 },
+            WireError::BadMagic,
+            WireError::BadVersion { found: 2 },
+            WireError::BadMac,
+            WireError::Malformed {
+                reason: String::new(),
+            },
+            WireError::TooLarge { len: 0 },
+            WireError::Replay {
+                from: String::new(),
+                path: 0,
+                seq: 0,
+                last: 0,
+            },
+            WireError::UnknownSender {
+                from: String::new(),
+            },
+            WireError::WrongCluster {
+                expected: String::new(),
+                found: String::new(),
+            },
+            WireError::BadPath {
+                claimed: 0,
+                received: 1,
+            },
+        ];
+        let mut codes: Vec<_> = all.iter().map(WireError::code).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
+}
