@@ -2,6 +2,12 @@
 //! HTTP API, operator CLI and the demo. Decisions are made by `baton_core::engine`.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod catalog;
+pub mod cli;
+pub mod client;
+pub mod demo;
 pub mod key;
+pub mod runtime;
 pub mod state;
 pub mod wire;

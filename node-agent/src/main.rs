@@ -1,1 +1,100 @@
-fn main() {}
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use baton_agent::cli::{Cli, Cmd, Exit};
+use clap::Parser;
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                0
+            });
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("baton: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Failure.code());
+        }
+    };
+    let exit = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Agent {
+                config,
+                server,
+                state_dir,
+                log_format,
+            } => {
+                init_tracing(log_format == "json");
+                match baton_agent::runtime::run_agent(baton_agent::runtime::AgentOptions {
+                    config,
+                    server,
+                    state_dir,
+                })
+                .await
+                {
+                    Ok(_) => Exit::Ok,
+                    Err(e) => {
+                        tracing::error!(code = e.code(), "{e}");
+                        eprintln!("baton agent: {e}");
+                        if let baton_agent::runtime::AgentError::Config(c) = &e {
+                            for d in &c.diagnostics {
+                                eprintln!("{d}");
+                            }
+                            Exit::ConfigInvalid
+                        } else if matches!(e, baton_agent::runtime::AgentError::Key(_)) {
+                            Exit::KeyError
+                        } else {
+                            Exit::Failure
+                        }
+                    }
+                }
+            }
+            Cmd::Demo {
+                dir,
+                interval,
+                timeout,
+                net,
+                port,
+                json,
+            } => {
+                baton_agent::demo::run(baton_agent::demo::DemoOptions {
+                    dir,
+                    interval,
+                    timeout,
+                    net,
+                    port,
+                    json,
+                })
+                .await
+            }
+            Cmd::DemoApp { listen, name } => baton_agent::demo::app(listen, name).await,
+            _ => baton_agent::cli::run(cli).await,
+        }
+    });
+    ExitCode::from(exit.code())
+}

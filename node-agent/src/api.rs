@@ -1,0 +1,310 @@
+//! The agent's HTTP API (JSON). Every request needs `Authorization: Bearer TOKEN`, where
+//! the token is derived from the cluster key (`baton` computes it from the key file).
+//! Errors are `{"error": {"code": "...", "message": "..."}}` with stable codes.
+//! The OpenAPI description is `docs/src/openapi.yaml`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use baton_core::engine::Command;
+use baton_core::events::{self, Event};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::{AgentStatus, Shared};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ApiError,
+}
+
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: ApiError {
+                code: code.into(),
+                message: message.into(),
+            },
+        }),
+    )
+        .into_response()
+}
+
+/// Cluster-wide status: this server's view plus each peer's own report.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The server that answered.
+    pub via: String,
+    pub local: AgentStatus,
+    /// Each peer's own status, or the error met fetching it.
+    pub peers: Vec<PeerStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub server: String,
+    pub status: Option<AgentStatus>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertsQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/cluster/status", get(cluster_status))
+        .route("/v1/commands", post(command))
+        .route("/v1/groups/{group}/{op}", post(group_op))
+        .route("/v1/alerts", get(alerts))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "no such endpoint; see docs/src/openapi.yaml",
+            )
+        })
+        .layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .with_state(shared)
+}
+
+async fn auth(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ok = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), s.token.as_bytes()));
+    if ok {
+        return next.run(req).await;
+    }
+    // One event per minute at most, with the count.
+    let raise = {
+        let mut g = match s.auth_failures.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.0 += 1;
+        let due = g.1.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if due {
+            g.1 = Some(Instant::now());
+        }
+        due.then_some(g.0)
+    };
+    if let Some(n) = raise {
+        s.raise(
+            Event::new(
+                &events::API_AUTH_FAILED,
+                format!(
+                    "API request to {} rejected: missing or wrong token ({n} so far)",
+                    req.uri().path()
+                ),
+            )
+            .field("count", n),
+        );
+    }
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong API token: use the cluster key file of this cluster",
+    )
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Response {
+    match s.status().await {
+        Some(st) => Json(st).into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent-stopping",
+            "the agent is stopping",
+        ),
+    }
+}
+
+async fn cluster_status(State(s): State<Arc<Shared>>) -> Response {
+    let Some(local) = s.status().await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent-stopping",
+            "the agent is stopping",
+        );
+    };
+    let client = crate::client::Client::new(&s.token);
+    let mut futs = Vec::new();
+    for srv in s.config.servers.iter().filter(|x| x.name != s.server) {
+        let client = client.clone();
+        let name = srv.name.clone();
+        let addr = srv.api;
+        futs.push(async move {
+            match client
+                .get::<AgentStatus>(addr, "/v1/status", Duration::from_millis(800))
+                .await
+            {
+                Ok(st) => PeerStatus {
+                    server: name,
+                    status: Some(st),
+                    error: None,
+                },
+                Err(e) => PeerStatus {
+                    server: name,
+                    status: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        });
+    }
+    let peers = futures_join_all(futs).await;
+    Json(ClusterStatus {
+        via: s.server.clone(),
+        local,
+        peers,
+    })
+    .into_response()
+}
+
+/// Run the peer queries concurrently, keeping their order.
+async fn futures_join_all<F>(futs: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+async fn run_command(s: &Shared, cmd: Command) -> Response {
+    match s.command(cmd).await {
+        Ok(Ok(())) => Json(serde_json::json!({"ok": true})).into_response(),
+        Ok(Err(e)) => {
+            let status = match e {
+                baton_core::engine::CommandError::UnknownGroup(_)
+                | baton_core::engine::CommandError::UnknownServer(_)
+                | baton_core::engine::CommandError::UnknownMonitor(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::CONFLICT,
+            };
+            error(status, e.code(), e.to_string())
+        }
+        Err(()) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent-stopping",
+            "the agent is stopping",
+        ),
+    }
+}
+
+async fn command(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let cmd: Command = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!("the body is not a valid command: {e}"),
+            )
+        }
+    };
+    if cmd == Command::Shutdown {
+        return error(StatusCode::BAD_REQUEST, "bad-request", "`shutdown` is a local signal (SIGTERM), not an API command; use `cluster-stop` to stop every agent");
+    }
+    run_command(&s, cmd).await
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct GroupOpBody {
+    #[serde(default)]
+    to: Option<String>,
+}
+
+async fn group_op(
+    State(s): State<Arc<Shared>>,
+    Path((group, op)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let b: GroupOpBody = if body.is_empty() {
+        GroupOpBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    format!("invalid body: {e}"),
+                )
+            }
+        }
+    };
+    let cmd = match op.as_str() {
+        "start" => Command::GroupStart { group, on: b.to },
+        "stop" => Command::GroupStop { group },
+        "move" => Command::GroupMove { group, to: b.to },
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("unknown group operation `{other}`: use start, stop or move"),
+            )
+        }
+    };
+    run_command(&s, cmd).await
+}
+
+async fn alerts(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "query parameters: after=SEQ (number), limit=N (number)",
+        );
+    };
+    let limit = q.limit.clamp(1, 10_000);
+    let log = match s.alert_log.lock() {
+        Ok(l) => l,
+        Err(p) => p.into_inner(),
+    };
+    match log.read_since(q.after, limit) {
+        Ok(evs) => Json(evs).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()),
+    }
+}

@@ -1,0 +1,889 @@
+//! The `baton` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_core::config::{parse_duration, Config, Level};
+use baton_core::engine::Command;
+use baton_core::events::Event;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::api::ClusterStatus;
+use crate::client::{Client, ClientError};
+use crate::key::ClusterKey;
+
+/// Stable exit codes of every `baton` command (documented in docs/src/operations.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Ok = 0,
+    /// Anything not covered below.
+    Failure = 1,
+    /// Unknown command, option or argument (clap's own code).
+    Usage = 2,
+    /// The configuration file is invalid (or unreadable).
+    ConfigInvalid = 3,
+    /// No agent could be reached.
+    Unreachable = 4,
+    /// The agent refused the command (unknown group, no target, ...).
+    Refused = 5,
+    /// The API token was rejected (wrong key file).
+    Unauthorized = 6,
+    /// The cluster key file is missing or unusable.
+    KeyError = 7,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "baton",
+    version,
+    about = "Baton: high-availability cluster for the cloud",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Cluster configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        env = "BATON_CONFIG",
+        default_value = "/etc/baton/baton.toml"
+    )]
+    pub config: PathBuf,
+    /// Talk to this server's agent (default: the first one that answers).
+    #[arg(long, short = 's')]
+    pub server: Option<String>,
+    /// Talk to the agent API at this address instead.
+    #[arg(long)]
+    pub api: Option<SocketAddr>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the node agent for one server of the cluster.
+    Agent {
+        #[arg(
+            long,
+            short = 'c',
+            env = "BATON_CONFIG",
+            default_value = "/etc/baton/baton.toml"
+        )]
+        config: PathBuf,
+        /// Name of this server in the configuration.
+        #[arg(long, short = 's', env = "BATON_SERVER")]
+        server: String,
+        /// State directory (epochs, ownership, alert log); default from `[agent] state_dir`.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Log format on stderr.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+    },
+    /// Show servers (with each interconnect path), groups and monitors.
+    Status {
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Start, stop or move a failover group.
+    Group {
+        #[command(subcommand)]
+        op: GroupOp,
+    },
+    /// Suspend or resume monitoring and recovery cluster-wide, or stop every agent.
+    Cluster {
+        #[command(subcommand)]
+        op: ClusterOp,
+    },
+    /// Suspend or resume one monitor.
+    Monitor {
+        #[command(subcommand)]
+        op: MonitorOp,
+    },
+    /// Temporarily change timeouts (for planned load); they revert by themselves.
+    Timeout {
+        #[command(subcommand)]
+        op: TimeoutOp,
+    },
+    /// Show the alert log of an agent.
+    Alerts {
+        #[command(flatten)]
+        t: Target,
+        /// Keep printing new events.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Show events after this sequence number (default: the last 20).
+        #[arg(long)]
+        after: Option<u64>,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        op: ConfigOp,
+    },
+    /// Print the event catalogue.
+    Events {
+        /// As Markdown (the docs page).
+        #[arg(long)]
+        markdown: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a new random cluster key file (mode 0600).
+    Keygen { file: PathBuf },
+    /// Act on one resource of this server directly, without the agent (for tests and
+    /// troubleshooting; the agent must not be running the group).
+    Resource {
+        #[arg(value_parser = ["activate", "deactivate", "check"])]
+        op: String,
+        group: String,
+        resource: String,
+        #[arg(
+            long,
+            short = 'c',
+            env = "BATON_CONFIG",
+            default_value = "/etc/baton/baton.toml"
+        )]
+        config: PathBuf,
+        #[arg(long, short = 's', env = "BATON_SERVER")]
+        server: String,
+        #[arg(long, default_value = "1")]
+        epoch: u64,
+    },
+    /// Run a local 3-server cluster on 127.0.0.x and show a failover (no root, no cloud).
+    Demo {
+        /// Keep the demo's files here instead of a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Heartbeat interval of the demo cluster.
+        #[arg(long, default_value = "100ms")]
+        interval: String,
+        /// Heartbeat timeout of the demo cluster.
+        #[arg(long, default_value = "500ms")]
+        timeout: String,
+        /// First octet block for addresses: servers use 127.0.<N>.11-13.
+        #[arg(long, default_value = "0")]
+        net: u8,
+        /// Base TCP port for the agents' APIs (three ports from here) and the app.
+        #[arg(long, default_value = "17420")]
+        port: u16,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The small HTTP application used by the demo (answers GET / and /health).
+    #[command(hide = true)]
+    DemoApp {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupOp {
+    /// Start the group (clears failure exclusions); optionally on a given server.
+    Start {
+        group: String,
+        #[arg(long)]
+        on: Option<String>,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Stop the group everywhere; it stays stopped until started.
+    Stop {
+        group: String,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Move the group to another server (default: the next one in its order).
+    Move {
+        group: String,
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        t: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterOp {
+    Suspend {
+        #[command(flatten)]
+        t: Target,
+    },
+    Resume {
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Stop every group and every agent of the cluster.
+    Stop {
+        #[command(flatten)]
+        t: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MonitorOp {
+    Suspend {
+        monitor: String,
+        #[command(flatten)]
+        t: Target,
+    },
+    Resume {
+        monitor: String,
+        #[command(flatten)]
+        t: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TimeoutOp {
+    /// Set temporary timeouts, e.g. `baton timeout set --heartbeat 30s --for 2h`.
+    Set {
+        /// Heartbeat timeout while in force.
+        #[arg(long)]
+        heartbeat: Option<String>,
+        /// Monitor timeouts are multiplied by this percentage (e.g. 300).
+        #[arg(long)]
+        monitor_factor: Option<u32>,
+        /// How long the change stays in force.
+        #[arg(long = "for")]
+        duration: String,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Return to the configured timeouts now.
+    Clear {
+        #[command(flatten)]
+        t: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigOp {
+    /// Validate a configuration file.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Print an error and return its exit code.
+fn fail(json: bool, exit: Exit, code: &str, msg: &str) -> Exit {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"ok": false, "error": {"code": code, "message": msg}})
+        );
+    } else {
+        eprintln!("baton: {msg}");
+    }
+    exit
+}
+
+fn client_exit(e: &ClientError) -> (Exit, String) {
+    match e {
+        ClientError::Unreachable { .. } => (Exit::Unreachable, "unreachable".into()),
+        ClientError::Api {
+            status: 401, code, ..
+        } => (Exit::Unauthorized, code.clone()),
+        ClientError::Api { code, .. } => (Exit::Refused, code.clone()),
+        ClientError::Protocol { .. } => (Exit::Failure, "protocol".into()),
+    }
+}
+
+struct Conn {
+    client: Client,
+    addrs: Vec<SocketAddr>,
+}
+
+fn connect(t: &Target) -> Result<(Conn, Config), Exit> {
+    let cfg = match crate::catalog::load_config(&t.config) {
+        Ok(c) => c,
+        Err(e) => {
+            let first = e
+                .diagnostics
+                .first()
+                .map(|d| d.to_string())
+                .unwrap_or_default();
+            return Err(fail(
+                t.json,
+                Exit::ConfigInvalid,
+                "config-invalid",
+                &format!("{e}: {first}"),
+            ));
+        }
+    };
+    let key_path = if cfg.key_file.is_relative() {
+        t.config
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(&cfg.key_file)
+    } else {
+        cfg.key_file.clone()
+    };
+    let key = match ClusterKey::load(&key_path) {
+        Ok(k) => k,
+        Err(e) => return Err(fail(t.json, Exit::KeyError, e.code(), &e.to_string())),
+    };
+    let addrs = if let Some(a) = t.api {
+        vec![a]
+    } else if let Some(s) = &t.server {
+        match cfg.server(s) {
+            Some(s) => vec![s.api],
+            None => {
+                return Err(fail(
+                    t.json,
+                    Exit::Usage,
+                    "unknown-server",
+                    &format!("unknown server `{s}`"),
+                ))
+            }
+        }
+    } else {
+        cfg.servers.iter().map(|s| s.api).collect()
+    };
+    Ok((
+        Conn {
+            client: Client::new(&key.api_token()),
+            addrs,
+        },
+        cfg,
+    ))
+}
+
+impl Conn {
+    /// Try each address until one answers (connection errors fall through).
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let mut last = None;
+        for a in &self.addrs {
+            match self.client.get(*a, path, Duration::from_secs(3)).await {
+                Err(e @ ClientError::Unreachable { .. }) => last = Some(e),
+                r => return r,
+            }
+        }
+        Err(last.unwrap_or(ClientError::Unreachable {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            msg: "no server configured".into(),
+        }))
+    }
+    async fn post<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let mut last = None;
+        for a in &self.addrs {
+            match self
+                .client
+                .post(*a, path, body, Duration::from_secs(5))
+                .await
+            {
+                Err(e @ ClientError::Unreachable { .. }) => last = Some(e),
+                r => return r,
+            }
+        }
+        Err(last.unwrap_or(ClientError::Unreachable {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            msg: "no server configured".into(),
+        }))
+    }
+}
+
+async fn send_command(t: &Target, cmd: Command, done: &str) -> Exit {
+    let (conn, _) = match connect(t) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    match conn
+        .post::<_, serde_json::Value>("/v1/commands", &cmd)
+        .await
+    {
+        Ok(_) => {
+            if t.json {
+                println!("{}", serde_json::json!({"ok": true, "command": cmd}));
+            } else {
+                println!("{done}");
+            }
+            Exit::Ok
+        }
+        Err(e) => {
+            let (exit, code) = client_exit(&e);
+            fail(t.json, exit, &code, &e.to_string())
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> Exit {
+    match cli.cmd {
+        Cmd::Agent { .. } | Cmd::Demo { .. } | Cmd::DemoApp { .. } => Exit::Failure, // handled in main
+        Cmd::Status { t } => status(&t).await,
+        Cmd::Group { op } => match op {
+            GroupOp::Start { group, on, t } => {
+                send_command(
+                    &t,
+                    Command::GroupStart {
+                        group: group.clone(),
+                        on,
+                    },
+                    &format!("group {group}: start requested"),
+                )
+                .await
+            }
+            GroupOp::Stop { group, t } => {
+                send_command(
+                    &t,
+                    Command::GroupStop {
+                        group: group.clone(),
+                    },
+                    &format!("group {group}: stop requested"),
+                )
+                .await
+            }
+            GroupOp::Move { group, to, t } => {
+                send_command(
+                    &t,
+                    Command::GroupMove {
+                        group: group.clone(),
+                        to,
+                    },
+                    &format!("group {group}: move requested"),
+                )
+                .await
+            }
+        },
+        Cmd::Cluster { op } => match op {
+            ClusterOp::Suspend { t } => {
+                send_command(&t, Command::ClusterSuspend, "cluster suspended").await
+            }
+            ClusterOp::Resume { t } => {
+                send_command(&t, Command::ClusterResume, "cluster resumed").await
+            }
+            ClusterOp::Stop { t } => {
+                send_command(
+                    &t,
+                    Command::ClusterStop,
+                    "cluster stop requested: every agent stops its groups and exits",
+                )
+                .await
+            }
+        },
+        Cmd::Monitor { op } => match op {
+            MonitorOp::Suspend { monitor, t } => {
+                send_command(
+                    &t,
+                    Command::MonitorSuspend {
+                        monitor: monitor.clone(),
+                    },
+                    &format!("monitor {monitor} suspended"),
+                )
+                .await
+            }
+            MonitorOp::Resume { monitor, t } => {
+                send_command(
+                    &t,
+                    Command::MonitorResume {
+                        monitor: monitor.clone(),
+                    },
+                    &format!("monitor {monitor} resumed"),
+                )
+                .await
+            }
+        },
+        Cmd::Timeout { op } => match op {
+            TimeoutOp::Set {
+                heartbeat,
+                monitor_factor,
+                duration,
+                t,
+            } => {
+                let dur = match parse_duration(&duration) {
+                    Ok(d) => d,
+                    Err(m) => {
+                        return fail(t.json, Exit::Usage, "bad-duration", &format!("--for: {m}"))
+                    }
+                };
+                let hb = match heartbeat.as_deref().map(parse_duration).transpose() {
+                    Ok(h) => h,
+                    Err(m) => {
+                        return fail(
+                            t.json,
+                            Exit::Usage,
+                            "bad-duration",
+                            &format!("--heartbeat: {m}"),
+                        )
+                    }
+                };
+                if hb.is_none() && monitor_factor.is_none() {
+                    return fail(
+                        t.json,
+                        Exit::Usage,
+                        "nothing-to-set",
+                        "give --heartbeat DURATION and/or --monitor-factor PERCENT",
+                    );
+                }
+                let cmd = Command::TimeoutSet {
+                    heartbeat_timeout_ms: hb.map_or(0, |h| h.ms()),
+                    monitor_factor_pct: monitor_factor.unwrap_or(100),
+                    duration_ms: dur.ms(),
+                };
+                send_command(&t, cmd, &format!("temporary timeouts set for {dur}")).await
+            }
+            TimeoutOp::Clear { t } => {
+                send_command(&t, Command::TimeoutClear, "temporary timeouts cleared").await
+            }
+        },
+        Cmd::Alerts { t, follow, after } => alerts(&t, follow, after).await,
+        Cmd::Config {
+            op: ConfigOp::Check { file, json },
+        } => config_check(&file, json),
+        Cmd::Events { markdown, json } => {
+            if markdown {
+                print!("{}", baton_core::events::catalogue_markdown());
+            } else if json {
+                let v: Vec<_> = baton_core::events::CATALOGUE
+                    .iter()
+                    .map(|d| serde_json::json!({"id": d.code(), "severity": d.severity, "module": d.module, "title": d.title, "cause": d.cause, "action": d.action}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for d in baton_core::events::CATALOGUE {
+                    println!(
+                        "{}  {:<8} {:<11} {}",
+                        d.code(),
+                        d.severity.as_str(),
+                        d.module,
+                        d.title
+                    );
+                }
+            }
+            Exit::Ok
+        }
+        Cmd::Keygen { file } => match crate::key::generate_key_file(&file) {
+            Ok(()) => {
+                println!(
+                    "wrote a new cluster key to {} (copy it to every server, mode 0600)",
+                    file.display()
+                );
+                Exit::Ok
+            }
+            Err(e) => fail(false, Exit::KeyError, e.code(), &e.to_string()),
+        },
+        Cmd::Resource {
+            op,
+            group,
+            resource,
+            config,
+            server,
+            epoch,
+        } => resource_cmd(&op, &group, &resource, &config, &server, epoch).await,
+    }
+}
+
+fn config_check(file: &std::path::Path, json: bool) -> Exit {
+    match crate::catalog::load(file) {
+        Ok(l) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "file": file.display().to_string(), "digest": l.config.digest, "warnings": l.warnings})
+                );
+            } else {
+                for w in &l.warnings {
+                    eprintln!("{w}");
+                }
+                println!(
+                    "{}: OK — cluster `{}`, {} servers, {} groups, {} monitors, digest {}",
+                    file.display(),
+                    l.config.cluster_name,
+                    l.config.servers.len(),
+                    l.config.groups.len(),
+                    l.config.monitors.len(),
+                    &l.config.digest[..16]
+                );
+            }
+            Exit::Ok
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "file": file.display().to_string(), "error": {"code": e.code(), "message": e.to_string()}, "diagnostics": e.diagnostics})
+                );
+            } else {
+                for d in &e.diagnostics {
+                    eprintln!("{d}");
+                }
+                let n = e
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.level == Level::Error)
+                    .count();
+                eprintln!("{}: {n} error(s); nothing was changed", file.display());
+            }
+            Exit::ConfigInvalid
+        }
+    }
+}
+
+async fn status(t: &Target) -> Exit {
+    let (conn, _) = match connect(t) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    match conn.get::<ClusterStatus>("/v1/cluster/status").await {
+        Ok(st) => {
+            if t.json {
+                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+            } else {
+                print!("{}", render_status(&st));
+            }
+            Exit::Ok
+        }
+        Err(e) => {
+            let (exit, code) = client_exit(&e);
+            fail(t.json, exit, &code, &e.to_string())
+        }
+    }
+}
+
+/// Human-readable status.
+pub fn render_status(st: &ClusterStatus) -> String {
+    use std::fmt::Write;
+    let l = &st.local.engine;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Cluster {} (via {})  config {}…  quorum {}  {}{}",
+        l.cluster,
+        st.via,
+        &l.digest[..12.min(l.digest.len())],
+        if l.quorum { "yes" } else { "NO" },
+        if l.suspended { "SUSPENDED  " } else { "" },
+        match l.timeout_override_remaining_ms {
+            Some(ms) => format!(
+                "temporary heartbeat timeout {} ms ({} s left)",
+                l.heartbeat_timeout_ms,
+                ms / 1000
+            ),
+            None => String::new(),
+        }
+    );
+    let _ = writeln!(s, "\nSERVERS");
+    for srv in &l.servers {
+        let paths: Vec<String> = srv
+            .paths
+            .iter()
+            .map(|p| format!("path{}={}", p.path, if p.up { "up" } else { "down" }))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {:<12} {:<5} {:<9} {}{}{}",
+            srv.name,
+            if srv.up { "up" } else { "DOWN" },
+            if srv.ready {
+                "ready"
+            } else if srv.up {
+                "starting"
+            } else {
+                "-"
+            },
+            paths.join(" "),
+            if srv.digest_matches {
+                ""
+            } else {
+                "  CONFIG DIFFERS"
+            },
+            if srv.is_self { "  (this server)" } else { "" },
+        );
+    }
+    let _ = writeln!(s, "\nGROUPS");
+    for g in &l.groups {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:<12} on {:<10} epoch {:<4} since {:>6.1}s  desired {}{}",
+            g.name,
+            g.state.as_str(),
+            g.active_on.as_deref().unwrap_or("-"),
+            g.epoch,
+            g.since_ms_ago as f64 / 1000.0,
+            g.desired,
+            if g.excluded_on.is_empty() {
+                String::new()
+            } else {
+                format!("  excluded on {}", g.excluded_on.join(","))
+            }
+        );
+    }
+    let _ = writeln!(s, "\nMONITORS");
+    let mut all = vec![(&st.via, &st.local)];
+    for p in &st.peers {
+        if let Some(ps) = &p.status {
+            all.push((&p.server, ps));
+        }
+    }
+    for (srv, a) in &all {
+        for m in &a.engine.monitors {
+            let _ = writeln!(
+                s,
+                "  {:<12} {:<14} {:<9} {:<10} {:>7}  {}",
+                srv,
+                m.name,
+                m.kind,
+                m.state,
+                m.last_latency_ms
+                    .map(|l| format!("{l} ms"))
+                    .unwrap_or_else(|| "-".into()),
+                m.last_error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    for p in &st.peers {
+        if let Some(e) = &p.error {
+            let _ = writeln!(s, "  {:<12} (no status: {e})", p.server);
+        }
+    }
+    s
+}
+
+fn print_event(e: &Event, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(e).unwrap_or_default());
+    } else {
+        let secs = e.time_ms / 1000;
+        let ms = e.time_ms % 1000;
+        println!(
+            "{:>6} {}.{:03} {:<8} {:<9} {}",
+            e.seq,
+            secs,
+            ms,
+            e.severity.as_str(),
+            e.server,
+            e.line()
+        );
+    }
+}
+
+async fn alerts(t: &Target, follow: bool, after: Option<u64>) -> Exit {
+    let (conn, _) = match connect(t) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let mut cursor = match after {
+        Some(a) => a,
+        None => match conn
+            .get::<Vec<Event>>("/v1/alerts?after=0&limit=10000")
+            .await
+        {
+            Ok(all) => all.iter().rev().nth(19).map_or(0, |e| e.seq),
+            Err(e) => {
+                let (exit, code) = client_exit(&e);
+                return fail(t.json, exit, &code, &e.to_string());
+            }
+        },
+    };
+    loop {
+        match conn
+            .get::<Vec<Event>>(&format!("/v1/alerts?after={cursor}&limit=1000"))
+            .await
+        {
+            Ok(evs) => {
+                for e in &evs {
+                    print_event(e, t.json);
+                    cursor = cursor.max(e.seq);
+                }
+            }
+            Err(e) => {
+                let (exit, code) = client_exit(&e);
+                return fail(t.json, exit, &code, &e.to_string());
+            }
+        }
+        if !follow {
+            return Exit::Ok;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn resource_cmd(
+    op: &str,
+    group: &str,
+    resource: &str,
+    config: &std::path::Path,
+    server: &str,
+    epoch: u64,
+) -> Exit {
+    let cfg = match crate::catalog::load_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            for d in &e.diagnostics {
+                eprintln!("{d}");
+            }
+            return Exit::ConfigInvalid;
+        }
+    };
+    let Some(r) = cfg
+        .group(group)
+        .and_then(|g| g.resources.iter().find(|r| r.name == resource))
+    else {
+        return fail(
+            false,
+            Exit::Usage,
+            "unknown-resource",
+            &format!("no resource `{resource}` in group `{group}`"),
+        );
+    };
+    let reg = baton_providers::default_registry();
+    let driver =
+        match baton_providers::Registry::build_resource(&reg, &r.kind, &r.params_for(server)) {
+            Ok(d) => d,
+            Err(e) => return fail(false, Exit::ConfigInvalid, "bad-params", &e.to_string()),
+        };
+    let ctx = baton_providers::ActionContext {
+        cluster: cfg.cluster_name.clone(),
+        group: group.into(),
+        resource: resource.into(),
+        server: server.into(),
+        epoch,
+        timeout: if op == "deactivate" {
+            r.deactivation.timeout.0
+        } else {
+            r.activation.timeout.0
+        },
+    };
+    let res = match op {
+        "activate" => driver.activate(&ctx).await.map(|_| "activated".to_string()),
+        "deactivate" => driver
+            .deactivate(&ctx)
+            .await
+            .map(|_| "deactivated".to_string()),
+        _ => driver
+            .check(&ctx)
+            .await
+            .map(|c| format!("{c:?}").to_lowercase()),
+    };
+    match res {
+        Ok(s) => {
+            println!("{resource}: {s}");
+            Exit::Ok
+        }
+        Err(e) => fail(false, Exit::Failure, e.code(), &format!("{resource}: {e}")),
+    }
+}

@@ -1,0 +1,957 @@
+//! The agent shell: feeds the engine, executes its actions, sends and receives
+//! heartbeats, serves the API, persists state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use baton_core::config::{Config, FinalAction};
+use baton_core::engine::{
+    Action, Boot, CheckResult, Command, CommandError, Engine, EngineStatus, Failure, Input,
+    PeerMessage, ProbeOutcome,
+};
+use baton_core::events::{self, Event};
+use baton_core::time::Millis;
+use baton_notifier::{
+    AlertLog, EventSink, LogSink, Notifier, NotifierHandle, NotifierOptions, SinkStats,
+};
+use baton_providers::{
+    process::{run_command, CommandSpec},
+    ActionContext, CheckOutcome, Probe, ProbeContext, Registry, ResourceDriver, ResourceProbe,
+};
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::key::ClusterKey;
+use crate::state::{OwnedGroup, Ownership, StateDir};
+use crate::wire::{self, Acceptor, Envelope, RejectCounters};
+
+/// Errors that stop the agent from starting. `code()` is stable.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] baton_core::config::ConfigError),
+    #[error("server `{0}` is not defined in the configuration; servers: {1}")]
+    UnknownServer(String, String),
+    #[error("cluster key: {0}")]
+    Key(#[from] crate::key::KeyError),
+    #[error("state directory: {0}")]
+    State(#[from] crate::state::StateError),
+    #[error("alert log: {0}")]
+    AlertLog(#[from] baton_notifier::AlertLogError),
+    #[error("cannot bind {what} on {addr}: {err}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
+    #[error("cannot build {what}: {msg}")]
+    Build { what: String, msg: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl AgentError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AgentError::Config(_) => "config-invalid",
+            AgentError::UnknownServer(..) => "unknown-server",
+            AgentError::Key(_) => "key-error",
+            AgentError::State(_) => "state-error",
+            AgentError::AlertLog(_) => "alert-log-error",
+            AgentError::Bind { .. } => "bind-failed",
+            AgentError::Build { .. } => "build-failed",
+            AgentError::Io(_) => "io-error",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub config: PathBuf,
+    pub server: String,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Messages into the agent's main loop.
+pub(crate) enum LoopMsg {
+    Heartbeat {
+        from: String,
+        path: usize,
+        msg: Box<PeerMessage>,
+    },
+    Rejected,
+    ActionDone {
+        id: u64,
+        result: Result<(), Failure>,
+    },
+    CheckDone {
+        id: u64,
+        result: CheckResult,
+        detail: String,
+    },
+    ProbeDone {
+        id: u64,
+        outcome: ProbeOutcome,
+    },
+    Command {
+        cmd: Command,
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
+    Status {
+        reply: oneshot::Sender<EngineStatus>,
+    },
+    Event(Box<Event>),
+}
+
+/// What the API handlers share with the main loop.
+pub struct Shared {
+    pub config: Config,
+    pub server: String,
+    pub token: String,
+    pub key: ClusterKey,
+    pub(crate) tx: mpsc::Sender<LoopMsg>,
+    pub alert_log: Mutex<AlertLog>,
+    pub counters: Mutex<RejectCounters>,
+    pub notifier: NotifierHandle,
+    pub started: Instant,
+    pub auth_failures: Mutex<(u64, Option<Instant>)>,
+}
+
+/// Agent facts shown beside the engine's status.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct AgentStatus {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_ms: u64,
+    pub packets_rejected: RejectCounters,
+    pub sinks: Vec<SinkStats>,
+    #[serde(flatten)]
+    pub engine: EngineStatus,
+}
+
+impl Shared {
+    pub(crate) async fn status(&self) -> Option<AgentStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(LoopMsg::Status { reply: tx }).await.ok()?;
+        let engine = rx.await.ok()?;
+        Some(AgentStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            packets_rejected: self.counters.lock().map(|c| *c).unwrap_or_default(),
+            sinks: self.notifier.stats(),
+            engine,
+        })
+    }
+
+    pub(crate) async fn command(&self, cmd: Command) -> Result<Result<(), CommandError>, ()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(LoopMsg::Command { cmd, reply: tx })
+            .await
+            .map_err(|_| ())?;
+        rx.await.map_err(|_| ())
+    }
+
+    /// Record an event raised outside the engine (the API, the receiver).
+    pub(crate) fn raise(&self, ev: Event) {
+        let _ = self.tx.try_send(LoopMsg::Event(Box::new(ev)));
+    }
+}
+
+fn unix_ms() -> u64 {
+    // Wall-clock time is used only to stamp events and ownership records for people;
+    // every decision runs on the monotonic clock.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+struct Runtime {
+    cfg: Config,
+    me: String,
+    engine: Engine,
+    t0: Instant,
+    state: StateDir,
+    epochs: BTreeMap<String, u64>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<LoopMsg>,
+    drivers: HashMap<(String, String), Arc<dyn ResourceDriver>>,
+    probes: HashMap<String, Arc<dyn Probe>>,
+    sockets: Vec<Arc<UdpSocket>>,
+    seq: u64,
+    exit: Option<String>,
+    rejected_reported: u64,
+    last_reject_event: Option<Instant>,
+}
+
+impl Runtime {
+    fn now(&self) -> Millis {
+        Millis(u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn stamp(&self, mut ev: Event) -> Event {
+        if ev.cluster.is_empty() {
+            ev.cluster = self.cfg.cluster_name.clone();
+        }
+        if ev.server.is_empty() {
+            ev.server = self.me.clone();
+        }
+        ev.time_ms = unix_ms();
+        ev
+    }
+
+    fn record(&mut self, ev: Event) {
+        let ev = self.stamp(ev);
+        let stamped = match self.shared.alert_log.lock() {
+            Ok(mut log) => match log.append(ev.clone()) {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!(error = %e, "cannot write the alert log");
+                    ev
+                }
+            },
+            Err(_) => ev,
+        };
+        self.shared.notifier.publish(stamped);
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Emit { event } => self.record(*event),
+                Action::PersistEpoch { group, epoch } => {
+                    let e = self.epochs.entry(group).or_insert(0);
+                    if epoch > *e {
+                        *e = epoch;
+                        if let Err(err) = self.state.store_epochs(&self.epochs) {
+                            let ev = Event::new(
+                                &events::STATE_DIR_ERROR,
+                                format!("cannot persist epochs: {err}"),
+                            );
+                            self.record(ev);
+                        }
+                    }
+                }
+                Action::PersistOwnership { groups } => {
+                    let own = Ownership {
+                        groups: groups
+                            .into_iter()
+                            .map(|(g, (epoch, st))| {
+                                (
+                                    g,
+                                    OwnedGroup {
+                                        epoch,
+                                        since_unix_ms: unix_ms(),
+                                        state: st.as_str().to_string(),
+                                    },
+                                )
+                            })
+                            .collect(),
+                    };
+                    if let Err(err) = self.state.store_ownership(&own) {
+                        let ev = Event::new(
+                            &events::STATE_DIR_ERROR,
+                            format!("cannot persist ownership: {err}"),
+                        );
+                        self.record(ev);
+                    }
+                }
+                Action::Activate {
+                    id,
+                    group,
+                    resource,
+                    epoch,
+                    timeout_ms,
+                    attempt,
+                } => self.spawn_resource(
+                    id,
+                    group,
+                    resource,
+                    epoch,
+                    timeout_ms,
+                    attempt,
+                    Op::Activate,
+                ),
+                Action::Deactivate {
+                    id,
+                    group,
+                    resource,
+                    epoch,
+                    timeout_ms,
+                    attempt,
+                } => self.spawn_resource(
+                    id,
+                    group,
+                    resource,
+                    epoch,
+                    timeout_ms,
+                    attempt,
+                    Op::Deactivate,
+                ),
+                Action::Check {
+                    id,
+                    group,
+                    resource,
+                    epoch,
+                    timeout_ms,
+                } => self.spawn_resource(id, group, resource, epoch, timeout_ms, 0, Op::Check),
+                Action::Probe {
+                    id,
+                    monitor,
+                    timeout_ms,
+                } => self.spawn_probe(id, monitor, timeout_ms),
+                Action::RecoveryScript {
+                    id,
+                    monitor,
+                    script,
+                    timeout_ms,
+                } => {
+                    let tx = self.tx.clone();
+                    let env = vec![
+                        ("BATON_CLUSTER".to_string(), self.cfg.cluster_name.clone()),
+                        ("BATON_SERVER".to_string(), self.me.clone()),
+                        ("BATON_MONITOR".to_string(), monitor.clone()),
+                        ("BATON_ACTION".to_string(), "recover".to_string()),
+                    ];
+                    let span = info_span!("recovery_script", monitor = %monitor, server = %self.me);
+                    tokio::spawn(
+                        async move {
+                            let spec = CommandSpec::shell(
+                                format!("recovery script of monitor {monitor}"),
+                                script,
+                                Duration::from_millis(timeout_ms),
+                            )
+                            .with_env(env);
+                            let result =
+                                run_command(&spec).await.map(|_| ()).map_err(|e| Failure {
+                                    code: e.code().to_string(),
+                                    message: e.to_string(),
+                                });
+                            let _ = tx.send(LoopMsg::ActionDone { id, result }).await;
+                        }
+                        .instrument(span),
+                    );
+                }
+                Action::SystemCommand { which, reason } => {
+                    let cmd = match which {
+                        FinalAction::Reboot => self.cfg.agent.reboot_command.clone(),
+                        _ => self.cfg.agent.shutdown_command.clone(),
+                    };
+                    warn!(command = %cmd, %reason, "running final action command");
+                    tokio::spawn(async move {
+                        let spec = CommandSpec::shell(
+                            "final action command",
+                            cmd,
+                            Duration::from_secs(60),
+                        );
+                        if let Err(e) = run_command(&spec).await {
+                            warn!(error = %e, "final action command failed");
+                        }
+                    });
+                }
+                Action::Exit { reason } => {
+                    info!(%reason, "agent exiting");
+                    self.exit = Some(reason);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_resource(
+        &self,
+        id: u64,
+        group: String,
+        resource: String,
+        epoch: u64,
+        timeout_ms: u64,
+        attempt: u32,
+        op: Op,
+    ) {
+        let tx = self.tx.clone();
+        let driver = self
+            .drivers
+            .get(&(group.clone(), resource.clone()))
+            .cloned();
+        let ctx = ActionContext {
+            cluster: self.cfg.cluster_name.clone(),
+            group: group.clone(),
+            resource: resource.clone(),
+            server: self.me.clone(),
+            epoch,
+            timeout: Duration::from_millis(timeout_ms),
+        };
+        let span = info_span!("resource_action", action = op.name(), group = %group, resource = %resource, server = %self.me, epoch, attempt);
+        tokio::spawn(
+            async move {
+                let Some(driver) = driver else {
+                    let f = Failure {
+                        code: "no-driver".into(),
+                        message: format!("no driver for resource {resource}"),
+                    };
+                    let _ = match op {
+                        Op::Check => {
+                            tx.send(LoopMsg::CheckDone {
+                                id,
+                                result: CheckResult::Error,
+                                detail: f.message,
+                            })
+                            .await
+                        }
+                        _ => tx.send(LoopMsg::ActionDone { id, result: Err(f) }).await,
+                    };
+                    return;
+                };
+                // The driver enforces the timeout itself (and kills what it started); this
+                // outer bound only protects the engine from a driver that never returns.
+                let outer = ctx.timeout + Duration::from_secs(5);
+                let started = Instant::now();
+                match op {
+                    Op::Activate | Op::Deactivate => {
+                        let fut = async {
+                            if op == Op::Activate {
+                                driver.activate(&ctx).await
+                            } else {
+                                driver.deactivate(&ctx).await
+                            }
+                        };
+                        let result = match tokio::time::timeout(outer, fut).await {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => Err(Failure {
+                                code: e.code().to_string(),
+                                message: e.to_string(),
+                            }),
+                            Err(_) => Err(Failure {
+                                code: "timeout".into(),
+                                message: format!("timed out after {} ms", ctx.timeout.as_millis()),
+                            }),
+                        };
+                        info!(
+                            ok = result.is_ok(),
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "resource action finished"
+                        );
+                        let _ = tx.send(LoopMsg::ActionDone { id, result }).await;
+                    }
+                    Op::Check => {
+                        let (result, detail) = match tokio::time::timeout(outer, driver.check(&ctx))
+                            .await
+                        {
+                            Ok(Ok(CheckOutcome::Active)) => (CheckResult::Active, String::new()),
+                            Ok(Ok(CheckOutcome::Inactive)) => {
+                                (CheckResult::Inactive, "inactive".into())
+                            }
+                            Ok(Ok(CheckOutcome::Degraded(d))) => (CheckResult::Degraded, d),
+                            Ok(Err(e)) => (CheckResult::Error, e.to_string()),
+                            Err(_) => (CheckResult::Error, "check timed out".into()),
+                        };
+                        let _ = tx.send(LoopMsg::CheckDone { id, result, detail }).await;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    fn spawn_probe(&self, id: u64, monitor: String, timeout_ms: u64) {
+        let tx = self.tx.clone();
+        let probe = self.probes.get(&monitor).cloned();
+        let ctx = ProbeContext {
+            cluster: self.cfg.cluster_name.clone(),
+            server: self.me.clone(),
+            monitor: monitor.clone(),
+            timeout: Duration::from_millis(timeout_ms),
+        };
+        let span = info_span!("probe", monitor = %monitor, server = %self.me);
+        tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let r = match probe {
+                    Some(p) => match tokio::time::timeout(ctx.timeout, p.probe(&ctx)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(baton_providers::ProviderError::Timeout(timeout_ms)),
+                    },
+                    None => Err(baton_providers::ProviderError::Other(format!(
+                        "no probe for monitor {monitor}"
+                    ))),
+                };
+                let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let outcome = match r {
+                    Ok(ok) => ProbeOutcome::Ok {
+                        latency_ms,
+                        detail: ok.detail,
+                    },
+                    Err(e) => ProbeOutcome::Failed {
+                        latency_ms,
+                        code: e.code().to_string(),
+                        message: e.to_string(),
+                        api_error: e.is_api_error(),
+                    },
+                };
+                let _ = tx.send(LoopMsg::ProbeDone { id, outcome }).await;
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn send_heartbeats(&mut self) {
+        let msg = self.engine.peer_message();
+        for (p, sock) in self.sockets.iter().enumerate() {
+            self.seq += 1;
+            let env = Envelope {
+                cluster: self.cfg.cluster_name.clone(),
+                from: self.me.clone(),
+                path: u8::try_from(p).unwrap_or(u8::MAX),
+                seq: self.seq,
+                body: &msg,
+            };
+            let bytes = match wire::encode(&self.shared.key, &env) {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(error = %e, "cannot encode heartbeat");
+                    continue;
+                }
+            };
+            for s in &self.cfg.servers {
+                if s.name == self.me {
+                    continue;
+                }
+                if let Some(addr) = s.interconnects.get(p) {
+                    if let Err(e) = sock.send_to(&bytes, addr).await {
+                        tracing::debug!(peer = %s.name, path = p, error = %e, "heartbeat send failed");
+                    }
+                }
+            }
+        }
+    }
+
+    fn maybe_report_rejects(&mut self) {
+        let c = self.shared.counters.lock().map(|c| *c).unwrap_or_default();
+        let total = c.total();
+        if total > self.rejected_reported
+            && self
+                .last_reject_event
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.rejected_reported = total;
+            self.last_reject_event = Some(Instant::now());
+            let ev = Event::new(
+                &events::PACKETS_REJECTED,
+                format!(
+                    "heartbeat packets rejected so far: {} forged, {} replayed, {} malformed, {} wrong cluster, {} unknown sender, {} wrong path",
+                    c.forged, c.replayed, c.malformed, c.wrong_cluster, c.unknown_sender, c.bad_path
+                ),
+            )
+            .field("forged", c.forged)
+            .field("replayed", c.replayed)
+            .field("malformed", c.malformed);
+            self.record(ev);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Activate,
+    Deactivate,
+    Check,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Activate => "activate",
+            Op::Deactivate => "deactivate",
+            Op::Check => "check",
+        }
+    }
+}
+
+fn build_drivers(
+    cfg: &Config,
+    me: &str,
+    reg: &dyn Registry,
+) -> Result<
+    (
+        HashMap<(String, String), Arc<dyn ResourceDriver>>,
+        HashMap<String, Arc<dyn Probe>>,
+    ),
+    AgentError,
+> {
+    let mut drivers: HashMap<(String, String), Arc<dyn ResourceDriver>> = HashMap::new();
+    for g in &cfg.groups {
+        if !g.servers.iter().any(|s| s == me) {
+            continue;
+        }
+        for r in &g.resources {
+            let d = reg
+                .build_resource(&r.kind, &r.params_for(me))
+                .map_err(|e| AgentError::Build {
+                    what: format!("resource {}", r.name),
+                    msg: e.to_string(),
+                })?;
+            drivers.insert((g.name.clone(), r.name.clone()), Arc::from(d));
+        }
+    }
+    let mut probes: HashMap<String, Arc<dyn Probe>> = HashMap::new();
+    for m in &cfg.monitors {
+        if m.kind == "resource" {
+            let (Some(gname), Some(rname)) = (&m.group, &m.resource) else {
+                continue;
+            };
+            if let Some(d) = drivers.get(&(gname.clone(), rname.clone())) {
+                let action = ActionContext {
+                    cluster: cfg.cluster_name.clone(),
+                    group: gname.clone(),
+                    resource: rname.clone(),
+                    server: me.to_string(),
+                    epoch: 0,
+                    timeout: m.timeout.0,
+                };
+                probes.insert(
+                    m.name.clone(),
+                    Arc::new(ResourceProbe {
+                        driver: d.clone(),
+                        action,
+                    }),
+                );
+            }
+            continue;
+        }
+        let p = reg
+            .build_probe(&m.kind, &m.params_for(me))
+            .map_err(|e| AgentError::Build {
+                what: format!("monitor {}", m.name),
+                msg: e.to_string(),
+            })?;
+        probes.insert(m.name.clone(), Arc::from(p));
+    }
+    Ok((drivers, probes))
+}
+
+/// Run the agent until it is told to stop. Returns the reason it stopped.
+pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
+    let loaded = crate::catalog::load(&opts.config)?;
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let cfg = loaded.config;
+    let me = opts.server.clone();
+    let Some(server) = cfg.server(&me).cloned() else {
+        let names = cfg
+            .servers
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(AgentError::UnknownServer(me, names));
+    };
+    let key_path = if cfg.key_file.is_relative() {
+        opts.config
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(&cfg.key_file)
+    } else {
+        cfg.key_file.clone()
+    };
+    let key = ClusterKey::load(&key_path)?;
+    for w in key.warnings() {
+        warn!("{w}");
+    }
+    let state_path = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| cfg.agent.state_dir.clone());
+    let state = StateDir::open(&state_path)?;
+    for w in state.warnings() {
+        warn!("{w}");
+    }
+    let epochs = state.load_epochs()?;
+    let ownership = state.load_ownership()?;
+    let mut meta = state.load_meta()?;
+    meta.boot_count += 1;
+    meta.last_digest = Some(cfg.digest.clone());
+    state.store_meta(&meta)?;
+    let alert_log = AlertLog::open(
+        state.path().join("alerts"),
+        cfg.agent.alert_log_max_bytes,
+        usize::try_from(cfg.agent.alert_log_keep).unwrap_or(4),
+    )?;
+
+    let reg = baton_providers::default_registry();
+    let (drivers, probes) = build_drivers(&cfg, &me, &reg)?;
+
+    // Heartbeat sockets: one per interconnect path, bound to this server's address on it.
+    let mut sockets = Vec::new();
+    for addr in &server.interconnects {
+        let s = UdpSocket::bind(addr)
+            .await
+            .map_err(|err| AgentError::Bind {
+                what: "heartbeat socket",
+                addr: *addr,
+                err,
+            })?;
+        sockets.push(Arc::new(s));
+    }
+    let api_listener = tokio::net::TcpListener::bind(server.api)
+        .await
+        .map_err(|err| AgentError::Bind {
+            what: "API",
+            addr: server.api,
+            err,
+        })?;
+
+    let min_sev = cfg
+        .notify
+        .log
+        .as_ref()
+        .map_or(baton_core::Severity::Info, |l| l.min_severity);
+    let sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink::new().with_min_severity(min_sev))];
+    let (notifier, notifier_task) = Notifier::start(sinks, NotifierOptions::default());
+
+    let (tx, mut rx) = mpsc::channel::<LoopMsg>(4096);
+    let shared = Arc::new(Shared {
+        config: cfg.clone(),
+        server: me.clone(),
+        token: key.api_token(),
+        key: key.clone(),
+        tx: tx.clone(),
+        alert_log: Mutex::new(alert_log),
+        counters: Mutex::new(RejectCounters::default()),
+        notifier: notifier.clone(),
+        started: Instant::now(),
+        auth_failures: Mutex::new((0, None)),
+    });
+
+    let t0 = Instant::now();
+    let incarnation = wire::initial_seq();
+    let boot = Boot {
+        incarnation,
+        epochs: epochs.clone(),
+        owned: ownership
+            .groups
+            .iter()
+            .map(|(g, o)| (g.clone(), o.epoch))
+            .collect(),
+    };
+    let engine = Engine::new(cfg.clone(), &me, boot, Millis(0)).map_err(|e| AgentError::Build {
+        what: "engine".into(),
+        msg: e.to_string(),
+    })?;
+
+    // Receivers.
+    let peers: Vec<String> = cfg
+        .servers
+        .iter()
+        .filter(|s| s.name != me)
+        .map(|s| s.name.clone())
+        .collect();
+    let acceptor = Arc::new(Mutex::new(Acceptor::new(cfg.cluster_name.clone(), peers)));
+    for (p, sock) in sockets.iter().enumerate() {
+        let sock = sock.clone();
+        let tx = tx.clone();
+        let acceptor = acceptor.clone();
+        let shared2 = shared.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                let Ok((n, _from)) = sock.recv_from(&mut buf).await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let res = {
+                    let Ok(mut a) = acceptor.lock() else { continue };
+                    let r = a.accept::<PeerMessage>(
+                        &shared2.key,
+                        &buf[..n],
+                        u8::try_from(p).unwrap_or(u8::MAX),
+                    );
+                    if let Ok(mut c) = shared2.counters.lock() {
+                        *c = *a.counters();
+                    }
+                    r
+                };
+                let msg = match res {
+                    Ok(env) => LoopMsg::Heartbeat {
+                        from: env.from,
+                        path: p,
+                        msg: Box::new(env.body),
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, code = e.code(), "heartbeat rejected");
+                        LoopMsg::Rejected
+                    }
+                };
+                if tx.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    // API.
+    let api_shared = shared.clone();
+    let api_task = tokio::spawn(async move {
+        let app = crate::api::router(api_shared);
+        if let Err(e) = axum::serve(api_listener, app).await {
+            warn!(error = %e, "API server stopped");
+        }
+    });
+
+    let mut rt = Runtime {
+        cfg: cfg.clone(),
+        me: me.clone(),
+        engine,
+        t0,
+        state,
+        epochs,
+        shared: shared.clone(),
+        tx: tx.clone(),
+        drivers,
+        probes,
+        sockets,
+        seq: wire::initial_seq(),
+        exit: None,
+        rejected_reported: 0,
+        last_reject_event: None,
+    };
+    let started = Event::new(
+        &events::AGENT_STARTED,
+        format!(
+            "agent {} started on {me} (config {}…, pid {})",
+            env!("CARGO_PKG_VERSION"),
+            &cfg.digest[..12],
+            std::process::id()
+        ),
+    )
+    .field("digest", cfg.digest.clone());
+    rt.record(started);
+    // Actions the engine produced at construction (re-adoption checks).
+    let initial = rt.engine.step(Millis(0), Input::Tick);
+    rt.execute(initial);
+
+    let hb_every = cfg.heartbeat.interval.0;
+    let tick_every = (hb_every / 4).clamp(Duration::from_millis(10), Duration::from_millis(100));
+    let mut hb = tokio::time::interval(hb_every);
+    hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = tokio::time::interval(tick_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let mut watchdog_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    let mut wd = tokio::time::interval(Duration::from_micros(if watchdog {
+        (watchdog_usec / 2).max(1000)
+    } else {
+        3_600_000_000
+    }));
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let shutdown_timeout = cfg.agent.shutdown_timeout.0;
+
+    let reason = loop {
+        let actions: Vec<Action> = tokio::select! {
+            _ = tick.tick() => {
+                rt.maybe_report_rejects();
+                let now = rt.now();
+                rt.engine.step(now, Input::Tick)
+            }
+            _ = hb.tick() => {
+                rt.send_heartbeats().await;
+                Vec::new()
+            }
+            _ = wd.tick(), if watchdog => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                Vec::new()
+            }
+            _ = sigterm.recv() => rt.begin_shutdown(&mut deadline, shutdown_timeout),
+            _ = sigint.recv() => rt.begin_shutdown(&mut deadline, shutdown_timeout),
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                let ev = Event::new(&events::AGENT_SHUTDOWN_DEADLINE, format!("shutdown deadline of {} ms passed; exiting with groups possibly still active", shutdown_timeout.as_millis()));
+                rt.record(ev);
+                break "shutdown deadline passed".to_string();
+            }
+            m = rx.recv() => {
+                let Some(m) = m else { break "internal channel closed".to_string() };
+                let now = rt.now();
+                match m {
+                    LoopMsg::Heartbeat { from, path, msg } => rt.engine.step(now, Input::Heartbeat { from, path, msg }),
+                    LoopMsg::Rejected => Vec::new(),
+                    LoopMsg::ActionDone { id, result } => rt.engine.step(now, Input::ActionDone { id, result }),
+                    LoopMsg::CheckDone { id, result, detail } => rt.engine.step(now, Input::CheckDone { id, result, detail }),
+                    LoopMsg::ProbeDone { id, outcome } => rt.engine.step(now, Input::ProbeDone { id, outcome }),
+                    LoopMsg::Command { cmd, reply } => {
+                        let stop = cmd == Command::ClusterStop;
+                        match rt.engine.command(now, cmd) {
+                            Ok(actions) => {
+                                let _ = reply.send(Ok(()));
+                                if stop && deadline.is_none() {
+                                    deadline = Some(tokio::time::Instant::now() + shutdown_timeout);
+                                }
+                                actions
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                                Vec::new()
+                            }
+                        }
+                    }
+                    LoopMsg::Status { reply } => {
+                        let _ = reply.send(rt.engine.status());
+                        Vec::new()
+                    }
+                    LoopMsg::Event(ev) => {
+                        rt.record(*ev);
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        rt.execute(actions);
+        if let Some(r) = rt.exit.take() {
+            break r;
+        }
+    };
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    // Tell the peers once more (leaving / stopping flags) before going silent.
+    for _ in 0..2 {
+        rt.send_heartbeats().await;
+        tokio::time::sleep(hb_every).await;
+    }
+    let ev = Event::new(
+        &events::AGENT_STOPPED,
+        format!("agent on {me} stopped: {reason}"),
+    );
+    rt.record(ev);
+    if let Ok(log) = rt.shared.alert_log.lock() {
+        let _ = log.sync();
+    }
+    api_task.abort();
+    let _ = notifier.shutdown(Duration::from_secs(5)).await;
+    notifier_task.abort();
+    Ok(reason)
+}
+
+impl Runtime {
+    fn begin_shutdown(
+        &mut self,
+        deadline: &mut Option<tokio::time::Instant>,
+        timeout: Duration,
+    ) -> Vec<Action> {
+        if deadline.is_none() {
+            *deadline = Some(tokio::time::Instant::now() + timeout);
+        }
+        let now = self.now();
+        self.engine
+            .command(now, Command::Shutdown)
+            .unwrap_or_default()
+    }
+}
