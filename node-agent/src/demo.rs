@@ -135,7 +135,7 @@ deactivate_timeout = "10s"
             p = o.port + 10
         ));
     }
-    s.push_str(&format!(
+    s.push_str(
         r#"
 [[monitor]]
 kind = "http"
@@ -145,9 +145,9 @@ interval = "1s"
 timeout = "2s"
 retries = 1
 wait_to_start = "300ms"
-recovery = {{ target = "web", restart_retries = 1, failover_retries = 1 }}
-"#
-    ));
+recovery = { target = "web", restart_retries = 1, failover_retries = 1 }
+"#,
+    );
     for i in 1..=3u16 {
         s.push_str(&format!(
             "[monitor.server.node-{i}]\nurl = \"http://127.{n}.0.{h}:{p}/health\"\n",

@@ -181,8 +181,8 @@ struct Runtime {
     epochs: BTreeMap<String, u64>,
     shared: Arc<Shared>,
     tx: mpsc::Sender<LoopMsg>,
-    drivers: HashMap<(String, String), Arc<dyn ResourceDriver>>,
-    probes: HashMap<String, Arc<dyn Probe>>,
+    drivers: DriverMap,
+    probes: ProbeMap,
     sockets: Vec<Arc<UdpSocket>>,
     seq: u64,
     exit: Option<String>,
@@ -573,18 +573,15 @@ impl Op {
     }
 }
 
+type DriverMap = HashMap<(String, String), Arc<dyn ResourceDriver>>;
+type ProbeMap = HashMap<String, Arc<dyn Probe>>;
+
 fn build_drivers(
     cfg: &Config,
     me: &str,
     reg: &dyn Registry,
-) -> Result<
-    (
-        HashMap<(String, String), Arc<dyn ResourceDriver>>,
-        HashMap<String, Arc<dyn Probe>>,
-    ),
-    AgentError,
-> {
-    let mut drivers: HashMap<(String, String), Arc<dyn ResourceDriver>> = HashMap::new();
+) -> Result<(DriverMap, ProbeMap), AgentError> {
+    let mut drivers: DriverMap = HashMap::new();
     for g in &cfg.groups {
         if !g.servers.iter().any(|s| s == me) {
             continue;
@@ -599,7 +596,7 @@ fn build_drivers(
             drivers.insert((g.name.clone(), r.name.clone()), Arc::from(d));
         }
     }
-    let mut probes: HashMap<String, Arc<dyn Probe>> = HashMap::new();
+    let mut probes: ProbeMap = HashMap::new();
     for m in &cfg.monitors {
         if m.kind == "resource" {
             let (Some(gname), Some(rname)) = (&m.group, &m.resource) else {

@@ -8,6 +8,8 @@
 //! intents (last-writer-wins registers carried in every heartbeat).
 
 mod run;
+#[cfg(test)]
+mod tests;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -483,6 +485,18 @@ impl Engine {
             .is_some_and(|m| m.ready && m.quorum && !m.refused && !m.leaving)
     }
 
+    /// Is peer `si` up but not yet past its startup wait and re-adoption checks?
+    fn starting(&self, si: usize) -> bool {
+        if si == self.me {
+            return false;
+        }
+        let p = &self.peers[si];
+        p.up && p
+            .msg
+            .as_ref()
+            .is_some_and(|m| !m.ready && !m.refused && !m.leaving)
+    }
+
     /// The server that should activate group `gi` when nobody holds it.
     fn target(&self, gi: usize) -> Option<usize> {
         let g = &self.cfg.groups[gi];
@@ -508,10 +522,14 @@ impl Engine {
             }
         }
         let _ = rt;
+        // A peer that is up but still starting is a candidate too: it becomes eligible
+        // within its startup wait, and its last heartbeat may simply predate its
+        // readiness. Skipping it would let two servers that become ready in the same
+        // heartbeat interval both activate the group (each sees the other not ready).
         let eligible: Vec<usize> = order
             .iter()
             .copied()
-            .filter(|&s| self.eligible(s))
+            .filter(|&s| self.eligible(s) || self.starting(s))
             .collect();
         eligible
             .iter()
