@@ -230,7 +230,14 @@ async fn run_command(s: &Shared, cmd: Command) -> Response {
     }
 }
 
-async fn command(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+/// Header marking a command forwarded by a peer (it is not forwarded again).
+pub const FORWARDED: &str = "x-baton-forwarded";
+
+async fn command(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let cmd: Command = match serde_json::from_slice(&body) {
         Ok(c) => c,
         Err(e) => {
@@ -243,6 +250,31 @@ async fn command(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Respo
     };
     if cmd == Command::Shutdown {
         return error(StatusCode::BAD_REQUEST, "bad-request", "`shutdown` is a local signal (SIGTERM), not an API command; use `cluster-stop` to stop every agent");
+    }
+    // `cluster stop` must reach every agent even if heartbeats between some of them are
+    // down, so it is also forwarded to every peer's API (once: forwarded requests are not
+    // forwarded again). Other commands spread through the heartbeats as intents.
+    if cmd == Command::ClusterStop && !headers.contains_key(FORWARDED) {
+        let client = crate::client::Client::new(&s.token);
+        for srv in s.config.servers.iter().filter(|x| x.name != s.server) {
+            let client = client.clone();
+            let addr = srv.api;
+            let me = s.server.clone();
+            tokio::spawn(async move {
+                let r = client
+                    .post_with_header::<_, serde_json::Value>(
+                        addr,
+                        "/v1/commands",
+                        &Command::ClusterStop,
+                        (FORWARDED, &me),
+                        Duration::from_secs(2),
+                    )
+                    .await;
+                if let Err(e) = r {
+                    tracing::info!(peer = %addr, error = %e, "could not forward cluster stop (the heartbeats carry it too)");
+                }
+            });
+        }
     }
     run_command(&s, cmd).await
 }

@@ -90,6 +90,26 @@ impl Client {
         Self::finish(addr, r).await
     }
 
+    pub async fn post_with_header<B: Serialize, T: DeserializeOwned>(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        body: &B,
+        header: (&str, &str),
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let r = self
+            .http
+            .post(format!("http://{addr}{path}"))
+            .bearer_auth(&self.token)
+            .header(header.0, header.1)
+            .json(body)
+            .timeout(timeout)
+            .send()
+            .await;
+        Self::finish(addr, r).await
+    }
+
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         addr: SocketAddr,
