@@ -85,6 +85,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 "no such endpoint; see docs/src/openapi.yaml",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this endpoint does not take that HTTP method; see docs/src/openapi.yaml",
+            )
+        })
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .with_state(shared)
 }
@@ -280,9 +287,14 @@ async fn command(
 }
 
 #[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct GroupOpBody {
+    /// Target server of `move`.
     #[serde(default)]
     to: Option<String>,
+    /// Server to start on (`start`); `to` is accepted too.
+    #[serde(default)]
+    on: Option<String>,
 }
 
 async fn group_op(
@@ -305,7 +317,10 @@ async fn group_op(
         }
     };
     let cmd = match op.as_str() {
-        "start" => Command::GroupStart { group, on: b.to },
+        "start" => Command::GroupStart {
+            group,
+            on: b.on.or(b.to),
+        },
         "stop" => Command::GroupStop { group },
         "move" => Command::GroupMove { group, to: b.to },
         other => {

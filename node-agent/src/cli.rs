@@ -176,7 +176,7 @@ pub enum Cmd {
         /// Heartbeat timeout of the demo cluster.
         #[arg(long, default_value = "500ms")]
         timeout: String,
-        /// First octet block for addresses: servers use 127.0.<N>.11-13.
+        /// Address block: servers use 127.<N>.0.11-13 (path 0) and 127.<N>.1.11-13 (path 1).
         #[arg(long, default_value = "0")]
         net: u8,
         /// Base TCP port for the agents' APIs (three ports from here) and the app.
@@ -298,6 +298,7 @@ fn fail(json: bool, exit: Exit, code: &str, msg: &str) -> Exit {
     exit
 }
 
+/// Exit code, stable error code and message (without the code) of a client error.
 fn client_exit(e: &ClientError) -> (Exit, String) {
     match e {
         ClientError::Unreachable { .. } => (Exit::Unreachable, "unreachable".into()),
@@ -306,6 +307,13 @@ fn client_exit(e: &ClientError) -> (Exit, String) {
         } => (Exit::Unauthorized, code.clone()),
         ClientError::Api { code, .. } => (Exit::Refused, code.clone()),
         ClientError::Protocol { .. } => (Exit::Failure, "protocol".into()),
+    }
+}
+
+fn client_message(e: &ClientError) -> String {
+    match e {
+        ClientError::Api { message, .. } => message.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -426,7 +434,7 @@ async fn send_command(t: &Target, cmd: Command, done: &str) -> Exit {
         }
         Err(e) => {
             let (exit, code) = client_exit(&e);
-            fail(t.json, exit, &code, &e.to_string())
+            fail(t.json, exit, &code, &client_message(&e))
         }
     }
 }
@@ -659,7 +667,7 @@ async fn status(t: &Target) -> Exit {
         }
         Err(e) => {
             let (exit, code) = client_exit(&e);
-            fail(t.json, exit, &code, &e.to_string())
+            fail(t.json, exit, &code, &client_message(&e))
         }
     }
 }
@@ -792,10 +800,10 @@ async fn alerts(t: &Target, follow: bool, after: Option<u64>) -> Exit {
             .get::<Vec<Event>>("/v1/alerts?after=0&limit=10000")
             .await
         {
-            Ok(all) => all.iter().rev().nth(19).map_or(0, |e| e.seq),
+            Ok(all) => all.iter().rev().nth(20).map_or(0, |e| e.seq),
             Err(e) => {
                 let (exit, code) = client_exit(&e);
-                return fail(t.json, exit, &code, &e.to_string());
+                return fail(t.json, exit, &code, &client_message(&e));
             }
         },
     };
@@ -812,7 +820,7 @@ async fn alerts(t: &Target, follow: bool, after: Option<u64>) -> Exit {
             }
             Err(e) => {
                 let (exit, code) = client_exit(&e);
-                return fail(t.json, exit, &code, &e.to_string());
+                return fail(t.json, exit, &code, &client_message(&e));
             }
         }
         if !follow {
@@ -919,7 +927,15 @@ mod tests {
             vec!["baton", "group", "start", "web", "--on", "node-1"],
             vec!["baton", "cluster", "suspend"],
             vec!["baton", "monitor", "resume", "web-http"],
-            vec!["baton", "timeout", "set", "--heartbeat", "30s", "--for", "2h"],
+            vec![
+                "baton",
+                "timeout",
+                "set",
+                "--heartbeat",
+                "30s",
+                "--for",
+                "2h",
+            ],
             vec!["baton", "alerts", "--follow"],
             vec!["baton", "config", "check", "x.toml", "--json"],
         ] {

@@ -66,6 +66,8 @@ fn main() -> ExitCode {
                                 eprintln!("{d}");
                             }
                             Exit::ConfigInvalid
+                        } else if matches!(e, baton_agent::runtime::AgentError::UnknownServer(..)) {
+                            Exit::ConfigInvalid
                         } else if matches!(e, baton_agent::runtime::AgentError::Key(_)) {
                             Exit::KeyError
                         } else {

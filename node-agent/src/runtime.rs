@@ -53,6 +53,9 @@ pub enum AgentError {
     Build { what: String, msg: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Deactivation on shutdown did not finish in time; resources may still be active.
+    #[error("the shutdown deadline passed with groups possibly still active")]
+    ShutdownDeadline,
 }
 
 impl AgentError {
@@ -66,6 +69,7 @@ impl AgentError {
             AgentError::Bind { .. } => "bind-failed",
             AgentError::Build { .. } => "build-failed",
             AgentError::Io(_) => "io-error",
+            AgentError::ShutdownDeadline => "shutdown-deadline",
         }
     }
 }
@@ -188,6 +192,8 @@ struct Runtime {
     exit: Option<String>,
     rejected_reported: u64,
     last_reject_event: Option<Instant>,
+    ownership: Ownership,
+    last_drop_check: Instant,
 }
 
 impl Runtime {
@@ -222,32 +228,53 @@ impl Runtime {
     }
 
     fn execute(&mut self, actions: Vec<Action>) {
+        // Groups whose new epoch could not be persisted in this batch: their activations
+        // are failed instead of run, so an epoch is never used before it is on disk.
+        let mut unpersisted: Vec<String> = Vec::new();
         for a in actions {
             match a {
                 Action::Emit { event } => self.record(*event),
                 Action::PersistEpoch { group, epoch } => {
-                    let e = self.epochs.entry(group).or_insert(0);
+                    let e = self.epochs.entry(group.clone()).or_insert(0);
                     if epoch > *e {
+                        let previous = *e;
                         *e = epoch;
                         if let Err(err) = self.state.store_epochs(&self.epochs) {
-                            let ev = Event::new(
-                                &events::STATE_DIR_ERROR,
-                                format!("cannot persist epochs: {err}"),
-                            );
+                            self.epochs.insert(group.clone(), previous);
+                            let ev = Event::new(&events::STATE_DIR_ERROR, format!("cannot persist epoch {epoch} of group {group}: {err}; its activation is refused here")).group(&group);
                             self.record(ev);
+                            unpersisted.push(group);
                         }
                     }
+                }
+                Action::Activate { id, ref group, .. } if unpersisted.contains(group) => {
+                    let tx = self.tx.clone();
+                    let result = Err(Failure {
+                        code: "state-dir".into(),
+                        message: "the group's epoch could not be persisted in the state directory"
+                            .into(),
+                    });
+                    tokio::spawn(async move {
+                        let _ = tx.send(LoopMsg::ActionDone { id, result }).await;
+                    });
                 }
                 Action::PersistOwnership { groups } => {
                     let own = Ownership {
                         groups: groups
                             .into_iter()
                             .map(|(g, (epoch, st))| {
+                                // Keep the original "since" while the epoch is unchanged.
+                                let since = self
+                                    .ownership
+                                    .groups
+                                    .get(&g)
+                                    .filter(|o| o.epoch == epoch)
+                                    .map_or_else(unix_ms, |o| o.since_unix_ms);
                                 (
                                     g,
                                     OwnedGroup {
                                         epoch,
-                                        since_unix_ms: unix_ms(),
+                                        since_unix_ms: since,
                                         state: st.as_str().to_string(),
                                     },
                                 )
@@ -261,6 +288,7 @@ impl Runtime {
                         );
                         self.record(ev);
                     }
+                    self.ownership = own;
                 }
                 Action::Activate {
                     id,
@@ -528,6 +556,18 @@ impl Runtime {
                     }
                 }
             }
+        }
+    }
+
+    /// Events a notification sink dropped (BTN-5001), checked every 10 s; they go to the
+    /// alert log and the sinks like any other event.
+    fn maybe_report_drops(&mut self) {
+        if self.last_drop_check.elapsed() < Duration::from_secs(10) {
+            return;
+        }
+        self.last_drop_check = Instant::now();
+        for ev in self.shared.notifier.drop_events() {
+            self.record(ev);
         }
     }
 
@@ -817,6 +857,8 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         exit: None,
         rejected_reported: 0,
         last_reject_event: None,
+        ownership: ownership.clone(),
+        last_drop_check: Instant::now(),
     };
     let started = Event::new(
         &events::AGENT_STARTED,
@@ -858,6 +900,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         let actions: Vec<Action> = tokio::select! {
             _ = tick.tick() => {
                 rt.maybe_report_rejects();
+                rt.maybe_report_drops();
                 let now = rt.now();
                 rt.engine.step(now, Input::Tick)
             }
@@ -874,7 +917,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 let ev = Event::new(&events::AGENT_SHUTDOWN_DEADLINE, format!("shutdown deadline of {} ms passed; exiting with groups possibly still active", shutdown_timeout.as_millis()));
                 rt.record(ev);
-                break "shutdown deadline passed".to_string();
+                break DEADLINE_REASON.to_string();
             }
             m = rx.recv() => {
                 let Some(m) = m else { break "internal channel closed".to_string() };
@@ -934,8 +977,13 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     api_task.abort();
     let _ = notifier.shutdown(Duration::from_secs(5)).await;
     notifier_task.abort();
+    if reason == DEADLINE_REASON {
+        return Err(AgentError::ShutdownDeadline);
+    }
     Ok(reason)
 }
+
+const DEADLINE_REASON: &str = "shutdown deadline passed";
 
 impl Runtime {
     fn begin_shutdown(

@@ -169,10 +169,7 @@ impl StateDir {
             .mode(0o600)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        // `File::try_lock` (flock(2) on Unix) is stable since Rust 1.89, newer than the
-        // workspace's declared rust-version 1.85: the workspace should declare 1.89 and
-        // then this allow can go.
-        #[allow(clippy::incompatible_msrv)]
+        // `File::try_lock` (flock(2) on Unix), stable since Rust 1.89.
         let locked = lock.try_lock();
         match locked {
             Ok(()) => {}

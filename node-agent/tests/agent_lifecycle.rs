@@ -283,7 +283,11 @@ fn bad_config_and_unknown_server_fail_clearly() {
         .arg(dir.join("s"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "an unknown server is a configuration error"
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("server `nope` is not defined"),
         "{}",
