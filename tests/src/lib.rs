@@ -1,1 +1,68 @@
-//! Harness for the integration tests.
+//! Harness for the integration tests: real `baton agent` processes on loopback
+//! addresses `127.0.N.x`, driven through the real `baton` CLI.
+//!
+//! * [`Cluster::start`] writes a key (with `baton keygen`) and a configuration into a
+//!   temporary directory, checks it with `baton config check`, and starts one agent per
+//!   server (logs in `node-N.log`). Dropping the cluster kills the agents and every
+//!   application process the `exec` resource started (found through its pid files), and
+//!   prints the tail of each agent log if the test is failing.
+//! * The group `web` holds a `local-claim` resource (a shared claim file whose
+//!   `.history` records every change of owner and epoch) and an `exec` resource that
+//!   backgrounds `sleep 1000` and writes its pid to `app-SERVER.pid`.
+//! * An optional `exec` monitor (`app-check`) fails on a server while the file
+//!   `fail-SERVER` exists ([`Cluster::set_fail`]) and logs each poll to
+//!   `polls-SERVER.log` ([`Cluster::polls`]).
+//! * [`watch::Watcher`] polls every agent throughout a scenario and proves that the
+//!   group was never online on two servers at once.
+//!
+//! Find the binary with [`bin::baton_bin`]: next to the test executable's target
+//! directory, or `BATON_BIN`.
+
+// Panicking is how this harness reports a failed expectation.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+pub mod bin;
+pub mod cluster;
+pub mod http;
+pub mod model;
+pub mod nft;
+pub mod watch;
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub use cluster::{CliOut, Cluster, ClusterSpec, MonitorSpec, GROUP, MONITOR};
+pub use model::{AgentStatus, Claim, ClusterStatus, Event, Events};
+pub use nix::sys::signal::Signal;
+
+/// Poll `f` every 100 ms until it returns `Ok`, or panic after `timeout` with `what` and
+/// the last reason `f` gave.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        let t = Instant::now();
+        match f() {
+            Ok(v) => return v,
+            Err(why) => {
+                if start.elapsed() > timeout {
+                    panic!(
+                        "timed out after {:.1} s waiting until {what}; last state: {why}",
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+        let spent = t.elapsed();
+        if spent < Duration::from_millis(100) {
+            std::thread::sleep(Duration::from_millis(100) - spent);
+        }
+    }
+}
+
+/// Serialises the multi-agent scenarios of one test binary (the machine may have only
+/// two cores): take it first in every scenario. A panicking scenario does not poison
+/// the next one.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}

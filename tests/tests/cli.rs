@@ -1,0 +1,147 @@
+//! The `baton` command line without a running cluster: usage errors, configuration
+//! checks, and an unreachable cluster. Fast; these run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use baton_tests::bin::baton_bin;
+use baton_tests::cluster::{config_text, run_cli};
+use baton_tests::{ClusterSpec, MonitorSpec};
+
+fn cli(args: &[&str]) -> baton_tests::CliOut {
+    run_cli(&baton_bin(), args)
+}
+
+#[test]
+fn unknown_arguments_exit_2() {
+    for args in [
+        &["--no-such-flag"][..],
+        &["status", "--bogus"],
+        &["group", "frobnicate", "web"],
+        &["no-such-command"],
+        &["cluster", "suspend", "--json", "extra-argument"],
+    ] {
+        let out = cli(args);
+        assert_eq!(
+            out.code,
+            2,
+            "`baton {}` should exit 2 (usage); stdout: {} stderr: {}",
+            args.join(" "),
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("Usage"),
+            "usage errors print a usage line: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn config_check_reports_file_line_column_and_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    // A TOML syntax error: a duration without quotes on line 6.
+    let syntax = dir.path().join("syntax.toml");
+    std::fs::write(
+        &syntax,
+        "[cluster]\nname = \"x\"\nkey_file = \"k\"\n\n[heartbeat]\ninterval = 100ms\n",
+    )
+    .unwrap();
+    let out = cli(&["config", "check", &syntax.to_string_lossy()]);
+    assert_eq!(out.code, 3, "stderr: {}", out.stderr);
+    let want = format!("{}:6:", syntax.display());
+    assert!(
+        out.stderr.contains(&want),
+        "expected `{want}COL` in stderr: {}",
+        out.stderr
+    );
+    let col = out
+        .stderr
+        .split(&want)
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .and_then(|c| c.parse::<usize>().ok());
+    assert!(
+        col.is_some_and(|c| (12..=15).contains(&c)),
+        "the column should point into `100ms` (12..=15): {}",
+        out.stderr
+    );
+
+    // A key that does not exist, on line 6, column 1.
+    let key = dir.path().join("key.toml");
+    std::fs::write(
+        &key,
+        "[cluster]\nname = \"x\"\nkey_file = \"k\"\n\n[heartbeat]\nintervall = \"100ms\"\n",
+    )
+    .unwrap();
+    let out = cli(&["config", "check", &key.to_string_lossy()]);
+    assert_eq!(out.code, 3, "stderr: {}", out.stderr);
+    let want = format!("{}:6:1:", key.display());
+    assert!(
+        out.stderr.contains(&want) && out.stderr.contains("intervall"),
+        "expected `{want}` and the key name in stderr: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("did you mean `interval`"),
+        "a near miss gets a suggestion: {}",
+        out.stderr
+    );
+
+    // The JSON form carries the same location.
+    let out = cli(&["config", "check", "--json", &key.to_string_lossy()]);
+    assert_eq!(out.code, 3);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error"]["code"], "config-invalid");
+    assert_eq!(v["diagnostics"][0]["line"], 6);
+    assert_eq!(v["diagnostics"][0]["column"], 1);
+    assert_eq!(v["diagnostics"][0]["key"], "heartbeat.intervall");
+
+    // A missing file is a configuration error too, not a crash.
+    let out = cli(&[
+        "config",
+        "check",
+        &dir.path().join("nope.toml").to_string_lossy(),
+    ]);
+    assert_eq!(out.code, 3, "stderr: {}", out.stderr);
+}
+
+#[test]
+fn harness_config_is_valid_and_unreachable_cluster_exits_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    run_cli(&baton_bin(), &["keygen", &key.to_string_lossy()]).ok("keygen");
+    // keygen refuses to overwrite a key.
+    let again = cli(&["keygen", &key.to_string_lossy()]);
+    assert_ne!(again.code, 0, "keygen must not overwrite an existing key");
+    let spec = ClusterSpec::new("cli", 199).with_monitor(MonitorSpec::default());
+    let cfg = dir.path().join("baton.toml");
+    // Nothing listens on 127.0.199.x:29998.
+    std::fs::write(&cfg, config_text(&spec, dir.path(), 29_998)).unwrap();
+    let out = cli(&["config", "check", &cfg.to_string_lossy()]);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert!(
+        out.stdout.contains("3 servers, 1 groups, 1 monitors"),
+        "{}",
+        out.stdout
+    );
+
+    let out = cli(&["status", "--json", "-c", &cfg.to_string_lossy()]);
+    assert_eq!(
+        out.code, 4,
+        "no agent runs: unreachable; {}{}",
+        out.stdout, out.stderr
+    );
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error"]["code"], "unreachable");
+
+    // An unknown server name given to -s is a usage error.
+    let out = cli(&["status", "-c", &cfg.to_string_lossy(), "-s", "node-9"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+
+    // A missing key file: exit 7.
+    std::fs::remove_file(&key).unwrap();
+    let out = cli(&["status", "-c", &cfg.to_string_lossy()]);
+    assert_eq!(out.code, 7, "{}{}", out.stdout, out.stderr);
+}
