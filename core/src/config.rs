@@ -640,8 +640,8 @@ impl Diags<'_> {
             file: self.file.to_string(),
             line,
             column,
-            key: path_string(path),
-            message: message.into(),
+            key: escape_controls(&path_string(path)),
+            message: escape_controls(&message.into()),
         });
     }
     fn err(&mut self, path: &[Seg], message: impl Into<String>) {
@@ -653,6 +653,23 @@ impl Diags<'_> {
     fn has_errors(&self) -> bool {
         self.out.iter().any(|d| d.level == Level::Error)
     }
+}
+
+/// Messages quote values from the file; keep a diagnostic on one line and free of
+/// terminal control characters (`name = "a\nb"` is shown as `a\nb`).
+fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -753,8 +770,10 @@ fn typed<T: DeserializeOwned>(d: &mut Diags<'_>, base: &[Seg], value: toml::Valu
                     | serde_path_to_error::Segment::Unknown => {}
                 }
             }
+            // toml appends "\nin `key`" lines; the diagnostic names the key already.
             let raw = e.inner().to_string();
-            let message = humanize_serde(&raw, &mut path);
+            let raw = raw.lines().next().unwrap_or_default().trim_end();
+            let message = humanize_serde(raw, &mut path);
             d.err(&path, message);
             None
         }
@@ -765,10 +784,15 @@ fn typed<T: DeserializeOwned>(d: &mut Diags<'_>, base: &[Seg], value: toml::Valu
 fn humanize_serde(raw: &str, path: &mut KeyPath) -> String {
     if let Some(rest) = raw.strip_prefix("unknown field `") {
         if let Some((field, tail)) = rest.split_once('`') {
-            path.push(Seg::Key(field.to_string()));
+            // serde_path_to_error already ends the path with the unknown key.
+            if path.last() != Some(&Seg::Key(field.to_string())) {
+                path.push(Seg::Key(field.to_string()));
+            }
+            // serde writes "`a`", "`a` or `b`", or "one of `a`, `b`, `c`".
             let expected = tail
                 .trim_start_matches(", expected one of ")
                 .trim_start_matches(", expected ")
+                .replace("` or `", "`, `")
                 .replace('`', "");
             let expected = if expected.starts_with("there are no fields") {
                 "this table takes no keys".to_string()
@@ -793,7 +817,34 @@ fn humanize_serde(raw: &str, path: &mut KeyPath) -> String {
             return format!("unknown value `{v}`; expected one of: {expected}");
         }
     }
-    raw.replace("invalid type: ", "wrong type: found ")
+    plain_expected(&raw.replace("invalid type: ", "wrong type: found "))
+}
+
+/// Say what serde expected in TOML's words, not Rust's (`u32`, `sequence`, `struct X`).
+fn plain_expected(msg: &str) -> String {
+    let Some((head, expected)) = msg.rsplit_once(", expected ") else {
+        return msg.to_string();
+    };
+    // toml's words for a non-string where a keyword (enum value) is expected.
+    if expected == "string only" {
+        return "wrong type: expected a string".to_string();
+    }
+    let plain = match expected {
+        "u8" => "a whole number from 0 to 255".to_string(),
+        "u16" => "a whole number from 0 to 65535".to_string(),
+        "u32" => "a whole number from 0 to 4294967295".to_string(),
+        "u64" | "usize" => "a whole number, 0 or more".to_string(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_string(),
+        "f32" | "f64" => "a number".to_string(),
+        "a sequence" => "an array".to_string(),
+        "a map" => "a table".to_string(),
+        e if e.starts_with("struct ") => "a table".to_string(),
+        e if e.starts_with("internally tagged enum ") => {
+            "a table with a `kind` key, like { kind = \"...\", ... }".to_string()
+        }
+        e => e.to_string(),
+    };
+    format!("{head}, expected {plain}")
 }
 
 fn suggest(word: &str, expected: &str) -> String {
@@ -838,7 +889,7 @@ pub fn load_str(file: &str, text: &str, kinds: &dyn KindCatalog) -> Result<Loade
         Err(e) => {
             let off = e.span().map_or(0, |s| s.start);
             let (line, column) = line_col(text, off);
-            let msg = e.message().trim().to_string();
+            let msg = escape_controls(&one_line(e.message()));
             return Err(ConfigError {
                 file: file.to_string(),
                 diagnostics: vec![Diagnostic {
@@ -857,7 +908,10 @@ pub fn load_str(file: &str, text: &str, kinds: &dyn KindCatalog) -> Result<Loade
         Ok(t) => t,
         Err(e) => {
             let off = e.span().map_or(0, |s| s.start);
-            d.err(&[], format!("this is not valid TOML: {}", e.message()));
+            d.err(
+                &[],
+                format!("this is not valid TOML: {}", one_line(e.message())),
+            );
             let _ = off;
             return Err(finish_err(d));
         }
@@ -874,6 +928,16 @@ pub fn load_str(file: &str, text: &str, kinds: &dyn KindCatalog) -> Result<Loade
         }),
         _ => Err(finish_err(d)),
     }
+}
+
+/// Parser messages may span lines ("invalid table header\nexpected `.`, `]`"); a
+/// diagnostic is one line.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Load a configuration file from disk.
@@ -1663,7 +1727,8 @@ pub fn topo_order(resources: &[Resource]) -> Result<Vec<Resource>, Vec<String>> 
         mark[i] = 1;
         stack.push(i);
         for dep in &rs[i].depends_on {
-            if let Some(&j) = idx.get(dep.as_str()) {
+            // A resource naming itself is reported on its own ("depends on itself").
+            if let Some(&j) = idx.get(dep.as_str()).filter(|&&j| j != i) {
                 visit(j, rs, idx, mark, stack, out)?;
             }
         }

@@ -35,6 +35,9 @@ pub struct Boot {
 struct Peer {
     paths: Vec<Option<Millis>>,
     path_up: Vec<bool>,
+    /// PATH_DOWN was reported for the path (so that its return is reported, and only
+    /// then: a second path heard for the first time is not a path coming back).
+    path_reported_down: Vec<bool>,
     up: bool,
     msg: Option<PeerMessage>,
     digest_warned: Option<String>,
@@ -199,6 +202,7 @@ impl Engine {
             .map(|_| Peer {
                 paths: vec![None; npaths],
                 path_up: vec![false; npaths],
+                path_reported_down: vec![false; npaths],
                 up: false,
                 msg: None,
                 digest_warned: None,
@@ -497,6 +501,39 @@ impl Engine {
             .is_some_and(|m| !m.ready && !m.refused && !m.leaving)
     }
 
+    /// Do all up peers that run this configuration and have quorum report the same
+    /// operator intent and the same highest epoch for group `gi` as this server?
+    ///
+    /// Placement is computed by every server from its own view; views that differ can
+    /// make two servers each compute themselves as the target: two commands issued within
+    /// one heartbeat interval on two servers (different intents until the last writer
+    /// wins everywhere), or a server that learned a new epoch second-hand (from a third
+    /// server's `max_epoch`) while the holder's own heartbeat was lost, so it does not see
+    /// the holder. (It also means that a peer's exclusion flag is never stale with respect
+    /// to a `group start` that cleared it.) Activations wait until the views agree.
+    /// Peers without quorum do not decide and may not hear anybody (an asymmetric cut),
+    /// so they are not waited for.
+    fn views_agree(&self, gi: usize) -> bool {
+        let name = &self.cfg.groups[gi].name;
+        let intent = |i: &Intents| i.groups.get(name).map(|g| (g.version, g.origin.clone()));
+        let mine = intent(&self.intents);
+        let epoch = self.known_max_epoch(gi);
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|&(si, p)| si != self.me && p.up)
+            .filter_map(|(_, p)| p.msg.as_ref())
+            .filter(|m| m.digest == self.cfg.digest && m.quorum)
+            .all(|m| {
+                let theirs = m
+                    .groups
+                    .iter()
+                    .find(|r| &r.name == name)
+                    .map_or(0, |r| r.max_epoch.max(r.epoch));
+                intent(&m.intents) == mine && theirs == epoch
+            })
+    }
+
     /// The server that should activate group `gi` when nobody holds it.
     fn target(&self, gi: usize) -> Option<usize> {
         let g = &self.cfg.groups[gi];
@@ -512,8 +549,9 @@ impl Engine {
         if let Some(i) = intent {
             if let Some(p) = &i.prefer {
                 if let Some(pi) = self.server_idx(p) {
+                    // A preferred server that is still starting is waited for, as below.
                     if i.prefer_epoch >= self.known_max_epoch(gi)
-                        && self.eligible(pi)
+                        && (self.eligible(pi) || self.starting(pi))
                         && g.servers.contains(p)
                     {
                         return Some(pi);

@@ -78,6 +78,10 @@ impl Engine {
                 any |= up;
             }
             self.peers[si].up = any;
+            if any != was_up {
+                // The server-level event covers every path.
+                self.peers[si].path_reported_down.fill(false);
+            }
             if any && !was_up {
                 self.emit(&events::SERVER_UP, format!("server {name} is up"), |e| {
                     e.peer(&name)
@@ -90,13 +94,15 @@ impl Engine {
                 );
             } else if any && was_up {
                 for (p, up) in changes {
-                    if up {
+                    let reported_down = self.peers[si].path_reported_down[p];
+                    self.peers[si].path_reported_down[p] = !up;
+                    if up && reported_down {
                         self.emit(
                             &events::PATH_UP,
                             format!("interconnect path {p} to {name} is up"),
                             |e| e.peer(&name).field("path", p),
                         );
-                    } else {
+                    } else if !up {
                         self.emit(
                             &events::PATH_DOWN,
                             format!("interconnect path {p} to {name} is down (silent for {timeout} ms); other paths still work"),
@@ -158,15 +164,36 @@ impl Engine {
             .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.1 .1.cmp(a.1 .1)))
             .map(|(d, _)| d.to_string());
         let refused = best.is_some_and(|d| d != self.cfg.digest);
-        if refused && !self.refused_reported {
+        // Report only once the startup wait is over: before that this server may not have
+        // heard every peer yet, and a passing tie would raise a false alarm on a server
+        // that turns out to be in the majority. (It cannot activate before then anyway.)
+        let waited = self.now.since(self.started) >= self.cfg.heartbeat.startup_wait().ms();
+        if refused && !self.refused_reported && waited {
             self.emit(
                 &events::ACTIVATION_REFUSED_DIGEST,
                 format!("server {} refuses to activate groups: its configuration differs from the other servers'", self.me_name()),
                 |e| e,
             );
+            self.refused_reported = true;
         }
-        self.refused_reported = refused;
+        if !refused {
+            self.refused_reported = false;
+        }
         self.refused = refused;
+    }
+
+    /// The group must not run here now (operator stop, cluster stop, shutdown, no quorum).
+    fn must_stop(&self, gi: usize) -> bool {
+        !self.group_run(gi) || self.intents.stopping.on || self.leaving || !self.quorum
+    }
+
+    /// Resources that are (or may be) active when a plan stops at `pos`: those of the plan
+    /// up to and including `pos`, plus those outside the plan (a resource restart leaves
+    /// the rest of the group running). In activation order.
+    fn touched(&self, gi: usize, plan: &[usize], pos: usize) -> Vec<usize> {
+        (0..self.cfg.groups[gi].resources.len())
+            .filter(|i| plan[..=pos].contains(i) || !plan.contains(i))
+            .collect()
     }
 
     fn set_local(&mut self, gi: usize, l: Local) {
@@ -180,6 +207,11 @@ impl Engine {
         if let Some(i) = self.intents.groups.get(&gname).cloned() {
             if i.clear_exclusions && i.version > self.groups[gi].cleared_version {
                 self.groups[gi].cleared_version = i.version;
+                // `group start` after a failed deactivation (BTN-2106: the operator
+                // stopped the resource by hand): try the deactivation again.
+                if let Local::Stuck { epoch } = self.groups[gi].local {
+                    self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
+                }
                 self.groups[gi].excluded = false;
                 self.groups[gi].act_failovers.clear();
                 self.groups[gi].no_server_warned = false;
@@ -201,8 +233,7 @@ impl Engine {
             self.groups[gi].last_holder = Some(self.cfg.servers[h.0].name.clone());
             self.groups[gi].no_server_warned = false;
         }
-        let must_stop =
-            !self.group_run(gi) || self.intents.stopping.on || self.leaving || !self.quorum;
+        let must_stop = self.must_stop(gi);
         match self.groups[gi].local.clone() {
             Local::Adopting {
                 epoch,
@@ -241,7 +272,7 @@ impl Engine {
                 }
             }
             Local::Offline => {
-                if !holders.is_empty() || must_stop || !self.ready() {
+                if !holders.is_empty() || must_stop || !self.ready() || !self.views_agree(gi) {
                     return;
                 }
                 let target = self.target(gi);
@@ -311,8 +342,14 @@ impl Engine {
                         }
                     }
                 }
-                // Failback to a preferred server.
-                if self.cfg.groups[gi].failback {
+                // Failback to a preferred server, unless an operator placed the group here
+                // (`move --to` / `start --on`): failback must not undo a manual move.
+                let placed_here = self
+                    .intents
+                    .groups
+                    .get(&gname)
+                    .is_some_and(|i| i.prefer.as_deref() == Some(self.me_name().as_str()));
+                if self.cfg.groups[gi].failback && !placed_here {
                     let order: Vec<usize> = self.cfg.groups[gi]
                         .servers
                         .iter()
@@ -464,6 +501,17 @@ impl Engine {
                     |e| e.group(&gname).epoch(epoch),
                 );
             }
+            // A restart must not activate anything once the group may no longer run here
+            // (quorum lost, stop or shutdown while the deactivation was under way).
+            After::Restart if self.must_stop(gi) => {
+                self.finish_deactivation(gi, epoch, After::Release { exclude: false });
+            }
+            After::Reactivate(plan) if self.must_stop(gi) => {
+                let rest: Vec<usize> = (0..self.cfg.groups[gi].resources.len())
+                    .filter(|i| !plan.contains(i))
+                    .collect();
+                self.start_deactivation(gi, epoch, After::Release { exclude: false }, Some(rest));
+            }
             After::Restart => {
                 self.set_local(gi, Local::Offline);
                 self.start_activation(gi, None);
@@ -554,7 +602,17 @@ impl Engine {
                             format!("resource {} of group {gname} activated", res.name),
                             |e| e.group(&gname).resource(&res.name).epoch(epoch),
                         );
-                        if pos + 1 == plan.len() {
+                        if self.must_stop(gi) {
+                            // Quorum lost (or stop / shutdown) during the activation: do
+                            // not start the next resource, undo what is up.
+                            let touched = self.touched(gi, &plan, pos);
+                            self.start_deactivation(
+                                gi,
+                                epoch,
+                                After::Release { exclude: false },
+                                Some(touched),
+                            );
+                        } else if pos + 1 == plan.len() {
                             self.finish_activation(gi, epoch);
                         } else {
                             let id = self.issue(gi, true, plan[pos + 1], epoch, 0);
@@ -573,6 +631,18 @@ impl Engine {
                             format!("resource {} of group {gname} failed to activate (attempt {} of {}): {}", res.name, attempt + 1, res.activation.retries + 1, f.message),
                             |e| e.group(&gname).resource(&res.name).epoch(epoch).field("code", f.code.clone()),
                         );
+                        if self.must_stop(gi) {
+                            // No retry (nor failover count) once the group may not run
+                            // here any more: undo what is up and let it go.
+                            let touched = self.touched(gi, &plan, pos);
+                            self.start_deactivation(
+                                gi,
+                                epoch,
+                                After::Release { exclude: false },
+                                Some(touched),
+                            );
+                            return;
+                        }
                         if attempt < res.activation.retries {
                             let id = self.issue(gi, true, ri, epoch, attempt + 1);
                             self.groups[gi].local = Local::Activating {
@@ -584,8 +654,9 @@ impl Engine {
                             };
                             return;
                         }
-                        // Undo what this plan touched, up to and including the failed resource.
-                        let touched: Vec<usize> = plan[..=pos].to_vec();
+                        // Undo what this plan touched, up to and including the failed
+                        // resource, and what stayed up outside the plan (resource restart).
+                        let touched = self.touched(gi, &plan, pos);
                         let count = self.groups[gi].act_failovers.get(&ri).copied().unwrap_or(0);
                         if count < res.failover_threshold {
                             self.groups[gi].act_failovers.insert(ri, count + 1);

@@ -1,0 +1,2697 @@
+//! Engine tests: a small deterministic multi-engine harness (in the spirit of raft-rs's
+//! test network) drives N engines built from one TOML file with a simulated clock,
+//! heartbeats on every interconnect path that is not cut, and a fake executor that
+//! answers the engines' actions. Invariants are checked after every single step.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::*;
+use crate::config::{load_str, AnyKind, Config};
+use crate::events::EventDef;
+use crate::time::Millis;
+
+// ---------------------------------------------------------------------------------------
+// Configurations
+// ---------------------------------------------------------------------------------------
+
+const INTERVAL: u64 = 200;
+const TIMEOUT: u64 = 1000;
+/// Default startup wait: timeout + 2 × interval.
+const STARTUP: u64 = TIMEOUT + 2 * INTERVAL;
+
+fn servers_toml(n: usize) -> String {
+    (1..=n)
+        .map(|i| {
+            format!(
+                "[[server]]\nname = \"node-{i}\"\ninterconnects = [\"10.0.1.{i}\", \"10.0.2.{i}\"]\napi = \"10.0.1.{i}:7420\"\n\n"
+            )
+        })
+        .collect()
+}
+
+/// A cluster of `n` servers (two interconnect paths each) followed by `rest`.
+fn cluster(n: usize, rest: &str) -> String {
+    format!(
+        "[cluster]\nname = \"test\"\nkey_file = \"/etc/baton/cluster.key\"\n\n[heartbeat]\ninterval = \"{INTERVAL}ms\"\ntimeout = \"{TIMEOUT}ms\"\n\n{}{rest}",
+        servers_toml(n)
+    )
+}
+
+/// Group `g1` on node-1, node-2, node-3 (in that order) with `vip` and `app` (app needs vip).
+fn group_g1(extra_group: &str, extra_app: &str) -> String {
+    format!(
+        r#"
+[[group]]
+name = "g1"
+servers = ["node-1", "node-2", "node-3"]
+{extra_group}
+
+[[group.resource]]
+kind = "exec"
+name = "app"
+depends_on = ["vip"]
+start = "/bin/app start"
+{extra_app}
+
+[[group.resource]]
+kind = "floating-ip"
+name = "vip"
+ip = "10.1.0.20"
+"#
+    )
+}
+
+fn three(rest: &str) -> String {
+    cluster(3, &format!("{}{rest}", group_g1("", "")))
+}
+
+fn parse(text: &str) -> Config {
+    match load_str("test.toml", text, &AnyKind) {
+        Ok(l) => l.config,
+        Err(e) => panic!("{e}: {:#?}", e.diagnostics),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Ok,
+    Fail,
+    ApiFail,
+}
+
+struct Node {
+    name: String,
+    cfg: Config,
+    eng: Engine,
+    alive: bool,
+    /// Actions are not answered automatically (the test answers them).
+    manual: bool,
+    queue: VecDeque<Action>,
+    log: Vec<(u64, Action)>,
+    incarnation: u64,
+    /// The state directory: highest epochs and owned groups, as persisted.
+    disk: Boot,
+}
+
+struct Sim {
+    now: u64,
+    step_ms: u64,
+    next_hb: u64,
+    nodes: Vec<Node>,
+    /// Cut links: (lower index, higher index, path).
+    cuts: BTreeSet<(usize, usize, usize)>,
+    /// One-way drops: (from, to), every path.
+    deaf: BTreeSet<(usize, usize)>,
+    paths: usize,
+    groups: Vec<String>,
+    /// (server, resource) → remaining failures (`u32::MAX`: forever).
+    fail_act: BTreeMap<(String, String), u32>,
+    fail_deact: BTreeMap<(String, String), u32>,
+    /// (server, monitor) → probe result (default Ok).
+    probes: BTreeMap<(String, String), Probe>,
+    /// (server, resource) → forced check result (default: Active if active there).
+    checks: BTreeMap<(String, String), CheckResult>,
+    /// resource → servers where the fake executor has it active.
+    active: BTreeMap<String, BTreeSet<String>>,
+    /// Check "at most one live server has the group online/activating" after every step.
+    invariants: bool,
+    /// Percentage of heartbeat packets lost (per packet, per path), and the generator.
+    /// Loss, not a partition: after two heartbeat rounds without any packet between two
+    /// servers, the next one gets through (a server is never falsely declared down).
+    loss_pct: u64,
+    rng: u64,
+    silent_rounds: BTreeMap<(usize, usize), u32>,
+    /// Heartbeat rounds so far.
+    hb_rounds: u64,
+}
+
+fn fail(msg: &str) -> Failure {
+    Failure {
+        code: "command-failed".into(),
+        message: msg.into(),
+    }
+}
+
+impl Sim {
+    fn new(text: &str) -> Sim {
+        let cfg = parse(text);
+        let n = cfg.servers.len();
+        Sim::with_configs(vec![cfg; n])
+    }
+
+    /// One configuration per server (same server list; digests may differ).
+    fn with_configs(cfgs: Vec<Config>) -> Sim {
+        let names: Vec<String> = cfgs[0].servers.iter().map(|s| s.name.clone()).collect();
+        let mut sim = Sim {
+            now: 0,
+            step_ms: 50,
+            next_hb: 0,
+            nodes: Vec::new(),
+            cuts: BTreeSet::new(),
+            deaf: BTreeSet::new(),
+            paths: cfgs[0].paths(),
+            groups: cfgs[0].groups.iter().map(|g| g.name.clone()).collect(),
+            fail_act: BTreeMap::new(),
+            fail_deact: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            checks: BTreeMap::new(),
+            active: BTreeMap::new(),
+            invariants: true,
+            loss_pct: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
+            silent_rounds: BTreeMap::new(),
+            hb_rounds: 0,
+        };
+        for (name, cfg) in names.into_iter().zip(cfgs) {
+            let eng = Engine::new(cfg.clone(), &name, Boot::default(), Millis(0)).unwrap();
+            sim.nodes.push(Node {
+                name,
+                cfg,
+                eng,
+                alive: true,
+                manual: false,
+                queue: VecDeque::new(),
+                log: Vec::new(),
+                incarnation: 0,
+                disk: Boot::default(),
+            });
+        }
+        sim
+    }
+
+    fn idx(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no server {name}"))
+    }
+
+    fn eng(&self, s: &str) -> &Engine {
+        &self.nodes[self.idx(s)].eng
+    }
+
+    // ----- driving -----
+
+    /// Feed one input to node `i` and record its actions (not answered yet).
+    fn feed(&mut self, i: usize, input: Input) {
+        let acts = self.nodes[i].eng.step(Millis(self.now), input);
+        self.record(i, acts);
+    }
+
+    fn record(&mut self, i: usize, acts: Vec<Action>) {
+        let now = self.now;
+        for a in acts {
+            let disk = &mut self.nodes[i].disk;
+            match &a {
+                Action::PersistEpoch { group, epoch } => {
+                    let e = disk.epochs.entry(group.clone()).or_default();
+                    *e = (*e).max(*epoch);
+                }
+                Action::PersistOwnership { groups } => {
+                    disk.owned = groups.iter().map(|(g, (e, _))| (g.clone(), *e)).collect();
+                }
+                _ => {}
+            }
+            self.nodes[i].log.push((now, a.clone()));
+            self.nodes[i].queue.push_back(a);
+        }
+        self.check();
+    }
+
+    /// Answer node `i`'s queued actions until it has none left (unless it is manual).
+    fn settle(&mut self, i: usize) {
+        if self.nodes[i].manual {
+            return;
+        }
+        while let Some(a) = self.nodes[i].queue.pop_front() {
+            if let Some(input) = self.answer(i, &a) {
+                self.feed(i, input);
+            }
+        }
+    }
+
+    /// Answer the oldest queued action of a manual node; returns it.
+    fn answer_next(&mut self, s: &str) -> Option<Action> {
+        let i = self.idx(s);
+        let a = self.nodes[i].queue.pop_front()?;
+        if let Some(input) = self.answer(i, &a) {
+            self.feed(i, input);
+        }
+        Some(a)
+    }
+
+    /// Drop the queued actions of a node that are not resource, check, probe or script
+    /// actions (events, persistence), returning what is left.
+    fn pending(&mut self, s: &str) -> Vec<Action> {
+        let i = self.idx(s);
+        self.nodes[i].queue.retain(|a| {
+            matches!(
+                a,
+                Action::Activate { .. }
+                    | Action::Deactivate { .. }
+                    | Action::Check { .. }
+                    | Action::Probe { .. }
+                    | Action::RecoveryScript { .. }
+            )
+        });
+        self.nodes[i].queue.iter().cloned().collect()
+    }
+
+    fn set_manual(&mut self, s: &str, manual: bool) {
+        let i = self.idx(s);
+        self.nodes[i].manual = manual;
+        if !manual {
+            self.settle(i);
+        }
+    }
+
+    fn take_failure(map: &mut BTreeMap<(String, String), u32>, s: &str, r: &str) -> bool {
+        let key = (s.to_string(), r.to_string());
+        match map.get_mut(&key) {
+            Some(0) | None => false,
+            Some(n) => {
+                if *n != u32::MAX {
+                    *n -= 1;
+                }
+                true
+            }
+        }
+    }
+
+    fn answer(&mut self, i: usize, a: &Action) -> Option<Input> {
+        let s = self.nodes[i].name.clone();
+        match a {
+            Action::Activate { id, resource, .. } => {
+                let result = if Sim::take_failure(&mut self.fail_act, &s, resource) {
+                    Err(fail(&format!("{resource} did not start")))
+                } else {
+                    self.active
+                        .entry(resource.clone())
+                        .or_default()
+                        .insert(s.clone());
+                    Ok(())
+                };
+                Some(Input::ActionDone { id: *id, result })
+            }
+            Action::Deactivate { id, resource, .. } => {
+                let result = if Sim::take_failure(&mut self.fail_deact, &s, resource) {
+                    Err(fail(&format!("{resource} did not stop")))
+                } else {
+                    self.active.entry(resource.clone()).or_default().remove(&s);
+                    Ok(())
+                };
+                Some(Input::ActionDone { id: *id, result })
+            }
+            Action::Check { id, resource, .. } => {
+                let forced = self.checks.get(&(s.clone(), resource.clone())).copied();
+                let result = forced.unwrap_or_else(|| {
+                    if self.active.get(resource).is_some_and(|v| v.contains(&s)) {
+                        CheckResult::Active
+                    } else {
+                        CheckResult::Inactive
+                    }
+                });
+                Some(Input::CheckDone {
+                    id: *id,
+                    result,
+                    detail: String::new(),
+                })
+            }
+            Action::Probe { id, monitor, .. } => {
+                let mode = self
+                    .probes
+                    .get(&(s, monitor.clone()))
+                    .copied()
+                    .unwrap_or(Probe::Ok);
+                let outcome = match mode {
+                    Probe::Ok => ProbeOutcome::Ok {
+                        latency_ms: 5,
+                        detail: None,
+                    },
+                    Probe::Fail | Probe::ApiFail => ProbeOutcome::Failed {
+                        latency_ms: 7,
+                        code: "check-failed".into(),
+                        message: format!("{monitor} failed"),
+                        api_error: mode == Probe::ApiFail,
+                    },
+                };
+                Some(Input::ProbeDone { id: *id, outcome })
+            }
+            Action::RecoveryScript { id, .. } => Some(Input::ActionDone {
+                id: *id,
+                result: Ok(()),
+            }),
+            _ => None,
+        }
+    }
+
+    fn link_up(&self, a: usize, b: usize, p: usize) -> bool {
+        !self.cuts.contains(&(a.min(b), a.max(b), p))
+    }
+
+    /// Is the next packet lost? (xorshift, deterministic per seed)
+    fn lost(&mut self) -> bool {
+        if self.loss_pct == 0 {
+            return false;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % 100 < self.loss_pct
+    }
+
+    fn heartbeats(&mut self) {
+        for from in 0..self.nodes.len() {
+            if !self.nodes[from].alive {
+                continue;
+            }
+            let msg = self.nodes[from].eng.peer_message();
+            let name = self.nodes[from].name.clone();
+            for to in 0..self.nodes.len() {
+                if to == from || !self.nodes[to].alive {
+                    continue;
+                }
+                let silent = self.silent_rounds.get(&(from, to)).copied().unwrap_or(0);
+                let mut delivered = false;
+                for p in 0..self.paths {
+                    let lost = silent < 2 && self.lost();
+                    delivered |= !lost;
+                    if self.link_up(from, to, p) && !lost && !self.deaf.contains(&(from, to)) {
+                        self.feed(
+                            to,
+                            Input::Heartbeat {
+                                from: name.clone(),
+                                path: p,
+                                msg: Box::new(msg.clone()),
+                            },
+                        );
+                        self.settle(to);
+                    }
+                }
+                self.silent_rounds
+                    .insert((from, to), if delivered { 0 } else { silent + 1 });
+            }
+        }
+    }
+
+    /// One step of simulated time: a tick on every live node (timers fire first), then
+    /// heartbeats when due.
+    fn round(&mut self) {
+        self.now += self.step_ms;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].alive {
+                self.feed(i, Input::Tick);
+                self.settle(i);
+            }
+        }
+        if self.now >= self.next_hb {
+            self.next_hb = self.now + INTERVAL;
+            self.hb_rounds += 1;
+            self.heartbeats();
+        }
+    }
+
+    /// Run until the next heartbeat round has been delivered.
+    fn next_hb_round(&mut self) {
+        let n = self.hb_rounds;
+        while self.hb_rounds == n {
+            self.round();
+        }
+    }
+
+    fn run(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.round();
+        }
+    }
+
+    /// Run until `pred` holds (checked after each round); false on timeout.
+    fn run_until(&mut self, max_ms: u64, mut pred: impl FnMut(&Sim) -> bool) -> bool {
+        let end = self.now + max_ms;
+        while self.now < end {
+            self.round();
+            if pred(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn cmd(&mut self, s: &str, c: Command) -> Result<(), CommandError> {
+        let i = self.idx(s);
+        let acts = self.nodes[i].eng.command(Millis(self.now), c)?;
+        self.record(i, acts);
+        self.settle(i);
+        Ok(())
+    }
+
+    // ----- faults -----
+
+    fn cut(&mut self, a: &str, b: &str, path: usize) {
+        let (a, b) = (self.idx(a), self.idx(b));
+        self.cuts.insert((a.min(b), a.max(b), path));
+    }
+
+    fn cut_all(&mut self, a: &str, b: &str) {
+        for p in 0..self.paths {
+            self.cut(a, b, p);
+        }
+    }
+
+    fn isolate(&mut self, a: &str) {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for b in names.iter().filter(|b| *b != a) {
+            self.cut_all(a, b);
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cuts.clear();
+        self.deaf.clear();
+    }
+
+    /// `to` stops hearing `from` (only that direction).
+    fn drop_one_way(&mut self, from: &str, to: &str) {
+        let (f, t) = (self.idx(from), self.idx(to));
+        self.deaf.insert((f, t));
+    }
+
+    /// The machine dies: the agent stops and the resources it ran are gone.
+    fn kill(&mut self, s: &str) {
+        let i = self.idx(s);
+        self.nodes[i].alive = false;
+        self.nodes[i].queue.clear();
+        for v in self.active.values_mut() {
+            v.remove(s);
+        }
+    }
+
+    /// What the agent's state directory holds: epochs and owned groups.
+    fn boot_state(&self, s: &str) -> Boot {
+        let n = &self.nodes[self.idx(s)];
+        Boot {
+            incarnation: n.incarnation + 1,
+            ..n.disk.clone()
+        }
+    }
+
+    /// Start the agent again (after `kill`, or in place: its resources keep running).
+    fn restart(&mut self, s: &str, boot: Boot) {
+        let i = self.idx(s);
+        let cfg = self.nodes[i].cfg.clone();
+        self.nodes[i].eng = Engine::new(cfg, s, boot, Millis(self.now)).unwrap();
+        self.nodes[i].incarnation += 1;
+        self.nodes[i].alive = true;
+        self.nodes[i].queue.clear();
+        self.feed(i, Input::Tick);
+        self.settle(i);
+    }
+
+    // ----- fake executor settings -----
+
+    fn fail_activate(&mut self, s: &str, r: &str, times: u32) {
+        self.fail_act.insert((s.into(), r.into()), times);
+    }
+
+    fn fail_deactivate(&mut self, s: &str, r: &str, times: u32) {
+        self.fail_deact.insert((s.into(), r.into()), times);
+    }
+
+    fn probe(&mut self, s: &str, m: &str, p: Probe) {
+        self.probes.insert((s.into(), m.into()), p);
+    }
+
+    // ----- observation -----
+
+    fn state(&self, s: &str, g: &str) -> GroupState {
+        let r = self.report(s, g);
+        r.state
+    }
+
+    fn report(&self, s: &str, g: &str) -> GroupReport {
+        self.eng(s)
+            .peer_message()
+            .groups
+            .into_iter()
+            .find(|r| r.name == g)
+            .unwrap()
+    }
+
+    /// The live server on which `g` is online.
+    fn online_on(&self, g: &str) -> Option<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.alive)
+            .find(|n| self.state(&n.name, g) == GroupState::Online)
+            .map(|n| n.name.clone())
+    }
+
+    fn holders(&self, g: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.alive && self.state(&n.name, g).holds())
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    fn events(&self, s: &str) -> Vec<Event> {
+        self.nodes[self.idx(s)]
+            .log
+            .iter()
+            .filter_map(|(_, a)| match a {
+                Action::Emit { event } => Some((**event).clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count(&self, s: &str, def: &EventDef) -> usize {
+        let code = def.code();
+        self.events(s).iter().filter(|e| e.id == code).count()
+    }
+
+    fn has(&self, s: &str, def: &EventDef) -> bool {
+        self.count(s, def) > 0
+    }
+
+    fn actions(&self, s: &str) -> Vec<Action> {
+        self.nodes[self.idx(s)]
+            .log
+            .iter()
+            .map(|(_, a)| a.clone())
+            .collect()
+    }
+
+    /// (resource, epoch, attempt) of every Activate action of `s`.
+    fn activations(&self, s: &str) -> Vec<(String, u64, u32)> {
+        self.actions(s)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Activate {
+                    resource,
+                    epoch,
+                    attempt,
+                    ..
+                } => Some((resource, epoch, attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn deactivations(&self, s: &str) -> Vec<(String, u64, u32)> {
+        self.actions(s)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Deactivate {
+                    resource,
+                    epoch,
+                    attempt,
+                    ..
+                } => Some((resource, epoch, attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn probes_sent(&self, s: &str, m: &str) -> usize {
+        self.actions(s)
+            .iter()
+            .filter(|a| matches!(a, Action::Probe { monitor, .. } if monitor == m))
+            .count()
+    }
+
+    fn monitor(&self, s: &str, m: &str) -> MonitorStatus {
+        self.eng(s)
+            .status()
+            .monitors
+            .into_iter()
+            .find(|x| x.name == m)
+            .unwrap()
+    }
+
+    fn group_status(&self, s: &str, g: &str) -> GroupStatus {
+        self.eng(s)
+            .status()
+            .groups
+            .into_iter()
+            .find(|x| x.name == g)
+            .unwrap()
+    }
+
+    fn clear_logs(&mut self) {
+        for n in &mut self.nodes {
+            n.log.clear();
+        }
+    }
+
+    // ----- invariants -----
+
+    fn check(&self) {
+        if !self.invariants {
+            return;
+        }
+        for g in &self.groups {
+            let active: Vec<&str> = self
+                .nodes
+                .iter()
+                .filter(|n| n.alive)
+                .filter(|n| {
+                    let st = n
+                        .eng
+                        .peer_message()
+                        .groups
+                        .into_iter()
+                        .find(|r| &r.name == g)
+                        .map(|r| r.state);
+                    matches!(st, Some(GroupState::Online | GroupState::Activating))
+                })
+                .map(|n| n.name.as_str())
+                .collect();
+            assert!(
+                active.len() <= 1,
+                "t={} ms: group {g} is online/activating on {active:?}",
+                self.now
+            );
+        }
+        for (r, on) in &self.active {
+            let live: Vec<&String> = on
+                .iter()
+                .filter(|s| self.nodes.iter().any(|n| &n.name == *s && n.alive))
+                .collect();
+            assert!(
+                live.len() <= 1,
+                "t={} ms: resource {r} is active on {live:?}",
+                self.now
+            );
+        }
+        // One resource action at a time per group and server.
+        for n in &self.nodes {
+            for g in &self.groups {
+                let inflight = n
+                    .queue
+                    .iter()
+                    .filter(|a| {
+                        matches!(a, Action::Activate { group, .. } | Action::Deactivate { group, .. } if group == g)
+                    })
+                    .count();
+                assert!(
+                    inflight <= 1,
+                    "t={} ms: {} has {inflight} resource actions of {g} in flight",
+                    self.now,
+                    n.name
+                );
+            }
+        }
+    }
+}
+
+/// A three-server cluster with g1 online on node-1 (epoch 1).
+fn started(text: &str) -> Sim {
+    let mut sim = Sim::new(text);
+    assert!(sim.run_until(5_000, |s| s.online_on("g1").is_some()));
+    // Let every server learn the new state.
+    sim.run(2 * INTERVAL);
+    sim
+}
+
+// ---------------------------------------------------------------------------------------
+// Startup and placement
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn group_starts_on_first_server_once_ready() {
+    let mut sim = Sim::new(&three(""));
+    sim.run(STARTUP - 100);
+    assert!(
+        sim.holders("g1").is_empty(),
+        "nothing before the startup wait"
+    );
+    assert!(sim.activations("node-1").is_empty());
+    sim.run(1_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert_eq!(sim.report("node-1", "g1").epoch, 1);
+    for s in ["node-2", "node-3"] {
+        assert!(sim.activations(s).is_empty(), "{s} activated something");
+        assert_eq!(sim.report(s, "g1").max_epoch, 1, "{s} learned the epoch");
+    }
+    // The epoch is persisted before any resource is touched.
+    let acts = sim.actions("node-1");
+    let persist = acts
+        .iter()
+        .position(|a| matches!(a, Action::PersistEpoch { group, epoch: 1 } if group == "g1"))
+        .unwrap();
+    let first = acts
+        .iter()
+        .position(|a| matches!(a, Action::Activate { .. }))
+        .unwrap();
+    assert!(persist < first);
+    let st = sim.group_status("node-3", "g1");
+    assert_eq!(st.active_on.as_deref(), Some("node-1"));
+    assert_eq!(st.state, GroupState::Online);
+    assert_eq!(st.desired, "running");
+}
+
+#[test]
+fn group_starts_on_first_server_of_its_own_order() {
+    let text = cluster(
+        3,
+        r#"
+[[group]]
+name = "g1"
+servers = ["node-2", "node-3", "node-1"]
+[[group.resource]]
+kind = "exec"
+name = "app"
+"#,
+    );
+    let mut sim = Sim::new(&text);
+    sim.run(STARTUP + 1_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+}
+
+#[test]
+fn startup_servers_limit_the_first_start_only() {
+    let text = cluster(3, &group_g1(r#"startup_servers = ["node-3"]"#, ""));
+    let mut sim = Sim::new(&text);
+    sim.run(STARTUP + 1_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-3"));
+    assert!(sim.activations("node-1").is_empty());
+    // Once the group has run (epoch > 0) the whole order applies: node-3 fails, node-1
+    // (first in the order) takes over.
+    sim.kill("node-3");
+    assert!(sim.run_until(3_000, |s| s.online_on("g1").is_some()));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert_eq!(sim.report("node-1", "g1").epoch, 2);
+}
+
+#[test]
+fn startup_servers_all_down_means_no_start_and_one_warning() {
+    let text = cluster(3, &group_g1(r#"startup_servers = ["node-3"]"#, ""));
+    let mut sim = Sim::new(&text);
+    sim.kill("node-3");
+    sim.run(STARTUP + 3_000);
+    assert!(sim.holders("g1").is_empty());
+    // Only the first up server of the group's order reports it, once.
+    assert_eq!(sim.count("node-1", &events::GROUP_NO_SERVER), 1);
+    assert_eq!(sim.count("node-2", &events::GROUP_NO_SERVER), 0);
+}
+
+#[test]
+fn auto_start_false_waits_for_group_start() {
+    let text = cluster(3, &group_g1("auto_start = false", ""));
+    let mut sim = Sim::new(&text);
+    sim.run(STARTUP + 3_000);
+    assert!(sim.holders("g1").is_empty());
+    assert_eq!(sim.group_status("node-1", "g1").desired, "stopped");
+    sim.cmd(
+        "node-3",
+        Command::GroupStart {
+            group: "g1".into(),
+            on: Some("node-2".into()),
+        },
+    )
+    .unwrap();
+    assert!(sim.has("node-3", &events::GROUP_START_REQUESTED));
+    assert!(sim.run_until(2_000, |s| s.online_on("g1").is_some()));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert_eq!(sim.group_status("node-1", "g1").desired, "running");
+}
+
+#[test]
+fn new_engine_rejects_unknown_server() {
+    let cfg = parse(&three(""));
+    let err = Engine::new(cfg, "node-9", Boot::default(), Millis(0)).unwrap_err();
+    assert_eq!(err, EngineError::UnknownServer("node-9".into()));
+    assert!(err.to_string().contains("node-9"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Membership and quorum
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn one_path_cut_is_path_down_without_failover() {
+    let mut sim = started(&three(""));
+    for s in ["node-1", "node-2", "node-3"] {
+        assert_eq!(sim.count(s, &events::SERVER_UP), 2, "{s}");
+        assert!(
+            !sim.has(s, &events::PATH_UP),
+            "{s}: first contact is not a path coming back"
+        );
+    }
+    sim.clear_logs();
+    sim.cut("node-1", "node-2", 0);
+    sim.run(TIMEOUT + 2 * INTERVAL);
+    for (me, peer) in [("node-1", "node-2"), ("node-2", "node-1")] {
+        let ev: Vec<Event> = sim
+            .events(me)
+            .into_iter()
+            .filter(|e| e.id == events::PATH_DOWN.code())
+            .collect();
+        assert_eq!(ev.len(), 1, "{me}: {ev:?}");
+        assert_eq!(ev[0].peer.as_deref(), Some(peer));
+        assert_eq!(ev[0].fields.get("path"), Some(&serde_json::json!(0)));
+        assert!(!sim.has(me, &events::SERVER_DOWN));
+    }
+    assert!(!sim.has("node-3", &events::PATH_DOWN));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert_eq!(sim.report("node-1", "g1").epoch, 1);
+    assert!(sim.activations("node-2").is_empty());
+    let st = sim.eng("node-2").status();
+    let n1 = st.servers.iter().find(|s| s.name == "node-1").unwrap();
+    assert!(n1.up);
+    assert!(!n1.paths[0].up);
+    assert!(n1.paths[1].up);
+    assert!(n1.paths[0].last_heard_ms_ago.unwrap() >= TIMEOUT);
+    // The path comes back.
+    sim.heal();
+    sim.run(2 * INTERVAL);
+    assert_eq!(sim.count("node-2", &events::PATH_UP), 1);
+    assert!(sim.eng("node-2").status().servers[0].paths[0].up);
+}
+
+#[test]
+fn all_paths_silent_is_server_down_and_failover_in_order() {
+    let mut sim = started(&three(""));
+    sim.clear_logs();
+    sim.kill("node-1");
+    sim.run(TIMEOUT - 2 * INTERVAL);
+    assert!(sim.holders("g1").is_empty() || sim.holders("g1") == ["node-1"]);
+    assert!(
+        !sim.has("node-2", &events::SERVER_DOWN),
+        "not before the timeout"
+    );
+    assert!(sim.run_until(2_000, |s| s.online_on("g1").is_some()));
+    for s in ["node-2", "node-3"] {
+        assert_eq!(sim.count(s, &events::SERVER_DOWN), 1, "{s}");
+        assert!(
+            !sim.has(s, &events::PATH_DOWN),
+            "{s}: all paths → server down only"
+        );
+    }
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert_eq!(sim.report("node-2", "g1").epoch, 2);
+    assert!(sim.activations("node-3").is_empty());
+    let fo = sim
+        .events("node-2")
+        .into_iter()
+        .find(|e| e.id == events::GROUP_FAILOVER.code())
+        .unwrap();
+    assert_eq!(fo.peer.as_deref(), Some("node-1"));
+    // Every activation carries the new epoch, persisted first.
+    assert!(sim.activations("node-2").iter().all(|(_, e, _)| *e == 2));
+    // node-1 comes back (its resources died with it: re-adoption cleans up), then node-2
+    // fails: node-1 is first in the order again and takes it with epoch 3.
+    let boot = sim.boot_state("node-1");
+    assert_eq!(boot.owned.get("g1"), Some(&1));
+    sim.restart("node-1", boot);
+    sim.run(STARTUP + 2 * INTERVAL);
+    assert!(sim.has("node-1", &events::GROUP_READOPT_CLEANUP));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    sim.kill("node-2");
+    assert!(sim.run_until(3_000, |s| s.online_on("g1").is_some()));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert_eq!(sim.report("node-1", "g1").epoch, 3);
+}
+
+#[test]
+fn quorum_loss_isolated_server_deactivates_and_majority_takes_over() {
+    let mut sim = started(&three(""));
+    sim.clear_logs();
+    sim.isolate("node-1");
+    assert!(sim.run_until(3_000, |s| s.online_on("g1").as_deref() == Some("node-2")));
+    assert!(sim.has("node-1", &events::NO_QUORUM));
+    assert!(!sim.eng("node-1").status().quorum);
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Offline);
+    assert_eq!(
+        sim.deactivations("node-1")
+            .iter()
+            .map(|d| d.0.as_str())
+            .collect::<Vec<_>>(),
+        ["app", "vip"]
+    );
+    assert!(sim.eng("node-2").status().quorum);
+    assert_eq!(sim.report("node-2", "g1").epoch, 2);
+    // The isolated server never activates anything while alone.
+    sim.run(5_000);
+    assert!(sim.activations("node-1").is_empty());
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    // Healed: quorum again, the group stays where it is (no failback configured).
+    sim.heal();
+    sim.run(2_000);
+    assert!(sim.has("node-1", &events::QUORUM_REGAINED));
+    assert!(sim.eng("node-1").status().quorum);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert_eq!(sim.report("node-1", "g1").max_epoch, 2);
+}
+
+#[test]
+fn two_of_three_down_leaves_no_quorum_anywhere() {
+    let mut sim = started(&three(""));
+    sim.kill("node-2");
+    sim.kill("node-3");
+    sim.run(3_000);
+    assert!(sim.holders("g1").is_empty());
+    assert!(sim.has("node-1", &events::NO_QUORUM));
+}
+
+// ---------------------------------------------------------------------------------------
+// Resource lifecycle
+// ---------------------------------------------------------------------------------------
+
+fn chain_group() -> String {
+    // Declared out of order on purpose: activation follows depends_on, not the file.
+    cluster(
+        3,
+        r#"
+[[group]]
+name = "g1"
+servers = ["node-1", "node-2", "node-3"]
+
+[[group.resource]]
+kind = "exec"
+name = "app"
+depends_on = ["db", "vip"]
+
+[[group.resource]]
+kind = "exec"
+name = "db"
+depends_on = ["disk"]
+
+[[group.resource]]
+kind = "floating-ip"
+name = "vip"
+
+[[group.resource]]
+kind = "exec"
+name = "disk"
+"#,
+    )
+}
+
+#[test]
+fn activation_in_dependency_order_one_at_a_time_and_reverse_deactivation() {
+    let mut sim = Sim::new(&chain_group());
+    sim.set_manual("node-1", true);
+    sim.run(STARTUP + 100);
+    // Exactly one resource action at a time: answer them one by one.
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let pending = sim.pending("node-1");
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        match sim.answer_next("node-1").unwrap() {
+            Action::Activate {
+                resource, epoch, ..
+            } => {
+                assert_eq!(epoch, 1);
+                order.push(resource);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            sim.state("node-1", "g1"),
+            if order.len() < 4 {
+                GroupState::Activating
+            } else {
+                GroupState::Online
+            }
+        );
+    }
+    assert_eq!(order, ["disk", "db", "vip", "app"]);
+    assert!(sim.pending("node-1").is_empty());
+    sim.set_manual("node-1", false);
+    sim.clear_logs();
+    sim.cmd("node-2", Command::GroupStop { group: "g1".into() })
+        .unwrap();
+    sim.run(1_000);
+    assert_eq!(
+        sim.deactivations("node-1")
+            .iter()
+            .map(|d| d.0.as_str())
+            .collect::<Vec<_>>(),
+        ["app", "vip", "db", "disk"]
+    );
+    assert!(sim.holders("g1").is_empty());
+    assert_eq!(sim.group_status("node-3", "g1").desired, "stopped");
+    assert!(sim.has("node-1", &events::GROUP_DEACTIVATED));
+    assert!(sim.has("node-2", &events::GROUP_STOP_REQUESTED));
+    // Stopped means stopped: nobody starts it.
+    sim.run(3_000);
+    assert!(sim.holders("g1").is_empty());
+}
+
+#[test]
+fn activation_retries_then_fails_over_to_next_server() {
+    let text = cluster(3, &group_g1("", "activate_retries = 2"));
+    let mut sim = Sim::new(&text);
+    sim.fail_activate("node-1", "app", u32::MAX);
+    sim.run(STARTUP + 2_000);
+    assert_eq!(
+        sim.activations("node-1"),
+        [
+            ("vip".to_string(), 1, 0),
+            ("app".to_string(), 1, 0),
+            ("app".to_string(), 1, 1),
+            ("app".to_string(), 1, 2),
+        ]
+    );
+    assert_eq!(sim.count("node-1", &events::RESOURCE_ACTIVATION_FAILED), 3);
+    assert_eq!(sim.count("node-1", &events::GROUP_ACTIVATION_FAILED), 1);
+    // What was touched is deactivated, in reverse.
+    assert_eq!(
+        sim.deactivations("node-1")
+            .iter()
+            .map(|d| d.0.as_str())
+            .collect::<Vec<_>>(),
+        ["app", "vip"]
+    );
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert_eq!(sim.report("node-2", "g1").epoch, 2);
+    assert!(sim.report("node-1", "g1").excluded);
+    assert_eq!(sim.group_status("node-3", "g1").excluded_on, ["node-1"]);
+}
+
+#[test]
+fn excluded_server_is_chosen_only_when_nobody_else_can() {
+    let text = cluster(3, &group_g1("", ""));
+    let mut sim = Sim::new(&text);
+    sim.fail_activate("node-1", "app", 1);
+    sim.run(STARTUP + 1_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    // node-2 dies: node-3 is preferred over the excluded node-1.
+    sim.kill("node-2");
+    assert!(sim.run_until(3_000, |s| s.online_on("g1").is_some()));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-3"));
+    assert_eq!(sim.report("node-3", "g1").epoch, 3);
+}
+
+#[test]
+fn failover_threshold_reached_runs_the_final_action() {
+    // Fails everywhere: node-1 → node-2 → node-3 hand it on; then every server is
+    // excluded, node-1 (first) tries again and its threshold (1) is used up.
+    let text = cluster(3, &group_g1("", ""));
+    let mut sim = Sim::new(&text);
+    for s in ["node-1", "node-2", "node-3"] {
+        sim.fail_activate(s, "app", u32::MAX);
+    }
+    sim.run(STARTUP + 5_000);
+    for s in ["node-2", "node-3"] {
+        assert_eq!(sim.count(s, &events::GROUP_ACTIVATION_FAILED), 1, "{s}");
+        assert!(!sim.has(s, &events::GROUP_FINAL_ACTION), "{s}");
+    }
+    assert_eq!(sim.count("node-1", &events::GROUP_ACTIVATION_FAILED), 2);
+    let fa = sim
+        .events("node-1")
+        .into_iter()
+        .find(|e| e.id == events::GROUP_FINAL_ACTION.code())
+        .unwrap();
+    assert_eq!(
+        fa.fields.get("final_action"),
+        Some(&serde_json::json!("none"))
+    );
+    assert_eq!(fa.group.as_deref(), Some("g1"));
+    // Final action `none`: held as failed on node-1, never moved.
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Failed);
+    assert_eq!(sim.report("node-1", "g1").epoch, 4);
+    sim.run(5_000);
+    assert_eq!(sim.holders("g1"), ["node-1"]);
+    assert_eq!(
+        sim.activations("node-2").len(),
+        2,
+        "vip + app once, not again"
+    );
+    // `group start` clears exclusions and counters: it is tried again... after a stop.
+    sim.fail_act.clear();
+    sim.cmd("node-2", Command::GroupStop { group: "g1".into() })
+        .unwrap();
+    assert!(sim.run_until(2_000, |s| s.holders("g1").is_empty()));
+    sim.cmd(
+        "node-2",
+        Command::GroupStart {
+            group: "g1".into(),
+            on: None,
+        },
+    )
+    .unwrap();
+    assert!(sim.run_until(2_000, |s| s.online_on("g1").is_some()));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert!(sim.group_status("node-1", "g1").excluded_on.is_empty());
+}
+
+#[test]
+fn final_action_stop_group_stops_it_everywhere() {
+    let text = cluster(
+        3,
+        &group_g1(
+            "",
+            "activate_final_action = \"stop-group\"\nfailover_threshold = 0",
+        ),
+    );
+    let mut sim = Sim::new(&text);
+    sim.fail_activate("node-1", "app", u32::MAX);
+    sim.run(STARTUP + 3_000);
+    assert!(sim.has("node-1", &events::GROUP_FINAL_ACTION));
+    assert!(sim.holders("g1").is_empty());
+    for s in ["node-1", "node-2", "node-3"] {
+        assert_eq!(sim.group_status(s, "g1").desired, "stopped", "{s}");
+    }
+    assert!(sim.activations("node-2").is_empty());
+    assert!(sim.active.values().all(|v| v.is_empty()));
+}
+
+#[test]
+fn final_action_shutdown_asks_for_the_system_command() {
+    let text = cluster(
+        3,
+        &group_g1(
+            "",
+            "activate_final_action = \"shutdown\"\nfailover_threshold = 0",
+        ),
+    );
+    let mut sim = Sim::new(&text);
+    sim.fail_activate("node-1", "app", u32::MAX);
+    sim.run(STARTUP + 1_000);
+    assert!(sim.actions("node-1").iter().any(|a| matches!(
+        a,
+        Action::SystemCommand {
+            which: FinalAction::Shutdown,
+            ..
+        }
+    )));
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Failed);
+}
+
+#[test]
+fn deactivation_failure_leaves_the_group_stuck_and_never_active_elsewhere() {
+    let text = cluster(
+        3,
+        r#"
+[[group]]
+name = "g1"
+servers = ["node-1", "node-2", "node-3"]
+[[group.resource]]
+kind = "floating-ip"
+name = "vip"
+deactivate_retries = 1
+[[group.resource]]
+kind = "exec"
+name = "app"
+depends_on = ["vip"]
+"#,
+    );
+    let mut sim = started(&text);
+    sim.fail_deactivate("node-1", "vip", u32::MAX);
+    sim.cmd(
+        "node-1",
+        Command::GroupMove {
+            group: "g1".into(),
+            to: Some("node-2".into()),
+        },
+    )
+    .unwrap();
+    sim.run(1_000);
+    assert_eq!(
+        sim.deactivations("node-1"),
+        [
+            ("app".to_string(), 1, 0),
+            ("vip".to_string(), 1, 0),
+            ("vip".to_string(), 1, 1),
+        ]
+    );
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Stuck);
+    assert!(sim.has("node-1", &events::GROUP_DEACTIVATION_FAILED));
+    sim.run(10_000);
+    assert_eq!(sim.holders("g1"), ["node-1"]);
+    assert!(sim.activations("node-2").is_empty());
+    assert!(sim.activations("node-3").is_empty());
+    let st = sim.group_status("node-2", "g1");
+    assert_eq!(st.state, GroupState::Stuck);
+    assert_eq!(st.active_on.as_deref(), Some("node-1"));
+}
+
+#[test]
+fn stuck_group_is_retried_by_group_start_after_manual_cleanup() {
+    let text = cluster(3, &group_g1("", "deactivate_retries = 0"));
+    let mut sim = started(&text);
+    sim.fail_deactivate("node-1", "app", u32::MAX);
+    sim.cmd("node-2", Command::GroupStop { group: "g1".into() })
+        .unwrap();
+    sim.run(1_000);
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Stuck);
+    // The operator stops the application by hand, then starts the group again
+    // (BTN-2106's documented action): the deactivation is retried and the group runs.
+    sim.fail_deact.clear();
+    sim.cmd(
+        "node-2",
+        Command::GroupStart {
+            group: "g1".into(),
+            on: None,
+        },
+    )
+    .unwrap();
+    assert!(sim.run_until(3_000, |s| s.online_on("g1").is_some()));
+    assert_eq!(sim.report(&sim.online_on("g1").unwrap(), "g1").epoch, 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Monitors and the recovery ladder
+// ---------------------------------------------------------------------------------------
+
+fn with_monitor(monitor: &str) -> String {
+    three(monitor)
+}
+
+#[test]
+fn monitor_ladder_script_restart_failover_then_final_action() {
+    let text = with_monitor(
+        r#"
+[[monitor]]
+kind = "exec"
+name = "appmon"
+group = "g1"
+interval = "1s"
+retries = 1
+recovery = { target = "g1", script = "/usr/local/bin/fix", script_retries = 1, restart_retries = 2, failover_retries = 1, final_action = "stop-group" }
+"#,
+    );
+    let mut sim = started(&text);
+    assert_eq!(sim.monitor("node-1", "appmon").state, "normal");
+    assert_eq!(sim.monitor("node-2", "appmon").state, "idle");
+    sim.clear_logs();
+    sim.probe("node-1", "appmon", Probe::Fail);
+    // Two failed polls (retries = 1) → error → recovery script.
+    sim.run(2_000);
+    assert!(sim.has("node-1", &events::MONITOR_ERROR));
+    assert_eq!(sim.count("node-1", &events::RECOVERY_SCRIPT), 1);
+    assert!(sim.actions("node-1").iter().any(
+        |a| matches!(a, Action::RecoveryScript { script, .. } if script == "/usr/local/bin/fix")
+    ));
+    let m = sim.monitor("node-1", "appmon");
+    assert_eq!((m.scripts, m.restarts, m.failovers), (1, 0, 0));
+    assert_eq!(m.state, "error");
+    assert_eq!(m.last_error.as_deref(), Some("appmon failed"));
+    // Then two restarts on node-1, each with a new epoch.
+    assert!(sim.run_until(10_000, |s| s.monitor("node-1", "appmon").restarts == 2));
+    assert_eq!(sim.count("node-1", &events::RECOVERY_RESTART), 2);
+    assert_eq!(sim.report("node-1", "g1").epoch, 3);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    // Then the failover: node-1 gives it up (excluded), node-2 takes it (epoch 4).
+    assert!(sim.run_until(10_000, |s| s.online_on("g1").as_deref() == Some("node-2")));
+    assert_eq!(sim.count("node-1", &events::RECOVERY_FAILOVER), 1);
+    assert_eq!(sim.report("node-2", "g1").epoch, 4);
+    assert!(sim.report("node-1", "g1").excluded);
+    let m = sim.monitor("node-1", "appmon");
+    assert_eq!((m.scripts, m.restarts, m.failovers), (1, 2, 1));
+    assert_eq!(
+        m.state, "idle",
+        "timing active: not polled where the group is not"
+    );
+    // node-2's monitor is healthy and has its own counters.
+    sim.run(5_000);
+    let m2 = sim.monitor("node-2", "appmon");
+    assert_eq!(m2.state, "normal");
+    assert_eq!((m2.scripts, m2.restarts, m2.failovers), (0, 0, 0));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    // Now it fails everywhere: node-2 and node-3 go through their ladders, then node-1
+    // (first in order, every server excluded) gets it back and its ladder is used up.
+    sim.probe("node-2", "appmon", Probe::Fail);
+    sim.probe("node-3", "appmon", Probe::Fail);
+    assert!(sim.run_until(60_000, |s| s.has("node-1", &events::RECOVERY_EXHAUSTED)));
+    for s in ["node-2", "node-3"] {
+        let m = sim.monitor(s, "appmon");
+        assert_eq!((m.scripts, m.restarts, m.failovers), (1, 2, 1), "{s}");
+    }
+    assert!(sim.has("node-1", &events::GROUP_FINAL_ACTION));
+    // stop-group: stopped everywhere, nobody runs it.
+    sim.run(3_000);
+    assert!(sim.holders("g1").is_empty());
+    assert_eq!(sim.group_status("node-3", "g1").desired, "stopped");
+    assert!(sim.active.values().all(|v| v.is_empty()));
+}
+
+#[test]
+fn monitor_retries_before_error_and_success_resets_the_streak() {
+    let text = with_monitor(
+        r#"
+[[monitor]]
+kind = "exec"
+name = "appmon"
+group = "g1"
+interval = "1s"
+retries = 2
+recovery = { target = "g1", restart_retries = 1 }
+"#,
+    );
+    let mut sim = started(&text);
+    sim.clear_logs();
+    sim.probe("node-1", "appmon", Probe::Fail);
+    sim.run(2_000);
+    let m = sim.monitor("node-1", "appmon");
+    assert_eq!(m.state, "warning");
+    assert_eq!(m.fail_streak, 2);
+    assert_eq!(
+        sim.count("node-1", &events::MONITOR_WARNING),
+        1,
+        "once per streak"
+    );
+    assert!(!sim.has("node-1", &events::MONITOR_ERROR));
+    // One success: the streak starts over.
+    sim.probe("node-1", "appmon", Probe::Ok);
+    sim.run(1_000);
+    assert_eq!(sim.monitor("node-1", "appmon").state, "normal");
+    assert_eq!(sim.monitor("node-1", "appmon").fail_streak, 0);
+    sim.probe("node-1", "appmon", Probe::Fail);
+    sim.run(2_000);
+    assert!(!sim.has("node-1", &events::MONITOR_ERROR));
+    // The third failure in a row is an error and starts recovery (a restart).
+    sim.run(1_000);
+    assert!(sim.has("node-1", &events::MONITOR_ERROR));
+    assert_eq!(sim.count("node-1", &events::RECOVERY_RESTART), 1);
+    assert_eq!(sim.report("node-1", "g1").epoch, 2);
+}
+
+#[test]
+fn monitor_without_recovery_reports_error_and_normal_again() {
+    let text = with_monitor(
+        r#"
+[[monitor]]
+kind = "ping"
+name = "gw"
+interval = "1s"
+retries = 0
+"#,
+    );
+    let mut sim = started(&text);
+    sim.probe("node-2", "gw", Probe::Fail);
+    sim.run(2_000);
+    assert_eq!(sim.monitor("node-2", "gw").state, "error");
+    assert_eq!(
+        sim.count("node-2", &events::MONITOR_ERROR),
+        1,
+        "once per error"
+    );
+    assert!(!sim.has("node-1", &events::MONITOR_ERROR));
+    sim.probe("node-2", "gw", Probe::Ok);
+    sim.run(1_000);
+    assert_eq!(sim.count("node-2", &events::MONITOR_NORMAL), 1);
+    assert_eq!(sim.monitor("node-2", "gw").last_latency_ms, Some(5));
+    assert_eq!(sim.monitor("node-2", "gw").last_error, None);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+}
+
+#[test]
+fn wait_to_start_delays_the_first_poll_after_activation() {
+    let text = with_monitor(
+        r#"
+[[monitor]]
+kind = "exec"
+name = "appmon"
+group = "g1"
+interval = "1s"
+wait_to_start = "5s"
+"#,
+    );
+    let mut sim = Sim::new(&text);
+    assert!(sim.run_until(5_000, |s| s.online_on("g1").is_some()));
+    let online_at = sim.now;
+    sim.run(4_500);
+    assert_eq!(sim.probes_sent("node-1", "appmon"), 0);
+    assert_eq!(sim.monitor("node-1", "appmon").state, "waiting");
+    sim.run(1_000);
+    assert_eq!(sim.probes_sent("node-1", "appmon"), 1);
+    let first = sim.nodes[0]
+        .log
+        .iter()
+        .find(|(_, a)| matches!(a, Action::Probe { .. }))
+        .unwrap()
+        .0;
+    assert_eq!(first, online_at + 5_000);
+    assert_eq!(sim.monitor("node-1", "appmon").state, "normal");
+    // After a failover the wait starts again on the new server.
+    sim.kill("node-1");
+    assert!(sim.run_until(5_000, |s| s.online_on("g1").is_some()));
+    sim.run(4_000);
+    assert_eq!(sim.probes_sent("node-2", "appmon"), 0);
+    sim.run(1_100);
+    assert_eq!(sim.probes_sent("node-2", "appmon"), 1);
+}
+
+#[test]
+fn timing_active_polls_only_where_the_group_runs_always_polls_everywhere() {
+    let text = with_monitor(
+        r#"
+[[monitor]]
+kind = "exec"
+name = "appmon"
+group = "g1"
+interval = "1s"
+
+[[monitor]]
+kind = "ping"
+name = "gw"
+interval = "1s"
+timing = "always"
+"#,
+    );
+    let mut sim = started(&text);
+    sim.clear_logs();
+    sim.run(5_000);
+    assert!(sim.probes_sent("node-1", "appmon") >= 4);
+    for s in ["node-2", "node-3"] {
+        assert_eq!(sim.probes_sent(s, "appmon"), 0, "{s}");
+        assert_eq!(sim.monitor(s, "appmon").state, "idle");
+    }
+    for s in ["node-1", "node-2", "node-3"] {
+        assert!(sim.probes_sent(s, "gw") >= 4, "{s}");
+        assert_eq!(sim.monitor(s, "gw").state, "normal");
+    }
+    // Probes carry the monitor's timeout (default 60s).
+    assert!(sim.actions("node-1").iter().any(|a| matches!(
+        a,
+        Action::Probe { monitor, timeout_ms: 60_000, .. } if monitor == "gw"
+    )));
+}
+
+fn api_monitor(policy: &str) -> String {
+    with_monitor(&format!(
+        r#"
+[[monitor]]
+kind = "aws-az"
+name = "az"
+interval = "1s"
+retries = 0
+on_api_error = "{policy}"
+recovery = {{ target = "g1", restart_retries = 1 }}
+"#
+    ))
+}
+
+#[test]
+fn on_api_error_warn_raises_one_warning_and_no_recovery() {
+    let mut sim = started(&api_monitor("warn"));
+    sim.clear_logs();
+    sim.probe("node-1", "az", Probe::ApiFail);
+    sim.run(5_000);
+    assert_eq!(sim.count("node-1", &events::MONITOR_API_ERROR), 1);
+    assert!(!sim.has("node-1", &events::MONITOR_ERROR));
+    assert!(!sim.has("node-1", &events::RECOVERY_RESTART));
+    assert_eq!(sim.report("node-1", "g1").epoch, 1);
+    assert_eq!(
+        sim.monitor("node-1", "az").last_error.as_deref(),
+        Some("az failed")
+    );
+    // A real failure (not an API error) is still a failure.
+    sim.probe("node-1", "az", Probe::Fail);
+    sim.run(1_000);
+    assert!(sim.has("node-1", &events::MONITOR_ERROR));
+    assert_eq!(sim.count("node-1", &events::RECOVERY_RESTART), 1);
+}
+
+#[test]
+fn on_api_error_ignore_is_silent() {
+    let mut sim = started(&api_monitor("ignore"));
+    sim.clear_logs();
+    sim.probe("node-1", "az", Probe::ApiFail);
+    sim.run(5_000);
+    assert!(!sim.has("node-1", &events::MONITOR_API_ERROR));
+    assert!(!sim.has("node-1", &events::MONITOR_ERROR));
+    assert!(!sim.has("node-1", &events::MONITOR_WARNING));
+    assert_eq!(sim.report("node-1", "g1").epoch, 1);
+}
+
+#[test]
+fn on_api_error_recover_treats_api_errors_as_failures() {
+    let mut sim = started(&api_monitor("recover"));
+    sim.clear_logs();
+    sim.probe("node-1", "az", Probe::ApiFail);
+    sim.run(1_500);
+    assert!(!sim.has("node-1", &events::MONITOR_API_ERROR));
+    assert!(sim.has("node-1", &events::MONITOR_ERROR));
+    assert_eq!(sim.count("node-1", &events::RECOVERY_RESTART), 1);
+}
+
+#[test]
+fn cluster_suspend_stops_polling_and_recovery_everywhere() {
+    let text = with_monitor(
+        r#"
+[[monitor]]
+kind = "exec"
+name = "appmon"
+group = "g1"
+interval = "1s"
+retries = 0
+recovery = { target = "g1", restart_retries = 1 }
+"#,
+    );
+    let mut sim = started(&text);
+    sim.cmd("node-3", Command::ClusterSuspend).unwrap();
+    sim.run(500);
+    for s in ["node-1", "node-2", "node-3"] {
+        assert!(sim.eng(s).status().suspended, "{s}");
+        assert_eq!(sim.count(s, &events::CLUSTER_SUSPENDED), 1, "{s}");
+    }
+    assert_eq!(sim.monitor("node-1", "appmon").state, "suspended");
+    sim.clear_logs();
+    sim.probe("node-1", "appmon", Probe::Fail);
+    sim.run(10_000);
+    assert_eq!(sim.probes_sent("node-1", "appmon"), 0);
+    assert!(!sim.has("node-1", &events::RECOVERY_RESTART));
+    assert_eq!(sim.report("node-1", "g1").epoch, 1);
+    // Resumed: polling and recovery again.
+    sim.cmd("node-2", Command::ClusterResume).unwrap();
+    sim.run(2_000);
+    assert!(sim.has("node-1", &events::CLUSTER_RESUMED));
+    assert!(sim.probes_sent("node-1", "appmon") >= 1);
+    assert!(sim.has("node-1", &events::RECOVERY_RESTART));
+}
+
+#[test]
+fn monitor_suspend_stops_only_that_monitor() {
+    let text = with_monitor(
+        r#"
+[[monitor]]
+kind = "exec"
+name = "appmon"
+group = "g1"
+interval = "1s"
+retries = 0
+recovery = { target = "g1", restart_retries = 1 }
+
+[[monitor]]
+kind = "ping"
+name = "gw"
+interval = "1s"
+timing = "always"
+"#,
+    );
+    let mut sim = started(&text);
+    sim.cmd(
+        "node-2",
+        Command::MonitorSuspend {
+            monitor: "appmon".into(),
+        },
+    )
+    .unwrap();
+    sim.run(500);
+    assert!(sim.has("node-1", &events::MONITOR_SUSPENDED));
+    sim.clear_logs();
+    sim.probe("node-1", "appmon", Probe::Fail);
+    sim.run(5_000);
+    assert_eq!(sim.probes_sent("node-1", "appmon"), 0);
+    assert!(sim.probes_sent("node-1", "gw") >= 4);
+    assert_eq!(sim.monitor("node-1", "appmon").state, "suspended");
+    assert_eq!(sim.monitor("node-1", "gw").state, "normal");
+    assert_eq!(sim.report("node-1", "g1").epoch, 1);
+    sim.cmd(
+        "node-2",
+        Command::MonitorResume {
+            monitor: "appmon".into(),
+        },
+    )
+    .unwrap();
+    sim.run(1_000);
+    assert!(sim.has("node-1", &events::MONITOR_RESUMED));
+    assert!(sim.probes_sent("node-1", "appmon") >= 1);
+    assert!(sim.has("node-1", &events::RECOVERY_RESTART));
+    assert_eq!(
+        sim.cmd(
+            "node-1",
+            Command::MonitorSuspend {
+                monitor: "nope".into()
+            }
+        ),
+        Err(CommandError::UnknownMonitor("nope".into()))
+    );
+}
+
+#[test]
+fn resource_restart_restarts_it_and_its_dependents_with_the_same_epoch() {
+    let text = with_monitor(
+        r#"
+[[monitor]]
+kind = "exec"
+name = "vipmon"
+group = "g1"
+interval = "1s"
+retries = 0
+recovery = { target = "vip", restart_retries = 1, failover_retries = 0 }
+"#,
+    );
+    let mut sim = started(&text);
+    sim.clear_logs();
+    sim.probe("node-1", "vipmon", Probe::Fail);
+    sim.run(1_000);
+    sim.probe("node-1", "vipmon", Probe::Ok);
+    assert_eq!(sim.count("node-1", &events::RECOVERY_RESTART), 1);
+    let ev = sim
+        .events("node-1")
+        .into_iter()
+        .find(|e| e.id == events::RECOVERY_RESTART.code())
+        .unwrap();
+    assert_eq!(ev.resource.as_deref(), Some("vip"));
+    assert_eq!(
+        sim.deactivations("node-1"),
+        [("app".to_string(), 1, 0), ("vip".to_string(), 1, 0)]
+    );
+    assert_eq!(
+        sim.activations("node-1"),
+        [("vip".to_string(), 1, 0), ("app".to_string(), 1, 0)]
+    );
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Online);
+    assert_eq!(sim.report("node-1", "g1").epoch, 1);
+}
+
+#[test]
+fn failed_resource_restart_releases_the_whole_group() {
+    // app is restarted alone; its activation fails; the group is handed over. vip, which
+    // stayed up during the restart, must be deactivated too before node-2 takes over.
+    let text = with_monitor(
+        r#"
+[[monitor]]
+kind = "exec"
+name = "appmon"
+group = "g1"
+interval = "1s"
+retries = 0
+recovery = { target = "app", restart_retries = 1 }
+"#,
+    );
+    let mut sim = started(&text);
+    sim.clear_logs();
+    sim.probe("node-1", "appmon", Probe::Fail);
+    sim.fail_activate("node-1", "app", u32::MAX);
+    assert!(sim.run_until(5_000, |s| s.online_on("g1").as_deref() == Some("node-2")));
+    assert_eq!(
+        sim.deactivations("node-1")
+            .iter()
+            .map(|d| d.0.as_str())
+            .collect::<Vec<_>>(),
+        ["app", "app", "vip"]
+    );
+    assert!(!sim.active["vip"].contains("node-1"));
+    assert!(!sim.active["app"].contains("node-1"));
+}
+
+#[test]
+fn restart_does_not_reactivate_after_quorum_is_lost() {
+    let text = with_monitor(
+        r#"
+[[monitor]]
+kind = "exec"
+name = "appmon"
+group = "g1"
+interval = "1s"
+retries = 0
+recovery = { target = "g1", restart_retries = 1 }
+"#,
+    );
+    let mut sim = started(&text);
+    sim.probe("node-1", "appmon", Probe::Fail);
+    sim.set_manual("node-1", true);
+    // Answer node-1's actions by hand until the restart's first deactivation is pending.
+    let end = sim.now + 3_000;
+    loop {
+        assert!(sim.now < end);
+        let p = sim.pending("node-1");
+        if p.iter().any(|a| matches!(a, Action::Deactivate { .. })) {
+            break;
+        }
+        if p.is_empty() {
+            sim.round();
+        } else {
+            sim.answer_next("node-1");
+        }
+    }
+    assert!(sim.has("node-1", &events::RECOVERY_RESTART));
+    // The deactivation hangs while node-1 is cut off; it loses quorum meanwhile. (The
+    // majority takes over while node-1's resources are still being stopped: without a
+    // takeover wait that overlap is possible, see `no_takeover_wait_overlap`.)
+    sim.invariants = false;
+    sim.isolate("node-1");
+    sim.run(2 * TIMEOUT);
+    assert!(!sim.eng("node-1").status().quorum);
+    sim.clear_logs();
+    sim.set_manual("node-1", false);
+    sim.run(500);
+    assert!(
+        sim.activations("node-1").is_empty(),
+        "no activation without quorum: {:?}",
+        sim.actions("node-1")
+    );
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Offline);
+    assert!(!sim.active["vip"].contains("node-1"));
+}
+
+#[test]
+fn failed_activation_is_not_retried_without_quorum() {
+    let mut sim = Sim::new(&cluster(
+        3,
+        &group_g1("", "").replace(
+            "ip = \"10.1.0.20\"",
+            "ip = \"10.1.0.20\"\nactivate_retries = 3",
+        ),
+    ));
+    sim.set_manual("node-1", true);
+    sim.run(STARTUP + 100);
+    let p = sim.pending("node-1");
+    assert!(matches!(&p[..], [Action::Activate { resource, .. }] if resource == "vip"));
+    sim.invariants = false;
+    sim.isolate("node-1");
+    sim.run(2 * TIMEOUT);
+    sim.clear_logs();
+    // The pending activation fails after quorum is gone: no retry, no exclusion.
+    sim.fail_activate("node-1", "vip", u32::MAX);
+    sim.set_manual("node-1", false);
+    sim.run(500);
+    assert!(
+        sim.activations("node-1").is_empty(),
+        "{:?}",
+        sim.activations("node-1")
+    );
+    assert_eq!(sim.deactivations("node-1").len(), 1, "vip is cleaned up");
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Offline);
+    assert!(!sim.report("node-1", "g1").excluded);
+}
+
+#[test]
+fn activation_is_abandoned_when_quorum_is_lost_midway() {
+    let mut sim = Sim::new(&three(""));
+    sim.set_manual("node-1", true);
+    sim.run(STARTUP + 100);
+    // vip is being activated on node-1; it loses quorum before answering.
+    let p = sim.pending("node-1");
+    assert!(matches!(&p[..], [Action::Activate { resource, .. }] if resource == "vip"));
+    sim.invariants = false;
+    sim.isolate("node-1");
+    sim.run(2 * TIMEOUT);
+    sim.set_manual("node-1", false);
+    sim.run(500);
+    assert!(
+        !sim.activations("node-1").iter().any(|a| a.0 == "app"),
+        "app must not be started without quorum"
+    );
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Offline);
+    assert!(!sim.active["vip"].contains("node-1"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Operator commands
+// ---------------------------------------------------------------------------------------
+
+fn mv(to: Option<&str>) -> Command {
+    Command::GroupMove {
+        group: "g1".into(),
+        to: to.map(String::from),
+    }
+}
+
+#[test]
+fn group_move_to_a_named_server() {
+    let mut sim = started(&three(""));
+    sim.clear_logs();
+    sim.cmd("node-2", mv(Some("node-3"))).unwrap();
+    assert!(sim.has("node-2", &events::GROUP_MOVE));
+    assert!(sim.run_until(2_000, |s| s.online_on("g1").as_deref() == Some("node-3")));
+    assert_eq!(sim.report("node-3", "g1").epoch, 2);
+    assert!(sim.activations("node-2").is_empty());
+    assert!(
+        !sim.report("node-1", "g1").excluded,
+        "a move is not a failure"
+    );
+    // It stays there.
+    sim.run(5_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-3"));
+    assert_eq!(sim.report("node-3", "g1").epoch, 2);
+}
+
+#[test]
+fn group_move_to_next_walks_the_order_and_wraps() {
+    let mut sim = started(&three(""));
+    for (expect, epoch) in [("node-2", 2), ("node-3", 3), ("node-1", 4)] {
+        sim.cmd("node-1", mv(None)).unwrap();
+        assert!(
+            sim.run_until(2_000, |s| s.online_on("g1").as_deref() == Some(expect)),
+            "to {expect}"
+        );
+        assert_eq!(sim.report(expect, "g1").epoch, epoch);
+        sim.run(1_000);
+        assert_eq!(sim.online_on("g1").as_deref(), Some(expect), "stays");
+    }
+}
+
+#[test]
+fn group_move_errors() {
+    let mut sim = started(&cluster(
+        4,
+        &format!(
+            "{}\n[quorum]\nwitness = {{ kind = \"http\", url = \"http://10.0.9.9:7430\" }}\n",
+            group_g1("", "")
+        ),
+    ));
+    let err = |sim: &mut Sim, c: Command| sim.cmd("node-1", c).unwrap_err();
+    assert_eq!(
+        err(
+            &mut sim,
+            Command::GroupMove {
+                group: "nope".into(),
+                to: None
+            }
+        ),
+        CommandError::UnknownGroup("nope".into())
+    );
+    assert_eq!(
+        err(&mut sim, mv(Some("node-9"))),
+        CommandError::UnknownServer("node-9".into())
+    );
+    let e = err(&mut sim, mv(Some("node-4")));
+    assert_eq!(e.code(), "not-in-group");
+    assert_eq!(
+        e.to_string(),
+        "server `node-4` is not in group `g1`'s server list"
+    );
+    sim.kill("node-3");
+    sim.run(2 * TIMEOUT);
+    let e = err(&mut sim, mv(Some("node-3")));
+    assert_eq!(e.code(), "invalid");
+    assert!(e.to_string().contains("node-3"), "{e}");
+    sim.kill("node-2");
+    sim.run(2 * TIMEOUT);
+    // node-1, node-4 and no witness vote: 2 of 5 → no quorum, nobody eligible.
+    assert_eq!(err(&mut sim, mv(None)), CommandError::NoTarget("g1".into()));
+}
+
+#[test]
+fn group_stop_and_start_clear_exclusions() {
+    let mut sim = Sim::new(&three(""));
+    sim.fail_activate("node-1", "app", 1);
+    sim.run(STARTUP + 1_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert!(sim.report("node-1", "g1").excluded);
+    sim.cmd("node-3", Command::GroupStop { group: "g1".into() })
+        .unwrap();
+    assert!(sim.run_until(2_000, |s| s.holders("g1").is_empty()));
+    assert!(sim.report("node-1", "g1").excluded, "stop keeps exclusions");
+    sim.cmd(
+        "node-3",
+        Command::GroupStart {
+            group: "g1".into(),
+            on: None,
+        },
+    )
+    .unwrap();
+    // Start clears exclusions: first in the order again.
+    assert!(sim.run_until(2_000, |s| s.online_on("g1").is_some()));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert!(!sim.report("node-1", "g1").excluded);
+    assert_eq!(sim.report("node-1", "g1").epoch, 3);
+    assert!(sim.group_status("node-2", "g1").excluded_on.is_empty());
+    assert_eq!(
+        sim.cmd(
+            "node-3",
+            Command::GroupStart {
+                group: "g1".into(),
+                on: Some("node-7".into())
+            }
+        ),
+        Err(CommandError::UnknownServer("node-7".into()))
+    );
+}
+
+fn failback(on: bool) -> String {
+    cluster(3, &group_g1(&format!("failback = {on}"), ""))
+}
+
+#[test]
+fn failback_on_returns_the_group_to_the_preferred_server() {
+    let mut sim = started(&failback(true));
+    sim.kill("node-1");
+    assert!(sim.run_until(3_000, |s| s.online_on("g1").as_deref() == Some("node-2")));
+    sim.restart("node-1", Boot::default());
+    assert!(sim.run_until(5_000, |s| s.online_on("g1").as_deref() == Some("node-1")));
+    assert_eq!(sim.report("node-1", "g1").epoch, 3);
+    let ev = sim
+        .events("node-2")
+        .into_iter()
+        .find(|e| e.id == events::GROUP_MOVE.code())
+        .unwrap();
+    assert!(
+        ev.message.contains("fails back to node-1"),
+        "{}",
+        ev.message
+    );
+}
+
+#[test]
+fn failback_off_leaves_the_group_where_it_is() {
+    let mut sim = started(&failback(false));
+    sim.kill("node-1");
+    assert!(sim.run_until(3_000, |s| s.online_on("g1").as_deref() == Some("node-2")));
+    sim.restart("node-1", Boot::default());
+    sim.run(10_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert_eq!(sim.report("node-2", "g1").epoch, 2);
+}
+
+#[test]
+fn failback_does_not_return_to_an_excluded_server() {
+    let mut sim = Sim::new(&failback(true));
+    sim.fail_activate("node-1", "app", 1);
+    sim.run(STARTUP + 5_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert_eq!(sim.report("node-2", "g1").epoch, 2);
+}
+
+#[test]
+fn manual_move_never_loops_back() {
+    for fb in [false, true] {
+        let mut sim = started(&failback(fb));
+        sim.cmd("node-1", mv(Some("node-3"))).unwrap();
+        assert!(sim.run_until(2_000, |s| s.online_on("g1").as_deref() == Some("node-3")));
+        sim.run(10_000);
+        assert_eq!(
+            sim.online_on("g1").as_deref(),
+            Some("node-3"),
+            "failback = {fb}"
+        );
+        assert_eq!(sim.report("node-3", "g1").epoch, 2, "failback = {fb}");
+        // Once moved, the request is spent: a later failover follows the order and the
+        // group does not go back to node-3 by itself.
+        sim.kill("node-3");
+        assert!(sim.run_until(3_000, |s| s.online_on("g1").is_some()));
+        assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+        sim.restart("node-3", Boot::default());
+        sim.run(5_000);
+        assert_eq!(
+            sim.online_on("g1").as_deref(),
+            Some("node-1"),
+            "failback = {fb}"
+        );
+    }
+}
+
+#[test]
+fn timeout_set_applies_everywhere_and_reverts_by_itself() {
+    let text = with_monitor(
+        r#"
+[[monitor]]
+kind = "ping"
+name = "gw"
+interval = "1s"
+timeout = "3s"
+timing = "always"
+"#,
+    );
+    let mut sim = started(&text);
+    // Validation.
+    let e = sim
+        .cmd(
+            "node-1",
+            Command::TimeoutSet {
+                heartbeat_timeout_ms: 300,
+                monitor_factor_pct: 100,
+                duration_ms: 1_000,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), "invalid");
+    assert!(e.to_string().contains("3 × the interval"), "{e}");
+    assert!(sim
+        .cmd(
+            "node-1",
+            Command::TimeoutSet {
+                heartbeat_timeout_ms: 5_000,
+                monitor_factor_pct: 200,
+                duration_ms: 0,
+            },
+        )
+        .is_err());
+    sim.cmd(
+        "node-2",
+        Command::TimeoutSet {
+            heartbeat_timeout_ms: 5_000,
+            monitor_factor_pct: 200,
+            duration_ms: 20_000,
+        },
+    )
+    .unwrap();
+    sim.run(INTERVAL * 2);
+    for s in ["node-1", "node-2", "node-3"] {
+        let st = sim.eng(s).status();
+        assert_eq!(st.heartbeat_timeout_ms, 5_000, "{s}");
+        assert_eq!(st.monitor_factor_pct, 200, "{s}");
+        assert!(st.timeout_override_remaining_ms.unwrap() > 19_000, "{s}");
+        assert_eq!(sim.count(s, &events::TIMEOUT_SCALED), 1, "{s}");
+    }
+    sim.clear_logs();
+    sim.run(1_500);
+    assert!(sim.actions("node-1").iter().any(|a| matches!(
+        a,
+        Action::Probe {
+            timeout_ms: 6_000,
+            ..
+        }
+    )));
+    // A 3 s silence is not a failure under the temporary 5 s timeout.
+    sim.kill("node-1");
+    sim.run(3_000);
+    assert!(!sim.has("node-2", &events::SERVER_DOWN));
+    assert!(sim.activations("node-2").is_empty());
+    sim.restart("node-1", sim.boot_state("node-1"));
+    // The restarted server's resources died with it (kill): the check fails, it cleans up
+    // and the group is placed again.
+    assert!(sim.run_until(10_000, |s| s.online_on("g1").is_some()));
+    // After 20 s everything is back to the configured values, with one event.
+    sim.run(20_000);
+    for s in ["node-2", "node-3"] {
+        let st = sim.eng(s).status();
+        assert_eq!(st.heartbeat_timeout_ms, TIMEOUT, "{s}");
+        assert_eq!(st.monitor_factor_pct, 100, "{s}");
+        assert_eq!(st.timeout_override_remaining_ms, None, "{s}");
+        assert_eq!(sim.count(s, &events::TIMEOUT_REVERTED), 1, "{s}");
+    }
+    sim.clear_logs();
+    sim.run(1_500);
+    assert!(sim.actions("node-2").iter().any(|a| matches!(
+        a,
+        Action::Probe {
+            timeout_ms: 3_000,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn timeout_clear_reverts_at_once() {
+    let mut sim = started(&three(""));
+    sim.cmd(
+        "node-1",
+        Command::TimeoutSet {
+            heartbeat_timeout_ms: 5_000,
+            monitor_factor_pct: 0,
+            duration_ms: 60_000,
+        },
+    )
+    .unwrap();
+    sim.run(500);
+    assert_eq!(sim.eng("node-3").status().heartbeat_timeout_ms, 5_000);
+    sim.cmd("node-3", Command::TimeoutClear).unwrap();
+    sim.run(500);
+    for s in ["node-1", "node-2", "node-3"] {
+        assert_eq!(sim.eng(s).status().heartbeat_timeout_ms, TIMEOUT, "{s}");
+        assert_eq!(sim.count(s, &events::TIMEOUT_REVERTED), 1, "{s}");
+    }
+}
+
+#[test]
+fn shutdown_deactivates_in_reverse_then_exits_and_the_next_server_takes_over() {
+    let mut sim = started(&three(""));
+    sim.clear_logs();
+    sim.cmd("node-1", Command::Shutdown).unwrap();
+    assert!(sim.has("node-1", &events::AGENT_STOPPING));
+    let acts = sim.actions("node-1");
+    let names: Vec<&str> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Deactivate { resource, .. } => Some(resource.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["app", "vip"]);
+    let exit = acts
+        .iter()
+        .position(|a| matches!(a, Action::Exit { .. }))
+        .unwrap();
+    let last_deact = acts
+        .iter()
+        .rposition(|a| matches!(a, Action::Deactivate { .. }))
+        .unwrap();
+    assert!(exit > last_deact);
+    assert!(matches!(&acts[exit], Action::Exit { reason } if reason == "all groups are offline"));
+    assert!(sim.eng("node-1").status().stopping);
+    // While it is still alive (leaving), the others do not choose it; node-2 takes over.
+    assert!(sim.run_until(2_000, |s| s.online_on("g1").as_deref() == Some("node-2")));
+    assert!(sim.activations("node-1").is_empty());
+    sim.kill("node-1");
+    sim.run(3_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+}
+
+#[test]
+fn cluster_stop_stops_every_group_and_every_agent() {
+    let mut sim = started(&three(""));
+    sim.clear_logs();
+    sim.cmd("node-3", Command::ClusterStop).unwrap();
+    sim.run(1_000);
+    for s in ["node-1", "node-2", "node-3"] {
+        assert_eq!(
+            sim.actions(s)
+                .iter()
+                .filter(|a| matches!(a, Action::Exit { .. }))
+                .count(),
+            1,
+            "{s}"
+        );
+        assert!(sim.activations(s).is_empty(), "{s}");
+    }
+    assert!(sim.holders("g1").is_empty());
+    assert!(sim.has("node-3", &events::CLUSTER_STOP));
+}
+
+#[test]
+fn shutdown_with_a_stuck_group_still_exits() {
+    let text = cluster(3, &group_g1("", "deactivate_retries = 0"));
+    let mut sim = started(&text);
+    sim.fail_deactivate("node-1", "app", u32::MAX);
+    sim.cmd("node-1", Command::Shutdown).unwrap();
+    sim.run(500);
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Stuck);
+    let exit = sim
+        .actions("node-1")
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Exit { reason } => Some(reason),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(exit, "groups still stuck: g1");
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration digest
+// ---------------------------------------------------------------------------------------
+
+fn other_config() -> Config {
+    // Same servers and group, one value changed: another digest.
+    let text = three("").replace("10.1.0.20", "10.1.0.21");
+    let cfg = parse(&text);
+    assert_ne!(cfg.digest, parse(&three("")).digest);
+    cfg
+}
+
+#[test]
+fn digest_minority_refuses_to_activate_and_everybody_warns() {
+    // node-1 runs another configuration and is first in the group's order.
+    let base = parse(&three(""));
+    let mut sim = Sim::with_configs(vec![other_config(), base.clone(), base]);
+    sim.run(STARTUP + 2_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert!(sim.activations("node-1").is_empty());
+    assert_eq!(sim.count("node-1", &events::ACTIVATION_REFUSED_DIGEST), 1);
+    assert!(sim.eng("node-1").status().refused);
+    for s in ["node-2", "node-3"] {
+        assert!(!sim.has(s, &events::ACTIVATION_REFUSED_DIGEST), "{s}");
+        assert!(!sim.eng(s).status().refused, "{s}");
+    }
+    // Every server warns (once per peer and digest).
+    assert_eq!(sim.count("node-1", &events::CONFIG_DIGEST_MISMATCH), 2);
+    for s in ["node-2", "node-3"] {
+        let ev: Vec<Event> = sim
+            .events(s)
+            .into_iter()
+            .filter(|e| e.id == events::CONFIG_DIGEST_MISMATCH.code())
+            .collect();
+        assert_eq!(ev.len(), 1, "{s}");
+        assert_eq!(ev[0].peer.as_deref(), Some("node-1"));
+    }
+    let st = sim.eng("node-2").status();
+    let n1 = st.servers.iter().find(|x| x.name == "node-1").unwrap();
+    assert!(!n1.digest_matches);
+    assert!(n1.refused);
+    // A refusing server cannot be chosen either.
+    assert_eq!(
+        sim.cmd("node-2", mv(Some("node-1"))).unwrap_err().code(),
+        "invalid"
+    );
+}
+
+#[test]
+fn digest_tie_is_won_by_the_lowest_named_server() {
+    let a = parse(&cluster(2, &group_g1("", "").replace(r#", "node-3""#, "")));
+    let b = parse(
+        &cluster(2, &group_g1("", "").replace(r#", "node-3""#, ""))
+            .replace("10.1.0.20", "10.1.0.99"),
+    );
+    // node-1 runs b, node-2 runs a: a tie; node-1's digest wins.
+    let mut sim = Sim::with_configs(vec![b, a]);
+    sim.run(STARTUP + 2_000);
+    assert!(!sim.eng("node-1").status().refused);
+    assert!(sim.eng("node-2").status().refused);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert!(sim.has("node-2", &events::ACTIVATION_REFUSED_DIGEST));
+    assert!(sim.has("node-1", &events::CONFIG_DIGEST_MISMATCH));
+    assert!(sim.has("node-2", &events::CONFIG_DIGEST_MISMATCH));
+}
+
+// ---------------------------------------------------------------------------------------
+// Re-adoption after an agent restart
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn readoption_without_flap() {
+    let mut sim = started(&three(""));
+    let boot = sim.boot_state("node-1");
+    assert_eq!(boot.owned.get("g1"), Some(&1));
+    assert_eq!(boot.epochs.get("g1"), Some(&1));
+    sim.clear_logs();
+    // The agent restarts in place (its resources keep running), within the heartbeat
+    // timeout: the peers never see it down.
+    sim.restart("node-1", boot);
+    let checks: Vec<String> = sim
+        .actions("node-1")
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Check {
+                resource, epoch: 1, ..
+            } => Some(resource),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    assert!(
+        !sim.eng("node-1").status().ready,
+        "not ready before the startup wait"
+    );
+    sim.run(STARTUP + 1_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert_eq!(sim.report("node-1", "g1").epoch, 1, "same epoch");
+    assert!(sim.activations("node-1").is_empty(), "no flap");
+    assert!(sim.deactivations("node-1").is_empty(), "no flap");
+    for s in ["node-2", "node-3"] {
+        assert!(sim.activations(s).is_empty(), "{s}");
+    }
+    let ev = sim
+        .events("node-1")
+        .into_iter()
+        .find(|e| e.id == events::GROUP_READOPTED.code())
+        .unwrap();
+    assert_eq!(ev.epoch, Some(1));
+}
+
+#[test]
+fn readoption_cleans_up_when_another_server_holds_the_group() {
+    let mut sim = started(&three(""));
+    let boot = sim.boot_state("node-1");
+    // node-1's agent hangs (no heartbeats, resources still up) long enough for node-2 to
+    // take over; when it comes back it must not keep its copy. (Its resources and node-2's
+    // overlap while it hangs: the fencing epoch, not the engine, protects that window.)
+    sim.invariants = false;
+    sim.nodes[0].alive = false;
+    assert!(sim.run_until(3_000, |s| s.online_on("g1").as_deref() == Some("node-2")));
+    sim.clear_logs();
+    sim.restart("node-1", boot);
+    sim.run(STARTUP + 1_000);
+    sim.invariants = true;
+    assert!(sim.has("node-1", &events::GROUP_READOPT_CLEANUP));
+    let ev = sim
+        .events("node-1")
+        .into_iter()
+        .find(|e| e.id == events::GROUP_READOPT_CLEANUP.code())
+        .unwrap();
+    assert!(ev.message.contains("node-2 now holds it"), "{}", ev.message);
+    assert_eq!(
+        sim.deactivations("node-1")
+            .iter()
+            .map(|d| (d.0.as_str(), d.1))
+            .collect::<Vec<_>>(),
+        [("app", 1), ("vip", 1)]
+    );
+    assert!(sim.activations("node-1").is_empty());
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Offline);
+    assert!(!sim.active["vip"].contains("node-1"));
+    sim.run(3_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+}
+
+#[test]
+fn readoption_cleans_up_when_a_resource_is_not_active() {
+    let mut sim = started(&three(""));
+    let boot = sim.boot_state("node-1");
+    sim.checks
+        .insert(("node-1".into(), "app".into()), CheckResult::Degraded);
+    sim.clear_logs();
+    sim.restart("node-1", boot);
+    // node-1 holds it (adopting) meanwhile: nobody else starts it.
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Adopting);
+    sim.run(STARTUP + 3_000);
+    let ev = sim
+        .events("node-1")
+        .into_iter()
+        .find(|e| e.id == events::GROUP_READOPT_CLEANUP.code())
+        .unwrap();
+    assert!(ev.message.contains("not every resource checked active"));
+    // Cleaned up, then placed by the normal rules: node-1 is first, with a new epoch.
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert_eq!(sim.report("node-1", "g1").epoch, 2);
+    assert!(sim.activations("node-2").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Partitions
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn dual_holders_after_a_partition_heals_lower_epoch_yields() {
+    let mut sim = started(&three(""));
+    // A non-transitive partition: node-1 and node-2 cannot hear each other, node-3 hears
+    // both. node-2 (with node-3, a majority) sees node-1 down and takes the group over
+    // while node-1 (with node-3, also a majority) keeps it. The engine cannot prevent
+    // this today (see the report); here we check that healing resolves it.
+    sim.invariants = false;
+    sim.cut_all("node-1", "node-2");
+    assert!(sim.run_until(3_000, |s| s.state("node-2", "g1") == GroupState::Online));
+    assert_eq!(sim.report("node-2", "g1").epoch, 2);
+    if sim.state("node-1", "g1") != GroupState::Online {
+        // Should the engine learn to avoid the dual holder, there is nothing to resolve.
+        return;
+    }
+    sim.heal();
+    sim.run(2 * INTERVAL);
+    sim.invariants = true;
+    sim.run(2_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Offline);
+    let ev = sim
+        .events("node-1")
+        .into_iter()
+        .find(|e| e.message.contains("is also held by node-2 with epoch 2"))
+        .unwrap();
+    assert_eq!(ev.id, events::GROUP_DEACTIVATING.code());
+    assert!(!sim.active["vip"].contains("node-1"));
+    assert!(sim.active["vip"].contains("node-2"));
+}
+
+#[test]
+fn dual_holders_with_equal_epochs_keep_the_preferred_priority() {
+    // Built by hand: both servers re-adopt the group with the same epoch while they cannot
+    // hear each other, then they meet.
+    let text = three("");
+    let mut sim = Sim::new(&text);
+    sim.invariants = false;
+    sim.cut_all("node-1", "node-2");
+    let boot = Boot {
+        incarnation: 1,
+        epochs: BTreeMap::from([("g1".to_string(), 5)]),
+        owned: BTreeMap::from([("g1".to_string(), 5)]),
+    };
+    for s in ["vip", "app"] {
+        sim.active
+            .insert(s.into(), BTreeSet::from(["node-1".into(), "node-2".into()]));
+    }
+    sim.restart("node-1", boot.clone());
+    sim.restart("node-2", boot);
+    sim.run(STARTUP + 500);
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Online);
+    assert_eq!(sim.state("node-2", "g1"), GroupState::Online);
+    sim.heal();
+    sim.run(2 * INTERVAL);
+    sim.invariants = true;
+    sim.run(2_000);
+    // Same epoch: the server with the better (lower) priority keeps it.
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert_eq!(sim.state("node-2", "g1"), GroupState::Offline);
+    assert_eq!(sim.report("node-1", "g1").epoch, 5);
+}
+
+#[test]
+#[ignore = "known gap: no takeover wait (design invariant 2); see the test report"]
+fn no_takeover_wait_overlap() {
+    // node-1 holds the group and is cut off; its deactivation takes a while (manual
+    // executor). The majority must not activate before node-1 had time to self-fence.
+    let mut sim = started(&three(""));
+    sim.set_manual("node-1", true);
+    sim.isolate("node-1");
+    sim.run(TIMEOUT + 3 * INTERVAL);
+    // node-1 is still deactivating (nothing answered): its vip is up.
+    assert!(sim.active["vip"].contains("node-1"));
+    assert!(
+        sim.activations("node-2").is_empty(),
+        "node-2 activated while node-1 may still run the group"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Random fault schedules
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Fault {
+    Run(u64),
+    Kill(usize),
+    /// Start a dead server again from its state directory.
+    Revive(usize),
+    /// Restart a live agent in place (its resources keep running).
+    AgentRestart(usize),
+    FailActivate(usize, bool, u32),
+    FailDeactivate(usize, bool, u32),
+    Probe(usize, u8),
+    Cmd(usize, u8),
+}
+
+fn fault() -> impl proptest::strategy::Strategy<Value = Fault> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (50u64..3_000).prop_map(Fault::Run),
+        1 => (0usize..3).prop_map(Fault::Kill),
+        1 => (0usize..3).prop_map(Fault::Revive),
+        1 => (0usize..3).prop_map(Fault::AgentRestart),
+        1 => (0usize..3, any::<bool>(), 0u32..3).prop_map(|(s, r, n)| Fault::FailActivate(s, r, n)),
+        1 => (0usize..3, any::<bool>(), 0u32..3).prop_map(|(s, r, n)| Fault::FailDeactivate(s, r, n)),
+        1 => (0usize..3, 0u8..3).prop_map(|(s, p)| Fault::Probe(s, p)),
+        1 => (0usize..3, 0u8..8).prop_map(|(s, c)| Fault::Cmd(s, c)),
+    ]
+}
+
+fn random_text() -> String {
+    let group = group_g1(
+        "failback = true",
+        "activate_retries = 1\ndeactivate_retries = 1\nfailover_threshold = 2",
+    )
+    .replace(
+        "ip = \"10.1.0.20\"",
+        "ip = \"10.1.0.20\"\ndeactivate_retries = 1",
+    );
+    cluster(
+        3,
+        &(group
+            + r#"
+[[monitor]]
+kind = "exec"
+name = "appmon"
+group = "g1"
+interval = "500ms"
+retries = 1
+recovery = { target = "g1", restart_retries = 1, failover_retries = 1, final_action = "stop-group" }
+
+[[monitor]]
+kind = "exec"
+name = "vipmon"
+group = "g1"
+interval = "700ms"
+retries = 0
+recovery = { target = "vip", restart_retries = 1, failover_retries = 0 }
+"#),
+    )
+}
+
+fn apply_fault(sim: &mut Sim, f: &Fault) {
+    let name = |i: usize| format!("node-{}", i + 1);
+    match f {
+        Fault::Run(ms) => sim.run(*ms),
+        Fault::Kill(i) => {
+            // Keep a majority alive: crash-stop faults only while two others run.
+            if sim.nodes.iter().filter(|n| n.alive).count() == 3 {
+                sim.kill(&name(*i));
+            }
+        }
+        Fault::Revive(i) => {
+            if !sim.nodes[*i].alive {
+                let boot = sim.boot_state(&name(*i));
+                sim.restart(&name(*i), boot);
+            }
+        }
+        Fault::AgentRestart(i) => {
+            if sim.nodes[*i].alive {
+                let boot = sim.boot_state(&name(*i));
+                sim.restart(&name(*i), boot);
+            }
+        }
+        Fault::FailActivate(i, app, n) => {
+            sim.fail_activate(&name(*i), if *app { "app" } else { "vip" }, *n)
+        }
+        Fault::FailDeactivate(i, app, n) => {
+            sim.fail_deactivate(&name(*i), if *app { "app" } else { "vip" }, *n)
+        }
+        Fault::Probe(i, p) => {
+            let p = [Probe::Ok, Probe::Fail, Probe::ApiFail][*p as usize];
+            let m = if *i == 0 { "vipmon" } else { "appmon" };
+            sim.probe(&name(*i), m, p);
+        }
+        Fault::Cmd(i, c) => {
+            if !sim.nodes[*i].alive {
+                return;
+            }
+            let cmd = match c {
+                0 => mv(None),
+                1 => mv(Some(&name((*i + 1) % 3))),
+                2 => Command::GroupStop { group: "g1".into() },
+                3 => Command::GroupStart {
+                    group: "g1".into(),
+                    on: None,
+                },
+                4 => Command::ClusterSuspend,
+                5 => Command::ClusterResume,
+                6 => Command::MonitorSuspend {
+                    monitor: "appmon".into(),
+                },
+                _ => Command::TimeoutSet {
+                    heartbeat_timeout_ms: 2_000,
+                    monitor_factor_pct: 150,
+                    duration_ms: 5_000,
+                },
+            };
+            let _ = sim.cmd(&name(*i), cmd);
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        // PROPTEST_CASES=N runs a longer campaign.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Crash-stop faults, failing resources and monitors, and operator commands in any
+    /// order: the group is never online/activating on two live servers, a resource is
+    /// never active on two live servers, and once the faults stop the cluster converges
+    /// to exactly one holder.
+    #[test]
+    fn random_schedules_keep_the_invariants(
+        faults in proptest::collection::vec(fault(), 1..40),
+        loss_pct in proptest::prop_oneof![proptest::strategy::Just(0u64), 1u64..40],
+        seed in 1u64..u64::MAX,
+    ) {
+        let mut sim = Sim::new(&random_text());
+        sim.loss_pct = loss_pct;
+        sim.rng = seed;
+        sim.run(STARTUP + 500);
+        for f in &faults {
+            apply_fault(&mut sim, f);
+        }
+        // Repair everything, then ask for the group to run.
+        sim.loss_pct = 0;
+        sim.fail_act.clear();
+        sim.fail_deact.clear();
+        sim.probes.clear();
+        for i in 0..3 {
+            if !sim.nodes[i].alive {
+                let name = format!("node-{}", i + 1);
+                let boot = sim.boot_state(&name);
+                sim.restart(&name, boot);
+            }
+        }
+        sim.run(STARTUP + 1_000);
+        sim.cmd("node-1", Command::ClusterResume).unwrap();
+        sim.cmd("node-1", Command::MonitorResume { monitor: "appmon".into() }).unwrap();
+        sim.cmd("node-1", Command::GroupStop { group: "g1".into() }).unwrap();
+        sim.run(3_000);
+        sim.cmd("node-1", Command::GroupStart { group: "g1".into(), on: None }).unwrap();
+        let converged = sim.run_until(20_000, |s| s.online_on("g1").is_some());
+        proptest::prop_assert!(converged, "no holder after repair: {:?}", (0..3).map(|i| sim.state(&format!("node-{}", i + 1), "g1")).collect::<Vec<_>>());
+        sim.run(5_000);
+        proptest::prop_assert_eq!(sim.holders("g1").len(), 1);
+    }
+}
+
+#[test]
+fn preferred_server_still_starting_is_waited_for() {
+    // Found by `random_schedules_keep_the_invariants`: node-1 asks to move the group to
+    // node-2 and releases it; node-2 crashes before taking it; node-1 and node-2 restart
+    // at the same instant. node-2 follows the move request, and node-1 must not skip the
+    // preferred node-2 just because node-2's last heartbeat predates its readiness.
+    let mut sim = Sim::new(&random_text());
+    sim.run(STARTUP + 500);
+    sim.clear_logs();
+    for f in [
+        Fault::Cmd(0, 0),
+        Fault::Kill(1),
+        Fault::Run(101),
+        Fault::AgentRestart(0),
+    ] {
+        apply_fault(&mut sim, &f);
+    }
+    let boot = sim.boot_state("node-2");
+    sim.restart("node-2", boot);
+    sim.run(STARTUP + 1_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert!(sim.activations("node-1").is_empty());
+}
+
+#[test]
+fn concurrent_commands_do_not_activate_twice() {
+    // Found by `random_schedules_keep_the_invariants`: node-1 asks to move the group on
+    // (to node-3, as node-2 is restarting) and releases it; in the same heartbeat interval
+    // node-2 issues `group start`, which wins the last-writer-wins merge. node-3 must not
+    // follow the move while node-1 follows the start.
+    let mut sim = Sim::new(&random_text());
+    sim.run(STARTUP + 500);
+    sim.clear_logs();
+    for f in [
+        Fault::Kill(1),
+        Fault::Revive(1),
+        Fault::Run(101),
+        Fault::Cmd(0, 0),
+        Fault::Cmd(1, 3),
+    ] {
+        apply_fault(&mut sim, &f);
+    }
+    sim.run(3_000);
+    assert_eq!(sim.holders("g1").len(), 1);
+    let winner = sim.eng("node-3").peer_message().intents.groups["g1"].clone();
+    assert_eq!(winner.origin, "node-2", "the later writer (by origin) wins");
+    assert_eq!(winner.prefer, None);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert!(sim.activations("node-3").is_empty());
+}
+
+#[test]
+fn an_epoch_learned_second_hand_is_not_a_free_group() {
+    // Found by `random_schedules_keep_the_invariants` (with heartbeat loss): node-3 moves
+    // the group from node-1 to node-2; node-2 activates it with epoch 2. node-1 hears of
+    // epoch 2 from node-3 while node-2's own heartbeats to node-1 are lost: the move is
+    // spent and node-1 sees no holder, but it must not start the group itself.
+    let mut sim = started(&three(""));
+    sim.next_hb_round();
+    sim.cmd("node-3", mv(Some("node-2"))).unwrap();
+    // Round 1: node-1 and node-2 learn the move; node-1 releases the group. Round 2:
+    // node-1 hears node-2 (which knows the move, epoch 1); node-2 does not hear node-1.
+    sim.drop_one_way("node-1", "node-2");
+    sim.next_hb_round();
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Offline);
+    sim.next_hb_round();
+    assert!(sim.holders("g1").is_empty());
+    // Round 3: the other way round. node-2 hears node-1's release and activates epoch 2;
+    // node-3 learns epoch 2 and tells node-1; node-2's own heartbeats to node-1 are lost.
+    sim.heal();
+    sim.drop_one_way("node-2", "node-1");
+    sim.next_hb_round();
+    sim.run(INTERVAL);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert_eq!(sim.report("node-1", "g1").max_epoch, 2);
+    assert_eq!(
+        sim.group_status("node-1", "g1").per_server["node-2"],
+        GroupState::Offline
+    );
+    assert_eq!(sim.activations("node-1").len(), 2, "only the first start");
+    sim.heal();
+    sim.run(1_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert_eq!(sim.report("node-2", "g1").epoch, 2);
+}
