@@ -450,9 +450,11 @@ impl Config {
     pub fn paths(&self) -> usize {
         self.servers.first().map_or(0, |s| s.interconnects.len())
     }
-    /// Votes in the cluster: servers plus the witness when one is configured.
+    /// Votes in the cluster: one per server. A configured witness is validated but not
+    /// contacted by this version, so it is not counted (counting a vote that can never be
+    /// granted would make quorum harder to reach, not easier).
     pub fn votes(&self) -> usize {
-        self.servers.len() + usize::from(self.quorum.witness != Witness::None)
+        self.servers.len()
     }
 }
 
@@ -959,10 +961,14 @@ pub fn load_file(path: &std::path::Path, kinds: &dyn KindCatalog) -> Result<Load
     }
 }
 
+/// Errors first (in the order found), then warnings.
 fn finish_err(d: Diags<'_>) -> ConfigError {
+    let (mut errors, warnings): (Vec<_>, Vec<_>) =
+        d.out.into_iter().partition(|x| x.level == Level::Error);
+    errors.extend(warnings);
     ConfigError {
         file: d.file.to_string(),
-        diagnostics: d.out,
+        diagnostics: errors,
     }
 }
 
@@ -1170,6 +1176,23 @@ fn validate(
         }
     }
 
+    // Agent.
+    if raw.agent.alert_log_max_bytes < 4096 {
+        d.err(&[k("agent"), k("alert_log_max_bytes")], format!("alert_log_max_bytes {} is too small: use at least 4096 (the default is 8388608, 8 MiB)", raw.agent.alert_log_max_bytes));
+    }
+    if raw.agent.alert_log_keep == 0 {
+        d.err(
+            &[k("agent"), k("alert_log_keep")],
+            "alert_log_keep must be at least 1 (the file being written counts)",
+        );
+    }
+    if raw.agent.shutdown_timeout.ms() == 0 {
+        d.err(
+            &[k("agent"), k("shutdown_timeout")],
+            "shutdown_timeout must be longer than 0",
+        );
+    }
+
     // Servers.
     let mut servers = Vec::new();
     let mut names = BTreeSet::new();
@@ -1283,11 +1306,26 @@ fn validate(
             );
         }
     }
-    let votes = servers.len() + usize::from(q.witness != Witness::None);
-    if servers.len() == 2 && q.witness == Witness::None {
-        d.warn(&[k("quorum")], "a 2-server cluster without a witness has no majority when one server is lost: the survivor will not take over. Add `witness = { kind = \"http\", url = ... }` (see the quorum reference)");
+    if q.witness != Witness::None {
+        d.warn(&[k("quorum"), k("witness")], format!("the witness is validated but this version of Baton does not contact it yet, so it is not counted as a vote: quorum is a majority of the {} servers", servers.len()));
+    }
+    if !q.ping.is_empty() {
+        d.warn(
+            &[k("quorum"), k("ping")],
+            "ping targets are validated but this version does not use them to decide quorum yet",
+        );
+    }
+    if !q.http.is_empty() {
+        d.warn(
+            &[k("quorum"), k("http")],
+            "http targets are validated but this version does not use them to decide quorum yet",
+        );
+    }
+    let votes = servers.len();
+    if servers.len() == 2 {
+        d.warn(&[k("quorum")], "a 2-server cluster has no majority when one server is lost: the survivor will not take over. Use three servers (witness votes are not available in this version)");
     } else if votes % 2 == 0 && votes > 0 {
-        d.warn(&[k("quorum")], format!("the cluster has {votes} votes, an even number: a split into two halves leaves neither side with a majority; add or remove a witness"));
+        d.warn(&[k("quorum")], format!("the cluster has {votes} servers, an even number: a split into two halves leaves neither side with a majority; use an odd number of servers"));
     }
 
     // Groups and resources.
@@ -1355,7 +1393,7 @@ fn validate(
             let mut np = rp.clone();
             np.push(k("name"));
             check_name(d, &np, "resource", &c.name);
-            if c.name == LOCAL_SERVER_TARGET || gnames.contains(&c.name) {
+            if c.name == LOCAL_SERVER_TARGET || raw.group.iter().any(|g| g.name == c.name) {
                 d.err(&np, format!("resource name `{}` is already used as a group name (recovery targets name either)", c.name));
             }
             if let Some(og) = rnames.insert(c.name.clone(), g.name.clone()) {

@@ -146,7 +146,7 @@ catalogue! {
         cause: "The server holding the group is down, gave it up after a failure, or lost quorum; this server is next in the group's order and takes it over.",
         action: "Find out why the previous server failed (events before this one).";
     GROUP_NO_SERVER = 2108, Error, "group", "No server can run the group",
-        cause: "The group should run but every server in its order is down, excluded after failures, or refusing (configuration mismatch).",
+        cause: "The group should run but no server in its order can take it: each is down, still starting, without quorum, leaving, or refusing (configuration mismatch). (Servers excluded after failures are still used when no other server is left.)",
         action: "Fix the failing servers or resources, then `baton group start GROUP` to clear the exclusions.";
     GROUP_MOVE = 2109, Info, "group", "Group move requested",
         cause: "An operator asked to move the group, or failback moves it back to a preferred server.",
@@ -196,9 +196,9 @@ catalogue! {
     RECOVERY_EXHAUSTED = 3013, Critical, "recovery", "Recovery exhausted",
         cause: "Recovery script, restarts and failovers are used up; the final action follows (BTN-2112).",
         action: "Investigate the monitored application.";
-    RECOVERY_SUPPRESSED = 3014, Warning, "recovery", "Recovery suppressed",
-        cause: "A monitor detected an error but the cluster or the monitor is suspended, so no recovery action runs.",
-        action: "Resume the monitor or the cluster when maintenance is over.";
+    RECOVERY_SUPPRESSED = 3014, Warning, "recovery", "Failover suppressed",
+        cause: "The server holding a group was lost while the cluster is suspended, so the group is not failed over; it stays offline until the cluster is resumed.",
+        action: "Resume the cluster (`baton cluster resume`) to let the group fail over, or start it by hand with `baton group start GROUP`.";
     MONITOR_SUSPENDED = 3020, Info, "monitor", "Monitor suspended",
         cause: "An operator suspended the monitor: it does not poll and starts no recovery.",
         action: "Resume it with `baton monitor resume NAME`.";
@@ -206,7 +206,7 @@ catalogue! {
         cause: "An operator resumed the monitor.",
         action: "None.";
     CLUSTER_SUSPENDED = 4001, Warning, "cluster", "Cluster suspended",
-        cause: "An operator suspended the cluster: monitors stop polling, no recovery and no failover happen; groups keep running.",
+        cause: "An operator suspended the cluster: monitors stop polling (so no recovery runs) and a group whose server is lost is not failed over (BTN-3014); groups keep running and operator commands still work.",
         action: "Resume it with `baton cluster resume` when maintenance is over.";
     CLUSTER_RESUMED = 4002, Info, "cluster", "Cluster resumed",
         cause: "An operator resumed the cluster.",

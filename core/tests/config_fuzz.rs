@@ -288,7 +288,12 @@ fn apply(text: &str, edits: &[Edit]) -> String {
 #[test]
 fn the_seed_is_valid() {
     let l = load_str("fuzz.toml", SEED, &AnyKind).unwrap();
-    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    // Only the quorum advice (2 servers, witness and ping not used yet) is warned about.
+    assert!(
+        l.warnings.iter().all(|w| w.key.starts_with("quorum")),
+        "{:?}",
+        l.warnings
+    );
     assert!(load_str("fuzz.toml", SEED, &Picky).is_ok());
 }
 

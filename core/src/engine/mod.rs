@@ -127,6 +127,8 @@ struct GroupRt {
     /// The intent version whose `clear_exclusions` was applied.
     cleared_version: u64,
     no_server_warned: bool,
+    /// BTN-3014 was raised for a failover held back by suspension.
+    suppressed_warned: bool,
     last_holder: Option<String>,
 }
 
@@ -153,7 +155,6 @@ struct MonitorRt {
     last_latency: Option<u64>,
     last_error: Option<String>,
     api_warned: bool,
-    suppressed_warned: bool,
     /// The group activation this monitor last saw (to restart wait_to_start).
     seen_activation: Option<Millis>,
 }
@@ -249,6 +250,7 @@ impl Engine {
                     act_failovers: BTreeMap::new(),
                     cleared_version: 0,
                     no_server_warned: false,
+                    suppressed_warned: false,
                     last_holder: None,
                 }
             })
@@ -270,7 +272,6 @@ impl Engine {
                 last_latency: None,
                 last_error: None,
                 api_warned: false,
-                suppressed_warned: false,
                 seen_activation: None,
             })
             .collect();
@@ -355,16 +356,33 @@ impl Engine {
                 .groups
                 .iter()
                 .zip(&self.groups)
-                .map(|(g, rt)| GroupReport {
+                .enumerate()
+                .map(|(gi, (g, rt))| GroupReport {
                     name: g.name.clone(),
                     state: rt.local.state(),
                     epoch: rt.local.epoch().max(rt.last_epoch),
                     max_epoch: rt.max_epoch,
                     excluded: rt.excluded,
+                    seen_holder: self
+                        .holders(gi)
+                        .first()
+                        .map(|&(si, _, e)| (self.cfg.servers[si].name.clone(), e)),
+                    state_ms: self.now.since(rt.since),
                 })
                 .collect(),
-            intents: self.intents.clone(),
+            intents: self.outgoing_intents(),
         }
+    }
+
+    /// Intents as sent: a temporary timeout carries the time it has left here, so that a
+    /// server that learns of it later (or restarts) does not re-arm it for the full
+    /// duration.
+    fn outgoing_intents(&self) -> Intents {
+        let mut i = self.intents.clone();
+        if i.timeout.duration_ms > 0 {
+            i.timeout.duration_ms = self.timeout_until.map_or(0, |t| t.since(self.now));
+        }
+        i
     }
 
     // --------------------------------------------------------------------------------
@@ -453,6 +471,46 @@ impl Engine {
         }
         v.sort_by(|a, b| {
             b.2.cmp(&a.2).then(
+                self.cfg.servers[a.0]
+                    .priority
+                    .cmp(&self.cfg.servers[b.0].priority),
+            )
+        });
+        v
+    }
+
+    /// Holders of group `gi` that this server cannot hear but an up peer reports seeing
+    /// (server index, epoch), best claim first. A server that this server hears directly
+    /// is judged by its own report, never second-hand.
+    fn unheard_holders(&self, gi: usize) -> Vec<(usize, u64)> {
+        let name = &self.cfg.groups[gi].name;
+        let mut v: Vec<(usize, u64)> = Vec::new();
+        for (si, p) in self.peers.iter().enumerate() {
+            if si == self.me || !p.up {
+                continue;
+            }
+            let Some(r) = p
+                .msg
+                .as_ref()
+                .and_then(|m| m.groups.iter().find(|r| &r.name == name))
+            else {
+                continue;
+            };
+            let Some((h, e)) = &r.seen_holder else {
+                continue;
+            };
+            let Some(hi) = self.server_idx(h) else {
+                continue;
+            };
+            if hi == self.me || hi == si || self.peers[hi].up {
+                continue;
+            }
+            if !v.iter().any(|x| x.0 == hi) {
+                v.push((hi, *e));
+            }
+        }
+        v.sort_by(|a, b| {
+            b.1.cmp(&a.1).then(
                 self.cfg.servers[a.0]
                     .priority
                     .cmp(&self.cfg.servers[b.0].priority),
@@ -890,8 +948,8 @@ impl Engine {
                     && heartbeat_timeout_ms < 3 * self.cfg.heartbeat.interval.ms()
                 {
                     return Err(CommandError::Invalid(format!(
-                        "heartbeat timeout must be at least 3 × the interval ({} ms)",
-                        self.cfg.heartbeat.interval.ms()
+                        "heartbeat timeout must be at least {} ms (3 × the heartbeat interval)",
+                        3 * self.cfg.heartbeat.interval.ms()
                     )));
                 }
                 self.intents.timeout = TimeoutIntent {

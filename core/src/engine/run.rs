@@ -134,6 +134,24 @@ impl Engine {
                     format!("no quorum: this server hears {heard} of {votes} votes and needs more than half; it will not run groups"),
                     |e| e.field("heard", heard).field("votes", votes),
                 );
+                // `[quorum] on_loss`: beyond stopping the groups (always done), shut the
+                // server down or reboot it — only after having had quorum, so a server
+                // booting alone does not power itself off.
+                if self.quorum_reported == Some(true) {
+                    let which = match self.cfg.quorum.on_loss {
+                        crate::config::OnQuorumLoss::StopGroups => None,
+                        crate::config::OnQuorumLoss::Shutdown => Some(FinalAction::Shutdown),
+                        crate::config::OnQuorumLoss::Reboot => Some(FinalAction::Reboot),
+                    };
+                    if let Some(which) = which {
+                        self.out.push(Action::SystemCommand {
+                            which,
+                            reason: format!(
+                                "quorum lost ({heard} of {votes} votes): [quorum] on_loss"
+                            ),
+                        });
+                    }
+                }
             }
             self.quorum_reported = Some(q);
         }
@@ -275,11 +293,38 @@ impl Engine {
                 if !holders.is_empty() || must_stop || !self.ready() || !self.views_agree(gi) {
                     return;
                 }
+                // Held by a server this one cannot hear, as a peer reports (partial
+                // partition): not ours to take.
+                if !self.unheard_holders(gi).is_empty() {
+                    return;
+                }
+                let lost = self.groups[gi]
+                    .last_holder
+                    .clone()
+                    .filter(|f| *f != self.me_name())
+                    .filter(|f| {
+                        self.server_idx(f)
+                            .is_some_and(|i| !self.peers[i].up || self.peer_excluded(i, gi))
+                    });
                 let target = self.target(gi);
                 match target {
                     Some(t) if t == self.me => {
-                        let from = self.groups[gi].last_holder.clone();
-                        if let Some(from) = from.filter(|f| *f != self.me_name()) {
+                        // While the cluster is suspended, a group whose server was lost is
+                        // not failed over (operator starts and moves still work).
+                        if self.suspended() {
+                            if let Some(from) = lost
+                                .clone()
+                                .filter(|f| self.server_idx(f).is_some_and(|i| !self.peers[i].up))
+                            {
+                                if !self.groups[gi].suppressed_warned {
+                                    self.groups[gi].suppressed_warned = true;
+                                    self.emit(&events::RECOVERY_SUPPRESSED, format!("group {gname} lost its server {from} while the cluster is suspended: no failover until `baton cluster resume`"), |e| e.group(&gname).peer(&from));
+                                }
+                                return;
+                            }
+                        }
+                        self.groups[gi].suppressed_warned = false;
+                        if let Some(from) = lost {
                             self.emit(
                                 &events::GROUP_FAILOVER,
                                 format!(
@@ -312,8 +357,25 @@ impl Engine {
                     self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
                     return;
                 }
-                // A better claim elsewhere (after a partition heals): yield.
-                if let Some(&(si, _, e)) = others.first() {
+                // A better claim elsewhere (after a partition heals, or reported by a peer
+                // for a server this one cannot hear): yield.
+                let second_hand = self
+                    .unheard_holders(gi)
+                    .first()
+                    .map(|&(si, e)| (si, GroupState::Online, e));
+                let best_other = match (others.first().copied(), second_hand) {
+                    (Some(a), Some(b)) => Some(
+                        if (b.2, std::cmp::Reverse(self.cfg.servers[b.0].priority))
+                            > (a.2, std::cmp::Reverse(self.cfg.servers[a.0].priority))
+                        {
+                            b
+                        } else {
+                            a
+                        },
+                    ),
+                    (a, b) => a.or(b),
+                };
+                if let Some((si, _, e)) = best_other {
                     let mine = (epoch, self.cfg.servers[self.me].priority);
                     let theirs = (e, self.cfg.servers[si].priority);
                     if theirs.0 > mine.0 || (theirs.0 == mine.0 && theirs.1 < mine.1) {
@@ -977,7 +1039,6 @@ impl Engine {
                 m.last_error = None;
                 m.fail_streak = 0;
                 m.api_warned = false;
-                m.suppressed_warned = false;
                 let was_error = m.state == MonState::Error;
                 m.state = MonState::Normal;
                 let since = *m.normal_since.get_or_insert(self.now);
@@ -1060,18 +1121,9 @@ impl Engine {
         let Some(rec) = cfgm.recovery.clone() else {
             return;
         };
-        if self.suspended() {
-            if !self.monitors[mi].suppressed_warned {
-                self.monitors[mi].suppressed_warned = true;
-                self.emit(
-                    &events::RECOVERY_SUPPRESSED,
-                    format!("monitor {name} is in error but the cluster is suspended: no recovery"),
-                    |e| e.monitor(&name),
-                );
-            }
-            return;
-        }
-        if self.monitors[mi].exhausted {
+        // Suspended monitors do not poll; this only guards a result that raced the
+        // suspension.
+        if self.suspended() || self.monitors[mi].exhausted {
             return;
         }
         let targets: Vec<usize> = match &rec.target {
@@ -1126,7 +1178,7 @@ impl Engine {
                 id,
                 monitor: name,
                 script,
-                timeout_ms: cfgm.timeout.ms(),
+                timeout_ms: cfgm.timeout.ms().saturating_mul(self.monitor_factor()) / 100,
             });
         } else if m.restarts < rec.restart_retries {
             m.restarts += 1;
@@ -1347,7 +1399,14 @@ impl Engine {
                     state,
                     active_on,
                     epoch,
-                    since_ms_ago: now.since(self.groups[gi].since),
+                    since_ms_ago: match holders.first() {
+                        Some(&(si, _, _)) if si != self.me => self.peers[si]
+                            .msg
+                            .as_ref()
+                            .and_then(|m| m.groups.iter().find(|r| r.name == g.name))
+                            .map_or(0, |r| r.state_ms),
+                        _ => now.since(self.groups[gi].since),
+                    },
                     desired: if self.group_run(gi) {
                         "running".into()
                     } else {

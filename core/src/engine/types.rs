@@ -55,6 +55,14 @@ pub struct GroupReport {
     /// The reporting server gave the group up after a failure and should not be chosen
     /// while another server can run it.
     pub excluded: bool,
+    /// The server the reporter itself sees holding the group (itself included) and its
+    /// epoch. Lets a server that cannot hear the holder (a partial partition) know that
+    /// the group is held all the same.
+    #[serde(default)]
+    pub seen_holder: Option<(String, u64)>,
+    /// How long the reporting server has had the group in `state`, in ms.
+    #[serde(default)]
+    pub state_ms: u64,
 }
 
 /// Operator intent for a group: a last-writer-wins register spread by heartbeats.
