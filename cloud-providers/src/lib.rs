@@ -100,7 +100,7 @@ pub trait Probe: Send + Sync + std::fmt::Debug {
 }
 
 /// The kind-specific keys of one resource or monitor, already merged with the
-/// per-server overrides for the server the agent runs as.
+/// per-server overrides for the server the agent runs as (`baton_core::config::Resource::params_for`).
 pub type Params = toml::Table;
 
 /// Builds drivers and probes from config tables and validates their keys.
@@ -143,25 +143,6 @@ impl Probe for ResourceProbe {
             CheckOutcome::Degraded(why) => Err(ProviderError::Unhealthy(why)),
         }
     }
-}
-
-/// Merge a base params table with one server's override table (override wins, tables
-/// merge recursively).
-pub fn merge_params(base: &Params, over: Option<&Params>) -> Params {
-    let mut out = base.clone();
-    if let Some(over) = over {
-        for (k, v) in over {
-            match (out.get_mut(k), v) {
-                (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
-                    *b = merge_params(b, Some(o));
-                }
-                _ => {
-                    out.insert(k.clone(), v.clone());
-                }
-            }
-        }
-    }
-    out
 }
 
 /// The registry of everything this crate implements.

@@ -98,16 +98,27 @@ impl Client {
         header: (&str, &str),
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        let r = self
+        self.send(addr, path, body, Some(header), timeout).await
+    }
+
+    async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        body: &B,
+        header: Option<(&str, &str)>,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let mut req = self
             .http
             .post(format!("http://{addr}{path}"))
             .bearer_auth(&self.token)
-            .header(header.0, header.1)
             .json(body)
-            .timeout(timeout)
-            .send()
-            .await;
-        Self::finish(addr, r).await
+            .timeout(timeout);
+        if let Some((k, v)) = header {
+            req = req.header(k, v);
+        }
+        Self::finish(addr, req.send().await).await
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(
@@ -117,15 +128,7 @@ impl Client {
         body: &B,
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        let r = self
-            .http
-            .post(format!("http://{addr}{path}"))
-            .bearer_auth(&self.token)
-            .json(body)
-            .timeout(timeout)
-            .send()
-            .await;
-        Self::finish(addr, r).await
+        self.send(addr, path, body, None, timeout).await
     }
 }
 
