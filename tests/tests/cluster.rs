@@ -1197,6 +1197,40 @@ fn restart_readopts_then_move_stop_start_and_bad_input() {
     );
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.json().unwrap()["error"]["code"], "bad-request");
+    for (method, path, body, status, code) in [
+        ("POST", "/v1/commands", Some("not json"), 400, "bad-request"),
+        ("GET", "/v1/commands", None, 405, "method-not-allowed"),
+        ("GET", "/v1/nowhere", None, 404, "not-found"),
+        ("POST", "/v1/groups/nope/start", None, 404, "unknown-group"),
+        ("POST", "/v1/groups/web/explode", None, 404, "not-found"),
+        (
+            "POST",
+            "/v1/groups/web/move",
+            Some(r#"{"too":"node-3"}"#),
+            400,
+            "bad-request",
+        ),
+        (
+            "GET",
+            "/v1/alerts?after=minus-one",
+            None,
+            400,
+            "bad-request",
+        ),
+    ] {
+        let r = c.api("node-2", method, path, Some(c.token()), body);
+        assert_eq!(r.status, status, "{method} {path}: {}", r.body);
+        assert_eq!(
+            r.json().unwrap()["error"]["code"],
+            code,
+            "{method} {path}: {}",
+            r.body
+        );
+    }
+    assert!(
+        !c.status().agents().iter().any(|a| a.suspended),
+        "malformed requests change nothing"
+    );
     // The CLI with another cluster's key: exit 6.
     let other_key = c.dir.join("other.key");
     c.cli(&["keygen", &other_key.to_string_lossy()])
