@@ -416,6 +416,22 @@ impl Engine {
         }
     }
 
+    /// How recently a server must have been heard for its vote to count toward this
+    /// server's quorum: half the heartbeat timeout, but at least 2.5 heartbeat intervals
+    /// (one lost heartbeat never costs a vote).
+    ///
+    /// It is shorter than the timeout after which the others declare this server down, so
+    /// a server cut off from the majority stops its groups (self-fences) about half a
+    /// timeout before the majority starts them. That margin covers resources that stop
+    /// within it; a bounded takeover wait for slower ones is the split-brain work of the
+    /// quorum issue.
+    pub(super) fn quorum_lease(&self) -> u64 {
+        let timeout = self.hb_timeout();
+        (timeout / 2)
+            .max(self.cfg.heartbeat.interval.ms() * 5 / 2)
+            .min(timeout)
+    }
+
     fn monitor_factor(&self) -> u64 {
         if self.timeout_active() && self.intents.timeout.monitor_factor_pct > 0 {
             u64::from(self.intents.timeout.monitor_factor_pct)

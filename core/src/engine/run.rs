@@ -115,7 +115,20 @@ impl Engine {
     }
 
     pub(super) fn recompute_quorum(&mut self) {
-        let heard = self.peers.iter().filter(|p| p.up).count();
+        let lease = self.quorum_lease();
+        let now = self.now;
+        let heard = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(si, p)| {
+                *si == self.me
+                    || (p.up
+                        && p.paths
+                            .iter()
+                            .any(|t| t.is_some_and(|t| now.since(t) < lease)))
+            })
+            .count();
         let votes = self.cfg.votes();
         let q = heard * 2 > votes;
         self.quorum = q;

@@ -2874,3 +2874,34 @@ fn status_since_is_the_holders_time_in_state() {
         "{on_1} vs {seen_from_3}"
     );
 }
+
+#[test]
+fn isolated_holder_self_fences_before_the_majority_takes_over() {
+    let mut sim = started(&three(""));
+    sim.isolate("node-1");
+    // After the quorum lease (half the timeout) but before the timeout: node-1 has
+    // stopped the group, the majority has not started it yet.
+    sim.run(TIMEOUT * 3 / 4);
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Offline);
+    assert!(sim.has("node-1", &events::NO_QUORUM));
+    assert!(sim.activations("node-2").is_empty());
+    assert!(!sim.active["vip"].contains("node-1"));
+    assert!(sim.run_until(TIMEOUT, |s| s.online_on("g1").as_deref() == Some("node-2")));
+}
+
+#[test]
+fn one_lost_heartbeat_never_costs_quorum() {
+    // Heartbeat loss on every path (but never two in a row from both peers at once)
+    // keeps quorum: the lease is at least 2.5 intervals.
+    let mut sim = started(&three(""));
+    sim.clear_logs();
+    for _ in 0..10 {
+        sim.cut_all("node-1", "node-2");
+        sim.cut_all("node-1", "node-3");
+        sim.run(INTERVAL);
+        sim.heal();
+        sim.run(2 * INTERVAL);
+    }
+    assert!(!sim.has("node-1", &events::NO_QUORUM));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+}
