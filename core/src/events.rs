@@ -198,7 +198,7 @@ catalogue! {
         action: "Investigate the monitored application.";
     RECOVERY_SUPPRESSED = 3014, Warning, "recovery", "Failover suppressed",
         cause: "The server holding a group was lost while the cluster is suspended, so the group is not failed over; it stays offline until the cluster is resumed.",
-        action: "Resume the cluster (`baton cluster resume`) to let the group fail over, or start it by hand with `baton group start GROUP`.";
+        action: "Resume the cluster (`baton cluster resume`) to let the group fail over, or start it by hand with `baton group start GROUP [--on SERVER]` (the cluster stays suspended).";
     MONITOR_SUSPENDED = 3020, Info, "monitor", "Monitor suspended",
         cause: "An operator suspended the monitor: it does not poll and starts no recovery.",
         action: "Resume it with `baton monitor resume NAME`.";

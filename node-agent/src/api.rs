@@ -322,6 +322,13 @@ async fn group_op(
             on: b.on.or(b.to),
         },
         "stop" => Command::GroupStop { group },
+        "move" if b.on.is_some() => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "`move` takes the target server as `to`, not `on`",
+            )
+        }
         "move" => Command::GroupMove { group, to: b.to },
         other => {
             return error(

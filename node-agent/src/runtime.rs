@@ -194,6 +194,8 @@ struct Runtime {
     last_reject_event: Option<Instant>,
     ownership: Ownership,
     last_drop_check: Instant,
+    /// Groups whose newest epoch could not be written to the state directory.
+    unpersisted: HashMap<String, u64>,
 }
 
 impl Runtime {
@@ -228,26 +230,34 @@ impl Runtime {
     }
 
     fn execute(&mut self, actions: Vec<Action>) {
-        // Groups whose new epoch could not be persisted in this batch: their activations
-        // are failed instead of run, so an epoch is never used before it is on disk.
-        let mut unpersisted: Vec<String> = Vec::new();
         for a in actions {
             match a {
                 Action::Emit { event } => self.record(*event),
                 Action::PersistEpoch { group, epoch } => {
-                    let e = self.epochs.entry(group.clone()).or_insert(0);
-                    if epoch > *e {
-                        let previous = *e;
-                        *e = epoch;
-                        if let Err(err) = self.state.store_epochs(&self.epochs) {
-                            self.epochs.insert(group.clone(), previous);
-                            let ev = Event::new(&events::STATE_DIR_ERROR, format!("cannot persist epoch {epoch} of group {group}: {err}; its activation is refused here")).group(&group);
-                            self.record(ev);
-                            unpersisted.push(group);
+                    let current = self.epochs.get(&group).copied().unwrap_or(0);
+                    if epoch > current {
+                        self.epochs.insert(group.clone(), epoch);
+                        match self.state.store_epochs(&self.epochs) {
+                            Ok(()) => {
+                                self.unpersisted.remove(&group);
+                            }
+                            Err(err) => {
+                                self.epochs.insert(group.clone(), current);
+                                let ev = Event::new(&events::STATE_DIR_ERROR, format!("cannot persist epoch {epoch} of group {group}: {err}; its activation is refused here")).group(&group);
+                                self.record(ev);
+                                self.unpersisted.insert(group, epoch);
+                            }
                         }
                     }
                 }
-                Action::Activate { id, ref group, .. } if unpersisted.contains(group) => {
+                // An epoch that is not on disk is never used: every activation with it
+                // (retries included) fails until a later epoch is persisted.
+                Action::Activate {
+                    id,
+                    ref group,
+                    epoch,
+                    ..
+                } if self.unpersisted.get(group).is_some_and(|&e| epoch >= e) => {
                     let tx = self.tx.clone();
                     let result = Err(Failure {
                         code: "state-dir".into(),
@@ -859,6 +869,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         last_reject_event: None,
         ownership: ownership.clone(),
         last_drop_check: Instant::now(),
+        unpersisted: HashMap::new(),
     };
     let started = Event::new(
         &events::AGENT_STARTED,
@@ -956,6 +967,9 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
             }
         };
         rt.execute(actions);
+        if rt.engine.take_urgent() {
+            rt.send_heartbeats().await;
+        }
         if let Some(r) = rt.exit.take() {
             break r;
         }

@@ -127,8 +127,11 @@ struct GroupRt {
     /// The intent version whose `clear_exclusions` was applied.
     cleared_version: u64,
     no_server_warned: bool,
-    /// BTN-3014 was raised for a failover held back by suspension.
+    /// BTN-3014 was raised for a failover held back by suspension ...
     suppressed_warned: bool,
+    /// The group's operator intent version when the loss was first seen here while
+    /// suspended (commands after it lift the hold).
+    suppressed_version: Option<u64>,
     last_holder: Option<String>,
 }
 
@@ -182,6 +185,9 @@ pub struct Engine {
     exit_sent: bool,
     out: Vec<Action>,
     last_ownership: BTreeMap<String, (u64, GroupState)>,
+    /// Something peers decide on changed (membership, a group's state here, an intent):
+    /// the shell should send a heartbeat now rather than at the next interval.
+    urgent: bool,
 }
 
 /// Construction errors.
@@ -251,6 +257,7 @@ impl Engine {
                     cleared_version: 0,
                     no_server_warned: false,
                     suppressed_warned: false,
+                    suppressed_version: None,
                     last_holder: None,
                 }
             })
@@ -296,6 +303,7 @@ impl Engine {
             exit_sent: false,
             out: Vec::new(),
             last_ownership: BTreeMap::new(),
+            urgent: false,
         };
         // Self is always "up" on every path.
         e.peers[me].up = true;
@@ -338,8 +346,16 @@ impl Engine {
             self.now = now;
         }
         self.apply_command(cmd)?;
+        self.urgent = true;
         self.evaluate();
         Ok(std::mem::take(&mut self.out))
+    }
+
+    /// True (once) when this server's heartbeat content changed in a way its peers act on
+    /// (a server came or went, a group changed state here, an operator command): sending
+    /// it at once instead of at the next interval spares the peers up to one interval.
+    pub fn take_urgent(&mut self) -> bool {
+        std::mem::take(&mut self.urgent)
     }
 
     /// The payload of this server's next heartbeat.

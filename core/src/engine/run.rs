@@ -79,6 +79,7 @@ impl Engine {
             }
             self.peers[si].up = any;
             if any != was_up {
+                self.urgent = true;
                 // The server-level event covers every path.
                 self.peers[si].path_reported_down.fill(false);
             }
@@ -228,6 +229,9 @@ impl Engine {
     }
 
     fn set_local(&mut self, gi: usize, l: Local) {
+        if l.state() != self.groups[gi].local.state() {
+            self.urgent = true;
+        }
         self.groups[gi].local = l;
         self.groups[gi].since = self.now;
     }
@@ -320,23 +324,35 @@ impl Engine {
                             .is_some_and(|i| !self.peers[i].up || self.peer_excluded(i, gi))
                     });
                 let target = self.target(gi);
+                // While the cluster is suspended, a group whose server was lost is not
+                // failed over; an operator command for the group issued after the loss
+                // (start, move) still starts it. Every server notes the intent version at
+                // the loss; the would-be target reports it once (BTN-3014).
+                let lost_down = lost
+                    .clone()
+                    .filter(|f| self.server_idx(f).is_some_and(|i| !self.peers[i].up));
+                match (self.suspended(), lost_down) {
+                    (true, Some(from)) => {
+                        let version = self.intents.groups.get(&gname).map_or(0, |i| i.version);
+                        let rt = &mut self.groups[gi];
+                        if rt.suppressed_version.is_none() {
+                            rt.suppressed_version = Some(version);
+                        }
+                        if rt.suppressed_version.is_some_and(|v| version <= v) {
+                            if target == Some(self.me) && !self.groups[gi].suppressed_warned {
+                                self.groups[gi].suppressed_warned = true;
+                                self.emit(&events::RECOVERY_SUPPRESSED, format!("group {gname} lost its server {from} while the cluster is suspended: no failover until `baton cluster resume` or `baton group start {gname}`"), |e| e.group(&gname).peer(&from));
+                            }
+                            return;
+                        }
+                    }
+                    _ => {
+                        self.groups[gi].suppressed_version = None;
+                        self.groups[gi].suppressed_warned = false;
+                    }
+                }
                 match target {
                     Some(t) if t == self.me => {
-                        // While the cluster is suspended, a group whose server was lost is
-                        // not failed over (operator starts and moves still work).
-                        if self.suspended() {
-                            if let Some(from) = lost
-                                .clone()
-                                .filter(|f| self.server_idx(f).is_some_and(|i| !self.peers[i].up))
-                            {
-                                if !self.groups[gi].suppressed_warned {
-                                    self.groups[gi].suppressed_warned = true;
-                                    self.emit(&events::RECOVERY_SUPPRESSED, format!("group {gname} lost its server {from} while the cluster is suspended: no failover until `baton cluster resume`"), |e| e.group(&gname).peer(&from));
-                                }
-                                return;
-                            }
-                        }
-                        self.groups[gi].suppressed_warned = false;
                         if let Some(from) = lost {
                             self.emit(
                                 &events::GROUP_FAILOVER,

@@ -2905,3 +2905,37 @@ fn one_lost_heartbeat_never_costs_quorum() {
     assert!(!sim.has("node-1", &events::NO_QUORUM));
     assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
 }
+
+#[test]
+fn group_start_overrides_a_suspension_hold() {
+    let mut sim = started(&three(""));
+    sim.cmd("node-2", Command::ClusterSuspend).unwrap();
+    sim.run(2 * INTERVAL);
+    sim.kill("node-1");
+    sim.run(TIMEOUT + 1_000);
+    assert_eq!(sim.online_on("g1"), None);
+    sim.cmd(
+        "node-3",
+        Command::GroupStart {
+            group: "g1".into(),
+            on: Some("node-3".into()),
+        },
+    )
+    .unwrap();
+    assert!(sim.run_until(3_000, |s| s.online_on("g1").as_deref() == Some("node-3")));
+    assert!(sim.eng("node-3").status().suspended, "still suspended");
+}
+
+#[test]
+fn heartbeat_is_urgent_after_state_changes_only() {
+    let mut sim = started(&three(""));
+    sim.nodes[0].eng.take_urgent();
+    sim.run(2_000);
+    assert!(
+        !sim.nodes[0].eng.take_urgent(),
+        "steady state: nothing urgent"
+    );
+    sim.cmd("node-1", Command::GroupStop { group: "g1".into() })
+        .unwrap();
+    assert!(sim.nodes[0].eng.take_urgent(), "a command is sent at once");
+}
