@@ -909,12 +909,20 @@ pub fn load_str(file: &str, text: &str, kinds: &dyn KindCatalog) -> Result<Loade
     let table: toml::Table = match toml::from_str(text) {
         Ok(t) => t,
         Err(e) => {
-            let off = e.span().map_or(0, |s| s.start);
-            d.err(
-                &[],
-                format!("this is not valid TOML: {}", one_line(e.message())),
-            );
-            let _ = off;
+            // toml_edit accepted the text, so this is rare (a limit of the deserializer);
+            // point at the span it gives.
+            let (line, column) = line_col(text, e.span().map_or(0, |s| s.start));
+            d.out.push(Diagnostic {
+                level: Level::Error,
+                file: file.to_string(),
+                line,
+                column,
+                key: String::new(),
+                message: escape_controls(&format!(
+                    "this is not valid TOML: {}",
+                    one_line(e.message())
+                )),
+            });
             return Err(finish_err(d));
         }
     };

@@ -59,7 +59,10 @@ enum Local {
     Offline,
     Adopting {
         epoch: u64,
-        pending: BTreeSet<ActionId>,
+        /// Check actions not answered yet, with the resource each one checks.
+        pending: BTreeMap<ActionId, String>,
+        /// What the checks that did not say "active" found.
+        findings: Vec<String>,
         ok: bool,
         checked: bool,
     },
@@ -224,11 +227,11 @@ impl Engine {
                 let max_epoch = boot.epochs.get(&g.name).copied().unwrap_or(0);
                 let local = match boot.owned.get(&g.name) {
                     Some(&epoch) if !g.resources.is_empty() => {
-                        let mut pending = BTreeSet::new();
+                        let mut pending = BTreeMap::new();
                         for r in &g.resources {
                             let id = next_id;
                             next_id += 1;
-                            pending.insert(id);
+                            pending.insert(id, r.name.clone());
                             out.push(Action::Check {
                                 id,
                                 group: g.name.clone(),
@@ -240,6 +243,7 @@ impl Engine {
                         Local::Adopting {
                             epoch,
                             pending,
+                            findings: Vec::new(),
                             ok: true,
                             checked: false,
                         }
@@ -627,7 +631,6 @@ impl Engine {
     /// The server that should activate group `gi` when nobody holds it.
     fn target(&self, gi: usize) -> Option<usize> {
         let g = &self.cfg.groups[gi];
-        let rt = &self.groups[gi];
         let intent = self.intents.groups.get(&g.name);
         let fresh_cluster = self.known_max_epoch(gi) == 0;
         let order: Vec<usize> = g
@@ -649,7 +652,6 @@ impl Engine {
                 }
             }
         }
-        let _ = rt;
         // A peer that is up but still starting is a candidate too: it becomes eligible
         // within its startup wait, and its last heartbeat may simply predate its
         // readiness. Skipping it would let two servers that become ready in the same

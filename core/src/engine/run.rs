@@ -275,6 +275,7 @@ impl Engine {
                 pending,
                 ok,
                 checked,
+                findings,
             } => {
                 if !checked
                     || !pending.is_empty()
@@ -300,7 +301,7 @@ impl Engine {
                     } else if must_stop {
                         "it should not run here now".to_string()
                     } else {
-                        "not every resource checked active".to_string()
+                        format!("not every resource checked active: {}", findings.join(", "))
                     };
                     self.emit(&events::GROUP_READOPT_CLEANUP, format!("group {gname} was held before the restart but {why}; deactivating its resources here"), |e| e.group(&gname).epoch(epoch));
                     self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
@@ -938,22 +939,30 @@ impl Engine {
     pub(super) fn on_check_done(&mut self, id: ActionId, result: CheckResult, detail: &str) {
         for gi in 0..self.groups.len() {
             if let Local::Adopting {
-                epoch, pending, ok, ..
+                pending,
+                ok,
+                findings,
+                checked,
+                ..
             } = &mut self.groups[gi].local
             {
-                if pending.remove(&id) {
+                if let Some(resource) = pending.remove(&id) {
                     if result != CheckResult::Active {
                         *ok = false;
-                        let _ = detail;
+                        let what = match result {
+                            CheckResult::Active => "active",
+                            CheckResult::Inactive => "inactive",
+                            CheckResult::Degraded => "degraded",
+                            CheckResult::Error => "check failed",
+                        };
+                        findings.push(if detail.is_empty() {
+                            format!("{resource} {what}")
+                        } else {
+                            format!("{resource} {what} ({detail})")
+                        });
                     }
                     if pending.is_empty() {
-                        let (epoch, ok) = (*epoch, *ok);
-                        self.groups[gi].local = Local::Adopting {
-                            epoch,
-                            pending: BTreeSet::new(),
-                            ok,
-                            checked: true,
-                        };
+                        *checked = true;
                     }
                     return;
                 }

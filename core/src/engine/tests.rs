@@ -2344,7 +2344,12 @@ fn readoption_cleans_up_when_a_resource_is_not_active() {
         .into_iter()
         .find(|e| e.id == events::GROUP_READOPT_CLEANUP.code())
         .unwrap();
-    assert!(ev.message.contains("not every resource checked active"));
+    assert!(
+        ev.message
+            .contains("not every resource checked active: app degraded"),
+        "{}",
+        ev.message
+    );
     // Cleaned up, then placed by the normal rules: node-1 is first, with a new epoch.
     assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
     assert_eq!(sim.report("node-1", "g1").epoch, 2);
