@@ -14,6 +14,8 @@
 //!   `polls-SERVER.log` ([`Cluster::polls`]).
 //! * [`watch::Watcher`] polls every agent throughout a scenario and proves that the
 //!   group was never online on two servers at once.
+//! * [`netns::Netns`] owns network namespaces (root only) for the tests that need real
+//!   interfaces; dropping it kills what runs inside them and deletes them.
 //!
 //! Find the binary with [`bin::baton_bin`]: next to the test executable's target
 //! directory, or `BATON_BIN`.
@@ -25,6 +27,7 @@ pub mod bin;
 pub mod cluster;
 pub mod http;
 pub mod model;
+pub mod netns;
 pub mod nft;
 pub mod watch;
 
