@@ -851,26 +851,23 @@ fn floating_ip_follows_failover_in_network_namespaces() {
         "node-1's view after its cleanup: {}",
         st1.summary(GROUP)
     );
-    // Observation only (not the subject of this test): node-1 has been back on path 1
-    // alone for longer than the heartbeat timeout; is path 0 reported down?
-    let n2_before = lab
-        .alerts(&lab.client, &server(n2))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let view = lab
-        .status(&lab.client, &server(n2))
-        .map(|st| {
-            let s = st.local.server_view("node-1");
-            let paths: Vec<bool> = s.paths.iter().map(|p| p.up).collect();
-            format!("up={} paths={paths:?}", s.up)
-        })
-        .unwrap_or_else(|e| e);
-    let path_down_reported = n2_before.has("BTN-1103", |e| {
-        e.peer.as_deref() == Some("node-1") && e.seq > seq_before_kill
-    });
-    lab.note(&format!(
-        "observation: node-2 sees node-1 {view}; BTN-1103 (path down) for node-1 on node-2: {}",
-        if path_down_reported { "yes" } else { "no" }
-    ));
+    // node-1 is back on path 1 only: once that has lasted the heartbeat timeout, node-2
+    // reports path 0 to node-1 down (BTN-1103) while the server is up.
+    wait_until(
+        "BTN-1103 for node-1's path 0 on node-2",
+        Duration::from_secs(5),
+        || {
+            let evs = lab.alerts(&lab.client, &server(n2))?;
+            let hit = evs.iter().any(|e| {
+                e.id == "BTN-1103" && e.peer.as_deref() == Some("node-1") && e.seq > seq_before_kill
+            });
+            if hit {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        },
+    );
     lab.connected[n1].store(true, Ordering::SeqCst);
     lab.link(n1, DEV_A, true);
     lab.note("node-1: ea up");

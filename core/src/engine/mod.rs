@@ -38,6 +38,8 @@ struct Peer {
     /// PATH_DOWN was reported for the path (so that its return is reported, and only
     /// then: a second path heard for the first time is not a path coming back).
     path_reported_down: Vec<bool>,
+    /// Since when the server has been up (any path), on this server's clock.
+    up_since: Option<Millis>,
     up: bool,
     msg: Option<PeerMessage>,
     digest_warned: Option<String>,
@@ -213,6 +215,7 @@ impl Engine {
                 paths: vec![None; npaths],
                 path_up: vec![false; npaths],
                 path_reported_down: vec![false; npaths],
+                up_since: None,
                 up: false,
                 msg: None,
                 digest_warned: None,

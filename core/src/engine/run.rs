@@ -68,13 +68,9 @@ impl Engine {
             let npaths = self.peers[si].paths.len();
             let was_up = self.peers[si].up;
             let mut any = false;
-            let mut changes = Vec::new();
             for p in 0..npaths {
                 let up = self.peers[si].paths[p].is_some_and(|t| now.since(t) < timeout);
-                if up != self.peers[si].path_up[p] {
-                    changes.push((p, up));
-                    self.peers[si].path_up[p] = up;
-                }
+                self.peers[si].path_up[p] = up;
                 any |= up;
             }
             self.peers[si].up = any;
@@ -82,6 +78,7 @@ impl Engine {
                 self.urgent = true;
                 // The server-level event covers every path.
                 self.peers[si].path_reported_down.fill(false);
+                self.peers[si].up_since = any.then_some(now);
             }
             if any && !was_up {
                 self.emit(&events::SERVER_UP, format!("server {name} is up"), |e| {
@@ -93,23 +90,33 @@ impl Engine {
                     format!("server {name} is down: no heartbeat on any of {npaths} interconnect path(s) for {timeout} ms"),
                     |e| e.peer(&name).field("timeout_ms", timeout),
                 );
-            } else if any && was_up {
-                for (p, up) in changes {
-                    let reported_down = self.peers[si].path_reported_down[p];
-                    self.peers[si].path_reported_down[p] = !up;
-                    if up && reported_down {
-                        self.emit(
-                            &events::PATH_UP,
-                            format!("interconnect path {p} to {name} is up"),
-                            |e| e.peer(&name).field("path", p),
-                        );
-                    } else if !up {
-                        self.emit(
-                            &events::PATH_DOWN,
-                            format!("interconnect path {p} to {name} is down (silent for {timeout} ms); other paths still work"),
-                            |e| e.peer(&name).field("path", p),
-                        );
-                    }
+            }
+            if !any {
+                continue;
+            }
+            // A path is reported down once it has been silent for the timeout while the
+            // server was up (also a path that never came back with the server), and up
+            // again only after having been reported down.
+            let settled = self.peers[si]
+                .up_since
+                .is_some_and(|t| now.since(t) >= timeout);
+            for p in 0..npaths {
+                let up = self.peers[si].path_up[p];
+                let reported_down = self.peers[si].path_reported_down[p];
+                if up && reported_down {
+                    self.peers[si].path_reported_down[p] = false;
+                    self.emit(
+                        &events::PATH_UP,
+                        format!("interconnect path {p} to {name} is up"),
+                        |e| e.peer(&name).field("path", p),
+                    );
+                } else if !up && !reported_down && settled {
+                    self.peers[si].path_reported_down[p] = true;
+                    self.emit(
+                        &events::PATH_DOWN,
+                        format!("interconnect path {p} to {name} is down (silent for {timeout} ms); other paths still work"),
+                        |e| e.peer(&name).field("path", p),
+                    );
                 }
             }
         }

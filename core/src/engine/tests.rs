@@ -2944,3 +2944,28 @@ fn heartbeat_is_urgent_after_state_changes_only() {
         .unwrap();
     assert!(sim.nodes[0].eng.take_urgent(), "a command is sent at once");
 }
+
+#[test]
+fn a_server_returning_on_one_path_only_reports_the_other_path_down() {
+    let mut sim = started(&three(""));
+    sim.kill("node-3");
+    sim.run(TIMEOUT + 2 * INTERVAL);
+    assert!(sim.has("node-1", &events::SERVER_DOWN));
+    sim.clear_logs();
+    // node-3 comes back, but path 1 between node-1 and node-3 stays cut.
+    sim.cut("node-1", "node-3", 1);
+    let boot = sim.boot_state("node-3");
+    sim.restart("node-3", boot);
+    sim.run(TIMEOUT + 3 * INTERVAL);
+    assert!(sim.has("node-1", &events::SERVER_UP));
+    let downs: Vec<Event> = sim
+        .events("node-1")
+        .into_iter()
+        .filter(|e| e.id == events::PATH_DOWN.code())
+        .collect();
+    assert_eq!(downs.len(), 1, "{downs:?}");
+    assert_eq!(downs[0].fields.get("path"), Some(&serde_json::json!(1)));
+    sim.heal();
+    sim.run(2 * INTERVAL);
+    assert_eq!(sim.count("node-1", &events::PATH_UP), 1);
+}
