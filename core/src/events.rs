@@ -143,7 +143,7 @@ catalogue! {
         cause: "A resource could not be deactivated after its retries. The group stays held by this server so that it is never active twice; the configured final action runs.",
         action: "Deactivate the resource by hand, then `baton group stop` and `baton group start` the group.";
     GROUP_FAILOVER = 2107, Warning, "group", "Group failing over",
-        cause: "The server holding the group is down, gave it up after a failure, or lost quorum; this server is next in the group's order and takes it over.",
+        cause: "The server holding the group is down (silent on every path, which includes a server that lost quorum and stopped talking to this side) or gave the group up after a failure; this server is next in the group's order and takes it over.",
         action: "Find out why the previous server failed (events before this one).";
     GROUP_NO_SERVER = 2108, Error, "group", "No server can run the group",
         cause: "The group should run but no server in its order can take it: each is down, still starting, without quorum, leaving, or refusing (configuration mismatch). (Servers excluded after failures are still used when no other server is left.)",
@@ -199,6 +199,9 @@ catalogue! {
     RECOVERY_SUPPRESSED = 3014, Warning, "recovery", "Failover suppressed",
         cause: "The server holding a group was lost while the cluster is suspended, so the group is not failed over; it stays offline until the cluster is resumed.",
         action: "Resume the cluster (`baton cluster resume`) to let the group fail over, or start it by hand with `baton group start GROUP [--on SERVER]` (the cluster stays suspended).";
+    RECOVERY_SCRIPT_FAILED = 3015, Warning, "recovery", "Recovery script failed",
+        cause: "The monitor's recovery script exited non-zero or timed out. The recovery ladder goes on at the monitor's next error.",
+        action: "Check the script and its output (in the event text); run it by hand with the same BATON_* environment.";
     MONITOR_SUSPENDED = 3020, Info, "monitor", "Monitor suspended",
         cause: "An operator suspended the monitor: it does not poll and starts no recovery.",
         action: "Resume it with `baton monitor resume NAME`.";

@@ -819,9 +819,12 @@ fn isolate_active_server(name: &str, net: u8) -> Isolated {
                 st.agent(s)
                     .is_some_and(|a| a.group(GROUP).active_on.as_deref() == Some("node-2"))
             })
-            && st
-                .agent("node-1")
-                .is_some_and(|a| a.local_state(GROUP) == "offline");
+            && st.agent("node-1").is_some_and(|a| {
+                // node-1 stops at the quorum lease (half the timeout) and sees its peers
+                // down at the timeout, about when node-2 takes over.
+                a.local_state(GROUP) == "offline"
+                    && ["node-2", "node-3"].iter().all(|s| !a.server_view(s).up)
+            });
         if ok {
             Ok(st)
         } else {

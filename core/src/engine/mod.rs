@@ -193,6 +193,11 @@ pub struct Engine {
     /// Something peers decide on changed (membership, a group's state here, an intent):
     /// the shell should send a heartbeat now rather than at the next interval.
     urgent: bool,
+    /// Since when this server has had quorum without interruption.
+    quorum_since: Option<Millis>,
+    /// Message for the next BTN-2103 (why the group is being deactivated), if not the
+    /// plain one.
+    deactivating_reason: Option<String>,
 }
 
 /// Construction errors.
@@ -311,6 +316,8 @@ impl Engine {
             out: Vec::new(),
             last_ownership: BTreeMap::new(),
             urgent: false,
+            quorum_since: None,
+            deactivating_reason: None,
         };
         // Self is always "up" on every path.
         e.peers[me].up = true;
@@ -473,7 +480,13 @@ impl Engine {
             .groups
             .iter()
             .any(|g| matches!(g.local, Local::Adopting { checked: false, .. }));
-        waited && !adopting_unchecked
+        // After quorum is (re)gained, listen for one heartbeat timeout before acting, as
+        // at startup: the others may have moved on while this server could not hear
+        // them, and their latest reports may not have arrived yet.
+        let settled = self
+            .quorum_since
+            .is_some_and(|t| self.now.since(t) >= self.hb_timeout());
+        waited && !adopting_unchecked && settled
     }
 
     fn suspended(&self) -> bool {
@@ -508,14 +521,36 @@ impl Engine {
                 }
             }
         }
-        v.sort_by(|a, b| {
-            b.2.cmp(&a.2).then(
-                self.cfg.servers[a.0]
-                    .priority
-                    .cmp(&self.cfg.servers[b.0].priority),
-            )
-        });
+        v.sort_by_key(|&(si, _, e)| std::cmp::Reverse(self.claim(si, e)));
         v
+    }
+
+    /// How strong a claim on a group is: a higher epoch wins, then the better (lower)
+    /// server priority, then the server listed first in the configuration. Total, so two
+    /// holders always agree which of them keeps the group.
+    pub(super) fn claim(
+        &self,
+        si: usize,
+        epoch: u64,
+    ) -> (u64, std::cmp::Reverse<u32>, std::cmp::Reverse<usize>) {
+        (
+            epoch,
+            std::cmp::Reverse(self.cfg.servers[si].priority),
+            std::cmp::Reverse(si),
+        )
+    }
+
+    /// The strongest claim on group `gi` by another server, heard directly or reported
+    /// by a peer for a server this one cannot hear: (server index, epoch).
+    pub(super) fn best_other_claim(&self, gi: usize) -> Option<(usize, u64)> {
+        let direct = self
+            .holders(gi)
+            .into_iter()
+            .filter(|h| h.0 != self.me)
+            .map(|(si, _, e)| (si, e));
+        direct
+            .chain(self.unheard_holders(gi))
+            .max_by_key(|&(si, e)| self.claim(si, e))
     }
 
     /// Holders of group `gi` that this server cannot hear but an up peer reports seeing
@@ -548,13 +583,7 @@ impl Engine {
                 v.push((hi, *e));
             }
         }
-        v.sort_by(|a, b| {
-            b.1.cmp(&a.1).then(
-                self.cfg.servers[a.0]
-                    .priority
-                    .cmp(&self.cfg.servers[b.0].priority),
-            )
-        });
+        v.sort_by_key(|&(si, e)| std::cmp::Reverse(self.claim(si, e)));
         v
     }
 
@@ -903,10 +932,14 @@ impl Engine {
                             .iter()
                             .filter_map(|s| self.server_idx(s))
                             .collect();
-                        let start = holder
-                            .and_then(|h| order.iter().position(|&x| x == h))
-                            .unwrap_or(0);
-                        (1..order.len())
+                        // The next server after the holder, or the first one when nobody
+                        // holds the group.
+                        let (start, skip) =
+                            match holder.and_then(|h| order.iter().position(|&x| x == h)) {
+                                Some(p) => (p, 1),
+                                None => (0, 0),
+                            };
+                        (skip..order.len())
                             .map(|k| order[(start + k) % order.len()])
                             .find(|&s| self.eligible(s))
                             .ok_or_else(|| CommandError::NoTarget(group.clone()))?

@@ -139,6 +139,13 @@ impl Engine {
             .count();
         let votes = self.cfg.votes();
         let q = heard * 2 > votes;
+        if q && !self.quorum {
+            // At startup the startup wait covers the settling time.
+            let starting = now.since(self.started) < self.cfg.heartbeat.startup_wait().ms();
+            self.quorum_since = Some(if starting { self.started } else { now });
+        } else if !q {
+            self.quorum_since = None;
+        }
         self.quorum = q;
         // Report changes only once the startup wait is over (before that, silence is normal).
         let waited = self.now.since(self.started) >= self.cfg.heartbeat.startup_wait().ms();
@@ -396,31 +403,8 @@ impl Engine {
                 }
                 // A better claim elsewhere (after a partition heals, or reported by a peer
                 // for a server this one cannot hear): yield.
-                let second_hand = self
-                    .unheard_holders(gi)
-                    .first()
-                    .map(|&(si, e)| (si, GroupState::Online, e));
-                let best_other = match (others.first().copied(), second_hand) {
-                    (Some(a), Some(b)) => Some(
-                        if (b.2, std::cmp::Reverse(self.cfg.servers[b.0].priority))
-                            > (a.2, std::cmp::Reverse(self.cfg.servers[a.0].priority))
-                        {
-                            b
-                        } else {
-                            a
-                        },
-                    ),
-                    (a, b) => a.or(b),
-                };
-                if let Some((si, _, e)) = best_other {
-                    let mine = (epoch, self.cfg.servers[self.me].priority);
-                    let theirs = (e, self.cfg.servers[si].priority);
-                    if theirs.0 > mine.0 || (theirs.0 == mine.0 && theirs.1 < mine.1) {
-                        let who = self.cfg.servers[si].name.clone();
-                        self.emit(&events::GROUP_DEACTIVATING, format!("group {gname} is also held by {who} with epoch {e} (here: {epoch}); deactivating here"), |ev| ev.group(&gname).epoch(epoch).peer(&who));
-                        self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
-                        return;
-                    }
+                if self.yield_to_better_claim(gi, epoch) {
+                    return;
                 }
                 // Operator move.
                 if let Some(i) = self.intents.groups.get(&gname) {
@@ -482,12 +466,33 @@ impl Engine {
                 }
             }
             Local::Failed { epoch } => {
+                if self.yield_to_better_claim(gi, epoch) {
+                    return;
+                }
                 if must_stop {
                     self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
                 }
             }
             Local::Stuck { .. } | Local::Activating { .. } | Local::Deactivating { .. } => {}
         }
+    }
+
+    /// If another server holds group `gi` with a stronger claim than this server's
+    /// `epoch`, deactivate it here and say so. Returns whether it yielded.
+    fn yield_to_better_claim(&mut self, gi: usize, epoch: u64) -> bool {
+        let Some((si, e)) = self.best_other_claim(gi) else {
+            return false;
+        };
+        if self.claim(si, e) <= self.claim(self.me, epoch) {
+            return false;
+        }
+        let gname = self.cfg.groups[gi].name.clone();
+        let who = self.cfg.servers[si].name.clone();
+        self.deactivating_reason = Some(format!(
+            "group {gname} is also held by {who} with epoch {e} (here: {epoch}); deactivating here"
+        ));
+        self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
+        true
     }
 
     /// Begin activating group `gi`: the whole group with a new epoch, or (`plan`) a subset
@@ -520,7 +525,10 @@ impl Engine {
             self.finish_activation(gi, epoch);
             return;
         }
-        let id = self.issue(gi, true, plan[0], epoch, 0);
+        // The group is recorded as held here (ownership persisted) before its first
+        // resource is touched, so that a crash at any point is re-adopted or cleaned up.
+        let id = self.id();
+        let first = plan[0];
         self.set_local(
             gi,
             Local::Activating {
@@ -531,6 +539,8 @@ impl Engine {
                 inflight: id,
             },
         );
+        self.persist_ownership();
+        self.push_resource_action(id, gi, true, first, epoch, 0);
     }
 
     fn finish_activation(&mut self, gi: usize, epoch: u64) {
@@ -561,12 +571,13 @@ impl Engine {
         let mut plan: Vec<usize> =
             subset.unwrap_or_else(|| (0..self.cfg.groups[gi].resources.len()).collect());
         plan.reverse();
+        let reason = self.deactivating_reason.take();
         if matches!(after, After::Release { .. }) {
-            self.emit(
-                &events::GROUP_DEACTIVATING,
-                format!("group {gname} deactivating on {}", self.me_name()),
-                |e| e.group(&gname).epoch(epoch),
-            );
+            let msg = reason
+                .unwrap_or_else(|| format!("group {gname} deactivating on {}", self.me_name()));
+            self.emit(&events::GROUP_DEACTIVATING, msg, |e| {
+                e.group(&gname).epoch(epoch)
+            });
         }
         if plan.is_empty() {
             self.finish_deactivation(gi, epoch, after);
@@ -630,6 +641,19 @@ impl Engine {
         attempt: u32,
     ) -> ActionId {
         let id = self.id();
+        self.push_resource_action(id, gi, activate, ri, epoch, attempt);
+        id
+    }
+
+    fn push_resource_action(
+        &mut self,
+        id: ActionId,
+        gi: usize,
+        activate: bool,
+        ri: usize,
+        epoch: u64,
+        attempt: u32,
+    ) {
         let g = &self.cfg.groups[gi];
         let r = &g.resources[ri];
         let action = if activate {
@@ -652,7 +676,6 @@ impl Engine {
             }
         };
         self.out.push(action);
-        id
     }
 
     pub(super) fn on_action_done(&mut self, id: ActionId, result: Result<(), Failure>) {
@@ -668,7 +691,7 @@ impl Engine {
                 self.monitors[mi].last_error =
                     Some(format!("recovery script failed: {}", f.message));
                 self.emit(
-                    &events::RECOVERY_SCRIPT,
+                    &events::RECOVERY_SCRIPT_FAILED,
                     format!("recovery script of monitor {name} failed: {}", f.message),
                     |e| e.monitor(&name).field("code", f.code.clone()),
                 );
@@ -1322,26 +1345,18 @@ impl Engine {
         if self.exit_sent || !(self.leaving || self.intents.stopping.on) {
             return;
         }
+        // A `stuck` group keeps the agent up: while it runs, its peers see the group held
+        // here and never start it elsewhere. The shell's shutdown deadline bounds the wait
+        // (BTN-1004, exit status 1) if nobody repairs it (`baton group start` retries).
         let busy = self
             .groups
             .iter()
-            .any(|g| !matches!(g.local, Local::Offline | Local::Stuck { .. }));
+            .any(|g| !matches!(g.local, Local::Offline));
         if !busy {
             self.exit_sent = true;
-            let stuck: Vec<String> = self
-                .cfg
-                .groups
-                .iter()
-                .zip(&self.groups)
-                .filter(|(_, g)| matches!(g.local, Local::Stuck { .. }))
-                .map(|(c, _)| c.name.clone())
-                .collect();
-            let reason = if stuck.is_empty() {
-                "all groups are offline".to_string()
-            } else {
-                format!("groups still stuck: {}", stuck.join(", "))
-            };
-            self.out.push(Action::Exit { reason });
+            self.out.push(Action::Exit {
+                reason: "all groups are offline".to_string(),
+            });
         }
     }
 

@@ -2163,22 +2163,35 @@ fn cluster_stop_stops_every_group_and_every_agent() {
 }
 
 #[test]
-fn shutdown_with_a_stuck_group_still_exits() {
+fn shutdown_with_a_stuck_group_keeps_holding_it() {
+    // A stuck group keeps the agent up (its peers see the group held and never start it
+    // elsewhere) until the shell's shutdown deadline, or until a repair lets it stop.
     let text = cluster(3, &group_g1("", "deactivate_retries = 0"));
     let mut sim = started(&text);
-    sim.fail_deactivate("node-1", "app", u32::MAX);
+    sim.fail_deactivate("node-1", "app", 1);
     sim.cmd("node-1", Command::Shutdown).unwrap();
-    sim.run(500);
+    sim.run(2_000);
     assert_eq!(sim.state("node-1", "g1"), GroupState::Stuck);
-    let exit = sim
-        .actions("node-1")
-        .into_iter()
-        .find_map(|a| match a {
-            Action::Exit { reason } => Some(reason),
-            _ => None,
-        })
-        .unwrap();
-    assert_eq!(exit, "groups still stuck: g1");
+    let exits = |sim: &Sim| {
+        sim.actions("node-1")
+            .into_iter()
+            .filter(|a| matches!(a, Action::Exit { .. }))
+            .count()
+    };
+    assert_eq!(exits(&sim), 0, "no exit while stuck");
+    assert!(sim.activations("node-2").is_empty() && sim.activations("node-3").is_empty());
+    // The operator repairs the resource and asks again: the deactivation is retried,
+    // then the agent exits and the next server takes over.
+    sim.cmd(
+        "node-2",
+        Command::GroupStart {
+            group: "g1".into(),
+            on: None,
+        },
+    )
+    .unwrap();
+    assert!(sim.run_until(3_000, |s| exits(s) == 1));
+    assert!(sim.run_until(3_000, |s| s.online_on("g1").as_deref() == Some("node-2")));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2968,4 +2981,17 @@ fn a_server_returning_on_one_path_only_reports_the_other_path_down() {
     sim.heal();
     sim.run(2 * INTERVAL);
     assert_eq!(sim.count("node-1", &events::PATH_UP), 1);
+}
+
+#[test]
+fn regression_kill_standby_under_heavy_loss() {
+    // Found by `random_schedules_keep_the_invariants` (Run 151, Kill node-2, Run 1701 at
+    // 36 % heartbeat loss).
+    let mut sim = Sim::new(&random_text());
+    sim.loss_pct = 36;
+    sim.rng = 8311485907488501716;
+    sim.run(STARTUP + 500);
+    for f in [Fault::Run(151), Fault::Kill(1), Fault::Run(1701)] {
+        apply_fault(&mut sim, &f);
+    }
 }
