@@ -1276,15 +1276,38 @@ fn validate(
                 format!("api address {api} is also used by server `{}`", other.name),
             );
         }
+        let priority = s
+            .priority
+            .unwrap_or(u32::try_from(i + 1).unwrap_or(u32::MAX));
+        if let Some(other) = servers.iter().find(|o: &&Server| o.priority == priority) {
+            let mut p = sp.to_vec();
+            p.push(k(if s.priority.is_some() {
+                "priority"
+            } else {
+                "name"
+            }));
+            d.err(
+                &p,
+                format!(
+                    "priority {priority} is also the priority of server `{}`{}: priorities must differ (two servers holding a group after a partition keep the one with the lower value)",
+                    other.name,
+                    if s.priority.is_none() { " (a server without `priority` gets its position in the file)" } else { "" }
+                ),
+            );
+        }
         servers.push(Server {
             name: s.name.clone(),
-            priority: s
-                .priority
-                .unwrap_or(u32::try_from(i + 1).unwrap_or(u32::MAX)),
+            priority,
             zone: s.zone.clone(),
             interconnects: ics,
             api,
         });
+    }
+    if raw.group.len() > 200 {
+        d.err(
+            &[k("group")],
+            format!("{} groups: every heartbeat carries every group, so at most 200 fit in one packet; split the cluster", raw.group.len()),
+        );
     }
 
     // Quorum.

@@ -63,6 +63,9 @@ pub struct PeerStatus {
 struct AlertsQuery {
     #[serde(default)]
     after: u64,
+    /// The last N events instead (`after` is ignored).
+    #[serde(default)]
+    tail: Option<usize>,
     #[serde(default = "default_limit")]
     limit: usize,
 }
@@ -349,16 +352,21 @@ async fn alerts(
         return error(
             StatusCode::BAD_REQUEST,
             "bad-request",
-            "query parameters: after=SEQ (number), limit=N (number)",
+            "query parameters: after=SEQ (number), limit=N (number), tail=N (number)",
         );
     };
     let limit = q.limit.clamp(1, 10_000);
-    let log = match s.alert_log.lock() {
-        Ok(l) => l,
-        Err(p) => p.into_inner(),
-    };
-    match log.read_since(q.after, limit) {
-        Ok(evs) => Json(evs).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()),
+    // Read from files without the writer's lock, off the async workers: a long read
+    // never holds up the agent's main loop, which appends events.
+    let reader = s.alert_reader.clone();
+    let read = tokio::task::spawn_blocking(move || match q.tail {
+        Some(n) => reader.tail(n.clamp(1, 10_000)),
+        None => reader.read_since(q.after, limit),
+    })
+    .await;
+    match read {
+        Ok(Ok(evs)) => Json(evs).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }

@@ -302,6 +302,7 @@ fn fail(json: bool, exit: Exit, code: &str, msg: &str) -> Exit {
 fn client_exit(e: &ClientError) -> (Exit, String) {
     match e {
         ClientError::Unreachable { .. } => (Exit::Unreachable, "unreachable".into()),
+        ClientError::Timeout { .. } => (Exit::Unreachable, "timeout".into()),
         ClientError::Api {
             status: 401, code, ..
         } => (Exit::Unauthorized, code.clone()),
@@ -378,7 +379,28 @@ fn connect(t: &Target) -> Result<(Conn, Config), Exit> {
 }
 
 impl Conn {
-    /// Try each address until one answers (connection errors fall through).
+    /// Talk to this one server from now on (a follow stays on the log it started with:
+    /// sequence numbers belong to one server's alert log).
+    fn pin(&mut self, addr: SocketAddr) {
+        self.addrs = vec![addr];
+    }
+
+    /// The first address that accepts a connection (for `pin`).
+    async fn first_answering(&self) -> Option<SocketAddr> {
+        for a in &self.addrs {
+            if tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(a))
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                return Some(*a);
+            }
+        }
+        None
+    }
+
+    /// Try each address until one accepts the connection. Only a refused or unroutable
+    /// connection falls through to the next server; a timeout does not (the request may
+    /// have been applied, and must not be sent twice).
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let mut last = None;
         for a in &self.addrs {
@@ -682,7 +704,7 @@ pub fn render_status(st: &ClusterStatus) -> String {
         "Cluster {} (via {})  config {}…  quorum {}  {}{}",
         l.cluster,
         st.via,
-        &l.digest[..12.min(l.digest.len())],
+        l.digest.chars().take(12).collect::<String>(),
         if l.quorum { "yes" } else { "NO" },
         if l.suspended { "SUSPENDED  " } else { "" },
         match l.timeout_override_remaining_ms {
@@ -790,33 +812,27 @@ fn print_event(e: &Event, json: bool) {
 }
 
 async fn alerts(t: &Target, follow: bool, after: Option<u64>) -> Exit {
-    let (conn, _) = match connect(t) {
+    let (mut conn, _) = match connect(t) {
         Ok(c) => c,
         Err(e) => return e,
     };
-    let mut cursor = match after {
-        Some(a) => a,
-        None => match conn
-            .get::<Vec<Event>>("/v1/alerts?after=0&limit=10000")
-            .await
-        {
-            Ok(all) => all.iter().rev().nth(20).map_or(0, |e| e.seq),
-            Err(e) => {
-                let (exit, code) = client_exit(&e);
-                return fail(t.json, exit, &code, &client_message(&e));
-            }
-        },
+    if let Some(a) = conn.first_answering().await {
+        conn.pin(a);
+    }
+    // Without --after: the last 20 events, then everything after them.
+    let path = |cursor: Option<u64>| match cursor {
+        Some(c) => format!("/v1/alerts?after={c}&limit=1000"),
+        None => "/v1/alerts?tail=20".to_string(),
     };
+    let mut cursor = after;
     loop {
-        match conn
-            .get::<Vec<Event>>(&format!("/v1/alerts?after={cursor}&limit=1000"))
-            .await
-        {
+        match conn.get::<Vec<Event>>(&path(cursor)).await {
             Ok(evs) => {
                 for e in &evs {
                     print_event(e, t.json);
-                    cursor = cursor.max(e.seq);
+                    cursor = Some(cursor.unwrap_or(0).max(e.seq));
                 }
+                cursor.get_or_insert(0);
             }
             Err(e) => {
                 let (exit, code) = client_exit(&e);

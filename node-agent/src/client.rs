@@ -13,6 +13,9 @@ pub enum ClientError {
     /// The agent could not be reached (connection refused, timeout).
     #[error("cannot reach the agent at {addr}: {msg}")]
     Unreachable { addr: SocketAddr, msg: String },
+    /// The agent took too long to answer: the request may or may not have been applied.
+    #[error("no answer from the agent at {addr} in time (the request may have been applied)")]
+    Timeout { addr: SocketAddr },
     /// The agent answered with an error.
     #[error("{message} ({code})")]
     Api {
@@ -45,15 +48,9 @@ impl Client {
         addr: SocketAddr,
         r: Result<reqwest::Response, reqwest::Error>,
     ) -> Result<T, ClientError> {
-        let resp = r.map_err(|e| ClientError::Unreachable {
-            addr,
-            msg: describe(&e),
-        })?;
+        let resp = r.map_err(|e| unreachable(addr, &e))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
-            addr,
-            msg: describe(&e),
-        })?;
+        let bytes = resp.bytes().await.map_err(|e| unreachable(addr, &e))?;
         if status.is_success() {
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
                 addr,
@@ -129,6 +126,17 @@ impl Client {
         timeout: Duration,
     ) -> Result<T, ClientError> {
         self.send(addr, path, body, None, timeout).await
+    }
+}
+
+fn unreachable(addr: SocketAddr, e: &reqwest::Error) -> ClientError {
+    if e.is_timeout() {
+        ClientError::Timeout { addr }
+    } else {
+        ClientError::Unreachable {
+            addr,
+            msg: describe(e),
+        }
     }
 }
 

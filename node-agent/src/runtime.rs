@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use baton_core::config::{Config, FinalAction};
 use baton_core::engine::{
-    Action, Boot, CheckResult, Command, CommandError, Engine, EngineStatus, Failure, Input,
-    PeerMessage, ProbeOutcome,
+    Action, Boot, CheckResult, Command, CommandError, Engine, EngineStatus, Failure, GroupState,
+    Input, PeerMessage, ProbeOutcome,
 };
 use baton_core::events::{self, Event};
 use baton_core::time::Millis;
@@ -88,7 +88,6 @@ pub(crate) enum LoopMsg {
         path: usize,
         msg: Box<PeerMessage>,
     },
-    Rejected,
     ActionDone {
         id: u64,
         result: Result<(), Failure>,
@@ -120,6 +119,8 @@ pub struct Shared {
     pub key: ClusterKey,
     pub(crate) tx: mpsc::Sender<LoopMsg>,
     pub alert_log: Mutex<AlertLog>,
+    /// Reads the alert log for the API without taking `alert_log`'s lock.
+    pub alert_reader: baton_notifier::AlertReader,
     pub counters: Mutex<RejectCounters>,
     pub notifier: NotifierHandle,
     pub started: Instant,
@@ -242,7 +243,9 @@ impl Runtime {
                                 self.unpersisted.remove(&group);
                             }
                             Err(err) => {
-                                self.epochs.insert(group.clone(), current);
+                                // The higher value stays in memory (it may be on disk
+                                // already if only the directory sync failed): the next
+                                // successful write must never store a lower epoch.
                                 let ev = Event::new(&events::STATE_DIR_ERROR, format!("cannot persist epoch {epoch} of group {group}: {err}; its activation is refused here")).group(&group);
                                 self.record(ev);
                                 self.unpersisted.insert(group, epoch);
@@ -292,9 +295,16 @@ impl Runtime {
                             .collect(),
                     };
                     if let Err(err) = self.state.store_ownership(&own) {
+                        // Not knowing after a crash that a group was held here would let
+                        // it run twice: refuse activations of the groups being started.
+                        for (g, o) in &own.groups {
+                            if o.state == GroupState::Activating.as_str() {
+                                self.unpersisted.insert(g.clone(), o.epoch);
+                            }
+                        }
                         let ev = Event::new(
                             &events::STATE_DIR_ERROR,
-                            format!("cannot persist ownership: {err}"),
+                            format!("cannot persist ownership: {err}; activations are refused until it can be written"),
                         );
                         self.record(ev);
                     }
@@ -511,7 +521,14 @@ impl Runtime {
             async move {
                 let started = Instant::now();
                 let r = match probe {
-                    Some(p) => match tokio::time::timeout(ctx.timeout, p.probe(&ctx)).await {
+                    // The probe enforces its own timeout (and kills what it started, with
+                    // a grace period); this outer bound only catches a probe that hangs.
+                    Some(p) => match tokio::time::timeout(
+                        ctx.timeout + Duration::from_secs(3),
+                        p.probe(&ctx),
+                    )
+                    .await
+                    {
                         Ok(r) => r,
                         Err(_) => Err(baton_providers::ProviderError::Timeout(timeout_ms)),
                     },
@@ -769,6 +786,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         token: key.api_token(),
         key: key.clone(),
         tx: tx.clone(),
+        alert_reader: alert_log.reader(),
         alert_log: Mutex::new(alert_log),
         counters: Mutex::new(RejectCounters::default()),
         notifier: notifier.clone(),
@@ -824,6 +842,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                     }
                     r
                 };
+                // Rejections are counted above; only good heartbeats wake the main loop.
                 let msg = match res {
                     Ok(env) => LoopMsg::Heartbeat {
                         from: env.from,
@@ -832,7 +851,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                     },
                     Err(e) => {
                         tracing::debug!(error = %e, code = e.code(), "heartbeat rejected");
-                        LoopMsg::Rejected
+                        continue;
                     }
                 };
                 if tx.send(msg).await.is_err() {
@@ -935,7 +954,6 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                 let now = rt.now();
                 match m {
                     LoopMsg::Heartbeat { from, path, msg } => rt.engine.step(now, Input::Heartbeat { from, path, msg }),
-                    LoopMsg::Rejected => Vec::new(),
                     LoopMsg::ActionDone { id, result } => rt.engine.step(now, Input::ActionDone { id, result }),
                     LoopMsg::CheckDone { id, result, detail } => rt.engine.step(now, Input::CheckDone { id, result, detail }),
                     LoopMsg::ProbeDone { id, outcome } => rt.engine.step(now, Input::ProbeDone { id, outcome }),

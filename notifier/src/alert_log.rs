@@ -70,109 +70,20 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Ale
     }
 }
 
-/// The alert log of one server. Not shared between processes: the agent owns it.
-#[derive(Debug)]
-pub struct AlertLog {
+/// Reads the alert log without the writer: the API serves `baton alerts` from a reader so
+/// that a long read never holds up the agent, which appends under its own lock. A read
+/// that races a rotation may miss or repeat a few events (callers track `seq`).
+#[derive(Debug, Clone)]
+pub struct AlertReader {
     dir: PathBuf,
-    max_bytes: u64,
-    keep: usize,
-    /// `alerts.jsonl`, opened for appending.
-    file: File,
-    /// Current length of `alerts.jsonl` as far as we know.
-    size: u64,
-    last_seq: u64,
-    /// A write failed part-way: the file may end in a torn line that must be terminated
-    /// (and its length re-read) before the next append.
-    dirty: bool,
 }
 
-impl AlertLog {
-    /// Open (creating the directory and file if needed) the alert log in `dir`.
-    ///
-    /// Recovers the last `seq` from the existing files; lines that do not parse (a torn
-    /// last line after a crash) are skipped.
-    pub fn open(
-        dir: impl AsRef<Path>,
-        max_bytes: u64,
-        keep: usize,
-    ) -> Result<AlertLog, AlertLogError> {
-        if max_bytes == 0 {
-            return Err(AlertLogError::Invalid("max_bytes must be above 0".into()));
+impl AlertReader {
+    /// A reader of the log in `dir`.
+    pub fn new(dir: impl AsRef<Path>) -> AlertReader {
+        AlertReader {
+            dir: dir.as_ref().to_path_buf(),
         }
-        if keep == 0 {
-            return Err(AlertLogError::Invalid("keep must be at least 1".into()));
-        }
-        let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-        let path = dir.join(FILE_NAME);
-        let file = open_current(&path)?;
-        let mut log = AlertLog {
-            dir,
-            max_bytes,
-            keep,
-            file,
-            size: 0,
-            last_seq: 0,
-            dirty: true,
-        };
-        log.repair_tail()?;
-        for p in log.files_oldest_first()?.iter().rev() {
-            if let Some(seq) = max_seq_in(p)? {
-                log.last_seq = seq;
-                break;
-            }
-        }
-        Ok(log)
-    }
-
-    /// Open with the default size and file count.
-    pub fn open_default(dir: impl AsRef<Path>) -> Result<AlertLog, AlertLogError> {
-        AlertLog::open(dir, DEFAULT_MAX_BYTES, DEFAULT_KEEP)
-    }
-
-    /// The directory holding the log files.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The `seq` of the last event appended (0 when the log is empty).
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq
-    }
-
-    /// Stamp `ev` with the next `seq`, append it as one line and return it.
-    ///
-    /// The line is handed to the kernel before this returns (visible to readers), but not
-    /// fsynced; call [`AlertLog::sync`] where durability matters. A failed write still
-    /// consumes the `seq`, so a seq is never used twice (a gap is harmless).
-    pub fn append(&mut self, mut ev: Event) -> Result<Event, AlertLogError> {
-        if self.dirty {
-            self.repair_tail()?;
-        }
-        ev.seq = self.last_seq + 1;
-        let mut line = serde_json::to_vec(&ev).map_err(|source| AlertLogError::Encode {
-            id: ev.id.clone(),
-            source,
-        })?;
-        line.push(b'\n');
-        let len = line.len() as u64;
-        if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {
-            self.rotate()?;
-        }
-        self.last_seq = ev.seq;
-        if let Err(e) = self.file.write_all(&line) {
-            self.dirty = true;
-            return Err(io_err("append to", &self.current_path())(e));
-        }
-        self.size += len;
-        Ok(ev)
-    }
-
-    /// fsync the file being written.
-    pub fn sync(&self) -> Result<(), AlertLogError> {
-        self.file
-            .sync_data()
-            .map_err(io_err("sync", &self.current_path()))
     }
 
     /// Up to `limit` events with `seq > after_seq`, oldest first, across rotated files.
@@ -274,6 +185,143 @@ impl AlertLog {
             .collect();
         files.push(self.current_path());
         Ok(files)
+    }
+}
+
+/// The alert log of one server. Not shared between processes: the agent owns it.
+#[derive(Debug)]
+pub struct AlertLog {
+    dir: PathBuf,
+    max_bytes: u64,
+    keep: usize,
+    /// `alerts.jsonl`, opened for appending.
+    file: File,
+    /// Current length of `alerts.jsonl` as far as we know.
+    size: u64,
+    last_seq: u64,
+    /// A write failed part-way: the file may end in a torn line that must be terminated
+    /// (and its length re-read) before the next append.
+    dirty: bool,
+}
+
+impl AlertLog {
+    /// A reader of this log that does not hold the writer.
+    pub fn reader(&self) -> AlertReader {
+        AlertReader::new(&self.dir)
+    }
+
+    /// Up to `limit` events with `seq > after_seq`, oldest first, across rotated files.
+    pub fn read_since(&self, after_seq: u64, limit: usize) -> Result<Vec<Event>, AlertLogError> {
+        self.reader().read_since(after_seq, limit)
+    }
+
+    /// The last `n` events, oldest first.
+    pub fn tail(&self, n: usize) -> Result<Vec<Event>, AlertLogError> {
+        self.reader().tail(n)
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.reader().current_path()
+    }
+
+    fn rotated_path(&self, n: usize) -> PathBuf {
+        self.reader().rotated_path(n)
+    }
+
+    fn rotated_indices(&self) -> Result<Vec<usize>, AlertLogError> {
+        self.reader().rotated_indices()
+    }
+
+    fn files_oldest_first(&self) -> Result<Vec<PathBuf>, AlertLogError> {
+        self.reader().files_oldest_first()
+    }
+
+    /// Open (creating the directory and file if needed) the alert log in `dir`.
+    ///
+    /// Recovers the last `seq` from the existing files; lines that do not parse (a torn
+    /// last line after a crash) are skipped.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        max_bytes: u64,
+        keep: usize,
+    ) -> Result<AlertLog, AlertLogError> {
+        if max_bytes == 0 {
+            return Err(AlertLogError::Invalid("max_bytes must be above 0".into()));
+        }
+        if keep == 0 {
+            return Err(AlertLogError::Invalid("keep must be at least 1".into()));
+        }
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let path = dir.join(FILE_NAME);
+        let file = open_current(&path)?;
+        let mut log = AlertLog {
+            dir,
+            max_bytes,
+            keep,
+            file,
+            size: 0,
+            last_seq: 0,
+            dirty: true,
+        };
+        log.repair_tail()?;
+        for p in log.files_oldest_first()?.iter().rev() {
+            if let Some(seq) = max_seq_in(p)? {
+                log.last_seq = seq;
+                break;
+            }
+        }
+        Ok(log)
+    }
+
+    /// Open with the default size and file count.
+    pub fn open_default(dir: impl AsRef<Path>) -> Result<AlertLog, AlertLogError> {
+        AlertLog::open(dir, DEFAULT_MAX_BYTES, DEFAULT_KEEP)
+    }
+
+    /// The directory holding the log files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The `seq` of the last event appended (0 when the log is empty).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Stamp `ev` with the next `seq`, append it as one line and return it.
+    ///
+    /// The line is handed to the kernel before this returns (visible to readers), but not
+    /// fsynced; call [`AlertLog::sync`] where durability matters. A failed write still
+    /// consumes the `seq`, so a seq is never used twice (a gap is harmless).
+    pub fn append(&mut self, mut ev: Event) -> Result<Event, AlertLogError> {
+        if self.dirty {
+            self.repair_tail()?;
+        }
+        ev.seq = self.last_seq + 1;
+        let mut line = serde_json::to_vec(&ev).map_err(|source| AlertLogError::Encode {
+            id: ev.id.clone(),
+            source,
+        })?;
+        line.push(b'\n');
+        let len = line.len() as u64;
+        if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {
+            self.rotate()?;
+        }
+        self.last_seq = ev.seq;
+        if let Err(e) = self.file.write_all(&line) {
+            self.dirty = true;
+            return Err(io_err("append to", &self.current_path())(e));
+        }
+        self.size += len;
+        Ok(ev)
+    }
+
+    /// fsync the file being written.
+    pub fn sync(&self) -> Result<(), AlertLogError> {
+        self.file
+            .sync_data()
+            .map_err(io_err("sync", &self.current_path()))
     }
 
     /// Shift `.n` to `.n+1` (dropping what would exceed `keep` files), move the current

@@ -13,7 +13,7 @@ pub mod alert_log;
 pub mod dispatch;
 pub mod sink;
 
-pub use alert_log::{AlertLog, AlertLogError};
+pub use alert_log::{AlertLog, AlertLogError, AlertReader};
 pub use dispatch::{
     Notifier, NotifierHandle, NotifierOptions, ShutdownReport, SinkShutdown, SinkStats,
 };

@@ -64,6 +64,9 @@ pub struct FloatingIpDriver {
     netns: Option<String>,
     /// Whether a usable (iputils) arping is installed; found out once.
     arping: OnceLock<bool>,
+    /// The gratuitous ARP announcements still being sent after an activation; stopped on
+    /// deactivation so that a server that gave the address up never announces it again.
+    announcing: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl FloatingIpDriver {
@@ -127,6 +130,7 @@ impl FloatingIpDriver {
             prefix,
             netns: None,
             arping: OnceLock::new(),
+            announcing: std::sync::Mutex::new(None),
         })
     }
 
@@ -300,12 +304,30 @@ impl FloatingIpDriver {
         let spec = self.cmd(format!("arping -U on {dev}"), "arping", args, limit);
         let ip = self.ip;
         let dev = dev.to_string();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = run_command(&spec).await {
                 tracing::warn!(ip = %ip, dev,
                     "gratuitous ARP failed ({e}); neighbours may keep a stale ARP entry until it expires");
             }
         });
+        if let Some(old) = self.announcing_slot().replace(task) {
+            old.abort();
+        }
+    }
+
+    fn announcing_slot(&self) -> std::sync::MutexGuard<'_, Option<tokio::task::JoinHandle<()>>> {
+        // A poisoned lock only means a panic elsewhere while holding it; the slot is
+        // still a valid Option.
+        self.announcing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stop announcing (dropping the command kills the arping process group).
+    fn stop_announcing(&self) {
+        if let Some(task) = self.announcing_slot().take() {
+            task.abort();
+        }
     }
 }
 
@@ -382,6 +404,7 @@ impl ResourceDriver for FloatingIpDriver {
     }
 
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        self.stop_announcing();
         let dl = Deadline::new(ctx.timeout);
         let links = self.links(&dl).await?;
         let Some(found) = locate(&links, self.ip) else {
@@ -389,9 +412,10 @@ impl ResourceDriver for FloatingIpDriver {
         };
         if let Some(dev) = &self.params.device {
             if *dev != found.dev {
+                // It is this resource's address wherever it sits: leaving it would let
+                // the next holder add a duplicate.
                 tracing::warn!(ip = %self.ip, on = %found.dev, configured = %dev,
-                    "address is on another device than configured; leaving it");
-                return Ok(());
+                    "address is on another device than configured; removing it there");
             }
         }
         let addr = format!("{}/{}", self.ip, found.prefixlen);

@@ -118,6 +118,32 @@ async fn floating_ip_in_network_namespaces() {
     assert_eq!(d.check(&c).await.unwrap(), CheckOutcome::Inactive);
     d.deactivate(&c).await.unwrap();
 
+    // Deactivation stops the gratuitous ARP still being sent after a recent activation:
+    // a server that gave the address up must never announce it again.
+    if arping {
+        let d = driver(&a, "ip = '10.99.0.11'\narp_count = 8");
+        let announcing = || sh(&["pgrep", "-f", "arping -U -c 8 -I v0 10.99.0.11"]);
+        let eventually = |want: bool| async move {
+            for _ in 0..60 {
+                if announcing() == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        };
+        d.activate(&c).await.unwrap();
+        assert!(
+            eventually(true).await,
+            "gratuitous ARP runs after activation"
+        );
+        d.deactivate(&c).await.unwrap();
+        assert!(
+            eventually(false).await,
+            "gratuitous ARP still running after deactivation"
+        );
+    }
+
     // An address another host already answers for is refused (IPv4, needs arping).
     must(&["ip", "-n", &b, "addr", "add", "10.99.0.20/24", "dev", "v1"]);
     let dup = driver(&a, "ip = '10.99.0.20'\ndevice = 'v0'\narp_count = 0");

@@ -1227,3 +1227,19 @@ fn topo_order_keeps_independent_resources_in_file_order() {
         .collect();
     assert_eq!(names, ["awsvip1", "app"]);
 }
+
+#[test]
+fn duplicate_priorities_are_rejected() {
+    let text = replace(DESIGN, "priority = 2", "priority = 1");
+    let e = load(&text).unwrap_err();
+    let d = e
+        .diagnostics
+        .iter()
+        .find(|d| d.key == "server[1].priority")
+        .unwrap();
+    assert!(
+        d.message
+            .contains("priority 1 is also the priority of server `node-1`"),
+        "{d}"
+    );
+}

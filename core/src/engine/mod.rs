@@ -751,8 +751,8 @@ impl Engine {
             && self.peers[si].digest_warned.as_deref() != Some(msg.digest.as_str())
         {
             self.peers[si].digest_warned = Some(msg.digest.clone());
-            let mine = self.cfg.digest[..12.min(self.cfg.digest.len())].to_string();
-            let theirs = msg.digest[..12.min(msg.digest.len())].to_string();
+            let mine: String = self.cfg.digest.chars().take(12).collect();
+            let theirs: String = msg.digest.chars().take(12).collect();
             self.emit(
                 &events::CONFIG_DIGEST_MISMATCH,
                 format!("server {from} runs configuration {theirs}…, this server runs {mine}…"),
