@@ -193,6 +193,9 @@ pub struct Engine {
     /// Something peers decide on changed (membership, a group's state here, an intent):
     /// the shell should send a heartbeat now rather than at the next interval.
     urgent: bool,
+    /// Version of a `cluster stop` learned during this agent's startup wait: issued before
+    /// it started, so it does not apply to it.
+    stopping_ignored: u64,
     /// Since when this server has had quorum without interruption.
     quorum_since: Option<Millis>,
     /// Message for the next BTN-2103 (why the group is being deactivated), if not the
@@ -317,6 +320,7 @@ impl Engine {
             last_ownership: BTreeMap::new(),
             urgent: false,
             quorum_since: None,
+            stopping_ignored: 0,
             deactivating_reason: None,
         };
         // Self is always "up" on every path.
@@ -489,6 +493,11 @@ impl Engine {
         waited && !adopting_unchecked && settled
     }
 
+    /// A `cluster stop` applies to this agent (see `stopping_ignored`).
+    pub(super) fn stopping(&self) -> bool {
+        self.intents.stopping.on && self.intents.stopping.version > self.stopping_ignored
+    }
+
     fn suspended(&self) -> bool {
         self.intents.suspended.on
     }
@@ -606,7 +615,7 @@ impl Engine {
                 && self.quorum
                 && !self.refused
                 && !self.leaving
-                && !self.intents.stopping.on;
+                && !self.stopping();
         }
         let p = &self.peers[si];
         p.up && p
@@ -796,6 +805,14 @@ impl Engine {
             &self.intents.stopping.origin,
         ) {
             self.intents.stopping = other.stopping.clone();
+            // A `cluster stop` issued before this agent started is not for it: an agent
+            // still draining a stuck group keeps sending the intent, and an agent started
+            // later must not exit because of it.
+            if other.stopping.on
+                && self.now.since(self.started) < self.cfg.heartbeat.startup_wait().ms()
+            {
+                self.stopping_ignored = other.stopping.version;
+            }
         }
         for (m, i) in &other.monitors {
             if !self.cfg.monitors.iter().any(|x| &x.name == m) {

@@ -230,7 +230,7 @@ impl Engine {
 
     /// The group must not run here now (operator stop, cluster stop, shutdown, no quorum).
     fn must_stop(&self, gi: usize) -> bool {
-        !self.group_run(gi) || self.intents.stopping.on || self.leaving || !self.quorum
+        !self.group_run(gi) || self.stopping() || self.leaving || !self.quorum
     }
 
     /// Resources that are (or may be) active when a plan stops at `pos`: those of the plan
@@ -1039,7 +1039,7 @@ impl Engine {
 
     /// Is the monitor supposed to poll right now (ignoring suspension)?
     fn monitor_active(&self, mi: usize) -> bool {
-        if self.leaving || self.intents.stopping.on {
+        if self.leaving || self.stopping() {
             return false;
         }
         match self.cfg.monitors[mi].timing {
@@ -1342,7 +1342,7 @@ impl Engine {
     }
 
     fn maybe_exit(&mut self) {
-        if self.exit_sent || !(self.leaving || self.intents.stopping.on) {
+        if self.exit_sent || !(self.leaving || self.stopping()) {
             return;
         }
         // A `stuck` group keeps the agent up: while it runs, its peers see the group held
@@ -1515,7 +1515,7 @@ impl Engine {
             quorum: self.quorum,
             refused: self.refused,
             suspended: self.suspended(),
-            stopping: self.intents.stopping.on || self.leaving,
+            stopping: self.stopping() || self.leaving,
             heartbeat_timeout_ms: timeout,
             timeout_override_remaining_ms: self.timeout_until.map(|t| t.since(now)),
             monitor_factor_pct: u32::try_from(self.monitor_factor()).unwrap_or(100),

@@ -2995,3 +2995,40 @@ fn regression_kill_standby_under_heavy_loss() {
         apply_fault(&mut sim, &f);
     }
 }
+
+#[test]
+fn an_agent_started_after_a_cluster_stop_does_not_exit_because_of_it() {
+    // node-1 cannot stop (its group is stuck) and keeps sending the `cluster stop`
+    // intent; node-2 and node-3 stopped and are started again later: they stay up.
+    let text = cluster(3, &group_g1("", "deactivate_retries = 0"));
+    let mut sim = started(&text);
+    sim.fail_deactivate("node-1", "app", u32::MAX);
+    sim.cmd("node-2", Command::ClusterStop).unwrap();
+    sim.run(2_000);
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Stuck);
+    for s in ["node-2", "node-3"] {
+        assert!(
+            sim.actions(s)
+                .iter()
+                .any(|a| matches!(a, Action::Exit { .. })),
+            "{s} stops"
+        );
+        sim.kill(s);
+    }
+    sim.clear_logs();
+    for s in ["node-2", "node-3"] {
+        let boot = sim.boot_state(s);
+        sim.restart(s, boot);
+    }
+    sim.run(STARTUP + 2_000);
+    for s in ["node-2", "node-3"] {
+        assert!(
+            !sim.actions(s)
+                .iter()
+                .any(|a| matches!(a, Action::Exit { .. })),
+            "{s} must stay up"
+        );
+    }
+    // The stuck group is still held by node-1 and never started elsewhere.
+    assert!(sim.activations("node-2").is_empty() && sim.activations("node-3").is_empty());
+}
