@@ -169,6 +169,14 @@ impl Shared {
     }
 }
 
+/// A provider error as the engine sees it: its stable code and its text.
+fn failure(e: &baton_providers::ProviderError) -> Failure {
+    Failure {
+        code: e.code().to_string(),
+        message: e.to_string(),
+    }
+}
+
 fn unix_ms() -> u64 {
     // Wall-clock time is used only to stamp events and ownership records for people;
     // every decision runs on the monotonic clock.
@@ -376,11 +384,10 @@ impl Runtime {
                                 Duration::from_millis(timeout_ms),
                             )
                             .with_env(env);
-                            let result =
-                                run_command(&spec).await.map(|_| ()).map_err(|e| Failure {
-                                    code: e.code().to_string(),
-                                    message: e.to_string(),
-                                });
+                            let result = run_command(&spec)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| failure(&e));
                             let _ = tx.send(LoopMsg::ActionDone { id, result }).await;
                         }
                         .instrument(span),
@@ -471,10 +478,7 @@ impl Runtime {
                         };
                         let result = match tokio::time::timeout(outer, fut).await {
                             Ok(Ok(())) => Ok(()),
-                            Ok(Err(e)) => Err(Failure {
-                                code: e.code().to_string(),
-                                message: e.to_string(),
-                            }),
+                            Ok(Err(e)) => Err(failure(&e)),
                             Err(_) => Err(Failure {
                                 code: "timeout".into(),
                                 message: format!("timed out after {} ms", ctx.timeout.as_millis()),

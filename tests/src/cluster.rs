@@ -449,11 +449,7 @@ impl Cluster {
                 out.code, out.stdout, out.stderr
             ));
         }
-        out.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(|e| format!("bad event line ({e}): {l}")))
-            .collect()
+        crate::parse_event_lines(&out.stdout)
     }
 
     pub fn alerts(&self, server: &str) -> Vec<Event> {

@@ -65,6 +65,15 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Resul
 /// Serialises the multi-agent scenarios of one test binary (the machine may have only
 /// two cores): take it first in every scenario. A panicking scenario does not poison
 /// the next one.
+/// Parse the output of `baton alerts --json` (one event per line).
+pub fn parse_event_lines(stdout: &str) -> Result<Vec<Event>, String> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("bad event line ({e}): {l}")))
+        .collect()
+}
+
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())

@@ -456,11 +456,7 @@ deactivate_timeout = "5s"
                 out.code, out.stdout, out.stderr
             ));
         }
-        out.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(|e| format!("bad event line ({e}): {l}")))
-            .collect()
+        baton_tests::parse_event_lines(&out.stdout)
     }
 
     /// `curl http://VIP:8080/` from the client namespace.
