@@ -28,6 +28,13 @@ if [ "${#need[@]}" -gt 0 ]; then
   fi
 fi
 
+# Python tools in a local venv: moto server (AWS API emulator), cbor2, aiosmtpd (SMTP).
+step "Python test tools (moto server, aiosmtpd) in a local venv"
+BATON_PYTHON="$(bash tests/moto/setup.sh | tail -n 1)"
+export BATON_PYTHON
+# From here on a missing emulator fails the AWS tests instead of skipping them.
+export BATON_REQUIRE_MOTO=1
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod aws;
 pub mod error;
 pub mod local;
 pub mod params;

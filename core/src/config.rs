@@ -17,6 +17,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod aws;
+mod notify;
+pub use aws::AwsSection;
+pub use notify::{LogSinkSection, MetricsSection, NotifySection};
+
 /// Default UDP port for heartbeats when an interconnect gives only an address.
 pub const DEFAULT_HEARTBEAT_PORT: u16 = 7421;
 /// Name of the pseudo-target that means "every group on this server".
@@ -105,6 +110,10 @@ struct RawFile {
     monitor: Vec<toml::Table>,
     #[serde(default)]
     notify: NotifySection,
+    #[serde(default)]
+    metrics: MetricsSection,
+    #[serde(default)]
+    aws: AwsSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,25 +247,6 @@ pub enum OnQuorumLoss {
     Reboot,
 }
 
-/// `[notify]`: where events go besides the alert log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct NotifySection {
-    /// Write events to the agent's log (stderr / journal). On by default.
-    pub log: Option<LogSinkSection>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSinkSection {
-    #[serde(default = "default_min_severity")]
-    pub min_severity: crate::Severity,
-}
-
-fn default_min_severity() -> crate::Severity {
-    crate::Severity::Info
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGroup {
@@ -323,6 +313,8 @@ pub struct Config {
     pub groups: Vec<Group>,
     pub monitors: Vec<Monitor>,
     pub notify: NotifySection,
+    pub metrics: MetricsSection,
+    pub aws: AwsSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -1735,6 +1727,9 @@ fn validate(
         });
     }
 
+    notify::validate(d, &raw.notify, &raw.metrics, &monitors);
+    aws::validate(d, &raw.aws);
+
     Some(Config {
         path: file.to_string(),
         digest,
@@ -1747,6 +1742,8 @@ fn validate(
         groups,
         monitors,
         notify: raw.notify,
+        metrics: raw.metrics,
+        aws: raw.aws,
     })
 }
 

@@ -27,6 +27,7 @@ pub mod bin;
 pub mod cluster;
 pub mod http;
 pub mod model;
+pub mod moto;
 pub mod netns;
 pub mod nft;
 pub mod watch;

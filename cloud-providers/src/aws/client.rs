@@ -1,0 +1,250 @@
+//! The one AWS client factory: every AWS caller in Baton (the AWS resources and monitors,
+//! the cloud witness, the SNS / CloudWatch sinks) builds its SDK clients here, so
+//! credentials, region, endpoint override, timeouts and retry policy are decided once.
+//!
+//! - Credentials: the SDK's default chain (environment, shared profile / SSO, web
+//!   identity, ECS, IMDSv2 instance role). Never from Baton's config file.
+//! - Region: `[aws] region`, else the SDK chain (`AWS_REGION`, profile), else IMDSv2.
+//! - `[aws] endpoint_url`: one override for every service (emulators, VPC endpoints).
+//! - Proxy: the standard `HTTPS_PROXY` / `NO_PROXY` environment, honoured by the SDK's
+//!   HTTP client.
+//! - Retries are classified once, by the SDK's standard strategy: throttling
+//!   (`RequestLimitExceeded`, `Throttling`, `SlowDown`, ...), transient 5xx and transport
+//!   errors are retried with jittered exponential backoff up to `[aws] max_attempts`;
+//!   client errors (4xx such as `UnauthorizedOperation`, `InvalidRouteTableID.NotFound`)
+//!   are not. [`call`] bounds the whole call, retries included, by the action's deadline.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use baton_core::config::AwsSection;
+
+use crate::ProviderError;
+
+/// Built once per agent (or per command); cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    sdk: SdkConfig,
+    settings: AwsSection,
+}
+
+impl AwsClients {
+    /// Resolve credentials provider, region and endpoint. Does not call AWS (credentials
+    /// are fetched lazily by the first call), except IMDS for the region when none is set.
+    pub async fn load(settings: &AwsSection) -> AwsClients {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(settings.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(100))
+                    .with_max_backoff(Duration::from_secs(5)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_millis(settings.call_timeout.ms().min(3_000)))
+                    .operation_attempt_timeout(Duration::from_millis(settings.call_timeout.ms()))
+                    .build(),
+            );
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url.clone());
+        }
+        if let Some(profile) = &settings.profile {
+            loader = loader.profile_name(profile.clone());
+        }
+        let sdk = loader.load().await;
+        AwsClients {
+            sdk,
+            settings: settings.clone(),
+        }
+    }
+
+    /// The shared SDK configuration, for crates that build clients of other services
+    /// (the notifier's SNS and CloudWatch sinks).
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
+    pub fn settings(&self) -> &AwsSection {
+        &self.settings
+    }
+
+    /// The region in use, if one was found.
+    pub fn region(&self) -> Option<String> {
+        self.sdk.region().map(|r| r.to_string())
+    }
+
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk)
+    }
+
+    pub fn route53(&self) -> aws_sdk_route53::Client {
+        aws_sdk_route53::Client::new(&self.sdk)
+    }
+
+    /// S3 with path-style addressing when an endpoint override is set (emulators and
+    /// VPC endpoints do not serve virtual-hosted bucket names).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .force_path_style(self.settings.endpoint_url.is_some())
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+    }
+
+    /// A client for a region other than the default (a witness bucket in another region).
+    pub fn with_region(&self, region: &str) -> AwsClients {
+        let sdk = self
+            .sdk
+            .to_builder()
+            .region(Region::new(region.to_string()))
+            .build();
+        AwsClients {
+            sdk,
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+/// How a failed AWS call is classified (once, here) for events and `on_api_error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsFailure {
+    /// The service did not answer usefully: timeout, transport error, throttling or 5xx
+    /// after the retries. Monitors apply `on_api_error`.
+    Unavailable(String),
+    /// The service answered with a client error: the request or the setup is wrong
+    /// (IDs, permissions, conditions). `code` is AWS's error code.
+    Rejected { code: String, message: String },
+}
+
+impl AwsFailure {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            AwsFailure::Rejected { code, .. } => Some(code),
+            AwsFailure::Unavailable(_) => None,
+        }
+    }
+}
+
+impl Display for AwsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AwsFailure::Unavailable(m) => write!(f, "AWS did not answer: {m}"),
+            AwsFailure::Rejected { code, message } => write!(f, "{code}: {message}"),
+        }
+    }
+}
+
+impl From<AwsFailure> for ProviderError {
+    fn from(f: AwsFailure) -> Self {
+        match f {
+            AwsFailure::Unavailable(m) => ProviderError::Api(m),
+            r @ AwsFailure::Rejected { .. } => ProviderError::Other(r.to_string()),
+        }
+    }
+}
+
+/// Classify an SDK error. Throttling and 5xx that survived the retries count as the API
+/// being unavailable, like timeouts and transport failures.
+pub fn classify<E, R>(op: &str, err: &SdkError<E, R>) -> AwsFailure
+where
+    E: ProvideErrorMetadata + std::error::Error,
+    R: std::fmt::Debug,
+{
+    match err {
+        SdkError::ServiceError(se) => {
+            let e = se.err();
+            let code = e.code().unwrap_or("Unknown").to_string();
+            let message = e.message().unwrap_or("").to_string();
+            let status = raw_status(se.raw());
+            let throttled = is_throttling_code(&code);
+            if throttled || status.is_some_and(|s| s >= 500) {
+                AwsFailure::Unavailable(format!(
+                    "{op}: {code}{}{}",
+                    status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+                    if message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {message}")
+                    }
+                ))
+            } else {
+                AwsFailure::Rejected {
+                    code,
+                    message: format!("{op}: {message}"),
+                }
+            }
+        }
+        SdkError::TimeoutError(_) => AwsFailure::Unavailable(format!("{op}: timed out")),
+        SdkError::DispatchFailure(d) => AwsFailure::Unavailable(format!(
+            "{op}: could not reach the endpoint ({})",
+            d.as_connector_error()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "dispatch failure".into())
+        )),
+        SdkError::ResponseError(_) => {
+            AwsFailure::Unavailable(format!("{op}: the response could not be read"))
+        }
+        SdkError::ConstructionFailure(_) => AwsFailure::Rejected {
+            code: "RequestNotBuilt".into(),
+            message: format!("{op}: the request could not be built (missing or invalid parameter)"),
+        },
+        _ => AwsFailure::Unavailable(format!("{op}: unexpected SDK failure")),
+    }
+}
+
+fn raw_status<R: std::fmt::Debug>(raw: &R) -> Option<u16> {
+    // The raw response type is generic here; its Debug form carries the status line.
+    let s = format!("{raw:?}");
+    let i = s.find("status: StatusCode(")?;
+    s[i + 19..].split(')').next()?.parse().ok()
+}
+
+/// Error codes AWS uses for throttling (the SDK's standard classifier retries these).
+pub fn is_throttling_code(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestThrottledException"
+            | "TooManyRequestsException"
+            | "ProvisionedThroughputExceededException"
+            | "TransactionInProgressException"
+            | "RequestLimitExceeded"
+            | "BandwidthLimitExceeded"
+            | "LimitExceededException"
+            | "RequestThrottled"
+            | "SlowDown"
+            | "PriorRequestNotComplete"
+            | "EC2ThrottledException"
+    )
+}
+
+/// Run one SDK call (retries included) within `deadline`, classifying its failure.
+pub async fn call<T, E, R, F>(op: &str, deadline: Duration, fut: F) -> Result<T, AwsFailure>
+where
+    F: Future<Output = Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error,
+    R: std::fmt::Debug,
+{
+    match tokio::time::timeout(deadline, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(classify(op, &e)),
+        Err(_) => Err(AwsFailure::Unavailable(format!(
+            "{op}: no answer within {} ms (retries included)",
+            deadline.as_millis()
+        ))),
+    }
+}

@@ -1,0 +1,6 @@
+//! Amazon Web Services: the client factory shared by every AWS caller, and (issue 4) the
+//! AWS resources and monitors.
+
+pub mod client;
+
+pub use client::{call, classify, AwsClients, AwsFailure};
