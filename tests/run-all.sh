@@ -18,6 +18,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v arping >/dev/null 2>&1 || need+=(iputils-arping)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v keepalived >/dev/null 2>&1 || need+=(keepalived)  # the fault lab's VRRP comparison
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     step "installing Debian packages: ${need[*]}"
