@@ -26,6 +26,7 @@
 pub mod bin;
 pub mod cluster;
 pub mod http;
+pub mod lab;
 pub mod model;
 pub mod moto;
 pub mod netns;
