@@ -19,6 +19,7 @@ pub mod error;
 pub mod local;
 pub mod params;
 pub mod process;
+pub mod witness;
 
 pub use error::{ParamError, ProviderError};
 

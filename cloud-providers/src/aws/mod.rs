@@ -2,5 +2,6 @@
 //! AWS resources and monitors.
 
 pub mod client;
+pub mod witness;
 
 pub use client::{call, classify, AwsClients, AwsFailure};
