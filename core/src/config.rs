@@ -20,7 +20,10 @@ use sha2::{Digest, Sha256};
 mod aws;
 mod notify;
 pub use aws::AwsSection;
-pub use notify::{LogSinkSection, MetricsSection, NotifySection};
+pub use notify::{
+    id_matches, CloudWatchSection, DeliverySection, LogSinkSection, MailSecurity, MailSection,
+    MetricKind, MetricsSection, NotifySection, SnsSection, WebhookSection,
+};
 
 /// Default UDP port for heartbeats when an interconnect gives only an address.
 pub const DEFAULT_HEARTBEAT_PORT: u16 = 7421;

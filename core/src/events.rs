@@ -229,6 +229,18 @@ catalogue! {
     EVENTS_DROPPED = 5001, Warning, "notifier", "Events dropped",
         cause: "A notification sink could not keep up or was unreachable and events were dropped for it. The alert log keeps every event.",
         action: "Check the sink's endpoint; counts are in `baton status`.";
+    NOTIFY_TEST = 5002, Info, "notifier", "Notification test",
+        cause: "An operator ran `baton notify test`: this event was sent through every configured sink (or the one named) to check the delivery path end to end.",
+        action: "None. If it did not arrive, read what `baton notify test` reported for the sink.";
+    METRICS_DROPPED = 5003, Warning, "notifier", "Metric samples dropped",
+        cause: "The metrics sink (Amazon CloudWatch) could not keep up or was unreachable, and metric samples were dropped (the sample queue was full, or PutMetricData failed after its retries). Alerts are not affected.",
+        action: "Check the endpoint, the credentials (cloudwatch:PutMetricData) and the network path to CloudWatch; counts are in `baton status`. Fewer opted-in monitors or a longer `[metrics.cloudwatch] interval` lower the load.";
+    SINK_NOT_STARTED = 5004, Error, "notifier", "Notification sink not started",
+        cause: "A configured sink could not be set up when the agent started (its secret file is unreadable, or the AWS client could not be configured). The agent runs without it; the alert log keeps every event.",
+        action: "Fix what the message names, then restart the agent; `baton notify test SINK` checks the sink without a restart.";
+    SINK_REJECTED = 5005, Error, "notifier", "Notification sink rejects deliveries",
+        cause: "A sink's endpoint refused a delivery with a permanent error (authorization, unknown topic, rejected recipient, HTTP 4xx), so retrying cannot help and the events were dropped for it.",
+        action: "Fix the sink's configuration or permissions (the message has the endpoint's answer), then check it with `baton notify test SINK`.";
 }
 
 /// Look up a catalogue entry by numeric id.
