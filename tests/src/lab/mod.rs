@@ -1,7 +1,7 @@
 //! The fault lab: N servers, each in its own network namespace with two interconnect
 //! networks, real `baton agent` processes, and faults injected from outside.
 //!
-//! Topology (every namespace is named `bl<pid>-…`; nothing is added to the root
+//! Topology (every namespace is named `bl<pid>x<k>-…`; nothing is added to the root
 //! namespace, and dropping the [`Lab`] kills what runs inside and deletes them):
 //!
 //! ```text
@@ -24,6 +24,7 @@
 //! actually held, that the group is never active on two servers at once.
 
 pub mod bench;
+pub mod impair;
 pub mod observer;
 pub mod scenarios;
 
@@ -156,6 +157,7 @@ pub struct Lab {
     rules: Vec<Rules>,
     rule_serial: u32,
     netem: Vec<(String, String)>,
+    hub: Option<impair::Hub>,
     pub t0: Instant,
     /// Wall clock (ms) at `t0`.
     pub unix0: u64,
@@ -189,7 +191,11 @@ impl Lab {
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
         let dir = tmp.path().to_path_buf();
-        let prefix = format!("bl{}-", std::process::id());
+        // Unique per lab: several labs of one process may exist one after the other
+        // (or, in tests, at once).
+        static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("bl{}x{k}-", std::process::id());
         let t0 = Instant::now();
         let mut lab = Lab {
             bin,
@@ -209,6 +215,7 @@ impl Lab {
             rules: Vec::new(),
             rule_serial: 0,
             netem: Vec::new(),
+            hub: None,
             t0,
             unix0: unix_ms(),
             notes: Arc::new(Mutex::new(Vec::new())),
@@ -741,39 +748,74 @@ deactivate_timeout = "5s"
         Ok(())
     }
 
-    /// `tc netem` on both interconnects of every server: `loss_pct` % loss, `delay_ms`
-    /// ± `jitter_ms` delay (each packet crosses one netem, at its sender).
+    /// Does this kernel have `sch_netem`? (Tried on the switch namespace's loopback.)
+    pub fn have_netem(&self) -> bool {
+        let ok = Command::new("tc")
+            .args([
+                "-n", &self.sw, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            let _ = Command::new("tc")
+                .args(["-n", &self.sw, "qdisc", "del", "dev", "lo", "root"])
+                .output();
+        }
+        ok
+    }
+
+    /// Loss and delay on both interconnects of every server: `loss_pct` % loss,
+    /// `delay_ms` ± `jitter_ms` delay, each packet impaired once. With `tc netem` on
+    /// each server's `ea` and `eb` where the kernel has it, else through the userspace
+    /// hub of [`impair`].
     pub fn netem_all(
         &mut self,
         loss_pct: u32,
         delay_ms: u32,
         jitter_ms: u32,
     ) -> Result<(), String> {
-        for i in 0..self.spec.servers {
-            for dev in ["ea", "eb"] {
-                let ns = self.nodes[i].clone();
-                let out = Command::new("tc")
-                    .args(["-n", &ns, "qdisc", "replace", "dev", dev, "root", "netem"])
-                    .args(["loss", &format!("{loss_pct}%")])
-                    .args(["delay", &format!("{delay_ms}ms"), &format!("{jitter_ms}ms")])
-                    .output()
-                    .map_err(|e| format!("cannot run tc: {e}"))?;
-                if !out.status.success() {
-                    return Err(format!(
-                        "tc netem on {dev} of {}: {}",
-                        server(i),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
+        let how = if self.have_netem() {
+            for i in 0..self.spec.servers {
+                for dev in ["ea", "eb"] {
+                    let ns = self.nodes[i].clone();
+                    let out = Command::new("tc")
+                        .args(["-n", &ns, "qdisc", "replace", "dev", dev, "root", "netem"])
+                        .args(["loss", &format!("{loss_pct}%")])
+                        .args(["delay", &format!("{delay_ms}ms"), &format!("{jitter_ms}ms")])
+                        .output()
+                        .map_err(|e| format!("cannot run tc: {e}"))?;
+                    if !out.status.success() {
+                        return Err(format!(
+                            "tc netem on {dev} of {}: {}",
+                            server(i),
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ));
+                    }
+                    self.netem.push((ns, dev.to_string()));
                 }
-                self.netem.push((ns, dev.to_string()));
             }
-        }
+            "tc netem"
+        } else {
+            let ports = (0..self.spec.servers)
+                .flat_map(|i| {
+                    ["a", "b"].map(|net| impair::Port {
+                        name: format!("n{}{net}", i + 1),
+                        bridge: format!("br{net}"),
+                    })
+                })
+                .collect();
+            self.hub = Some(impair::Hub::start(
+                &self.sw, ports, loss_pct, delay_ms, jitter_ms,
+            )?);
+            "the lab's userspace hub (this kernel has no sch_netem)"
+        };
         self.note(&format!(
-            "netem on every interconnect: {loss_pct}% loss, delay {delay_ms} ms ± {jitter_ms} ms"
+            "impaired every interconnect: {loss_pct}% loss, delay {delay_ms} ms ± {jitter_ms} ms, with {how}"
         ));
         Ok(())
     }
 
+    /// Remove the loss and delay.
     pub fn netem_clear(&mut self) -> Result<(), String> {
         for (ns, dev) in std::mem::take(&mut self.netem) {
             let out = Command::new("tc")
@@ -787,7 +829,17 @@ deactivate_timeout = "5s"
                 ));
             }
         }
-        self.note("netem removed");
+        if let Some(h) = self.hub.take() {
+            let st = h.stop()?;
+            self.note(&format!(
+                "hub stopped: {} frames, {} dropped ({:.1}%), {} copies sent",
+                st.frames,
+                st.dropped,
+                100.0 * st.dropped as f64 / st.frames.max(1) as f64,
+                st.sent
+            ));
+        }
+        self.note("impairment removed");
         Ok(())
     }
 

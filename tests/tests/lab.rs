@@ -1,0 +1,106 @@
+//! The fault lab's ten scenarios, a short run of each (root only; see
+//! `tests/src/lab` and docs/src/lab.md). Each test builds its own network namespaces,
+//! starts real agents, injects its fault and asserts the scenario's expectation plus,
+//! over the whole run, that the group was never active on two servers at once (agent
+//! status, event streams and the VIP as seen on every server).
+//!
+//! Not root, or `ip`/`nft`/`tc` missing: each test prints `SKIPPED: <why>` and passes.
+//! Long runs: `baton-lab run --scenario N --repeat N` (see docs/src/lab.md).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::time::Duration;
+
+use baton_tests::lab::scenarios::{self, Options};
+use baton_tests::lab::{self, witness_available};
+
+fn run(n: u8, o: Options) {
+    let _serial = baton_tests::serial();
+    if let Some(why) = lab::unavailable() {
+        println!("SKIPPED: scenario {n}: {why}");
+        return;
+    }
+    let r = scenarios::run(n, &o);
+    println!("{r}");
+    if let Some(why) = &r.skipped {
+        println!("SKIPPED: scenario {n}: {why}");
+        return;
+    }
+    assert!(
+        r.passed(),
+        "scenario {n} ({}) failed:\n  {}",
+        r.title,
+        r.failures.join("\n  ")
+    );
+}
+
+/// Scenarios 3 and 7 need `baton witness`.
+fn run_with_witness(n: u8) {
+    let bin = baton_tests::bin::baton_bin();
+    if lab::unavailable().is_none() && !witness_available(&bin) {
+        println!("SKIPPED: scenario {n}: this build has no `baton witness`");
+        return;
+    }
+    run(n, Options::default());
+}
+
+#[test]
+fn s01_sigkill_active_agent_fails_over() {
+    run(
+        1,
+        Options {
+            repeat: 2,
+            ..Options::default()
+        },
+    );
+}
+
+#[test]
+fn s02_paused_agent_resumes_and_deactivates_without_overlap() {
+    run(2, Options::default());
+}
+
+#[test]
+fn s03_cut_all_paths_with_witness_one_side_active() {
+    run_with_witness(3);
+}
+
+#[test]
+fn s04_asymmetric_partition_at_most_one_active() {
+    run(4, Options::default());
+}
+
+#[test]
+fn s05_cut_one_of_two_paths_no_failover() {
+    run(5, Options::default());
+}
+
+#[test]
+fn s06_loss_and_jitter_no_failover() {
+    run(
+        6,
+        Options {
+            duration: Duration::from_secs(30),
+            ..Options::default()
+        },
+    );
+}
+
+#[test]
+fn s07_witness_then_peer_lost_survivor_stays_passive() {
+    run_with_witness(7);
+}
+
+#[test]
+fn s08_restart_all_agents_one_active_after() {
+    run(8, Options::default());
+}
+
+#[test]
+fn s09_rolling_restart_group_stays_up() {
+    run(9, Options::default());
+}
+
+#[test]
+fn s10_partition_heals_exactly_one_active() {
+    run(10, Options::default());
+}
