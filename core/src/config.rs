@@ -19,9 +19,10 @@ use sha2::{Digest, Sha256};
 
 mod aws;
 mod notify;
+pub mod timing;
 pub use aws::AwsSection;
 pub use notify::{
-    id_matches, CloudWatchSection, DeliverySection, LogSinkSection, MailSecurity, MailSection,
+    id_matches, CloudWatchSection, DeliverySection, LogSinkSection, MailSection, MailSecurity,
     MetricKind, MetricsSection, NotifySection, SnsSection, WebhookSection,
 };
 
@@ -173,6 +174,10 @@ pub struct AgentSection {
     pub shutdown_command: String,
     /// Command run by the final action `reboot`. Default `systemctl reboot`.
     pub reboot_command: String,
+    /// A watchdog device (`/dev/watchdog`) the agent's main loop feeds: if the loop
+    /// stalls (or the process is stopped), the kernel resets the server. Optional; the
+    /// systemd watchdog (`WatchdogSec=`) is fed the same way when the unit sets it.
+    pub watchdog_device: Option<PathBuf>,
     /// Alert log rotation size. Default 8 MiB.
     pub alert_log_max_bytes: u64,
     /// Rotated alert log files kept. Default 4.
@@ -186,6 +191,7 @@ impl Default for AgentSection {
             state_dir: PathBuf::from("/var/lib/baton"),
             shutdown_command: "systemctl poweroff".into(),
             reboot_command: "systemctl reboot".into(),
+            watchdog_device: None,
             alert_log_max_bytes: 8 << 20,
             alert_log_keep: 4,
         }
@@ -216,6 +222,31 @@ pub struct QuorumSection {
     pub http: Vec<String>,
     /// What a server does when it loses quorum. Default `stop-groups`.
     pub on_loss: OnQuorumLoss,
+    /// Self-fence deadline: a server that loses quorum has its groups deactivated within
+    /// this time (resource stop timeouts are cut to what is left of it). Default: half the
+    /// heartbeat timeout.
+    pub fence_timeout: Option<Dur>,
+    /// What a server does when its groups are not all deactivated by the self-fence
+    /// deadline (a resource did not stop). Default `reboot` (`[agent] reboot_command`):
+    /// the others take over after the takeover wait whatever happens here.
+    pub on_fence_timeout: OnFenceTimeout,
+    /// Extra wait after a server is declared down before its groups are activated
+    /// elsewhere. Default (and minimum): derived from the heartbeat settings so that a
+    /// server cut off from the majority has fenced itself first (see
+    /// docs/src/split-brain.md). A larger value is kept.
+    pub takeover_wait: Option<Dur>,
+    /// How often ping / http targets are checked. Default `1s`.
+    pub check_interval: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFenceTimeout {
+    #[default]
+    Reboot,
+    Shutdown,
+    /// Only raise a critical event (the operator accepts the risk of a double start).
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -445,11 +476,20 @@ impl Config {
     pub fn paths(&self) -> usize {
         self.servers.first().map_or(0, |s| s.interconnects.len())
     }
-    /// Votes in the cluster: one per server. A configured witness is validated but not
-    /// contacted by this version, so it is not counted (counting a vote that can never be
-    /// granted would make quorum harder to reach, not easier).
+    /// Votes in the cluster: one per server, plus one for a configured witness.
     pub fn votes(&self) -> usize {
-        self.servers.len()
+        self.servers.len() + usize::from(self.quorum.witness != Witness::None)
+    }
+
+    /// The split-brain timing rules for a heartbeat timeout (`timeout_ms`: the configured
+    /// one, or a temporary one).
+    pub fn timing(&self, timeout_ms: u64) -> timing::Timing {
+        timing::Timing::derive(
+            self.heartbeat.interval.ms(),
+            timeout_ms,
+            self.quorum.fence_timeout.map(|d| d.ms()),
+            self.quorum.takeover_wait.map(|d| d.ms()),
+        )
     }
 }
 
@@ -1332,26 +1372,41 @@ fn validate(
             );
         }
     }
-    if q.witness != Witness::None {
-        d.warn(&[k("quorum"), k("witness")], format!("the witness is validated but this version of Baton does not contact it yet, so it is not counted as a vote: quorum is a majority of the {} servers", servers.len()));
+    let votes = servers.len() + usize::from(q.witness != Witness::None);
+    let tm = timing::Timing::derive(
+        hb.interval.ms(),
+        hb.timeout.ms(),
+        q.fence_timeout.map(|d| d.ms()),
+        q.takeover_wait.map(|d| d.ms()),
+    );
+    if let Some(f) = q.fence_timeout {
+        if f.ms() < hb.interval.ms() {
+            d.err(&[k("quorum"), k("fence_timeout")], format!("fence_timeout {f} is shorter than the heartbeat interval {}: no resource could stop in time", hb.interval));
+        }
     }
-    if !q.ping.is_empty() {
-        d.warn(
-            &[k("quorum"), k("ping")],
-            "ping targets are validated but this version does not use them to decide quorum yet",
-        );
+    if let Some(w) = q.takeover_wait {
+        if w.ms() < tm.min_takeover_wait_ms {
+            d.err(
+                &[k("quorum"), k("takeover_wait")],
+                format!(
+                    "takeover_wait {w} is too short: with heartbeat interval {} (i), timeout {} (T), quorum lease {} ms (L) and fence_timeout {} ms (F), (T + W)·0.99 must be at least (2L + F)·1.01 + i, so W must be at least {} ms (see docs/src/split-brain.md)",
+                    hb.interval, hb.timeout, tm.lease_ms, tm.fence_ms, tm.min_takeover_wait_ms
+                ),
+            );
+        }
     }
-    if !q.http.is_empty() {
-        d.warn(
-            &[k("quorum"), k("http")],
-            "http targets are validated but this version does not use them to decide quorum yet",
-        );
+    if let Some(ci) = q.check_interval {
+        if ci.ms() < 100 {
+            d.err(
+                &[k("quorum"), k("check_interval")],
+                "check_interval must be at least 100ms",
+            );
+        }
     }
-    let votes = servers.len();
-    if servers.len() == 2 {
-        d.warn(&[k("quorum")], "a 2-server cluster has no majority when one server is lost: the survivor will not take over. Use three servers (witness votes are not available in this version)");
+    if servers.len() == 2 && q.witness == Witness::None {
+        d.warn(&[k("quorum")], "a 2-server cluster has no majority when one server is lost: the survivor will not take over. Add a witness (`[quorum] witness`) or a third server");
     } else if votes % 2 == 0 && votes > 0 {
-        d.warn(&[k("quorum")], format!("the cluster has {votes} servers, an even number: a split into two halves leaves neither side with a majority; use an odd number of servers"));
+        d.warn(&[k("quorum")], format!("the cluster has {votes} votes, an even number: a split into two halves leaves neither side with a majority; use an odd number of votes (add or remove a witness)"));
     }
 
     // Groups and resources.

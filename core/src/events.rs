@@ -124,6 +124,30 @@ catalogue! {
     QUORUM_REGAINED = 1121, Info, "membership", "Quorum regained",
         cause: "This server hears a majority of votes again.",
         action: "None.";
+    AGENT_PAUSED = 1130, Warning, "quorum", "Agent was paused or stalled",
+        cause: "The agent's own clock jumped further between two steps of its main loop than the quorum lease: the process was stopped (SIGSTOP, a frozen VM) or starved of CPU. Its view of the cluster may be stale, so it re-checks quorum before acting: heartbeats that queued while it was stopped count with their real arrival times.",
+        action: "Find out what stopped the process (VM migration or pause, swap storms, a debugger). If the pause was longer than the takeover wait the group may have moved; a watchdog (systemd WatchdogSec, [agent] watchdog_device) resets servers whose agent stalls.";
+    WITNESS_VOTE_LOST = 1131, Warning, "quorum", "Witness vote not held",
+        cause: "The witness did not grant its vote to this server: another partition holds it, or the witness did not answer (the message says which).",
+        action: "If no partition is expected, check the network path to the witness and that it runs (`baton witness`, or the S3 bucket / DynamoDB table and the credentials).";
+    WITNESS_VOTE_GRANTED = 1132, Info, "quorum", "Witness vote granted",
+        cause: "The witness granted its vote to this server's partition.",
+        action: "None.";
+    REACHABILITY_LOST = 1133, Warning, "quorum", "Reachability targets unreachable: vote given up",
+        cause: "None of the `[quorum] ping` / `[quorum] http` targets answered, so this server gives up its vote (it is probably the isolated side of a network partition).",
+        action: "Check this server's network; the message lists what each target answered.";
+    REACHABILITY_OK = 1134, Info, "quorum", "Reachability targets answer again",
+        cause: "At least one `[quorum] ping` / `[quorum] http` target answers again; the server counts its own vote again.",
+        action: "None.";
+    FENCE_DEADLINE_MISSED = 1135, Critical, "quorum", "Self-fence deadline missed",
+        cause: "This server lost quorum and its groups were not all deactivated within `[quorum] fence_timeout`. The other side activates them after the takeover wait, so the server escalates as `[quorum] on_fence_timeout` says (reboot by default).",
+        action: "Make the resources' stop commands finish within the fence timeout, or raise `fence_timeout` (the takeover wait grows with it). Find why the stop hung (the resource events before this one).";
+    TAKEOVER_WAIT = 1136, Info, "quorum", "Waiting for a lost server to fence itself",
+        cause: "The group's server is down; before activating the group elsewhere, this server waits until the lost server has been silent for the heartbeat timeout plus the takeover wait, so that it has stopped the group on its side (self-fence).",
+        action: "None. See docs/src/split-brain.md for the timing rules.";
+    LOOP_STALLED = 1137, Critical, "agent", "Agent loop stalled: watchdog not fed",
+        cause: "The agent's main loop did not run for longer than its stall limit; the agent stops feeding the systemd watchdog and `/dev/watchdog` so the server is reset, as a server that cannot act on quorum loss must not keep its groups.",
+        action: "Find what blocked the agent (CPU starvation, I/O hang). After the reset the groups run elsewhere.";
     GROUP_ACTIVATING = 2101, Info, "group", "Group activating",
         cause: "The group is starting on this server with a new epoch.",
         action: "None.";
@@ -160,6 +184,12 @@ catalogue! {
     GROUP_FINAL_ACTION = 2112, Critical, "group", "Final action",
         cause: "Recovery is exhausted (activation, deactivation or monitor recovery); the configured final action is executed.",
         action: "Investigate the preceding errors. After a `stop-group` or `stop-cluster` final action, start the group or the agent again by hand.";
+    GROUP_DUAL_ACTIVE = 2120, Error, "group", "Group active on two servers: older epoch yields",
+        cause: "Two servers reported the group active at once (after a partition healed, or a paused server resumed). The server with the older epoch (fencing token) deactivates it at once; the newer owner keeps it.",
+        action: "Check the data the group protects for writes from the older owner during the overlap; find the cause (a partition longer than the timeouts without quorum loss should be impossible: see docs/src/split-brain.md).";
+    GROUP_CLAIM_ABANDONED = 2121, Info, "group", "Group activation claim abandoned",
+        cause: "This server claimed the group with a new epoch but did not get the claim acknowledged by a quorum (another server claimed it with a stronger claim, quorum was lost, or the acknowledgements did not arrive in time). Nothing was started.",
+        action: "None; placement is decided again.";
     RESOURCE_ACTIVATED = 2201, Info, "resource", "Resource activated",
         cause: "A resource activation succeeded.",
         action: "None.";
@@ -241,6 +271,72 @@ catalogue! {
     SINK_REJECTED = 5005, Error, "notifier", "Notification sink rejects deliveries",
         cause: "A sink's endpoint refused a delivery with a permanent error (authorization, unknown topic, rejected recipient, HTTP 4xx), so retrying cannot help and the events were dropped for it.",
         action: "Fix the sink's configuration or permissions (the message has the endpoint's answer), then check it with `baton notify test SINK`.";
+    AWS_SOURCE_DEST_CHECK = 6001, Warning, "aws", "Source/destination check is on",
+        cause: "The ENI an `aws-vip` resource routes the VIP to has its source/destination check enabled: the instance drops packets addressed to the VIP although the route points at it.",
+        action: "Disable Source/Dest. Check of the ENI of every server (EC2 console: Networking > Change source/destination check; or `aws ec2 modify-network-interface-attribute --no-source-dest-check`).";
+    AWS_ROUTE_CHANGED = 6002, Warning, "aws", "VIP route changed by someone else",
+        cause: "A route for the VIP in a route table no longer points at the active server's ENI (the event names the table and the target found), or the route is gone. Another cluster using the same VIP, or a manual change.",
+        action: "None if recovery is configured: the monitor's recovery restarts the `aws-vip` resource, which points the route back. Check that no other cluster uses the same VIP.";
+    AWS_EIP_CHANGED = 6003, Warning, "aws", "Elastic IP association changed by someone else",
+        cause: "The Elastic IP is no longer associated with the active server's ENI (the event names what it is associated with, if anything).",
+        action: "None if recovery is configured: the `aws-eip` resource is restarted and associates the address again. Check that no other cluster uses the same allocation ID.";
+    AWS_DNS_RECORD_CHANGED = 6004, Warning, "aws", "DNS record missing or changed by someone else",
+        cause: "The Route 53 A record of an `aws-dns` resource does not exist or holds another address than the active server's (the event says what was found).",
+        action: "None if recovery is configured: the `aws-dns` resource is restarted and writes the record again. Check that no other cluster uses the same record name; on a fresh activation, give the monitor a `wait_to_start` longer than Route 53's propagation.";
+    AWS_API_UNAVAILABLE = 6005, Warning, "aws", "AWS API did not answer",
+        cause: "An AWS API call failed after its retries with throttling, a 5xx error, a timeout or a network error: the regional endpoint is down or unreachable (route table, NAT gateway, proxy, VPC endpoint), or the server is overloaded.",
+        action: "Check the path to the regional endpoint (NAT gateway, proxy, VPC endpoint, security groups) and the AWS Health Dashboard. Monitors apply their `on_api_error` policy (default warn: no recovery).";
+    AWS_VIP_IN_VPC_CIDR = 6006, Error, "aws", "The VIP address belongs to a VPC subnet",
+        cause: "The `ip` of an `aws-vip` resource lies inside a CIDR block of its VPC; AWS routes such addresses to the subnet, never through a route table entry.",
+        action: "Choose a VIP outside every CIDR block of the VPC (for example 10.1.0.20 for a VPC 10.0.0.0/16) and add a /32 route for it to the route tables.";
+    AWS_ID_NOT_FOUND = 6007, Error, "aws", "AWS resource ID does not exist",
+        cause: "AWS does not know an ID from the configuration: VPC, ENI, route table, Elastic IP allocation or hosted zone (the event quotes AWS's message, e.g. `The networkInterface ID 'eni-...' does not exist`), or it lives in another region or account.",
+        action: "Correct the ID in the configuration (per server where it differs) and check `[aws] region`; `baton cloud check` verifies every ID.";
+    AWS_PERMISSION_DENIED = 6008, Error, "aws", "Not authorized to perform the AWS operation",
+        cause: "AWS refused an operation for lack of permission (`UnauthorizedOperation`, `AccessDenied`): the instance role or user lacks the action, or the policy restricts it to other resources (e.g. only some route tables).",
+        action: "Attach the policy printed by `baton cloud iam-policy` to the instance role; it covers every route table, allocation and hosted zone of the configuration.";
+    AWS_SETUP_ERROR = 6009, Error, "aws", "AWS credentials or region not usable",
+        cause: "No usable credentials or region: no instance role and no keys in the environment or profile, expired or invalid keys, a wrong clock, or no region in `[aws] region`, the environment or the instance metadata.",
+        action: "Attach an instance role (check http://169.254.169.254/latest/meta-data/iam/security-credentials/), or configure a profile; set `[aws] region`; check the clock (NTP).";
+    AWS_REQUEST_REJECTED = 6010, Error, "aws", "AWS rejected the request",
+        cause: "AWS answered an API call with a client error not covered by a more specific event (the event quotes AWS's code and message).",
+        action: "Read AWS's message; correct the configuration or the AWS setup it names.";
+    AWS_NO_VIP_ROUTE = 6011, Error, "aws", "No route table holds the VIP route",
+        cause: "No route table of the VPC has a route for the VIP /32, and no `route_tables` list tells Baton where to create one.",
+        action: "Add a route `VIP/32 -> ENI of the active server` to every route table whose subnets' clients use the VIP, or list the tables in `route_tables` (Baton then creates missing routes).";
+    AWS_STALE_EPOCH = 6012, Error, "aws", "A newer owner holds the AWS resource",
+        cause: "A route table, Elastic IP or DNS record carries a Baton epoch newer than this activation's: another server took the group later. This server refused to overwrite it (fencing).",
+        action: "None: the newer owner keeps the resource. If it recurs, check `baton status` on every server for a split cluster.";
+    AWS_ZONE_IMPAIRED = 6013, Error, "aws", "Availability zone not available",
+        cause: "DescribeAvailabilityZones reports the monitored zone as impaired, unavailable or constrained.",
+        action: "None if recovery is configured: the monitor's recovery moves the groups to a server in another zone. Follow the AWS Health Dashboard.";
+    AWS_INVALID_ZONE = 6014, Error, "aws", "Invalid availability zone",
+        cause: "The zone an `aws-az` monitor watches does not exist in the region (`Invalid availability zone: [...]`).",
+        action: "Correct `zone` (per server) and `[aws] region`.";
+    AWS_DNS_CHANGE_TIMEOUT = 6015, Error, "aws", "Route 53 change not in sync in time",
+        cause: "A Route 53 change did not reach INSYNC within `insync_timeout` or the activation's timeout: Route 53 is slow or unreachable.",
+        action: "The record may still become visible; the activation is retried by the recovery policy. Raise `insync_timeout` or the activation timeout if this recurs; check the path to Route 53.";
+    AWS_DNS_UPDATED = 6016, Info, "aws", "Route 53 record updated",
+        cause: "An `aws-dns` resource wrote its record (or deleted it on deactivation); the event gives the time until the change was INSYNC.",
+        action: "None.";
+    AWS_DNS_RESOLVE_FAILED = 6017, Warning, "aws", "DNS name does not resolve as expected",
+        cause: "An `aws-dns` monitor with `resolve = true` could not resolve the name through the system resolver, or it resolved to another address (resolver settings, hosts file, negative cache, VPC not associated with the private hosted zone).",
+        action: "Check the resolver settings and /etc/hosts, that the VPC is associated with the private hosted zone and has enableDnsSupport, and give the monitor a `wait_to_start` longer than Route 53's propagation.";
+    AWS_DNS_CONFLICT = 6018, Error, "aws", "Route 53 change rejected: record changed concurrently",
+        cause: "Route 53 rejected the DELETE-old + CREATE-new batch because the record no longer held the value read just before (another writer changed it in between). Nothing was overwritten.",
+        action: "None: the activation is retried by its policy and reads the record again. If it recurs, look for another cluster writing the same record.";
+    AWS_IMDS_DISCOVERED = 6019, Info, "aws", "Discovered from instance metadata",
+        cause: "An ENI ID, zone or address omitted from the configuration was read from the instance metadata service (IMDSv2).",
+        action: "None.";
+    AWS_IMDS_FAILED = 6020, Error, "aws", "Instance metadata unavailable",
+        cause: "A value omitted from the configuration (ENI ID, zone, address) could not be read from the instance metadata service: not on EC2, IMDS disabled or hop limit too low, or `AWS_EC2_METADATA_DISABLED` set.",
+        action: "Set the value in the configuration for each server, or enable IMDSv2 on the instance.";
+    AWS_VIP_ROUTED = 6021, Info, "aws", "VIP routed to this server",
+        cause: "An `aws-vip` resource pointed every VIP route at this server's ENI; the event gives the tables changed and the time it took.",
+        action: "None.";
+    AWS_EIP_ASSOCIATED = 6022, Info, "aws", "Elastic IP associated with this server",
+        cause: "An `aws-eip` resource associated the Elastic IP with this server's ENI; the event gives the time it took.",
+        action: "None.";
 }
 
 /// Look up a catalogue entry by numeric id.

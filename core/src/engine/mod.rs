@@ -78,6 +78,10 @@ enum Local {
     Online {
         epoch: u64,
     },
+    /// A new epoch chosen, waiting for a quorum to acknowledge it.
+    Claiming {
+        epoch: u64,
+    },
     Deactivating {
         epoch: u64,
         plan: Vec<usize>,
@@ -98,6 +102,7 @@ impl Local {
     fn state(&self) -> GroupState {
         match self {
             Local::Offline => GroupState::Offline,
+            Local::Claiming { .. } => GroupState::Claiming,
             Local::Adopting { .. } => GroupState::Adopting,
             Local::Activating { .. } => GroupState::Activating,
             Local::Online { .. } => GroupState::Online,
@@ -112,6 +117,7 @@ impl Local {
             Local::Adopting { epoch, .. }
             | Local::Activating { epoch, .. }
             | Local::Online { epoch }
+            | Local::Claiming { epoch }
             | Local::Deactivating { epoch, .. }
             | Local::Failed { epoch }
             | Local::Stuck { epoch } => *epoch,
@@ -138,6 +144,8 @@ struct GroupRt {
     /// suspended (commands after it lift the hold).
     suppressed_version: Option<u64>,
     last_holder: Option<String>,
+    /// BTN-1136 was raised for the current takeover wait.
+    takeover_wait_reported: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +209,20 @@ pub struct Engine {
     /// Message for the next BTN-2103 (why the group is being deactivated), if not the
     /// plain one.
     deactivating_reason: Option<String>,
+    /// A granted witness vote counts until then.
+    witness_until: Option<Millis>,
+    /// Highest epochs the witness acknowledged in its last grant.
+    witness_epochs: BTreeMap<String, u64>,
+    witness_next_ask: Millis,
+    /// Why the witness vote is not held (last answer), for status and events.
+    witness_detail: String,
+    witness_reported: Option<bool>,
+    /// `[quorum] ping` / `http` targets answer (true when none are configured).
+    reach_ok: bool,
+    reach_detail: String,
+    /// When this server last lost quorum while holding groups (self-fence clock).
+    fence_started: Option<Millis>,
+    fence_escalated: bool,
 }
 
 /// Construction errors.
@@ -274,6 +296,7 @@ impl Engine {
                     suppressed_warned: false,
                     suppressed_version: None,
                     last_holder: None,
+                    takeover_wait_reported: false,
                 }
             })
             .collect();
@@ -322,6 +345,15 @@ impl Engine {
             quorum_since: None,
             stopping_ignored: 0,
             deactivating_reason: None,
+            witness_until: None,
+            witness_epochs: BTreeMap::new(),
+            witness_next_ask: now,
+            witness_detail: "no answer yet".into(),
+            witness_reported: None,
+            reach_ok: true,
+            reach_detail: String::new(),
+            fence_started: None,
+            fence_escalated: false,
         };
         // Self is always "up" on every path.
         e.peers[me].up = true;
@@ -343,13 +375,38 @@ impl Engine {
     // --------------------------------------------------------------------------------
 
     /// Feed one input at time `now`; returns the actions to execute, in order.
+    ///
+    /// For a heartbeat, `now` is the packet's arrival time, which may be earlier than
+    /// the last step's time (packets that queued while the agent was stopped): it counts
+    /// as heard then, not when it was read.
     pub fn step(&mut self, now: Millis, input: Input) -> Vec<Action> {
         if now > self.now {
+            let gap = now.since(self.now);
             self.now = now;
+            if gap >= self.quorum_lease() && self.now.since(self.started) > gap {
+                // The loop did not run for longer than the quorum lease (SIGSTOP, a
+                // frozen VM, CPU starvation): what this server believed may be stale.
+                // Re-check membership and quorum before this input is acted on.
+                self.emit(
+                    &events::AGENT_PAUSED,
+                    format!("agent loop did not run for {gap} ms (more than the quorum lease of {} ms): re-checking quorum before acting", self.quorum_lease()),
+                    |e| e.field("gap_ms", gap),
+                );
+                self.update_membership();
+                self.recompute_quorum();
+            }
         }
+        let at = if now < self.now { now } else { self.now };
         match input {
             Input::Tick => {}
-            Input::Heartbeat { from, path, msg } => self.on_heartbeat(&from, path, *msg),
+            Input::Heartbeat { from, path, msg } => self.on_heartbeat(&from, path, *msg, at),
+            Input::WitnessReply {
+                sent_at,
+                granted,
+                epochs,
+                detail,
+            } => self.on_witness_reply(sent_at, granted, epochs, detail),
+            Input::Reachability { ok, detail } => self.on_reachability(ok, detail),
             Input::ActionDone { id, result } => self.on_action_done(id, result),
             Input::CheckDone { id, result, detail } => self.on_check_done(id, result, &detail),
             Input::ProbeDone { id, outcome } => self.on_probe_done(id, outcome),
@@ -405,6 +462,8 @@ impl Engine {
                 })
                 .collect(),
             intents: self.outgoing_intents(),
+            hears: self.hears(),
+            vote: self.reach_ok,
         }
     }
 
@@ -450,20 +509,62 @@ impl Engine {
         }
     }
 
+    /// The split-brain timing rules for the heartbeat timeout in force
+    /// (`config::timing`, docs/src/split-brain.md).
+    pub(super) fn timing(&self) -> crate::config::timing::Timing {
+        self.cfg.timing(self.hb_timeout())
+    }
+
     /// How recently a server must have been heard for its vote to count toward this
     /// server's quorum: half the heartbeat timeout, but at least 2.5 heartbeat intervals
     /// (one lost heartbeat never costs a vote).
-    ///
-    /// It is shorter than the timeout after which the others declare this server down, so
-    /// a server cut off from the majority stops its groups (self-fences) about half a
-    /// timeout before the majority starts them. That margin covers resources that stop
-    /// within it; a bounded takeover wait for slower ones is the split-brain work of the
-    /// quorum issue.
     pub(super) fn quorum_lease(&self) -> u64 {
-        let timeout = self.hb_timeout();
-        (timeout / 2)
-            .max(self.cfg.heartbeat.interval.ms() * 5 / 2)
-            .min(timeout)
+        self.timing().lease_ms
+    }
+
+    /// When server `si` was last heard on any path.
+    pub(super) fn last_heard(&self, si: usize) -> Option<Millis> {
+        self.peers[si].paths.iter().flatten().copied().max()
+    }
+
+    /// Heard within the quorum lease.
+    pub(super) fn heard_recently(&self, si: usize) -> bool {
+        let lease = self.quorum_lease();
+        self.peers[si].up
+            && self
+                .last_heard(si)
+                .is_some_and(|t| self.now.since(t) < lease)
+    }
+
+    /// Servers heard within the quorum lease (not this one), as sent in heartbeats.
+    fn hears(&self) -> Vec<String> {
+        (0..self.peers.len())
+            .filter(|&si| si != self.me && self.heard_recently(si))
+            .map(|si| self.cfg.servers[si].name.clone())
+            .collect()
+    }
+
+    /// Does server `si`'s vote count toward this server's quorum? Its own: while its
+    /// reachability targets answer. A peer's: heard within the lease, it counts its own
+    /// vote, and its last heartbeat says it hears this server too.
+    pub(super) fn counts_vote(&self, si: usize) -> bool {
+        if si == self.me {
+            return self.reach_ok;
+        }
+        let me = &self.cfg.servers[self.me].name;
+        self.heard_recently(si)
+            && self.peers[si]
+                .msg
+                .as_ref()
+                .is_some_and(|m| m.vote && m.hears.iter().any(|h| h == me))
+    }
+
+    pub(super) fn witness_configured(&self) -> bool {
+        self.cfg.quorum.witness != crate::config::Witness::None
+    }
+
+    pub(super) fn witness_valid(&self) -> bool {
+        self.witness_until.is_some_and(|t| self.now < t)
     }
 
     fn monitor_factor(&self) -> u64 {
@@ -734,14 +835,20 @@ impl Engine {
     // Inputs
     // --------------------------------------------------------------------------------
 
-    fn on_heartbeat(&mut self, from: &str, path: usize, msg: PeerMessage) {
+    fn on_heartbeat(&mut self, from: &str, path: usize, msg: PeerMessage, at: Millis) {
         let Some(si) = self.server_idx(from) else {
             return;
         };
         if si == self.me || path >= self.peers[si].paths.len() {
             return;
         }
-        self.peers[si].paths[path] = Some(self.now);
+        // A packet older than the last one heard on this path (reordered, or read late)
+        // does not move the path's clock back.
+        let last = self.peers[si].paths[path];
+        if last.is_some_and(|t| t > at) {
+            return;
+        }
+        self.peers[si].paths[path] = Some(at);
         self.merge_intents(&msg.intents);
         // Learn epochs.
         for r in &msg.groups {
@@ -749,6 +856,8 @@ impl Engine {
                 let known = r.max_epoch.max(r.epoch);
                 if known > self.groups[gi].max_epoch {
                     self.groups[gi].max_epoch = known;
+                    // Acknowledge a claim at once (the claimer waits for a quorum of us).
+                    self.urgent = true;
                     self.out.push(Action::PersistEpoch {
                         group: r.name.clone(),
                         epoch: known,

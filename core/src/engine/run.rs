@@ -17,8 +17,208 @@ impl Engine {
         for mi in 0..self.monitors.len() {
             self.monitor_logic(mi);
         }
+        self.self_fence_deadline();
+        self.ask_witness();
         self.maybe_exit();
         self.persist_ownership();
+    }
+
+    /// About once per heartbeat interval (and at once while a claim waits for its
+    /// acknowledgement), ask the witness for its vote for this server's partition.
+    fn ask_witness(&mut self) {
+        if !self.witness_configured() || !self.reach_ok || self.now < self.witness_next_ask {
+            return;
+        }
+        self.witness_next_ask = self.now.plus(self.cfg.heartbeat.interval.ms());
+        let mut partition: Vec<String> = (0..self.peers.len())
+            .filter(|&si| si == self.me || self.heard_recently(si))
+            .map(|si| self.cfg.servers[si].name.clone())
+            .collect();
+        partition.sort();
+        let epochs = (0..self.groups.len())
+            .map(|gi| (self.cfg.groups[gi].name.clone(), self.known_max_epoch(gi)))
+            .collect();
+        self.out.push(Action::AskWitness {
+            partition,
+            lease_ms: self.quorum_lease(),
+            epochs,
+        });
+    }
+
+    pub(super) fn on_witness_reply(
+        &mut self,
+        sent_at: Millis,
+        granted: bool,
+        epochs: BTreeMap<String, u64>,
+        detail: String,
+    ) {
+        if !self.witness_configured() {
+            return;
+        }
+        // Learn epochs the witness has recorded (a claim elsewhere this server missed).
+        for (g, e) in &epochs {
+            if let Some(gi) = self.cfg.groups.iter().position(|x| &x.name == g) {
+                if *e > self.groups[gi].max_epoch {
+                    self.groups[gi].max_epoch = *e;
+                    self.out.push(Action::PersistEpoch {
+                        group: g.clone(),
+                        epoch: *e,
+                    });
+                }
+            }
+        }
+        if granted {
+            let until = sent_at.plus(self.timing().witness_valid_ms);
+            if until > self.now && self.witness_until.is_none_or(|t| until >= t) {
+                self.witness_until = Some(until);
+                self.witness_epochs = epochs;
+            }
+            self.witness_detail = detail;
+        } else {
+            // Denied (another partition holds it) or no answer: stop counting it now
+            // rather than at the end of the last grant.
+            self.witness_until = None;
+            self.witness_epochs.clear();
+            self.witness_detail = detail;
+        }
+        let held = self.witness_valid();
+        let waited = self.now.since(self.started) >= self.cfg.heartbeat.startup_wait().ms();
+        if waited && self.witness_reported != Some(held) {
+            if held {
+                self.emit(
+                    &events::WITNESS_VOTE_GRANTED,
+                    "the witness granted its vote to this server's partition".into(),
+                    |e| e,
+                );
+            } else {
+                let d = self.witness_detail.clone();
+                self.emit(
+                    &events::WITNESS_VOTE_LOST,
+                    format!("the witness vote is not held by this server: {d}"),
+                    |e| e.field("detail", d.clone()),
+                );
+            }
+            self.witness_reported = Some(held);
+        }
+    }
+
+    pub(super) fn on_reachability(&mut self, ok: bool, detail: String) {
+        if ok == self.reach_ok {
+            self.reach_detail = detail;
+            return;
+        }
+        self.reach_ok = ok;
+        self.reach_detail = detail.clone();
+        self.urgent = true;
+        if ok {
+            self.emit(
+                &events::REACHABILITY_OK,
+                format!("reachability targets answer again ({detail}): this server counts its vote again"),
+                |e| e.field("detail", detail.clone()),
+            );
+        } else {
+            self.witness_until = None;
+            self.emit(
+                &events::REACHABILITY_LOST,
+                format!("no [quorum] ping/http target answers ({detail}): this server gives up its vote"),
+                |e| e.field("detail", detail.clone()),
+            );
+        }
+    }
+
+    /// A server that lost quorum must have deactivated its groups within the fence
+    /// deadline; otherwise it escalates (`[quorum] on_fence_timeout`).
+    fn self_fence_deadline(&mut self) {
+        let holding = self.groups.iter().any(|g| g.local.state().holds());
+        if self.quorum || !holding {
+            self.fence_started = None;
+            self.fence_escalated = false;
+            return;
+        }
+        let started = *self.fence_started.get_or_insert(self.now);
+        let fence = self.timing().fence_ms;
+        if self.now.since(started) < fence || self.fence_escalated {
+            return;
+        }
+        self.fence_escalated = true;
+        let held: Vec<String> = self
+            .groups
+            .iter()
+            .zip(&self.cfg.groups)
+            .filter(|(g, _)| g.local.state().holds())
+            .map(|(g, c)| format!("{} ({})", c.name, g.local.state().as_str()))
+            .collect();
+        let which = match self.cfg.quorum.on_fence_timeout {
+            crate::config::OnFenceTimeout::Reboot => Some(FinalAction::Reboot),
+            crate::config::OnFenceTimeout::Shutdown => Some(FinalAction::Shutdown),
+            crate::config::OnFenceTimeout::None => None,
+        };
+        let msg = format!(
+            "quorum lost {} ms ago and still holding {}: self-fence deadline of {fence} ms missed; {}",
+            self.now.since(started),
+            held.join(", "),
+            which.map_or("on_fence_timeout = none: only reporting".to_string(), |w| format!("running the {} command", w.as_str()))
+        );
+        self.emit(&events::FENCE_DEADLINE_MISSED, msg.clone(), |e| {
+            e.field("fence_ms", fence)
+        });
+        if let Some(which) = which {
+            self.out.push(Action::SystemCommand { which, reason: msg });
+        }
+    }
+
+    /// Remaining self-fence budget while quorum is lost (None: quorum held).
+    pub(super) fn fence_remaining(&self) -> Option<u64> {
+        if self.quorum {
+            return None;
+        }
+        let fence = self.timing().fence_ms;
+        Some(match self.fence_started {
+            Some(t) => fence.saturating_sub(self.now.since(t)),
+            None => fence,
+        })
+    }
+
+    /// A server of group `gi` that is down and has not been silent long enough to have
+    /// fenced itself (`T + W`, counted from when this agent started for a server it never
+    /// heard): (server, ms left).
+    fn takeover_block(&self, gi: usize) -> Option<(String, u64)> {
+        let after = self.timing().takeover_after_ms();
+        self.cfg.groups[gi]
+            .servers
+            .iter()
+            .filter_map(|s| self.server_idx(s))
+            .filter(|&si| si != self.me && !self.peers[si].up)
+            .filter_map(|si| {
+                let since = self
+                    .last_heard(si)
+                    .map_or(self.started, |t| t.max(self.started));
+                let silent = self.now.since(since);
+                (silent < after).then(|| (self.cfg.servers[si].name.clone(), after - silent))
+            })
+            .max_by_key(|x| x.1)
+    }
+
+    /// Votes acknowledging `epoch` for group `gi`: this server, peers whose vote counts
+    /// and who report it, the witness if its grant recorded it.
+    fn claim_acks(&self, gi: usize, epoch: u64) -> usize {
+        let name = &self.cfg.groups[gi].name;
+        let mut acks = usize::from(self.counts_vote(self.me));
+        for si in 0..self.peers.len() {
+            if si == self.me || !self.counts_vote(si) {
+                continue;
+            }
+            let seen = self.peers[si]
+                .msg
+                .as_ref()
+                .and_then(|m| m.groups.iter().find(|r| &r.name == name))
+                .is_some_and(|r| r.max_epoch.max(r.epoch) >= epoch);
+            acks += usize::from(seen);
+        }
+        if self.witness_valid() && self.witness_epochs.get(name).is_some_and(|&e| e >= epoch) {
+            acks += 1;
+        }
+        acks
     }
 
     fn update_timeout_override(&mut self) {
@@ -57,7 +257,7 @@ impl Engine {
         }
     }
 
-    fn update_membership(&mut self) {
+    pub(super) fn update_membership(&mut self) {
         let timeout = self.hb_timeout();
         let now = self.now;
         for si in 0..self.peers.len() {
@@ -122,21 +322,18 @@ impl Engine {
         }
     }
 
+    /// Votes this server counts now: servers (mutual hearing within the lease) plus the
+    /// witness while its grant is valid.
+    pub(super) fn votes_heard(&self) -> usize {
+        (0..self.peers.len())
+            .filter(|&si| self.counts_vote(si))
+            .count()
+            + usize::from(self.witness_valid())
+    }
+
     pub(super) fn recompute_quorum(&mut self) {
-        let lease = self.quorum_lease();
         let now = self.now;
-        let heard = self
-            .peers
-            .iter()
-            .enumerate()
-            .filter(|(si, p)| {
-                *si == self.me
-                    || (p.up
-                        && p.paths
-                            .iter()
-                            .any(|t| t.is_some_and(|t| now.since(t) < lease)))
-            })
-            .count();
+        let heard = self.votes_heard();
         let votes = self.cfg.votes();
         let q = heard * 2 > votes;
         if q && !self.quorum {
@@ -157,9 +354,10 @@ impl Engine {
                     |e| e,
                 );
             } else if !q {
+                let why = self.no_quorum_detail();
                 self.emit(
                     &events::NO_QUORUM,
-                    format!("no quorum: this server hears {heard} of {votes} votes and needs more than half; it will not run groups"),
+                    format!("no quorum: this server counts {heard} of {votes} votes and needs more than half; it will not run groups ({why})"),
                     |e| e.field("heard", heard).field("votes", votes),
                 );
                 // `[quorum] on_loss`: beyond stopping the groups (always done), shut the
@@ -183,6 +381,39 @@ impl Engine {
             }
             self.quorum_reported = Some(q);
         }
+    }
+
+    /// Why each vote is or is not counted, for the no-quorum event.
+    fn no_quorum_detail(&self) -> String {
+        let me = &self.cfg.servers[self.me].name;
+        let mut parts = Vec::new();
+        for si in 0..self.peers.len() {
+            let name = &self.cfg.servers[si].name;
+            let why = if si == self.me {
+                if self.reach_ok {
+                    "counted".to_string()
+                } else {
+                    format!("given up: {}", self.reach_detail)
+                }
+            } else if self.counts_vote(si) {
+                "counted".to_string()
+            } else if !self.heard_recently(si) {
+                "not heard".to_string()
+            } else if self.peers[si].msg.as_ref().is_some_and(|m| !m.vote) {
+                "gave up its vote".to_string()
+            } else {
+                format!("does not hear {me}")
+            };
+            parts.push(format!("{name}: {why}"));
+        }
+        if self.witness_configured() {
+            parts.push(if self.witness_valid() {
+                "witness: granted".to_string()
+            } else {
+                format!("witness: not granted ({})", self.witness_detail)
+            });
+        }
+        parts.join("; ")
     }
 
     fn update_refusal(&mut self) {
@@ -366,6 +597,17 @@ impl Engine {
                         self.groups[gi].suppressed_warned = false;
                     }
                 }
+                if target == Some(self.me) {
+                    if let Some((who, left)) = self.takeover_block(gi) {
+                        if !self.groups[gi].takeover_wait_reported {
+                            self.groups[gi].takeover_wait_reported = true;
+                            let tm = self.timing();
+                            self.emit(&events::TAKEOVER_WAIT, format!("group {gname}: waiting {left} ms more before activating, until server {who} has been silent for {} ms (heartbeat timeout {} + takeover wait {}) and has fenced itself", tm.takeover_after_ms(), tm.timeout_ms, tm.takeover_wait_ms), |e| e.group(&gname).peer(&who).field("wait_ms", left));
+                        }
+                        return;
+                    }
+                }
+                self.groups[gi].takeover_wait_reported = false;
                 match target {
                     Some(t) if t == self.me => {
                         if let Some(from) = lost {
@@ -473,6 +715,39 @@ impl Engine {
                     self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
                 }
             }
+            Local::Claiming { epoch } => {
+                let better = self
+                    .best_other_claim(gi)
+                    .filter(|&(si, e)| self.claim(si, e) > self.claim(self.me, epoch));
+                let waited = self.now.since(self.groups[gi].since);
+                let why = if must_stop {
+                    Some("it may no longer run here (quorum lost, stopped or leaving)".to_string())
+                } else if let Some((si, e)) = better {
+                    Some(format!(
+                        "server {} claims it with a stronger claim (epoch {e})",
+                        self.cfg.servers[si].name
+                    ))
+                } else if waited >= self.hb_timeout() {
+                    Some(format!(
+                        "a quorum did not acknowledge epoch {epoch} within {} ms",
+                        self.hb_timeout()
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    self.set_local(gi, Local::Offline);
+                    self.emit(
+                        &events::GROUP_CLAIM_ABANDONED,
+                        format!("group {gname}: claim with epoch {epoch} abandoned: {why}"),
+                        |e| e.group(&gname).epoch(epoch),
+                    );
+                    return;
+                }
+                if self.claim_acks(gi, epoch) * 2 > self.cfg.votes() {
+                    self.begin_activation(gi, epoch);
+                }
+            }
             Local::Stuck { .. } | Local::Activating { .. } | Local::Deactivating { .. } => {}
         }
     }
@@ -488,6 +763,20 @@ impl Engine {
         }
         let gname = self.cfg.groups[gi].name.clone();
         let who = self.cfg.servers[si].name.clone();
+        let theirs = self
+            .holders(gi)
+            .into_iter()
+            .find(|h| h.0 == si)
+            .map(|h| h.1);
+        if self.groups[gi].local.state() == GroupState::Online
+            && theirs.is_some_and(|st| matches!(st, GroupState::Online | GroupState::Activating))
+        {
+            self.emit(
+                &events::GROUP_DUAL_ACTIVE,
+                format!("group {gname} is active on {who} (epoch {e}) and here (epoch {epoch}): the older epoch yields, deactivating here"),
+                |ev| ev.group(&gname).epoch(epoch).peer(&who).field("other_epoch", e),
+            );
+        }
         self.deactivating_reason = Some(format!(
             "group {gname} is also held by {who} with epoch {e} (here: {epoch}); deactivating here"
         ));
@@ -502,24 +791,47 @@ impl Engine {
         let (epoch, plan) = match plan {
             Some(p) => p,
             None => {
+                // A new epoch is claimed first: persisted here, announced in heartbeats,
+                // and used only once a quorum of votes has acknowledged it (group_logic,
+                // `Claiming`), so no two activations ever share an epoch and a later
+                // owner always knows it.
                 let epoch = self.known_max_epoch(gi) + 1;
                 self.groups[gi].max_epoch = epoch;
                 self.groups[gi].last_epoch = epoch;
+                self.groups[gi].last_holder = Some(self.me_name());
                 self.out.push(Action::PersistEpoch {
                     group: gname.clone(),
                     epoch,
                 });
-                self.emit(
-                    &events::GROUP_ACTIVATING,
-                    format!(
-                        "group {gname} activating on {} with epoch {epoch}",
-                        self.me_name()
-                    ),
-                    |e| e.group(&gname).epoch(epoch),
-                );
-                (epoch, (0..self.cfg.groups[gi].resources.len()).collect())
+                self.set_local(gi, Local::Claiming { epoch });
+                // The witness acknowledges epochs in its answers: ask it now.
+                self.witness_next_ask = self.now;
+                if self.claim_acks(gi, epoch) * 2 > self.cfg.votes() {
+                    self.begin_activation(gi, epoch);
+                }
+                return;
             }
         };
+        self.run_plan(gi, epoch, plan);
+    }
+
+    /// A claim was acknowledged: activate the whole group with its epoch.
+    fn begin_activation(&mut self, gi: usize, epoch: u64) {
+        let gname = self.cfg.groups[gi].name.clone();
+        self.emit(
+            &events::GROUP_ACTIVATING,
+            format!(
+                "group {gname} activating on {} with epoch {epoch}",
+                self.me_name()
+            ),
+            |e| e.group(&gname).epoch(epoch),
+        );
+        self.set_local(gi, Local::Offline);
+        let plan = (0..self.cfg.groups[gi].resources.len()).collect();
+        self.run_plan(gi, epoch, plan);
+    }
+
+    fn run_plan(&mut self, gi: usize, epoch: u64, plan: Vec<usize>) {
         self.groups[gi].last_holder = Some(self.me_name());
         if plan.is_empty() {
             self.finish_activation(gi, epoch);
@@ -671,7 +983,12 @@ impl Engine {
                 group: g.name.clone(),
                 resource: r.name.clone(),
                 epoch,
-                timeout_ms: r.deactivation.timeout.ms(),
+                // While quorum is lost, a stop gets at most what is left of the fence
+                // deadline.
+                timeout_ms: match self.fence_remaining() {
+                    Some(left) => r.deactivation.timeout.ms().min(left.max(1)),
+                    None => r.deactivation.timeout.ms(),
+                },
                 attempt,
             }
         };
@@ -1513,6 +1830,17 @@ impl Engine {
             digest: self.cfg.digest.clone(),
             ready: self.ready(),
             quorum: self.quorum,
+            votes_heard: self.votes_heard(),
+            votes_total: self.cfg.votes(),
+            witness: if !self.witness_configured() {
+                "none".into()
+            } else if self.witness_valid() {
+                "granted".into()
+            } else {
+                format!("not-granted: {}", self.witness_detail)
+            },
+            reachable: self.reach_ok,
+            timing: Some(self.timing()),
             refused: self.refused,
             suspended: self.suspended(),
             stopping: self.stopping() || self.leaving,

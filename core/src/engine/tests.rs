@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::*;
-use crate::config::{load_str, AnyKind, Config};
+use crate::config::{load_str, AnyKind, Config, FinalAction};
 use crate::events::EventDef;
 use crate::time::Millis;
 
@@ -127,6 +127,9 @@ struct Sim {
     silent_rounds: BTreeMap<(usize, usize), u32>,
     /// Heartbeat rounds so far.
     hb_rounds: u64,
+    /// A scripted witness: `Some(granted)` answers every request so; `None` never answers.
+    witness_grants: Option<bool>,
+    witness_epochs: BTreeMap<String, u64>,
 }
 
 fn fail(msg: &str) -> Failure {
@@ -165,6 +168,8 @@ impl Sim {
             rng: 0x9e37_79b9_7f4a_7c15,
             silent_rounds: BTreeMap::new(),
             hb_rounds: 0,
+            witness_grants: None,
+            witness_epochs: BTreeMap::new(),
         };
         for (name, cfg) in names.into_iter().zip(cfgs) {
             let eng = Engine::new(cfg.clone(), &name, Boot::default(), Millis(0)).unwrap();
@@ -345,6 +350,25 @@ impl Sim {
                 id: *id,
                 result: Ok(()),
             }),
+            Action::AskWitness { epochs, .. } => {
+                let granted = self.witness_grants?;
+                if granted {
+                    for (g, e) in epochs {
+                        let x = self.witness_epochs.entry(g.clone()).or_default();
+                        *x = (*x).max(*e);
+                    }
+                }
+                Some(Input::WitnessReply {
+                    sent_at: Millis(self.now),
+                    granted,
+                    epochs: self.witness_epochs.clone(),
+                    detail: if granted {
+                        "granted".into()
+                    } else {
+                        "witness down".into()
+                    },
+                })
+            }
             _ => None,
         }
     }
@@ -2466,19 +2490,35 @@ fn dual_holders_with_equal_epochs_keep_the_preferred_priority() {
 }
 
 #[test]
-#[ignore = "known gap: no takeover wait yet (design invariant 2); the self-fence deadline and takeover wait belong to the split-brain issue (#3)"]
-fn no_takeover_wait_overlap() {
-    // node-1 holds the group and is cut off; its deactivation takes a while (manual
-    // executor). The majority must not activate before node-1 had time to self-fence.
+fn takeover_waits_until_the_cut_off_holder_has_fenced_itself() {
+    // node-1 holds the group and is cut off; its deactivation never finishes (manual
+    // executor). The majority must not activate before node-1's self-fence deadline has
+    // passed, and node-1, having missed it, escalates (reboot) before the takeover.
     let mut sim = started(&three(""));
+    let tm = sim.eng("node-2").config().timing(TIMEOUT);
     sim.set_manual("node-1", true);
+    sim.clear_logs();
     sim.isolate("node-1");
-    sim.run(TIMEOUT + 3 * INTERVAL);
-    // node-1 is still deactivating (nothing answered): its vip is up.
+    sim.run(tm.takeover_after_ms() - 2 * INTERVAL);
     assert!(sim.active["vip"].contains("node-1"));
     assert!(
         sim.activations("node-2").is_empty(),
         "node-2 activated while node-1 may still run the group"
+    );
+    assert!(sim.has("node-2", &events::TAKEOVER_WAIT));
+    assert!(sim.has("node-1", &events::FENCE_DEADLINE_MISSED));
+    assert!(sim.actions("node-1").iter().any(|a| matches!(
+        a,
+        Action::SystemCommand {
+            which: FinalAction::Reboot,
+            ..
+        }
+    )));
+    // The reboot happens: node-1 is gone with its resources; node-2 takes over.
+    sim.kill("node-1");
+    assert!(
+        sim.run_until(4 * INTERVAL + TIMEOUT, |s| s.online_on("g1").as_deref()
+            == Some("node-2"))
     );
 }
 
@@ -2904,7 +2944,12 @@ fn isolated_holder_self_fences_before_the_majority_takes_over() {
     assert!(sim.has("node-1", &events::NO_QUORUM));
     assert!(sim.activations("node-2").is_empty());
     assert!(!sim.active["vip"].contains("node-1"));
-    assert!(sim.run_until(TIMEOUT, |s| s.online_on("g1").as_deref() == Some("node-2")));
+    // The majority waits the takeover wait after the timeout, then takes over.
+    let tm = sim.eng("node-2").config().timing(TIMEOUT);
+    assert!(
+        sim.run_until(tm.takeover_after_ms(), |s| s.online_on("g1").as_deref()
+            == Some("node-2"))
+    );
 }
 
 #[test]
@@ -3031,4 +3076,82 @@ fn an_agent_started_after_a_cluster_stop_does_not_exit_because_of_it() {
     }
     // The stuck group is still held by node-1 and never started elsewhere.
     assert!(sim.activations("node-2").is_empty() && sim.activations("node-3").is_empty());
+}
+
+#[test]
+fn a_resumed_server_does_not_count_heartbeats_that_queued_during_its_pause() {
+    // node-1 holds the group and its agent is stopped (SIGSTOP) for longer than the
+    // takeover bound: its resources keep running, node-2 takes over. When node-1
+    // resumes, the first thing it reads is a heartbeat that arrived during the pause
+    // (stamped with its arrival time): it must not count it, must report the pause and
+    // must deactivate at once, and then yield to node-2's newer epoch.
+    let mut sim = started(&three(""));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    let tm = sim.eng("node-2").config().timing(TIMEOUT);
+    let paused_at = sim.now;
+    let stale = Box::new(sim.eng("node-2").peer_message());
+    sim.invariants = false; // node-1's processes keep running during the pause
+    sim.nodes[0].alive = false;
+    sim.run(tm.takeover_after_ms() + 2_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    sim.clear_logs();
+    // Resume: a heartbeat that arrived 100 ms into the pause is read first.
+    sim.nodes[0].alive = true;
+    let acts = sim.nodes[0].eng.step(Millis(sim.now), Input::Tick);
+    sim.record(0, acts);
+    let acts = sim.nodes[0].eng.step(
+        Millis(paused_at + 100),
+        Input::Heartbeat {
+            from: "node-2".into(),
+            path: 0,
+            msg: stale,
+        },
+    );
+    sim.record(0, acts);
+    assert!(sim.has("node-1", &events::AGENT_PAUSED));
+    assert!(!sim.eng("node-1").status().quorum);
+    assert!(
+        sim.actions("node-1")
+            .iter()
+            .any(|a| matches!(a, Action::Deactivate { .. })),
+        "{:?}",
+        sim.actions("node-1")
+    );
+    sim.settle(0);
+    sim.run(3_000);
+    sim.invariants = true;
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert_eq!(sim.holders("g1").len(), 1);
+    assert!(!sim.active["vip"].contains("node-1"));
+}
+
+#[test]
+fn two_servers_with_a_witness_fail_over_and_a_lone_server_without_it_does_not() {
+    let text = cluster(2, &group_g1("", ""))
+        .replace(
+            "servers = [\"node-1\", \"node-2\", \"node-3\"]",
+            "servers = [\"node-1\", \"node-2\"]",
+        )
+        .replace(
+            "[[group]]",
+            "[quorum]\nwitness = { kind = \"http\", url = \"http://127.0.0.1:7430\" }\n\n[[group]]",
+        );
+    let mut sim = Sim::new(&text);
+    // A witness that grants every request (as when only one side asks).
+    sim.witness_grants = Some(true);
+    sim.run(STARTUP + 2_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    let tm = sim.eng("node-2").config().timing(TIMEOUT);
+    sim.kill("node-1");
+    assert!(sim.run_until(tm.takeover_after_ms() + 2_000, |s| s
+        .online_on("g1")
+        .as_deref()
+        == Some("node-2")));
+    assert!(sim.eng("node-2").status().quorum);
+    // Now the witness is lost too: node-2 has 1 of 3 votes and stops the group.
+    sim.witness_grants = Some(false);
+    sim.run(2 * TIMEOUT);
+    assert!(!sim.eng("node-2").status().quorum);
+    assert_eq!(sim.online_on("g1"), None);
+    assert!(sim.has("node-2", &events::WITNESS_VOTE_LOST));
 }

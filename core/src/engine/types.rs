@@ -14,6 +14,8 @@ pub type ActionId = u64;
 #[serde(rename_all = "kebab-case")]
 pub enum GroupState {
     Offline,
+    /// Chose a new epoch and waits for a quorum to acknowledge it before activating.
+    Claiming,
     /// Restarted agent checking resources it owned before.
     Adopting,
     Activating,
@@ -33,6 +35,7 @@ impl GroupState {
     pub fn as_str(self) -> &'static str {
         match self {
             GroupState::Offline => "offline",
+            GroupState::Claiming => "claiming",
             GroupState::Adopting => "adopting",
             GroupState::Activating => "activating",
             GroupState::Online => "online",
@@ -126,6 +129,17 @@ pub struct PeerMessage {
     pub leaving: bool,
     pub groups: Vec<GroupReport>,
     pub intents: Intents,
+    /// Servers the sender heard within its quorum lease. A server counts a peer's vote
+    /// only when the peer hears it too (an asymmetric cut must not give both sides a vote).
+    #[serde(default)]
+    pub hears: Vec<String>,
+    /// The sender counts its own vote (its `[quorum] ping` / `http` targets answer).
+    #[serde(default = "yes")]
+    pub vote: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Result of a resource action or recovery script, as the shell reports it.
@@ -247,6 +261,20 @@ pub enum Input {
         id: ActionId,
         outcome: ProbeOutcome,
     },
+    /// The witness answered an [`Action::AskWitness`] (or did not: `granted: false`).
+    WitnessReply {
+        /// When the request was sent, on this server's clock: a grant counts from then.
+        sent_at: crate::time::Millis,
+        granted: bool,
+        /// Highest epoch per group the witness has recorded (acknowledges claims).
+        epochs: BTreeMap<String, u64>,
+        detail: String,
+    },
+    /// Result of checking the `[quorum] ping` / `http` targets.
+    Reachability {
+        ok: bool,
+        detail: String,
+    },
 }
 
 /// Everything the engine asks the shell to do, in order.
@@ -307,6 +335,14 @@ pub enum Action {
     },
     Emit {
         event: Box<Event>,
+    },
+    /// Ask the witness for its vote for this server's partition.
+    AskWitness {
+        /// Servers this server hears (itself included), sorted.
+        partition: Vec<String>,
+        lease_ms: u64,
+        /// Highest epoch per group this server knows.
+        epochs: BTreeMap<String, u64>,
     },
 }
 
@@ -370,6 +406,20 @@ pub struct EngineStatus {
     pub digest: String,
     pub ready: bool,
     pub quorum: bool,
+    /// Votes this server counts now and the cluster's total.
+    #[serde(default)]
+    pub votes_heard: usize,
+    #[serde(default)]
+    pub votes_total: usize,
+    /// Witness state: `none` (not configured), `granted`, `not-granted: <why>`.
+    #[serde(default)]
+    pub witness: String,
+    /// `[quorum] ping` / `http` targets answer (true when none are configured).
+    #[serde(default = "yes")]
+    pub reachable: bool,
+    /// The split-brain timing in force (ms): lease, fence, takeover wait.
+    #[serde(default)]
+    pub timing: Option<crate::config::timing::Timing>,
     pub refused: bool,
     pub suspended: bool,
     pub stopping: bool,
