@@ -145,7 +145,6 @@ fn design_example_loads_with_every_value() {
     // 2 servers and a witness: 3 votes, nothing to warn about.
     let keys: Vec<&str> = l.warnings.iter().map(|w| w.key.as_str()).collect();
     assert_eq!(keys, [] as [&str; 0], "{}", render(&l.warnings));
-    assert!(l.warnings[0].message.contains("not counted as a vote"));
     let c = l.config;
     assert_eq!(c.path, "baton.toml");
     assert_eq!(c.digest.len(), 64);
@@ -181,8 +180,8 @@ fn design_example_loads_with_every_value() {
     );
     assert_eq!(c.quorum.ping, ["10.0.0.1"]);
     assert_eq!(c.quorum.on_loss, OnQuorumLoss::StopGroups);
-    // The witness is parsed but not counted by this version.
-    assert_eq!(c.votes(), 2);
+    // Two servers and the witness.
+    assert_eq!(c.votes(), 3);
 
     let g = c.group("failover1").unwrap();
     assert_eq!(g.servers, ["node-1", "node-2"]);
@@ -391,7 +390,7 @@ fn even_vote_count_warns() {
     let text = replace(
         DESIGN,
         "[quorum]",
-        "[[server]]\nname = \"node-3\"\ninterconnects = [\"10.0.140.10\", \"10.0.141.10\"]\napi = \"10.0.140.10:7420\"\n\n[[server]]\nname = \"node-4\"\ninterconnects = [\"10.0.150.10\", \"10.0.151.10\"]\napi = \"10.0.150.10:7420\"\n\n[quorum]",
+        "[[server]]\nname = \"node-3\"\ninterconnects = [\"10.0.140.10\", \"10.0.141.10\"]\napi = \"10.0.140.10:7420\"\n\n[quorum]",
     );
     let l = ok(&text);
     let even: Vec<_> = l.warnings.iter().filter(|w| w.key == "quorum").collect();
@@ -500,12 +499,12 @@ fn unknown_key_with_did_you_mean() {
         && d.message.contains("(did you mean `name`?)")
         && d.message.contains("known keys here: name, key_file")));
     // A top-level section.
-    let text = format!("{DESIGN}\n[metrics.cloudwatch]\nnamespace = \"Baton\"\n");
+    let text = format!("{DESIGN}\n[alerting.cloudwatch]\nnamespace = \"Baton\"\n");
     let d = error(&text);
-    assert_at(&d, &text, "metrics", 0, "metrics");
+    assert_at(&d, &text, "alerting", 0, "alerting");
     assert!(
         d.message
-            .starts_with("unknown key `metrics`; known keys here: cluster,"),
+            .starts_with("unknown key `alerting`; known keys here: cluster,"),
         "{d}"
     );
 }
@@ -1241,4 +1240,47 @@ fn duplicate_priorities_are_rejected() {
             .contains("priority 1 is also the priority of server `node-1`"),
         "{d}"
     );
+}
+
+#[test]
+fn takeover_wait_below_the_derived_minimum_is_rejected_with_the_minimum() {
+    let text = replace(
+        DESIGN,
+        "on_loss = \"stop-groups\"",
+        "on_loss = \"stop-groups\"\ntakeover_wait = \"100ms\"",
+    );
+    let d = error(&text);
+    assert_at(&d, &text, "takeover_wait", 0, "quorum.takeover_wait");
+    assert!(d.message.contains("W must be at least 733 ms"), "{d}");
+    // The minimum itself, a longer wait, a fence timeout and its escalation are fine.
+    let l = ok(&replace(
+        DESIGN,
+        "on_loss = \"stop-groups\"",
+        "on_loss = \"stop-groups\"\ntakeover_wait = \"733ms\"\nfence_timeout = \"500ms\"\non_fence_timeout = \"none\"",
+    ));
+    let tm = l.config.timing(1000);
+    assert_eq!(
+        (tm.lease_ms, tm.fence_ms, tm.takeover_wait_ms),
+        (500, 500, 733)
+    );
+    assert_eq!(l.config.quorum.on_fence_timeout, OnFenceTimeout::None);
+    // A longer fence timeout raises the minimum wait, so 733ms is now too short.
+    let text = replace(
+        DESIGN,
+        "on_loss = \"stop-groups\"",
+        "on_loss = \"stop-groups\"\ntakeover_wait = \"733ms\"\nfence_timeout = \"2s\"",
+    );
+    assert!(error(&text).message.contains("W must be at least 2263 ms"));
+}
+
+#[test]
+fn the_witness_is_a_vote() {
+    let l = ok(DESIGN);
+    assert_eq!(l.config.votes(), 3);
+    let text = replace(
+        DESIGN,
+        "witness = { kind = \"http\", url = \"http://10.0.130.5:7430\" }",
+        "witness = { kind = \"none\" }",
+    );
+    assert_eq!(ok(&text).config.votes(), 2);
 }
