@@ -52,6 +52,8 @@ step "docs/src/events.md is generated from the event catalogue"
 step "bench harness compiles and runs once (smoke)"
 bash bench/failover.sh --runs 1 --bin "$CARGO_TARGET_DIR/debug/baton" --quiet
 
+step "deterministic simulation: 10,000 random fault schedules (optimized build)"; cargo test --release -p baton-core --lib sim_random_schedules
+
 step "cargo test (unit, property and integration tests)"
 cargo test --workspace --no-fail-fast 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
 status=${PIPESTATUS[0]}
