@@ -19,6 +19,7 @@ pub mod error;
 pub mod local;
 pub mod params;
 pub mod process;
+pub mod registry;
 pub mod witness;
 
 pub use error::{ParamError, ProviderError};
@@ -147,9 +148,17 @@ impl Probe for ResourceProbe {
     }
 }
 
-/// The registry of everything this crate implements.
-pub fn default_registry() -> local::LocalRegistry {
-    local::LocalRegistry
+pub use registry::ProviderRegistry;
+
+/// The registry of everything this crate implements, AWS clients built from `aws` on
+/// first use.
+pub fn registry(aws: &baton_core::config::AwsSection) -> ProviderRegistry {
+    ProviderRegistry::new(aws)
+}
+
+/// [`registry`] with the default `[aws]` settings (enough to validate configurations).
+pub fn default_registry() -> ProviderRegistry {
+    registry(&baton_core::config::AwsSection::default())
 }
 
 /// Known kinds by name, for docs and error messages.

@@ -1,0 +1,187 @@
+//! Events the AWS drivers raise (BTN-6001 to BTN-6099, module `aws`).
+//!
+//! Drivers do not see the engine; they hand their events to an [`EventSink`], which the
+//! agent drains into its alert log (`ProviderRegistry::take_events`). Every event is
+//! also logged with `tracing`. A probe polling a broken API would raise the same event
+//! at every poll, so probes go through a [`Latch`]: an event id is raised once until
+//! the probe succeeds again.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use baton_core::events::{self, Event, EventDef};
+use baton_core::Severity;
+
+use super::AwsFailure;
+use crate::{ActionContext, ProbeContext};
+
+/// Where AWS events go. Cheap to clone; a sink nobody drains drops events when full.
+#[derive(Debug, Clone, Default)]
+pub struct EventSink {
+    tx: Option<tokio::sync::mpsc::Sender<Event>>,
+}
+
+impl EventSink {
+    /// A sink and the receiver the agent drains (bounded: events beyond `capacity`
+    /// waiting are dropped, they are still logged).
+    pub fn channel(capacity: usize) -> (EventSink, tokio::sync::mpsc::Receiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        (EventSink { tx: Some(tx) }, rx)
+    }
+
+    pub fn emit(&self, ev: Event) {
+        match ev.severity {
+            Severity::Info => tracing::info!(id = %ev.id, "{}", ev.message),
+            Severity::Warning => tracing::warn!(id = %ev.id, "{}", ev.message),
+            _ => tracing::error!(id = %ev.id, "{}", ev.message),
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(ev);
+        }
+    }
+}
+
+/// Who an event is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    Action(&'a ActionContext),
+    Probe(&'a ProbeContext),
+}
+
+impl Subject<'_> {
+    pub fn event(&self, def: &EventDef, message: String) -> Event {
+        match self {
+            Subject::Action(c) => Event::new(def, message)
+                .group(&c.group)
+                .resource(&c.resource)
+                .epoch(c.epoch),
+            Subject::Probe(p) => Event::new(def, message).monitor(&p.monitor),
+        }
+    }
+
+    /// `resource awsvip1` or `monitor awsvipw1`, for messages.
+    pub fn name(&self) -> String {
+        match self {
+            Subject::Action(c) => format!("resource {}", c.resource),
+            Subject::Probe(p) => format!("monitor {}", p.monitor),
+        }
+    }
+}
+
+/// Raise-once memory of a probe: an event id fires once until [`Latch::reset`].
+#[derive(Debug, Default, Clone)]
+pub struct Latch(Arc<Mutex<BTreeSet<u16>>>);
+
+impl Latch {
+    /// True the first time `id` is asked for since the last reset.
+    pub fn first(&self, id: u16) -> bool {
+        self.0
+            .lock()
+            .map(|mut s| s.insert(id))
+            // A poisoned lock only means a panic elsewhere; raising again is harmless.
+            .unwrap_or(true)
+    }
+
+    pub fn reset(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.clear();
+        }
+    }
+}
+
+/// Codes AWS uses for missing permissions.
+pub fn is_permission_code(code: &str) -> bool {
+    matches!(
+        code,
+        "UnauthorizedOperation"
+            | "AccessDenied"
+            | "AccessDeniedException"
+            | "Forbidden"
+            | "UnauthorizedAccess"
+    )
+}
+
+/// Codes AWS uses for IDs it does not know (or malformed ones).
+pub fn is_not_found_code(code: &str) -> bool {
+    code.ends_with(".NotFound")
+        || code.ends_with(".Malformed")
+        || matches!(
+            code,
+            "NoSuchHostedZone" | "InvalidAllocationID" | "InvalidNetworkInterfaceId"
+        )
+}
+
+/// Codes AWS uses for unusable credentials, clocks or regions.
+pub fn is_setup_code(code: &str) -> bool {
+    matches!(
+        code,
+        "AuthFailure"
+            | "InvalidClientTokenId"
+            | "SignatureDoesNotMatch"
+            | "UnrecognizedClientException"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "RequestExpired"
+            | "MissingAuthenticationToken"
+            | "IncompleteSignature"
+            | "OptInRequired"
+            | "RequestNotBuilt"
+    )
+}
+
+/// The catalogue entry for a failed AWS call.
+pub fn failure_event(f: &AwsFailure) -> &'static EventDef {
+    match f {
+        AwsFailure::Unavailable(_) => &events::AWS_API_UNAVAILABLE,
+        AwsFailure::Rejected { code, .. } => {
+            if is_permission_code(code) {
+                &events::AWS_PERMISSION_DENIED
+            } else if is_not_found_code(code) {
+                &events::AWS_ID_NOT_FOUND
+            } else if is_setup_code(code) {
+                &events::AWS_SETUP_ERROR
+            } else if code == "InvalidChangeBatch" {
+                &events::AWS_DNS_CONFLICT
+            } else {
+                &events::AWS_REQUEST_REJECTED
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(code: &str) -> AwsFailure {
+        AwsFailure::Rejected {
+            code: code.into(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn classifies_failures() {
+        assert_eq!(failure_event(&AwsFailure::Unavailable("x".into())).id, 6005);
+        assert_eq!(failure_event(&rejected("UnauthorizedOperation")).id, 6008);
+        assert_eq!(failure_event(&rejected("AccessDenied")).id, 6008);
+        assert_eq!(
+            failure_event(&rejected("InvalidNetworkInterfaceID.NotFound")).id,
+            6007
+        );
+        assert_eq!(failure_event(&rejected("NoSuchHostedZone")).id, 6007);
+        assert_eq!(failure_event(&rejected("AuthFailure")).id, 6009);
+        assert_eq!(failure_event(&rejected("InvalidChangeBatch")).id, 6018);
+        assert_eq!(failure_event(&rejected("InvalidParameterValue")).id, 6010);
+    }
+
+    #[test]
+    fn latch_fires_once() {
+        let l = Latch::default();
+        assert!(l.first(6005));
+        assert!(!l.first(6005));
+        assert!(l.first(6002));
+        l.reset();
+        assert!(l.first(6005));
+    }
+}

@@ -1,0 +1,99 @@
+//! The registry of every kind this crate implements: the on-host kinds and the AWS
+//! kinds, the latter with clients built from the configuration's `[aws]` section on
+//! first use (so validating a configuration never calls AWS).
+
+use std::sync::Mutex;
+
+use baton_core::config::AwsSection;
+use baton_core::events::Event;
+
+use crate::aws::{self, AwsRegistry, AwsShared, EventSink};
+use crate::local::LocalRegistry;
+use crate::{ParamError, Params, Probe, Registry, ResourceDriver};
+
+/// Local + AWS kinds. Events the AWS drivers raise wait in a bounded queue for the
+/// agent to take ([`ProviderRegistry::take_events`]).
+#[derive(Debug)]
+pub struct ProviderRegistry {
+    local: LocalRegistry,
+    aws: AwsRegistry,
+    events: Mutex<Option<tokio::sync::mpsc::Receiver<Event>>>,
+}
+
+impl ProviderRegistry {
+    pub fn new(aws: &AwsSection) -> ProviderRegistry {
+        let (sink, rx) = EventSink::channel(256);
+        let shared = AwsShared::new(aws).with_events(sink);
+        ProviderRegistry {
+            local: LocalRegistry,
+            aws: AwsRegistry::from_shared(std::sync::Arc::new(shared)),
+            events: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// The events raised by drivers outside the engine (once; the agent forwards them
+    /// to its alert log).
+    pub fn take_events(&self) -> Option<tokio::sync::mpsc::Receiver<Event>> {
+        self.events.lock().ok().and_then(|mut e| e.take())
+    }
+
+    pub fn aws(&self) -> &AwsRegistry {
+        &self.aws
+    }
+}
+
+impl Registry for ProviderRegistry {
+    fn resource_kinds(&self) -> Vec<&'static str> {
+        let mut k = self.local.resource_kinds();
+        k.extend(self.aws.resource_kinds());
+        k
+    }
+
+    fn monitor_kinds(&self) -> Vec<&'static str> {
+        let mut k = self.local.monitor_kinds();
+        k.extend(self.aws.monitor_kinds());
+        k
+    }
+
+    fn build_resource(
+        &self,
+        kind: &str,
+        params: &Params,
+    ) -> Result<Box<dyn ResourceDriver>, ParamError> {
+        if aws::RESOURCE_KINDS.contains(&kind) {
+            return self.aws.build_resource(kind, params);
+        }
+        self.local.build_resource(kind, params).map_err(|e| {
+            if e.key.as_deref() == Some("kind") {
+                ParamError::new(
+                    e.key,
+                    format!(
+                        "unknown resource kind `{kind}`; known kinds: {}",
+                        self.resource_kinds().join(", ")
+                    ),
+                )
+            } else {
+                e
+            }
+        })
+    }
+
+    fn build_probe(&self, kind: &str, params: &Params) -> Result<Box<dyn Probe>, ParamError> {
+        if aws::MONITOR_KINDS.contains(&kind) {
+            return self.aws.build_probe(kind, params);
+        }
+        self.local.build_probe(kind, params).map_err(|e| {
+            if e.key.as_deref() == Some("kind") {
+                ParamError::new(
+                    e.key,
+                    format!(
+                        "unknown monitor kind `{kind}`; known kinds: {}",
+                        self.monitor_kinds().join(", ")
+                    ),
+                )
+            } else {
+                e
+            }
+        })
+    }
+}
