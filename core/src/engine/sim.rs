@@ -137,6 +137,8 @@ struct Params {
     fail_pct: u64,
     /// Background packet loss, percent.
     loss_pct: u64,
+    /// `[quorum] ping` targets are configured (`ReachLost` faults take a server's vote).
+    reach: bool,
     /// `[quorum] fence_timeout` and `takeover_wait` when set (else derived).
     fence_timeout_ms: Option<u64>,
     takeover_wait_ms: Option<u64>,
@@ -209,6 +211,11 @@ enum Fault {
     },
     /// Resource actions on a server are slow (up to 1.5 × their timeout: some time out).
     SlowActions {
+        node: usize,
+        ms: u64,
+    },
+    /// A server's `[quorum] ping` targets stop answering: it gives up its vote.
+    ReachLost {
         node: usize,
         ms: u64,
     },
@@ -305,6 +312,7 @@ impl Schedule {
             deact_max_ms,
             fail_pct,
             loss_pct,
+            reach: rng.chance(25),
             fence_timeout_ms,
             takeover_wait_ms,
             watchdog_ms,
@@ -339,7 +347,7 @@ impl Schedule {
             _ => rng.range(100, 8_000),
         };
         loop {
-            let f = match rng.below(16) {
+            let f = match rng.below(17) {
                 0 => Fault::Crash {
                     node,
                     down_ms: dur(rng),
@@ -408,6 +416,7 @@ impl Schedule {
                     node,
                     group: rng.index(p.groups.len()),
                 },
+                16 if p.reach => Fault::ReachLost { node, ms: dur(rng) },
                 _ => continue,
             };
             return f;
@@ -425,6 +434,9 @@ impl Schedule {
         s.push_str("[quorum]\n");
         if p.witness {
             s.push_str("witness = { kind = \"http\", url = \"http://10.0.9.1:7430\" }\n");
+        }
+        if p.reach {
+            s.push_str("ping = [\"10.0.0.1\"]\n");
         }
         if let Some(f) = p.fence_timeout_ms {
             let _ = writeln!(s, "fence_timeout = \"{f}ms\"");
@@ -666,6 +678,8 @@ enum Ev {
         gen: u64,
     },
     Heal(usize),
+    /// The shell reports its reachability targets (after a change).
+    Reach(usize),
     WitnessUp(u64),
     Repair,
     Converge,
@@ -686,6 +700,10 @@ struct Node {
     inbox: Vec<(Option<u64>, Input)>,
     fail_until: u64,
     slow_until: u64,
+    /// Since when the agent's loop has not run (paused or crashed), for the watchdog.
+    silent_since: Option<u64>,
+    /// The ping targets do not answer until then.
+    unreachable_until: u64,
 }
 
 /// How the simulated witness decides.
@@ -830,6 +848,9 @@ struct World {
     trace: Option<Vec<String>>,
     steps: u64,
     activations: Vec<(u64, usize, String, u64)>,
+    /// `BATON_SIM_IGNORE=2`: do not stop at invariant 2 (to look for other problems
+    /// behind a known one).
+    ignore_quorum_check: bool,
     /// When the simulated operator last ran `baton group start`.
     last_start: u64,
     /// Witness requests the shells still wait for.
@@ -868,6 +889,8 @@ impl World {
                 inbox: Vec::new(),
                 fail_until: 0,
                 slow_until: 0,
+                silent_since: None,
+                unreachable_until: 0,
             })
             .collect();
         let witness = p.witness.then(|| WitnessSim {
@@ -917,6 +940,7 @@ impl World {
             next_req: 0,
             last_start: 0,
             activations: Vec::new(),
+            ignore_quorum_check: std::env::var("BATON_SIM_IGNORE").is_ok_and(|v| v.contains('2')),
             sched,
         };
         if let Some(wt) = &mut w.witness {
@@ -1182,6 +1206,7 @@ impl World {
                     }
                 }
             }
+            Ev::Reach(node) => self.report_reach(node),
             Ev::Repair => self.repair(),
             Ev::Converge => {
                 if self.convergence_problem().is_none() {
@@ -1509,10 +1534,45 @@ impl World {
         };
         node.eng = Some(eng);
         node.st = St::Running;
+        node.silent_since = None;
         let owned = node.disk.owned.clone();
         self.log(|| format!("{} agent starts (owned {owned:?})", server_name(n)));
         self.start_timers(n);
         self.step(n, None, Input::Tick);
+        if self.now < self.nodes[n].unreachable_until {
+            self.report_reach(n);
+        }
+    }
+
+    /// The shell tells the engine whether its reachability targets answer (at start,
+    /// and when that changes).
+    fn report_reach(&mut self, n: usize) {
+        if !self.p().reach {
+            return;
+        }
+        let ok = self.now >= self.nodes[n].unreachable_until;
+        let inc = self.nodes[n].inc;
+        let detail = if ok {
+            "10.0.0.1 answers"
+        } else {
+            "10.0.0.1: no reply"
+        };
+        self.log(|| {
+            format!(
+                "{} reachability {}",
+                server_name(n),
+                if ok { "ok" } else { "LOST" }
+            )
+        });
+        self.deliver_input(
+            n,
+            inc,
+            None,
+            Input::Reachability {
+                ok,
+                detail: detail.into(),
+            },
+        );
     }
 
     fn start_timers(&mut self, n: usize) {
@@ -1535,6 +1595,7 @@ impl World {
     /// The machine is off: nothing runs, its resources are gone.
     fn power_off(&mut self, n: usize) {
         let node = &mut self.nodes[n];
+        node.silent_since = None;
         node.eng = None;
         node.st = St::Off;
         node.inc += 1;
@@ -1549,6 +1610,7 @@ impl World {
         self.log(|| format!("{} resumed (SIGCONT)", server_name(n)));
         let node = &mut self.nodes[n];
         node.st = St::Running;
+        node.silent_since = None;
         node.gen += 1;
         let gen = node.gen;
         let inc = node.inc;
@@ -1626,23 +1688,29 @@ impl World {
             }
             Fault::AgentCrash { node, restart_ms } => {
                 if matches!(self.nodes[node].st, St::Running | St::Paused) {
+                    // The watchdog counts from when the loop last ran (a crash of a
+                    // paused agent continues its silence).
+                    let since = self.nodes[node].silent_since.unwrap_or(self.now);
                     self.agent_down(node);
+                    self.nodes[node].silent_since = Some(since);
                     let gen = self.nodes[node].gen;
-                    let bound = self.p().watchdog_ms;
-                    if restart_ms <= bound {
-                        self.after(restart_ms * US, Ev::AgentStart { node, gen });
+                    let reset_at = since + self.p().watchdog_ms * US;
+                    let restart_at = self.now + restart_ms * US;
+                    if restart_at <= reset_at {
+                        self.at(restart_at, Ev::AgentStart { node, gen });
                     } else {
-                        self.after(bound * US, Ev::Reset { node, gen });
+                        self.at(reset_at, Ev::Reset { node, gen });
                     }
                 }
             }
             Fault::Pause { node, ms } => {
                 if self.nodes[node].st == St::Running {
+                    let bound = self.p().watchdog_ms;
                     let nd = &mut self.nodes[node];
                     nd.st = St::Paused;
                     nd.gen += 1;
+                    nd.silent_since = Some(self.now);
                     let gen = nd.gen;
-                    let bound = self.p().watchdog_ms;
                     if ms <= bound {
                         self.after(ms * US, Ev::Resume { node, gen });
                     } else {
@@ -1704,6 +1772,12 @@ impl World {
             }
             Fault::FailActions { node, ms } => self.nodes[node].fail_until = self.now + ms * US,
             Fault::SlowActions { node, ms } => self.nodes[node].slow_until = self.now + ms * US,
+            Fault::ReachLost { node, ms } => {
+                let until = self.now + ms * US;
+                self.nodes[node].unreachable_until = until;
+                self.report_reach(node);
+                self.after(ms * US, Ev::Reach(node));
+            }
             Fault::Move { node, group } => {
                 let g = group_name(group);
                 self.command(node, Command::GroupMove { group: g, to: None });
@@ -1728,6 +1802,12 @@ impl World {
         for n in 0..self.nodes.len() {
             self.nodes[n].fail_until = 0;
             self.nodes[n].slow_until = 0;
+            if self.nodes[n].unreachable_until > self.now {
+                self.nodes[n].unreachable_until = 0;
+                if matches!(self.nodes[n].st, St::Running | St::Paused) {
+                    self.report_reach(n);
+                }
+            }
             match self.nodes[n].st {
                 St::Off | St::AgentDown => self.start_agent(n),
                 St::Paused => self.resume(n),
@@ -1878,7 +1958,7 @@ impl World {
             .eng
             .as_ref()
             .is_some_and(|e| e.peer_message().quorum);
-        if !quorum {
+        if !quorum && !self.ignore_quorum_check {
             self.violation = Some(format!(
                 "invariant 2: {} activates {resource} of {group} (epoch {epoch}) without quorum in its own view",
                 server_name(n)
@@ -2045,8 +2125,9 @@ fn sim_random_schedules() {
         .unwrap_or(1)
         .min(8) as u64;
     let started = std::time::Instant::now();
-    // Per thread: (events, simulated ms, failing (seed, violation)).
-    type ThreadResult = (u64, u64, Vec<(u64, String)>);
+    // Per thread: (events, simulated ms, failing (seed, violation), activations,
+    // activations on another server than the group's previous one).
+    type ThreadResult = (u64, u64, Vec<(u64, String)>, u64, u64);
     let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -2054,18 +2135,26 @@ fn sim_random_schedules() {
                     let mut steps = 0;
                     let mut sim_ms = 0;
                     let mut failures = Vec::new();
+                    let (mut acts, mut moves) = (0, 0);
                     let mut i = t;
                     while i < count && failures.len() < max_failures {
                         let seed = base + i;
                         let (_, out) = run_seed(seed, false);
                         steps += out.steps;
                         sim_ms += out.sim_ms;
+                        acts += out.activations.len() as u64;
+                        let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+                        for (_, node, g, _) in &out.activations {
+                            if last.insert(g, *node).is_some_and(|p| p != *node) {
+                                moves += 1;
+                            }
+                        }
                         if let Some(v) = out.violation {
                             failures.push((seed, v));
                         }
                         i += threads;
                     }
-                    (steps, sim_ms, failures)
+                    (steps, sim_ms, failures, acts, moves)
                 })
             })
             .collect();
@@ -2077,8 +2166,10 @@ fn sim_random_schedules() {
     let steps: u64 = results.iter().map(|r| r.0).sum();
     let sim_ms: u64 = results.iter().map(|r| r.1).sum();
     let failures: Vec<&(u64, String)> = results.iter().flat_map(|r| &r.2).collect();
+    let acts: u64 = results.iter().map(|r| r.3).sum();
+    let moves: u64 = results.iter().map(|r| r.4).sum();
     println!(
-        "{count} schedules, {steps} events, {} s simulated, in {:.1} s ({threads} threads)",
+        "{count} schedules, {steps} events, {} s simulated, {acts} group activations ({moves} on another server than the previous one), in {:.1} s ({threads} threads)",
         sim_ms / 1000,
         started.elapsed().as_secs_f64()
     );
@@ -2182,6 +2273,7 @@ fn sim_two_servers_and_a_witness_fail_over_after_a_crash() {
             deact_max_ms: 100,
             fail_pct: 0,
             loss_pct: 0,
+            reach: false,
             fence_timeout_ms: None,
             takeover_wait_ms: None,
             watchdog_ms: 1000,
@@ -2232,6 +2324,7 @@ fn sim_detects_a_double_activation_when_the_watchdog_is_missing() {
             deact_max_ms: 100,
             fail_pct: 0,
             loss_pct: 0,
+            reach: false,
             fence_timeout_ms: None,
             takeover_wait_ms: None,
             watchdog_ms: 60_000,
@@ -2292,6 +2385,7 @@ fn sim_regression_takeover_wait_ignores_second_hand_holder() {
             deact_max_ms: 918,
             fail_pct: 10,
             loss_pct: 2,
+            reach: false,
             fence_timeout_ms: Some(1325),
             takeover_wait_ms: None,
             watchdog_ms: 750,
@@ -2376,6 +2470,7 @@ fn sim_regression_next_resource_started_on_a_stale_quorum() {
             deact_max_ms: 304,
             fail_pct: 0,
             loss_pct: 0,
+            reach: false,
             fence_timeout_ms: None,
             takeover_wait_ms: None,
             watchdog_ms: 900,
@@ -2444,6 +2539,7 @@ fn sim_regression_two_claims_of_one_epoch_both_acknowledged() {
             deact_max_ms: 277,
             fail_pct: 0,
             loss_pct: 0,
+            reach: false,
             fence_timeout_ms: None,
             takeover_wait_ms: None,
             watchdog_ms: 1000,
