@@ -165,6 +165,11 @@ pub enum Cmd {
         #[arg(long, default_value = "1")]
         epoch: u64,
     },
+    /// Cloud preflight: `check` the AWS IDs and permissions, print the `iam-policy`.
+    Cloud {
+        #[command(subcommand)]
+        op: crate::cloud::CloudOp,
+    },
     /// Run a local 3-server cluster on 127.0.0.x and show a failover (no root, no cloud).
     Demo {
         /// Keep the demo's files here instead of a temporary directory.
@@ -624,6 +629,7 @@ pub async fn run(cli: Cli) -> Exit {
             server,
             epoch,
         } => resource_cmd(&op, &group, &resource, &config, &server, epoch).await,
+        Cmd::Cloud { op } => crate::cloud::run(op).await,
     }
 }
 
@@ -874,7 +880,7 @@ async fn resource_cmd(
             &format!("no resource `{resource}` in group `{group}`"),
         );
     };
-    let reg = baton_providers::default_registry();
+    let reg = baton_providers::registry(&cfg.aws);
     let driver =
         match baton_providers::Registry::build_resource(&reg, &r.kind, &r.params_for(server)) {
             Ok(d) => d,

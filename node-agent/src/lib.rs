@@ -6,6 +6,7 @@ pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod client;
+pub mod cloud;
 pub mod demo;
 pub mod key;
 pub mod runtime;

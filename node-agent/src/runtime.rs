@@ -752,7 +752,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         usize::try_from(cfg.agent.alert_log_keep).unwrap_or(4),
     )?;
 
-    let reg = baton_providers::default_registry();
+    let reg = baton_providers::registry(&cfg.aws);
     let (drivers, probes) = build_drivers(&cfg, &me, &reg)?;
 
     // Heartbeat sockets: one per interconnect path, bound to this server's address on it.
@@ -797,6 +797,15 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         started: Instant::now(),
         auth_failures: Mutex::new((0, None)),
     });
+    // Events the cloud drivers raise outside the engine (BTN-6xxx) go to the alert log.
+    if let Some(mut provider_events) = reg.take_events() {
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = provider_events.recv().await {
+                sh.raise(ev);
+            }
+        });
+    }
 
     let t0 = Instant::now();
     let incarnation = wire::initial_seq();
