@@ -7,6 +7,15 @@
 //! transient failures with jittered exponential backoff and drops the batch on a
 //! permanent failure or when its attempts are used up.
 //!
+//! Flapping alerts: with a `coalesce_window`, an event whose subject (id, group,
+//! resource, monitor, peer) was delivered less than the window ago is held back; when
+//! the window ends, the held repeats go out as one event with `occurrences`,
+//! `last_seq` and `last_time_ms`. The first occurrence is never delayed, and shutdown
+//! flushes what is held.
+//!
+//! Metrics (optional, [`Notifier::start_with_metrics`]) have their own bounded queue and
+//! task ([`crate::metrics`]); [`NotifierHandle::metric`] never blocks either.
+//!
 //! All timing uses `tokio::time`, so it follows a paused test clock.
 
 use std::collections::HashMap;
@@ -14,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_core::events::EVENTS_DROPPED;
+use baton_core::config::MetricKind;
+use baton_core::events::{EVENTS_DROPPED, METRICS_DROPPED, SINK_REJECTED};
 use baton_core::{Event, Severity};
 use rand::Rng;
 use serde::Serialize;
@@ -22,6 +32,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::metrics::{
+    Aggregator, MetricInput, MetricsOptions, MetricsPipeline, MetricsWorker, Sample,
+};
 use crate::sink::{EventSink, SinkError};
 
 /// How long [`NotifierHandle::shutdown`] waits past its deadline for the sink tasks to
@@ -114,21 +127,25 @@ pub struct SinkShutdown {
 }
 
 #[derive(Debug, Default)]
-struct Counters {
-    delivered: AtomicU64,
-    dropped: AtomicU64,
-    failed_batches: AtomicU64,
-    queued: AtomicU64,
-    coalesced: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) failed_batches: AtomicU64,
+    pub(crate) queued: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
     /// Dropped at the shutdown deadline.
-    abandoned: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
+    /// Batches dropped on a permanent error.
+    pub(crate) permanent: AtomicU64,
     /// `dropped` as of the last [`NotifierHandle::drop_events`].
     reported_dropped: AtomicU64,
+    /// `permanent` as of the last [`NotifierHandle::drop_events`].
+    reported_permanent: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
 impl Counters {
-    fn set_error(&self, msg: String) {
+    pub(crate) fn set_error(&self, msg: String) {
         // A poisoned lock only means a panic elsewhere while holding it; the value is
         // still a plain Option<String>.
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
@@ -141,11 +158,11 @@ impl Counters {
             .clone()
     }
 
-    fn add(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn sub_queued(&self, n: u64) {
+    pub(crate) fn sub_queued(&self, n: u64) {
         // Saturating: the shutdown sweep may have zeroed it already.
         let _ = self
             .queued
@@ -170,12 +187,22 @@ impl Counters {
 struct Slot {
     name: String,
     min_severity: Severity,
+    sink: Arc<dyn EventSink>,
     tx: mpsc::Sender<Event>,
+    counters: Arc<Counters>,
+}
+
+/// The metrics sink's queue.
+struct MetricsSlot {
+    name: String,
+    opts: MetricsOptions,
+    tx: mpsc::Sender<MetricInput>,
     counters: Arc<Counters>,
 }
 
 struct Inner {
     slots: Vec<Slot>,
+    metrics: Option<MetricsSlot>,
     /// `Some(deadline)` once shutdown was requested.
     shutdown_tx: watch::Sender<Option<Instant>>,
     /// Set to true by the supervisor when every sink task has ended.
@@ -198,6 +225,16 @@ impl Notifier {
         sinks: Vec<Arc<dyn EventSink>>,
         opts: NotifierOptions,
     ) -> (NotifierHandle, JoinHandle<()>) {
+        Notifier::start_with_metrics(sinks, None, opts)
+    }
+
+    /// [`Notifier::start`], plus a metrics sink fed by [`NotifierHandle::metric`] and by
+    /// the published events (failover tracking).
+    pub fn start_with_metrics(
+        sinks: Vec<Arc<dyn EventSink>>,
+        metrics: Option<MetricsPipeline>,
+        opts: NotifierOptions,
+    ) -> (NotifierHandle, JoinHandle<()>) {
         let opts = opts.normalized();
         let (shutdown_tx, shutdown_rx) = watch::channel(None);
         let (done_tx, done_rx) = watch::channel(false);
@@ -206,9 +243,14 @@ impl Notifier {
         for sink in sinks {
             let (tx, rx) = mpsc::channel(opts.queue_len);
             let counters = Arc::new(Counters::default());
+            let mut wopts = opts.clone();
+            if let Some(m) = sink.max_batch() {
+                wopts.max_batch = wopts.max_batch.min(m.max(1));
+            }
             slots.push(Slot {
                 name: sink.name().to_string(),
                 min_severity: sink.min_severity(),
+                sink: Arc::clone(&sink),
                 tx,
                 counters: Arc::clone(&counters),
             });
@@ -216,15 +258,46 @@ impl Notifier {
                 sink,
                 rx,
                 counters,
-                opts: opts.clone(),
+                opts: wopts,
                 shutdown: shutdown_rx.clone(),
                 batch: Batch::default(),
+                recent: HashMap::new(),
+            });
+        }
+        let mut metrics_slot = None;
+        let mut metrics_worker = None;
+        if let Some(p) = metrics {
+            let (tx, rx) = mpsc::channel(p.options.queue_len.max(1));
+            let counters = Arc::new(Counters::default());
+            let name = p.sink.name().to_string();
+            metrics_worker = Some(MetricsWorker {
+                rx,
+                agg: Aggregator::new(p.options.clone()),
+                sink: p.sink,
+                counters: Arc::clone(&counters),
+                opts: opts.clone(),
+                interval: p.options.interval.max(Duration::from_millis(10)),
+                clock: p.clock,
+                shutdown: shutdown_rx.clone(),
+                in_flight: 0,
+            });
+            metrics_slot = Some(MetricsSlot {
+                name,
+                opts: p.options,
+                tx,
+                counters,
             });
         }
         let supervisor = tokio::spawn(async move {
             let mut set = JoinSet::new();
             let mut by_id = HashMap::new();
             for w in workers {
+                let name = w.sink.name().to_string();
+                let counters = Arc::clone(&w.counters);
+                let h = set.spawn(w.run());
+                by_id.insert(h.id(), (name, counters));
+            }
+            if let Some(w) = metrics_worker {
                 let name = w.sink.name().to_string();
                 let counters = Arc::clone(&w.counters);
                 let h = set.spawn(w.run());
@@ -245,6 +318,7 @@ impl Notifier {
         let handle = NotifierHandle {
             inner: Arc::new(Inner {
                 slots,
+                metrics: metrics_slot,
                 shutdown_tx,
                 done_rx,
                 supervisor: supervisor.abort_handle(),
@@ -281,8 +355,18 @@ impl NotifierHandle {
     /// awaits (callable from sync code and any thread): a sink whose queue is full, or
     /// that is shut down, does not get the event and counts it as dropped.
     pub fn publish(&self, ev: Event) {
+        if let Some(m) = &self.inner.metrics {
+            if m.opts.wants_event(&ev) {
+                if let Err(e) = m.tx.try_send(MetricInput::Event(Box::new(ev.clone()))) {
+                    Counters::add(&m.counters.dropped, 1);
+                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                        tracing::debug!(sink = %m.name, event_id = %ev.id, "event dropped for the metrics queue");
+                    }
+                }
+            }
+        }
         for slot in &self.inner.slots {
-            if ev.severity < slot.min_severity {
+            if ev.severity < slot.min_severity || !slot.sink.accepts(&ev) {
                 continue;
             }
             // Count before sending so the sink task can never decrement first.
@@ -299,22 +383,70 @@ impl NotifierHandle {
         }
     }
 
-    /// Counters of every sink, in the order the sinks were given.
-    pub fn stats(&self) -> Vec<SinkStats> {
+    /// Hand a metric sample to the metrics sink, if one is configured and sends this
+    /// metric (and, for polling times, this monitor). Never blocks: a full queue drops
+    /// the sample and counts it.
+    pub fn metric(&self, s: Sample) {
+        let Some(m) = &self.inner.metrics else {
+            return;
+        };
+        let wanted = match &s {
+            Sample::MonitorPollingTime { monitor, .. } => m.opts.monitor_opted_in(monitor),
+            other => m.opts.sends(other.kind()),
+        };
+        if !wanted {
+            return;
+        }
+        Counters::add(&m.counters.queued, 1);
+        if m.tx.try_send(MetricInput::Sample(s)).is_err() {
+            m.counters.sub_queued(1);
+            Counters::add(&m.counters.dropped, 1);
+        }
+    }
+
+    /// Is a metrics sink configured that sends `kind`?
+    pub fn wants_metric(&self, kind: MetricKind) -> bool {
         self.inner
+            .metrics
+            .as_ref()
+            .is_some_and(|m| m.opts.sends(kind))
+    }
+
+    /// Is the polling time of `monitor` sent?
+    pub fn wants_polling_time(&self, monitor: &str) -> bool {
+        self.inner
+            .metrics
+            .as_ref()
+            .is_some_and(|m| m.opts.monitor_opted_in(monitor))
+    }
+
+    /// Every queue: the event sinks in the order given, then the metrics sink.
+    fn all_counters(&self) -> Vec<(&str, &Arc<Counters>, bool)> {
+        let mut v: Vec<(&str, &Arc<Counters>, bool)> = self
+            .inner
             .slots
             .iter()
-            .map(|s| {
-                let c = &s.counters;
-                SinkStats {
-                    name: s.name.clone(),
-                    delivered: c.delivered.load(Ordering::Relaxed),
-                    dropped: c.dropped.load(Ordering::Relaxed),
-                    failed_batches: c.failed_batches.load(Ordering::Relaxed),
-                    queued: c.queued.load(Ordering::Relaxed),
-                    coalesced: c.coalesced.load(Ordering::Relaxed),
-                    last_error: c.last_error(),
-                }
+            .map(|s| (s.name.as_str(), &s.counters, false))
+            .collect();
+        if let Some(m) = &self.inner.metrics {
+            v.push((m.name.as_str(), &m.counters, true));
+        }
+        v
+    }
+
+    /// Counters of every sink, in the order the sinks were given, then the metrics sink
+    /// (whose counts are metric samples).
+    pub fn stats(&self) -> Vec<SinkStats> {
+        self.all_counters()
+            .into_iter()
+            .map(|(name, c, _)| SinkStats {
+                name: name.to_string(),
+                delivered: c.delivered.load(Ordering::Relaxed),
+                dropped: c.dropped.load(Ordering::Relaxed),
+                failed_batches: c.failed_batches.load(Ordering::Relaxed),
+                queued: c.queued.load(Ordering::Relaxed),
+                coalesced: c.coalesced.load(Ordering::Relaxed),
+                last_error: c.last_error(),
             })
             .collect()
     }
@@ -322,21 +454,38 @@ impl NotifierHandle {
     /// One `BTN-5001` (events dropped) event per sink that dropped events since the
     /// previous call, for the agent to record and publish on a timer. Not stamped
     /// (`seq`, `time_ms`, `server` are left for the caller).
+    ///
+    /// A sink whose endpoint refused a batch for good since the previous call gets one
+    /// `BTN-5005` (sink rejects deliveries) instead; the metrics sink's drops are
+    /// `BTN-5003` (metric samples dropped).
     pub fn drop_events(&self) -> Vec<Event> {
         let mut out = Vec::new();
-        for s in &self.inner.slots {
-            let c = &s.counters;
+        for (name, c, is_metrics) in self.all_counters() {
             let total = c.dropped.load(Ordering::Relaxed);
             let before = c.reported_dropped.fetch_max(total, Ordering::Relaxed);
+            let perm = c.permanent.load(Ordering::Relaxed);
+            let perm_before = c.reported_permanent.fetch_max(perm, Ordering::Relaxed);
             if total > before {
                 let new = total - before;
-                let mut msg = format!("sink {} dropped {new} event(s) ({total} in total)", s.name);
+                let what = if is_metrics {
+                    "metric sample(s)"
+                } else {
+                    "event(s)"
+                };
+                let mut msg = format!("sink {name} dropped {new} {what} ({total} in total)");
                 if let Some(err) = c.last_error() {
                     msg.push_str(&format!("; last error: {err}"));
                 }
+                let def = if perm > perm_before {
+                    &SINK_REJECTED
+                } else if is_metrics {
+                    &METRICS_DROPPED
+                } else {
+                    &EVENTS_DROPPED
+                };
                 out.push(
-                    Event::new(&EVENTS_DROPPED, msg)
-                        .field("sink", s.name.clone())
+                    Event::new(def, msg)
+                        .field("sink", name.to_string())
                         .field("dropped", new)
                         .field("total_dropped", total),
                 );
@@ -362,17 +511,16 @@ impl NotifierHandle {
         if !finished {
             // A sink task did not honour the deadline (or the supervisor was aborted).
             self.inner.supervisor.abort();
-            for s in &self.inner.slots {
-                s.counters.sweep_queued(true);
+            for (_, c, _) in self.all_counters() {
+                c.sweep_queued(true);
             }
         }
         let sinks: Vec<SinkShutdown> = self
-            .inner
-            .slots
-            .iter()
-            .map(|s| SinkShutdown {
-                name: s.name.clone(),
-                undelivered: s.counters.abandoned.load(Ordering::Relaxed),
+            .all_counters()
+            .into_iter()
+            .map(|(name, c, _)| SinkShutdown {
+                name: name.to_string(),
+                undelivered: c.abandoned.load(Ordering::Relaxed),
             })
             .collect();
         ShutdownReport {
@@ -384,7 +532,7 @@ impl NotifierHandle {
 
 /// Wait until shutdown is requested and return its deadline. Never returns when every
 /// handle is gone without a shutdown (the queues then close by themselves).
-async fn wait_deadline(rx: &mut watch::Receiver<Option<Instant>>) -> Instant {
+pub(crate) async fn wait_deadline(rx: &mut watch::Receiver<Option<Instant>>) -> Instant {
     if let Ok(v) = rx.wait_for(Option::is_some).await {
         if let Some(at) = *v {
             return at;
@@ -395,7 +543,7 @@ async fn wait_deadline(rx: &mut watch::Receiver<Option<Instant>>) -> Instant {
 
 /// Jittered exponential backoff before retry number `attempt` (1 = first retry):
 /// half of `min(retry_max, retry_base * 2^(attempt-1))` plus a random part of the other half.
-fn backoff(opts: &NotifierOptions, attempt: u32) -> Duration {
+pub(crate) fn backoff(opts: &NotifierOptions, attempt: u32) -> Duration {
     let exp = opts
         .retry_base
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(24))
@@ -431,6 +579,52 @@ fn same_subject(a: &Event, b: &Event) -> bool {
         && a.peer == b.peer
 }
 
+/// What makes two events "the same alert" for coalescing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SubjectKey {
+    id: String,
+    group: Option<String>,
+    resource: Option<String>,
+    monitor: Option<String>,
+    peer: Option<String>,
+}
+
+impl SubjectKey {
+    fn of(ev: &Event) -> SubjectKey {
+        SubjectKey {
+            id: ev.id.clone(),
+            group: ev.group.clone(),
+            resource: ev.resource.clone(),
+            monitor: ev.monitor.clone(),
+            peer: ev.peer.clone(),
+        }
+    }
+}
+
+/// A subject delivered recently, and the repeats held back since.
+#[derive(Debug)]
+struct Recent {
+    sent_at: Instant,
+    held: Option<Pending>,
+}
+
+impl Pending {
+    fn new(ev: Event) -> Pending {
+        Pending {
+            last_seq: ev.seq,
+            last_time_ms: ev.time_ms,
+            occurrences: 1,
+            event: ev,
+        }
+    }
+
+    fn fold(&mut self, ev: &Event) {
+        self.occurrences += 1;
+        self.last_seq = ev.seq;
+        self.last_time_ms = ev.time_ms;
+    }
+}
+
 impl Batch {
     fn push(&mut self, ev: Event, window: Duration) {
         self.events += 1;
@@ -450,12 +644,17 @@ impl Batch {
                 }
             }
         }
-        self.items.push(Pending {
-            last_seq: ev.seq,
-            last_time_ms: ev.time_ms,
-            occurrences: 1,
-            event: ev,
-        });
+        self.items.push(Pending::new(ev));
+    }
+
+    /// Add held repeats as one item.
+    fn push_pending(&mut self, p: Pending) {
+        self.events += p.occurrences;
+        self.items.push(p);
+    }
+
+    fn has_subject(&self, key: &SubjectKey) -> bool {
+        self.items.iter().any(|p| SubjectKey::of(&p.event) == *key)
     }
 
     fn len(&self) -> usize {
@@ -497,6 +696,8 @@ struct Worker {
     /// The batch being delivered; kept here so that what a cancelled delivery held is
     /// still accounted for.
     batch: Batch,
+    /// Subjects delivered within the coalescing window, with their held repeats.
+    recent: HashMap<SubjectKey, Recent>,
 }
 
 impl Worker {
@@ -525,6 +726,10 @@ impl Worker {
         let mut closing = false;
         loop {
             if self.batch.is_empty() {
+                self.release_held(Instant::now(), closing);
+            }
+            if self.batch.is_empty() {
+                let hold_until = self.next_release();
                 let next = if closing {
                     self.rx.recv().await
                 } else {
@@ -536,26 +741,105 @@ impl Worker {
                             continue;
                         }
                         ev = self.rx.recv() => ev,
+                        _ = async {
+                            match hold_until {
+                                Some(t) => tokio::time::sleep_until(t).await,
+                                None => std::future::pending().await,
+                            }
+                        } => continue,
                     }
                 };
-                let Some(first) = next else { return };
+                let Some(first) = next else {
+                    // Queue closed and drained: flush what is held, then end.
+                    self.release_held(Instant::now(), true);
+                    if self.batch.is_empty() {
+                        return;
+                    }
+                    self.deliver_batch().await;
+                    continue;
+                };
                 self.fill(first);
+                if self.batch.is_empty() {
+                    // Everything taken was held back as a repeat.
+                    continue;
+                }
             }
             self.deliver_batch().await;
         }
     }
 
+    /// Move held repeats whose window has ended (all of them when `all`) into the batch,
+    /// and forget subjects whose window ended with nothing held.
+    fn release_held(&mut self, now: Instant, all: bool) {
+        let window = self.opts.coalesce_window;
+        let mut released = Vec::new();
+        self.recent.retain(|_, r| {
+            let expired = now >= r.sent_at + window;
+            if expired || all {
+                if let Some(p) = r.held.take() {
+                    released.push(p);
+                    // The summary restarts the window.
+                    r.sent_at = now;
+                    return true;
+                }
+            }
+            !expired
+        });
+        // In the order of their last occurrence, so that the latest state comes last.
+        released.sort_by_key(|p| p.last_seq);
+        for p in released {
+            self.batch.push_pending(p);
+        }
+    }
+
+    /// When the next held repeat is due.
+    fn next_release(&self) -> Option<Instant> {
+        let window = self.opts.coalesce_window;
+        self.recent
+            .values()
+            .filter(|r| r.held.is_some())
+            .map(|r| r.sent_at + window)
+            .min()
+    }
+
+    /// Take `ev` into the batch, or hold it back as a repeat of a subject delivered
+    /// within the coalescing window (and not in this batch).
+    fn admit(&mut self, ev: Event) {
+        let window = self.opts.coalesce_window;
+        if !window.is_zero() {
+            let key = SubjectKey::of(&ev);
+            if let Some(r) = self.recent.get_mut(&key) {
+                if Instant::now() < r.sent_at + window && !self.batch.has_subject(&key) {
+                    match &mut r.held {
+                        Some(p) => p.fold(&ev),
+                        None => r.held = Some(Pending::new(ev)),
+                    }
+                    return;
+                }
+            }
+        }
+        self.batch.push(ev, window);
+    }
+
+    /// Events held back as repeats.
+    fn held_events(&self) -> u64 {
+        self.recent
+            .values()
+            .filter_map(|r| r.held.as_ref())
+            .map(|p| p.occurrences)
+            .sum()
+    }
+
     /// Start a batch with `first` and add what is already queued, up to `max_batch`
     /// items (folded repeats do not count; at most `queue_len` events are taken).
     fn fill(&mut self, first: Event) {
-        let window = self.opts.coalesce_window;
         let cap = self.opts.max_batch.max(self.opts.queue_len);
-        self.batch.push(first, window);
+        self.admit(first);
         let mut taken = 1;
         while self.batch.len() < self.opts.max_batch && taken < cap {
             match self.rx.try_recv() {
                 Ok(ev) => {
-                    self.batch.push(ev, window);
+                    self.admit(ev);
                     taken += 1;
                 }
                 Err(_) => break,
@@ -599,14 +883,27 @@ impl Worker {
             }
         }
         c.sub_queued(total);
+        if !self.opts.coalesce_window.is_zero() {
+            let now = Instant::now();
+            for p in &self.batch.items {
+                self.recent
+                    .entry(SubjectKey::of(&p.event))
+                    .and_modify(|r| r.sent_at = now)
+                    .or_insert(Recent {
+                        sent_at: now,
+                        held: None,
+                    });
+            }
+        }
         self.batch.clear();
     }
 
     /// The shutdown deadline passed: count the batch in flight and the queue as dropped.
     fn abandon(&mut self) {
         self.rx.close();
-        let mut n = self.batch.events;
+        let mut n = self.batch.events + self.held_events();
         self.batch.clear();
+        self.recent.clear();
         while self.rx.try_recv().is_ok() {
             n += 1;
         }

@@ -43,6 +43,18 @@ pub trait EventSink: Send + Sync {
         Severity::Info
     }
 
+    /// Should `ev` be queued for this sink? Called by `publish` for every event, so it
+    /// must be cheap. Default: the event reaches [`EventSink::min_severity`].
+    fn accepts(&self, ev: &Event) -> bool {
+        ev.severity >= self.min_severity()
+    }
+
+    /// Most events this sink takes in one `deliver` call (its API's batch limit), if it
+    /// is lower than the notifier's `max_batch`.
+    fn max_batch(&self) -> Option<usize> {
+        None
+    }
+
     /// Deliver a batch. Either the whole batch was accepted (`Ok`) or it is retried or
     /// dropped as a whole, so a sink may see an event twice after a partial failure.
     async fn deliver(&self, batch: &[Event]) -> Result<(), SinkError>;

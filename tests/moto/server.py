@@ -104,7 +104,7 @@ def operation_of(environ, body, service):
 
 def error_response(start_response, service, environ, code, status, msg):
     protocol_json = bool(environ.get("HTTP_X_AMZ_TARGET")) or "json" in environ.get("CONTENT_TYPE", "")
-    cbor = "/operation/" in environ.get("PATH_INFO", "")
+    cbor = "/operation/" in environ.get("PATH_INFO", "") or bool(environ.get("BATON_CBOR"))
     if cbor and cbor_shim is not None:
         body, ctype, extra = cbor_shim.error_body(code, msg)
         start_response(f"{status} Error", [("Content-Type", ctype)] + extra)

@@ -516,3 +516,116 @@ async fn unbounded_shutdown_deadline_does_not_overflow() {
     assert_eq!(seqs(&sink.got()), vec![1]);
     join.await.unwrap();
 }
+
+/// A sink that takes only events of group `g2` (its own `accepts`).
+struct Picky(TestSink);
+
+#[async_trait]
+impl EventSink for Picky {
+    fn name(&self) -> &str {
+        "picky"
+    }
+    fn accepts(&self, ev: &Event) -> bool {
+        ev.group.as_deref() == Some("g2")
+    }
+    fn max_batch(&self) -> Option<usize> {
+        Some(2)
+    }
+    async fn deliver(&self, batch: &[Event]) -> Result<(), SinkError> {
+        self.0.deliver(batch).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sinks_filter_with_accepts_and_cap_their_batches() {
+    let picky = Arc::new(Picky(TestSink::new("picky")));
+    let (h, _join) = Notifier::start(
+        vec![Arc::clone(&picky) as Arc<dyn EventSink>],
+        NotifierOptions::default(),
+    );
+    for i in 1..=7 {
+        h.publish(ev(i).group(if i % 2 == 0 { "g1" } else { "g2" }));
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let batches = picky.0.batches.lock().unwrap().clone();
+    assert_eq!(
+        batches.iter().map(|b| seqs(b)).collect::<Vec<_>>(),
+        vec![vec![1, 3], vec![5, 7]]
+    );
+    let s = stat(&h, "picky");
+    assert_eq!((s.delivered, s.dropped), (4, 0));
+}
+
+/// A monitor flapping error/normal every second for 30 s, with a 10 s window: the first
+/// of each goes out at once, the repeats as one message per window with a count, the
+/// latest state last; nothing is lost (delivered + coalesced = published).
+#[tokio::test(start_paused = true)]
+async fn flapping_alerts_are_coalesced_with_a_count() {
+    use baton_core::events::{MONITOR_ERROR, MONITOR_NORMAL};
+    let sink = Arc::new(TestSink::new("f"));
+    let opts = NotifierOptions {
+        coalesce_window: Duration::from_secs(10),
+        ..NotifierOptions::default()
+    };
+    let (h, _join) = start(&[&sink], opts);
+    let mut seq = 0;
+    for i in 0..30u64 {
+        seq += 1;
+        let def = if i % 2 == 0 {
+            &MONITOR_ERROR
+        } else {
+            &MONITOR_NORMAL
+        };
+        let mut e = Event::new(def, "flap").monitor("http1");
+        e.seq = seq;
+        e.time_ms = i * 1000;
+        h.publish(e);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let first_two: Vec<u64> = seqs(&sink.got()).into_iter().take(2).collect();
+    assert_eq!(first_two, vec![1, 2], "first occurrences are never delayed");
+    let r = h.shutdown(Duration::from_secs(5)).await;
+    assert!(!r.timed_out);
+    let got = sink.got();
+    let total: u64 = got
+        .iter()
+        .map(|e| {
+            e.fields
+                .get("occurrences")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(1)
+        })
+        .sum();
+    assert_eq!(total, 30);
+    assert!(got.len() <= 10, "{} messages for 30 events", got.len());
+    assert!(got.iter().any(|e| e.fields.get("occurrences").is_some()));
+    // The last message carries the latest state (the 30th event is a "normal").
+    assert_eq!(got.last().unwrap().id, MONITOR_NORMAL.code());
+    assert_eq!(got.last().unwrap().fields["last_seq"], 30);
+    let s = stat(&h, "f");
+    assert_eq!(s.delivered + s.coalesced, 30);
+    assert_eq!((s.dropped, s.queued), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_repeats_count_as_dropped_when_the_deadline_passes() {
+    let sink = Arc::new(TestSink::new("h"));
+    let opts = NotifierOptions {
+        coalesce_window: Duration::from_secs(60),
+        ..NotifierOptions::default()
+    };
+    let (h, _join) = start(&[&sink], opts);
+    h.publish(ev(1));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    h.publish(ev(2));
+    h.publish(ev(3));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(seqs(&sink.got()), vec![1]);
+    assert_eq!(stat(&h, "h").queued, 2);
+    // Shutdown flushes the held repeats at once, as one event.
+    let r = h.shutdown(Duration::from_secs(1)).await;
+    assert!(!r.timed_out);
+    let got = sink.got();
+    assert_eq!(seqs(&got), vec![1, 2]);
+    assert_eq!(got[1].fields["occurrences"], 2);
+}
