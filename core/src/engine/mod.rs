@@ -9,6 +9,8 @@
 
 mod run;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 mod types;
 
@@ -43,6 +45,10 @@ struct Peer {
     up: bool,
     msg: Option<PeerMessage>,
     digest_warned: Option<String>,
+    /// Last time an up peer reported hearing this server (second-hand liveness): a
+    /// server known alive only through others is not silent just because this one
+    /// cannot hear it.
+    relayed: Option<Millis>,
 }
 
 /// What happens after a deactivation plan completes.
@@ -146,6 +152,10 @@ struct GroupRt {
     last_holder: Option<String>,
     /// BTN-1136 was raised for the current takeover wait.
     takeover_wait_reported: bool,
+    /// The one claim this server acknowledged for the highest epoch it acknowledged:
+    /// (server, epoch). Never changes for the same epoch, so two claims of one epoch are
+    /// never both acknowledged by the same voter.
+    acked: Option<(String, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +259,7 @@ impl Engine {
                 up: false,
                 msg: None,
                 digest_warned: None,
+                relayed: None,
             })
             .collect();
         let mut out = Vec::new();
@@ -297,6 +308,7 @@ impl Engine {
                     suppressed_version: None,
                     last_holder: None,
                     takeover_wait_reported: false,
+                    acked: None,
                 }
             })
             .collect();
@@ -386,15 +398,16 @@ impl Engine {
             if gap >= self.quorum_lease() && self.now.since(self.started) > gap {
                 // The loop did not run for longer than the quorum lease (SIGSTOP, a
                 // frozen VM, CPU starvation): what this server believed may be stale.
-                // Re-check membership and quorum before this input is acted on.
                 self.emit(
                     &events::AGENT_PAUSED,
                     format!("agent loop did not run for {gap} ms (more than the quorum lease of {} ms): re-checking quorum before acting", self.quorum_lease()),
                     |e| e.field("gap_ms", gap),
                 );
-                self.update_membership();
-                self.recompute_quorum();
             }
+            // Membership and quorum as of now, before the input is acted on (an action
+            // result must not start the next resource on a quorum that has lapsed).
+            self.update_membership();
+            self.recompute_quorum();
         }
         let at = if now < self.now { now } else { self.now };
         match input {
@@ -419,6 +432,8 @@ impl Engine {
     pub fn command(&mut self, now: Millis, cmd: Command) -> Result<Vec<Action>, CommandError> {
         if now > self.now {
             self.now = now;
+            self.update_membership();
+            self.recompute_quorum();
         }
         self.apply_command(cmd)?;
         self.urgent = true;
@@ -459,6 +474,7 @@ impl Engine {
                         .first()
                         .map(|&(si, _, e)| (self.cfg.servers[si].name.clone(), e)),
                     state_ms: self.now.since(rt.since),
+                    ack: rt.acked.clone(),
                 })
                 .collect(),
             intents: self.outgoing_intents(),
@@ -499,6 +515,13 @@ impl Engine {
 
     fn me_name(&self) -> String {
         self.cfg.servers[self.me].name.clone()
+    }
+
+    /// The origin of an intent written here: the server and its incarnation, so that an
+    /// agent that restarted (and forgot its intents) never writes a second, different
+    /// intent under a (version, origin) it used before.
+    pub(super) fn intent_origin(&self) -> String {
+        format!("{}/{:016x}", self.me_name(), self.incarnation)
     }
 
     fn hb_timeout(&self) -> u64 {
@@ -849,6 +872,16 @@ impl Engine {
             return;
         }
         self.peers[si].paths[path] = Some(at);
+        for h in &msg.hears {
+            if let Some(hi) = self.server_idx(h) {
+                if hi != self.me && hi != si {
+                    let r = &mut self.peers[hi].relayed;
+                    if r.is_none_or(|t| t < at) {
+                        *r = Some(at);
+                    }
+                }
+            }
+        }
         self.merge_intents(&msg.intents);
         // Learn epochs.
         for r in &msg.groups {
@@ -981,7 +1014,7 @@ impl Engine {
 
     fn apply_command(&mut self, cmd: Command) -> Result<(), CommandError> {
         let version = self.next_version();
-        let origin = self.me_name();
+        let origin = self.intent_origin();
         let monitor_on = matches!(cmd, Command::MonitorSuspend { .. });
         let gidx = |s: &Self, g: &str| {
             s.cfg

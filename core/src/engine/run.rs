@@ -12,6 +12,7 @@ impl Engine {
         self.recompute_quorum();
         self.update_refusal();
         for gi in 0..self.groups.len() {
+            self.update_ack(gi);
             self.group_logic(gi);
         }
         for mi in 0..self.monitors.len() {
@@ -35,9 +36,19 @@ impl Engine {
             .map(|si| self.cfg.servers[si].name.clone())
             .collect();
         partition.sort();
-        let epochs = (0..self.groups.len())
+        let mut epochs: BTreeMap<String, u64> = (0..self.groups.len())
             .map(|gi| (self.cfg.groups[gi].name.clone(), self.known_max_epoch(gi)))
             .collect();
+        // A claim is recorded at the witness under `group@server`: the witness's grant
+        // acknowledges it only if no other server's claim of that epoch is recorded.
+        for gi in 0..self.groups.len() {
+            if let Local::Claiming { epoch } = self.groups[gi].local {
+                epochs.insert(
+                    format!("{}@{}", self.cfg.groups[gi].name, self.me_name()),
+                    epoch,
+                );
+            }
+        }
         self.out.push(Action::AskWitness {
             partition,
             lease_ms: self.quorum_lease(),
@@ -56,12 +67,13 @@ impl Engine {
             return;
         }
         // Learn epochs the witness has recorded (a claim elsewhere this server missed).
-        for (g, e) in &epochs {
-            if let Some(gi) = self.cfg.groups.iter().position(|x| &x.name == g) {
+        for (key, e) in &epochs {
+            let g = key.split_once('@').map_or(key.as_str(), |(g, _)| g);
+            if let Some(gi) = self.cfg.groups.iter().position(|x| x.name == g) {
                 if *e > self.groups[gi].max_epoch {
                     self.groups[gi].max_epoch = *e;
                     self.out.push(Action::PersistEpoch {
-                        group: g.clone(),
+                        group: g.to_string(),
                         epoch: *e,
                     });
                 }
@@ -183,40 +195,86 @@ impl Engine {
     /// fenced itself (`T + W`, counted from when this agent started for a server it never
     /// heard): (server, ms left).
     fn takeover_block(&self, gi: usize) -> Option<(String, u64)> {
+        // Silence counts from the last sign of life, heard directly or reported by a
+        // peer (`hears`), and never from before this server last gained quorum: a holder
+        // this server could not hear may have kept quorum (through others, or the
+        // witness) until this server gained it.
         let after = self.timing().takeover_after_ms();
+        let floor = self.quorum_since.unwrap_or(self.now).max(self.started);
         self.cfg.groups[gi]
             .servers
             .iter()
             .filter_map(|s| self.server_idx(s))
             .filter(|&si| si != self.me && !self.peers[si].up)
             .filter_map(|si| {
-                let since = self
-                    .last_heard(si)
-                    .map_or(self.started, |t| t.max(self.started));
+                let since = [self.last_heard(si), self.peers[si].relayed]
+                    .into_iter()
+                    .flatten()
+                    .fold(floor, Millis::max);
                 let silent = self.now.since(since);
                 (silent < after).then(|| (self.cfg.servers[si].name.clone(), after - silent))
             })
             .max_by_key(|x| x.1)
     }
 
+    /// Acknowledge at most one claim per epoch: the best claim of a new epoch by another
+    /// server, unless this server holds the group itself.
+    fn update_ack(&mut self, gi: usize) {
+        let name = self.cfg.groups[gi].name.clone();
+        if let Local::Claiming { epoch } = self.groups[gi].local {
+            if self.groups[gi].acked.as_ref().is_none_or(|a| a.1 < epoch) {
+                self.groups[gi].acked = Some((self.me_name(), epoch));
+            }
+            return;
+        }
+        if self.groups[gi].local.state().holds() {
+            return;
+        }
+        let acked_epoch = self.groups[gi].acked.as_ref().map_or(0, |a| a.1);
+        let best = (0..self.peers.len())
+            .filter(|&si| si != self.me && self.peers[si].up)
+            .filter_map(|si| {
+                let r = self.peers[si]
+                    .msg
+                    .as_ref()?
+                    .groups
+                    .iter()
+                    .find(|r| r.name == name)?;
+                (r.state == GroupState::Claiming && r.epoch > acked_epoch).then_some((si, r.epoch))
+            })
+            .max_by_key(|&(si, e)| self.claim(si, e));
+        if let Some((si, e)) = best {
+            self.groups[gi].acked = Some((self.cfg.servers[si].name.clone(), e));
+            self.urgent = true;
+        }
+    }
+
     /// Votes acknowledging `epoch` for group `gi`: this server, peers whose vote counts
     /// and who report it, the witness if its grant recorded it.
     fn claim_acks(&self, gi: usize, epoch: u64) -> usize {
         let name = &self.cfg.groups[gi].name;
+        let me = self.me_name();
         let mut acks = usize::from(self.counts_vote(self.me));
         for si in 0..self.peers.len() {
             if si == self.me || !self.counts_vote(si) {
                 continue;
             }
-            let seen = self.peers[si]
+            let acked = self.peers[si]
                 .msg
                 .as_ref()
                 .and_then(|m| m.groups.iter().find(|r| &r.name == name))
-                .is_some_and(|r| r.max_epoch.max(r.epoch) >= epoch);
-            acks += usize::from(seen);
+                .is_some_and(|r| r.ack.as_ref().is_some_and(|(s, e)| *s == me && *e == epoch));
+            acks += usize::from(acked);
         }
-        if self.witness_valid() && self.witness_epochs.get(name).is_some_and(|&e| e >= epoch) {
-            acks += 1;
+        if self.witness_valid() {
+            let mine = format!("{name}@{me}");
+            let prefix = format!("{name}@");
+            let recorded = self.witness_epochs.get(&mine).is_some_and(|&e| e >= epoch);
+            let rival = self
+                .witness_epochs
+                .iter()
+                .any(|(k, &e)| k.starts_with(&prefix) && *k != mine && e >= epoch);
+            acks += usize::from(recorded && !rival);
         }
         acks
     }
@@ -720,8 +778,14 @@ impl Engine {
                     .best_other_claim(gi)
                     .filter(|&(si, e)| self.claim(si, e) > self.claim(self.me, epoch));
                 let waited = self.now.since(self.groups[gi].since);
+                let active_elsewhere = others
+                    .iter()
+                    .find(|h| h.1 != GroupState::Claiming)
+                    .map(|h| self.cfg.servers[h.0].name.clone());
                 let why = if must_stop {
                     Some("it may no longer run here (quorum lost, stopped or leaving)".to_string())
+                } else if let Some(who) = active_elsewhere {
+                    Some(format!("server {who} holds it"))
                 } else if let Some((si, e)) = better {
                     Some(format!(
                         "server {} claims it with a stronger claim (epoch {e})",
@@ -758,6 +822,14 @@ impl Engine {
         let Some((si, e)) = self.best_other_claim(gi) else {
             return false;
         };
+        // A mere claim (not acknowledged yet) never makes an active holder yield.
+        if self
+            .holders(gi)
+            .iter()
+            .any(|h| h.0 == si && h.1 == GroupState::Claiming)
+        {
+            return false;
+        }
         if self.claim(si, e) <= self.claim(self.me, epoch) {
             return false;
         }
@@ -1229,7 +1301,7 @@ impl Engine {
                         g,
                         GroupIntent {
                             version,
-                            origin: self.me_name(),
+                            origin: self.intent_origin(),
                             run: false,
                             prefer: None,
                             prefer_epoch,

@@ -66,6 +66,9 @@ pub struct GroupReport {
     /// How long the reporting server has had the group in `state`, in ms.
     #[serde(default)]
     pub state_ms: u64,
+    /// The claim (server, epoch) the reporter acknowledged: at most one per epoch.
+    #[serde(default)]
+    pub ack: Option<(String, u64)>,
 }
 
 /// Operator intent for a group: a last-writer-wins register spread by heartbeats.
