@@ -43,6 +43,27 @@ fn run_with_witness(n: u8) {
     run(n, Options::default());
 }
 
+/// The checker itself: a VIP added by hand on a second server must be reported.
+#[test]
+fn s00_observer_catches_a_second_vip_holder() {
+    let _serial = baton_tests::serial();
+    if let Some(why) = lab::unavailable() {
+        println!("SKIPPED: observer self-check: {why}");
+        return;
+    }
+    let r = scenarios::self_check();
+    println!("{r}");
+    if let Some(why) = &r.skipped {
+        println!("SKIPPED: observer self-check: {why}");
+        return;
+    }
+    assert!(
+        r.passed(),
+        "observer self-check failed:\n  {}",
+        r.failures.join("\n  ")
+    );
+}
+
 #[test]
 fn s01_sigkill_active_agent_fails_over() {
     run(

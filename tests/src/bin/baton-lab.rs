@@ -57,6 +57,9 @@ fn real_main() -> Result<ExitCode, String> {
             for (n, t) in SCENARIOS {
                 println!("{n:>2}  {t}");
             }
+            println!(
+                " 0  observer self-check (a VIP added by hand on a second server must be caught)"
+            );
             Ok(ExitCode::SUCCESS)
         }
         "run" => {
@@ -88,7 +91,11 @@ fn real_main() -> Result<ExitCode, String> {
             for _ in 0..rounds {
                 for &n in &which {
                     println!("=== scenario {n}: {}", scenarios::title(n));
-                    let r = scenarios::run(n, &o);
+                    let r = if n == 0 {
+                        scenarios::self_check()
+                    } else {
+                        scenarios::run(n, &o)
+                    };
                     println!("{r}");
                     reports.push(r);
                 }

@@ -310,6 +310,16 @@ fn bench_in(lab: &mut Lab, o: &BenchOptions) -> Result<BenchReport, String> {
             server(h)
         ));
         lab.start_keepalived(h, o.advert_ms)?;
+        let t_start = Instant::now();
+        while !lab.keepalived_running(h) {
+            if t_start.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "keepalived on {} did not start its VRRP process again",
+                    server(h)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         // It preempts back if it has the highest priority; wait for calm.
         std::thread::sleep(Duration::from_millis(500));
         wait_single_holder(lab, KA_VIP, Duration::from_secs(2))?;
@@ -386,7 +396,7 @@ fn soak(lab: &mut Lab, o: &BenchOptions, rep: &mut BenchReport) -> Result<(), St
         overlaps(&per(addr))
             .iter()
             .map(|(_, _, lo, hi)| hi - lo)
-            .sum()
+            .fold(0.0, |a, b| a + b)
     };
     rep.keepalived_false = acquisitions(KA_VIP);
     rep.keepalived_double_ms = double(KA_VIP);

@@ -493,14 +493,24 @@ deactivate_timeout = "5s"
             return Err("this lab has no witness namespace".into());
         };
         let (out, err) = self.open_log("witness.log")?;
-        let child = netns::command_in(&ns, &self.bin)
-            .args([
-                "witness",
-                "--listen",
-                &format!("{WITNESS_ADDR}:{WITNESS_PORT}"),
-            ])
-            .arg("--key-file")
-            .arg(&self.key)
+        let mut cmd = netns::command_in(&ns, &self.bin);
+        cmd.args([
+            "witness",
+            "--listen",
+            &format!("{WITNESS_ADDR}:{WITNESS_PORT}"),
+        ])
+        .arg("--key-file")
+        .arg(&self.key);
+        // A restarted witness grants nothing for a quiet time that must cover the
+        // longest lease it may have granted before; the lab's leases are a few
+        // heartbeat timeouts at most, so a minute (the default) is not needed.
+        if self.witness_has_quiet() {
+            cmd.args([
+                "--startup-quiet",
+                &format!("{}ms", (3 * self.spec.timeout_ms).max(2000)),
+            ]);
+        }
+        let child = cmd
             .env("BATON_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -510,6 +520,15 @@ deactivate_timeout = "5s"
             .map_err(|e| format!("cannot start the witness: {e}"))?;
         self.witness = Some(child);
         Ok(())
+    }
+
+    /// Does `baton witness` take `--startup-quiet`?
+    fn witness_has_quiet(&self) -> bool {
+        Command::new(&self.bin)
+            .args(["witness", "--help"])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--startup-quiet"))
     }
 
     /// SIGKILL the witness.
@@ -1105,20 +1124,63 @@ vrrp_instance lab {{
     /// when the machine dies. Returns the lab time.
     pub fn crash_keepalived(&mut self, i: usize) -> Result<Ms, String> {
         let n = server(i);
-        let child_pid = std::fs::read_to_string(self.dir.join(format!("keepalived-vrrp-{n}.pid")))
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok());
         let mut c = self.keepalived[i]
             .take()
             .ok_or_else(|| format!("keepalived is not running on {n}"))?;
-        let _ = c.kill();
-        if let Some(p) = child_pid {
-            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        let parent = Pid::from_raw(i32::try_from(c.id()).map_err(|_| "pid out of range")?);
+        // Freeze the parent first: it would respawn a dead VRRP child, and a child
+        // whose parent dies first gets SIGTERM (its parent-death signal) and leaves
+        // gracefully (a priority-0 advertisement), which is not a machine dying.
+        let _ = kill(parent, Signal::SIGSTOP);
+        let children = self.children_of(i, c.id());
+        for p in &children {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
         }
+        let _ = kill(parent, Signal::SIGKILL);
         let at = self.now();
         let _ = c.wait();
+        // As after a reboot: no pid files (the killed child may linger as a zombie
+        // nobody reaps, and keepalived would take it for a running daemon).
+        for f in [
+            format!("keepalived-{n}.pid"),
+            format!("keepalived-vrrp-{n}.pid"),
+        ] {
+            let _ = std::fs::remove_file(self.dir.join(f));
+        }
         self.remove_addr(i, KA_VIP)?;
         Ok(at)
+    }
+
+    /// Processes in server `i`'s namespace whose parent is `ppid`.
+    fn children_of(&self, i: usize, ppid: u32) -> Vec<i32> {
+        let Ok(text) = netns::ip(&["netns", "pids", &self.nodes[i]]) else {
+            return Vec::new();
+        };
+        text.split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.rsplit(')')
+                            .next()
+                            .and_then(|t| t.split_whitespace().nth(1).map(String::from))
+                    })
+                    .is_some_and(|pp| pp == ppid.to_string())
+            })
+            .collect()
+    }
+
+    /// Is keepalived's VRRP process running on server `i`?
+    pub fn keepalived_running(&mut self, i: usize) -> bool {
+        let Some(c) = self.keepalived[i].as_mut() else {
+            return false;
+        };
+        if !matches!(c.try_wait(), Ok(None)) {
+            return false;
+        }
+        let id = c.id();
+        !self.children_of(i, id).is_empty()
     }
 
     pub fn stop_keepalived(&mut self) {

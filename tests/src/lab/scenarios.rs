@@ -72,6 +72,9 @@ pub const SCENARIOS: [(u8, &str); 10] = [
 ];
 
 pub fn title(n: u8) -> &'static str {
+    if n == 0 {
+        return "observer self-check: a second VIP holder is caught";
+    }
     SCENARIOS
         .iter()
         .find(|(k, _)| *k == n)
@@ -879,6 +882,58 @@ fn s10_heal(lab: &mut Lab, o: &Options, r: &mut ScenarioReport) -> Result<(), St
         ));
     }
     Ok(())
+}
+
+/// The observer's self-check: the VIP is added by hand on a second server for 600 ms
+/// while the group runs; the whole-run check must report it as a double activation.
+/// Passes when it does.
+pub fn self_check() -> ScenarioReport {
+    let mut r = ScenarioReport {
+        number: 0,
+        title: "observer self-check: a second VIP holder is caught".into(),
+        ..ScenarioReport::default()
+    };
+    let mut lab = match Lab::build(spec_for(0, &Options::default())) {
+        Ok(l) => l,
+        Err(why) => {
+            r.skipped = Some(why);
+            return r;
+        }
+    };
+    let body = lab.observe().and_then(|()| start(&mut lab)).and_then(|()| {
+        let (x, _) = lab.wait_owner(None, Duration::from_secs(20))?;
+        let y = (x + 1) % lab.spec.servers;
+        let ns = lab.nodes[y].clone();
+        crate::netns::ip(&["-n", &ns, "addr", "add", &format!("{VIP}/24"), "dev", "ea"])?;
+        lab.note(&format!("VIP added by hand on {}", server(y)));
+        std::thread::sleep(Duration::from_millis(600));
+        lab.remove_addr(y, VIP)?;
+        lab.note(&format!("VIP removed by hand from {}", server(y)));
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
+    });
+    if let Err(e) = body {
+        r.fail(format!("self-check aborted: {e}"));
+        return r;
+    }
+    finish(&mut lab, &mut r);
+    let caught = r
+        .failures
+        .iter()
+        .any(|f| f.starts_with("DOUBLE ACTIVE (VIP)"));
+    let others: Vec<String> = r
+        .failures
+        .iter()
+        .filter(|f| !f.starts_with("DOUBLE ACTIVE (VIP)"))
+        .cloned()
+        .collect();
+    r.failures = others;
+    if caught {
+        r.fact("the hand-made second VIP holder was reported as DOUBLE ACTIVE (VIP)");
+    } else {
+        r.fail("the observer did not report the hand-made second VIP holder");
+    }
+    r
 }
 
 /// Summary of several reports (for the CLI).
