@@ -854,10 +854,10 @@ impl Worker {
         let outcome = loop {
             match self.sink.deliver(&events).await {
                 Ok(()) => break Ok(()),
-                Err(e @ SinkError::Permanent(_)) => break Err(e.to_string()),
+                Err(e @ SinkError::Permanent(_)) => break Err((e.to_string(), true)),
                 Err(e @ SinkError::Transient(_)) => {
                     if attempt >= self.opts.max_attempts {
-                        break Err(format!("{e} (gave up after {attempt} attempts)"));
+                        break Err((format!("{e} (gave up after {attempt} attempts)"), false));
                     }
                     self.counters.set_error(e.to_string());
                     let delay = backoff(&self.opts, attempt);
@@ -875,9 +875,12 @@ impl Worker {
                 Counters::add(&c.delivered, n);
                 Counters::add(&c.coalesced, total.saturating_sub(n));
             }
-            Err(msg) => {
+            Err((msg, permanent)) => {
                 Counters::add(&c.dropped, total);
                 Counters::add(&c.failed_batches, 1);
+                if permanent {
+                    Counters::add(&c.permanent, 1);
+                }
                 tracing::warn!(sink = %self.sink.name(), events = total, error = %msg, "notification batch dropped");
                 c.set_error(msg);
             }

@@ -31,6 +31,7 @@ pub mod model;
 pub mod moto;
 pub mod netns;
 pub mod nft;
+pub mod notify;
 pub mod watch;
 
 use std::sync::{Mutex, MutexGuard};
