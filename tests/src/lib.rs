@@ -23,6 +23,7 @@
 // Panicking is how this harness reports a failed expectation.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod aws;
 pub mod bin;
 pub mod cluster;
 pub mod http;

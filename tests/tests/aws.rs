@@ -1,0 +1,404 @@
+//! The AWS scenarios of issue 4, each with two real `baton agent` processes against moto
+//! server (the real AWS SDK over HTTP; faults and zone states injected by the harness's
+//! middleware):
+//! 1. VIP: the active agent is killed, every VIP route points at the standby's ENI.
+//! 2. EIP: the allocation moves to the standby's ENI.
+//! 3. DNS: the record holds the standby's address; a clean stop deletes it.
+//! 4. A VIP route replaced by hand is reported (BTN-6002) and restored.
+//! 5. API down with `on_api_error = warn`: warnings, no failover; throttling and 5xx
+//!    during a failover's activation are retried and the failover completes.
+//! 6. An impaired zone: the AZ monitor's recovery moves the group to the other zone.
+//! 7. The seed's error cases (VIP inside the VPC CIDR, unknown ENI, no permission) as
+//!    events, the group running where it can.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use baton_tests::aws::{AwsCluster, AwsWorld, World, VIP};
+use baton_tests::{serial, Signal};
+
+const T: Duration = Duration::from_secs(30);
+
+fn vip_resource(w: &World, name: &str, ip: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[group.resource]]
+kind = "aws-vip"
+name = "{name}"
+ip = "{ip}"
+vpc_id = "{vpc}"
+local_address = false
+activate_timeout = "20s"
+{extra}
+[group.resource.server.node-1]
+eni_id = "{e1}"
+[group.resource.server.node-2]
+eni_id = "{e2}"
+"#,
+        vpc = w.vpc,
+        e1 = w.enis[0],
+        e2 = w.enis[1]
+    )
+}
+
+fn vip_monitor(w: &World) -> String {
+    format!(
+        r#"
+[[monitor]]
+kind = "aws-vip"
+name = "vipw"
+interval = "1s"
+timeout = "10s"
+retries = 0
+on_api_error = "warn"
+recovery = {{ target = "vip", restart_retries = 3, failover_retries = 1 }}
+ip = "{VIP}"
+vpc_id = "{vpc}"
+local_address = false
+eni_id = "{e2}"
+[monitor.server.node-1]
+eni_id = "{e1}"
+"#,
+        vpc = w.vpc,
+        e1 = w.enis[0],
+        e2 = w.enis[1]
+    )
+}
+
+const AZ_MONITOR: &str = r#"
+[[monitor]]
+kind = "aws-az"
+name = "azw"
+interval = "1s"
+timeout = "10s"
+retries = 0
+on_api_error = "warn"
+recovery = { target = "local-server", restart_retries = 0, failover_retries = 1 }
+zone = "us-east-1c"
+[monitor.server.node-1]
+zone = "us-east-1a"
+[monitor.server.node-2]
+zone = "us-east-1b"
+"#;
+
+fn group(name: &str) -> String {
+    format!("\n[[group]]\nname = \"{name}\"\nservers = [\"node-1\", \"node-2\"]\n")
+}
+
+fn vip_body(w: &World, monitors: &str) -> String {
+    format!(
+        "{}{}{monitors}",
+        group("web"),
+        vip_resource(w, "vip", VIP, "")
+    )
+}
+
+#[test]
+fn s1_vip_routes_follow_the_active_server() {
+    let _g = serial();
+    let Some(world) = AwsWorld::create() else {
+        return;
+    };
+    let w = world.w.clone();
+    let mut c = AwsCluster::start(&world, "vip", 61, &vip_body(&w, &vip_monitor(&w)));
+    c.wait_owner("web", "node-1", T);
+    world.wait_routes(&w.enis[0], T);
+    c.wait_event("node-1", "BTN-6021", T, |_| true);
+    c.kill("node-1", Signal::SIGKILL);
+    let e = c.wait_owner("web", "node-2", T);
+    world.wait_routes(&w.enis[1], T);
+    let ev = c.wait_event("node-2", "BTN-6021", T, |_| true);
+    assert!(ev.message.contains(&w.enis[1]), "{}", ev.message);
+    assert!(e >= 2, "epoch {e}");
+}
+
+#[test]
+fn s2_eip_moves_to_the_standby() {
+    let _g = serial();
+    let Some(world) = AwsWorld::create() else {
+        return;
+    };
+    let w = world.w.clone();
+    let body = format!(
+        r#"{g}
+[[group.resource]]
+kind = "aws-eip"
+name = "eip"
+allocation_id = "{alloc}"
+activate_timeout = "20s"
+[group.resource.server.node-1]
+eni_id = "{e1}"
+[group.resource.server.node-2]
+eni_id = "{e2}"
+
+[[monitor]]
+kind = "aws-eip"
+name = "eipw"
+interval = "1s"
+timeout = "10s"
+retries = 0
+recovery = {{ target = "eip", restart_retries = 3 }}
+allocation_id = "{alloc}"
+eni_id = "{e2}"
+[monitor.server.node-1]
+eni_id = "{e1}"
+"#,
+        g = group("web"),
+        alloc = w.alloc,
+        e1 = w.enis[0],
+        e2 = w.enis[1]
+    );
+    let mut c = AwsCluster::start(&world, "eip", 62, &body);
+    c.wait_owner("web", "node-1", T);
+    baton_tests::wait_until("the EIP is on node-1's ENI", T, || match world.eip()? {
+        Some(e) if e == w.enis[0] => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    c.kill("node-1", Signal::SIGKILL);
+    c.wait_owner("web", "node-2", T);
+    baton_tests::wait_until("the EIP is on node-2's ENI", T, || match world.eip()? {
+        Some(e) if e == w.enis[1] => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    c.wait_event("node-2", "BTN-6022", T, |_| true);
+}
+
+#[test]
+fn s3_dns_record_follows_and_a_clean_stop_deletes_it() {
+    let _g = serial();
+    let Some(world) = AwsWorld::create() else {
+        return;
+    };
+    let w = world.w.clone();
+    let body = format!(
+        r#"{g}
+[[group.resource]]
+kind = "aws-dns"
+name = "dns"
+hosted_zone_id = "{zone}"
+record_name = "db.example.internal."
+ttl = 60
+delete_on_deactivate = true
+activate_timeout = "20s"
+[group.resource.server.node-1]
+ip = "{ip1}"
+[group.resource.server.node-2]
+ip = "{ip2}"
+
+[[monitor]]
+kind = "aws-dns"
+name = "dnsw"
+interval = "1s"
+timeout = "10s"
+retries = 0
+recovery = {{ target = "dns", restart_retries = 3 }}
+hosted_zone_id = "{zone}"
+record_name = "db.example.internal."
+ip = "{ip2}"
+[monitor.server.node-1]
+ip = "{ip1}"
+"#,
+        g = group("web"),
+        zone = w.zone,
+        ip1 = w.ips[0],
+        ip2 = w.ips[1]
+    );
+    let mut c = AwsCluster::start(&world, "dns", 63, &body);
+    c.wait_owner("web", "node-1", T);
+    let world = &world;
+    let want = |ip: &str| {
+        let ip = ip.to_string();
+        move || match world.record()? {
+            Some(v) if v == [ip.clone()] => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    baton_tests::wait_until("the record holds node-1's address", T, want(&w.ips[0]));
+    c.kill("node-1", Signal::SIGKILL);
+    c.wait_owner("web", "node-2", T);
+    baton_tests::wait_until("the record holds node-2's address", T, want(&w.ips[1]));
+    let ev = c.wait_event("node-2", "BTN-6016", T, |e| e.message.contains(&w.ips[1]));
+    assert!(ev.fields.contains_key("insync_ms"), "{ev:?}");
+    c.kill("node-2", Signal::SIGTERM);
+    c.wait_exit("node-2", T);
+    assert_eq!(
+        world.record().unwrap(),
+        None,
+        "a clean stop deletes the record"
+    );
+}
+
+#[test]
+fn s4_a_route_changed_by_hand_is_reported_and_restored() {
+    let _g = serial();
+    let Some(world) = AwsWorld::create() else {
+        return;
+    };
+    let w = world.w.clone();
+    let c = AwsCluster::start(&world, "hand", 64, &vip_body(&w, &vip_monitor(&w)));
+    c.wait_owner("web", "node-1", T);
+    world.wait_routes(&w.enis[0], T);
+    // Let the monitor see a healthy state first.
+    std::thread::sleep(Duration::from_secs(2));
+    world.replace_route(&w.rtbs[1], &w.enis[1]);
+    let ev = c.wait_event("node-1", "BTN-6002", T, |_| true);
+    assert!(
+        ev.message.contains(&format!(
+            "in {} points at {}, not ours {}",
+            w.rtbs[1], w.enis[1], w.enis[0]
+        )),
+        "{}",
+        ev.message
+    );
+    c.wait_event("node-1", "BTN-3011", T, |_| true);
+    world.wait_routes(&w.enis[0], T);
+    c.wait_owner("web", "node-1", T);
+}
+
+#[test]
+fn s5_api_down_warns_without_failover_and_throttling_is_retried() {
+    let _g = serial();
+    let Some(world) = AwsWorld::create() else {
+        return;
+    };
+    let w = world.w.clone();
+    let monitors = format!("{}{AZ_MONITOR}", vip_monitor(&w));
+    let mut c = AwsCluster::start(&world, "api", 65, &vip_body(&w, &monitors));
+    let epoch = c.wait_owner("web", "node-1", T);
+    world.wait_routes(&w.enis[0], T);
+    std::thread::sleep(Duration::from_secs(2));
+    world.moto.fail("*", "ServiceUnavailable", 503, -1);
+    let ev = c.wait_event("node-1", "BTN-3004", T, |_| true);
+    assert!(ev.message.contains("on_api_error = warn"), "{}", ev.message);
+    c.wait_event("node-1", "BTN-6005", T, |_| true);
+    // Several polls later, still no failover.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let st = c.try_status(Some("node-2")).unwrap();
+        assert_eq!(
+            st.sole_owner("web").as_deref(),
+            Some("node-1"),
+            "{}",
+            st.summary("web")
+        );
+        assert_eq!(st.group("web").epoch, epoch);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    world.moto.clear_faults();
+    // Throttling and a 5xx during the failover's activation: retried.
+    world.moto.reset_calls();
+    world
+        .moto
+        .fail("ReplaceRoute", "RequestLimitExceeded", 503, 2);
+    world
+        .moto
+        .fail("DescribeRouteTables", "InternalError", 500, 1);
+    c.kill("node-1", Signal::SIGKILL);
+    c.wait_owner("web", "node-2", T);
+    world.wait_routes(&w.enis[1], T);
+    let calls = world.moto.calls();
+    assert!(
+        calls.get("ec2.ReplaceRoute").copied().unwrap_or(0) >= 4,
+        "{calls:?}"
+    );
+    let log = world.moto.log();
+    assert!(
+        log.iter()
+            .any(|(_, op, st)| op == "ec2.ReplaceRoute" && *st == 503),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn s6_impaired_zone_moves_the_group_to_the_other_zone() {
+    let _g = serial();
+    let Some(world) = AwsWorld::create() else {
+        return;
+    };
+    let w = world.w.clone();
+    let c = AwsCluster::start(&world, "az", 66, &vip_body(&w, AZ_MONITOR));
+    c.wait_owner("web", "node-1", T);
+    world.wait_routes(&w.enis[0], T);
+    world.moto.set_zone_state("us-east-1a", "impaired");
+    let ev = c.wait_event("node-1", "BTN-6013", T, |_| true);
+    assert!(
+        ev.message.contains("us-east-1a is impaired"),
+        "{}",
+        ev.message
+    );
+    c.wait_event("node-1", "BTN-3012", T, |_| true);
+    c.wait_owner("web", "node-2", T);
+    world.wait_routes(&w.enis[1], T);
+}
+
+#[test]
+fn s7_seed_error_cases_are_events() {
+    let _g = serial();
+    let Some(world) = AwsWorld::create() else {
+        return;
+    };
+    let w = world.w.clone();
+    world
+        .moto
+        .fail("AssociateAddress", "UnauthorizedOperation", 403, -1);
+    let body = format!(
+        r#"{g1}{cidr}{g2}
+[[group.resource]]
+kind = "aws-vip"
+name = "vip2"
+ip = "10.1.0.30"
+vpc_id = "{vpc}"
+route_tables = ["{rtb}"]
+local_address = false
+activate_timeout = "20s"
+[group.resource.server.node-1]
+eni_id = "eni-0123456789abcdef0"
+[group.resource.server.node-2]
+eni_id = "{e2}"
+{g3}
+[[group.resource]]
+kind = "aws-eip"
+name = "eip"
+allocation_id = "{alloc}"
+activate_timeout = "20s"
+[group.resource.server.node-1]
+eni_id = "{e1}"
+[group.resource.server.node-2]
+eni_id = "{e2}"
+"#,
+        g1 = group("cidr"),
+        cidr = vip_resource(&w, "vip1", "10.0.5.5", ""),
+        g2 = group("eni"),
+        g3 = group("perm"),
+        vpc = w.vpc,
+        rtb = w.rtbs[0],
+        alloc = w.alloc,
+        e1 = w.enis[0],
+        e2 = w.enis[1]
+    );
+    let c = AwsCluster::start(&world, "errors", 67, &body);
+    let ev = c.wait_event("node-1", "BTN-6006", T, |_| true);
+    assert!(
+        ev.message
+            .contains("The VIP address 10.0.5.5 belongs to a VPC subnet"),
+        "{}",
+        ev.message
+    );
+    assert_eq!(ev.group.as_deref(), Some("cidr"));
+    let ev = c.wait_event("node-1", "BTN-6007", T, |_| true);
+    assert!(
+        ev.message
+            .contains("The networkInterface ID 'eni-0123456789abcdef0' does not exist"),
+        "{}",
+        ev.message
+    );
+    let ev = c.wait_event("node-1", "BTN-6008", T, |_| true);
+    assert!(
+        ev.message.contains("UnauthorizedOperation"),
+        "{}",
+        ev.message
+    );
+    assert_eq!(ev.group.as_deref(), Some("perm"));
+    // The group with a wrong ENI on node-1 runs on node-2, whose ENI is right.
+    c.wait_owner("eni", "node-2", T);
+}
