@@ -402,3 +402,66 @@ eni_id = "{e2}"
     // The group with a wrong ENI on node-1 runs on node-2, whose ENI is right.
     c.wait_owner("eni", "node-2", T);
 }
+
+#[test]
+fn s8_cloud_check_and_iam_policy_from_the_cli() {
+    let _g = serial();
+    let Some(world) = AwsWorld::create() else {
+        return;
+    };
+    let w = world.w.clone();
+    let c = AwsCluster::start(&world, "check", 68, &vip_body(&w, AZ_MONITOR));
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(&c.bin);
+        cmd.args(args).arg("-c").arg(&c.config);
+        for (k, v) in baton_tests::moto::aws_env(&world.moto.endpoint) {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run baton")
+    };
+    let out = run(&["cloud", "check", "-s", "node-1", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(out.status.code(), Some(0));
+    let checks: Vec<String> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("{} {}", f["check"], f["status"]))
+        .collect();
+    // moto honours DryRun on CreateTags but ignores it on ReplaceRoute (the check
+    // replaces a route with its own target, so nothing changes): a warning, not a pass.
+    assert!(
+        checks
+            .iter()
+            .any(|c| c == "\"permission:CreateTags\" \"ok\""),
+        "{checks:?}"
+    );
+    assert!(
+        checks
+            .iter()
+            .any(|c| c == "\"permission:ReplaceRoute\" \"warn\""),
+        "{checks:?}"
+    );
+    world.wait_routes(&w.enis[0], T);
+    let out = run(&["cloud", "check", "-s", "node-2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("us-east-1b is available"), "{text}");
+    world
+        .moto
+        .fail("DescribeVpcs", "UnauthorizedOperation", 403, -1);
+    let out = run(&["cloud", "check", "-s", "node-1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(&["cloud", "iam-policy", "--json"]);
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).expect("policy json");
+    let text = policy.to_string();
+    assert!(
+        text.contains("ec2:ReplaceRoute") && text.contains(&w.vpc),
+        "{text}"
+    );
+}
