@@ -190,6 +190,21 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run the HTTP witness: one extra quorum vote, granted to one partition at a time.
+    Witness {
+        /// Address to listen on, e.g. 0.0.0.0:7430.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The cluster key file (the same file as on the servers).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Grant nothing for this long after start (must cover the longest lease).
+        #[arg(long, default_value = "60s")]
+        startup_quiet: String,
+        /// Log format on stderr.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+    },
     /// The small HTTP application used by the demo (answers GET / and /health).
     #[command(hide = true)]
     DemoApp {
@@ -468,7 +483,9 @@ async fn send_command(t: &Target, cmd: Command, done: &str) -> Exit {
 
 pub async fn run(cli: Cli) -> Exit {
     match cli.cmd {
-        Cmd::Agent { .. } | Cmd::Demo { .. } | Cmd::DemoApp { .. } => Exit::Failure, // handled in main
+        Cmd::Agent { .. } | Cmd::Demo { .. } | Cmd::DemoApp { .. } | Cmd::Witness { .. } => {
+            Exit::Failure // handled in main
+        }
         Cmd::Status { t } => status(&t).await,
         Cmd::Group { op } => match op {
             GroupOp::Start { group, on, t } => {

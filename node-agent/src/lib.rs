@@ -9,6 +9,8 @@ pub mod client;
 pub mod cloud;
 pub mod demo;
 pub mod key;
+pub mod reach;
 pub mod runtime;
 pub mod state;
 pub mod wire;
+pub mod witness;

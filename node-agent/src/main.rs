@@ -99,6 +99,15 @@ fn main() -> ExitCode {
                 .await
             }
             Cmd::DemoApp { listen, name } => baton_agent::demo::app(listen, name).await,
+            Cmd::Witness {
+                listen,
+                key_file,
+                startup_quiet,
+                log_format,
+            } => {
+                init_tracing(log_format == "json");
+                baton_agent::witness::run_cli(listen, key_file, &startup_quiet).await
+            }
             _ => baton_agent::cli::run(cli).await,
         }
     });

@@ -1,0 +1,1061 @@
+//! The HTTP witness: `baton witness --listen ADDR --key-file FILE`, a small
+//! authenticated service that grants its vote to one partition of a cluster at a time,
+//! for a lease; its client [`HttpWitness`]; and [`witness_client`], which builds the
+//! client a cluster's `[quorum] witness` names (HTTP, S3 or DynamoDB).
+//!
+//! Protocol (docs/src/witness.md): `POST /v1/vote` with a JSON body
+//! `{cluster, server, partition, lease_ms, epochs, nonce, session, seq}` and the header
+//! `X-Baton-Signature: hex(HMAC-SHA256(witness_key, body))`, where `witness_key` is the
+//! cluster key's MAC over `"baton witness v1"`. The reply echoes the nonce and is signed
+//! the same way; the client counts nothing from a reply whose signature or nonce is
+//! wrong. `GET /v1/health` is unauthenticated and shows no state.
+//!
+//! The grant rules live in [`Book`], a pure state machine with injected time. The
+//! witness keeps everything in memory: after a restart it has forgotten the grants it
+//! gave, so it denies every request for a quiet period at least as long as the longest
+//! lease ([`MAX_LEASE`], default 60 s) — by then every grant it gave before the restart
+//! has lapsed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use baton_core::config::{Config, Witness};
+use baton_providers::aws::witness::{DynamoWitness, S3Witness};
+use baton_providers::aws::AwsClients;
+use baton_providers::witness::{
+    hold_for, merge_epochs, validate, VoteReply, VoteRequest, WitnessClient, WitnessError,
+    MAX_LEASE,
+};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::key::{ClusterKey, KeyError};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Derivation label of the witness key.
+const WITNESS_LABEL: &[u8] = b"baton witness v1";
+/// Header carrying the signature of a request or reply body.
+pub const SIGNATURE_HEADER: &str = "x-baton-signature";
+/// Largest request body the witness reads.
+pub const MAX_BODY: usize = 16 * 1024;
+/// Largest reply body the client reads.
+const MAX_REPLY: usize = 64 * 1024;
+/// Clusters one witness process serves at most.
+const MAX_CLUSTERS: usize = 256;
+/// Replay-protection sessions kept per cluster (least recently used dropped first).
+const MAX_SESSIONS: usize = 1024;
+
+// ---------------------------------------------------------------- key and wire
+
+/// The key requests and replies are signed with: HMAC(cluster key, "baton witness v1").
+/// Its `Debug` output never shows it.
+#[derive(Clone)]
+pub struct WitnessKey([u8; 32]);
+
+impl fmt::Debug for WitnessKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WitnessKey(..)")
+    }
+}
+
+impl WitnessKey {
+    pub fn from_cluster_key(key: &ClusterKey) -> WitnessKey {
+        WitnessKey(key.mac(&[WITNESS_LABEL]))
+    }
+
+    fn hmac(&self) -> HmacSha256 {
+        // Cannot fail: HMAC accepts keys of any length.
+        match <HmacSha256 as Mac>::new_from_slice(&self.0) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC-SHA256 accepts keys of any length"),
+        }
+    }
+
+    /// Lowercase hex HMAC-SHA256 of `body`.
+    pub fn sign(&self, body: &[u8]) -> String {
+        let mut m = self.hmac();
+        m.update(body);
+        hex::encode(m.finalize().into_bytes())
+    }
+
+    /// Constant-time check of a hex signature.
+    pub fn verify(&self, body: &[u8], signature: &str) -> bool {
+        let Ok(tag) = hex::decode(signature.trim()) else {
+            return false;
+        };
+        let mut m = self.hmac();
+        m.update(body);
+        m.verify_slice(&tag).is_ok()
+    }
+}
+
+/// The body of `POST /v1/vote`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireVote {
+    pub cluster: String,
+    pub server: String,
+    pub partition: Vec<String>,
+    pub lease_ms: u64,
+    #[serde(default)]
+    pub epochs: BTreeMap<String, u64>,
+    /// Random hex chosen per request; the reply echoes it.
+    pub nonce: String,
+    /// Random hex chosen per client process.
+    pub session: String,
+    /// Grows with every request of a session; the witness rejects a seq it has seen.
+    pub seq: u64,
+}
+
+/// The body of a `200` reply to `POST /v1/vote` (signed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireReply {
+    pub nonce: String,
+    pub cluster: String,
+    pub server: String,
+    pub granted: bool,
+    pub holder: Vec<String>,
+    /// How much longer the holder partition keeps the vote without renewing.
+    pub holder_remaining_ms: u64,
+    pub epochs: BTreeMap<String, u64>,
+    pub detail: String,
+}
+
+/// `{"error": {"code", "message"}}` (unsigned) for every refused request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireError {
+    pub error: WireErrorBody,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+fn is_hex_token(s: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+// ---------------------------------------------------------------- grant rules
+
+/// The state of one cluster at the witness.
+#[derive(Debug, Default)]
+struct ClusterBook {
+    /// The partition holding the vote (meaningful while `holders` is not empty).
+    partition: Vec<String>,
+    /// Servers that hold a grant, with its expiry on the witness's clock
+    /// (`lease * 1.02` after the request arrived).
+    holders: BTreeMap<String, Instant>,
+    /// A move to this partition waits for the holders it leaves out to lapse.
+    pending: Option<Vec<String>>,
+    /// Max epoch per group seen.
+    epochs: BTreeMap<String, u64>,
+    /// (server, session) -> (highest seq, last use).
+    sessions: HashMap<(String, String), (u64, Instant)>,
+}
+
+/// The result of one vote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub granted: bool,
+    pub holder: Vec<String>,
+    /// How much longer the holder keeps the vote without renewing.
+    pub remaining: Duration,
+    pub epochs: BTreeMap<String, u64>,
+    pub detail: String,
+    /// The holder partition changed (for the log).
+    pub moved: Option<(Vec<String>, Vec<String>)>,
+}
+
+/// A request refused before the rules (stable `code`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The witness's state machine: every cluster it serves. Pure; time is passed in.
+///
+/// Rules for a request from server S with partition P (S in P), after dropping the
+/// holders whose grant has expired:
+/// 1. during the startup quiet period: deny;
+/// 2. no live holder: grant P (a new grant);
+/// 3. S not in the holder partition G: deny (the reply says who holds it, how long);
+/// 4. a move to Q is pending and S is not in Q: deny;
+/// 5. every live holder is in P: grant P (renewal, or the partition grows/moves);
+/// 6. otherwise (P leaves out a live holder): renew S's grant within G and mark the move
+///    to P pending; it happens on the first request once the left-out holders lapsed.
+///
+/// Invariant: every server whose grant has not expired is a member of the holder
+/// partition. A grant's expiry is `lease * 1.02` after the request arrived, later (with
+/// clock rates within 1 % of each other) than the end of the requester's count, which
+/// starts when it sent the request.
+#[derive(Debug)]
+pub struct Book {
+    started: Instant,
+    quiet: Duration,
+    clusters: HashMap<String, ClusterBook>,
+}
+
+impl Book {
+    pub fn new(started: Instant, quiet: Duration) -> Book {
+        Book {
+            started,
+            quiet,
+            clusters: HashMap::new(),
+        }
+    }
+
+    fn cluster(&mut self, name: &str) -> Result<&mut ClusterBook, Refusal> {
+        if !self.clusters.contains_key(name) && self.clusters.len() >= MAX_CLUSTERS {
+            return Err(Refusal {
+                code: "too-many-clusters",
+                message: format!("this witness serves at most {MAX_CLUSTERS} clusters"),
+            });
+        }
+        Ok(self.clusters.entry(name.to_string()).or_default())
+    }
+
+    /// Replay protection: `seq` must be higher than any seen in this session.
+    pub fn check_seq(
+        &mut self,
+        cluster: &str,
+        server: &str,
+        session: &str,
+        seq: u64,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let cb = self.cluster(cluster)?;
+        let k = (server.to_string(), session.to_string());
+        if let Some((hi, _)) = cb.sessions.get(&k) {
+            if seq <= *hi {
+                return Err(Refusal {
+                    code: "replayed",
+                    message: format!(
+                        "sequence number {seq} of this session was already used (highest {hi}): a replayed or duplicated request"
+                    ),
+                });
+            }
+        }
+        if !cb.sessions.contains_key(&k) && cb.sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = cb
+                .sessions
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            {
+                cb.sessions.remove(&oldest);
+            }
+        }
+        cb.sessions.insert(k, (seq, now));
+        Ok(())
+    }
+
+    /// Apply the rules to a validated request (`partition` sorted, S in it).
+    pub fn vote(&mut self, req: &VoteRequest, partition: &[String], now: Instant) -> Outcome {
+        let quiet_left = (self.started + self.quiet).saturating_duration_since(now);
+        let cb = match self.cluster(&req.cluster) {
+            Ok(cb) => cb,
+            Err(r) => {
+                return Outcome {
+                    granted: false,
+                    holder: Vec::new(),
+                    remaining: Duration::ZERO,
+                    epochs: req.epochs.clone(),
+                    detail: r.message,
+                    moved: None,
+                }
+            }
+        };
+        merge_epochs(&mut cb.epochs, &req.epochs);
+        cb.holders.retain(|_, exp| *exp > now);
+        let me = &req.server;
+        let held_for = |cb: &ClusterBook| {
+            cb.holders
+                .values()
+                .max()
+                .map(|e| e.saturating_duration_since(now))
+                .unwrap_or_default()
+        };
+        let deny = |cb: &ClusterBook, detail: String| Outcome {
+            granted: false,
+            holder: if cb.holders.is_empty() {
+                Vec::new()
+            } else {
+                cb.partition.clone()
+            },
+            remaining: held_for(cb),
+            epochs: cb.epochs.clone(),
+            detail,
+            moved: None,
+        };
+        if !quiet_left.is_zero() {
+            return deny(
+                cb,
+                format!(
+                    "the witness started recently and may have forgotten grants it gave before: it grants nothing for {} ms more",
+                    quiet_left.as_millis()
+                ),
+            );
+        }
+        let expiry = now + hold_for(req.lease);
+        let before = (!cb.holders.is_empty()).then(|| cb.partition.clone());
+        if cb.holders.is_empty() {
+            cb.partition = partition.to_vec();
+            cb.pending = None;
+            cb.holders.insert(me.clone(), expiry);
+            return Outcome {
+                granted: true,
+                holder: cb.partition.clone(),
+                remaining: held_for(cb),
+                epochs: cb.epochs.clone(),
+                detail: "granted (no live grant)".into(),
+                moved: Some((before.unwrap_or_default(), cb.partition.clone())),
+            };
+        }
+        if !cb.partition.contains(me) {
+            let d = format!(
+                "held by {:?} for {} ms more unless renewed",
+                cb.partition,
+                held_for(cb).as_millis()
+            );
+            return deny(cb, d);
+        }
+        if let Some(q) = &cb.pending {
+            if !q.contains(me) {
+                let d = format!(
+                    "the vote is moving from {:?} to {:?}, which leaves out {me}",
+                    cb.partition, q
+                );
+                return deny(cb, d);
+            }
+        }
+        let blockers: Vec<String> = cb
+            .holders
+            .keys()
+            .filter(|h| *h != me && !partition.contains(h))
+            .cloned()
+            .collect();
+        cb.holders.insert(me.clone(), expiry);
+        if blockers.is_empty() {
+            let moved =
+                (cb.partition != partition).then(|| (cb.partition.clone(), partition.to_vec()));
+            cb.partition = partition.to_vec();
+            cb.pending = None;
+            return Outcome {
+                granted: true,
+                holder: cb.partition.clone(),
+                remaining: held_for(cb),
+                epochs: cb.epochs.clone(),
+                detail: if moved.is_some() {
+                    "granted (partition changed)".into()
+                } else {
+                    "renewed".into()
+                },
+                moved,
+            };
+        }
+        cb.pending = Some(partition.to_vec());
+        let wait = blockers
+            .iter()
+            .filter_map(|b| cb.holders.get(b))
+            .max()
+            .map(|e| e.saturating_duration_since(now))
+            .unwrap_or_default();
+        Outcome {
+            granted: true,
+            holder: cb.partition.clone(),
+            remaining: held_for(cb),
+            epochs: cb.epochs.clone(),
+            detail: format!(
+                "renewed within {:?}; the move to {:?} waits {} ms for {} to lapse",
+                cb.partition,
+                partition,
+                wait.as_millis(),
+                blockers.join(", ")
+            ),
+            moved: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- server
+
+/// Errors of `baton witness`.
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessServerError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the witness server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl WitnessServerError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            WitnessServerError::Key(k) => k.code(),
+            WitnessServerError::Listen { .. } => "listen-failed",
+            WitnessServerError::Serve(_) => "serve-failed",
+        }
+    }
+}
+
+/// Options of `baton witness`.
+#[derive(Debug, Clone)]
+pub struct WitnessOptions {
+    pub listen: SocketAddr,
+    pub key_file: PathBuf,
+    /// Deny everything for this long after start (default and safe minimum: 60 s).
+    pub startup_quiet: Duration,
+}
+
+struct ServerState {
+    key: WitnessKey,
+    book: Mutex<Book>,
+}
+
+fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(WireError {
+            error: WireErrorBody {
+                code: code.into(),
+                message: message.into(),
+            },
+        }),
+    )
+        .into_response()
+}
+
+/// The witness's HTTP routes (exposed for tests).
+pub fn router(key: WitnessKey, quiet: Duration) -> Router {
+    let state = Arc::new(ServerState {
+        key,
+        book: Mutex::new(Book::new(Instant::now(), quiet)),
+    });
+    Router::new()
+        .route("/v1/vote", post(vote_handler))
+        .route(
+            "/v1/health",
+            get(|| async {
+                axum::Json(serde_json::json!({"ok": true, "service": "baton-witness", "version": env!("CARGO_PKG_VERSION")}))
+            }),
+        )
+        .fallback(|| async {
+            refuse(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "no such endpoint: POST /v1/vote, GET /v1/health",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "POST /v1/vote, GET /v1/health",
+            )
+        })
+        .with_state(state)
+}
+
+async fn vote_handler(State(s): State<Arc<ServerState>>, req: Request) -> Response {
+    let headers: HeaderMap = req.headers().clone();
+    let peer = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("request bodies are limited to {MAX_BODY} bytes"),
+            )
+        }
+    };
+    let signed = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|sig| s.key.verify(&body, sig));
+    if !signed {
+        tracing::warn!(code = "bad-signature", %peer, "witness: rejected a request with a missing or wrong signature");
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "bad-signature",
+            "missing or wrong X-Baton-Signature: use the cluster key file of this cluster",
+        );
+    }
+    let wire: WireVote = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!("the body is not a vote request: {e}"),
+            )
+        }
+    };
+    if !is_hex_token(&wire.nonce, 16, 128) || !is_hex_token(&wire.session, 8, 128) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "nonce (16-128) and session (8-128) must be hex digits",
+        );
+    }
+    let vreq = VoteRequest {
+        cluster: wire.cluster.clone(),
+        server: wire.server.clone(),
+        partition: wire.partition.clone(),
+        lease: Duration::from_millis(wire.lease_ms),
+        epochs: wire.epochs.clone(),
+    };
+    let partition = match validate(&vreq) {
+        Ok(p) => p,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
+    };
+    let now = Instant::now();
+    let outcome = {
+        let mut book = s.book.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(r) = book.check_seq(&wire.cluster, &wire.server, &wire.session, wire.seq, now) {
+            drop(book);
+            tracing::warn!(code = r.code, cluster = %wire.cluster, server = %wire.server, "witness: {}", r.message);
+            let status = if r.code == "replayed" {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return refuse(status, r.code, r.message);
+        }
+        book.vote(&vreq, &partition, now)
+    };
+    if let Some((from, to)) = &outcome.moved {
+        tracing::info!(cluster = %wire.cluster, by = %wire.server, from = ?from, to = ?to, "witness: vote granted to a new partition");
+    } else if !outcome.granted {
+        tracing::debug!(cluster = %wire.cluster, server = %wire.server, "witness: denied: {}", outcome.detail);
+    }
+    let reply = WireReply {
+        nonce: wire.nonce,
+        cluster: wire.cluster,
+        server: wire.server,
+        granted: outcome.granted,
+        holder: outcome.holder,
+        holder_remaining_ms: outcome.remaining.as_millis() as u64,
+        epochs: outcome.epochs,
+        detail: outcome.detail,
+    };
+    let body = serde_json::to_vec(&reply).unwrap_or_default();
+    let sig = s.key.sign(&body);
+    let mut resp = (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&sig) {
+        resp.headers_mut().insert(SIGNATURE_HEADER, v);
+    }
+    resp
+}
+
+/// Run `baton witness` until SIGINT/SIGTERM.
+pub async fn run_witness(opts: WitnessOptions) -> Result<(), WitnessServerError> {
+    let key = ClusterKey::load(&opts.key_file)?;
+    for w in key.warnings() {
+        tracing::warn!(code = w.code(), "{w}");
+    }
+    if opts.startup_quiet < MAX_LEASE {
+        tracing::warn!(
+            quiet_ms = opts.startup_quiet.as_millis() as u64,
+            "witness: the startup quiet period is shorter than the longest lease (60 s): after a restart this witness may grant a vote while a grant it gave before the restart is still counted, unless every cluster uses leases shorter than the quiet period"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| WitnessServerError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(opts.listen);
+    tracing::info!(listen = %local, key = %key.fingerprint(), quiet_ms = opts.startup_quiet.as_millis() as u64, "witness: listening; granting nothing during the startup quiet period");
+    // Tests wait for this line.
+    eprintln!("baton witness: listening on {local}");
+    let app = router(WitnessKey::from_cluster_key(&key), opts.startup_quiet);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+            }
+            tracing::info!("witness: stopping");
+        })
+        .await
+        .map_err(WitnessServerError::Serve)
+}
+
+/// `baton witness` from the command line: exit code 2 for a bad `--startup-quiet`, 7 for
+/// a key problem, 1 for anything else.
+pub async fn run_cli(
+    listen: SocketAddr,
+    key_file: PathBuf,
+    startup_quiet: &str,
+) -> crate::cli::Exit {
+    use crate::cli::Exit;
+    let quiet = match baton_core::config::parse_duration(startup_quiet) {
+        Ok(d) => d.0,
+        Err(m) => {
+            eprintln!("baton witness: --startup-quiet: {m}");
+            return Exit::Usage;
+        }
+    };
+    match run_witness(WitnessOptions {
+        listen,
+        key_file,
+        startup_quiet: quiet,
+    })
+    .await
+    {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            tracing::error!(code = e.code(), "{e}");
+            eprintln!("baton witness: {e}");
+            if matches!(e, WitnessServerError::Key(_)) {
+                Exit::KeyError
+            } else {
+                Exit::Failure
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- client
+
+/// The HTTP witness client.
+pub struct HttpWitness {
+    url: reqwest::Url,
+    key: WitnessKey,
+    client: reqwest::Client,
+    session: String,
+    seq: AtomicU64,
+}
+
+impl fmt::Debug for HttpWitness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpWitness")
+            .field("url", &self.url.as_str())
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+impl HttpWitness {
+    /// `url` is the witness's base URL (`http://10.0.130.5:7430`).
+    pub fn new(url: &str, key: &ClusterKey) -> Result<HttpWitness, WitnessError> {
+        let base = reqwest::Url::parse(url)
+            .map_err(|e| WitnessError::InvalidRequest(format!("witness url `{url}`: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(WitnessError::InvalidRequest(format!(
+                "witness url `{url}` must start with http:// or https://"
+            )));
+        }
+        let url = base
+            .join("/v1/vote")
+            .map_err(|e| WitnessError::InvalidRequest(format!("witness url `{url}`: {e}")))?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("baton-witness-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| WitnessError::InvalidRequest(format!("HTTP client: {e}")))?;
+        Ok(HttpWitness {
+            url,
+            key: WitnessKey::from_cluster_key(key),
+            client,
+            session: random_hex(16),
+            seq: AtomicU64::new(1),
+        })
+    }
+
+    async fn exchange(
+        &self,
+        req: &VoteRequest,
+        partition: Vec<String>,
+    ) -> Result<VoteReply, WitnessError> {
+        let nonce = random_hex(16);
+        let wire = WireVote {
+            cluster: req.cluster.clone(),
+            server: req.server.clone(),
+            partition,
+            lease_ms: req.lease.as_millis() as u64,
+            epochs: req.epochs.clone(),
+            nonce: nonce.clone(),
+            session: self.session.clone(),
+            seq: self.seq.fetch_add(1, Ordering::SeqCst),
+        };
+        let body = serde_json::to_vec(&wire)
+            .map_err(|e| WitnessError::InvalidRequest(format!("encoding the request: {e}")))?;
+        let sig = self.key.sign(&body);
+        let mut resp = self
+            .client
+            .post(self.url.clone())
+            .header(SIGNATURE_HEADER, sig)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| WitnessError::Unreachable(format!("{}: {}", self.url, chain(&e))))?;
+        let status = resp.status();
+        let signature = resp
+            .headers()
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut raw = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    raw.extend_from_slice(&c);
+                    if raw.len() > MAX_REPLY {
+                        return Err(WitnessError::BadReply(format!(
+                            "reply larger than {MAX_REPLY} bytes"
+                        )));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(WitnessError::Unreachable(chain(&e))),
+            }
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(match serde_json::from_slice::<WireError>(&raw) {
+                Ok(e) => WitnessError::Rejected {
+                    code: e.error.code,
+                    message: e.error.message,
+                },
+                Err(_) => WitnessError::BadReply(format!(
+                    "HTTP {status} with an unreadable body: {}",
+                    String::from_utf8_lossy(&raw[..raw.len().min(200)])
+                )),
+            });
+        }
+        let Some(signature) = signature else {
+            return Err(WitnessError::BadSignature("the reply is not signed".into()));
+        };
+        if !self.key.verify(&raw, &signature) {
+            return Err(WitnessError::BadSignature(
+                "the reply's signature is wrong (another key, or not our witness)".into(),
+            ));
+        }
+        let r: WireReply = serde_json::from_slice(&raw)
+            .map_err(|e| WitnessError::BadReply(format!("the reply is not a vote reply: {e}")))?;
+        if r.nonce != nonce || r.cluster != req.cluster || r.server != req.server {
+            return Err(WitnessError::BadSignature(
+                "the reply answers another request (nonce, cluster or server differ)".into(),
+            ));
+        }
+        Ok(VoteReply {
+            granted: r.granted,
+            holder: r.holder,
+            epochs: r.epochs,
+            detail: r.detail,
+        })
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+#[async_trait]
+impl WitnessClient for HttpWitness {
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    async fn vote(&self, req: &VoteRequest, deadline: Duration) -> Result<VoteReply, WitnessError> {
+        let partition = validate(req)?;
+        match tokio::time::timeout(deadline, self.exchange(req, partition)).await {
+            Ok(r) => r,
+            Err(_) => Err(WitnessError::Timeout(deadline)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- factory
+
+/// The witness client for `[quorum] witness`, or `None` when there is none (or it cannot
+/// be built: an invalid URL, or a cloud witness without AWS clients; logged as an error,
+/// and the witness vote is then never counted).
+pub fn witness_client(
+    cfg: &Config,
+    key: &ClusterKey,
+    aws: Option<AwsClients>,
+) -> Option<Box<dyn WitnessClient>> {
+    match &cfg.quorum.witness {
+        Witness::None => None,
+        Witness::Http { url } => match HttpWitness::new(url, key) {
+            Ok(w) => Some(Box::new(w)),
+            Err(e) => {
+                tracing::error!(
+                    code = e.code(),
+                    "witness: {e}; the witness vote is not counted"
+                );
+                None
+            }
+        },
+        Witness::S3 {
+            bucket,
+            key: object,
+            region,
+        } => {
+            let Some(aws) = aws else {
+                tracing::error!(
+                    "witness: the S3 witness needs AWS clients; the witness vote is not counted"
+                );
+                return None;
+            };
+            let clients = region
+                .as_deref()
+                .map_or(aws.clone(), |r| aws.with_region(r));
+            Some(Box::new(S3Witness::new(&clients, bucket, object)))
+        }
+        Witness::Dynamodb {
+            table,
+            item,
+            region,
+        } => {
+            let Some(aws) = aws else {
+                tracing::error!("witness: the DynamoDB witness needs AWS clients; the witness vote is not counted");
+                return None;
+            };
+            let clients = region
+                .as_deref()
+                .map_or(aws.clone(), |r| aws.with_region(r));
+            let item = item.clone().unwrap_or_else(|| cfg.cluster_name.clone());
+            Some(Box::new(DynamoWitness::new(&clients, table, &item)))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(1);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn vote(book: &mut Book, server: &str, p: &[&str], now: Instant) -> Outcome {
+        let req = VoteRequest {
+            cluster: "c".into(),
+            server: server.into(),
+            partition: p.iter().map(|s| s.to_string()).collect(),
+            lease: LEASE,
+            epochs: BTreeMap::from([(format!("g-{server}"), 2)]),
+        };
+        let part = validate(&req).unwrap();
+        book.vote(&req, &part, now)
+    }
+
+    fn started() -> (Book, Instant) {
+        let t0 = Instant::now();
+        (Book::new(t0, Duration::ZERO), t0)
+    }
+
+    #[test]
+    fn grant_renew_deny_and_expire() {
+        let (mut b, t0) = started();
+        let o = vote(&mut b, "a", &["a"], t0);
+        assert!(o.granted);
+        assert_eq!(o.holder, vec!["a"]);
+        assert_eq!(o.remaining, hold_for(LEASE));
+        assert!(o.moved.is_some());
+        let o = vote(&mut b, "b", &["b"], t0 + ms(100));
+        assert!(!o.granted);
+        assert_eq!(o.holder, vec!["a"]);
+        assert_eq!(o.remaining, hold_for(LEASE) - ms(100));
+        assert!(o.detail.contains("held by"), "{}", o.detail);
+        // Epochs merge even on a denial.
+        assert_eq!(o.epochs.get("g-a"), Some(&2));
+        assert_eq!(o.epochs.get("g-b"), Some(&2));
+        // Renewal extends.
+        assert!(vote(&mut b, "a", &["a"], t0 + ms(900)).granted);
+        assert!(!vote(&mut b, "b", &["b"], t0 + ms(1500)).granted);
+        // Expiry: hold after the last renewal (1.02 × lease), not a moment before.
+        let exp = t0 + ms(900) + hold_for(LEASE);
+        assert!(!vote(&mut b, "b", &["b"], exp - ms(1)).granted);
+        let o = vote(&mut b, "b", &["b"], exp);
+        assert!(o.granted);
+        assert_eq!(o.holder, vec!["b"]);
+        assert!(!vote(&mut b, "a", &["a"], exp + ms(1)).granted);
+    }
+
+    #[test]
+    fn quiet_period_denies_everything() {
+        let t0 = Instant::now();
+        let mut b = Book::new(t0, ms(500));
+        let o = vote(&mut b, "a", &["a"], t0 + ms(499));
+        assert!(!o.granted);
+        assert!(o.detail.contains("started recently"), "{}", o.detail);
+        assert!(vote(&mut b, "a", &["a"], t0 + ms(500)).granted);
+    }
+
+    #[test]
+    fn growing_is_immediate_shrinking_waits_for_the_left_out() {
+        let (mut b, t0) = started();
+        assert!(vote(&mut b, "a", &["a", "b"], t0).granted);
+        assert!(vote(&mut b, "b", &["a", "b"], t0 + ms(10)).granted);
+        // Split: A asks for {a}: renewed within {a, b}, the move pending on B.
+        let o = vote(&mut b, "a", &["a"], t0 + ms(100));
+        assert!(o.granted);
+        assert_eq!(o.holder, vec!["a", "b"]);
+        assert!(o.detail.contains("waits"), "{}", o.detail);
+        // B is left out of the pending move: denied whatever it asks.
+        assert!(!vote(&mut b, "b", &["b"], t0 + ms(150)).granted);
+        assert!(!vote(&mut b, "b", &["a", "b"], t0 + ms(160)).granted);
+        // A renews; the move happens once B's grant (t0+10) has expired.
+        let b_exp = t0 + ms(10) + hold_for(LEASE);
+        let o = vote(&mut b, "a", &["a"], b_exp - ms(1));
+        assert_eq!(o.holder, vec!["a", "b"]);
+        let o = vote(&mut b, "a", &["a"], b_exp);
+        assert!(o.granted);
+        assert_eq!(o.holder, vec!["a"]);
+        assert!(o.moved.is_some());
+        assert!(!vote(&mut b, "b", &["b"], b_exp + ms(1)).granted);
+        // Heal: A grows the partition, then B renews as a member.
+        assert_eq!(
+            vote(&mut b, "a", &["a", "b"], b_exp + ms(2)).holder,
+            vec!["a", "b"]
+        );
+        assert!(vote(&mut b, "b", &["a", "b"], b_exp + ms(3)).granted);
+    }
+
+    #[test]
+    fn an_outsider_claiming_the_holder_is_denied() {
+        let (mut b, t0) = started();
+        assert!(vote(&mut b, "a", &["a"], t0).granted);
+        // B says it hears A, but A's grant is for {a} alone.
+        assert!(!vote(&mut b, "b", &["a", "b"], t0 + ms(1)).granted);
+    }
+
+    /// The invariant under random schedules: every server whose grant is still counted
+    /// (by the requester: lease from its send, minus the drift margin) is in the holder
+    /// partition at that moment.
+    #[test]
+    fn random_schedules_keep_every_counted_grant_inside_the_holder() {
+        use rand::{Rng, SeedableRng};
+        let servers = ["a", "b", "c"];
+        for seed in 0..300u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let (mut b, t0) = started();
+            let mut t = t0;
+            // server -> (counted until)
+            let mut counted: BTreeMap<&str, Instant> = BTreeMap::new();
+            for _ in 0..300 {
+                t += ms(rng.gen_range(0..400));
+                let s = servers[rng.gen_range(0..3)];
+                let mut p: Vec<&str> = servers
+                    .iter()
+                    .copied()
+                    .filter(|x| *x == s || rng.gen_bool(0.5))
+                    .collect();
+                p.sort();
+                // The request travels up to 50 ms.
+                let sent = t;
+                let arrive = t + ms(rng.gen_range(0..50));
+                let o = vote(&mut b, s, &p, arrive);
+                if o.granted {
+                    counted.insert(s, sent + baton_providers::witness::caller_valid_for(LEASE));
+                }
+                counted.retain(|_, until| *until > arrive);
+                let holder = b.clusters["c"].partition.clone();
+                for srv in counted.keys() {
+                    assert!(
+                        holder.iter().any(|h| h == srv),
+                        "seed {seed}: {srv} still counts a grant but the holder is {holder:?}"
+                    );
+                }
+                t = arrive;
+            }
+        }
+    }
+
+    #[test]
+    fn replays_are_refused_and_sessions_bounded() {
+        let (mut b, t0) = started();
+        assert!(b.check_seq("c", "a", "s1", 1, t0).is_ok());
+        assert!(b.check_seq("c", "a", "s1", 2, t0).is_ok());
+        assert_eq!(
+            b.check_seq("c", "a", "s1", 2, t0).unwrap_err().code,
+            "replayed"
+        );
+        assert_eq!(
+            b.check_seq("c", "a", "s1", 1, t0).unwrap_err().code,
+            "replayed"
+        );
+        // Another session of the same server has its own counter.
+        assert!(b.check_seq("c", "a", "s2", 1, t0).is_ok());
+        for i in 0..(MAX_SESSIONS as u64 + 10) {
+            assert!(b
+                .check_seq("c", "x", &format!("s{i}"), 1, t0 + ms(i))
+                .is_ok());
+        }
+        assert!(b.clusters["c"].sessions.len() <= MAX_SESSIONS);
+    }
+
+    #[test]
+    fn signatures() {
+        let k = ClusterKey::from_bytes(b"0123456789abcdef0123456789abcdef").unwrap();
+        let w = WitnessKey::from_cluster_key(&k);
+        let sig = w.sign(b"body");
+        assert!(w.verify(b"body", &sig));
+        assert!(!w.verify(b"body!", &sig));
+        assert!(!w.verify(b"body", "zz"));
+        assert!(!w.verify(b"body", ""));
+        let other = ClusterKey::from_bytes(b"another key another key another key").unwrap();
+        assert!(!WitnessKey::from_cluster_key(&other).verify(b"body", &sig));
+        // The witness key is not the API token.
+        assert_ne!(hex::encode(w.0), k.api_token());
+        assert!(!format!("{w:?}").contains(&hex::encode(w.0)));
+    }
+}

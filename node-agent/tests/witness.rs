@@ -1,0 +1,466 @@
+//! The real `baton witness` process over HTTP, driven by the real client
+//! (`HttpWitness`): grant, renew, deny, expiry, restart quiet period, forged, replayed,
+//! garbage and oversized requests, wrong cluster key; and forged, replayed, garbage and
+//! hanging witnesses on the client side.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baton_agent::key::ClusterKey;
+use baton_agent::witness::{HttpWitness, WireReply, WireVote, WitnessKey, SIGNATURE_HEADER};
+use baton_providers::witness::{hold_for, VoteRequest, WitnessClient, WitnessError};
+
+const KEY_A: &str = "6b1f0c5e2d9a4f7b8c3e1d0a9f8e7d6c5b4a39281706f5e4d3c2b1a098f7e6d5";
+const KEY_B: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const LEASE: Duration = Duration::from_millis(300);
+const DEADLINE: Duration = Duration::from_secs(2);
+
+struct WitnessProc {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl WitnessProc {
+    fn start(key_file: &Path, listen: &str, quiet: &str) -> WitnessProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["witness", "--listen", listen, "--startup-quiet", quiet])
+            .arg("--key-file")
+            .arg(key_file)
+            .env("BATON_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start baton witness");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    log.lock().unwrap().push(l.clone());
+                    if let Some(a) = l.strip_prefix("baton witness: listening on ") {
+                        break a.trim().parse().unwrap();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!("witness did not start: {:?}", log.lock().unwrap());
+                }
+            }
+        };
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                l2.lock().unwrap().push(l);
+            }
+        });
+        WitnessProc { child, addr, log }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn log_contains(&self, s: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(s))
+    }
+}
+
+impl Drop for WitnessProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn key_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{text}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+fn key(text: &str) -> ClusterKey {
+    ClusterKey::from_bytes(text.as_bytes()).unwrap()
+}
+
+fn req(server: &str, partition: &[&str]) -> VoteRequest {
+    VoteRequest {
+        cluster: "orders".into(),
+        server: server.into(),
+        partition: partition.iter().map(|s| s.to_string()).collect(),
+        lease: LEASE,
+        epochs: BTreeMap::from([(format!("g-{server}"), 3)]),
+    }
+}
+
+/// Vote until granted (the quiet period), or panic after `limit`.
+async fn until_granted(w: &HttpWitness, r: &VoteRequest, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let rep = w.vote(r, DEADLINE).await.unwrap();
+        if rep.granted {
+            return;
+        }
+        assert!(start.elapsed() < limit, "never granted: {rep:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn grant_renew_deny_expire_and_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = key_file(dir.path(), "cluster.key", KEY_A);
+    let w = WitnessProc::start(&kf, "127.0.0.1:0", "500ms");
+    let a = HttpWitness::new(&w.url(), &key(KEY_A)).unwrap();
+    let b = HttpWitness::new(&w.url(), &key(KEY_A)).unwrap();
+
+    // Quiet period right after start: denied, and it says why.
+    let r = a.vote(&req("a", &["a"]), DEADLINE).await.unwrap();
+    assert!(!r.granted, "{r:?}");
+    assert!(r.detail.contains("started recently"), "{}", r.detail);
+    until_granted(&a, &req("a", &["a"]), Duration::from_secs(5)).await;
+
+    // Renew while B is denied and told who holds the vote.
+    let mut last_a = Instant::now();
+    for _ in 0..8 {
+        last_a = Instant::now();
+        let r = a.vote(&req("a", &["a"]), DEADLINE).await.unwrap();
+        assert!(r.granted && r.holder == vec!["a"], "{r:?}");
+        let r = b.vote(&req("b", &["b"]), DEADLINE).await.unwrap();
+        assert!(!r.granted, "{r:?}");
+        assert_eq!(r.holder, vec!["a"]);
+        assert!(r.detail.contains("held by"), "{}", r.detail);
+        // The witness merged both servers' epochs.
+        assert_eq!(r.epochs.get("g-a"), Some(&3));
+        assert_eq!(r.epochs.get("g-b"), Some(&3));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A stops: B gets the vote after A's grant expired, never before.
+    loop {
+        let r = b.vote(&req("b", &["b"]), DEADLINE).await.unwrap();
+        if r.granted {
+            assert_eq!(r.holder, vec!["b"]);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        last_a.elapsed() >= hold_for(LEASE),
+        "B was granted {} ms after A's last renewal was sent",
+        last_a.elapsed().as_millis()
+    );
+    assert!(!a.vote(&req("a", &["a"]), DEADLINE).await.unwrap().granted);
+
+    // Heal and split again: {a, b} held by both; B asks for {b}: renewed within
+    // {a, b} and pending; A is denied; once A's grant lapsed the vote moves to {b}.
+    until_granted(&b, &req("b", &["a", "b"]), Duration::from_secs(1)).await;
+    assert!(
+        a.vote(&req("a", &["a", "b"]), DEADLINE)
+            .await
+            .unwrap()
+            .granted
+    );
+    let r = b.vote(&req("b", &["b"]), DEADLINE).await.unwrap();
+    assert!(r.granted && r.holder == vec!["a", "b"], "{r:?}");
+    assert!(!a.vote(&req("a", &["a"]), DEADLINE).await.unwrap().granted);
+    let start = Instant::now();
+    loop {
+        let r = b.vote(&req("b", &["b"]), DEADLINE).await.unwrap();
+        assert!(r.granted, "{r:?}");
+        if r.holder == vec!["b"] {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(w.log_contains("vote granted to a new partition"));
+}
+
+#[tokio::test]
+async fn a_restarted_witness_is_quiet_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = key_file(dir.path(), "cluster.key", KEY_A);
+    let w = WitnessProc::start(&kf, "127.0.0.1:0", "200ms");
+    let addr = w.addr;
+    let a = HttpWitness::new(&w.url(), &key(KEY_A)).unwrap();
+    let b = HttpWitness::new(&w.url(), &key(KEY_A)).unwrap();
+    until_granted(&a, &req("a", &["a"]), Duration::from_secs(5)).await;
+    drop(w); // SIGKILL: the grant to A is forgotten
+    let w = WitnessProc::start(&kf, &addr.to_string(), "1500ms");
+    // B would win an empty witness, but the restarted one grants nothing yet.
+    let r = b.vote(&req("b", &["b"]), DEADLINE).await.unwrap();
+    assert!(!r.granted, "{r:?}");
+    assert!(r.detail.contains("started recently"), "{}", r.detail);
+    assert!(r.holder.is_empty(), "{r:?}");
+    // The old client session is still accepted by the new process (no replay state).
+    until_granted(&b, &req("b", &["b"]), Duration::from_secs(5)).await;
+    assert!(!a.vote(&req("a", &["a"]), DEADLINE).await.unwrap().granted);
+    drop(w);
+}
+
+fn wire(server: &str, seq: u64) -> WireVote {
+    WireVote {
+        cluster: "orders".into(),
+        server: server.into(),
+        partition: vec![server.into()],
+        lease_ms: 300,
+        epochs: BTreeMap::new(),
+        nonce: "00112233445566778899aabbccddeeff".into(),
+        session: "feedfacefeedface".into(),
+        seq,
+    }
+}
+
+async fn post(url: &str, body: Vec<u8>, sig: Option<String>) -> (u16, serde_json::Value) {
+    let mut r = reqwest::Client::new()
+        .post(format!("{url}/v1/vote"))
+        .body(body);
+    if let Some(s) = sig {
+        r = r.header(SIGNATURE_HEADER, s);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let v = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, v)
+}
+
+fn code(v: &serde_json::Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_stable_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = key_file(dir.path(), "cluster.key", KEY_A);
+    let w = WitnessProc::start(&kf, "127.0.0.1:0", "0s");
+    let url = w.url();
+    let wk = WitnessKey::from_cluster_key(&key(KEY_A));
+    let other = WitnessKey::from_cluster_key(&key(KEY_B));
+    let body = serde_json::to_vec(&wire("a", 1)).unwrap();
+
+    // Unsigned, forged (another key), tampered.
+    let (s, v) = post(&url, body.clone(), None).await;
+    assert_eq!((s, code(&v)), (401, "bad-signature"), "{v}");
+    let (s, v) = post(&url, body.clone(), Some(other.sign(&body))).await;
+    assert_eq!((s, code(&v)), (401, "bad-signature"), "{v}");
+    let mut tampered = body.clone();
+    let sig = wk.sign(&body);
+    tampered.extend_from_slice(b" ");
+    let (s, v) = post(&url, tampered, Some(sig.clone())).await;
+    assert_eq!((s, code(&v)), (401, "bad-signature"), "{v}");
+    let (s, v) = post(&url, body.clone(), Some("not hex".into())).await;
+    assert_eq!((s, code(&v)), (401, "bad-signature"), "{v}");
+
+    // Genuine, then replayed.
+    let (s, v) = post(&url, body.clone(), Some(sig.clone())).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["granted"], true, "{v}");
+    let (s, v) = post(&url, body.clone(), Some(sig)).await;
+    assert_eq!((s, code(&v)), (409, "replayed"), "{v}");
+    let old = serde_json::to_vec(&wire("a", 0)).unwrap();
+    let (s, v) = post(&url, old.clone(), Some(wk.sign(&old))).await;
+    assert_eq!((s, code(&v)), (409, "replayed"), "{v}");
+
+    // Signed garbage and invalid requests.
+    for garbage in [
+        b"hello".to_vec(),
+        b"{}".to_vec(),
+        b"[1,2,3]".to_vec(),
+        vec![0xff, 0xfe, 0x00],
+        serde_json::to_vec(&WireVote {
+            partition: vec!["b".into()],
+            ..wire("a", 10)
+        })
+        .unwrap(),
+        serde_json::to_vec(&WireVote {
+            lease_ms: 10,
+            ..wire("a", 11)
+        })
+        .unwrap(),
+        serde_json::to_vec(&WireVote {
+            lease_ms: 3_600_000,
+            ..wire("a", 12)
+        })
+        .unwrap(),
+        serde_json::to_vec(&WireVote {
+            nonce: "short".into(),
+            ..wire("a", 13)
+        })
+        .unwrap(),
+    ] {
+        let (s, v) = post(&url, garbage.clone(), Some(wk.sign(&garbage))).await;
+        assert_eq!(
+            (s, code(&v)),
+            (400, "bad-request"),
+            "{v} for {}",
+            String::from_utf8_lossy(&garbage)
+        );
+    }
+    // Oversized.
+    let big = vec![b'x'; 20 * 1024];
+    let (s, v) = post(&url, big.clone(), Some(wk.sign(&big))).await;
+    assert_eq!((s, code(&v)), (413, "too-large"), "{v}");
+
+    // Health is open and shows no state; unknown paths have a code.
+    let h = reqwest::get(format!("{url}/v1/health")).await.unwrap();
+    assert_eq!(h.status().as_u16(), 200);
+    let text = h.text().await.unwrap();
+    assert!(!text.contains("orders"), "{text}");
+    let r = reqwest::get(format!("{url}/v1/vote")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let r = reqwest::get(format!("{url}/nope")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // A client with the wrong cluster key is refused, never granted.
+    let wrong = HttpWitness::new(&url, &key(KEY_B)).unwrap();
+    match wrong.vote(&req("b", &["b"]), DEADLINE).await {
+        Err(WitnessError::Rejected { code, .. }) => assert_eq!(code, "bad-signature"),
+        other => panic!("{other:?}"),
+    }
+    // The witness is still alive and consistent: A (granted above) still holds it.
+    let good = HttpWitness::new(&url, &key(KEY_A)).unwrap();
+    let r = good.vote(&req("b", &["b"]), DEADLINE).await.unwrap();
+    assert!(!r.granted && r.holder == vec!["a"], "{r:?}");
+    assert!(w.log_contains("bad-signature"));
+}
+
+/// A fake witness answering every request with `status`, `body` and `sig`.
+async fn fake(status: u16, body: Vec<u8>, sig: Option<String>) -> String {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        let sig = sig.clone();
+        async move {
+            let mut r = (StatusCode::from_u16(status).unwrap(), body).into_response();
+            if let Some(s) = sig {
+                r.headers_mut().insert(SIGNATURE_HEADER, s.parse().unwrap());
+            }
+            r
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn forged_replayed_garbage_and_hanging_witnesses_never_grant() {
+    let k = key(KEY_A);
+    let wk = WitnessKey::from_cluster_key(&k);
+    let other = WitnessKey::from_cluster_key(&key(KEY_B));
+    let granted = |nonce: &str| WireReply {
+        nonce: nonce.into(),
+        cluster: "orders".into(),
+        server: "a".into(),
+        granted: true,
+        holder: vec!["a".into()],
+        holder_remaining_ms: 300,
+        epochs: BTreeMap::new(),
+        detail: "forged".into(),
+    };
+    let body = serde_json::to_vec(&granted("00112233445566778899aabbccddeeff")).unwrap();
+    let cases = [
+        (
+            "signed with another key",
+            fake(200, body.clone(), Some(other.sign(&body))).await,
+            "bad-signature",
+        ),
+        (
+            "unsigned",
+            fake(200, body.clone(), None).await,
+            "bad-signature",
+        ),
+        // A genuine signature over a reply to another request (a replayed reply).
+        (
+            "replayed reply",
+            fake(200, body.clone(), Some(wk.sign(&body))).await,
+            "bad-signature",
+        ),
+        (
+            "signed garbage",
+            fake(200, b"garbage".to_vec(), Some(wk.sign(b"garbage"))).await,
+            "bad-reply",
+        ),
+        (
+            "html error page",
+            fake(502, b"<html>bad gateway</html>".to_vec(), None).await,
+            "bad-reply",
+        ),
+    ];
+    for (what, url, want) in cases {
+        let c = HttpWitness::new(&url, &k).unwrap();
+        match c.vote(&req("a", &["a"]), DEADLINE).await {
+            Err(e) => assert_eq!(e.code(), want, "{what}: {e}"),
+            Ok(r) => panic!("{what}: counted {r:?}"),
+        }
+    }
+
+    // A witness that accepts connections and never answers: a timeout by the deadline.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hang = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let c = HttpWitness::new(&format!("http://{addr}"), &k).unwrap();
+    let t = Instant::now();
+    let e = c
+        .vote(&req("a", &["a"]), Duration::from_millis(400))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "timeout", "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    hang.abort();
+
+    // Nobody listening.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let c = HttpWitness::new(&format!("http://127.0.0.1:{port}"), &k).unwrap();
+    let e = c.vote(&req("a", &["a"]), DEADLINE).await.unwrap_err();
+    assert_eq!(e.code(), "unreachable", "{e}");
+
+    // Invalid requests never leave the client.
+    let e = c.vote(&req("a", &["b"]), DEADLINE).await.unwrap_err();
+    assert_eq!(e.code(), "invalid-request");
+}
+
+#[test]
+fn cli_witness_rejects_a_bad_key_file_and_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = key_file(dir.path(), "short.key", "short");
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["witness", "--listen", "127.0.0.1:0", "--key-file"])
+        .arg(&short)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let good = key_file(dir.path(), "good.key", KEY_A);
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "witness",
+            "--listen",
+            "127.0.0.1:0",
+            "--startup-quiet",
+            "soon",
+            "--key-file",
+        ])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
