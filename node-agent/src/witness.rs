@@ -1043,6 +1043,52 @@ mod tests {
         assert!(b.clusters["c"].sessions.len() <= MAX_SESSIONS);
     }
 
+    fn config(witness: &str) -> Config {
+        let text = format!(
+            "[cluster]\nname = \"orders\"\nkey_file = \"k\"\n\n\
+             [[server]]\nname = \"a\"\ninterconnects = [\"10.0.0.1\"]\napi = \"10.0.0.1:7420\"\n\n\
+             [[server]]\nname = \"b\"\ninterconnects = [\"10.0.0.2\"]\napi = \"10.0.0.2:7420\"\n\n\
+             [quorum]\nwitness = {witness}\n"
+        );
+        let reg = baton_providers::default_registry();
+        baton_core::config::load_str("baton.toml", &text, &crate::catalog::ProviderCatalog(&reg))
+            .unwrap()
+            .config
+    }
+
+    #[tokio::test]
+    async fn factory_builds_the_configured_kind() {
+        let k = ClusterKey::from_bytes(b"0123456789abcdef0123456789abcdef").unwrap();
+        assert!(witness_client(&config("{ kind = \"none\" }"), &k, None).is_none());
+        let w = witness_client(
+            &config("{ kind = \"http\", url = \"http://10.0.0.9:7430\" }"),
+            &k,
+            None,
+        )
+        .unwrap();
+        assert_eq!(w.kind(), "http");
+        let s3 =
+            config("{ kind = \"s3\", bucket = \"b\", key = \"orders\", region = \"eu-west-1\" }");
+        let ddb = config("{ kind = \"dynamodb\", table = \"t\" }");
+        // A cloud witness without AWS clients is not built (and logged).
+        assert!(witness_client(&s3, &k, None).is_none());
+        assert!(witness_client(&ddb, &k, None).is_none());
+        let aws = AwsClients::load(&baton_core::config::AwsSection {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some("http://127.0.0.1:1".into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(
+            witness_client(&s3, &k, Some(aws.clone())).unwrap().kind(),
+            "s3"
+        );
+        let d = witness_client(&ddb, &k, Some(aws)).unwrap();
+        assert_eq!(d.kind(), "dynamodb");
+        // The item defaults to the cluster name.
+        assert!(format!("{d:?}").contains("item: \"orders\""), "{d:?}");
+    }
+
     #[test]
     fn signatures() {
         let k = ClusterKey::from_bytes(b"0123456789abcdef0123456789abcdef").unwrap();

@@ -816,6 +816,125 @@ mod tests {
         assert_eq!(s.partition(), vec!["a"]);
     }
 
+    /// Random schedules of three servers with clocks up to 1 % fast or slow, random
+    /// network delays (within the deadline) and interleaved read/write steps: every
+    /// server that counts a grant (from its send, on its own clock, minus the margin) is
+    /// always in the lease's partition.
+    #[test]
+    fn random_schedules_with_drift_keep_counted_grants_inside_the_holder() {
+        use crate::witness::caller_valid_for;
+        use rand::{Rng, SeedableRng};
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+
+        const DEADLINE: Duration = Duration::from_millis(400);
+        let servers = ["a", "b", "c"];
+        enum Ev {
+            Start(usize),
+            Read(usize, Duration),
+            Plan(usize, Duration, Option<(u64, LeaseDoc)>),
+            Write(usize, Duration, Option<u64>, LeaseDoc),
+        }
+        for seed in 0..200u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let base = Instant::now();
+            let rate: Vec<f64> = (0..3).map(|_| rng.gen_range(0.99..=1.01)).collect();
+            // A server's own clock at real time `t` (since `base`).
+            let local = |i: usize, t: Duration| base + t.mul_f64(rate[i]);
+            let mut obs: Vec<Observer> = (0..3).map(|_| Observer::default()).collect();
+            let mut store: Option<(u64, LeaseDoc)> = None;
+            let mut counted: BTreeMap<usize, Duration> = BTreeMap::new();
+            let mut q: BinaryHeap<Reverse<(Duration, u64)>> = BinaryHeap::new();
+            let mut evs: HashMap<u64, Ev> = HashMap::new();
+            let mut n = 0u64;
+            let mut push = |q: &mut BinaryHeap<_>, evs: &mut HashMap<u64, Ev>, t, e| {
+                n += 1;
+                evs.insert(n, e);
+                q.push(Reverse((t, n)));
+            };
+            for i in 0..3 {
+                push(
+                    &mut q,
+                    &mut evs,
+                    Duration::from_millis(rng.gen_range(0..50)),
+                    Ev::Start(i),
+                );
+            }
+            let mut steps = 0;
+            while let Some(Reverse((t, id))) = q.pop() {
+                steps += 1;
+                if steps > 4000 {
+                    break;
+                }
+                let d = |rng: &mut rand::rngs::StdRng| Duration::from_millis(rng.gen_range(0..90));
+                match evs.remove(&id).unwrap() {
+                    Ev::Start(i) => {
+                        let t2 = t + d(&mut rng);
+                        push(&mut q, &mut evs, t2, Ev::Read(i, t));
+                    }
+                    Ev::Read(i, sent) => {
+                        let t2 = t + d(&mut rng);
+                        push(&mut q, &mut evs, t2, Ev::Plan(i, sent, store.clone()));
+                    }
+                    Ev::Plan(i, sent, snap) => {
+                        let mut p: Vec<&str> = servers
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| *j == i || rng.gen_bool(0.6))
+                            .map(|(_, s)| *s)
+                            .collect();
+                        p.sort();
+                        let (r, part) = req(servers[i], &p);
+                        let now = local(i, t);
+                        if let Some((v, doc)) = &snap {
+                            obs[i].observe(&v.to_string(), doc, now);
+                        }
+                        let v = snap.as_ref().map(|(v, _)| v.to_string());
+                        let cur = v.as_deref().zip(snap.as_ref().map(|c| &c.1));
+                        let hold = hold_for(LEASE) + 2 * DEADLINE;
+                        match plan(&obs[i], cur, &r, &part, now, hold) {
+                            Plan::Deny(_) => {
+                                let next = t + Duration::from_millis(rng.gen_range(50..300));
+                                push(&mut q, &mut evs, next, Ev::Start(i));
+                            }
+                            Plan::Create(doc) | Plan::Write { doc, .. } => {
+                                let t2 = t + d(&mut rng);
+                                push(
+                                    &mut q,
+                                    &mut evs,
+                                    t2,
+                                    Ev::Write(i, sent, snap.map(|s| s.0), doc),
+                                );
+                            }
+                        }
+                    }
+                    Ev::Write(i, sent, expect, doc) => {
+                        if store.as_ref().map(|s| s.0) == expect {
+                            let v = expect.unwrap_or(0) + 1;
+                            // The grant exists from now; it is counted from `sent`.
+                            counted.insert(i, sent + caller_valid_for(LEASE).div_f64(rate[i]));
+                            counted.retain(|_, until| *until > t);
+                            for j in counted.keys() {
+                                assert!(
+                                    doc.partition.iter().any(|p| p == servers[*j]),
+                                    "seed {seed}: {} counts a grant but the lease says {:?}",
+                                    servers[*j],
+                                    doc.partition
+                                );
+                            }
+                            store = Some((v, doc.clone()));
+                            obs[i].observe(&v.to_string(), &doc, local(i, t + d(&mut rng)));
+                        }
+                        // Sometimes a server stops asking for a while (crash, pause).
+                        let pause = if rng.gen_bool(0.05) { 3000 } else { 0 };
+                        let next = t + Duration::from_millis(rng.gen_range(50..300) + pause);
+                        push(&mut q, &mut evs, next, Ev::Start(i));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_wrong_cluster_or_garbage_item_is_refused() {
         let doc = LeaseDoc {
