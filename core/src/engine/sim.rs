@@ -2343,7 +2343,7 @@ fn sim_detects_a_double_activation_when_the_watchdog_is_missing() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Regressions: schedules that found engine bugs, pinned as code.
+// Regressions: schedules that found engine bugs (fixed in 1f7904f), pinned as code.
 // ---------------------------------------------------------------------------------------
 
 /// s2 holds g1 with quorum {s1, s2} while a one-way cut keeps s3 from hearing it; s3
@@ -2352,7 +2352,6 @@ fn sim_detects_a_double_activation_when_the_watchdog_is_missing() {
 /// cut, long past T + W, although s2 only lost quorum when s1 stopped hearing it and is
 /// still within its self-fence deadline.
 #[test]
-#[ignore = "engine bug: the takeover wait counts from this server's own last heartbeat of the holder, not from when a peer last reported it alive (one-way cut, seed 140)"]
 fn sim_regression_takeover_wait_ignores_second_hand_holder() {
     check_schedule(Schedule {
         seed: 140,
@@ -2437,7 +2436,6 @@ fn sim_regression_takeover_wait_ignores_second_hand_holder() {
 /// starts the second resource on its stale quorum flag (quorum is recomputed only after
 /// the input is handled).
 #[test]
-#[ignore = "engine bug: an action result handled before the quorum is re-evaluated starts the next resource without quorum (seed 1302)"]
 fn sim_regression_next_resource_started_on_a_stale_quorum() {
     check_schedule(Schedule {
         seed: 1302,
@@ -2506,7 +2504,6 @@ fn sim_regression_next_resource_started_on_a_stale_quorum() {
 /// claimer counts as s1's acknowledgement of *its own* claim: both reach "a quorum saw
 /// epoch 2" and activate (invariant 3, and a double activation at the same instant).
 #[test]
-#[ignore = "engine bug: a claim acknowledgement is a bare max_epoch, so two servers claiming the same epoch are both acknowledged by the same voter (seed 9372)"]
 fn sim_regression_two_claims_of_one_epoch_both_acknowledged() {
     check_schedule(Schedule {
         seed: 9372,
@@ -2579,7 +2576,6 @@ fn sim_regression_two_claims_of_one_epoch_both_acknowledged() {
 /// still stopping g2. The takeover wait counts s2's silence of s1, which began long
 /// before s2 had quorum, so it does not bound when s1 last had quorum.
 #[test]
-#[ignore = "engine bug: after gaining quorum through a witness hand-over, a server takes over from a holder it never heard without waiting for the holder's lease and fence deadline (seed 18303)"]
 fn sim_regression_witness_hand_over_without_fence_wait() {
     check_schedule(Schedule {
         seed: 18303,
@@ -2665,7 +2661,6 @@ fn sim_regression_witness_hand_over_without_fence_wait() {
 /// neither replaces the other and `views_agree` is satisfied, but each server computes
 /// the other as the target and the group never starts.
 #[test]
-#[ignore = "engine bug: intents of a restarted agent reuse (version, origin) of an earlier, different intent; the servers disagree on the target forever (seed 577)"]
 fn sim_regression_restarted_agent_reuses_an_intent_version() {
     check_schedule(Schedule {
         seed: 577,
