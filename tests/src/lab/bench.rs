@@ -148,6 +148,9 @@ impl std::fmt::Display for BenchReport {
     }
 }
 
+/// When a node other than the old holder answered, and who.
+type ProbeResult = Result<(Instant, String), String>;
+
 /// Poll `GET http://addr:8080/` from the client namespace, from now on, until a node
 /// other than `not` answers; returns the instant of that answer and who answered. The
 /// receiver yields once the thread has entered the namespace (so polling has begun).
@@ -156,7 +159,7 @@ fn start_probe(
     addr: Ipv4Addr,
     not: String,
     timeout: Duration,
-) -> Result<mpsc::Receiver<Result<(Instant, String), String>>, String> {
+) -> Result<mpsc::Receiver<ProbeResult>, String> {
     let (tx, rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
     std::thread::Builder::new()
