@@ -353,3 +353,29 @@ async fn dynamodb_witness() {
         "api-error"
     );
 }
+
+/// Figures for the docs:
+/// `cargo test -p baton-providers --test witness_aws -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_vote_round_trip() {
+    let Some(moto) = Moto::start() else { return };
+    let c = clients(&moto).await;
+    make_bucket(&c, "baton-witness").await;
+    make_table(&c, "baton-witness").await;
+    let s3 = S3Witness::new(&c, "baton-witness", "m");
+    let ddb = DynamoWitness::new(&c, "baton-witness", "m");
+    for (name, w) in [("S3", &s3 as &dyn WitnessClient), ("DynamoDB", &ddb)] {
+        let mut times = Vec::new();
+        for _ in 0..100 {
+            let t = Instant::now();
+            assert!(w.vote(&req("a", &["a"]), DEADLINE).await.unwrap().granted);
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "{name} witness vote (read + conditional write) against moto, 100 votes: median {:?}, p99 {:?}",
+            times[50], times[98]
+        );
+    }
+}
