@@ -136,6 +136,11 @@ pub enum Cmd {
         #[command(subcommand)]
         op: ConfigOp,
     },
+    /// Notification sinks: send a test event through them.
+    Notify {
+        #[command(subcommand)]
+        op: crate::notify_cmd::NotifyOp,
+    },
     /// Print the event catalogue.
     Events {
         /// As Markdown (the docs page).
@@ -628,6 +633,7 @@ pub async fn run(cli: Cli) -> Exit {
             }
             Exit::Ok
         }
+        Cmd::Notify { op } => crate::notify_cmd::run(op).await,
         Cmd::Keygen { file } => match crate::key::generate_key_file(&file) {
             Ok(()) => {
                 println!(
@@ -811,6 +817,26 @@ pub fn render_status(st: &ClusterStatus) -> String {
     for p in &st.peers {
         if let Some(e) = &p.error {
             let _ = writeln!(s, "  {:<12} (no status: {e})", p.server);
+        }
+    }
+    // Notification sinks per server: what was delivered, dropped (counted, never
+    // silent) and is still queued.
+    let _ = writeln!(s, "\nNOTIFICATIONS");
+    for (srv, a) in &all {
+        for k in &a.sinks {
+            let _ = writeln!(
+                s,
+                "  {:<12} {:<14} delivered {:<7} dropped {:<6} queued {:<5}{}",
+                srv,
+                k.name,
+                k.delivered,
+                k.dropped,
+                k.queued,
+                k.last_error
+                    .as_deref()
+                    .map(|e| format!(" last error: {e}"))
+                    .unwrap_or_default()
+            );
         }
     }
     s

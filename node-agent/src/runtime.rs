@@ -14,9 +14,7 @@ use baton_core::engine::{
 };
 use baton_core::events::{self, Event};
 use baton_core::time::Millis;
-use baton_notifier::{
-    AlertLog, EventSink, LogSink, Notifier, NotifierHandle, NotifierOptions, SinkStats,
-};
+use baton_notifier::{AlertLog, Notifier, NotifierHandle, Sample, SinkStats};
 use baton_providers::{
     process::{run_command, CommandSpec},
     ActionContext, CheckOutcome, Probe, ProbeContext, Registry, ResourceDriver, ResourceProbe,
@@ -205,6 +203,8 @@ struct Runtime {
     last_drop_check: Instant,
     /// Groups whose newest epoch could not be written to the state directory.
     unpersisted: HashMap<String, u64>,
+    /// Heartbeat round-trip measurement (when a metrics sink wants it).
+    rtt: wire::SharedRtt,
 }
 
 impl Runtime {
@@ -521,6 +521,11 @@ impl Runtime {
             timeout: Duration::from_millis(timeout_ms),
         };
         let span = info_span!("probe", monitor = %monitor, server = %self.me);
+        let metrics = self
+            .shared
+            .notifier
+            .wants_polling_time(&monitor)
+            .then(|| self.shared.notifier.clone());
         tokio::spawn(
             async move {
                 let started = Instant::now();
@@ -541,6 +546,12 @@ impl Runtime {
                     ))),
                 };
                 let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                if let Some(n) = &metrics {
+                    n.metric(Sample::MonitorPollingTime {
+                        monitor: monitor.clone(),
+                        ms: started.elapsed().as_secs_f64() * 1000.0,
+                    });
+                }
                 let outcome = match r {
                     Ok(ok) => ProbeOutcome::Ok {
                         latency_ms,
@@ -568,7 +579,14 @@ impl Runtime {
                 from: self.me.clone(),
                 path: u8::try_from(p).unwrap_or(u8::MAX),
                 seq: self.seq,
-                body: &msg,
+                body: wire::Timed {
+                    body: &msg,
+                    rtt: wire::rtt_stamp(
+                        &self.rtt,
+                        u8::try_from(p).unwrap_or(u8::MAX),
+                        u64::try_from(self.t0.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    ),
+                },
             };
             let bytes = match wire::encode(&self.shared.key, &env) {
                 Ok(b) => b,
@@ -775,13 +793,20 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
             err,
         })?;
 
-    let min_sev = cfg
-        .notify
-        .log
-        .as_ref()
-        .map_or(baton_core::Severity::Info, |l| l.min_severity);
-    let sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink::new().with_min_severity(min_sev))];
-    let (notifier, notifier_task) = Notifier::start(sinks, NotifierOptions::default());
+    // Notification sinks and metrics ([notify.*], [metrics.*]); one that cannot be set
+    // up is left out and reported (BTN-5004) once the agent runs.
+    let config_dir = opts
+        .config
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let built = baton_notifier::build::build(&cfg, &me, &config_dir, None).await;
+    let sink_failures = built.failures;
+    let (notifier, notifier_task) = Notifier::start_with_metrics(
+        built.sinks,
+        built.metrics,
+        baton_notifier::build::options(&cfg.notify),
+    );
 
     let (tx, mut rx) = mpsc::channel::<LoopMsg>(4096);
     let shared = Arc::new(Shared {
@@ -831,11 +856,16 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         .map(|s| s.name.clone())
         .collect();
     let acceptor = Arc::new(Mutex::new(Acceptor::new(cfg.cluster_name.clone(), peers)));
+    let rtt: wire::SharedRtt = shared
+        .notifier
+        .wants_metric(baton_core::config::MetricKind::HeartbeatRtt)
+        .then(|| Arc::new(Mutex::new(wire::RttTracker::new())));
     for (p, sock) in sockets.iter().enumerate() {
         let sock = sock.clone();
         let tx = tx.clone();
         let acceptor = acceptor.clone();
         let shared2 = shared.clone();
+        let rtt2 = rtt.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
             loop {
@@ -845,7 +875,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                 };
                 let res = {
                     let Ok(mut a) = acceptor.lock() else { continue };
-                    let r = a.accept::<PeerMessage>(
+                    let r = a.accept::<wire::Timed<PeerMessage>>(
                         &shared2.key,
                         &buf[..n],
                         u8::try_from(p).unwrap_or(u8::MAX),
@@ -857,11 +887,18 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                 };
                 // Rejections are counted above; only good heartbeats wake the main loop.
                 let msg = match res {
-                    Ok(env) => LoopMsg::Heartbeat {
-                        from: env.from,
-                        path: p,
-                        msg: Box::new(env.body),
-                    },
+                    Ok(env) => {
+                        let path8 = u8::try_from(p).unwrap_or(u8::MAX);
+                        let now_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        if let Some(ms) = wire::rtt_observe(&rtt2, &shared2.server, &env.from, path8, env.body.rtt.as_ref(), now_us) {
+                            shared2.notifier.metric(Sample::HeartbeatRtt { peer: env.from.clone(), path: path8, ms });
+                        }
+                        LoopMsg::Heartbeat {
+                            from: env.from,
+                            path: p,
+                            msg: Box::new(env.body.body),
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, code = e.code(), "heartbeat rejected");
                         continue;
@@ -902,6 +939,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         ownership: ownership.clone(),
         last_drop_check: Instant::now(),
         unpersisted: HashMap::new(),
+        rtt,
     };
     let started = Event::new(
         &events::AGENT_STARTED,
@@ -914,6 +952,9 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     )
     .field("digest", cfg.digest.clone());
     rt.record(started);
+    for f in &sink_failures {
+        rt.record(f.event());
+    }
     // Actions the engine produced at construction (re-adoption checks).
     let initial = rt.engine.step(Millis(0), Input::Tick);
     rt.execute(initial);
@@ -1020,7 +1061,9 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         let _ = log.sync();
     }
     api_task.abort();
-    let _ = notifier.shutdown(Duration::from_secs(5)).await;
+    let _ = notifier
+        .shutdown(cfg.notify.delivery.shutdown_timeout.0)
+        .await;
     notifier_task.abort();
     if reason == DEADLINE_REASON {
         return Err(AgentError::ShutdownDeadline);

@@ -365,6 +365,111 @@ impl Acceptor {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Round-trip time of heartbeats
+// ---------------------------------------------------------------------------------------
+
+/// A heartbeat payload with an optional timestamp echo beside it.
+///
+/// `rtt` is flattened next to the payload's own fields, so the JSON stays a superset of
+/// the plain payload: a receiver that does not know `rtt` ignores it, and a datagram
+/// without it decodes with `rtt = None`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timed<T> {
+    #[serde(flatten)]
+    pub body: T,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt: Option<RttStamp>,
+}
+
+/// The sender's clock reading and, per peer, the last reading it received from that
+/// peer on this path with how long it held it before this send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RttStamp {
+    /// Sender's monotonic clock, microseconds (meaningful only to the sender).
+    pub t: u64,
+    /// peer name → (that peer's `t`, microseconds between receiving it and this send).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub echo: BTreeMap<String, (u64, u64)>,
+}
+
+/// The tracker as the agent shares it between its sender and receiver tasks; `None`
+/// when no round trip is measured (no metrics sink wants it).
+pub type SharedRtt = Option<std::sync::Arc<std::sync::Mutex<RttTracker>>>;
+
+/// [`RttTracker::stamp`] through a [`SharedRtt`].
+pub fn rtt_stamp(t: &SharedRtt, path: u8, now_us: u64) -> Option<RttStamp> {
+    let t = t.as_ref()?.lock().ok()?;
+    Some(t.stamp(path, now_us))
+}
+
+/// [`RttTracker::observe`] through a [`SharedRtt`].
+pub fn rtt_observe(
+    t: &SharedRtt,
+    me: &str,
+    from: &str,
+    path: u8,
+    stamp: Option<&RttStamp>,
+    now_us: u64,
+) -> Option<f64> {
+    let mut t = t.as_ref()?.lock().ok()?;
+    t.observe(me, from, path, stamp?, now_us)
+}
+
+/// Echoes older than this are not sent back (the peer has gone quiet on the path).
+const ECHO_MAX_AGE_US: u64 = 10_000_000;
+
+/// Per path, the stamps to echo and the round trips measured. Times are this node's
+/// monotonic microseconds, passed in by the caller (no clock read here).
+///
+/// Round trip = (now - our `t` echoed) - (the time the peer held it), so it does not
+/// depend on the heartbeat interval nor on the two nodes' clocks agreeing.
+#[derive(Debug, Clone, Default)]
+pub struct RttTracker {
+    /// (peer, path) → (peer's `t`, when we received it).
+    seen: BTreeMap<(String, u8), (u64, u64)>,
+    /// (peer, path) → our `t` last measured from, so a repeated echo counts once.
+    measured: BTreeMap<(String, u8), u64>,
+}
+
+impl RttTracker {
+    pub fn new() -> RttTracker {
+        RttTracker::default()
+    }
+
+    /// The stamp to put in a heartbeat sent on `path` at `now_us`.
+    pub fn stamp(&self, path: u8, now_us: u64) -> RttStamp {
+        let echo = self
+            .seen
+            .iter()
+            .filter(|((_, p), (_, at))| *p == path && now_us.saturating_sub(*at) <= ECHO_MAX_AGE_US)
+            .map(|((peer, _), (t, at))| (peer.clone(), (*t, now_us.saturating_sub(*at))))
+            .collect();
+        RttStamp { t: now_us, echo }
+    }
+
+    /// A stamp arrived from `from` on `path` at `now_us`: remember it for echoing, and
+    /// return the round trip in milliseconds if it echoes a new stamp of `me`.
+    pub fn observe(
+        &mut self,
+        me: &str,
+        from: &str,
+        path: u8,
+        stamp: &RttStamp,
+        now_us: u64,
+    ) -> Option<f64> {
+        let key = (from.to_string(), path);
+        self.seen.insert(key.clone(), (stamp.t, now_us));
+        let (mine, held) = *stamp.echo.get(me)?;
+        if self.measured.get(&key) == Some(&mine) || now_us < mine {
+            return None;
+        }
+        self.measured.insert(key, mine);
+        let rtt = (now_us - mine).checked_sub(held)?;
+        Some(rtt as f64 / 1000.0)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -638,5 +743,56 @@ mod tests {
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), all.len());
+    }
+
+    #[test]
+    fn timed_payload_is_a_superset_of_the_plain_one() {
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        struct P {
+            a: u32,
+        }
+        let plain = serde_json::to_string(&P { a: 1 }).unwrap();
+        let t: Timed<P> = serde_json::from_str(&plain).unwrap();
+        assert_eq!(
+            t,
+            Timed {
+                body: P { a: 1 },
+                rtt: None
+            }
+        );
+        let stamped = Timed {
+            body: P { a: 2 },
+            rtt: Some(RttStamp {
+                t: 5,
+                echo: BTreeMap::new(),
+            }),
+        };
+        let text = serde_json::to_string(&stamped).unwrap();
+        assert_eq!(text, r#"{"a":2,"rtt":{"t":5}}"#);
+        // An agent that does not know `rtt` still reads the payload.
+        let p: P = serde_json::from_str(&text).unwrap();
+        assert_eq!(p, P { a: 2 });
+        assert_eq!(serde_json::from_str::<Timed<P>>(&text).unwrap(), stamped);
+    }
+
+    #[test]
+    fn round_trip_subtracts_the_time_the_peer_held_the_stamp() {
+        let mut a = RttTracker::new();
+        let mut b = RttTracker::new();
+        // a sends at 1000 us; b receives at b-time 50_000 (clocks differ).
+        let s1 = a.stamp(0, 1_000);
+        assert!(b.observe("b", "a", 0, &s1, 50_000).is_none());
+        // b sends on path 0 at b-time 80_000 (held 30 ms); a receives at 31_800.
+        let s2 = b.stamp(0, 80_000);
+        assert_eq!(s2.echo["a"], (1_000, 30_000));
+        let rtt = a.observe("a", "b", 0, &s2, 31_800).unwrap();
+        assert!((rtt - 0.8).abs() < 1e-9, "{rtt}");
+        // The same echo again (b sent before hearing from a anew) is not counted twice.
+        let s3 = b.stamp(0, 90_000);
+        assert!(a.observe("a", "b", 0, &s3, 41_900).is_none());
+        // Another path is measured on its own.
+        assert!(b.stamp(1, 90_000).echo.is_empty());
+        // Stale stamps are not echoed.
+        assert!(b.stamp(0, 50_000 + ECHO_MAX_AGE_US + 1).echo.is_empty());
     }
 }

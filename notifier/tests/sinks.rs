@@ -274,7 +274,7 @@ async fn cloudwatch_returns_the_polling_times_that_were_sent() {
     assert_eq!((s.dropped, s.queued), (0, 0), "{s:?}");
     assert!(s.delivered >= 5);
     let calls = moto.calls();
-    assert!(calls.get("monitoring.PutMetricData").is_some(), "{calls:?}");
+    assert!(calls.contains_key("monitoring.PutMetricData"), "{calls:?}");
 
     let cw = sink.client();
     let dims = [

@@ -59,6 +59,10 @@ pub struct ClusterSpec {
     /// One server runs a configuration changed by this function (digest mismatch); it
     /// is started after the others hear each other.
     pub variant: Option<(String, EditConfig)>,
+    /// Appended to the configuration (sections the scenario needs, e.g. `[notify.sns]`).
+    pub extra_config: String,
+    /// Extra environment of every agent process (e.g. AWS test credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl ClusterSpec {
@@ -71,6 +75,8 @@ impl ClusterSpec {
             paths: 2,
             monitor: None,
             variant: None,
+            extra_config: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -328,6 +334,7 @@ impl Cluster {
             .env_remove("BATON_CONFIG")
             .env_remove("BATON_SERVER")
             .env("BATON_LOG", "info")
+            .envs(self.spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -850,6 +857,10 @@ recovery = {{ target = "{GROUP}", restart_retries = {rr}, failover_retries = {fr
             rr = m.restart_retries,
             fr = m.failover_retries,
         ));
+    }
+    if !spec.extra_config.is_empty() {
+        s.push('\n');
+        s.push_str(&spec.extra_config);
     }
     s
 }

@@ -316,3 +316,102 @@ fn serve(
         conn.write_all(resp.as_bytes())?;
     }
 }
+
+/// Run a boto3 snippet against the emulator at `endpoint` (in the venv's python, with
+/// the test credentials); the snippet prints one JSON document on its last line.
+/// The snippet sees `boto3`, `json` and `ep` (the endpoint).
+pub fn boto(endpoint: &str, snippet: &str) -> serde_json::Value {
+    let py = crate::moto::python().expect("python venv (tests/moto/setup.sh)");
+    let script = format!(
+        "import boto3, json, os, sys, datetime\nep = os.environ['AWS_ENDPOINT_URL']\n{snippet}\n"
+    );
+    let out = Command::new(py)
+        .arg("-c")
+        .arg(&script)
+        .envs(crate::moto::aws_env(endpoint))
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "boto3 snippet failed: {}\n{snippet}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or("null");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON from boto3 ({e}): {last}"))
+}
+
+/// An SNS topic `name` with an SQS queue `name` subscribed: (topic ARN, queue URL).
+pub fn sns_to_sqs(endpoint: &str, name: &str) -> (String, String) {
+    let v = boto(
+        endpoint,
+        &format!(
+            r#"
+sns = boto3.client('sns', endpoint_url=ep)
+sqs = boto3.client('sqs', endpoint_url=ep)
+topic = sns.create_topic(Name='{name}')['TopicArn']
+url = sqs.create_queue(QueueName='{name}')['QueueUrl']
+arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=['QueueArn'])['Attributes']['QueueArn']
+sns.subscribe(TopicArn=topic, Protocol='sqs', Endpoint=arn)
+print(json.dumps([topic, url]))
+"#
+        ),
+    );
+    (
+        v[0].as_str().unwrap().to_string(),
+        v[1].as_str().unwrap().to_string(),
+    )
+}
+
+/// Every message waiting in the queue (deleted once read), each the parsed SNS
+/// envelope (`Type`, `Subject`, `Message`, `MessageAttributes`, ...).
+pub fn sqs_take(endpoint: &str, queue_url: &str) -> Vec<serde_json::Value> {
+    let v = boto(
+        endpoint,
+        &format!(
+            r#"
+sqs = boto3.client('sqs', endpoint_url=ep)
+out = []
+while True:
+    r = sqs.receive_message(QueueUrl='{queue_url}', MaxNumberOfMessages=10)
+    msgs = r.get('Messages', [])
+    if not msgs:
+        break
+    for m in msgs:
+        out.append(json.loads(m['Body']))
+        sqs.delete_message(QueueUrl='{queue_url}', ReceiptHandle=m['ReceiptHandle'])
+print(json.dumps(out))
+"#
+        ),
+    );
+    v.as_array().cloned().unwrap_or_default()
+}
+
+/// GetMetricStatistics over the last hour, one period: the datapoints
+/// (`SampleCount`, `Average`, `Minimum`, `Maximum`, `Sum`).
+pub fn cw_stats(
+    endpoint: &str,
+    namespace: &str,
+    metric: &str,
+    dims: &[(&str, &str)],
+) -> Vec<serde_json::Value> {
+    let dims: Vec<serde_json::Value> = dims
+        .iter()
+        .map(|(k, v)| serde_json::json!({"Name": k, "Value": v}))
+        .collect();
+    let v = boto(
+        endpoint,
+        &format!(
+            r#"
+cw = boto3.client('cloudwatch', endpoint_url=ep)
+now = datetime.datetime.now(datetime.timezone.utc)
+r = cw.get_metric_statistics(Namespace='{namespace}', MetricName='{metric}', Dimensions=json.loads('{dims}'),
+    StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(minutes=5), Period=7200,
+    Statistics=['SampleCount', 'Average', 'Minimum', 'Maximum', 'Sum'])
+print(json.dumps([{{k: v for k, v in d.items() if k != 'Timestamp'}} for d in r['Datapoints']]))
+"#,
+            dims = serde_json::Value::Array(dims)
+        ),
+    );
+    v.as_array().cloned().unwrap_or_default()
+}

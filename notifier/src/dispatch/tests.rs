@@ -598,7 +598,7 @@ async fn flapping_alerts_are_coalesced_with_a_count() {
         .sum();
     assert_eq!(total, 30);
     assert!(got.len() <= 10, "{} messages for 30 events", got.len());
-    assert!(got.iter().any(|e| e.fields.get("occurrences").is_some()));
+    assert!(got.iter().any(|e| e.fields.contains_key("occurrences")));
     // The last message carries the latest state (the 30th event is a "normal").
     assert_eq!(got.last().unwrap().id, MONITOR_NORMAL.code());
     assert_eq!(got.last().unwrap().fields["last_seq"], 30);
