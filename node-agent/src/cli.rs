@@ -728,13 +728,29 @@ pub fn render_status(st: &ClusterStatus) -> String {
     use std::fmt::Write;
     let l = &st.local.engine;
     let mut s = String::new();
+    let quorum = format!(
+        "{} ({}/{} votes{}{})",
+        if l.quorum { "yes" } else { "NO" },
+        l.votes_heard,
+        l.votes_total,
+        if l.witness == "none" {
+            String::new()
+        } else {
+            format!(", witness {}", l.witness)
+        },
+        if l.reachable {
+            ""
+        } else {
+            ", ping/http targets unreachable: own vote given up"
+        }
+    );
     let _ = writeln!(
         s,
         "Cluster {} (via {})  config {}…  quorum {}  {}{}",
         l.cluster,
         st.via,
         l.digest.chars().take(12).collect::<String>(),
-        if l.quorum { "yes" } else { "NO" },
+        quorum,
         if l.suspended { "SUSPENDED  " } else { "" },
         match l.timeout_override_remaining_ms {
             Some(ms) => format!(

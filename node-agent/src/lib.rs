@@ -12,6 +12,7 @@ pub mod key;
 pub mod notify_cmd;
 pub mod reach;
 pub mod runtime;
+pub mod rxstamp;
 pub mod state;
 pub mod wire;
 pub mod witness;

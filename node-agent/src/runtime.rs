@@ -27,6 +27,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::key::ClusterKey;
 use crate::state::{OwnedGroup, Ownership, StateDir};
 use crate::wire::{self, Acceptor, Envelope, RejectCounters};
+use baton_providers::witness::{VoteRequest, WitnessClient};
 
 /// Errors that stop the agent from starting. `code()` is stable.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,18 @@ pub(crate) enum LoopMsg {
         from: String,
         path: usize,
         msg: Box<PeerMessage>,
+        /// When the packet arrived (kernel timestamp), not when it was read.
+        arrived: Instant,
+    },
+    WitnessReply {
+        sent_at: Millis,
+        granted: bool,
+        epochs: BTreeMap<String, u64>,
+        detail: String,
+    },
+    Reachability {
+        ok: bool,
+        detail: String,
     },
     ActionDone {
         id: u64,
@@ -205,6 +218,11 @@ struct Runtime {
     unpersisted: HashMap<String, u64>,
     /// Heartbeat round-trip measurement (when a metrics sink wants it).
     rtt: wire::SharedRtt,
+    /// `[quorum] witness` client and whether a request is in flight.
+    witness: Option<Arc<dyn WitnessClient>>,
+    witness_busy: Arc<std::sync::atomic::AtomicBool>,
+    /// `[agent] watchdog_device`, fed by the main loop (a stalled loop stops feeding it).
+    watchdog_dev: Option<std::fs::File>,
 }
 
 impl Runtime {
@@ -414,6 +432,11 @@ impl Runtime {
                     info!(%reason, "agent exiting");
                     self.exit = Some(reason);
                 }
+                Action::AskWitness {
+                    partition,
+                    lease_ms,
+                    epochs,
+                } => self.ask_witness(partition, lease_ms, epochs),
             }
         }
     }
@@ -568,6 +591,63 @@ impl Runtime {
             }
             .instrument(span),
         );
+    }
+
+    /// One witness request at a time; its answer (or failure: never a grant) comes back
+    /// to the main loop stamped with the time it was sent.
+    fn ask_witness(&self, partition: Vec<String>, lease_ms: u64, epochs: BTreeMap<String, u64>) {
+        let Some(w) = self.witness.clone() else {
+            return;
+        };
+        if self
+            .witness_busy
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let busy = self.witness_busy.clone();
+        let tx = self.tx.clone();
+        let sent_at = self.now();
+        let req = VoteRequest {
+            cluster: self.cfg.cluster_name.clone(),
+            server: self.me.clone(),
+            partition,
+            lease: Duration::from_millis(lease_ms),
+            epochs,
+        };
+        // Answers later than half the lease are useless (the grant counts from sent_at).
+        let deadline = Duration::from_millis((lease_ms / 2).max(50));
+        tokio::spawn(async move {
+            let msg = match w.vote(&req, deadline).await {
+                Ok(r) => LoopMsg::WitnessReply {
+                    sent_at,
+                    granted: r.granted,
+                    epochs: r.epochs,
+                    detail: if r.granted {
+                        "granted".into()
+                    } else {
+                        format!("held by partition [{}]: {}", r.holder.join(", "), r.detail)
+                    },
+                },
+                Err(e) => LoopMsg::WitnessReply {
+                    sent_at,
+                    granted: false,
+                    epochs: BTreeMap::new(),
+                    detail: format!("{} ({})", e, e.code()),
+                },
+            };
+            busy.store(false, std::sync::atomic::Ordering::Release);
+            let _ = tx.send(msg).await;
+        });
+    }
+
+    fn feed_watchdog_device(&mut self) {
+        use std::io::Write;
+        if let Some(f) = self.watchdog_dev.as_mut() {
+            if let Err(e) = f.write_all(b"\0").and_then(|()| f.flush()) {
+                warn!(error = %e, "cannot feed the watchdog device");
+            }
+        }
     }
 
     async fn send_heartbeats(&mut self) {
@@ -866,10 +946,13 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         let acceptor = acceptor.clone();
         let shared2 = shared.clone();
         let rtt2 = rtt.clone();
+        if !crate::rxstamp::enable(&sock) {
+            warn!(path = p, "no kernel receive timestamps on this socket: heartbeats count from when they are read");
+        }
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
             loop {
-                let Ok((n, _from)) = sock.recv_from(&mut buf).await else {
+                let Ok((n, _from, arrived)) = crate::rxstamp::recv(&sock, &mut buf).await else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
@@ -890,13 +973,25 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                     Ok(env) => {
                         let path8 = u8::try_from(p).unwrap_or(u8::MAX);
                         let now_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        if let Some(ms) = wire::rtt_observe(&rtt2, &shared2.server, &env.from, path8, env.body.rtt.as_ref(), now_us) {
-                            shared2.notifier.metric(Sample::HeartbeatRtt { peer: env.from.clone(), path: path8, ms });
+                        if let Some(ms) = wire::rtt_observe(
+                            &rtt2,
+                            &shared2.server,
+                            &env.from,
+                            path8,
+                            env.body.rtt.as_ref(),
+                            now_us,
+                        ) {
+                            shared2.notifier.metric(Sample::HeartbeatRtt {
+                                peer: env.from.clone(),
+                                path: path8,
+                                ms,
+                            });
                         }
                         LoopMsg::Heartbeat {
                             from: env.from,
                             path: p,
                             msg: Box::new(env.body.body),
+                            arrived,
                         }
                     }
                     Err(e) => {
@@ -920,6 +1015,54 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         }
     });
 
+    // Quorum helpers: the witness client and the reachability checks.
+    let aws = if matches!(
+        cfg.quorum.witness,
+        baton_core::config::Witness::S3 { .. } | baton_core::config::Witness::Dynamodb { .. }
+    ) {
+        Some(baton_providers::aws::AwsClients::load(&cfg.aws).await)
+    } else {
+        None
+    };
+    let witness_client: Option<Arc<dyn WitnessClient>> =
+        crate::witness::witness_client(&cfg, &key, aws).map(Arc::from);
+    let reach = crate::reach::Reachability::new(&cfg.quorum.ping, &cfg.quorum.http);
+    if !reach.is_empty() {
+        let every = cfg
+            .quorum
+            .check_interval
+            .map_or(Duration::from_secs(1), |d| d.0);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                t.tick().await;
+                let r = reach.check(every).await;
+                if tx
+                    .send(LoopMsg::Reachability {
+                        ok: r.ok,
+                        detail: r.detail,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+    let watchdog_dev =
+        match &cfg.agent.watchdog_device {
+            Some(path) => Some(std::fs::OpenOptions::new().write(true).open(path).map_err(
+                |e| AgentError::Build {
+                    what: "watchdog device".into(),
+                    msg: format!("{}: {e}", path.display()),
+                },
+            )?),
+            None => None,
+        };
+
     let mut rt = Runtime {
         cfg: cfg.clone(),
         me: me.clone(),
@@ -940,6 +1083,9 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         last_drop_check: Instant::now(),
         unpersisted: HashMap::new(),
         rtt,
+        witness: witness_client,
+        witness_busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        watchdog_dev,
     };
     let started = Event::new(
         &events::AGENT_STARTED,
@@ -975,6 +1121,50 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     }));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
+    // Loop-stall detector: a plain thread (not a tokio task, which a stalled runtime
+    // would not run) that reports when the main loop has not progressed for longer than
+    // the quorum lease. The watchdogs are fed only by the main loop itself, so a stalled
+    // loop stops feeding them and the server is reset.
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let progress = progress.clone();
+        let shared = shared.clone();
+        let t0 = rt.t0;
+        let limit = cfg.timing(cfg.heartbeat.timeout.ms()).lease_ms.max(100);
+        let me2 = me.clone();
+        let cluster = cfg.cluster_name.clone();
+        std::thread::Builder::new()
+            .name("baton-stall-watch".into())
+            .spawn(move || {
+                let mut reported = false;
+                loop {
+                    std::thread::sleep(Duration::from_millis(limit / 4));
+                    let last = progress.load(std::sync::atomic::Ordering::Acquire);
+                    let now = t0.elapsed().as_millis() as u64;
+                    let stalled = now.saturating_sub(last);
+                    if stalled > limit && last > 0 && !reported {
+                        reported = true;
+                        let mut ev = Event::new(&events::LOOP_STALLED, format!("agent main loop has not run for {stalled} ms (limit {limit} ms): the watchdog is no longer fed"))
+                            .field("stalled_ms", stalled);
+                        ev.cluster = cluster.clone();
+                        ev.server = me2.clone();
+                        ev.time_ms = unix_ms();
+                        tracing::error!(stalled_ms = stalled, "agent main loop stalled");
+                        if let Ok(mut log) = shared.alert_log.lock() {
+                            let _ = log.append(ev.clone());
+                        }
+                        shared.notifier.publish(ev);
+                    } else if stalled <= limit {
+                        reported = false;
+                    }
+                }
+            })
+            .map_err(|e| AgentError::Build {
+                what: "stall watcher thread".into(),
+                msg: e.to_string(),
+            })?;
+    }
+
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -985,12 +1175,17 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
             _ = tick.tick() => {
                 rt.maybe_report_rejects();
                 rt.maybe_report_drops();
+                rt.feed_watchdog_device();
+                progress.store(rt.t0.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Release);
                 let now = rt.now();
                 rt.engine.step(now, Input::Tick)
             }
             _ = hb.tick() => {
+                // Step first: after a pause the heartbeat must say what is true now.
+                let now = rt.now();
+                let acts = rt.engine.step(now, Input::Tick);
                 rt.send_heartbeats().await;
-                Vec::new()
+                acts
             }
             _ = wd.tick(), if watchdog => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
@@ -1007,7 +1202,12 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                 let Some(m) = m else { break "internal channel closed".to_string() };
                 let now = rt.now();
                 match m {
-                    LoopMsg::Heartbeat { from, path, msg } => rt.engine.step(now, Input::Heartbeat { from, path, msg }),
+                    LoopMsg::Heartbeat { from, path, msg, arrived } => {
+                        let at = Millis(u64::try_from(arrived.saturating_duration_since(rt.t0).as_millis()).unwrap_or(0));
+                        rt.engine.step(at.min(now), Input::Heartbeat { from, path, msg })
+                    }
+                    LoopMsg::WitnessReply { sent_at, granted, epochs, detail } => rt.engine.step(now, Input::WitnessReply { sent_at, granted, epochs, detail }),
+                    LoopMsg::Reachability { ok, detail } => rt.engine.step(now, Input::Reachability { ok, detail }),
                     LoopMsg::ActionDone { id, result } => rt.engine.step(now, Input::ActionDone { id, result }),
                     LoopMsg::CheckDone { id, result, detail } => rt.engine.step(now, Input::CheckDone { id, result, detail }),
                     LoopMsg::ProbeDone { id, outcome } => rt.engine.step(now, Input::ProbeDone { id, outcome }),
@@ -1028,8 +1228,11 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                         }
                     }
                     LoopMsg::Status { reply } => {
+                        // Step first, so that a status read right after a pause reflects
+                        // the re-checked quorum, never the state from before the pause.
+                        let acts = rt.engine.step(now, Input::Tick);
                         let _ = reply.send(rt.engine.status());
-                        Vec::new()
+                        acts
                     }
                     LoopMsg::Event(ev) => {
                         rt.record(*ev);
@@ -1047,6 +1250,11 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         }
     };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    if let Some(mut f) = rt.watchdog_dev.take() {
+        // Magic close: a clean stop disarms the watchdog device.
+        use std::io::Write;
+        let _ = f.write_all(b"V");
+    }
     // Tell the peers once more (leaving / stopping flags) before going silent.
     for _ in 0..2 {
         rt.send_heartbeats().await;

@@ -322,3 +322,69 @@ fn bad_config_and_unknown_server_fail_clearly() {
         "unknown argument is a usage error"
     );
 }
+
+#[test]
+fn feeds_the_watchdog_device_stops_while_stopped_and_disarms_on_a_clean_stop() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    write_config(dir, 203, 18503);
+    let dev = dir.join("watchdog");
+    std::fs::write(&dev, b"").unwrap();
+    let cfg = std::fs::read_to_string(dir.join("baton.toml"))
+        .unwrap()
+        .replace(
+            "shutdown_timeout = \"15s\"",
+            &format!(
+                "shutdown_timeout = \"15s\"\nwatchdog_device = \"{}\"",
+                dev.display()
+            ),
+        );
+    std::fs::write(dir.join("baton.toml"), cfg).unwrap();
+    let mut a = Agent::start(dir, &[]);
+    let size = || std::fs::metadata(&dev).map(|m| m.len()).unwrap_or(0);
+    wait_for(
+        "the watchdog device to be fed",
+        Duration::from_secs(15),
+        || size() > 5,
+        || a.log(),
+    );
+    // SIGSTOP: nothing feeds the device (this is what makes the kernel reset a server
+    // whose agent is frozen).
+    let pid = nix::unistd::Pid::from_raw(a.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let frozen = size();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        size(),
+        frozen,
+        "the device was fed while the agent was stopped"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    wait_for(
+        "feeding to resume",
+        Duration::from_secs(10),
+        || size() > frozen,
+        || a.log(),
+    );
+    // The engine noticed its clock jump (BTN-1130) and re-checked quorum.
+    wait_for(
+        "the pause to be reported",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_dir(dir.join("state/alerts"))
+                .map(|rd| {
+                    rd.flatten().any(|e| {
+                        std::fs::read_to_string(e.path())
+                            .unwrap_or_default()
+                            .contains("BTN-1130")
+                    })
+                })
+                .unwrap_or(false)
+        },
+        || a.log(),
+    );
+    assert!(a.term().success());
+    let bytes = std::fs::read(&dev).unwrap();
+    assert_eq!(bytes.last(), Some(&b'V'), "no magic close on a clean stop");
+}
