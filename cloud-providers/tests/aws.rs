@@ -1067,3 +1067,176 @@ zone = "us-east-1q"
         assert!(policy.contains(want), "{want} missing from {policy}");
     }
 }
+
+/// Seconds since the Unix epoch (moto's log uses the same clock).
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Per pattern: from "activate" to the change being visible at the emulator (the time
+/// moto logged the mutating call), the activation's total time, API calls per failover,
+/// and the raw SDK latency of the same mutating calls as the reference. Run by
+/// `bench/aws.sh` (`BATON_BENCH_ROUNDS` failovers per pattern, default 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with bench/aws.sh"]
+async fn bench_failover_per_pattern() {
+    let Some(fx) = fixture().await else { return };
+    let rounds: u64 = std::env::var("BATON_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let (s, _ev) = shared(&fx);
+    let ec2 = fx.clients.ec2();
+    let r53 = fx.clients.route53();
+    // Warm up (moto's first EC2 and Route 53 calls are slow).
+    let _ = ec2.describe_route_tables().send().await;
+    let _ = r53
+        .list_resource_record_sets()
+        .hosted_zone_id(&fx.zone)
+        .send()
+        .await;
+    let enis = [fx.eni1.clone(), fx.eni2.clone()];
+    let vips: Vec<AwsVipDriver> = enis
+        .iter()
+        .map(|e| AwsVipDriver::from_params(&vip_params(&fx, e, ""), s.clone()).unwrap())
+        .collect();
+    let eips: Vec<AwsEipDriver> = enis
+        .iter()
+        .map(|e| AwsEipDriver::from_params(&eip_params(&fx, e), s.clone()).unwrap())
+        .collect();
+    // First activations (one-time checks) outside the measurement.
+    vips[0].activate(&ctx("node-1", 1)).await.unwrap();
+    eips[0].activate(&ctx("node-1", 1)).await.unwrap();
+    let mut rows = Vec::new();
+    for pattern in ["vip", "eip", "dns"] {
+        let mut visible = Vec::new();
+        let mut total = Vec::new();
+        let mut calls = Vec::new();
+        let mut raw = Vec::new();
+        for i in 0..rounds {
+            let epoch = i + 2;
+            let who = usize::try_from(epoch % 2).unwrap();
+            let server = ["node-1", "node-2"][who];
+            // A DNS driver per round with its own address: moto refuses a CREATE that
+            // repeats an earlier one (see the driver), which would time its fallback.
+            let dns = AwsDnsDriver::from_params(
+                &dns_params(&fx, &format!("10.0.{}.{}", 110 + who * 10, 10 + i), ""),
+                s.clone(),
+                false,
+            )
+            .unwrap();
+            fx.moto.reset_calls();
+            let t0 = now_s();
+            let c = ctx(server, epoch);
+            match pattern {
+                "vip" => vips[who].activate(&c).await.unwrap(),
+                "eip" => eips[who].activate(&c).await.unwrap(),
+                _ => dns.activate(&c).await.unwrap(),
+            }
+            let t1 = now_s();
+            let op = match pattern {
+                "vip" => "ec2.ReplaceRoute",
+                "eip" => "ec2.AssociateAddress",
+                _ => "route53.ChangeResourceRecordSets",
+            };
+            let log = fx.moto.log();
+            let seen = log
+                .iter()
+                .filter(|(_, o, st)| o == op && *st == 200)
+                .map(|(t, _, _)| *t)
+                .fold(f64::NAN, f64::max);
+            visible.push((seen - t0) * 1000.0);
+            total.push((t1 - t0) * 1000.0);
+            calls.push(fx.moto.calls().values().sum::<u64>() as f64);
+            // Reference: the same mutating calls through the SDK, nothing else (to the
+            // target just set, so the next round still has a failover to do).
+            let other = &enis[who];
+            let r0 = now_s();
+            match pattern {
+                "vip" => {
+                    for rt in [&fx.rta, &fx.rtb] {
+                        ec2.replace_route()
+                            .route_table_id(rt)
+                            .destination_cidr_block(format!("{VIP}/32"))
+                            .network_interface_id(other)
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                }
+                "eip" => {
+                    ec2.associate_address()
+                        .allocation_id(&fx.alloc)
+                        .network_interface_id(other)
+                        .allow_reassociation(true)
+                        .send()
+                        .await
+                        .unwrap();
+                }
+                _ => {
+                    use aws_sdk_route53::types::*;
+                    let set = ResourceRecordSet::builder()
+                        .name(format!("raw{i}.example.internal."))
+                        .r#type(RrType::A)
+                        .ttl(60)
+                        .resource_records(
+                            ResourceRecord::builder().value("10.9.9.9").build().unwrap(),
+                        )
+                        .build()
+                        .unwrap();
+                    r53.change_resource_record_sets()
+                        .hosted_zone_id(&fx.zone)
+                        .change_batch(
+                            ChangeBatch::builder()
+                                .changes(
+                                    Change::builder()
+                                        .action(ChangeAction::Create)
+                                        .resource_record_set(set)
+                                        .build()
+                                        .unwrap(),
+                                )
+                                .build()
+                                .unwrap(),
+                        )
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+            raw.push((now_s() - r0) * 1000.0);
+        }
+        rows.push((pattern, visible, total, calls, raw));
+    }
+    let med = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    let p90 = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[(s.len() * 9 / 10).min(s.len() - 1)]
+    };
+    println!("\nAWS failover per pattern against moto ({rounds} failovers each; times in ms, median / p90)");
+    println!(
+        "{:<8} {:>16} {:>16} {:>10} {:>16} {:>14}",
+        "pattern", "visible", "activation", "API calls", "raw SDK calls", "visible / raw"
+    );
+    for (p, vis, tot, calls, raw) in &rows {
+        println!(
+            "{:<8} {:>7.1} / {:>6.1} {:>7.1} / {:>6.1} {:>10.1} {:>7.1} / {:>6.1} {:>14.2}",
+            p,
+            med(vis),
+            p90(vis),
+            med(tot),
+            p90(tot),
+            med(calls),
+            med(raw),
+            p90(raw),
+            med(vis) / med(raw)
+        );
+    }
+}
