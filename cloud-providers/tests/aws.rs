@@ -15,7 +15,8 @@ use baton_providers::aws::eip::AwsEipDriver;
 use baton_providers::aws::vip::AwsVipDriver;
 use baton_providers::aws::{preflight, AwsClients, AwsRegistry, AwsShared, EventSink};
 use baton_providers::{
-    ActionContext, CheckOutcome, Params, ProbeContext, ProviderError, Registry, ResourceDriver,
+    ActionContext, CheckOutcome, Params, Probe, ProbeContext, ProviderError, Registry,
+    ResourceDriver,
 };
 use baton_tests::moto::Moto;
 
@@ -1239,4 +1240,74 @@ async fn bench_failover_per_pattern() {
             med(vis) / med(raw)
         );
     }
+}
+
+/// The local half of `aws-vip`: the VIP on an interface, in a network namespace of its
+/// own (root only; skipped elsewhere).
+#[tokio::test]
+async fn vip_local_address_follows_activation_in_a_namespace() {
+    let Some(fx) = fixture().await else { return };
+    let ns = format!("btaws{}", std::process::id());
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ip(&["netns", "add", &ns]) {
+        eprintln!("SKIPPED: `ip netns add` does not work here");
+        return;
+    }
+    struct Guard(String);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    let _g = Guard(ns.clone());
+    assert!(ip(&[
+        "-n", &ns, "link", "add", "dum0", "type", "veth", "peer", "name", "dum1"
+    ]));
+    assert!(ip(&["-n", &ns, "link", "set", "dum0", "up"]));
+    assert!(ip(&["-n", &ns, "link", "set", "dum1", "up"]));
+    let has_vip = || {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &ns, "-o", "addr", "show", "dev", "dum0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/32"))
+    };
+    let (s, _ev) = shared(&fx);
+    let params = table(&format!(
+        "ip = '{VIP}'\nvpc_id = '{}'\neni_id = '{}'\ndevice = 'dum0'",
+        fx.vpc, fx.eni2
+    ));
+    let d = AwsVipDriver::from_params(&params, s.clone())
+        .unwrap()
+        .with_netns(&ns);
+    let probe = baton_providers::aws::vip::AwsVipProbe::from_params(&params, s)
+        .unwrap()
+        .with_netns(&ns);
+    d.activate(&ctx("node-2", 1)).await.unwrap();
+    assert!(has_vip());
+    assert_eq!(
+        d.check(&ctx("node-2", 1)).await.unwrap(),
+        CheckOutcome::Active
+    );
+    probe.probe(&pctx()).await.unwrap();
+    d.deactivate(&ctx("node-2", 1)).await.unwrap();
+    assert!(!has_vip());
+    // The routes stay with the last owner; the resource is inactive here.
+    assert!(routes(&fx)
+        .await
+        .iter()
+        .all(|r| r.1.as_deref() == Some(fx.eni2.as_str())));
+    assert_eq!(
+        d.check(&ctx("node-2", 1)).await.unwrap(),
+        CheckOutcome::Inactive
+    );
+    let e = probe.probe(&pctx()).await.unwrap_err();
+    assert!(e.to_string().contains("not on a local interface"), "{e}");
 }

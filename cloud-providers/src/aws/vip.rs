@@ -606,16 +606,14 @@ impl ResourceDriver for AwsVipDriver {
         let all_elsewhere = !tables.is_empty() && wrong.len() == tables.len();
         Ok(match local {
             Some(CheckOutcome::Degraded(d)) => CheckOutcome::Degraded(d),
+            // Deactivated here: the routes stay until the next owner takes them.
+            Some(CheckOutcome::Inactive) => CheckOutcome::Inactive,
             _ if tables.is_empty() => CheckOutcome::Degraded(format!(
                 "no route table of {} has a route for {}",
                 self.params.vpc_id, self.cidr
             )),
-            None | Some(CheckOutcome::Active) if wrong.is_empty() => CheckOutcome::Active,
-            Some(CheckOutcome::Inactive) if wrong.is_empty() => CheckOutcome::Degraded(format!(
-                "the routes for {} point at {eni}, but the address is not on a local interface",
-                self.cidr
-            )),
-            None | Some(CheckOutcome::Inactive) if all_elsewhere => CheckOutcome::Inactive,
+            _ if wrong.is_empty() => CheckOutcome::Active,
+            None if all_elsewhere => CheckOutcome::Inactive,
             _ => CheckOutcome::Degraded(wrong.join("; ")),
         })
     }
