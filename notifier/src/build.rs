@@ -265,3 +265,107 @@ pub async fn build(cfg: &Config, server: &str, base_dir: &Path, only: Option<&st
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use baton_core::config::{load_str, AnyKind};
+
+    const BASE: &str = r#"[cluster]
+name = "c"
+key_file = "k"
+
+[[server]]
+name = "a"
+interconnects = ["127.0.0.1:7001"]
+api = "127.0.0.1:7000"
+
+[[group]]
+name = "web"
+servers = ["a"]
+"#;
+
+    fn config(extra: &str) -> Config {
+        load_str("baton.toml", &format!("{BASE}\n{extra}"), &AnyKind)
+            .unwrap()
+            .config
+    }
+
+    #[tokio::test]
+    async fn builds_what_is_configured_and_reports_what_cannot_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hook.secret"), "s3cret\n").unwrap();
+        let cfg = config(
+            r#"
+[notify.mail]
+server = "127.0.0.1"
+port = 2525
+security = "none"
+username = "u"
+password_file = "missing.password"
+from = "a@b.c"
+to = ["d@e.f"]
+
+[[notify.webhook]]
+name = "chat"
+url = "http://127.0.0.1:9/x"
+secret_file = "hook.secret"
+
+[[notify.webhook]]
+url = "http://127.0.0.1:9/y"
+secret_file = "/nonexistent/secret"
+
+[notify.delivery]
+queue_len = 7
+coalesce_window = "5s"
+"#,
+        );
+        assert_eq!(sink_names(&cfg), vec!["log", "mail", "chat", "webhook-2"]);
+        let b = build(&cfg, "a", dir.path(), None).await;
+        let names: Vec<&str> = b.sinks.iter().map(|s| s.name()).collect();
+        assert_eq!(names, vec!["log", "chat"]);
+        assert!(b.metrics.is_none());
+        assert_eq!(b.failures.len(), 2);
+        assert_eq!(b.failures[0].sink, "mail");
+        assert!(
+            b.failures[0].message.contains("password_file"),
+            "{:?}",
+            b.failures
+        );
+        assert_eq!(b.failures[1].sink, "webhook-2");
+        let ev = b.failures[0].event();
+        assert_eq!(ev.id, "BTN-5004");
+        assert_eq!(ev.fields["sink"], "mail");
+        // Only one sink.
+        let b = build(&cfg, "a", dir.path(), Some("chat")).await;
+        assert_eq!(b.sinks.len(), 1);
+        assert!(b.failures.is_empty());
+        let o = options(&cfg.notify);
+        assert_eq!(o.queue_len, 7);
+        assert_eq!(o.coalesce_window, Duration::from_secs(5));
+        assert_eq!(o.max_attempts, 5);
+    }
+
+    #[test]
+    fn secrets_are_read_without_the_line_break_and_never_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        std::fs::write(&p, "abc\r\n").unwrap();
+        assert_eq!(read_secret(&p).unwrap(), "abc");
+        std::fs::write(&p, "\n").unwrap();
+        assert!(read_secret(&p).unwrap_err().contains("is empty"));
+        assert!(read_secret(&dir.path().join("none"))
+            .unwrap_err()
+            .contains("cannot read"));
+        assert_eq!(
+            resolve(Path::new("/etc/baton"), Path::new("x.secret")),
+            PathBuf::from("/etc/baton/x.secret")
+        );
+        assert_eq!(
+            resolve(Path::new("/etc/baton"), Path::new("/run/x")),
+            PathBuf::from("/run/x")
+        );
+    }
+}

@@ -809,12 +809,18 @@ impl Worker {
         if !window.is_zero() {
             let key = SubjectKey::of(&ev);
             if let Some(r) = self.recent.get_mut(&key) {
-                if Instant::now() < r.sent_at + window && !self.batch.has_subject(&key) {
-                    match &mut r.held {
-                        Some(p) => p.fold(&ev),
-                        None => r.held = Some(Pending::new(ev)),
+                if Instant::now() < r.sent_at + window {
+                    if !self.batch.has_subject(&key) {
+                        match &mut r.held {
+                            Some(p) => p.fold(&ev),
+                            None => r.held = Some(Pending::new(ev)),
+                        }
+                        return;
                     }
-                    return;
+                } else if let Some(p) = r.held.take() {
+                    // The window ended while a batch was out: the held repeats go first,
+                    // so that the newest occurrence stays last.
+                    self.batch.push_pending(p);
                 }
             }
         }

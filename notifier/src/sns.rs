@@ -14,10 +14,14 @@
 //! Errors: throttling, 5xx and network failures are transient (retried by the
 //! notifier); authorization, unknown topic and invalid parameters are permanent.
 //! Entries of a batch that SNS accepted are not sent again when the notifier retries the
-//! rest.
+//! rest. The `PublishBatch` calls of one delivery run concurrently (one after the other
+//! for FIFO topics, which keep the order).
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -224,6 +228,30 @@ impl SnsSink {
     }
 }
 
+/// Run futures concurrently on the current task and return their outputs in order.
+async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
 /// Throttling, 5xx and network failures are worth retrying; client errors are not.
 pub(crate) fn to_sink_error(f: AwsFailure) -> SinkError {
     match f {
@@ -258,13 +286,27 @@ impl EventSink for SnsSink {
                 .filter(|e| e.seq == 0 || !sent.contains(&(e.server.clone(), e.seq)))
                 .collect()
         };
-        let mut result = Ok(());
-        for chunk in todo.chunks(SNS_BATCH) {
-            if let Err(e) = self.publish_chunk(chunk).await {
-                result = Err(e);
-                break;
+        let chunks: Vec<&[&Event]> = todo.chunks(SNS_BATCH).collect();
+        let result = if self.fifo() {
+            // FIFO topics keep the order: one call after the other.
+            let mut r = Ok(());
+            for chunk in chunks {
+                if let Err(e) = self.publish_chunk(chunk).await {
+                    r = Err(e);
+                    break;
+                }
             }
-        }
+            r
+        } else {
+            // Standard topics do not order messages: the calls of a batch run together.
+            let results =
+                join_all(chunks.into_iter().map(|c| self.publish_chunk(c)).collect()).await;
+            let errors: Vec<SinkError> = results.into_iter().filter_map(Result::err).collect();
+            match errors.iter().find(|e| e.is_transient()) {
+                Some(t) => Err(t.clone()),
+                None => errors.into_iter().next().map_or(Ok(()), Err),
+            }
+        };
         if !matches!(result, Err(SinkError::Transient(_))) {
             // Delivered, or dropped for good: the next batch starts afresh.
             self.lock_sent().clear();
