@@ -1255,7 +1255,10 @@ async fn vip_local_address_follows_activation_in_a_namespace() {
             .is_ok_and(|s| s.success())
     };
     if !ip(&["netns", "add", &ns]) {
-        eprintln!("SKIPPED: `ip netns add` does not work here");
+        baton_tests::skip::skip(
+            "vip_local_address_follows_activation_in_a_namespace",
+            "`ip netns add` does not work here",
+        );
         return;
     }
     struct Guard(String);

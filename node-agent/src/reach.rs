@@ -201,7 +201,12 @@ mod tests {
             .check(Duration::from_secs(2))
             .await;
         // ping needs iputils and ICMP sockets; say so instead of failing elsewhere.
-        if !r.ok && (r.detail.contains("could not run") || r.detail.contains("permitted")) {
+        // `BATON_REQUIRE_ALL=1` (tests/run-all.sh) makes a machine without it a failure.
+        let required = std::env::var("BATON_REQUIRE_ALL").is_ok_and(|v| v == "1");
+        if !required
+            && !r.ok
+            && (r.detail.contains("could not run") || r.detail.contains("permitted"))
+        {
             eprintln!("SKIPPED ping part: {}", r.detail);
         } else {
             assert!(r.ok, "{r:?}");

@@ -33,6 +33,7 @@ pub mod moto;
 pub mod netns;
 pub mod nft;
 pub mod notify;
+pub mod skip;
 pub mod watch;
 
 use std::sync::{Mutex, MutexGuard};

@@ -67,7 +67,7 @@ impl Moto {
             if std::env::var("BATON_REQUIRE_MOTO").is_ok_and(|v| v == "1") {
                 panic!("{why}");
             }
-            eprintln!("SKIPPED: {why}");
+            crate::skip::skip(&crate::skip::current_test("moto"), why);
             return None;
         };
         let dir = repo_root().join("tests/moto");

@@ -78,7 +78,7 @@ impl SmtpServer {
             if std::env::var("BATON_REQUIRE_MOTO").is_ok_and(|v| v == "1") {
                 panic!("{why}");
             }
-            eprintln!("SKIPPED: {why}");
+            crate::skip::skip(&crate::skip::current_test("smtp"), why);
             None
         })?;
         let dir = tempfile::tempdir().expect("temporary directory");

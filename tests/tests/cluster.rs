@@ -680,7 +680,7 @@ fn config_digest_mismatch_refuses_activation() {
 #[test]
 fn one_path_cut_is_reported_without_failover() {
     if let Some(why) = nft::unavailable() {
-        eprintln!("SKIPPED one_path_cut_is_reported_without_failover: {why}");
+        baton_tests::skip::skip("one_path_cut_is_reported_without_failover", &why);
         return;
     }
     let _serial = serial();
@@ -904,7 +904,7 @@ fn isolate_active_server(name: &str, net: u8) -> Isolated {
 #[test]
 fn isolated_active_server_stops_and_majority_takes_over() {
     if let Some(why) = nft::unavailable() {
-        eprintln!("SKIPPED isolated_active_server_stops_and_majority_takes_over: {why}");
+        baton_tests::skip::skip("isolated_active_server_stops_and_majority_takes_over", &why);
         return;
     }
     let _serial = serial();
@@ -960,7 +960,7 @@ fn isolated_active_server_stops_and_majority_takes_over() {
 #[test]
 fn isolated_active_server_fences_before_takeover() {
     if let Some(why) = nft::unavailable() {
-        eprintln!("SKIPPED isolated_active_server_fences_before_takeover: {why}");
+        baton_tests::skip::skip("isolated_active_server_fences_before_takeover", &why);
         return;
     }
     let _serial = serial();
@@ -981,7 +981,7 @@ fn isolated_active_server_fences_before_takeover() {
 #[test]
 fn partial_heal_does_not_activate_a_second_copy() {
     if let Some(why) = nft::unavailable() {
-        eprintln!("SKIPPED partial_heal_does_not_activate_a_second_copy: {why}");
+        baton_tests::skip::skip("partial_heal_does_not_activate_a_second_copy", &why);
         return;
     }
     let _serial = serial();

@@ -603,19 +603,21 @@ impl Drop for Lab {
 #[test]
 fn floating_ip_follows_failover_in_network_namespaces() {
     if let Some(why) = netns::unavailable() {
-        println!("SKIPPED netns_floating_ip: {why}");
+        baton_tests::skip::skip("netns_floating_ip", &why);
         return;
     }
     if !netns::have("curl") {
-        println!("SKIPPED netns_floating_ip: curl is not installed (the client uses it)");
+        baton_tests::skip::skip(
+            "netns_floating_ip",
+            "curl is not installed (the client uses it)",
+        );
         return;
     }
     let arping = netns::iputils_arping();
     let mut lab = match Lab::start() {
         Ok(l) => l,
         Err(why) => {
-            println!("SKIPPED netns_floating_ip: {why}");
-            return;
+            panic!("netns_floating_ip: set-up failed on a machine with network namespaces: {why}")
         }
     };
     lab.watch = Some(VipWatch::start(

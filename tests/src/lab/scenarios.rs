@@ -202,8 +202,13 @@ pub fn run(n: u8, o: &Options) -> ScenarioReport {
     let spec = spec_for(n, o);
     let mut lab = match Lab::build(spec) {
         Ok(l) => l,
+        // Only a machine that lacks what the lab needs is a skip; any other set-up
+        // error (an `ip` command, `baton keygen`, a config `config check` refuses) fails.
         Err(why) => {
-            r.skipped = Some(why);
+            match super::unavailable() {
+                Some(lacks) => r.skipped = Some(lacks),
+                None => r.fail(format!("lab set-up failed: {why}")),
+            }
             return r;
         }
     };
@@ -895,8 +900,13 @@ pub fn self_check() -> ScenarioReport {
     };
     let mut lab = match Lab::build(spec_for(0, &Options::default())) {
         Ok(l) => l,
+        // Only a machine that lacks what the lab needs is a skip; any other set-up
+        // error (an `ip` command, `baton keygen`, a config `config check` refuses) fails.
         Err(why) => {
-            r.skipped = Some(why);
+            match super::unavailable() {
+                Some(lacks) => r.skipped = Some(lacks),
+                None => r.fail(format!("lab set-up failed: {why}")),
+            }
             return r;
         }
     };
