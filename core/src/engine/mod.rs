@@ -467,6 +467,17 @@ impl Engine {
         Ok(std::mem::take(&mut self.out))
     }
 
+    /// The shell refused input from `source` because a value in it is above its bound
+    /// (a witness answer or lease document, see `baton_core::bounds`): raise BTN-1140,
+    /// at most once a minute per source. Nothing else changes.
+    pub fn refused_input(&mut self, now: Millis, source: &str, what: String) -> Vec<Action> {
+        if now > self.now {
+            self.now = now;
+        }
+        self.report_out_of_bounds(source, what);
+        std::mem::take(&mut self.out)
+    }
+
     /// True (once) when this server's heartbeat content changed in a way its peers act on
     /// (a server came or went, a group changed state here, an operator command): sending
     /// it at once instead of at the next interval spares the peers up to one interval.
