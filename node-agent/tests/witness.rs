@@ -534,7 +534,9 @@ async fn signed_replies_with_epochs_above_the_bound_never_grant() {
     let k = key(KEY_A);
     let wk = WitnessKey::from_cluster_key(&k);
     let a = || vec!["a".to_string()];
-    let cases: Vec<(BTreeMap<String, u64>, Vec<String>, Option<&str>)> = vec![
+    /// (epochs, holder, expected error code or None: granted)
+    type Case = (BTreeMap<String, u64>, Vec<String>, Option<&'static str>);
+    let cases: Vec<Case> = vec![
         (BTreeMap::from([("g1".into(), MAX_EPOCH)]), a(), None),
         (
             BTreeMap::from([("g1@a".into(), MAX_EPOCH + 1)]),
