@@ -100,6 +100,10 @@ pub enum WitnessError {
     /// The request itself is invalid (lease out of range, server not in its partition).
     #[error("invalid vote request: {0}")]
     InvalidRequest(String),
+    /// The answer (or the lease document) carries an epoch or a counter above its bound
+    /// ([`baton_core::bounds`]): corrupt or forged. Never a grant; nothing of it is learned.
+    #[error("witness answer refused: {0}")]
+    OutOfBounds(String),
 }
 
 impl WitnessError {
@@ -113,6 +117,7 @@ impl WitnessError {
             WitnessError::Rejected { .. } => "rejected",
             WitnessError::Api(_) => "api-error",
             WitnessError::InvalidRequest(_) => "invalid-request",
+            WitnessError::OutOfBounds(_) => "out-of-bounds",
         }
     }
 }
@@ -145,7 +150,55 @@ pub fn merge_epochs(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u6
     }
 }
 
-fn check_name(what: &str, n: &str) -> Result<(), WitnessError> {
+/// Check the epochs of an answer or a lease document (`source` names it in the error):
+/// at most [`MAX_EPOCHS`] groups with valid names (else `BadReply`), every epoch within
+/// [`baton_core::bounds::MAX_EPOCH`] (else `OutOfBounds`).
+pub fn check_epochs(source: &str, epochs: &BTreeMap<String, u64>) -> Result<(), WitnessError> {
+    if epochs.len() > MAX_EPOCHS {
+        return Err(WitnessError::BadReply(format!(
+            "{source} carries {} epochs, more than {MAX_EPOCHS}",
+            epochs.len()
+        )));
+    }
+    for (g, &e) in epochs {
+        check_name("group", g).map_err(|e| WitnessError::BadReply(format!("{source}: {e}")))?;
+        if !baton_core::bounds::epoch_ok(e) {
+            return Err(WitnessError::OutOfBounds(format!(
+                "{source} carries epoch {e} for `{}`, above the bound {}",
+                g.escape_debug(),
+                baton_core::bounds::MAX_EPOCH
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Check a list of server names from an answer or a lease document: 1 to
+/// [`MAX_PARTITION`] valid names (`BadReply` otherwise).
+pub fn check_servers(source: &str, what: &str, servers: &[String]) -> Result<(), WitnessError> {
+    if servers.is_empty() || servers.len() > MAX_PARTITION {
+        return Err(WitnessError::BadReply(format!(
+            "{source}: {what} names {} servers, not 1 to {MAX_PARTITION}",
+            servers.len()
+        )));
+    }
+    for s in servers {
+        check_name("server", s).map_err(|e| WitnessError::BadReply(format!("{source}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Check an answer the way every client does before using it: its epochs
+/// ([`check_epochs`]) and its holder partition (empty only in a denial).
+pub fn check_reply(source: &str, r: &VoteReply) -> Result<(), WitnessError> {
+    check_epochs(source, &r.epochs)?;
+    if r.granted || !r.holder.is_empty() {
+        check_servers(source, "the holder partition", &r.holder)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn check_name(what: &str, n: &str) -> Result<(), WitnessError> {
     if n.is_empty() || n.len() > MAX_NAME || n.chars().any(|c| c.is_control()) {
         return Err(WitnessError::InvalidRequest(format!(
             "{what} `{}` must be 1 to {MAX_NAME} printable characters",
@@ -189,8 +242,15 @@ pub fn validate(req: &VoteRequest) -> Result<Vec<String>, WitnessError> {
             req.epochs.len()
         )));
     }
-    for g in req.epochs.keys() {
+    for (g, &e) in &req.epochs {
         check_name("group", g)?;
+        if !baton_core::bounds::epoch_ok(e) {
+            return Err(WitnessError::InvalidRequest(format!(
+                "epoch {e} for `{}` is above the bound {}",
+                g.escape_debug(),
+                baton_core::bounds::MAX_EPOCH
+            )));
+        }
     }
     let mut p = req.partition.clone();
     p.sort();

@@ -379,3 +379,250 @@ async fn measure_vote_round_trip() {
         );
     }
 }
+
+// ---------------------------------------------------------------- bounds (issue 9)
+
+const MAX_EPOCH: u64 = baton_core::bounds::MAX_EPOCH;
+const MAX_VERSION: u64 = baton_core::bounds::MAX_VERSION;
+
+/// A lease document as JSON (S3 body), held by `a`, with `epochs`, `seq` and `renewals`
+/// written as raw JSON (so values past u64 can be written too).
+fn lease_json(epochs: &str, seq: &str, renewals: &str) -> String {
+    format!(
+        r#"{{"cluster":"orders","partition":["a"],"writer":"a","seq":{seq},"epochs":{epochs},"renewals":{renewals}}}"#
+    )
+}
+
+/// Votes of `a` against a lease document: (document, expected error code or None when
+/// it must grant).
+fn bound_cases() -> Vec<(String, Option<&'static str>)> {
+    let e = |v: &str| lease_json(&format!(r#"{{"g1":{v}}}"#), "3", r#"{"a":3}"#);
+    vec![
+        (e(&MAX_EPOCH.to_string()), None),
+        (e(&(MAX_EPOCH + 1).to_string()), Some("out-of-bounds")),
+        (e(&(u64::MAX - 1).to_string()), Some("out-of-bounds")),
+        (e(&u64::MAX.to_string()), Some("out-of-bounds")),
+        (e("18446744073709551616"), Some("bad-reply")),
+        (e("-1"), Some("bad-reply")),
+        (
+            lease_json("{}", &(MAX_VERSION + 1).to_string(), r#"{"a":3}"#),
+            Some("out-of-bounds"),
+        ),
+        (
+            lease_json("{}", "3", &format!(r#"{{"a":{}}}"#, u64::MAX)),
+            Some("out-of-bounds"),
+        ),
+        (
+            lease_json(&format!(r#"{{"{}":1}}"#, "g".repeat(200)), "3", "{}"),
+            Some("bad-reply"),
+        ),
+        (
+            lease_json("{}", "3", "{}").replace(
+                r#""partition":["a"]"#,
+                &format!(
+                    r#""partition":[{}]"#,
+                    (0..65)
+                        .map(|i| format!("\"s{i}\""))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            ),
+            Some("bad-reply"),
+        ),
+        (
+            lease_json("{}", "3", "{}").replace(r#""partition":["a"]"#, r#""partition":[]"#),
+            Some("bad-reply"),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_lease_documents_at_the_bounds() {
+    // Own bucket and table names: the tests of this binary may share one emulator (the
+    // endpoint is set through the process environment).
+    let Some(moto) = Moto::start() else { return };
+    let c = clients(&moto).await;
+    make_bucket(&c, "baton-bounds").await;
+    let s3 = c.s3();
+    for (i, (doc, want)) in bound_cases().into_iter().enumerate() {
+        let key = format!("orders/bounds-{i}");
+        s3.put_object()
+            .bucket("baton-bounds")
+            .key(&key)
+            .body(doc.clone().into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+        let before = s3
+            .head_object()
+            .bucket("baton-bounds")
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let w = S3Witness::new(&c, "baton-bounds", &key);
+        let r = w.vote(&req("a", &["a"]), DEADLINE).await;
+        match want {
+            None => {
+                let r = r.unwrap();
+                assert!(r.granted, "{doc}: {r:?}");
+                assert_eq!(r.epochs.get("g1"), Some(&MAX_EPOCH));
+            }
+            Some(code) => {
+                assert_eq!(r.as_ref().map_err(|e| e.code()).unwrap_err(), code, "{doc}");
+                // Nothing was written: the document is unchanged.
+                let after = s3
+                    .head_object()
+                    .bucket("baton-bounds")
+                    .key(&key)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(before.e_tag(), after.e_tag(), "{doc}");
+            }
+        }
+    }
+    // A request above the bound is refused before anything is read or written.
+    let mut r = req("a", &["a"]);
+    r.epochs.insert("g1".into(), MAX_EPOCH + 1);
+    let w = S3Witness::new(&c, "baton-bounds", "orders/bounds-request");
+    assert_eq!(
+        w.vote(&r, DEADLINE).await.unwrap_err().code(),
+        "invalid-request"
+    );
+    assert!(s3
+        .head_object()
+        .bucket("baton-bounds")
+        .key("orders/bounds-request")
+        .send()
+        .await
+        .is_err());
+    // Counters at the bound are not written past it: a renewal counter of MAX_VERSION
+    // makes the next renewal fail rather than wrap.
+    let key = "orders/bounds-counter";
+    s3.put_object()
+        .bucket("baton-bounds")
+        .key(key)
+        .body(
+            lease_json("{}", "3", &format!(r#"{{"a":{MAX_VERSION}}}"#))
+                .into_bytes()
+                .into(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let w = S3Witness::new(&c, "baton-bounds", key);
+    assert_eq!(
+        w.vote(&req("a", &["a"]), DEADLINE)
+            .await
+            .unwrap_err()
+            .code(),
+        "out-of-bounds"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_lease_items_at_the_bounds() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let Some(moto) = Moto::start() else { return };
+    let c = clients(&moto).await;
+    make_table(&c, "baton-bounds").await;
+    let ddb = c.dynamodb();
+    // (version, epochs JSON, renewals JSON, expected error code or None: grants)
+    let cases: Vec<(String, String, &str, Option<&str>)> = vec![
+        (
+            "3".into(),
+            format!(r#"{{"g1":{MAX_EPOCH}}}"#),
+            r#"{"a":3}"#,
+            None,
+        ),
+        (
+            "3".into(),
+            format!(r#"{{"g1":{}}}"#, MAX_EPOCH + 1),
+            r#"{"a":3}"#,
+            Some("out-of-bounds"),
+        ),
+        (
+            "3".into(),
+            format!(r#"{{"g1":{}}}"#, u64::MAX),
+            r#"{"a":3}"#,
+            Some("out-of-bounds"),
+        ),
+        (
+            (MAX_VERSION + 1).to_string(),
+            "{}".into(),
+            r#"{"a":3}"#,
+            Some("out-of-bounds"),
+        ),
+        (
+            u64::MAX.to_string(),
+            "{}".into(),
+            r#"{"a":3}"#,
+            Some("out-of-bounds"),
+        ),
+        (
+            "18446744073709551616".into(),
+            "{}".into(),
+            r#"{"a":3}"#,
+            Some("bad-reply"),
+        ),
+        (
+            "3".into(),
+            "{}".into(),
+            r#"{"a":18446744073709551615}"#,
+            Some("out-of-bounds"),
+        ),
+        // At the bound: read, but the write would pass it (version MAX_VERSION + 1).
+        (
+            MAX_VERSION.to_string(),
+            "{}".into(),
+            r#"{"a":3}"#,
+            Some("out-of-bounds"),
+        ),
+    ];
+    for (i, (version, epochs, renewals, want)) in cases.into_iter().enumerate() {
+        let item = format!("bounds-{i}");
+        ddb.put_item()
+            .table_name("baton-bounds")
+            .item("pk", AttributeValue::S(item.clone()))
+            .item("cluster", AttributeValue::S("orders".into()))
+            .item(
+                "partition",
+                AttributeValue::L(vec![AttributeValue::S("a".into())]),
+            )
+            .item("writer", AttributeValue::S("a".into()))
+            .item("version", AttributeValue::N(version.clone()))
+            .item("epochs", AttributeValue::S(epochs.clone()))
+            .item("renewals", AttributeValue::S(renewals.into()))
+            .send()
+            .await
+            .unwrap();
+        let w = DynamoWitness::new(&c, "baton-bounds", &item);
+        let r = w.vote(&req("a", &["a"]), DEADLINE).await;
+        let stored = ddb
+            .get_item()
+            .table_name("baton-bounds")
+            .key("pk", AttributeValue::S(item.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        let stored_version = stored.item().unwrap()["version"].as_n().unwrap().clone();
+        match want {
+            None => {
+                let r = r.unwrap();
+                assert!(r.granted, "{version} {epochs}: {r:?}");
+                assert_eq!(r.epochs.get("g1"), Some(&MAX_EPOCH));
+                assert_eq!(stored_version, "4");
+            }
+            Some(code) => {
+                assert_eq!(
+                    r.as_ref().map_err(|e| e.code()).unwrap_err(),
+                    code,
+                    "{version} {epochs} {renewals}"
+                );
+                assert_eq!(stored_version, version, "nothing written");
+            }
+        }
+    }
+}

@@ -54,15 +54,27 @@ impl fmt::Display for Dur {
     }
 }
 
+/// The longest duration any key accepts: 7 days. Keys that bound the agent's reactions
+/// (heartbeat, fencing, shutdown, monitors, actions) have tighter limits, checked in
+/// validation; this one keeps every sum and product of durations far from overflow (a
+/// deadline `now + d` never overflows a monotonic clock).
+pub const MAX_DURATION: Dur = Dur(Duration::from_secs(7 * 24 * 3600));
+
 /// Parse a duration string; the error is written for a person.
 pub fn parse_duration(s: &str) -> Result<Dur, String> {
     let t = s.trim();
     if t.is_empty() {
         return Err("empty duration: use a number and a unit, like 200ms, 5s, 2m or 1h".into());
     }
-    humantime::parse_duration(t).map(Dur).map_err(|_| {
+    let d = humantime::parse_duration(t).map(Dur).map_err(|_| {
         format!("invalid duration '{s}': use a number and a unit, like 200ms, 5s, 2m or 1h")
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration '{t}' is too long: durations are at most 7 days (7d)"
+        ));
+    }
+    Ok(d)
 }
 
 impl<'de> Deserialize<'de> for Dur {
@@ -156,8 +168,11 @@ impl Default for HeartbeatSection {
 
 impl HeartbeatSection {
     pub fn startup_wait(&self) -> Dur {
-        self.startup_wait
-            .unwrap_or(Dur::from_ms(self.timeout.ms() + 2 * self.interval.ms()))
+        self.startup_wait.unwrap_or(Dur::from_ms(
+            self.timeout
+                .ms()
+                .saturating_add(self.interval.ms().saturating_mul(2)),
+        ))
     }
 }
 
@@ -1179,6 +1194,24 @@ fn check_name(d: &mut Diags<'_>, path: &[Seg], what: &str, name: &str) {
     }
 }
 
+/// Milliseconds in a minute, an hour, a day (per-key duration bounds).
+mod ms {
+    pub const MINUTE: u64 = 60_000;
+    pub const HOUR: u64 = 60 * MINUTE;
+    pub const DAY: u64 = 24 * HOUR;
+}
+
+/// A duration key with a tighter upper bound than [`MAX_DURATION`]: the error names the
+/// key (file, line and key come with the diagnostic) and the allowed range.
+fn check_max(d: &mut Diags<'_>, path: &[Seg], what: &str, v: Dur, max_ms: u64, range: &str) {
+    if v.ms() > max_ms {
+        d.err(
+            path,
+            format!("{what} {v} is too long: the allowed range is {range}"),
+        );
+    }
+}
+
 fn validate(
     d: &mut Diags<'_>,
     raw: RawFile,
@@ -1199,15 +1232,41 @@ fn validate(
             ),
         );
     }
-    if hb.timeout.ms() < 3 * hb.interval.ms() {
+    if hb.timeout.ms() < hb.interval.ms().saturating_mul(3) {
         d.err(
             &[k("heartbeat"), k("timeout")],
             format!(
                 "heartbeat timeout {} must be at least 3 times the interval {} (so that one or two lost packets do not mark a server down); try {}",
                 hb.timeout,
                 hb.interval,
-                Dur::from_ms(5 * hb.interval.ms())
+                Dur::from_ms(hb.interval.ms().saturating_mul(5))
             ),
+        );
+    }
+    check_max(
+        d,
+        &[k("heartbeat"), k("interval")],
+        "heartbeat interval",
+        hb.interval,
+        ms::MINUTE,
+        "10ms to 1m",
+    );
+    check_max(
+        d,
+        &[k("heartbeat"), k("timeout")],
+        "heartbeat timeout",
+        hb.timeout,
+        10 * ms::MINUTE,
+        "3 × interval to 10m",
+    );
+    if let Some(w) = hb.startup_wait {
+        check_max(
+            d,
+            &[k("heartbeat"), k("startup_wait")],
+            "startup_wait",
+            w,
+            ms::HOUR,
+            "0s to 1h",
         );
     }
     if let Some(w) = hb.startup_wait {
@@ -1235,6 +1294,14 @@ fn validate(
             "shutdown_timeout must be longer than 0",
         );
     }
+    check_max(
+        d,
+        &[k("agent"), k("shutdown_timeout")],
+        "shutdown_timeout",
+        raw.agent.shutdown_timeout,
+        ms::HOUR,
+        "1ms to 1h",
+    );
 
     // Servers.
     let mut servers = Vec::new();
@@ -1383,8 +1450,24 @@ fn validate(
         if f.ms() < hb.interval.ms() {
             d.err(&[k("quorum"), k("fence_timeout")], format!("fence_timeout {f} is shorter than the heartbeat interval {}: no resource could stop in time", hb.interval));
         }
+        check_max(
+            d,
+            &[k("quorum"), k("fence_timeout")],
+            "fence_timeout",
+            f,
+            10 * ms::MINUTE,
+            "the heartbeat interval to 10m",
+        );
     }
     if let Some(w) = q.takeover_wait {
+        check_max(
+            d,
+            &[k("quorum"), k("takeover_wait")],
+            "takeover_wait",
+            w,
+            ms::HOUR,
+            "the derived minimum to 1h",
+        );
         if w.ms() < tm.min_takeover_wait_ms {
             d.err(
                 &[k("quorum"), k("takeover_wait")],
@@ -1402,6 +1485,14 @@ fn validate(
                 "check_interval must be at least 100ms",
             );
         }
+        check_max(
+            d,
+            &[k("quorum"), k("check_interval")],
+            "check_interval",
+            ci,
+            10 * ms::MINUTE,
+            "100ms to 10m",
+        );
     }
     if servers.len() == 2 && q.witness == Witness::None {
         d.warn(&[k("quorum")], "a 2-server cluster has no majority when one server is lost: the survivor will not take over. Add a witness (`[quorum] witness`) or a third server");
@@ -1484,11 +1575,12 @@ fn validate(
                 (c.activate_timeout, "activate_timeout"),
                 (c.deactivate_timeout, "deactivate_timeout"),
             ] {
+                let mut p = rp.clone();
+                p.push(k(pol.1));
                 if pol.0.ms() == 0 {
-                    let mut p = rp.clone();
-                    p.push(k(pol.1));
                     d.err(&p, format!("{} must be longer than 0", pol.1));
                 }
+                check_max(d, &p, pol.1, pol.0, ms::DAY, "1ms to 1d");
             }
             for sname in c.server.keys() {
                 if !g.servers.contains(sname) {
@@ -1632,6 +1724,30 @@ fn validate(
         if c.timeout.ms() == 0 {
             d.err(&at("timeout"), "timeout must be longer than 0");
         }
+        check_max(
+            d,
+            &at("interval"),
+            "interval",
+            c.interval,
+            ms::DAY,
+            "1ms to 1d",
+        );
+        check_max(
+            d,
+            &at("timeout"),
+            "timeout",
+            c.timeout,
+            ms::DAY,
+            "1ms to 1d",
+        );
+        check_max(
+            d,
+            &at("wait_to_start"),
+            "wait_to_start",
+            c.wait_to_start,
+            ms::DAY,
+            "0s to 1d",
+        );
         // Group implied by `group`, `resource` or the recovery target.
         let mut group = c.group.clone();
         if let Some(gname) = &c.group {

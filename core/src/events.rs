@@ -148,6 +148,12 @@ catalogue! {
     LOOP_STALLED = 1137, Critical, "agent", "Agent loop stalled: watchdog not fed",
         cause: "The agent's main loop did not run for longer than its stall limit; the agent stops feeding the systemd watchdog and `/dev/watchdog` so the server is reset, as a server that cannot act on quorum loss must not keep its groups.",
         action: "Find what blocked the agent (CPU starvation, I/O hang). After the reset the groups run elsewhere.";
+    EPOCH_REFUSED = 1140, Critical, "quorum", "Epoch or intent version out of bounds refused",
+        cause: "A heartbeat, a witness answer, a witness lease object or the state directory carried an epoch or an operator intent version above 2^53 (the bound in docs/src/split-brain.md): corrupt or forged, as no cluster reaches it. Nothing of it was learned: a heartbeat carrying it was ignored (the peer counts as silent), a witness answer carrying it counts as no grant, a value in the state directory was ignored. Reported at most once a minute per source.",
+        action: "Find the source named in the event: a peer running a damaged or modified agent or someone holding the cluster key on the interconnect, a tampered witness or lease object, a damaged state directory. Fix it; the values in range are used again at once.";
+    EPOCH_EXHAUSTED = 1141, Critical, "group", "Group epochs exhausted",
+        cause: "The group's highest known epoch is 2^53, the bound in docs/src/split-brain.md: a new epoch would exceed it, so this server does not claim the group rather than let epochs wrap to 0. Reported at most once a minute.",
+        action: "This does not happen in normal operation (a claim per millisecond would take 285,000 years); a damaged state directory or lease object is the likely cause. Stop the cluster, remove the group's epoch from the state directory on every server and the witness lease objects, then start it again.";
     GROUP_ACTIVATING = 2101, Info, "group", "Group activating",
         cause: "The group is starting on this server with a new epoch.",
         action: "None.";

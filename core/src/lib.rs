@@ -4,6 +4,7 @@
 //! engine inputs stamped with its own monotonic time and executes the actions it returns.
 #![forbid(unsafe_code)]
 
+pub mod bounds;
 pub mod config;
 pub mod engine;
 pub mod events;

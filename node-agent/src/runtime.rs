@@ -27,7 +27,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::key::ClusterKey;
 use crate::state::{OwnedGroup, Ownership, StateDir};
 use crate::wire::{self, Acceptor, Envelope, RejectCounters};
-use baton_providers::witness::{VoteRequest, WitnessClient};
+use baton_providers::witness::{VoteRequest, WitnessClient, WitnessError};
 
 /// Errors that stop the agent from starting. `code()` is stable.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +94,8 @@ pub(crate) enum LoopMsg {
         granted: bool,
         epochs: BTreeMap<String, u64>,
         detail: String,
+        /// The answer was refused as out of bounds (BTN-1140): what was wrong.
+        refused: Option<String>,
     },
     Reachability {
         ok: bool,
@@ -488,7 +490,7 @@ impl Runtime {
                 };
                 // The driver enforces the timeout itself (and kills what it started); this
                 // outer bound only protects the engine from a driver that never returns.
-                let outer = ctx.timeout + Duration::from_secs(5);
+                let outer = ctx.timeout.saturating_add(Duration::from_secs(5));
                 let started = Instant::now();
                 match op {
                     Op::Activate | Op::Deactivate => {
@@ -556,7 +558,7 @@ impl Runtime {
                     // The probe enforces its own timeout (and kills what it started, with
                     // a grace period); this outer bound only catches a probe that hangs.
                     Some(p) => match tokio::time::timeout(
-                        ctx.timeout + Duration::from_secs(3),
+                        ctx.timeout.saturating_add(Duration::from_secs(3)),
                         p.probe(&ctx),
                     )
                     .await
@@ -622,6 +624,7 @@ impl Runtime {
                 Ok(r) => LoopMsg::WitnessReply {
                     sent_at,
                     granted: r.granted,
+                    refused: None,
                     epochs: r.epochs,
                     detail: if r.granted {
                         "granted".into()
@@ -634,6 +637,7 @@ impl Runtime {
                     granted: false,
                     epochs: BTreeMap::new(),
                     detail: format!("{} ({})", e, e.code()),
+                    refused: matches!(e, WitnessError::OutOfBounds(_)).then(|| e.to_string()),
                 },
             };
             busy.store(false, std::sync::atomic::Ordering::Release);
@@ -1206,7 +1210,16 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                         let at = Millis(u64::try_from(arrived.saturating_duration_since(rt.t0).as_millis()).unwrap_or(0));
                         rt.engine.step(at.min(now), Input::Heartbeat { from, path, msg })
                     }
-                    LoopMsg::WitnessReply { sent_at, granted, epochs, detail } => rt.engine.step(now, Input::WitnessReply { sent_at, granted, epochs, detail }),
+                    LoopMsg::WitnessReply { sent_at, granted, epochs, detail, refused } => {
+                        // An answer or lease document out of bounds (never a grant) is a
+                        // critical event, not only a lost vote.
+                        let mut acts = match refused {
+                            Some(what) => rt.engine.refused_input(now, "the witness", what),
+                            None => Vec::new(),
+                        };
+                        acts.extend(rt.engine.step(now, Input::WitnessReply { sent_at, granted, epochs, detail }));
+                        acts
+                    }
                     LoopMsg::Reachability { ok, detail } => rt.engine.step(now, Input::Reachability { ok, detail }),
                     LoopMsg::ActionDone { id, result } => rt.engine.step(now, Input::ActionDone { id, result }),
                     LoopMsg::CheckDone { id, result, detail } => rt.engine.step(now, Input::CheckDone { id, result, detail }),
@@ -1217,7 +1230,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                             Ok(actions) => {
                                 let _ = reply.send(Ok(()));
                                 if stop && deadline.is_none() {
-                                    deadline = Some(tokio::time::Instant::now() + shutdown_timeout);
+                                    deadline = Some(deadline_after(shutdown_timeout));
                                 }
                                 actions
                             }
@@ -1281,6 +1294,16 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
 
 const DEADLINE_REASON: &str = "shutdown deadline passed";
 
+/// `now + d` without the panic of `Instant + Duration` on overflow (a huge configured
+/// timeout made SIGTERM panic before anything was deactivated): a deadline past the
+/// clock's range is capped at a year, which is "never" for an agent shutting down.
+fn deadline_after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 impl Runtime {
     fn begin_shutdown(
         &mut self,
@@ -1288,7 +1311,7 @@ impl Runtime {
         timeout: Duration,
     ) -> Vec<Action> {
         if deadline.is_none() {
-            *deadline = Some(tokio::time::Instant::now() + timeout);
+            *deadline = Some(deadline_after(timeout));
         }
         let now = self.now();
         self.engine

@@ -34,8 +34,8 @@ use baton_core::config::{Config, Witness};
 use baton_providers::aws::witness::{DynamoWitness, S3Witness};
 use baton_providers::aws::AwsClients;
 use baton_providers::witness::{
-    hold_for, merge_epochs, validate, VoteReply, VoteRequest, WitnessClient, WitnessError,
-    MAX_LEASE,
+    check_reply, hold_for, merge_epochs, validate, VoteReply, VoteRequest, WitnessClient,
+    WitnessError, MAX_LEASE,
 };
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -781,12 +781,15 @@ impl HttpWitness {
                 "the reply answers another request (nonce, cluster or server differ)".into(),
             ));
         }
-        Ok(VoteReply {
+        let reply = VoteReply {
             granted: r.granted,
             holder: r.holder,
             epochs: r.epochs,
             detail: r.detail,
-        })
+        };
+        // Signed is not sane: epochs above the bound or oversized fields never grant.
+        check_reply(&format!("the witness at {}", self.url), &reply)?;
+        Ok(reply)
     }
 }
 

@@ -490,3 +490,99 @@ async fn measure_vote_round_trip() {
         times[250], times[495], times[499]
     );
 }
+
+/// A fake witness that answers every request correctly signed and with the request's
+/// nonce (a witness holding the cluster key), granting, with these epochs and holder.
+async fn signed_granting(
+    wk: WitnessKey,
+    epochs: BTreeMap<String, u64>,
+    holder: Vec<String>,
+) -> String {
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let (wk, epochs, holder) = (wk.clone(), epochs.clone(), holder.clone());
+        async move {
+            let v: WireVote = serde_json::from_slice(&body).unwrap();
+            let reply = WireReply {
+                nonce: v.nonce,
+                cluster: v.cluster,
+                server: v.server,
+                granted: true,
+                holder,
+                holder_remaining_ms: 300,
+                epochs,
+                detail: "granted".into(),
+            };
+            let raw = serde_json::to_vec(&reply).unwrap();
+            let mut r = raw.clone().into_response();
+            r.headers_mut()
+                .insert(SIGNATURE_HEADER, wk.sign(&raw).parse().unwrap());
+            r
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn signed_replies_with_epochs_above_the_bound_never_grant() {
+    const MAX_EPOCH: u64 = baton_core::bounds::MAX_EPOCH;
+    let k = key(KEY_A);
+    let wk = WitnessKey::from_cluster_key(&k);
+    let a = || vec!["a".to_string()];
+    /// (epochs, holder, expected error code or None: granted)
+    type Case = (BTreeMap<String, u64>, Vec<String>, Option<&'static str>);
+    let cases: Vec<Case> = vec![
+        (BTreeMap::from([("g1".into(), MAX_EPOCH)]), a(), None),
+        (
+            BTreeMap::from([("g1@a".into(), MAX_EPOCH + 1)]),
+            a(),
+            Some("out-of-bounds"),
+        ),
+        (
+            BTreeMap::from([("g1".into(), u64::MAX - 1)]),
+            a(),
+            Some("out-of-bounds"),
+        ),
+        (
+            BTreeMap::from([("g1".into(), u64::MAX)]),
+            a(),
+            Some("out-of-bounds"),
+        ),
+        // Oversized or empty fields.
+        (
+            (0..1025).map(|i| (format!("g{i}"), 1)).collect(),
+            a(),
+            Some("bad-reply"),
+        ),
+        (BTreeMap::new(), Vec::new(), Some("bad-reply")),
+        (
+            BTreeMap::new(),
+            (0..65).map(|i| format!("s{i}")).collect(),
+            Some("bad-reply"),
+        ),
+    ];
+    for (epochs, holder, want) in cases {
+        let what = format!(
+            "{} epochs, max {:?}, holder of {}",
+            epochs.len(),
+            epochs.values().max(),
+            holder.len()
+        );
+        let url = signed_granting(wk.clone(), epochs, holder).await;
+        let c = HttpWitness::new(&url, &k).unwrap();
+        let r = c.vote(&req("a", &["a"]), DEADLINE).await;
+        match (want, r) {
+            (None, Ok(r)) => {
+                assert!(r.granted, "{what}: {r:?}");
+                assert_eq!(r.epochs.get("g1"), Some(&MAX_EPOCH));
+            }
+            (Some(code), Err(e)) => assert_eq!(e.code(), code, "{what}: {e}"),
+            (want, r) => panic!("{what}: expected {want:?}, got {r:?}"),
+        }
+    }
+}

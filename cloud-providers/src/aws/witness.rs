@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use super::client::{classify, AwsClients, AwsFailure};
 use crate::witness::{
-    hold_for, merge_epochs, validate, VoteReply, VoteRequest, WitnessClient, WitnessError,
+    check_epochs, check_name, check_servers, hold_for, merge_epochs, validate, VoteReply,
+    VoteRequest, WitnessClient, WitnessError, MAX_EPOCHS,
 };
 
 /// Largest lease document read back (anything bigger is not ours).
@@ -143,7 +144,8 @@ pub fn plan(
         d.writer = me.clone();
         d.seq = doc.seq.saturating_add(1);
         merge_epochs(&mut d.epochs, &req.epochs);
-        *d.renewals.entry(me.clone()).or_insert(0) += 1;
+        let n = d.renewals.entry(me.clone()).or_insert(0);
+        *n = n.saturating_add(1);
         d
     };
     if !doc.partition.contains(me) {
@@ -276,6 +278,49 @@ fn lock(m: &Mutex<Observer>) -> std::sync::MutexGuard<'_, Observer> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A lease document is input from outside (anyone with write access to the bucket or
+/// table, or a damaged object): every field is checked before it is used. Names and
+/// sizes as in a vote request (`BadReply`); epochs within [`baton_core::bounds::MAX_EPOCH`]
+/// and counters (`seq`, `renewals`) within [`baton_core::bounds::MAX_VERSION`]
+/// (`OutOfBounds`). A bad document never grants: the vote fails with the error.
+pub fn check_doc(doc: &LeaseDoc, what: &str) -> Result<(), WitnessError> {
+    let bad = |e: WitnessError| match e {
+        WitnessError::InvalidRequest(m) => WitnessError::BadReply(format!("{what}: {m}")),
+        e => e,
+    };
+    check_name("cluster", &doc.cluster).map_err(bad)?;
+    check_name("server", &doc.writer).map_err(bad)?;
+    check_servers(what, "`partition`", &doc.partition)?;
+    if let Some(p) = &doc.pending {
+        check_servers(what, "`pending`", p)?;
+    }
+    check_epochs(what, &doc.epochs)?;
+    if doc.renewals.len() > MAX_EPOCHS {
+        return Err(WitnessError::BadReply(format!(
+            "{what}: `renewals` names {} servers, more than {MAX_EPOCHS}",
+            doc.renewals.len()
+        )));
+    }
+    for (w, &n) in &doc.renewals {
+        check_name("server", w).map_err(bad)?;
+        if !baton_core::bounds::version_ok(n) {
+            return Err(WitnessError::OutOfBounds(format!(
+                "{what}: renewal counter {n} of `{}` is above the bound {}",
+                w.escape_debug(),
+                baton_core::bounds::MAX_VERSION
+            )));
+        }
+    }
+    if !baton_core::bounds::version_ok(doc.seq) {
+        return Err(WitnessError::OutOfBounds(format!(
+            "{what}: sequence number {} is above the bound {}",
+            doc.seq,
+            baton_core::bounds::MAX_VERSION
+        )));
+    }
+    Ok(())
+}
+
 fn check_cluster(doc: &LeaseDoc, req: &VoteRequest, what: &str) -> Result<(), WitnessError> {
     if doc.cluster != req.cluster {
         return Err(WitnessError::Rejected {
@@ -355,6 +400,7 @@ impl WitnessClient for S3Witness {
                 let doc: LeaseDoc = serde_json::from_slice(&body).map_err(|e| {
                     WitnessError::BadReply(format!("{what} is not a Baton lease document: {e}"))
                 })?;
+                check_doc(&doc, &what)?;
                 check_cluster(&doc, req, &what)?;
                 Some((etag, doc))
             }
@@ -410,6 +456,8 @@ impl WitnessClient for S3Witness {
                 (doc, detail, put)
             }
         };
+        // What is written is bounded too: a counter at its bound is not bumped past it.
+        check_doc(&doc, &what)?;
         match aws(
             "PutObject",
             left(),
@@ -590,6 +638,8 @@ impl WitnessClient for DynamoWitness {
                     let (version, doc) = from_item(item).map_err(|e| {
                         WitnessError::BadReply(format!("{what} is not a Baton lease: {e}"))
                     })?;
+                    // `seq` is the item's version: bounded with the rest.
+                    check_doc(&doc, &what)?;
                     check_cluster(&doc, req, &what)?;
                     Some((version, doc))
                 }
@@ -640,6 +690,8 @@ impl WitnessClient for DynamoWitness {
         if let Some((v, _)) = &current {
             doc.seq = doc.seq.max(v.saturating_add(1));
         }
+        // What is written is bounded too: a counter at its bound is not bumped past it.
+        check_doc(&doc, &what)?;
         let put = put.set_item(Some(to_item(&self.item, &doc)));
         match aws(
             "PutItem",

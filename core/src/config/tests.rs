@@ -1284,3 +1284,181 @@ fn the_witness_is_a_vote() {
     );
     assert_eq!(ok(&text).config.votes(), 2);
 }
+
+// ---------------------------------------------------------------------------------------
+// Duration bounds (issue 9)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn durations_are_at_most_seven_days() {
+    assert_eq!(parse_duration("7d").unwrap(), MAX_DURATION);
+    for s in [
+        "7d 1ms",
+        "8d",
+        "9300000000000000000s",
+        "18446744073709551615s",
+    ] {
+        let e = parse_duration(s).unwrap_err();
+        assert!(
+            e.contains("at most 7 days") || e.contains("like 200ms"),
+            "{s}: {e}"
+        );
+    }
+}
+
+#[test]
+fn every_duration_key_has_an_upper_bound_naming_the_key_and_the_range() {
+    const HUGE: &str = "9300000000000000000s";
+    let hb = |key: &str, v: &str| {
+        if key == "interval" {
+            replace(
+                DESIGN,
+                "interval = \"200ms\"",
+                &format!("interval = \"{v}\""),
+            )
+        } else if key == "timeout" {
+            replace(DESIGN, "timeout = \"1s\"", &format!("timeout = \"{v}\""))
+        } else {
+            replace(
+                DESIGN,
+                "timeout = \"1s\"",
+                &format!("timeout = \"1s\"\n{key} = \"{v}\""),
+            )
+        }
+    };
+    let agent = |v: &str| {
+        replace(
+            DESIGN,
+            "[[server]]",
+            &format!("[agent]\nshutdown_timeout = \"{v}\"\n\n[[server]]"),
+        )
+    };
+    let quorum = |key: &str, v: &str| {
+        replace(
+            DESIGN,
+            "on_loss = \"stop-groups\"",
+            &format!("on_loss = \"stop-groups\"\n{key} = \"{v}\""),
+        )
+    };
+    let resource = |key: &str, v: &str| {
+        replace(
+            DESIGN,
+            "depends_on = [\"awsvip1\"]",
+            &format!("depends_on = [\"awsvip1\"]\n{key} = \"{v}\""),
+        )
+    };
+    let monitor = |key: &str, v: &str| {
+        if key == "interval" {
+            replace(DESIGN, "interval = \"60s\"", &format!("interval = \"{v}\""))
+        } else if key == "timeout" {
+            replace(DESIGN, "timeout = \"180s\"", &format!("timeout = \"{v}\""))
+        } else {
+            replace(
+                DESIGN,
+                "on_api_error = \"warn\"",
+                &format!("on_api_error = \"warn\"\n{key} = \"{v}\""),
+            )
+        }
+    };
+    // (file, key, expected message fragment)
+    let seven = "at most 7 days";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (agent(HUGE), "agent.shutdown_timeout", seven),
+        (
+            agent("2h"),
+            "agent.shutdown_timeout",
+            "shutdown_timeout 2h is too long: the allowed range is 1ms to 1h",
+        ),
+        (hb("interval", HUGE), "heartbeat.interval", seven),
+        (
+            hb("interval", "2m"),
+            "heartbeat.interval",
+            "heartbeat interval 2m is too long: the allowed range is 10ms to 1m",
+        ),
+        (hb("timeout", HUGE), "heartbeat.timeout", seven),
+        (
+            hb("timeout", "11m"),
+            "heartbeat.timeout",
+            "heartbeat timeout 11m is too long: the allowed range is 3 × interval to 10m",
+        ),
+        (
+            hb("startup_wait", "2h"),
+            "heartbeat.startup_wait",
+            "startup_wait 2h is too long: the allowed range is 0s to 1h",
+        ),
+        (quorum("fence_timeout", HUGE), "quorum.fence_timeout", seven),
+        (
+            quorum("fence_timeout", "11m"),
+            "quorum.fence_timeout",
+            "fence_timeout 11m is too long: the allowed range is the heartbeat interval to 10m",
+        ),
+        (
+            quorum("takeover_wait", "2h"),
+            "quorum.takeover_wait",
+            "takeover_wait 2h is too long: the allowed range is the derived minimum to 1h",
+        ),
+        (
+            quorum("check_interval", "11m"),
+            "quorum.check_interval",
+            "check_interval 11m is too long: the allowed range is 100ms to 10m",
+        ),
+        (
+            resource("activate_timeout", HUGE),
+            "group[0].resource[1].activate_timeout",
+            seven,
+        ),
+        (
+            resource("activate_timeout", "2d"),
+            "group[0].resource[1].activate_timeout",
+            "activate_timeout 2days is too long: the allowed range is 1ms to 1d",
+        ),
+        (
+            resource("deactivate_timeout", "25h"),
+            "group[0].resource[1].deactivate_timeout",
+            "deactivate_timeout 1day 1h is too long: the allowed range is 1ms to 1d",
+        ),
+        (monitor("interval", HUGE), "monitor[0].interval", seven),
+        (
+            monitor("interval", "2d"),
+            "monitor[0].interval",
+            "interval 2days is too long: the allowed range is 1ms to 1d",
+        ),
+        (monitor("timeout", "8d"), "monitor[0].timeout", seven),
+        (
+            monitor("timeout", "2d"),
+            "monitor[0].timeout",
+            "timeout 2days is too long: the allowed range is 1ms to 1d",
+        ),
+        (
+            monitor("wait_to_start", "2d"),
+            "monitor[0].wait_to_start",
+            "wait_to_start 2days is too long: the allowed range is 0s to 1d",
+        ),
+        (
+            replace(
+                DESIGN,
+                "final_action = \"none\" }",
+                &format!("final_action = \"none\", reset_after = \"{HUGE}\" }}"),
+            ),
+            "monitor[0].recovery.reset_after",
+            seven,
+        ),
+    ];
+    for (text, key, msg) in cases {
+        let e = errors(&text);
+        let d = e
+            .iter()
+            .find(|d| d.key == key)
+            .unwrap_or_else(|| panic!("no error for {key}:\n{}", render(&e)));
+        assert!(d.message.contains(msg), "{key}: {d}");
+        assert_eq!(d.file, "baton.toml");
+        // The line is the key's own line.
+        let line = text.lines().nth(d.line - 1).unwrap();
+        let last = key.rsplit('.').next().unwrap();
+        assert!(line.contains(last), "{key}: line {} is `{line}`", d.line);
+    }
+    // The upper ends themselves are accepted.
+    ok(&agent("1h"));
+    ok(&monitor("interval", "1d"));
+    ok(&quorum("check_interval", "10m"));
+}

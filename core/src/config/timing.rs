@@ -50,7 +50,11 @@ impl Timing {
         fence: Option<u64>,
         takeover: Option<u64>,
     ) -> Timing {
-        let lease_ms = (timeout_ms / 2).max(interval_ms * 5 / 2).min(timeout_ms);
+        // Saturating: the inputs are bounded by validation (7 days at most) but a
+        // temporary timeout comes from a peer's intent too; nothing here may wrap.
+        let lease_ms = (timeout_ms / 2)
+            .max(interval_ms.saturating_mul(5) / 2)
+            .min(timeout_ms);
         let fence_ms = fence.unwrap_or(timeout_ms / 2);
         let min_takeover_wait_ms = min_takeover_wait(interval_ms, timeout_ms, lease_ms, fence_ms);
         let takeover_wait_ms = takeover
@@ -59,8 +63,9 @@ impl Timing {
         // A grant counts from the request's send time for L·(1 − ρ)²: shorter, in real
         // time, than the witness keeps it on its own clock even if the two clocks run
         // 1 % apart in the unfavourable direction.
-        let witness_valid_ms =
-            lease_ms * (1_000_000 - DRIFT_PPM) / 1_000_000 * (1_000_000 - DRIFT_PPM) / 1_000_000;
+        let witness_valid_ms = (lease_ms.saturating_mul(1_000_000 - DRIFT_PPM) / 1_000_000)
+            .saturating_mul(1_000_000 - DRIFT_PPM)
+            / 1_000_000;
         Timing {
             interval_ms,
             timeout_ms,
@@ -74,15 +79,20 @@ impl Timing {
 
     /// Silence after which a lost server's groups may be activated elsewhere: `T + W`.
     pub fn takeover_after_ms(&self) -> u64 {
-        self.timeout_ms + self.takeover_wait_ms
+        self.timeout_ms.saturating_add(self.takeover_wait_ms)
     }
 }
 
 /// Smallest `W` with `(T + W)(1 − ρ) ≥ (2L + F)(1 + ρ) + i`, rounded up to a millisecond.
 pub fn min_takeover_wait(interval_ms: u64, timeout_ms: u64, lease_ms: u64, fence_ms: u64) -> u64 {
     let m = 1_000_000u64;
-    let need = ((2 * lease_ms + fence_ms) * (m + DRIFT_PPM)).div_ceil(m) + interval_ms;
-    let total = (need * m).div_ceil(m - DRIFT_PPM);
+    let need = (lease_ms
+        .saturating_mul(2)
+        .saturating_add(fence_ms)
+        .saturating_mul(m + DRIFT_PPM))
+    .div_ceil(m)
+    .saturating_add(interval_ms);
+    let total = need.saturating_mul(m).div_ceil(m - DRIFT_PPM);
     total.saturating_sub(timeout_ms)
 }
 
@@ -105,6 +115,17 @@ mod tests {
             );
             assert!(tm.witness_valid_ms < tm.lease_ms);
         }
+    }
+
+    #[test]
+    fn huge_inputs_saturate_instead_of_overflowing() {
+        // A temporary timeout comes from a peer's intent: nothing here may panic or wrap.
+        let tm = Timing::derive(u64::MAX, u64::MAX, Some(u64::MAX), Some(u64::MAX));
+        assert_eq!(tm.takeover_after_ms(), u64::MAX);
+        assert!(tm.witness_valid_ms <= tm.lease_ms);
+        let tm = Timing::derive(u64::MAX / 2, 1000, None, None);
+        assert_eq!(tm.lease_ms, 1000);
+        assert!(min_takeover_wait(u64::MAX, 0, u64::MAX, u64::MAX) > 0);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use types::*;
 
+use crate::bounds;
 use crate::config::{Config, FinalAction, MonitorTiming, OnApiError, RecoveryTarget};
 use crate::events::{self, Event, EventDef};
 use crate::time::Millis;
@@ -233,6 +234,9 @@ pub struct Engine {
     /// When this server last lost quorum while holding groups (self-fence clock).
     fence_started: Option<Millis>,
     fence_escalated: bool,
+    /// When BTN-1140 (a value out of bounds refused) or BTN-1141 (epochs exhausted) was
+    /// last raised, per source: at most once a minute each, not once per packet.
+    bound_reported: BTreeMap<String, Millis>,
 }
 
 /// Construction errors.
@@ -264,6 +268,24 @@ impl Engine {
             .collect();
         let mut out = Vec::new();
         let mut next_id = 1;
+        // Epochs from the state directory above the bound are damaged: not learned (a
+        // group held here is still checked and adopted or cleaned up, with the highest
+        // epoch in range).
+        let mut refused_boot = Vec::new();
+        let mut boot = boot;
+        boot.epochs.retain(|g, &mut e| {
+            let ok = bounds::epoch_ok(e);
+            if !ok {
+                refused_boot.push(format!("group {g} epoch {e}"));
+            }
+            ok
+        });
+        for (g, e) in boot.owned.iter_mut() {
+            if !bounds::epoch_ok(*e) {
+                refused_boot.push(format!("group {g} owned epoch {e}"));
+                *e = boot.epochs.get(g).copied().unwrap_or(0);
+            }
+        }
         let groups = cfg
             .groups
             .iter()
@@ -366,10 +388,14 @@ impl Engine {
             reach_detail: String::new(),
             fence_started: None,
             fence_escalated: false,
+            bound_reported: BTreeMap::new(),
         };
         // Self is always "up" on every path.
         e.peers[me].up = true;
         e.out = out;
+        for what in refused_boot {
+            e.report_out_of_bounds("state directory", what);
+        }
         e.recompute_quorum();
         Ok(e)
     }
@@ -439,6 +465,17 @@ impl Engine {
         self.urgent = true;
         self.evaluate();
         Ok(std::mem::take(&mut self.out))
+    }
+
+    /// The shell refused input from `source` because a value in it is above its bound
+    /// (a witness answer or lease document, see `baton_core::bounds`): raise BTN-1140,
+    /// at most once a minute per source. Nothing else changes.
+    pub fn refused_input(&mut self, now: Millis, source: &str, what: String) -> Vec<Action> {
+        if now > self.now {
+            self.now = now;
+        }
+        self.report_out_of_bounds(source, what);
+        std::mem::take(&mut self.out)
     }
 
     /// True (once) when this server's heartbeat content changed in a way its peers act on
@@ -511,6 +548,37 @@ impl Engine {
         self.out.push(Action::Emit {
             event: Box::new(ev),
         });
+    }
+
+    /// Raise BTN-1140 for a value above its bound from `source` (refused, not learned),
+    /// at most once a minute per source.
+    pub(super) fn report_out_of_bounds(&mut self, source: &str, what: String) {
+        if !self.bound_report_due(source) {
+            return;
+        }
+        self.emit(
+            &events::EPOCH_REFUSED,
+            format!(
+                "refused {what} from {source}: above the bound of {} (ignored, not learned)",
+                bounds::MAX_EPOCH
+            ),
+            |e| e.field("source", source).field("value", what.clone()),
+        );
+    }
+
+    /// Whether an out-of-bounds event for `key` may be raised now (once a minute per
+    /// key); notes it as raised.
+    pub(super) fn bound_report_due(&mut self, key: &str) -> bool {
+        const EVERY_MS: u64 = 60_000;
+        if self
+            .bound_reported
+            .get(key)
+            .is_some_and(|&t| self.now.since(t) < EVERY_MS)
+        {
+            return false;
+        }
+        self.bound_reported.insert(key.to_string(), self.now);
+        true
     }
 
     fn me_name(&self) -> String {
@@ -865,6 +933,12 @@ impl Engine {
         if si == self.me || path >= self.peers[si].paths.len() {
             return;
         }
+        // An epoch or intent version above the bound is corrupt or forged: the whole
+        // heartbeat is ignored (learning part of it could hide a group the peer holds).
+        if let Some(what) = bounds::peer_message_violation(&msg) {
+            self.report_out_of_bounds(&format!("server {from}"), what);
+            return;
+        }
         // A packet older than the last one heard on this path (reordered, or read late)
         // does not move the path's clock back.
         let last = self.peers[si].paths[path];
@@ -996,7 +1070,10 @@ impl Engine {
         }
     }
 
-    fn next_version(&self) -> u64 {
+    /// The version of the next intent written here, or `None` when it would exceed
+    /// [`bounds::MAX_VERSION`] (learned intents are within it, so this needs a damaged
+    /// or forged history).
+    fn next_version(&self) -> Option<u64> {
         let i = &self.intents;
         let mut v = i
             .suspended
@@ -1009,11 +1086,16 @@ impl Engine {
         for m in i.monitors.values() {
             v = v.max(m.version);
         }
-        v + 1
+        bounds::next_version(v)
     }
 
     fn apply_command(&mut self, cmd: Command) -> Result<(), CommandError> {
-        let version = self.next_version();
+        let version = self.next_version().ok_or_else(|| {
+            CommandError::Invalid(format!(
+                "operator intent versions are exhausted (bound {})",
+                bounds::MAX_VERSION
+            ))
+        })?;
         let origin = self.intent_origin();
         let monitor_on = matches!(cmd, Command::MonitorSuspend { .. });
         let gidx = |s: &Self, g: &str| {
@@ -1173,12 +1255,18 @@ impl Engine {
                 if duration_ms == 0 {
                     return Err(CommandError::Invalid("--for must be longer than 0".into()));
                 }
-                if heartbeat_timeout_ms > 0
-                    && heartbeat_timeout_ms < 3 * self.cfg.heartbeat.interval.ms()
+                let min_ms = self.cfg.heartbeat.interval.ms().saturating_mul(3);
+                if heartbeat_timeout_ms > 0 && heartbeat_timeout_ms < min_ms {
+                    return Err(CommandError::Invalid(format!(
+                        "heartbeat timeout must be at least {min_ms} ms (3 × the heartbeat interval)"
+                    )));
+                }
+                if heartbeat_timeout_ms > bounds::MAX_DURATION_MS
+                    || duration_ms > bounds::MAX_DURATION_MS
                 {
                     return Err(CommandError::Invalid(format!(
-                        "heartbeat timeout must be at least {} ms (3 × the heartbeat interval)",
-                        3 * self.cfg.heartbeat.interval.ms()
+                        "the heartbeat timeout and --for are at most {} ms (7 days)",
+                        bounds::MAX_DURATION_MS
                     )));
                 }
                 self.intents.timeout = TimeoutIntent {

@@ -66,6 +66,21 @@ impl Engine {
         if !self.witness_configured() {
             return;
         }
+        // An epoch above the bound is corrupt or forged: the answer counts as no grant and
+        // nothing of it is learned.
+        let (granted, epochs, detail) =
+            match epochs.iter().find(|(_, &e)| !crate::bounds::epoch_ok(e)) {
+                Some((k, e)) => {
+                    let what = format!("epoch {e} for {k}");
+                    self.report_out_of_bounds("the witness", what.clone());
+                    (
+                        false,
+                        BTreeMap::new(),
+                        format!("the witness answered with {what}, above the bound: refused"),
+                    )
+                }
+                None => (granted, epochs, detail),
+            };
         // Learn epochs the witness has recorded (a claim elsewhere this server missed).
         for (key, e) in &epochs {
             let g = key.split_once('@').map_or(key.as_str(), |(g, _)| g);
@@ -867,7 +882,25 @@ impl Engine {
                 // and used only once a quorum of votes has acknowledged it (group_logic,
                 // `Claiming`), so no two activations ever share an epoch and a later
                 // owner always knows it.
-                let epoch = self.known_max_epoch(gi) + 1;
+                let Some(epoch) = crate::bounds::next_epoch(self.known_max_epoch(gi)) else {
+                    // Never wrap: a group whose next epoch would exceed the bound is
+                    // not claimed.
+                    if self.bound_report_due(&format!("exhausted {gname}")) {
+                        self.emit(
+                            &events::EPOCH_EXHAUSTED,
+                            format!(
+                                "group {gname}: its highest known epoch {} is the bound; a new epoch cannot be claimed, the group is not activated here",
+                                self.known_max_epoch(gi)
+                            ),
+                            |e| e.group(&gname),
+                        );
+                    }
+                    // After a restart's deactivation the group is down here: say so.
+                    if self.groups[gi].local.state() != GroupState::Offline {
+                        self.set_local(gi, Local::Offline);
+                    }
+                    return;
+                };
                 self.groups[gi].max_epoch = epoch;
                 self.groups[gi].last_epoch = epoch;
                 self.groups[gi].last_holder = Some(self.me_name());
@@ -1295,19 +1328,28 @@ impl Engine {
             FinalAction::StopGroup => {
                 if let Some(gi) = gi {
                     let g = self.cfg.groups[gi].name.clone();
-                    let version = self.next_version();
                     let prefer_epoch = self.known_max_epoch(gi);
-                    self.intents.groups.insert(
-                        g,
-                        GroupIntent {
-                            version,
-                            origin: self.intent_origin(),
-                            run: false,
-                            prefer: None,
-                            prefer_epoch,
-                            clear_exclusions: false,
-                        },
-                    );
+                    // Versions are bounded (learned ones are within the bound): with none
+                    // left the group is still stopped here, only the intent is not written.
+                    match self.next_version() {
+                        Some(version) => {
+                            self.intents.groups.insert(
+                                g,
+                                GroupIntent {
+                                    version,
+                                    origin: self.intent_origin(),
+                                    run: false,
+                                    prefer: None,
+                                    prefer_epoch,
+                                    clear_exclusions: false,
+                                },
+                            );
+                        }
+                        None => self.report_out_of_bounds(
+                            "operator intents",
+                            format!("the next intent version for group {g}"),
+                        ),
+                    }
                     if self.groups[gi].local.state().holds()
                         && !matches!(
                             self.groups[gi].local,

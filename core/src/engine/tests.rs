@@ -10,6 +10,8 @@ use crate::config::{load_str, AnyKind, Config, FinalAction};
 use crate::events::EventDef;
 use crate::time::Millis;
 
+mod bounds;
+
 // ---------------------------------------------------------------------------------------
 // Configurations
 // ---------------------------------------------------------------------------------------
