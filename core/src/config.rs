@@ -1904,7 +1904,7 @@ fn validate(
     notify::validate(d, &raw.notify, &raw.metrics, &monitors);
     aws::validate(d, &raw.aws);
 
-    Some(Config {
+    let config = Config {
         path: file.to_string(),
         digest,
         cluster_name: raw.cluster.name,
@@ -1918,7 +1918,12 @@ fn validate(
         notify: raw.notify,
         metrics: raw.metrics,
         aws: raw.aws,
-    })
+    };
+    // Every heartbeat must fit in one datagram (issue 9): bounded uncompressed.
+    if let Err(msg) = crate::heartbeat::check_size(&config) {
+        d.err(&[k("group")], msg);
+    }
+    Some(config)
 }
 
 fn unknown_ref<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {

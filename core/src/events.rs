@@ -118,6 +118,12 @@ catalogue! {
     PACKETS_REJECTED = 1110, Warning, "heartbeat", "Heartbeat packets rejected",
         cause: "Heartbeat packets failed authentication, were replays, were malformed or came from an unknown cluster or server. Counts are in `baton status`.",
         action: "Check that every server uses the same key file; look for another cluster or a scanner on the interconnect.";
+    HEARTBEAT_TOO_LARGE = 1111, Critical, "heartbeat", "Heartbeat cannot be sent",
+        cause: "This server's heartbeat could not be encoded into one datagram (too large even compressed, or not serialisable). Its peers stop hearing it: it loses their votes and they treat it as down.",
+        action: "Run `baton config check`: it refuses configurations whose worst-case heartbeat does not fit. Reduce the number or the name lengths of groups, monitors or servers, or split the cluster.";
+    HEARTBEAT_SENDING = 1112, Info, "heartbeat", "Heartbeats sent again",
+        cause: "This server's heartbeat fits in a datagram again after BTN-1111.",
+        action: "None.";
     NO_QUORUM = 1120, Error, "membership", "No quorum",
         cause: "This server hears fewer than a majority of the cluster's votes; it will not activate groups and stops those it runs.",
         action: "Restore the interconnects or the failed servers. See the quorum section of the configuration reference.";

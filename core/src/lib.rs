@@ -8,6 +8,7 @@ pub mod bounds;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod heartbeat;
 pub mod time;
 
 pub use events::{Event, EventDef, Severity};

@@ -225,6 +225,8 @@ struct Runtime {
     witness_busy: Arc<std::sync::atomic::AtomicBool>,
     /// `[agent] watchdog_device`, fed by the main loop (a stalled loop stops feeding it).
     watchdog_dev: Option<std::fs::File>,
+    /// The last heartbeat could not be encoded (BTN-1111 raised, BTN-1112 when it can).
+    hb_encode_failed: bool,
 }
 
 impl Runtime {
@@ -656,7 +658,9 @@ impl Runtime {
 
     async fn send_heartbeats(&mut self) {
         let msg = self.engine.peer_message();
-        for (p, sock) in self.sockets.iter().enumerate() {
+        // A copy of the socket list (Arcs), so that events can be recorded in the loop.
+        let sockets = self.sockets.clone();
+        for (p, sock) in sockets.iter().enumerate() {
             self.seq += 1;
             let env = Envelope {
                 cluster: self.cfg.cluster_name.clone(),
@@ -673,9 +677,29 @@ impl Runtime {
                 },
             };
             let bytes = match wire::encode(&self.shared.key, &env) {
-                Ok(b) => b,
+                Ok(b) => {
+                    if std::mem::take(&mut self.hb_encode_failed) {
+                        self.record(Event::new(
+                            &events::HEARTBEAT_SENDING,
+                            format!("heartbeats fit in a datagram again ({} bytes)", b.len()),
+                        ));
+                    }
+                    b
+                }
                 Err(e) => {
                     warn!(error = %e, "cannot encode heartbeat");
+                    if !self.hb_encode_failed {
+                        self.hb_encode_failed = true;
+                        self.record(
+                            Event::new(
+                                &events::HEARTBEAT_TOO_LARGE,
+                                format!(
+                                    "cannot send heartbeats: {e}; peers stop hearing this server"
+                                ),
+                            )
+                            .field("code", e.code()),
+                        );
+                    }
                     continue;
                 }
             };
@@ -847,6 +871,10 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     let mut meta = state.load_meta()?;
     meta.boot_count += 1;
     meta.last_digest = Some(cfg.digest.clone());
+    // Sequence numbers of this run start above every one the previous run could use;
+    // stored (fsynced) before the first heartbeat (wire module docs).
+    let seq_base = wire::next_seq_base(meta.seq_base, wire::initial_seq());
+    meta.seq_base = Some(seq_base);
     state.store_meta(&meta)?;
     let alert_log = AlertLog::open(
         state.path().join("alerts"),
@@ -917,7 +945,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     }
 
     let t0 = Instant::now();
-    let incarnation = wire::initial_seq();
+    let incarnation = wire::incarnation(meta.boot_count, rand::random::<u32>());
     let boot = Boot {
         incarnation,
         epochs: epochs.clone(),
@@ -1079,7 +1107,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         drivers,
         probes,
         sockets,
-        seq: wire::initial_seq(),
+        seq: seq_base,
         exit: None,
         rejected_reported: 0,
         last_reject_event: None,
@@ -1090,6 +1118,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         witness: witness_client,
         witness_busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         watchdog_dev,
+        hb_encode_failed: false,
     };
     let started = Event::new(
         &events::AGENT_STARTED,

@@ -117,6 +117,9 @@ pub struct Meta {
     /// Number of agent starts recorded (the agent increments and stores it).
     #[serde(default)]
     pub boot_count: u64,
+    /// First heartbeat sequence number of the last start (`wire::next_seq_base`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_base: Option<u64>,
 }
 
 /// An open, locked state directory. Dropping it releases the lock.
@@ -367,6 +370,7 @@ mod tests {
         let meta = Meta {
             last_digest: Some("sha256:abc".into()),
             boot_count: 9,
+            seq_base: Some(1 << 50),
         };
         s.store_meta(&meta).unwrap();
         assert_eq!(s.load_meta().unwrap(), meta);

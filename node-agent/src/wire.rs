@@ -3,12 +3,26 @@
 //! One heartbeat is one UDP datagram:
 //!
 //! ```text
-//! "BTN1" (4) | version u8 = 1 (1) | mac (32) | body (JSON of Envelope<T>)
+//! "BTN1" (4) | version u8 (1) | mac (32) | body
+//! version 1: body = JSON of Envelope<T>
+//! version 2: body = raw DEFLATE (RFC 1951) of that JSON
 //! ```
 //!
-//! `mac` is HMAC-SHA256 with the cluster key over `magic | version | body`. [`decode`]
-//! checks length, magic, version and the MAC *before* parsing any JSON, so
-//! unauthenticated bytes never reach the JSON parser.
+//! `mac` is HMAC-SHA256 with the cluster key over `magic | version | body` (the body as
+//! sent, compressed or not). [`decode`] checks length, magic, version and the MAC
+//! *before* inflating or parsing anything, so unauthenticated bytes never reach the
+//! decompressor or the JSON parser. Inflating is bounded: a body that inflates beyond
+//! [`MAX_BODY`] bytes is rejected (`bad-compression`) without allocating more.
+//!
+//! [`encode`] sends version 2 when the JSON is larger than [`COMPRESS_ABOVE`] and its
+//! compressed form is smaller, version 1 otherwise (small heartbeats stay readable by
+//! agents that predate version 2). `config check` bounds the *uncompressed* worst case
+//! of a configuration's heartbeat (`baton_core::heartbeat`), so every heartbeat of an
+//! accepted configuration fits in a datagram even where compression does not help.
+//! An agent that predates version 2 rejects a version-2 datagram as `bad-version`
+//! (counted as malformed, BTN-1110) and so does not hear a newer peer whose heartbeats
+//! are compressed: upgrade such clusters (heartbeats over 1,200 bytes) in one go, or
+//! expect the upgraded servers' votes to be missing on the old ones meanwhile.
 //!
 //! After decoding, a receiver checks the envelope's cluster name, sender and path and
 //! then the sequence number against a [`ReplayGuard`]; [`Acceptor`] does all of this in
@@ -16,21 +30,25 @@
 //!
 //! # Sequence numbers and replay
 //!
-//! A sender initialises its sequence number from wall-clock microseconds when it
-//! starts ([`initial_seq`]) and adds one per datagram. A receiver accepts, per
-//! (sender, path), only a sequence number strictly greater than the highest it has
-//! accepted. So a restarted sender is accepted without any persisted state (its new
-//! start value is larger than anything it sent before, as long as it sent fewer than
-//! one datagram per microsecond on average and its clock did not step backwards across
-//! the restart), while a captured datagram replayed later is dropped.
+//! A sender starts its sequence numbers from a base kept in its state directory
+//! (`meta.json`, [`next_seq_base`]): each start stores base + 2^40, fsynced before the
+//! first heartbeat, and adds one per datagram. A receiver accepts, per (sender, path),
+//! only a sequence number strictly greater than the highest it has accepted. So a
+//! restarted sender is accepted (its new numbers are above anything it sent before,
+//! unless it sent 2^40 datagrams in one run), whatever its clock does, while a captured
+//! datagram replayed later is dropped. Without a state directory record (first start,
+//! wiped state) the base is the wall clock in microseconds ([`initial_seq`]), and a
+//! persisted base is never below the wall clock either.
 //!
-//! Limitation: the receiver keeps the highest values in memory only. After a receiver
-//! restarts, datagrams captured before the restart are accepted again, in increasing
-//! order, until a genuine newer datagram of that sender arrives. So an attacker on the
-//! heartbeat network who recorded a now-dead peer's traffic can, after restarting a
-//! receiver, make that peer look alive for as long as the recording lasts (with the
-//! recording's stale content). Sequence numbers are not compared with the receiver's
-//! clock because node clocks are not assumed to agree.
+//! The receiver keeps the highest values in memory only. After a receiver restarts,
+//! datagrams captured before the restart pass this guard again, in increasing order,
+//! until a genuine newer datagram of that sender arrives. They cannot give a vote: a
+//! heartbeat echoes the incarnation of every server its sender hears (`PeerMessage::
+//! heard`), every agent start has a new incarnation, and the engine counts a peer's vote
+//! (and its acknowledgements of claims) only when the peer echoes the receiver's current
+//! incarnation. What a replayed datagram can still do is make a dead peer look alive with
+//! stale content, which only delays takeovers (docs/src/split-brain.md, "Replayed
+//! heartbeats").
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -42,14 +60,24 @@ use crate::key::ClusterKey;
 
 /// Datagram magic.
 pub const MAGIC: &[u8; 4] = b"BTN1";
-/// Wire format version.
+/// Wire format version: plain JSON body.
 pub const VERSION: u8 = 1;
+/// Wire format version: raw DEFLATE of the JSON body.
+pub const VERSION_DEFLATE: u8 = 2;
 /// Length of the MAC field.
 pub const MAC_LEN: usize = 32;
 /// Bytes before the body: magic, version, mac.
 pub const HEADER_LEN: usize = MAGIC.len() + 1 + MAC_LEN;
-/// Largest datagram encoded or accepted.
-pub const MAX_DATAGRAM: usize = 60_000;
+/// Largest datagram encoded or accepted (the bound `config check` applies).
+pub const MAX_DATAGRAM: usize = baton_core::heartbeat::MAX_DATAGRAM;
+/// Largest (uncompressed) JSON body: what fits in a version-1 datagram. A version-2
+/// body never inflates beyond it.
+pub const MAX_BODY: usize = MAX_DATAGRAM - HEADER_LEN;
+/// JSON bodies up to this size are sent uncompressed (version 1): one datagram on any
+/// path MTU (IPv6 guarantees 1,280), and readable by agents older than version 2.
+pub const COMPRESS_ABOVE: usize = 1_200;
+/// DEFLATE level: 6 is the usual default; heartbeats are small, the cost is microseconds.
+const DEFLATE_LEVEL: u8 = 6;
 
 /// The authenticated content of a heartbeat datagram.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,8 +101,10 @@ pub enum WireError {
     TooShort { len: usize },
     #[error("bad magic (not a Baton heartbeat)")]
     BadMagic,
-    #[error("unsupported wire version {found} (this node speaks {VERSION})")]
+    #[error("unsupported wire version {found} (this node speaks {VERSION} and {VERSION_DEFLATE})")]
     BadVersion { found: u8 },
+    #[error("compressed body rejected: {reason}")]
+    BadCompression { reason: String },
     #[error("MAC check failed (forged, corrupted, or sent with a different cluster key)")]
     BadMac,
     #[error("malformed envelope: {reason}")]
@@ -103,6 +133,7 @@ impl WireError {
             WireError::TooShort { .. } => "too-short",
             WireError::BadMagic => "bad-magic",
             WireError::BadVersion { .. } => "bad-version",
+            WireError::BadCompression { .. } => "bad-compression",
             WireError::BadMac => "bad-mac",
             WireError::Malformed { .. } => "malformed",
             WireError::TooLarge { .. } => "too-large",
@@ -114,27 +145,80 @@ impl WireError {
     }
 }
 
-/// Encode and authenticate an envelope.
+/// How [`encode_with`] chooses the wire version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Version 1 always.
+    Never,
+    /// Version 2 when the JSON is over [`COMPRESS_ABOVE`] bytes and compresses smaller.
+    Auto,
+    /// Version 2 whenever the compressed body is smaller than the JSON.
+    Always,
+}
+
+/// Encode and authenticate an envelope ([`Compression::Auto`]).
 pub fn encode<T: Serialize>(key: &ClusterKey, env: &Envelope<T>) -> Result<Vec<u8>, WireError> {
-    let body = serde_json::to_vec(env).map_err(|e| WireError::Malformed {
+    encode_with(key, env, Compression::Auto)
+}
+
+/// Encode and authenticate an envelope. Fails with `too-large` only when the JSON is
+/// over [`MAX_BODY`] and its compressed form does not fit either.
+pub fn encode_with<T: Serialize>(
+    key: &ClusterKey,
+    env: &Envelope<T>,
+    compression: Compression,
+) -> Result<Vec<u8>, WireError> {
+    let json = serde_json::to_vec(env).map_err(|e| WireError::Malformed {
         reason: format!("cannot serialise envelope: {e}"),
     })?;
+    let want = match compression {
+        Compression::Never => false,
+        Compression::Auto => json.len() > COMPRESS_ABOVE,
+        Compression::Always => true,
+    };
+    // A receiver inflates at most MAX_BODY bytes: a larger JSON is never compressed.
+    let (version, body) = if want && json.len() <= MAX_BODY {
+        let z = miniz_oxide::deflate::compress_to_vec(&json, DEFLATE_LEVEL);
+        if z.len() < json.len() {
+            (VERSION_DEFLATE, z)
+        } else {
+            (VERSION, json)
+        }
+    } else {
+        (VERSION, json)
+    };
+    seal(key, version, &body)
+}
+
+fn seal(key: &ClusterKey, version: u8, body: &[u8]) -> Result<Vec<u8>, WireError> {
     let len = HEADER_LEN + body.len();
     if len > MAX_DATAGRAM {
         return Err(WireError::TooLarge { len });
     }
-    let mac = key.mac(&[MAGIC, &[VERSION], &body]);
+    let mac = key.mac(&[MAGIC, &[version], body]);
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(MAGIC);
-    out.push(VERSION);
+    out.push(version);
     out.extend_from_slice(&mac);
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     Ok(out)
 }
 
+/// Inflate a version-2 body, never beyond [`MAX_BODY`] bytes.
+fn inflate(body: &[u8]) -> Result<Vec<u8>, WireError> {
+    use miniz_oxide::inflate::TINFLStatus;
+    miniz_oxide::inflate::decompress_to_vec_with_limit(body, MAX_BODY).map_err(|e| {
+        let reason = match e.status {
+            TINFLStatus::HasMoreOutput => format!("inflates beyond {MAX_BODY} bytes"),
+            _ => format!("not valid DEFLATE data ({:?})", e.status),
+        };
+        WireError::BadCompression { reason }
+    })
+}
+
 /// Authenticate and decode a datagram. Checks, in order: size, magic, version, MAC
-/// (constant time), then parses the JSON body. Does *not* check cluster, sender, path
-/// or replay: see [`Acceptor`].
+/// (constant time), then inflates a version-2 body (bounded) and parses the JSON. Does
+/// *not* check cluster, sender, path or replay: see [`Acceptor`].
 pub fn decode<T: DeserializeOwned>(
     key: &ClusterKey,
     bytes: &[u8],
@@ -151,30 +235,58 @@ pub fn decode<T: DeserializeOwned>(
         return Err(WireError::BadMagic);
     }
     let (version, rest) = rest.split_at(1);
-    if version[0] != VERSION {
+    if version[0] != VERSION && version[0] != VERSION_DEFLATE {
         return Err(WireError::BadVersion { found: version[0] });
     }
     let (mac, body) = rest.split_at(MAC_LEN);
     if !key.verify(&[MAGIC, version, body], mac) {
         return Err(WireError::BadMac);
     }
-    serde_json::from_slice(body).map_err(|e| WireError::Malformed {
+    let inflated;
+    let json = if version[0] == VERSION_DEFLATE {
+        inflated = inflate(body)?;
+        &inflated[..]
+    } else {
+        body
+    };
+    serde_json::from_slice(json).map_err(|e| WireError::Malformed {
         reason: e.to_string(),
     })
 }
 
-/// Initial sequence number for a sender: wall-clock microseconds since the Unix epoch.
+/// Initial sequence number for a sender without a persisted base: wall-clock
+/// microseconds since the Unix epoch.
 ///
 /// This is the one sanctioned wall-clock read of the wire layer: it is not used for any
-/// timing decision, only to make a restarted sender's sequence numbers larger than
-/// those it used before, without persisted state (see the module docs). A clock before
-/// 1970 yields 1.
+/// timing decision, only as the fallback of [`next_seq_base`] (see the module docs). A
+/// clock before 1970 yields 1.
 pub fn initial_seq() -> u64 {
     let micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros())
         .unwrap_or(0);
     u64::try_from(micros).unwrap_or(u64::MAX / 2).max(1)
+}
+
+/// Sequence numbers one run may use: the next start's base is at least this far above.
+pub const SEQ_BASE_STEP: u64 = 1 << 40;
+
+/// The sequence base of this start, from the one persisted by the previous start
+/// (`None`: no state) and the wall clock (`wall`, [`initial_seq`]): previous + 2^40, and
+/// never below the wall clock (so that a start after the state directory was wiped is
+/// still likely to be above what the same server sent before).
+pub fn next_seq_base(previous: Option<u64>, wall: u64) -> u64 {
+    match previous {
+        Some(p) => p.saturating_add(SEQ_BASE_STEP).max(wall),
+        None => wall,
+    }
+}
+
+/// An agent incarnation: the boot count in the high 32 bits (so that a later start of
+/// the same state directory has a larger incarnation) and 32 random bits (so that two
+/// starts never share one even if the state directory was wiped or restored).
+pub fn incarnation(boot_count: u64, random: u32) -> u64 {
+    ((boot_count & 0xffff_ffff) << 32) | u64::from(random)
 }
 
 /// Highest sequence number accepted per (sender, path).
@@ -233,7 +345,7 @@ pub struct RejectCounters {
     /// Bad MAC: forged, corrupted in transit, or another cluster key.
     pub forged: u64,
     pub replayed: u64,
-    /// Too short, too large, bad magic, bad version or unparsable JSON.
+    /// Too short, too large, bad magic, bad version, bad compression or unparsable JSON.
     pub malformed: u64,
     pub wrong_cluster: u64,
     pub unknown_sender: u64,
@@ -249,6 +361,7 @@ impl RejectCounters {
             WireError::TooShort { .. }
             | WireError::BadMagic
             | WireError::BadVersion { .. }
+            | WireError::BadCompression { .. }
             | WireError::Malformed { .. }
             | WireError::TooLarge { .. } => &mut self.malformed,
             WireError::WrongCluster { .. } => &mut self.wrong_cluster,
@@ -569,7 +682,7 @@ mod tests {
         };
         let overhead = encode(&k, &empty).unwrap().len();
         e.body = serde_json::Value::String("y".repeat(MAX_DATAGRAM - overhead));
-        let bytes = encode(&k, &e).unwrap();
+        let bytes = encode_with(&k, &e, Compression::Never).unwrap();
         assert_eq!(bytes.len(), MAX_DATAGRAM);
         assert_eq!(decode::<serde_json::Value>(&k, &bytes).unwrap(), e);
     }
@@ -615,6 +728,114 @@ mod tests {
         let restarted = initial_seq();
         assert!(restarted > first + 99);
         g.check_and_record("a", 0, restarted).unwrap();
+    }
+
+    /// A datagram sealed with `version` around `body` (valid MAC).
+    fn sealed(k: &ClusterKey, version: u8, body: &[u8]) -> Vec<u8> {
+        let mac = k.mac(&[MAGIC, &[version], body]);
+        [&MAGIC[..], &[version], &mac, body].concat()
+    }
+
+    #[test]
+    fn version_2_round_trip_and_choice() {
+        let k = key();
+        // Small: version 1 (readable by older agents), even with Auto.
+        let small = encode(&k, &env(1)).unwrap();
+        assert_eq!(small[4], VERSION);
+        // Large and repetitive: version 2, much smaller, decodes to the same envelope.
+        let mut e = env(2);
+        e.body = serde_json::json!({"groups": (0..200).map(|i| serde_json::json!({
+            "name": format!("group-with-a-long-name-{i:03}"), "state": "online",
+            "epoch": 12, "max_epoch": 12, "excluded": false})).collect::<Vec<_>>()});
+        let plain = encode_with(&k, &e, Compression::Never).unwrap();
+        let z = encode(&k, &e).unwrap();
+        assert_eq!(plain[4], VERSION);
+        assert_eq!(z[4], VERSION_DEFLATE);
+        assert!(z.len() * 4 < plain.len(), "{} vs {}", z.len(), plain.len());
+        assert_eq!(decode::<serde_json::Value>(&k, &z).unwrap(), e);
+        assert_eq!(decode::<serde_json::Value>(&k, &plain).unwrap(), e);
+        // Every bit flip of a version-2 datagram is rejected before inflating.
+        for i in 0..z.len() {
+            let mut b = z.clone();
+            b[i] ^= 0x10;
+            let code = decode::<serde_json::Value>(&k, &b).unwrap_err().code();
+            let expected = match i {
+                0..=3 => "bad-magic",
+                4 => "bad-version",
+                _ => "bad-mac",
+            };
+            assert_eq!(code, expected, "byte {i}");
+        }
+    }
+
+    #[test]
+    fn decompression_bomb_is_rejected() {
+        let k = key();
+        // 10 MB of JSON whitespace deflates to about 10 KB: authenticated, small on the
+        // wire, huge inflated. Rejected without inflating past MAX_BODY.
+        let huge = vec![b' '; 10 << 20];
+        let z = miniz_oxide::deflate::compress_to_vec(&huge, 9);
+        assert!(HEADER_LEN + z.len() < MAX_DATAGRAM, "{}", z.len());
+        let pkt = sealed(&k, VERSION_DEFLATE, &z);
+        let err = decode::<serde_json::Value>(&k, &pkt).unwrap_err();
+        assert_eq!(err.code(), "bad-compression", "{err}");
+        assert!(err.to_string().contains("inflates beyond"), "{err}");
+        // One byte over the limit is rejected; exactly at it is inflated (and parsed).
+        let mut at = serde_json::to_vec(&env(4)).unwrap();
+        at.resize(MAX_BODY, b' ');
+        let ok = sealed(
+            &k,
+            VERSION_DEFLATE,
+            &miniz_oxide::deflate::compress_to_vec(&at, 6),
+        );
+        assert_eq!(decode::<serde_json::Value>(&k, &ok).unwrap(), env(4));
+        at.push(b' ');
+        let over = sealed(
+            &k,
+            VERSION_DEFLATE,
+            &miniz_oxide::deflate::compress_to_vec(&at, 6),
+        );
+        assert_eq!(
+            decode::<serde_json::Value>(&k, &over).unwrap_err().code(),
+            "bad-compression"
+        );
+        // Garbage that is not DEFLATE data, authenticated: bad-compression, counted as
+        // malformed.
+        let junk = sealed(&k, VERSION_DEFLATE, b"\xff\xff\xff\xff not deflate");
+        let err = decode::<serde_json::Value>(&k, &junk).unwrap_err();
+        assert_eq!(err.code(), "bad-compression");
+        let mut c = RejectCounters::default();
+        c.record(&err);
+        assert_eq!(c.malformed, 1);
+        // A bomb with a forged MAC never reaches the decompressor.
+        let mut forged = pkt.clone();
+        forged[HEADER_LEN - 1] ^= 1;
+        assert_eq!(
+            decode::<serde_json::Value>(&k, &forged).unwrap_err().code(),
+            "bad-mac"
+        );
+    }
+
+    #[test]
+    fn sequence_base_and_incarnation() {
+        // No state: the wall clock. With state: 2^40 above the previous base, even when
+        // the clock stepped back; never below the wall clock.
+        assert_eq!(next_seq_base(None, 1_000), 1_000);
+        assert_eq!(next_seq_base(Some(5), 1_000), 5 + SEQ_BASE_STEP);
+        assert_eq!(next_seq_base(Some(5), 1), 5 + SEQ_BASE_STEP);
+        assert_eq!(next_seq_base(Some(5), SEQ_BASE_STEP * 3), SEQ_BASE_STEP * 3);
+        assert_eq!(next_seq_base(Some(u64::MAX - 1), 0), u64::MAX);
+        let mut g = ReplayGuard::new();
+        let wall = initial_seq();
+        let first = next_seq_base(None, wall);
+        g.check_and_record("a", 0, first + 1_000_000).unwrap();
+        // The clock stepped back a day across the restart: still accepted.
+        let second = next_seq_base(Some(first), wall - 86_400_000_000);
+        g.check_and_record("a", 0, second + 1).unwrap();
+        // Incarnations grow with the boot count and differ within one.
+        assert!(incarnation(2, 0) > incarnation(1, u32::MAX));
+        assert_ne!(incarnation(1, 7), incarnation(1, 8));
+        assert_eq!(incarnation(1, 7) >> 32, 1);
     }
 
     #[test]
@@ -715,7 +936,10 @@ mod tests {
         let all = [
             WireError::TooShort { len: 0 },
             WireError::BadMagic,
-            WireError::BadVersion { found: 2 },
+            WireError::BadVersion { found: 3 },
+            WireError::BadCompression {
+                reason: String::new(),
+            },
             WireError::BadMac,
             WireError::Malformed {
                 reason: String::new(),

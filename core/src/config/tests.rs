@@ -1462,3 +1462,74 @@ fn every_duration_key_has_an_upper_bound_naming_the_key_and_the_range() {
     ok(&monitor("interval", "1d"));
     ok(&quorum("check_interval", "10m"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Heartbeat size (issue 9)
+// ---------------------------------------------------------------------------------------
+
+/// `servers` servers and `groups` groups (each on every server), every name padded with
+/// `x` to `len` characters.
+fn sized_cluster(servers: usize, groups: usize, len: usize) -> String {
+    let pad = |s: String| format!("{s:x<len$}");
+    let names: Vec<String> = (1..=servers).map(|i| pad(format!("n{i}-"))).collect();
+    let mut t = String::from("[cluster]\nname = \"c\"\nkey_file = \"k\"\n\n");
+    for (i, n) in names.iter().enumerate() {
+        t.push_str(&format!(
+            "[[server]]\nname = \"{n}\"\ninterconnects = [\"10.0.0.{}\"]\napi = \"10.0.0.{}:7420\"\n\n",
+            i + 1,
+            i + 1
+        ));
+    }
+    let list = names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for g in 1..=groups {
+        t.push_str(&format!(
+            "[[group]]\nname = \"{}\"\nservers = [{list}]\n\n",
+            pad(format!("g{g}-"))
+        ));
+    }
+    t
+}
+
+#[test]
+fn heartbeat_size_is_bounded_at_the_group_limit() {
+    // 200 groups (the limit) with 63-character names (the longest allowed), 7 servers:
+    // the worst-case heartbeat does not fit, and `config check` says so with the figure.
+    let text = sized_cluster(7, 200, 63);
+    let d = error(&text);
+    assert_at(&d, &text, "group]]", 0, "group");
+    assert!(
+        d.message.contains("over the 60000-byte datagram limit"),
+        "{d}"
+    );
+    let figure: usize = d
+        .message
+        .split("can reach ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no figure in {d}"));
+    assert!(figure > crate::heartbeat::MAX_DATAGRAM, "{d}");
+    // A configuration that is accepted always fits, even in its worst case.
+    for (servers, groups, len) in [(3, 5, 8), (3, 50, 20), (7, 60, 63), (7, 100, 20)] {
+        let l = ok(&sized_cluster(servers, groups, len));
+        let n = crate::heartbeat::worst_case_datagram_len(&l.config);
+        assert!(
+            n <= crate::heartbeat::MAX_DATAGRAM,
+            "{servers}/{groups}/{len}: {n}"
+        );
+        assert_eq!(crate::heartbeat::check_size(&l.config), Ok(n));
+    }
+    // The largest accepted number of groups of 63-character names on 7 servers is the
+    // last one under the limit: one more is refused.
+    let fits = (1..=200)
+        .take_while(|&g| load(&sized_cluster(7, g, 63)).is_ok())
+        .last()
+        .unwrap();
+    assert!(fits < 200 && fits > 50, "{fits}");
+    let d = error(&sized_cluster(7, fits + 1, 63));
+    assert!(d.message.contains("datagram limit"), "{d}");
+}

@@ -516,6 +516,7 @@ impl Engine {
                 .collect(),
             intents: self.outgoing_intents(),
             hears: self.hears(),
+            heard: Some(self.heard()),
             vote: self.reach_ok,
         }
     }
@@ -635,19 +636,42 @@ impl Engine {
             .collect()
     }
 
+    /// The servers of `hears` with the incarnation of their last heartbeat received
+    /// here (the echo that makes a peer's vote fresh, see [`PeerMessage::heard`]).
+    fn heard(&self) -> BTreeMap<String, u64> {
+        (0..self.peers.len())
+            .filter(|&si| si != self.me && self.heard_recently(si))
+            .filter_map(|si| {
+                let inc = self.peers[si].msg.as_ref()?.incarnation;
+                Some((self.cfg.servers[si].name.clone(), inc))
+            })
+            .collect()
+    }
+
+    /// Does `m` say that its sender hears this server, as this server is now? With the
+    /// incarnation echo, only if it echoes this agent's current incarnation: a message
+    /// sent before this agent (re)started, replayed to it, does not.
+    fn hears_me(&self, m: &PeerMessage) -> bool {
+        let me = &self.cfg.servers[self.me].name;
+        match &m.heard {
+            Some(heard) => heard.get(me) == Some(&self.incarnation),
+            None => m.hears.iter().any(|h| h == me),
+        }
+    }
+
     /// Does server `si`'s vote count toward this server's quorum? Its own: while its
     /// reachability targets answer. A peer's: heard within the lease, it counts its own
-    /// vote, and its last heartbeat says it hears this server too.
+    /// vote, and its last heartbeat says it hears this server too, echoing this agent's
+    /// current incarnation.
     pub(super) fn counts_vote(&self, si: usize) -> bool {
         if si == self.me {
             return self.reach_ok;
         }
-        let me = &self.cfg.servers[self.me].name;
         self.heard_recently(si)
             && self.peers[si]
                 .msg
                 .as_ref()
-                .is_some_and(|m| m.vote && m.hears.iter().any(|h| h == me))
+                .is_some_and(|m| m.vote && self.hears_me(m))
     }
 
     pub(super) fn witness_configured(&self) -> bool {

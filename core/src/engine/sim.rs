@@ -224,6 +224,15 @@ enum Fault {
         node: usize,
         group: usize,
     },
+    /// An on-path attacker restarts the agent of `node` (its in-memory replay guard
+    /// starts empty), drops `from`'s heartbeats to it for `ms`, and replays to it the
+    /// heartbeats of `from` it recorded before, oldest first, one per interval (each
+    /// datagram once per path: the guard still rejects a repeat).
+    Replay {
+        node: usize,
+        from: usize,
+        ms: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -349,7 +358,7 @@ impl Schedule {
             _ => rng.range(100, 8_000),
         };
         loop {
-            let f = match rng.below(17) {
+            let f = match rng.below(18) {
                 0 => Fault::Crash {
                     node,
                     down_ms: dur(rng),
@@ -419,6 +428,11 @@ impl Schedule {
                     group: rng.index(p.groups.len()),
                 },
                 16 if p.reach => Fault::ReachLost { node, ms: dur(rng) },
+                17 => Fault::Replay {
+                    node,
+                    from: other,
+                    ms: dur(rng),
+                },
                 _ => continue,
             };
             return f;
@@ -706,6 +720,9 @@ struct Node {
     silent_since: Option<u64>,
     /// The ping targets do not answer until then.
     unreachable_until: u64,
+    /// The last heartbeats this node sent, as an attacker on the network records them
+    /// (for `Fault::Replay`).
+    recorded: Vec<Rc<PeerMessage>>,
 }
 
 /// How the simulated witness decides.
@@ -893,6 +910,7 @@ impl World {
                 slow_until: 0,
                 silent_since: None,
                 unreachable_until: 0,
+                recorded: Vec::new(),
             })
             .collect();
         let witness = p.witness.then(|| WitnessSim {
@@ -1464,6 +1482,11 @@ impl World {
             return;
         };
         let msg = Rc::new(eng.peer_message());
+        let rec = &mut self.nodes[n].recorded;
+        if rec.len() >= 64 {
+            rec.remove(0);
+        }
+        rec.push(msg.clone());
         let interval = self.p().interval_ms * US;
         let paths = self.p().paths;
         for to in 0..self.nodes.len() {
@@ -1779,6 +1802,41 @@ impl World {
                 self.nodes[node].unreachable_until = until;
                 self.report_reach(node);
                 self.after(ms * US, Ev::Reach(node));
+            }
+            Fault::Replay { node, from, ms } => {
+                if self.nodes[node].st == St::Running {
+                    self.rule(
+                        Rule::Block {
+                            from: Ep::Node(from),
+                            to: Ep::Node(node),
+                            path: None,
+                        },
+                        ms,
+                    );
+                    self.agent_down(node);
+                    self.start_agent(node);
+                    let interval = self.p().interval_ms * US;
+                    let paths = self.p().paths;
+                    // The most recent recordings (at most 16) that fit in the window,
+                    // oldest first.
+                    let rec = &self.nodes[from].recorded;
+                    let n = usize::try_from(ms * US / interval).map_or(16, |n| n.min(16));
+                    let recorded = rec[rec.len().saturating_sub(n)..].to_vec();
+                    for (k, msg) in recorded.into_iter().enumerate() {
+                        let t = (k as u64 + 1) * interval;
+                        for path in 0..paths {
+                            self.after(
+                                t,
+                                Ev::Deliver {
+                                    to: node,
+                                    from,
+                                    path,
+                                    msg: msg.clone(),
+                                },
+                            );
+                        }
+                    }
+                }
             }
             Fault::Move { node, group } => {
                 let g = group_name(group);
@@ -2743,4 +2801,63 @@ fn sim_regression_restarted_agent_reuses_an_intent_version() {
             ),
         ],
     });
+}
+
+/// The replay attack of issue 9: s1 holds g1; it is cut off from s2 and s3, and an
+/// attacker restarts its agent (empty replay guard) and replays s2's heartbeats recorded
+/// before, which say that s2 hears s1. Counting that vote would give s1 a quorum (2 of 3)
+/// next to the real one of s2 and s3, which take the group over: twice active. The
+/// replayed heartbeats echo s1's previous incarnation, so they give no vote.
+#[test]
+fn sim_regression_replayed_heartbeats_give_no_vote() {
+    let out = check_schedule(Schedule {
+        seed: 9,
+        params: Params {
+            servers: 3,
+            paths: 2,
+            witness: false,
+            interval_ms: 200,
+            timeout_ms: 1000,
+            groups: vec![GroupSpec {
+                servers: vec![0, 1, 2],
+                resources: 1,
+                failback: false,
+                act_retries: 0,
+                deact_retries: 0,
+            }],
+            drift_ppm: vec![0, 0, 0],
+            witness_drift_ppm: 0,
+            witness_model: WitnessModel::Simple,
+            act_timeout_ms: 2000,
+            deact_timeout_ms: 4000,
+            act_max_ms: 50,
+            deact_max_ms: 50,
+            fail_pct: 0,
+            loss_pct: 0,
+            reach: false,
+            fence_timeout_ms: None,
+            takeover_wait_ms: None,
+            watchdog_ms: 1000,
+            window_ms: 20_000,
+        },
+        faults: vec![
+            (
+                8_000,
+                Fault::Partition {
+                    sides: 0b001,
+                    witness_side: 2,
+                    ms: 10_000,
+                },
+            ),
+            (
+                8_000,
+                Fault::Replay {
+                    node: 0,
+                    from: 1,
+                    ms: 10_000,
+                },
+            ),
+        ],
+    });
+    assert!(out.violation.is_none());
 }

@@ -2735,7 +2735,10 @@ fn concurrent_commands_do_not_activate_twice() {
     for f in [
         Fault::Kill(1),
         Fault::Revive(1),
-        Fault::Run(101),
+        // Long enough for the restarted node-2 to regain quorum before the commands, as
+        // in the schedule that found it (a restarted agent's peers' votes count once they
+        // echo its new incarnation: one heartbeat round later than they used to).
+        Fault::Run(301),
         Fault::Cmd(0, 0),
         Fault::Cmd(1, 3),
     ] {
@@ -3160,4 +3163,97 @@ fn two_servers_with_a_witness_fail_over_and_a_lone_server_without_it_does_not() 
     assert!(!sim.eng("node-2").status().quorum);
     assert_eq!(sim.online_on("g1"), None);
     assert!(sim.has("node-2", &events::WITNESS_VOTE_LOST));
+}
+
+// ---------------------------------------------------------------------------------------
+// Replayed heartbeats (issue 9)
+// ---------------------------------------------------------------------------------------
+
+/// A heartbeat of node-2 recorded while node-1 ran, replayed to node-1 after node-1
+/// restarted (the wire replay guard is in memory and starts empty), while node-2 and
+/// node-3 are down: it echoes node-1's previous incarnation, so node-1 does not count
+/// node-2's vote and has no quorum.
+#[test]
+fn replayed_heartbeat_after_restart_gives_no_vote() {
+    let mut sim = started(&three(""));
+    let recorded = sim.eng("node-2").peer_message();
+    assert!(recorded.hears.iter().any(|h| h == "node-1"));
+    assert_eq!(
+        recorded
+            .heard
+            .as_ref()
+            .and_then(|h| h.get("node-1"))
+            .copied(),
+        Some(0)
+    );
+    sim.kill("node-2");
+    sim.kill("node-3");
+    let boot = sim.boot_state("node-1");
+    assert_ne!(boot.incarnation, 0);
+    sim.restart("node-1", boot);
+    let i = sim.idx("node-1");
+    for _ in 0..20 {
+        for p in 0..sim.paths {
+            sim.feed(
+                i,
+                Input::Heartbeat {
+                    from: "node-2".into(),
+                    path: p,
+                    msg: Box::new(recorded.clone()),
+                },
+            );
+            sim.settle(i);
+        }
+        sim.run(INTERVAL);
+        let st = sim.eng("node-1").status();
+        assert_eq!(st.votes_heard, 1, "the replayed vote counted");
+        assert!(!st.quorum);
+    }
+    // The same message echoing node-1's current incarnation (a genuine, fresh one) counts.
+    let mut fresh = recorded.clone();
+    let inc = sim.nodes[i].incarnation;
+    fresh
+        .heard
+        .get_or_insert_with(BTreeMap::new)
+        .insert("node-1".into(), inc);
+    sim.feed(
+        i,
+        Input::Heartbeat {
+            from: "node-2".into(),
+            path: 0,
+            msg: Box::new(fresh),
+        },
+    );
+    sim.settle(i);
+    assert_eq!(sim.eng("node-1").status().votes_heard, 2);
+}
+
+/// A restarted agent regains its peers' votes once they echo its new incarnation, and
+/// an agent of an older version (no echo) is still trusted on its `hears`.
+#[test]
+fn restarted_agent_regains_votes_and_old_peers_count() {
+    let mut sim = started(&three(""));
+    sim.restart("node-1", sim.boot_state("node-1"));
+    assert!(sim.run_until(3 * INTERVAL, |s| s.eng("node-1").status().votes_heard == 3));
+    let mut old = sim.eng("node-2").peer_message();
+    old.heard = None;
+    let json = serde_json::to_value(&old).unwrap();
+    assert!(json.get("heard").is_none());
+    let back: PeerMessage = serde_json::from_value(json).unwrap();
+    assert_eq!(back.heard, None);
+    sim.kill("node-2");
+    sim.kill("node-3");
+    sim.run(2 * TIMEOUT);
+    assert_eq!(sim.eng("node-1").status().votes_heard, 1);
+    let i = sim.idx("node-1");
+    sim.feed(
+        i,
+        Input::Heartbeat {
+            from: "node-2".into(),
+            path: 0,
+            msg: Box::new(back),
+        },
+    );
+    sim.settle(i);
+    assert_eq!(sim.eng("node-1").status().votes_heard, 2);
 }

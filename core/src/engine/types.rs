@@ -136,6 +136,14 @@ pub struct PeerMessage {
     /// only when the peer hears it too (an asymmetric cut must not give both sides a vote).
     #[serde(default)]
     pub hears: Vec<String>,
+    /// For every server in `hears`, the incarnation of its last heartbeat the sender
+    /// received. A server counts a peer's vote (and the acks in its reports) only when
+    /// this echoes its *current* incarnation, so a heartbeat recorded before this server
+    /// restarted and replayed to it afterwards gives no vote (docs/src/split-brain.md,
+    /// "Replayed heartbeats"). `None` from agents that predate the echo (rolling
+    /// upgrade): their `hears` is trusted as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heard: Option<BTreeMap<String, u64>>,
     /// The sender counts its own vote (its `[quorum] ping` / `http` targets answer).
     #[serde(default = "yes")]
     pub vote: bool,
