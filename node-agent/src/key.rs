@@ -550,8 +550,7 @@ mod tests {
     #[test]
     fn load_short_file_explains_how_to_create() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("cluster.key");
-        fs::write(&p, b"too short\n").unwrap();
+        let p = private_file(dir.path(), b"too short\n");
         let e = ClusterKey::load(&p).unwrap_err();
         assert_eq!(e.code(), "key-too-short");
         let msg = e.to_string();
