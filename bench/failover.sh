@@ -56,6 +56,13 @@ key_file = "cluster.key"
 [heartbeat]
 interval = "100ms"
 timeout = "500ms"
+[agent]
+# The benchmark never resets this machine: the self-fence writes to a file.
+sysrq_trigger = "$idir/sysrq-trigger"
+force_reboot_command = 'echo force-reboot >> "$idir/fence-commands.log"'
+force_poweroff_command = 'echo force-poweroff >> "$idir/fence-commands.log"'
+reboot_command = 'echo reboot >> "$idir/fence-commands.log"'
+shutdown_command = 'echo poweroff >> "$idir/fence-commands.log"'
 [[server]]
 name = "n1"
 interconnects = ["127.99.0.11", "127.99.1.11"]

@@ -15,11 +15,16 @@
 //! discarding) the rest so the background process never gets `SIGPIPE` while the
 //! agent runs. Scripts should still redirect their daemons' output
 //! (`myapp >>/var/log/myapp.log 2>&1 &`), or the caller can use [`OutputMode::Discard`].
+//!
+//! Commands do not inherit the agent's environment (which may hold credentials): they
+//! get [`SCRIPT_PATH`] as `PATH`, `HOME=/`, `LANG=C.UTF-8`, the variables the agent
+//! names with [`set_env_passthrough`] (`[agent] script_env`) and the command's own
+//! (`BATON_*`).
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -35,6 +40,37 @@ pub const OUTPUT_TAIL: usize = 4096;
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// After the main process exited, how long to wait for its output pipes to close.
 pub const PIPE_GRACE: Duration = Duration::from_millis(200);
+
+/// `PATH` of every command (unless `[agent] script_env` passes the agent's through).
+pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+static PASSTHROUGH: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Names of the agent's environment variables that commands get too (`[agent]
+/// script_env`). Set once, at start; returns `false` if it was set already.
+pub fn set_env_passthrough(names: Vec<String>) -> bool {
+    PASSTHROUGH.set(names).is_ok()
+}
+
+/// The environment every command starts from (before its own variables).
+pub fn base_env() -> Vec<(String, std::ffi::OsString)> {
+    base_env_with(PASSTHROUGH.get().map_or(&[][..], Vec::as_slice))
+}
+
+fn base_env_with(passthrough: &[String]) -> Vec<(String, std::ffi::OsString)> {
+    let mut env: Vec<(String, std::ffi::OsString)> = vec![
+        ("PATH".into(), SCRIPT_PATH.into()),
+        ("HOME".into(), "/".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ];
+    for name in passthrough {
+        if let Some(v) = std::env::var_os(name) {
+            env.retain(|(k, _)| k != name);
+            env.push((name.clone(), v));
+        }
+    }
+    env
+}
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +98,7 @@ pub struct CommandSpec {
     /// User-visible name used in errors, e.g. "start command of exec resource `web`".
     pub what: String,
     pub program: Program,
-    /// Variables added to the agent's own environment.
+    /// Variables added to the minimal environment ([`base_env`]).
     pub env: Vec<(String, String)>,
     /// Working directory (default: the agent's).
     pub dir: Option<PathBuf>,
@@ -242,6 +278,9 @@ pub async fn execute(spec: &CommandSpec) -> Result<Output, ProviderError> {
             c
         }
     };
+    // Not the agent's environment: a fixed minimal one, then the command's own.
+    cmd.env_clear();
+    cmd.envs(base_env());
     cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     if let Some(dir) = &spec.dir {
         cmd.current_dir(dir);
@@ -483,6 +522,46 @@ mod tests {
         };
         assert_eq!(o.last_line().as_deref(), Some("two"));
         assert_eq!(o.failure_text(), "one\ntwo");
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn commands_see_only_the_minimal_environment() {
+        // A variable of the agent's own environment (cargo sets this one for tests).
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let spec = CommandSpec::shell("env dump", "env", Duration::from_secs(10))
+            .with_env([("BATON_GROUP", "g1")]);
+        let out = run_command(&spec).await.unwrap();
+        let mut names: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            // The shell itself may add these.
+            .filter(|k| !matches!(*k, "PWD" | "SHLVL" | "_" | "OLDPWD"))
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["BATON_GROUP", "HOME", "LANG", "PATH"],
+            "{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains(&format!("PATH={SCRIPT_PATH}\n")));
+        assert!(!out.stdout.contains("CARGO_MANIFEST_DIR"));
+    }
+
+    #[test]
+    fn passthrough_adds_named_variables_of_the_agent() {
+        let agent_dir = std::env::var_os("CARGO_MANIFEST_DIR");
+        assert!(agent_dir.is_some());
+        let env = base_env_with(&["CARGO_MANIFEST_DIR".into(), "NO_SUCH_VAR_BATON".into()]);
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["PATH", "HOME", "LANG", "CARGO_MANIFEST_DIR"]);
+        assert_eq!(Some(env[3].1.clone()), agent_dir);
+        // Passing PATH through replaces the fixed one.
+        let env = base_env_with(&["PATH".into()]);
+        assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
+        assert_eq!(Some(env[2].1.clone()), std::env::var_os("PATH"));
     }
 
     #[test]

@@ -189,6 +189,21 @@ pub struct AgentSection {
     pub shutdown_command: String,
     /// Command run by the final action `reboot`. Default `systemctl reboot`.
     pub reboot_command: String,
+    /// How the server fences itself (`[quorum] on_loss` and `on_fence_timeout` set to
+    /// `reboot` or `shutdown`): an immediate reset, not the orderly commands above.
+    /// Default `sysrq`.
+    pub fence_method: FenceMethod,
+    /// The kernel's magic SysRq trigger written by `fence_method = "sysrq"`. Default
+    /// `/proc/sysrq-trigger` (tests point it at a file).
+    pub sysrq_trigger: PathBuf,
+    /// Immediate reboot for `fence_method = "force"` and when the SysRq write fails.
+    /// Default `reboot -f -f`.
+    pub force_reboot_command: String,
+    /// Immediate power-off, as `force_reboot_command`. Default `poweroff -f -f`.
+    pub force_poweroff_command: String,
+    /// Variables of the agent's environment passed to scripts and commands, which
+    /// otherwise get only `PATH`, `HOME`, `LANG` and their `BATON_*` variables.
+    pub script_env: Vec<String>,
     /// A watchdog device (`/dev/watchdog`) the agent's main loop feeds: if the loop
     /// stalls (or the process is stopped), the kernel resets the server. Optional; the
     /// systemd watchdog (`WatchdogSec=`) is fed the same way when the unit sets it.
@@ -206,9 +221,38 @@ impl Default for AgentSection {
             state_dir: PathBuf::from("/var/lib/baton"),
             shutdown_command: "systemctl poweroff".into(),
             reboot_command: "systemctl reboot".into(),
+            fence_method: FenceMethod::Sysrq,
+            sysrq_trigger: PathBuf::from("/proc/sysrq-trigger"),
+            force_reboot_command: "reboot -f -f".into(),
+            force_poweroff_command: "poweroff -f -f".into(),
+            script_env: Vec::new(),
             watchdog_device: None,
             alert_log_max_bytes: 8 << 20,
             alert_log_keep: 4,
+        }
+    }
+}
+
+/// `[agent] fence_method`: how a server that must fence itself goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FenceMethod {
+    /// Write `b` (reset) or `o` (power off) to `sysrq_trigger`: the kernel resets at
+    /// once, without syncing or unmounting; `force_*_command` if the write fails.
+    #[default]
+    Sysrq,
+    /// Run `force_reboot_command` / `force_poweroff_command` (`reboot -f -f`).
+    Force,
+    /// Run the orderly `reboot_command` / `shutdown_command` (slow: seconds to minutes).
+    Command,
+}
+
+impl FenceMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FenceMethod::Sysrq => "sysrq",
+            FenceMethod::Force => "force",
+            FenceMethod::Command => "command",
         }
     }
 }
@@ -242,8 +286,9 @@ pub struct QuorumSection {
     /// heartbeat timeout.
     pub fence_timeout: Option<Dur>,
     /// What a server does when its groups are not all deactivated by the self-fence
-    /// deadline (a resource did not stop). Default `reboot` (`[agent] reboot_command`):
-    /// the others take over after the takeover wait whatever happens here.
+    /// deadline (a resource did not stop). Default `reboot`, an immediate reset
+    /// (`[agent] fence_method`): the others take over after the takeover wait whatever
+    /// happens here.
     pub on_fence_timeout: OnFenceTimeout,
     /// Extra wait after a server is declared down before its groups are activated
     /// elsewhere. Default (and minimum): derived from the heartbeat settings so that a
@@ -1302,6 +1347,44 @@ fn validate(
         ms::HOUR,
         "1ms to 1h",
     );
+    if !raw.agent.sysrq_trigger.is_absolute() {
+        d.err(
+            &[k("agent"), k("sysrq_trigger")],
+            format!(
+                "sysrq_trigger must be an absolute path (the default is /proc/sysrq-trigger), not `{}`",
+                raw.agent.sysrq_trigger.display()
+            ),
+        );
+    }
+    for (key, cmd) in [
+        ("force_reboot_command", &raw.agent.force_reboot_command),
+        ("force_poweroff_command", &raw.agent.force_poweroff_command),
+    ] {
+        if cmd.trim().is_empty() {
+            d.err(
+                &[k("agent"), k(key)],
+                format!("{key} must not be empty: it is what fences this server when the SysRq write fails"),
+            );
+        }
+    }
+    for (i, name) in raw.agent.script_env.iter().enumerate() {
+        let valid = name
+            .bytes()
+            .enumerate()
+            .all(|(j, b)| b == b'_' || b.is_ascii_alphabetic() || (j > 0 && b.is_ascii_digit()));
+        if name.is_empty() || !valid {
+            d.err(
+                &[k("agent"), k("script_env"), Seg::Index(i)],
+                format!("`{name}` is not an environment variable name (letters, digits and `_`, not starting with a digit)"),
+            );
+        }
+    }
+    if raw.agent.fence_method == FenceMethod::Command {
+        d.warn(
+            &[k("agent"), k("fence_method")],
+            "fence_method = \"command\" fences with the orderly reboot_command / shutdown_command, which can take longer than the takeover wait: the other side may start the groups while they still run here",
+        );
+    }
 
     // Servers.
     let mut servers = Vec::new();

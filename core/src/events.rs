@@ -88,6 +88,12 @@ catalogue! {
     AGENT_SHUTDOWN_DEADLINE = 1004, Error, "agent", "Shutdown deadline passed",
         cause: "Deactivating the groups on shutdown took longer than the shutdown deadline; the agent exited with resources possibly still active.",
         action: "Check the resources of the named groups by hand; raise `[agent] shutdown_timeout` or the resources' deactivation timeouts.";
+    SELF_FENCE = 1005, Critical, "agent", "Self-fence: resetting this server now",
+        cause: "This server must be gone before the others take its groups over (`[quorum] on_loss` or `on_fence_timeout` is `reboot` or `shutdown`), so it resets or powers off at once as `[agent] fence_method` says (SysRq by default), without stopping services or syncing disks. The event is written to the alert log just before.",
+        action: "After the server is back, find out why it lost quorum (BTN-1120 and the events before it) or why its groups did not stop in time (BTN-1135).";
+    SELF_FENCE_FAILED = 1006, Critical, "agent", "Self-fence reset failed",
+        cause: "Writing to `[agent] sysrq_trigger` failed (not root, no such file, a container without /proc/sysrq-trigger); the agent ran `[agent] force_reboot_command` / `force_poweroff_command` instead, or that failed too.",
+        action: "Run the agent as root on the host, or set `[agent] fence_method` to a method that works here. A server that cannot fence itself can run its groups at the same time as the server that takes them over.";
     STATE_DIR_ERROR = 1010, Critical, "agent", "State directory error",
         cause: "The agent could not read or write its state directory (epochs, ownership, alert log).",
         action: "Check permissions and free space of the state directory. The agent refuses to activate groups until it can persist epochs.";

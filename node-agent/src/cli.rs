@@ -928,6 +928,8 @@ async fn resource_cmd(
             return Exit::ConfigInvalid;
         }
     };
+    // The commands get the same environment as under the agent.
+    baton_providers::process::set_env_passthrough(cfg.agent.script_env.clone());
     let Some(r) = cfg
         .group(group)
         .and_then(|g| g.resources.iter().find(|r| r.name == resource))

@@ -96,9 +96,17 @@ timeout = "{timeout}"
 
 [agent]
 shutdown_timeout = "20s"
+# The demo never resets this machine: the self-fence writes to a file and the commands
+# only log.
+sysrq_trigger = "{d}/sysrq-trigger"
+force_reboot_command = 'echo force-reboot >> "{d}/fence-commands.log"'
+force_poweroff_command = 'echo force-poweroff >> "{d}/fence-commands.log"'
+reboot_command = 'echo reboot >> "{d}/fence-commands.log"'
+shutdown_command = 'echo poweroff >> "{d}/fence-commands.log"'
 "#,
         interval = o.interval,
-        timeout = o.timeout
+        timeout = o.timeout,
+        d = dir.display(),
     );
     for i in 1..=3u16 {
         s.push_str(&format!(

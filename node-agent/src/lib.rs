@@ -10,6 +10,7 @@ pub mod cloud;
 pub mod demo;
 pub mod key;
 pub mod notify_cmd;
+pub mod persist;
 pub mod reach;
 pub mod runtime;
 pub mod rxstamp;

@@ -122,6 +122,14 @@ pub(crate) enum LoopMsg {
         reply: oneshot::Sender<EngineStatus>,
     },
     Event(Box<Event>),
+    /// The state writer thread finished writes.
+    Persisted(crate::persist::Done),
+}
+
+/// What a queued state write was for (to act on its failure).
+enum PendingWrite {
+    Epoch { group: String, epoch: u64 },
+    Ownership { activating: Vec<(String, u64)> },
 }
 
 /// What the API handlers share with the main loop.
@@ -203,7 +211,10 @@ struct Runtime {
     me: String,
     engine: Engine,
     t0: Instant,
-    state: StateDir,
+    /// Writes the state directory's records off the main loop (kept open for its lock).
+    persist: crate::persist::Persistence,
+    /// Writes queued on `persist`, by sequence number.
+    pending_writes: HashMap<u64, PendingWrite>,
     epochs: BTreeMap<String, u64>,
     shared: Arc<Shared>,
     tx: mpsc::Sender<LoopMsg>,
@@ -227,6 +238,18 @@ struct Runtime {
     watchdog_dev: Option<std::fs::File>,
     /// The last heartbeat could not be encoded (BTN-1111 raised, BTN-1112 when it can).
     hb_encode_failed: bool,
+    /// The server is fencing itself: the watchdog device is no longer fed (nor disarmed).
+    fencing: bool,
+}
+
+/// Write one SysRq command key (`b`: reset now, `o`: power off now) to the trigger file.
+/// The file must exist (it is never created): a wrong path fails, and the caller falls
+/// back to the force command.
+fn write_sysrq(path: &std::path::Path, key: u8) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(&[key])?;
+    f.flush()
 }
 
 impl Runtime {
@@ -267,39 +290,13 @@ impl Runtime {
                 Action::PersistEpoch { group, epoch } => {
                     let current = self.epochs.get(&group).copied().unwrap_or(0);
                     if epoch > current {
+                        // The higher value stays in memory even if its write fails (it
+                        // may be on disk already if only the directory sync failed): the
+                        // next successful write must never store a lower epoch.
                         self.epochs.insert(group.clone(), epoch);
-                        match self.state.store_epochs(&self.epochs) {
-                            Ok(()) => {
-                                self.unpersisted.remove(&group);
-                            }
-                            Err(err) => {
-                                // The higher value stays in memory (it may be on disk
-                                // already if only the directory sync failed): the next
-                                // successful write must never store a lower epoch.
-                                let ev = Event::new(&events::STATE_DIR_ERROR, format!("cannot persist epoch {epoch} of group {group}: {err}; its activation is refused here")).group(&group);
-                                self.record(ev);
-                                self.unpersisted.insert(group, epoch);
-                            }
-                        }
+                        let w = crate::persist::Write::Epochs(self.epochs.clone());
+                        self.issue_write(w, PendingWrite::Epoch { group, epoch });
                     }
-                }
-                // An epoch that is not on disk is never used: every activation with it
-                // (retries included) fails until a later epoch is persisted.
-                Action::Activate {
-                    id,
-                    ref group,
-                    epoch,
-                    ..
-                } if self.unpersisted.get(group).is_some_and(|&e| epoch >= e) => {
-                    let tx = self.tx.clone();
-                    let result = Err(Failure {
-                        code: "state-dir".into(),
-                        message: "the group's epoch could not be persisted in the state directory"
-                            .into(),
-                    });
-                    tokio::spawn(async move {
-                        let _ = tx.send(LoopMsg::ActionDone { id, result }).await;
-                    });
                 }
                 Action::PersistOwnership { groups } => {
                     let own = Ownership {
@@ -324,38 +321,23 @@ impl Runtime {
                             })
                             .collect(),
                     };
-                    if let Err(err) = self.state.store_ownership(&own) {
-                        // Not knowing after a crash that a group was held here would let
-                        // it run twice: refuse activations of the groups being started.
-                        for (g, o) in &own.groups {
-                            if o.state == GroupState::Activating.as_str() {
-                                self.unpersisted.insert(g.clone(), o.epoch);
-                            }
-                        }
-                        let ev = Event::new(
-                            &events::STATE_DIR_ERROR,
-                            format!("cannot persist ownership: {err}; activations are refused until it can be written"),
-                        );
-                        self.record(ev);
-                    }
-                    self.ownership = own;
+                    let activating = own
+                        .groups
+                        .iter()
+                        .filter(|(_, o)| o.state == GroupState::Activating.as_str())
+                        .map(|(g, o)| (g.clone(), o.epoch))
+                        .collect();
+                    self.ownership = own.clone();
+                    let w = crate::persist::Write::Ownership(own);
+                    self.issue_write(w, PendingWrite::Ownership { activating });
                 }
-                Action::Activate {
-                    id,
-                    group,
-                    resource,
-                    epoch,
-                    timeout_ms,
-                    attempt,
-                } => self.spawn_resource(
-                    id,
-                    group,
-                    resource,
-                    epoch,
-                    timeout_ms,
-                    attempt,
-                    Op::Activate,
-                ),
+                // Written off the main loop: an activation starts once the writes issued
+                // before it (its epoch, the ownership record) have completed.
+                a @ Action::Activate { .. } => {
+                    if let Some(a) = self.persist.gate(a) {
+                        self.start_activation(a);
+                    }
+                }
                 Action::Deactivate {
                     id,
                     group,
@@ -415,7 +397,12 @@ impl Runtime {
                         .instrument(span),
                     );
                 }
-                Action::SystemCommand { which, reason } => {
+                Action::SystemCommand {
+                    which,
+                    reason,
+                    fence: true,
+                } => self.fence(which, &reason),
+                Action::SystemCommand { which, reason, .. } => {
                     let cmd = match which {
                         FinalAction::Reboot => self.cfg.agent.reboot_command.clone(),
                         _ => self.cfg.agent.shutdown_command.clone(),
@@ -443,6 +430,97 @@ impl Runtime {
                 } => self.ask_witness(partition, lease_ms, epochs),
             }
         }
+    }
+
+    /// Hand a state write to the writer thread and remember what it was for.
+    fn issue_write(&mut self, w: crate::persist::Write, what: PendingWrite) {
+        match self.persist.write(w) {
+            Some(seq) => {
+                self.pending_writes.insert(seq, what);
+            }
+            None => self.write_failed(what, "the state writer thread has stopped"),
+        }
+    }
+
+    /// A state write failed: refuse activations that would rely on it.
+    fn write_failed(&mut self, what: PendingWrite, err: &str) {
+        match what {
+            PendingWrite::Epoch { group, epoch } => {
+                let ev = Event::new(&events::STATE_DIR_ERROR, format!("cannot persist epoch {epoch} of group {group}: {err}; its activation is refused here")).group(&group);
+                self.record(ev);
+                self.unpersisted.insert(group, epoch);
+            }
+            PendingWrite::Ownership { activating } => {
+                // Not knowing after a crash that a group was held here would let it run
+                // twice: refuse activations of the groups being started.
+                for (g, e) in activating {
+                    self.unpersisted.insert(g, e);
+                }
+                let ev = Event::new(
+                    &events::STATE_DIR_ERROR,
+                    format!("cannot persist ownership: {err}; activations are refused until it can be written"),
+                );
+                self.record(ev);
+            }
+        }
+    }
+
+    /// Results from the writer thread: note failures, then start the activations that
+    /// were waiting for these writes.
+    fn persisted(&mut self, done: crate::persist::Done) {
+        for (seq, result) in &done.results {
+            let Some(what) = self.pending_writes.remove(seq) else {
+                continue;
+            };
+            match result {
+                Ok(()) => {
+                    if let PendingWrite::Epoch { group, .. } = &what {
+                        self.unpersisted.remove(group);
+                    }
+                }
+                Err(e) => self.write_failed(what, e),
+            }
+        }
+        for a in self.persist.completed(&done) {
+            self.start_activation(a);
+        }
+    }
+
+    /// Start an activation whose writes have completed. An epoch that is not on disk is
+    /// never used: every activation with it (retries included) fails until a later
+    /// epoch is persisted.
+    fn start_activation(&mut self, a: Action) {
+        let Action::Activate {
+            id,
+            group,
+            resource,
+            epoch,
+            timeout_ms,
+            attempt,
+        } = a
+        else {
+            return;
+        };
+        if self.unpersisted.get(&group).is_some_and(|&e| epoch >= e) {
+            let tx = self.tx.clone();
+            let result = Err(Failure {
+                code: "state-dir".into(),
+                message: "the group's epoch could not be persisted in the state directory".into(),
+            });
+            tokio::spawn(async move {
+                let _ = tx.send(LoopMsg::ActionDone { id, result }).await;
+            });
+            return;
+        }
+        self.spawn_resource(
+            id,
+            group,
+            resource,
+            epoch,
+            timeout_ms,
+            attempt,
+            Op::Activate,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -647,8 +725,81 @@ impl Runtime {
         });
     }
 
+    /// Fence this server: it must be gone before the others take its groups over, so
+    /// reset (or power off) at once, not through the orderly `reboot_command`.
+    fn fence(&mut self, which: FinalAction, reason: &str) {
+        use baton_core::config::FenceMethod;
+        let agent = &self.cfg.agent;
+        let method = agent.fence_method;
+        let power_off = which != FinalAction::Reboot;
+        let (verb, force_cmd, orderly_cmd) = if power_off {
+            (
+                "powering off",
+                agent.force_poweroff_command.clone(),
+                agent.shutdown_command.clone(),
+            )
+        } else {
+            (
+                "resetting",
+                agent.force_reboot_command.clone(),
+                agent.reboot_command.clone(),
+            )
+        };
+        let sysrq = agent.sysrq_trigger.clone();
+        // A configured watchdog device is no longer fed: if what follows does not take
+        // the server down, the watchdog does.
+        self.fencing = true;
+        let how = match method {
+            FenceMethod::Sysrq => format!("SysRq via {}", sysrq.display()),
+            FenceMethod::Force => format!("`{force_cmd}`"),
+            FenceMethod::Command => format!("`{orderly_cmd}` (orderly: slow)"),
+        };
+        // Recorded (written to the alert log) before the reset, which leaves no time.
+        let ev = Event::new(
+            &events::SELF_FENCE,
+            format!("self-fence: {verb} this server now with {how}: {reason}"),
+        )
+        .field("method", method.as_str());
+        self.record(ev);
+        tracing::error!(method = method.as_str(), %reason, "self-fence: {verb} this server now");
+        let cmd = match method {
+            FenceMethod::Sysrq => match write_sysrq(&sysrq, if power_off { b'o' } else { b'b' }) {
+                // On a real server nothing runs after this; a test's file just records it.
+                Ok(()) => return,
+                Err(e) => {
+                    let ev = Event::new(
+                        &events::SELF_FENCE_FAILED,
+                        format!(
+                            "self-fence: cannot write {}: {e}; running `{force_cmd}` instead",
+                            sysrq.display()
+                        ),
+                    );
+                    self.record(ev);
+                    force_cmd
+                }
+            },
+            FenceMethod::Force => force_cmd,
+            FenceMethod::Command => orderly_cmd,
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let spec =
+                CommandSpec::shell("self-fence command", cmd.clone(), Duration::from_secs(60));
+            if let Err(e) = run_command(&spec).await {
+                let ev = Event::new(
+                    &events::SELF_FENCE_FAILED,
+                    format!("self-fence command `{cmd}` failed: {e}"),
+                );
+                let _ = tx.send(LoopMsg::Event(Box::new(ev))).await;
+            }
+        });
+    }
+
     fn feed_watchdog_device(&mut self) {
         use std::io::Write;
+        if self.fencing {
+            return;
+        }
         if let Some(f) = self.watchdog_dev.as_mut() {
             if let Err(e) = f.write_all(b"\0").and_then(|()| f.flush()) {
                 warn!(error = %e, "cannot feed the watchdog device");
@@ -1095,12 +1246,31 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
             None => None,
         };
 
+    // Scripts get a minimal environment plus these variables of the agent's.
+    baton_providers::process::set_env_passthrough(cfg.agent.script_env.clone());
+    // State writes run on their own thread; results come back to the main loop.
+    let persist = {
+        let tx = tx.clone();
+        let delay = std::env::var("BATON_TEST_STATE_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let store: Arc<dyn crate::persist::StateStore> = Arc::new(state);
+        crate::persist::Persistence::start(store, delay, move |done| {
+            let _ = tx.blocking_send(LoopMsg::Persisted(done));
+        })
+        .map_err(|e| AgentError::Build {
+            what: "state writer".into(),
+            msg: e.to_string(),
+        })?
+    };
     let mut rt = Runtime {
         cfg: cfg.clone(),
         me: me.clone(),
         engine,
         t0,
-        state,
+        persist,
+        pending_writes: HashMap::new(),
         epochs,
         shared: shared.clone(),
         tx: tx.clone(),
@@ -1119,6 +1289,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         witness_busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         watchdog_dev,
         hb_encode_failed: false,
+        fencing: false,
     };
     let started = Event::new(
         &events::AGENT_STARTED,
@@ -1280,6 +1451,10 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                         rt.record(*ev);
                         Vec::new()
                     }
+                    LoopMsg::Persisted(done) => {
+                        rt.persisted(done);
+                        Vec::new()
+                    }
                 }
             }
         };
@@ -1292,8 +1467,8 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         }
     };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    if let Some(mut f) = rt.watchdog_dev.take() {
-        // Magic close: a clean stop disarms the watchdog device.
+    if let Some(mut f) = rt.watchdog_dev.take().filter(|_| !rt.fencing) {
+        // Magic close: a clean stop disarms the watchdog device (not while fencing).
         use std::io::Write;
         let _ = f.write_all(b"V");
     }
@@ -1301,6 +1476,10 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     for _ in 0..2 {
         rt.send_heartbeats().await;
         tokio::time::sleep(hb_every).await;
+    }
+    // Let queued state writes finish (bounded: a hung disk must not hang the exit).
+    if !rt.persist.close(Duration::from_secs(5)) {
+        warn!("state writes still pending at exit");
     }
     let ev = Event::new(
         &events::AGENT_STOPPED,

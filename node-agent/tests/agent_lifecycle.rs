@@ -108,6 +108,13 @@ interval = "100ms"
 timeout = "500ms"
 [agent]
 shutdown_timeout = "15s"
+# Tests never reset this machine: the self-fence writes to a file and the commands
+# only log.
+sysrq_trigger = "{dir}/sysrq-trigger"
+force_reboot_command = 'echo force-reboot >> "{dir}/fence-commands.log"'
+force_poweroff_command = 'echo force-poweroff >> "{dir}/fence-commands.log"'
+reboot_command = 'echo reboot >> "{dir}/fence-commands.log"'
+shutdown_command = 'echo poweroff >> "{dir}/fence-commands.log"'
 [[server]]
 name = "solo"
 interconnects = ["127.{net}.0.1"]
@@ -130,7 +137,8 @@ stop = 'echo "stop app" >> "{order}"; rm -f "{up}/app"'
 check = 'test -f "{up}/app"'
 "#,
         order = order.display(),
-        up = up.display()
+        up = up.display(),
+        dir = dir.display(),
     );
     std::fs::write(dir.join("baton.toml"), cfg).unwrap();
     let st = Command::new(BIN)

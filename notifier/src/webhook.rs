@@ -178,11 +178,15 @@ impl EventSink for WebhookSink {
     }
 }
 
-/// Scheme, host and path only: incoming-webhook URLs carry their token in the path or
-/// the query, which must not end up in logs and events.
+/// Scheme and host (with its port) only: incoming-webhook URLs carry their token in the
+/// path or the query, or credentials as `user:pass@`, none of which may end up in logs
+/// and events.
 pub fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // The host follows the last `@` (a password may itself contain `@`... percent-encoded
+    // or not).
+    let host = authority.rsplit('@').next().unwrap_or("");
     format!("{scheme}://{host}/...")
 }
 
@@ -220,5 +224,19 @@ mod tests {
             redact("https://hooks.slack.com/services/T0/B0/secret?x=1"),
             "https://hooks.slack.com/..."
         );
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        for url in [
+            "https://alice:s3cr3t@hooks.example.com:8443/in/tok",
+            "https://alice:s3cr3t@hooks.example.com:8443",
+            "https://s3cr3t@hooks.example.com:8443?k=v",
+            "https://alice:p@ss@s3cr3t@hooks.example.com:8443#frag",
+        ] {
+            let r = redact(url);
+            assert_eq!(r, "https://hooks.example.com:8443/...", "{url}");
+            assert!(!r.contains("s3cr3t") && !r.contains("alice"), "{r}");
+        }
     }
 }

@@ -231,6 +231,13 @@ timeout = "1s"
 
 [agent]
 shutdown_timeout = "20s"
+# Tests never reset this machine: the self-fence writes to a file and the commands
+# only log.
+sysrq_trigger = "{dir}/sysrq-trigger"
+force_reboot_command = 'echo force-reboot >> "{dir}/fence-commands.log"'
+force_poweroff_command = 'echo force-poweroff >> "{dir}/fence-commands.log"'
+reboot_command = 'echo reboot >> "{dir}/fence-commands.log"'
+shutdown_command = 'echo poweroff >> "{dir}/fence-commands.log"'
 
 [aws]
 region = "us-east-1"
@@ -239,7 +246,8 @@ call_timeout = "3s"
 max_attempts = 4
 imds = false
 "#,
-            ep = world.moto.endpoint
+            ep = world.moto.endpoint,
+            dir = dir.display(),
         );
         for s in 1..=3 {
             text.push_str(&format!(

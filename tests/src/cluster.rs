@@ -224,6 +224,8 @@ impl Cluster {
         run_cli(&bin, &["keygen", &key.to_string_lossy()]).ok("baton keygen");
         let port = pick_port(spec.net, spec.servers, spec.paths);
         let config = dir.join("baton.toml");
+        // The self-fence's SysRq trigger (a plain file here; see `config_text`).
+        std::fs::write(dir.join("sysrq-trigger"), b"").expect("write sysrq-trigger");
         let text = config_text(&spec, &dir, port);
         std::fs::write(&config, &text).expect("write config");
         run_cli(&bin, &["config", "check", &config.to_string_lossy()])
@@ -794,6 +796,13 @@ timeout = "1s"
 
 [agent]
 shutdown_timeout = "10s"
+# Tests never reset this machine: the self-fence writes to a file and the commands
+# only log.
+sysrq_trigger = "{d}/sysrq-trigger"
+force_reboot_command = 'echo force-reboot >> "{d}/fence-commands.log"'
+force_poweroff_command = 'echo force-poweroff >> "{d}/fence-commands.log"'
+reboot_command = 'echo reboot >> "{d}/fence-commands.log"'
+shutdown_command = 'echo poweroff >> "{d}/fence-commands.log"'
 "#,
         name = spec.name
     );

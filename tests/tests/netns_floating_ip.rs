@@ -311,6 +311,16 @@ timeout = "1s"
 shutdown_timeout = "10s"
 "#,
         );
+        s.push_str(&format!(
+            r#"# Tests never reset this machine: the self-fence writes to a file and the commands
+# only log.
+sysrq_trigger = "{d}/sysrq-trigger"
+force_reboot_command = 'echo force-reboot >> "{d}/fence-commands.log"'
+force_poweroff_command = 'echo force-poweroff >> "{d}/fence-commands.log"'
+reboot_command = 'echo reboot >> "{d}/fence-commands.log"'
+shutdown_command = 'echo poweroff >> "{d}/fence-commands.log"'
+"#
+        ));
         for i in 0..NODES {
             s.push_str(&format!(
                 "\n[[server]]\nname = \"{}\"\ninterconnects = [\"{}:{HB_PORT}\", \"{}:{HB_PORT}\"]\napi = \"{}:{API_PORT}\"\n",

@@ -1533,3 +1533,55 @@ fn heartbeat_size_is_bounded_at_the_group_limit() {
     let d = error(&sized_cluster(7, fits + 1, 63));
     assert!(d.message.contains("datagram limit"), "{d}");
 }
+
+#[test]
+fn fence_and_script_env_keys_default_and_validate() {
+    let a = ok(DESIGN).config.agent;
+    assert_eq!(a.fence_method, FenceMethod::Sysrq);
+    assert_eq!(a.sysrq_trigger, PathBuf::from("/proc/sysrq-trigger"));
+    assert_eq!(a.force_reboot_command, "reboot -f -f");
+    assert_eq!(a.force_poweroff_command, "poweroff -f -f");
+    assert!(a.script_env.is_empty());
+
+    let good = format!(
+        "{DESIGN}\n[agent]\nfence_method = \"force\"\nsysrq_trigger = \"/tmp/t/sysrq\"\nforce_reboot_command = \"echo r\"\nscript_env = [\"AWS_REGION\", \"_X1\"]\n"
+    );
+    let a = ok(&good).config.agent;
+    assert_eq!(a.fence_method, FenceMethod::Force);
+    assert_eq!(a.sysrq_trigger, PathBuf::from("/tmp/t/sysrq"));
+    assert_eq!(a.script_env, ["AWS_REGION", "_X1"]);
+
+    let bad = format!(
+        "{DESIGN}\n[agent]\nsysrq_trigger = \"sysrq\"\nforce_poweroff_command = \" \"\nscript_env = [\"OK\", \"1BAD\", \"A-B\", \"\"]\n"
+    );
+    let e = errors(&bad);
+    let keys: Vec<&str> = e.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "agent.sysrq_trigger",
+            "agent.force_poweroff_command",
+            "agent.script_env[1]",
+            "agent.script_env[2]",
+            "agent.script_env[3]",
+        ],
+        "{}",
+        render(&e)
+    );
+    assert_at(&e[0], &bad, "sysrq_trigger", 0, "agent.sysrq_trigger");
+    assert!(e[0].message.contains("absolute"), "{}", e[0]);
+    assert!(e[2].message.contains("`1BAD`"), "{}", e[2]);
+
+    // The orderly command as a fence is allowed, with a warning.
+    let slow = format!("{DESIGN}\n[agent]\nfence_method = \"command\"\n");
+    let l = ok(&slow);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.key == "agent.fence_method" && w.message.contains("takeover wait")),
+        "{}",
+        render(&l.warnings)
+    );
+    let e = error(&format!("{DESIGN}\n[agent]\nfence_method = \"sysreq\"\n"));
+    assert_eq!(e.key, "agent.fence_method");
+}

@@ -190,7 +190,11 @@ impl Engine {
             e.field("fence_ms", fence)
         });
         if let Some(which) = which {
-            self.out.push(Action::SystemCommand { which, reason: msg });
+            self.out.push(Action::SystemCommand {
+                which,
+                reason: msg,
+                fence: true,
+            });
         }
     }
 
@@ -448,6 +452,7 @@ impl Engine {
                             reason: format!(
                                 "quorum lost ({heard} of {votes} votes): [quorum] on_loss"
                             ),
+                            fence: true,
                         });
                     }
                 }
@@ -1392,7 +1397,12 @@ impl Engine {
                         self.set_local(gi, Local::Failed { epoch });
                     }
                 }
-                self.out.push(Action::SystemCommand { which: fa, reason });
+                // A monitor's final action: the operator's orderly command.
+                self.out.push(Action::SystemCommand {
+                    which: fa,
+                    reason,
+                    fence: false,
+                });
             }
         }
     }

@@ -1408,7 +1408,7 @@ impl World {
                         },
                     );
                 }
-                Action::SystemCommand { which, reason } => {
+                Action::SystemCommand { which, reason, .. } => {
                     self.log(|| format!("{} SYSTEM COMMAND {which:?}: {reason}", server_name(n)));
                     self.power_off(n);
                     // A reboot comes back by itself; a powered-off server at the repair.

@@ -1206,6 +1206,8 @@ fn final_action_shutdown_asks_for_the_system_command() {
         a,
         Action::SystemCommand {
             which: FinalAction::Shutdown,
+            // A monitor's final action is the operator's orderly command, not a fence.
+            fence: false,
             ..
         }
     )));
@@ -2513,6 +2515,7 @@ fn takeover_waits_until_the_cut_off_holder_has_fenced_itself() {
         a,
         Action::SystemCommand {
             which: FinalAction::Reboot,
+            fence: true,
             ..
         }
     )));
@@ -2868,7 +2871,8 @@ fn quorum_loss_runs_the_on_loss_command_after_having_had_quorum() {
         .collect();
     assert_eq!(cmds.len(), 1, "{cmds:?}");
     assert!(
-        matches!(&cmds[0], Action::SystemCommand { which: FinalAction::Reboot, reason } if reason.contains("quorum lost"))
+        matches!(&cmds[0], Action::SystemCommand { which: FinalAction::Reboot, reason, fence: true } if reason.contains("quorum lost")),
+        "on_loss fences at once: {cmds:?}"
     );
     // The majority does not reboot.
     assert!(sim

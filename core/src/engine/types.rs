@@ -335,10 +335,13 @@ pub enum Action {
         script: String,
         timeout_ms: u64,
     },
-    /// Run `[agent] shutdown_command` or `reboot_command`.
+    /// Run `[agent] shutdown_command` or `reboot_command`, or, when `fence` is set (the
+    /// server must be gone within the fence deadline: `[quorum] on_loss`,
+    /// `on_fence_timeout`), reset or power off at once (`[agent] fence_method`).
     SystemCommand {
         which: FinalAction,
         reason: String,
+        fence: bool,
     },
     /// The agent should exit now (its groups are offline, or a final action said so).
     Exit {

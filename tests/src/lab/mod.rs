@@ -312,6 +312,13 @@ timeout = "{to}ms"
 
 [agent]
 shutdown_timeout = "10s"
+# Tests never reset this machine: the self-fence writes to a file and the commands
+# only log.
+sysrq_trigger = "{d}/sysrq-trigger"
+force_reboot_command = 'echo force-reboot >> "{d}/fence-commands.log"'
+force_poweroff_command = 'echo force-poweroff >> "{d}/fence-commands.log"'
+reboot_command = 'echo reboot >> "{d}/fence-commands.log"'
+shutdown_command = 'echo poweroff >> "{d}/fence-commands.log"'
 "#,
             name = s.name,
             i = s.interval_ms,
