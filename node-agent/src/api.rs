@@ -60,7 +60,7 @@ pub struct PeerStatus {
 }
 
 #[derive(Debug, Deserialize)]
-struct AlertsQuery {
+pub struct AlertsQuery {
     #[serde(default)]
     after: u64,
     /// The last N events instead (`after` is ignored).
@@ -72,6 +72,95 @@ struct AlertsQuery {
 
 fn default_limit() -> usize {
     100
+}
+
+/// A request refused before it reaches the agent: HTTP status, stable code, message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refused {
+    fn bad_request(message: impl Into<String>) -> Refused {
+        Refused {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad-request",
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self) -> Response {
+        error(self.status, self.code, self.message)
+    }
+}
+
+/// The body of `POST /v1/commands` as a command (pure: the handler's parsing, fuzzed in
+/// node-agent/tests/fuzz_parsers.rs).
+#[doc(hidden)]
+pub fn parse_command(body: &[u8]) -> Result<Command, Refused> {
+    let cmd: Command = serde_json::from_slice(body)
+        .map_err(|e| Refused::bad_request(format!("the body is not a valid command: {e}")))?;
+    if cmd == Command::Shutdown {
+        return Err(Refused::bad_request("`shutdown` is a local signal (SIGTERM), not an API command; use `cluster-stop` to stop every agent"));
+    }
+    Ok(cmd)
+}
+
+/// `POST /v1/groups/{group}/{op}` with its (optional) body as a command (pure; fuzzed).
+#[doc(hidden)]
+pub fn parse_group_op(group: String, op: &str, body: &[u8]) -> Result<Command, Refused> {
+    let b: GroupOpBody = if body.is_empty() {
+        GroupOpBody::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| Refused::bad_request(format!("invalid body: {e}")))?
+    };
+    match op {
+        "start" => Ok(Command::GroupStart {
+            group,
+            on: b.on.or(b.to),
+        }),
+        "stop" => Ok(Command::GroupStop { group }),
+        "move" if b.on.is_some() => Err(Refused::bad_request(
+            "`move` takes the target server as `to`, not `on`",
+        )),
+        "move" => Ok(Command::GroupMove { group, to: b.to }),
+        other => Err(Refused {
+            status: StatusCode::NOT_FOUND,
+            code: "not-found",
+            message: format!("unknown group operation `{other}`: use start, stop or move"),
+        }),
+    }
+}
+
+/// What `GET /v1/alerts` reads, with its bounds applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertsRead {
+    /// The last N events (1-10,000).
+    Tail(usize),
+    /// Up to `limit` (1-10,000) events after sequence number `after`.
+    Since { after: u64, limit: usize },
+}
+
+/// The query of `GET /v1/alerts` (pure; fuzzed).
+#[doc(hidden)]
+pub fn parse_alerts_query(
+    q: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<AlertsRead, Refused> {
+    let Ok(Query(q)) = q else {
+        return Err(Refused::bad_request(
+            "query parameters: after=SEQ (number), limit=N (number), tail=N (number)",
+        ));
+    };
+    Ok(match q.tail {
+        Some(n) => AlertsRead::Tail(n.clamp(1, 10_000)),
+        None => AlertsRead::Since {
+            after: q.after,
+            limit: q.limit.clamp(1, 10_000),
+        },
+    })
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -248,19 +337,10 @@ async fn command(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let cmd: Command = match serde_json::from_slice(&body) {
+    let cmd = match parse_command(&body) {
         Ok(c) => c,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                format!("the body is not a valid command: {e}"),
-            )
-        }
+        Err(r) => return r.into_response(),
     };
-    if cmd == Command::Shutdown {
-        return error(StatusCode::BAD_REQUEST, "bad-request", "`shutdown` is a local signal (SIGTERM), not an API command; use `cluster-stop` to stop every agent");
-    }
     // `cluster stop` must reach every agent even if heartbeats between some of them are
     // down, so it is also forwarded to every peer's API (once: forwarded requests are not
     // forwarded again). Other commands spread through the heartbeats as intents.
@@ -305,41 +385,9 @@ async fn group_op(
     Path((group, op)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let b: GroupOpBody = if body.is_empty() {
-        GroupOpBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad-request",
-                    format!("invalid body: {e}"),
-                )
-            }
-        }
-    };
-    let cmd = match op.as_str() {
-        "start" => Command::GroupStart {
-            group,
-            on: b.on.or(b.to),
-        },
-        "stop" => Command::GroupStop { group },
-        "move" if b.on.is_some() => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                "`move` takes the target server as `to`, not `on`",
-            )
-        }
-        "move" => Command::GroupMove { group, to: b.to },
-        other => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                format!("unknown group operation `{other}`: use start, stop or move"),
-            )
-        }
+    let cmd = match parse_group_op(group, &op, &body) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
     };
     run_command(&s, cmd).await
 }
@@ -348,20 +396,16 @@ async fn alerts(
     State(s): State<Arc<Shared>>,
     q: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Ok(Query(q)) = q else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            "query parameters: after=SEQ (number), limit=N (number), tail=N (number)",
-        );
+    let what = match parse_alerts_query(q) {
+        Ok(w) => w,
+        Err(r) => return r.into_response(),
     };
-    let limit = q.limit.clamp(1, 10_000);
     // Read from files without the writer's lock, off the async workers: a long read
     // never holds up the agent's main loop, which appends events.
     let reader = s.alert_reader.clone();
-    let read = tokio::task::spawn_blocking(move || match q.tail {
-        Some(n) => reader.tail(n.clamp(1, 10_000)),
-        None => reader.read_since(q.after, limit),
+    let read = tokio::task::spawn_blocking(move || match what {
+        AlertsRead::Tail(n) => reader.tail(n),
+        AlertsRead::Since { after, limit } => reader.read_since(after, limit),
     })
     .await;
     match read {

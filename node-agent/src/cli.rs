@@ -149,8 +149,21 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Create a new random cluster key file (mode 0600).
-    Keygen { file: PathBuf },
+    /// Create a new random cluster key file, or a cluster's witness key file (mode 0600)
+    ///
+    /// With `--witness OUT --config FILE`, write the witness key file of that cluster
+    /// (its name, servers and the witness key derived from its cluster key) for
+    /// `baton witness --key-file`.
+    Keygen {
+        #[arg(required_unless_present = "witness", conflicts_with = "witness")]
+        file: Option<PathBuf>,
+        /// Write the cluster's witness key file here (for `baton witness --key-file`).
+        #[arg(long, value_name = "OUT", requires = "config")]
+        witness: Option<PathBuf>,
+        /// The cluster's configuration (its name, servers and key file) for `--witness`.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+    },
     /// Act on one resource of this server directly, without the agent (for tests and
     /// troubleshooting; the agent must not be running the group).
     Resource {
@@ -200,9 +213,10 @@ pub enum Cmd {
         /// Address to listen on, e.g. 0.0.0.0:7430.
         #[arg(long)]
         listen: SocketAddr,
-        /// The cluster key file (the same file as on the servers).
-        #[arg(long)]
-        key_file: PathBuf,
+        /// A witness key file from `baton keygen --witness` (repeat it for each cluster
+        /// this witness serves). A cluster key file is still accepted, deprecated.
+        #[arg(long, required = true)]
+        key_file: Vec<PathBuf>,
         /// Grant nothing for this long after start (must cover the longest lease).
         #[arg(long, default_value = "60s")]
         startup_quiet: String,
@@ -634,7 +648,38 @@ pub async fn run(cli: Cli) -> Exit {
             Exit::Ok
         }
         Cmd::Notify { op } => crate::notify_cmd::run(op).await,
-        Cmd::Keygen { file } => match crate::key::generate_key_file(&file) {
+        Cmd::Keygen {
+            witness: Some(out),
+            config,
+            ..
+        } => {
+            let config = config.unwrap_or_default();
+            match crate::witness::write_witness_key_file(&out, &config) {
+                Ok(cluster) => {
+                    println!(
+                        "wrote the witness key of cluster `{cluster}` to {} (mode 0600; give it to `baton witness --key-file`)",
+                        out.display()
+                    );
+                    Exit::Ok
+                }
+                Err(crate::witness::WitnessKeyError::Config(e)) => {
+                    for d in &e.diagnostics {
+                        eprintln!("{d}");
+                    }
+                    fail(false, Exit::ConfigInvalid, e.code(), &e.to_string())
+                }
+                Err(e) => fail(false, Exit::KeyError, e.code(), &e.to_string()),
+            }
+        }
+        Cmd::Keygen { file: None, .. } => fail(
+            false,
+            Exit::Usage,
+            "usage",
+            "keygen needs FILE, or --witness OUT --config FILE",
+        ),
+        Cmd::Keygen {
+            file: Some(file), ..
+        } => match crate::key::generate_key_file(&file) {
             Ok(()) => {
                 println!(
                     "wrote a new cluster key to {} (copy it to every server, mode 0600)",

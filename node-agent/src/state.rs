@@ -104,7 +104,7 @@ pub struct OwnedGroup {
 /// Groups this server believes it holds (active or activating).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ownership {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub groups: BTreeMap<String, OwnedGroup>,
 }
 
@@ -232,7 +232,7 @@ impl StateDir {
 
     /// Highest epoch per group seen or used by this server. Missing file: empty.
     pub fn load_epochs(&self) -> Result<BTreeMap<String, u64>, StateError> {
-        self.load(EPOCHS_FILE)
+        self.load::<UniqueKeys<u64>>(EPOCHS_FILE).map(|m| m.0)
     }
 
     pub fn store_epochs(&self, epochs: &BTreeMap<String, u64>) -> Result<(), StateError> {
@@ -306,6 +306,43 @@ impl StateDir {
 
 fn tmp_name(name: &str) -> String {
     format!("{name}.tmp")
+}
+
+/// A JSON object read into a map that refuses a key given twice: serde's maps keep the
+/// last value silently, and `{"g": 9, "g": 1}` must not read as epoch 1.
+#[derive(Debug, Default)]
+struct UniqueKeys<V>(BTreeMap<String, V>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueKeys<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = UniqueKeys<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, V>()? {
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!("duplicate key `{k}`")));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(UniqueKeys(out))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+fn unique_keys<'de, D: serde::Deserializer<'de>, V: Deserialize<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, V>, D::Error> {
+    UniqueKeys::deserialize(d).map(|m| m.0)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The HTTP witness: `baton witness --listen ADDR --key-file FILE`, a small
+//! The HTTP witness: `baton witness --listen ADDR --key-file FILE...`, a small
 //! authenticated service that grants its vote to one partition of a cluster at a time,
 //! for a lease; its client [`HttpWitness`]; and [`witness_client`], which builds the
 //! client a cluster's `[quorum] witness` names (HTTP, S3 or DynamoDB).
@@ -6,9 +6,15 @@
 //! Protocol (docs/src/witness.md): `POST /v1/vote` with a JSON body
 //! `{cluster, server, partition, lease_ms, epochs, nonce, session, seq}` and the header
 //! `X-Baton-Signature: hex(HMAC-SHA256(witness_key, body))`, where `witness_key` is the
-//! cluster key's MAC over `"baton witness v1"`. The reply echoes the nonce and is signed
-//! the same way; the client counts nothing from a reply whose signature or nonce is
-//! wrong. `GET /v1/health` is unauthenticated and shows no state.
+//! cluster key's MAC over `"baton witness v2\0"` followed by the cluster name. The reply
+//! echoes the nonce and is signed the same way; the client counts nothing from a reply
+//! whose signature or nonce is wrong. `GET /v1/health` is unauthenticated and shows no
+//! state.
+//!
+//! The witness holds only witness keys (`baton keygen --witness`, one file per cluster,
+//! [`WitnessKeys`]), each with the servers of its cluster: a request naming another
+//! server, in `server` or in `partition`, is refused (`unknown-server`). A cluster key
+//! given to `--key-file` still works for this release (deprecated, logged).
 //!
 //! The grant rules live in [`Book`], a pure state machine with injected time. The
 //! witness keeps everything in memory: after a restart it has forgotten the grants it
@@ -25,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -46,8 +52,12 @@ use crate::key::{ClusterKey, KeyError};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Derivation label of the witness key.
+/// Derivation label of the v1 witness key (deprecated: no cluster name).
 const WITNESS_LABEL: &[u8] = b"baton witness v1";
+/// Derivation label of the per-cluster witness key; the cluster name follows it.
+const WITNESS_LABEL_V2: &[u8] = b"baton witness v2\0";
+/// Largest witness key file read.
+const MAX_KEY_FILE: u64 = 64 * 1024;
 /// Header carrying the signature of a request or reply body.
 pub const SIGNATURE_HEADER: &str = "x-baton-signature";
 /// Largest request body the witness reads.
@@ -61,7 +71,11 @@ const MAX_SESSIONS: usize = 1024;
 
 // ---------------------------------------------------------------- key and wire
 
-/// The key requests and replies are signed with: HMAC(cluster key, "baton witness v1").
+/// The key requests and replies are signed with: the per-cluster witness key
+/// HMAC(cluster key, "baton witness v2\0" || cluster name) ([`WitnessKey::for_cluster`]),
+/// which `baton keygen --witness` writes for the witness so that it never holds the
+/// cluster key. The v1 key, HMAC(cluster key, "baton witness v1") without the cluster
+/// name, is still accepted by a witness started with the cluster key itself (deprecated).
 /// Its `Debug` output never shows it.
 #[derive(Clone)]
 pub struct WitnessKey([u8; 32]);
@@ -73,8 +87,28 @@ impl fmt::Debug for WitnessKey {
 }
 
 impl WitnessKey {
+    /// The v1 key (no cluster name): what clients before the per-cluster key signed with.
+    /// Only a witness started with the cluster key itself accepts it (deprecated).
     pub fn from_cluster_key(key: &ClusterKey) -> WitnessKey {
         WitnessKey(key.mac(&[WITNESS_LABEL]))
+    }
+
+    /// The per-cluster witness key of cluster `cluster`: what clients sign with and what
+    /// `baton keygen --witness` writes. It authenticates only witness requests of that
+    /// cluster: not heartbeats, not the API, not another cluster's votes.
+    pub fn for_cluster(key: &ClusterKey, cluster: &str) -> WitnessKey {
+        WitnessKey(key.mac(&[WITNESS_LABEL_V2, cluster.as_bytes()]))
+    }
+
+    /// The key as lowercase hex (what the witness key file holds).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// A key from 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<WitnessKey> {
+        let raw = hex::decode(text.trim()).ok()?;
+        <[u8; 32]>::try_from(raw.as_slice()).ok().map(WitnessKey)
     }
 
     fn hmac(&self) -> HmacSha256 {
@@ -393,6 +427,278 @@ impl Book {
     }
 }
 
+// ---------------------------------------------------------------- witness keys
+
+/// The witness key file `baton keygen --witness` writes (TOML, mode 0600): one cluster's
+/// name, the servers the witness may grant to, and the derived witness key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessKeyFile {
+    pub cluster: String,
+    pub servers: Vec<String>,
+    /// 64 hex digits: [`WitnessKey::for_cluster`].
+    pub witness_key: String,
+}
+
+/// Errors loading or writing witness key files.
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessKeyError {
+    #[error("witness key file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("witness key file {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("witness key file {} has mode {:04o}: it is accessible to group/others; run: chmod 600 {}", path.display(), mode & 0o7777, path.display())]
+    Permissive { path: PathBuf, mode: u32 },
+    #[error("witness key files {} and {} are both for cluster `{cluster}`: give one file per cluster", first.display(), second.display())]
+    DuplicateCluster {
+        cluster: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    #[error("witness key file {} already exists; refusing to overwrite it", path.display())]
+    Exists { path: PathBuf },
+    #[error(transparent)]
+    ClusterKey(#[from] KeyError),
+    #[error(transparent)]
+    Config(#[from] baton_core::config::ConfigError),
+}
+
+impl WitnessKeyError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WitnessKeyError::Io { .. } => "witness-key-io",
+            WitnessKeyError::Invalid { .. } => "witness-key-invalid",
+            WitnessKeyError::Permissive { .. } => "witness-key-permissive",
+            WitnessKeyError::DuplicateCluster { .. } => "witness-key-duplicate-cluster",
+            WitnessKeyError::Exists { .. } => "witness-key-exists",
+            WitnessKeyError::ClusterKey(k) => k.code(),
+            WitnessKeyError::Config(_) => "config-invalid",
+        }
+    }
+}
+
+/// One cluster a witness serves with a derived key.
+#[derive(Debug, Clone)]
+struct ClusterEntry {
+    key: WitnessKey,
+    servers: Vec<String>,
+}
+
+/// The keys of a witness: per-cluster derived keys (with the servers each cluster may
+/// be granted to), and, deprecated, cluster keys (any cluster name, any server).
+#[derive(Debug, Clone, Default)]
+pub struct WitnessKeys {
+    clusters: BTreeMap<String, (ClusterEntry, PathBuf)>,
+    legacy: Vec<ClusterKey>,
+}
+
+impl WitnessKeys {
+    /// A witness for one cluster with a derived key (tests).
+    pub fn derived(cluster: &str, servers: &[&str], key: WitnessKey) -> WitnessKeys {
+        let mut k = WitnessKeys::default();
+        k.clusters.insert(
+            cluster.to_string(),
+            (
+                ClusterEntry {
+                    key,
+                    servers: servers.iter().map(|s| s.to_string()).collect(),
+                },
+                PathBuf::new(),
+            ),
+        );
+        k
+    }
+
+    /// A witness holding a cluster key (deprecated; tests).
+    pub fn legacy(key: ClusterKey) -> WitnessKeys {
+        WitnessKeys {
+            clusters: BTreeMap::new(),
+            legacy: vec![key],
+        }
+    }
+
+    /// Load `baton witness --key-file` arguments: each is a witness key file (TOML with
+    /// `witness_key`) or, deprecated, a cluster key file. Returns the keys and the
+    /// warnings to log.
+    pub fn load(paths: &[PathBuf]) -> Result<(WitnessKeys, Vec<String>), WitnessKeyError> {
+        let mut keys = WitnessKeys::default();
+        let mut warnings = Vec::new();
+        for path in paths {
+            match load_witness_key_file(path)? {
+                Some(f) => {
+                    let key = WitnessKey::from_hex(&f.witness_key).ok_or_else(|| {
+                        WitnessKeyError::Invalid {
+                            path: path.clone(),
+                            message: "`witness_key` must be 64 hex digits".into(),
+                        }
+                    })?;
+                    if let Some((_, first)) = keys.clusters.get(&f.cluster) {
+                        return Err(WitnessKeyError::DuplicateCluster {
+                            cluster: f.cluster,
+                            first: first.clone(),
+                            second: path.clone(),
+                        });
+                    }
+                    keys.clusters.insert(
+                        f.cluster,
+                        (
+                            ClusterEntry {
+                                key,
+                                servers: f.servers,
+                            },
+                            path.clone(),
+                        ),
+                    );
+                }
+                None => {
+                    let key = ClusterKey::load(path)?;
+                    warnings.extend(key.warnings().iter().map(|w| format!("{w}")));
+                    warnings.push(format!(
+                        "witness-cluster-key-deprecated: {} is a cluster key: a witness holding the cluster key could forge heartbeats and API calls, and it grants to any server name. Give it a witness key instead: baton keygen --witness FILE --config CLUSTER.toml (cluster keys are refused in a future release)",
+                        path.display()
+                    ));
+                    keys.legacy.push(key);
+                }
+            }
+        }
+        Ok((keys, warnings))
+    }
+
+    /// Cluster names served with a derived key.
+    pub fn clusters(&self) -> impl Iterator<Item = &str> {
+        self.clusters.keys().map(String::as_str)
+    }
+
+    /// The keys a request for `cluster` (None: the body names none) may be signed with,
+    /// and the servers it may name (None: any, for a cluster key).
+    fn candidates(&self, cluster: Option<&str>) -> (Vec<WitnessKey>, Option<&[String]>) {
+        if let Some((e, _)) = cluster.and_then(|c| self.clusters.get(c)) {
+            return (vec![e.key.clone()], Some(e.servers.as_slice()));
+        }
+        let mut v = Vec::new();
+        for k in &self.legacy {
+            if let Some(c) = cluster {
+                v.push(WitnessKey::for_cluster(k, c));
+            }
+            v.push(WitnessKey::from_cluster_key(k));
+        }
+        (v, None)
+    }
+}
+
+/// Read `path`: `Some` for a witness key file, `None` for anything else (a cluster key).
+fn load_witness_key_file(
+    path: &std::path::Path,
+) -> Result<Option<WitnessKeyFile>, WitnessKeyError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| WitnessKeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mode = file.metadata().map_err(io)?.permissions().mode();
+    let mut raw = Vec::new();
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut raw)
+        .map_err(io)?;
+    if raw.len() as u64 > MAX_KEY_FILE {
+        return Err(WitnessKeyError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("larger than {MAX_KEY_FILE} bytes: not a key file"),
+        });
+    }
+    let Ok(text) = std::str::from_utf8(&raw) else {
+        return Ok(None);
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok(None);
+    };
+    if !table.contains_key("witness_key") {
+        return Ok(None);
+    }
+    if mode & 0o077 != 0 {
+        return Err(WitnessKeyError::Permissive {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let invalid = |message: String| WitnessKeyError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let f: WitnessKeyFile = toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
+    if f.cluster.trim().is_empty() {
+        return Err(invalid("`cluster` is empty".into()));
+    }
+    if f.servers.is_empty() || f.servers.iter().any(|s| s.trim().is_empty()) {
+        return Err(invalid(
+            "`servers` must list the cluster's server names".into(),
+        ));
+    }
+    Ok(Some(f))
+}
+
+/// `baton keygen --witness OUT --config CLUSTER.toml`: derive the witness key of the
+/// cluster in `config` from its cluster key and write it, with the cluster name and its
+/// servers, to `out` (mode 0600, never overwritten). Returns the cluster name.
+pub fn write_witness_key_file(
+    out: &std::path::Path,
+    config: &std::path::Path,
+) -> Result<String, WitnessKeyError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cfg = crate::catalog::load_config(config)?;
+    let key_path = if cfg.key_file.is_relative() {
+        config
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(&cfg.key_file)
+    } else {
+        cfg.key_file.clone()
+    };
+    let key = ClusterKey::load(&key_path)?;
+    let f = WitnessKeyFile {
+        cluster: cfg.cluster_name.clone(),
+        servers: cfg.servers.iter().map(|s| s.name.clone()).collect(),
+        witness_key: WitnessKey::for_cluster(&key, &cfg.cluster_name).to_hex(),
+    };
+    let body = toml::to_string(&f).map_err(|e| WitnessKeyError::Invalid {
+        path: out.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let text = format!(
+        "# Baton witness key of cluster `{}` (baton keygen --witness). Give this file, not the\n# cluster key, to `baton witness --key-file`; rerun keygen when the servers change.\n{body}",
+        cfg.cluster_name
+    );
+    let io = |source| WitnessKeyError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                WitnessKeyError::Exists {
+                    path: out.to_path_buf(),
+                }
+            } else {
+                io(source)
+            }
+        })?;
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(cfg.cluster_name)
+}
+
 // ---------------------------------------------------------------- server
 
 /// Errors of `baton witness`.
@@ -400,6 +706,8 @@ impl Book {
 pub enum WitnessServerError {
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Keys(#[from] WitnessKeyError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -414,6 +722,7 @@ impl WitnessServerError {
     pub fn code(&self) -> &'static str {
         match self {
             WitnessServerError::Key(k) => k.code(),
+            WitnessServerError::Keys(k) => k.code(),
             WitnessServerError::Listen { .. } => "listen-failed",
             WitnessServerError::Serve(_) => "serve-failed",
         }
@@ -424,13 +733,14 @@ impl WitnessServerError {
 #[derive(Debug, Clone)]
 pub struct WitnessOptions {
     pub listen: SocketAddr,
-    pub key_file: PathBuf,
+    /// Witness key files (one per cluster), or, deprecated, cluster key files.
+    pub key_files: Vec<PathBuf>,
     /// Deny everything for this long after start (default and safe minimum: 60 s).
     pub startup_quiet: Duration,
 }
 
 struct ServerState {
-    key: WitnessKey,
+    keys: WitnessKeys,
     book: Mutex<Book>,
 }
 
@@ -448,9 +758,9 @@ fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Respons
 }
 
 /// The witness's HTTP routes (exposed for tests).
-pub fn router(key: WitnessKey, quiet: Duration) -> Router {
+pub fn router(keys: WitnessKeys, quiet: Duration) -> Router {
     let state = Arc::new(ServerState {
-        key,
+        keys,
         book: Mutex::new(Book::new(Instant::now(), quiet)),
     });
     Router::new()
@@ -478,13 +788,20 @@ pub fn router(key: WitnessKey, quiet: Duration) -> Router {
         .with_state(state)
 }
 
+/// The `cluster` field of a request body, read before its signature is checked (to
+/// pick the cluster's key); everything else is read only once the signature is good.
+#[derive(Deserialize)]
+struct ClusterOnly {
+    cluster: String,
+}
+
 async fn vote_handler(State(s): State<Arc<ServerState>>, req: Request) -> Response {
     let headers: HeaderMap = req.headers().clone();
-    let peer = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    // The TCP peer (never a client-supplied header such as X-Forwarded-For).
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -495,18 +812,28 @@ async fn vote_handler(State(s): State<Arc<ServerState>>, req: Request) -> Respon
             )
         }
     };
-    let signed = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|sig| s.key.verify(&body, sig));
-    if !signed {
+    let named = serde_json::from_slice::<ClusterOnly>(&body)
+        .ok()
+        .map(|c| c.cluster);
+    let (candidates, allowed) = s.keys.candidates(named.as_deref());
+    if let (true, Some(cluster)) = (candidates.is_empty(), named.as_deref()) {
+        tracing::warn!(code = "unknown-cluster", %peer, cluster = ?cluster, "witness: rejected a request for a cluster this witness has no key for");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "unknown-cluster",
+            format!("this witness serves no cluster `{cluster}`: give it the cluster's witness key file (baton keygen --witness)"),
+        );
+    }
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    let key = signature.and_then(|sig| candidates.into_iter().find(|k| k.verify(&body, sig)));
+    let Some(key) = key else {
         tracing::warn!(code = "bad-signature", %peer, "witness: rejected a request with a missing or wrong signature");
         return refuse(
             StatusCode::UNAUTHORIZED,
             "bad-signature",
             "missing or wrong X-Baton-Signature: use the cluster key file of this cluster",
         );
-    }
+    };
     let wire: WireVote = match serde_json::from_slice(&body) {
         Ok(w) => w,
         Err(e) => {
@@ -535,12 +862,32 @@ async fn vote_handler(State(s): State<Arc<ServerState>>, req: Request) -> Respon
         Ok(p) => p,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
     };
+    if named.as_deref() != Some(wire.cluster.as_str()) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "the request names its cluster ambiguously",
+        );
+    }
+    if let Some(servers) = allowed {
+        if let Some(unknown) = partition.iter().find(|p| !servers.iter().any(|s| s == *p)) {
+            tracing::warn!(code = "unknown-server", %peer, cluster = %wire.cluster, server = %wire.server, unknown = %unknown, "witness: refused a request naming a server that is not in the cluster");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "unknown-server",
+                format!(
+                    "`{unknown}` is not a server of cluster `{}` (the witness key file lists {servers:?})",
+                    wire.cluster
+                ),
+            );
+        }
+    }
     let now = Instant::now();
     let outcome = {
         let mut book = s.book.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(r) = book.check_seq(&wire.cluster, &wire.server, &wire.session, wire.seq, now) {
             drop(book);
-            tracing::warn!(code = r.code, cluster = %wire.cluster, server = %wire.server, "witness: {}", r.message);
+            tracing::warn!(code = r.code, %peer, cluster = %wire.cluster, server = %wire.server, "witness: {}", r.message);
             let status = if r.code == "replayed" {
                 StatusCode::CONFLICT
             } else {
@@ -551,7 +898,7 @@ async fn vote_handler(State(s): State<Arc<ServerState>>, req: Request) -> Respon
         book.vote(&vreq, &partition, now)
     };
     if let Some((from, to)) = &outcome.moved {
-        tracing::info!(cluster = %wire.cluster, by = %wire.server, from = ?from, to = ?to, "witness: vote granted to a new partition");
+        tracing::info!(cluster = %wire.cluster, by = %wire.server, %peer, from = ?from, to = ?to, "witness: vote granted to a new partition");
     } else if !outcome.granted {
         tracing::debug!(cluster = %wire.cluster, server = %wire.server, "witness: denied: {}", outcome.detail);
     }
@@ -566,7 +913,7 @@ async fn vote_handler(State(s): State<Arc<ServerState>>, req: Request) -> Respon
         detail: outcome.detail,
     };
     let body = serde_json::to_vec(&reply).unwrap_or_default();
-    let sig = s.key.sign(&body);
+    let sig = key.sign(&body);
     let mut resp = (
         StatusCode::OK,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -581,9 +928,9 @@ async fn vote_handler(State(s): State<Arc<ServerState>>, req: Request) -> Respon
 
 /// Run `baton witness` until SIGINT/SIGTERM.
 pub async fn run_witness(opts: WitnessOptions) -> Result<(), WitnessServerError> {
-    let key = ClusterKey::load(&opts.key_file)?;
-    for w in key.warnings() {
-        tracing::warn!(code = w.code(), "{w}");
+    let (keys, warnings) = WitnessKeys::load(&opts.key_files)?;
+    for w in warnings {
+        tracing::warn!("{w}");
     }
     if opts.startup_quiet < MAX_LEASE {
         tracing::warn!(
@@ -598,11 +945,12 @@ pub async fn run_witness(opts: WitnessOptions) -> Result<(), WitnessServerError>
             source,
         })?;
     let local = listener.local_addr().unwrap_or(opts.listen);
-    tracing::info!(listen = %local, key = %key.fingerprint(), quiet_ms = opts.startup_quiet.as_millis() as u64, "witness: listening; granting nothing during the startup quiet period");
+    let clusters = keys.clusters().collect::<Vec<_>>().join(", ");
+    tracing::info!(listen = %local, clusters = %clusters, quiet_ms = opts.startup_quiet.as_millis() as u64, "witness: listening; granting nothing during the startup quiet period");
     // Tests wait for this line.
     eprintln!("baton witness: listening on {local}");
-    let app = router(WitnessKey::from_cluster_key(&key), opts.startup_quiet);
-    axum::serve(listener, app)
+    let app = router(keys, opts.startup_quiet);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -620,7 +968,7 @@ pub async fn run_witness(opts: WitnessOptions) -> Result<(), WitnessServerError>
 /// a key problem, 1 for anything else.
 pub async fn run_cli(
     listen: SocketAddr,
-    key_file: PathBuf,
+    key_files: Vec<PathBuf>,
     startup_quiet: &str,
 ) -> crate::cli::Exit {
     use crate::cli::Exit;
@@ -633,7 +981,7 @@ pub async fn run_cli(
     };
     match run_witness(WitnessOptions {
         listen,
-        key_file,
+        key_files,
         startup_quiet: quiet,
     })
     .await
@@ -642,7 +990,7 @@ pub async fn run_cli(
         Err(e) => {
             tracing::error!(code = e.code(), "{e}");
             eprintln!("baton witness: {e}");
-            if matches!(e, WitnessServerError::Key(_)) {
+            if matches!(e, WitnessServerError::Key(_) | WitnessServerError::Keys(_)) {
                 Exit::KeyError
             } else {
                 Exit::Failure
@@ -656,7 +1004,8 @@ pub async fn run_cli(
 /// The HTTP witness client.
 pub struct HttpWitness {
     url: reqwest::Url,
-    key: WitnessKey,
+    /// The per-cluster witness key is derived from it for each request's cluster.
+    key: ClusterKey,
     client: reqwest::Client,
     session: String,
     seq: AtomicU64,
@@ -698,7 +1047,7 @@ impl HttpWitness {
             .map_err(|e| WitnessError::InvalidRequest(format!("HTTP client: {e}")))?;
         Ok(HttpWitness {
             url,
-            key: WitnessKey::from_cluster_key(key),
+            key: key.clone(),
             client,
             session: random_hex(16),
             seq: AtomicU64::new(1),
@@ -723,7 +1072,8 @@ impl HttpWitness {
         };
         let body = serde_json::to_vec(&wire)
             .map_err(|e| WitnessError::InvalidRequest(format!("encoding the request: {e}")))?;
-        let sig = self.key.sign(&body);
+        let key = WitnessKey::for_cluster(&self.key, &req.cluster);
+        let sig = key.sign(&body);
         let mut resp = self
             .client
             .post(self.url.clone())
@@ -769,7 +1119,7 @@ impl HttpWitness {
         let Some(signature) = signature else {
             return Err(WitnessError::BadSignature("the reply is not signed".into()));
         };
-        if !self.key.verify(&raw, &signature) {
+        if !key.verify(&raw, &signature) {
             return Err(WitnessError::BadSignature(
                 "the reply's signature is wrong (another key, or not our witness)".into(),
             ));
@@ -1106,5 +1456,104 @@ mod tests {
         // The witness key is not the API token.
         assert_ne!(hex::encode(w.0), k.api_token());
         assert!(!format!("{w:?}").contains(&hex::encode(w.0)));
+    }
+
+    #[test]
+    fn per_cluster_keys_differ_and_round_trip_through_hex() {
+        let k = ClusterKey::from_bytes(b"0123456789abcdef0123456789abcdef").unwrap();
+        let a = WitnessKey::for_cluster(&k, "orders");
+        let b = WitnessKey::for_cluster(&k, "billing");
+        assert_ne!(a.0, b.0);
+        assert_ne!(a.0, WitnessKey::from_cluster_key(&k).0);
+        assert_eq!(WitnessKey::from_hex(&a.to_hex()).unwrap().0, a.0);
+        assert!(WitnessKey::from_hex("abcd").is_none());
+        assert!(WitnessKey::from_hex(&"zz".repeat(32)).is_none());
+        // A derived keyring offers only the cluster's key, with its servers; a legacy
+        // one derives the key of any cluster and accepts the v1 key.
+        let keys = WitnessKeys::derived("orders", &["a", "b"], a.clone());
+        let (c, servers) = keys.candidates(Some("orders"));
+        assert_eq!(c.len(), 1);
+        assert_eq!(servers.unwrap(), ["a", "b"]);
+        assert!(keys.candidates(Some("billing")).0.is_empty());
+        assert!(keys.candidates(None).0.is_empty());
+        let legacy = WitnessKeys::legacy(k.clone());
+        let (c, servers) = legacy.candidates(Some("billing"));
+        assert!(servers.is_none());
+        assert!(c.iter().any(|x| x.0 == b.0));
+        assert!(c.iter().any(|x| x.0 == WitnessKey::from_cluster_key(&k).0));
+    }
+
+    #[test]
+    fn witness_key_files_load_strictly() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let hexkey = "ab".repeat(32);
+        let good = write(
+            "w.key",
+            &format!(
+                "cluster = \"orders\"\nservers = [\"a\", \"b\"]\nwitness_key = \"{hexkey}\"\n"
+            ),
+            0o600,
+        );
+        let (keys, warnings) = WitnessKeys::load(std::slice::from_ref(&good)).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(keys.clusters().collect::<Vec<_>>(), ["orders"]);
+        // Twice the same cluster.
+        let again = write("w2.key", &std::fs::read_to_string(&good).unwrap(), 0o600);
+        let e = WitnessKeys::load(&[good.clone(), again]).unwrap_err();
+        assert_eq!(e.code(), "witness-key-duplicate-cluster");
+        // Readable by others.
+        let open = write("open.key", &std::fs::read_to_string(&good).unwrap(), 0o644);
+        assert_eq!(
+            WitnessKeys::load(&[open]).unwrap_err().code(),
+            "witness-key-permissive"
+        );
+        for (name, text) in [
+            (
+                "short",
+                "cluster = \"o\"\nservers = [\"a\"]\nwitness_key = \"abcd\"\n".to_string(),
+            ),
+            (
+                "noservers",
+                format!("cluster = \"o\"\nservers = []\nwitness_key = \"{hexkey}\"\n"),
+            ),
+            (
+                "nocluster",
+                format!("servers = [\"a\"]\nwitness_key = \"{hexkey}\"\n"),
+            ),
+            (
+                "extra",
+                format!("cluster = \"o\"\nservers = [\"a\"]\nwitness_key = \"{hexkey}\"\nx = 1\n"),
+            ),
+        ] {
+            let p = write(name, &text, 0o600);
+            assert_eq!(
+                WitnessKeys::load(&[p]).unwrap_err().code(),
+                "witness-key-invalid",
+                "{name}"
+            );
+        }
+        // A cluster key: accepted, deprecated.
+        let ck = write("cluster.key", &"k".repeat(40), 0o600);
+        let (keys, warnings) = WitnessKeys::load(&[ck]).unwrap();
+        assert_eq!(keys.legacy.len(), 1);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("witness-cluster-key-deprecated")),
+            "{warnings:?}"
+        );
+        // Bounded read.
+        let big = write("big.key", &"x".repeat(70 * 1024), 0o600);
+        assert_eq!(
+            WitnessKeys::load(&[big]).unwrap_err().code(),
+            "witness-key-invalid"
+        );
     }
 }

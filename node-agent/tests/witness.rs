@@ -30,10 +30,17 @@ struct WitnessProc {
 
 impl WitnessProc {
     fn start(key_file: &Path, listen: &str, quiet: &str) -> WitnessProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["witness", "--listen", listen, "--startup-quiet", quiet])
-            .arg("--key-file")
-            .arg(key_file)
+        WitnessProc::start_keys(&[key_file], listen, quiet)
+    }
+
+    /// With one `--key-file` per entry of `key_files`.
+    fn start_keys(key_files: &[&Path], listen: &str, quiet: &str) -> WitnessProc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
+        cmd.args(["witness", "--listen", listen, "--startup-quiet", quiet]);
+        for k in key_files {
+            cmd.arg("--key-file").arg(k);
+        }
+        let mut child = cmd
             .env("BATON_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -70,6 +77,22 @@ impl WitnessProc {
 
     fn log_contains(&self, s: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(s))
+    }
+
+    /// The first log line containing `s`, waiting up to 5 s for it.
+    fn log_line(&self, s: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(s)) {
+                return l.clone();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "no log line with {s:?}: {:?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -358,8 +381,9 @@ async fn fake(status: u16, body: Vec<u8>, sig: Option<String>) -> String {
 #[tokio::test]
 async fn forged_replayed_garbage_and_hanging_witnesses_never_grant() {
     let k = key(KEY_A);
-    let wk = WitnessKey::from_cluster_key(&k);
-    let other = WitnessKey::from_cluster_key(&key(KEY_B));
+    // Replies are signed with the per-cluster witness key of cluster "orders".
+    let wk = WitnessKey::for_cluster(&k, "orders");
+    let other = WitnessKey::for_cluster(&key(KEY_B), "orders");
     let granted = |nonce: &str| WireReply {
         nonce: nonce.into(),
         cluster: "orders".into(),
@@ -532,7 +556,7 @@ async fn signed_granting(
 async fn signed_replies_with_epochs_above_the_bound_never_grant() {
     const MAX_EPOCH: u64 = baton_core::bounds::MAX_EPOCH;
     let k = key(KEY_A);
-    let wk = WitnessKey::from_cluster_key(&k);
+    let wk = WitnessKey::for_cluster(&k, "orders");
     let a = || vec!["a".to_string()];
     /// (epochs, holder, expected error code or None: granted)
     type Case = (BTreeMap<String, u64>, Vec<String>, Option<&'static str>);
@@ -585,4 +609,167 @@ async fn signed_replies_with_epochs_above_the_bound_never_grant() {
             (want, r) => panic!("{what}: expected {want:?}, got {r:?}"),
         }
     }
+}
+
+/// A cluster config with `servers` whose key file holds `key`, in `dir`.
+fn cluster_config(dir: &Path, cluster: &str, servers: &[&str], key: &str) -> PathBuf {
+    key_file(dir, &format!("{cluster}.key"), key);
+    let mut text = format!(
+        "[cluster]\nname = \"{cluster}\"\nkey_file = \"{cluster}.key\"\n\n[quorum]\nwitness = {{ kind = \"http\", url = \"http://127.0.0.1:7430\" }}\n"
+    );
+    for (i, s) in servers.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[server]]\nname = \"{s}\"\npriority = {}\ninterconnects = [\"10.0.0.{}\"]\napi = \"10.0.0.{}:7420\"\n",
+            i + 1,
+            i + 1,
+            i + 1
+        ));
+    }
+    let p = dir.join(format!("{cluster}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn keygen_witness(out: &Path, config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("keygen")
+        .arg("--witness")
+        .arg(out)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn in_cluster(cluster: &str, server: &str, partition: &[&str]) -> VoteRequest {
+    VoteRequest {
+        cluster: cluster.into(),
+        ..req(server, partition)
+    }
+}
+
+/// `baton keygen --witness` writes a derived key per cluster; a witness holding only
+/// those serves two clusters with different keys, and grants only to their servers.
+#[tokio::test]
+async fn derived_witness_keys_serve_two_clusters_and_only_their_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let orders = cluster_config(dir.path(), "orders", &["a", "b"], KEY_A);
+    let billing = cluster_config(
+        dir.path(),
+        "billing",
+        &["x", "y", "z"],
+        "another cluster key, long enough for the minimum",
+    );
+    let wo = dir.path().join("orders.witness");
+    let wb = dir.path().join("billing.witness");
+    for (out, cfg) in [(&wo, &orders), (&wb, &billing)] {
+        let r = keygen_witness(out, cfg);
+        assert!(r.status.success(), "{r:?}");
+        let meta = std::fs::metadata(out).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    // The witness key file holds neither cluster key.
+    let text = std::fs::read_to_string(&wo).unwrap();
+    assert!(!text.contains(KEY_A), "{text}");
+    assert!(text.contains("witness_key"), "{text}");
+    // Never overwritten.
+    let r = keygen_witness(&wo, &orders);
+    assert_eq!(r.status.code(), Some(7), "{r:?}");
+    assert_eq!(std::fs::read_to_string(&wo).unwrap(), text);
+
+    let w = WitnessProc::start_keys(&[&wo, &wb], "127.0.0.1:0", "0s");
+    assert!(!w.log_contains("deprecated"));
+    let a = HttpWitness::new(&w.url(), &key(KEY_A)).unwrap();
+    let x = HttpWitness::new(
+        &w.url(),
+        &key("another cluster key, long enough for the minimum"),
+    )
+    .unwrap();
+    let r = a
+        .vote(&in_cluster("orders", "a", &["a"]), DEADLINE)
+        .await
+        .unwrap();
+    assert!(r.granted, "{r:?}");
+    let r = x
+        .vote(&in_cluster("billing", "x", &["x", "y"]), DEADLINE)
+        .await
+        .unwrap();
+    assert!(r.granted && r.holder == vec!["x", "y"], "{r:?}");
+    // One cluster's key does not sign for the other.
+    match a.vote(&in_cluster("billing", "x", &["x"]), DEADLINE).await {
+        Err(WitnessError::Rejected { code, .. }) => assert_eq!(code, "bad-signature"),
+        other => panic!("{other:?}"),
+    }
+    // A made-up server, alone or in the partition, is refused with a code.
+    for (server, partition) in [("mallory", &["mallory"][..]), ("b", &["b", "ghost"][..])] {
+        match a
+            .vote(&in_cluster("orders", server, partition), DEADLINE)
+            .await
+        {
+            Err(WitnessError::Rejected { code, .. }) => assert_eq!(code, "unknown-server"),
+            other => panic!("{server} {partition:?}: {other:?}"),
+        }
+    }
+    assert!(w.log_line("ghost").contains("unknown-server"));
+    // A cluster it has no key for.
+    let body = serde_json::to_vec(&WireVote {
+        cluster: "nope".into(),
+        ..wire("a", 1)
+    })
+    .unwrap();
+    let sig = WitnessKey::for_cluster(&key(KEY_A), "nope").sign(&body);
+    let (s, v) = post(&w.url(), body, Some(sig)).await;
+    assert_eq!((s, code(&v)), (403, "unknown-cluster"), "{v}");
+    // The v1 signature (cluster key without the cluster name) is not accepted by a
+    // witness that holds only derived keys.
+    let body = serde_json::to_vec(&wire("a", 5)).unwrap();
+    let sig = WitnessKey::from_cluster_key(&key(KEY_A)).sign(&body);
+    let (s, v) = post(&w.url(), body, Some(sig)).await;
+    assert_eq!((s, code(&v)), (401, "bad-signature"), "{v}");
+    // A's grant stands after all that.
+    let r = a
+        .vote(&in_cluster("orders", "b", &["b"]), DEADLINE)
+        .await
+        .unwrap();
+    assert!(!r.granted && r.holder == vec!["a"], "{r:?}");
+}
+
+/// The cluster key itself still works for this release, with a deprecation warning,
+/// for clients of the per-cluster key and of the v1 key (rolling upgrade).
+#[tokio::test]
+async fn a_cluster_key_is_accepted_with_a_deprecation_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = key_file(dir.path(), "cluster.key", KEY_A);
+    let w = WitnessProc::start(&kf, "127.0.0.1:0", "0s");
+    assert!(w.log_contains("witness-cluster-key-deprecated"));
+    let a = HttpWitness::new(&w.url(), &key(KEY_A)).unwrap();
+    assert!(a.vote(&req("a", &["a"]), DEADLINE).await.unwrap().granted);
+    let body = serde_json::to_vec(&wire("a", 7)).unwrap();
+    let sig = WitnessKey::from_cluster_key(&key(KEY_A)).sign(&body);
+    let (s, v) = post(&w.url(), body, Some(sig)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["granted"], true, "{v}");
+}
+
+/// The witness logs the TCP peer of a request, not the `X-Forwarded-For` it claims.
+#[tokio::test]
+async fn the_log_names_the_tcp_peer_not_a_forwarded_for_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let orders = cluster_config(dir.path(), "orders", &["a", "b"], KEY_A);
+    let wo = dir.path().join("orders.witness");
+    assert!(keygen_witness(&wo, &orders).status.success());
+    let w = WitnessProc::start_keys(&[&wo], "127.0.0.1:0", "0s");
+    let body = serde_json::to_vec(&wire("a", 1)).unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/vote", w.url()))
+        .header("x-forwarded-for", "203.0.113.77")
+        .header(SIGNATURE_HEADER, "00".repeat(32))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let line = w.log_line("bad-signature");
+    assert!(line.contains("127.0.0.1:"), "{line}");
+    assert!(!line.contains("203.0.113.77"), "{line}");
 }

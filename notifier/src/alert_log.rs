@@ -26,6 +26,10 @@ pub const FILE_NAME: &str = "alerts.jsonl";
 pub const DEFAULT_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// Default number of files kept, the one being written included.
 pub const DEFAULT_KEEP: usize = 4;
+/// Largest `seq` a readable line may carry (2^53: a thousand events a second for
+/// 285,000 years). A line above it was not written by this log: it is skipped like a
+/// torn one, so it can neither be read nor make the next `seq` overflow.
+pub const MAX_SEQ: u64 = 1 << 53;
 
 /// An alert log operation failed. `code()` is stable.
 #[derive(Debug, Error)]
@@ -298,7 +302,8 @@ impl AlertLog {
         if self.dirty {
             self.repair_tail()?;
         }
-        ev.seq = self.last_seq + 1;
+        // `last_seq` is at most MAX_SEQ plus the appends of this process.
+        ev.seq = self.last_seq.saturating_add(1);
         let mut line = serde_json::to_vec(&ev).map_err(|source| AlertLogError::Encode {
             id: ev.id.clone(),
             source,
@@ -413,6 +418,9 @@ fn for_each_event(path: &Path, mut f: impl FnMut(Event) -> bool) -> Result<(), A
         }
         // A torn or otherwise damaged line is skipped, not fatal.
         if let Ok(ev) = serde_json::from_slice::<Event>(line) {
+            if ev.seq > MAX_SEQ {
+                continue;
+            }
             if !f(ev) {
                 return Ok(());
             }

@@ -136,16 +136,25 @@ pub fn plan(
             renewals: BTreeMap::from([(me.clone(), 1)]),
         });
     };
+    // Every write must change the sequence number and the writer's renewal counter
+    // (observers time grants by seeing them change): a document whose counters cannot
+    // grow is not one Baton wrote, and is never written over.
+    let mine = doc.renewals.get(me).copied().unwrap_or(0);
+    let (Some(seq), Some(renewals)) = (doc.seq.checked_add(1), mine.checked_add(1)) else {
+        return Plan::Deny(format!(
+            "the lease document's counters are at their maximum (seq {}, renewals of {me} {mine}): it was not written by Baton; remove it",
+            doc.seq
+        ));
+    };
     let next = |partition: Vec<String>, pending: Option<Vec<String>>| {
         let mut d = doc.clone();
         d.cluster = req.cluster.clone();
         d.partition = partition;
         d.pending = pending;
         d.writer = me.clone();
-        d.seq = doc.seq.saturating_add(1);
+        d.seq = seq;
         merge_epochs(&mut d.epochs, &req.epochs);
-        let n = d.renewals.entry(me.clone()).or_insert(0);
-        *n = n.saturating_add(1);
+        d.renewals.insert(me.clone(), renewals);
         d
     };
     if !doc.partition.contains(me) {
@@ -686,9 +695,10 @@ impl WitnessClient for DynamoWitness {
                 )
             }
         };
-        // The version is the document's sequence number: it grows with every write.
+        // The version is the document's sequence number: it grows with every write
+        // (`plan` denies when it cannot, so `checked_add` succeeds here).
         if let Some((v, _)) = &current {
-            doc.seq = doc.seq.max(v.saturating_add(1));
+            doc.seq = doc.seq.max(v.checked_add(1).unwrap_or(u64::MAX));
         }
         // What is written is bounded too: a counter at its bound is not bumped past it.
         check_doc(&doc, &what)?;
