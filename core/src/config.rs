@@ -17,9 +17,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod api;
 mod aws;
 mod notify;
 pub mod timing;
+pub use api::{ApiSection, Cidr};
 pub use aws::AwsSection;
 pub use notify::{
     id_matches, CloudWatchSection, DeliverySection, LogSinkSection, MailSection, MailSecurity,
@@ -118,6 +120,8 @@ struct RawFile {
     metrics: MetricsSection,
     #[serde(default)]
     aws: AwsSection,
+    #[serde(default)]
+    api: ApiSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,6 +353,7 @@ pub struct Config {
     pub notify: NotifySection,
     pub metrics: MetricsSection,
     pub aws: AwsSection,
+    pub api: ApiSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -1787,6 +1792,7 @@ fn validate(
 
     notify::validate(d, &raw.notify, &raw.metrics, &monitors);
     aws::validate(d, &raw.aws);
+    api::validate(d, &raw.api);
 
     Some(Config {
         path: file.to_string(),
@@ -1802,6 +1808,7 @@ fn validate(
         notify: raw.notify,
         metrics: raw.metrics,
         aws: raw.aws,
+        api: raw.api,
     })
 }
 
