@@ -17,9 +17,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod api;
 mod aws;
 mod notify;
 pub mod timing;
+pub use api::{ApiSection, Cidr};
 pub use aws::AwsSection;
 pub use notify::{
     id_matches, CloudWatchSection, DeliverySection, LogSinkSection, MailSection, MailSecurity,
@@ -130,6 +132,8 @@ struct RawFile {
     metrics: MetricsSection,
     #[serde(default)]
     aws: AwsSection,
+    #[serde(default)]
+    api: ApiSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -409,6 +413,7 @@ pub struct Config {
     pub notify: NotifySection,
     pub metrics: MetricsSection,
     pub aws: AwsSection,
+    pub api: ApiSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -1986,6 +1991,7 @@ fn validate(
 
     notify::validate(d, &raw.notify, &raw.metrics, &monitors);
     aws::validate(d, &raw.aws);
+    api::validate(d, &raw.api);
 
     let config = Config {
         path: file.to_string(),
@@ -2001,6 +2007,7 @@ fn validate(
         notify: raw.notify,
         metrics: raw.metrics,
         aws: raw.aws,
+        api: raw.api,
     };
     // Every heartbeat must fit in one datagram (issue 9): bounded uncompressed.
     if let Err(msg) = crate::heartbeat::check_size(&config) {

@@ -220,6 +220,8 @@ pub enum Cmd {
         /// Grant nothing for this long after start (must cover the longest lease).
         #[arg(long, default_value = "60s")]
         startup_quiet: String,
+        #[command(flatten)]
+        limits: crate::listen::LimitArgs,
         /// Log format on stderr.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,

@@ -9,6 +9,7 @@ pub mod client;
 pub mod cloud;
 pub mod demo;
 pub mod key;
+pub mod listen;
 pub mod notify_cmd;
 pub mod persist;
 pub mod reach;

@@ -103,10 +103,11 @@ fn main() -> ExitCode {
                 listen,
                 key_file,
                 startup_quiet,
+                limits,
                 log_format,
             } => {
                 init_tracing(log_format == "json");
-                baton_agent::witness::run_cli(listen, key_file, &startup_quiet).await
+                baton_agent::witness::run_cli(listen, key_file, &startup_quiet, &limits).await
             }
             _ => baton_agent::cli::run(cli).await,
         }

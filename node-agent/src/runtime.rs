@@ -997,6 +997,8 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
             .join(", ");
         return Err(AgentError::UnknownServer(me, names));
     };
+    // Before anything opens files: raise the open-file limit, size the API caps to it.
+    let (api_limits, fd_event) = crate::listen::agent_api_limits(&cfg, &me);
     let key_path = if cfg.key_file.is_relative() {
         opts.config
             .parent()
@@ -1085,6 +1087,9 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         started: Instant::now(),
         auth_failures: Mutex::new((0, None)),
     });
+    if let Some(ev) = fd_event {
+        shared.raise(ev);
+    }
     // Events the cloud drivers raise outside the engine (BTN-6xxx) go to the alert log.
     if let Some(mut provider_events) = reg.take_events() {
         let sh = shared.clone();
@@ -1192,10 +1197,8 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     // API.
     let api_shared = shared.clone();
     let api_task = tokio::spawn(async move {
-        let app = crate::api::router(api_shared);
-        if let Err(e) = axum::serve(api_listener, app).await {
-            warn!(error = %e, "API server stopped");
-        }
+        let app = crate::api::router(api_shared.clone());
+        crate::listen::serve_api(api_listener, app, api_limits, api_shared).await;
     });
 
     // Quorum helpers: the witness client and the reachability checks.

@@ -737,6 +737,8 @@ pub struct WitnessOptions {
     pub key_files: Vec<PathBuf>,
     /// Deny everything for this long after start (default and safe minimum: 60 s).
     pub startup_quiet: Duration,
+    /// Allow-list, connection caps and timeouts of the HTTP server.
+    pub limits: crate::listen::Limits,
 }
 
 struct ServerState {
@@ -950,26 +952,26 @@ pub async fn run_witness(opts: WitnessOptions) -> Result<(), WitnessServerError>
     // Tests wait for this line.
     eprintln!("baton witness: listening on {local}");
     let app = router(keys, opts.startup_quiet);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-            }
-            tracing::info!("witness: stopping");
-        })
-        .await
-        .map_err(WitnessServerError::Serve)
+    crate::listen::serve_witness(listener, app, opts.limits, async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        tracing::info!("witness: stopping");
+    })
+    .await;
+    Ok(())
 }
 
-/// `baton witness` from the command line: exit code 2 for a bad `--startup-quiet`, 7 for
+/// `baton witness` from the command line: exit code 2 for a bad `--startup-quiet` or limit flag, 7 for
 /// a key problem, 1 for anything else.
 pub async fn run_cli(
     listen: SocketAddr,
     key_files: Vec<PathBuf>,
     startup_quiet: &str,
+    limits: &crate::listen::LimitArgs,
 ) -> crate::cli::Exit {
     use crate::cli::Exit;
     let quiet = match baton_core::config::parse_duration(startup_quiet) {
@@ -979,10 +981,18 @@ pub async fn run_cli(
             return Exit::Usage;
         }
     };
+    let limits = match limits.limits() {
+        Ok(l) => l,
+        Err(m) => {
+            eprintln!("baton witness: {m}");
+            return Exit::Usage;
+        }
+    };
     match run_witness(WitnessOptions {
         listen,
         key_files,
         startup_quiet: quiet,
+        limits,
     })
     .await
     {

@@ -1,0 +1,362 @@
+//! `[api]`: who may connect to the agent's HTTP API and how much each connection may hold.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{k, Diags, Dur};
+
+/// A network written as `ADDRESS/PREFIX` (`10.0.0.0/16`, `fd00::/8`); a bare address is a
+/// single host (`/32` or `/128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// The network of one address.
+    pub fn host(addr: IpAddr) -> Cidr {
+        let addr = addr.to_canonical();
+        Cidr {
+            addr,
+            prefix: if addr.is_ipv4() { 32 } else { 128 },
+        }
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` is inside this network. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`,
+    /// as a dual-stack listener reports IPv4 peers) count as their IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let t = s.trim();
+        let (a, p) = match t.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (t, None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| {
+            format!("`{s}` is not a network: write an address and a prefix length, like 10.0.0.0/16 or fd00::/8")
+        })?;
+        let addr = addr.to_canonical();
+        let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max && !p.starts_with('+') => n,
+                _ => {
+                    return Err(format!(
+                        "`{s}`: the prefix length must be a number from 0 to {max}"
+                    ))
+                }
+            },
+        };
+        // Host bits set (10.0.0.1/16) is a likely typo: refuse it rather than guess.
+        let net = Cidr { addr, prefix };
+        if !net.contains(addr) || net.network() != addr {
+            return Err(format!(
+                "`{s}` has host bits set: the network is {}/{prefix}",
+                net.network()
+            ));
+        }
+        Ok(net)
+    }
+}
+
+impl Cidr {
+    fn network(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// Bounds of the connection limits (also used by `baton witness`).
+pub const MAX_CONNECTIONS_LIMIT: u32 = 65_536;
+/// Shortest and longest header, idle and request timeouts.
+pub const MIN_TIMEOUT_MS: u64 = 100;
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
+/// `[api]`: the agent's HTTP API. Every connection is checked against `allow` before a
+/// byte is read; the caps and timeouts bound what a client (or many) can hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Networks allowed to connect besides the cluster's own servers (their API and
+    /// interconnect addresses are always allowed). Default `["127.0.0.0/8", "::1/128"]`
+    /// (the local CLI); add admin networks here.
+    pub allow: Vec<Cidr>,
+    /// Open connections at most (the cluster's servers have their own slots on top).
+    /// Default 64. Lowered at start if the open-file limit cannot hold it plus a reserve.
+    pub max_connections: u32,
+    /// Open connections from one source address at most. Default 8.
+    pub max_connections_per_source: u32,
+    /// Time a client has to send a request's headers. Default `5s`.
+    pub header_timeout: Dur,
+    /// An idle connection (no request in progress) is closed after this. Default `30s`.
+    pub idle_timeout: Dur,
+    /// Time for a whole request: reading its body and answering. Default `10s`.
+    pub request_timeout: Dur,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            allow: vec![
+                Cidr {
+                    addr: IpAddr::V4([127, 0, 0, 0].into()),
+                    prefix: 8,
+                },
+                Cidr::host(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
+            ],
+            max_connections: 64,
+            max_connections_per_source: 8,
+            header_timeout: Dur::from_ms(5_000),
+            idle_timeout: Dur::from_ms(30_000),
+            request_timeout: Dur::from_ms(10_000),
+        }
+    }
+}
+
+/// The check of one timeout, shared with `baton witness` (`what` names the key or flag).
+pub fn check_timeout(what: &str, d: Dur) -> Result<(), String> {
+    if d.ms() < MIN_TIMEOUT_MS || d.ms() > MAX_TIMEOUT_MS {
+        return Err(format!(
+            "{what} {d} is out of bounds: use between 100ms and 10m"
+        ));
+    }
+    Ok(())
+}
+
+/// The check of the two caps, shared with `baton witness`.
+pub fn check_caps(total: u32, per_source: u32) -> Result<(), (bool, String)> {
+    if total == 0 || total > MAX_CONNECTIONS_LIMIT {
+        return Err((
+            true,
+            format!("max_connections {total} is out of bounds: use between 1 and {MAX_CONNECTIONS_LIMIT}"),
+        ));
+    }
+    if per_source == 0 || per_source > total {
+        return Err((
+            false,
+            format!("max_connections_per_source {per_source} is out of bounds: use between 1 and max_connections ({total})"),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn validate(d: &mut Diags<'_>, api: &ApiSection) {
+    if let Err((total, m)) = check_caps(api.max_connections, api.max_connections_per_source) {
+        let key = if total {
+            "max_connections"
+        } else {
+            "max_connections_per_source"
+        };
+        d.err(&[k("api"), k(key)], m);
+    }
+    for (key, v) in [
+        ("header_timeout", api.header_timeout),
+        ("idle_timeout", api.idle_timeout),
+        ("request_timeout", api.request_timeout),
+    ] {
+        if let Err(m) = check_timeout(key, v) {
+            d.err(&[k("api"), k(key)], m);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_str, AnyKind, Level};
+
+    const BASE: &str = r#"
+[cluster]
+name = "c"
+key_file = "k"
+
+[[server]]
+name = "a"
+interconnects = ["10.0.0.1"]
+api = "10.0.0.1:7420"
+
+[[server]]
+name = "b"
+interconnects = ["10.0.0.2"]
+api = "10.0.0.2:7420"
+
+[[server]]
+name = "c"
+interconnects = ["10.0.0.3"]
+api = "10.0.0.3:7420"
+"#;
+
+    fn net(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn networks_parse_and_match() {
+        assert!(net("10.0.0.0/16").contains("10.0.200.7".parse().unwrap()));
+        assert!(!net("10.0.0.0/16").contains("10.1.0.1".parse().unwrap()));
+        assert!(net("0.0.0.0/0").contains("203.0.113.9".parse().unwrap()));
+        assert!(net("192.0.2.5").contains("192.0.2.5".parse().unwrap()));
+        assert!(!net("192.0.2.5").contains("192.0.2.6".parse().unwrap()));
+        // A dual-stack listener reports IPv4 peers as mapped IPv6 addresses.
+        assert!(net("127.0.0.0/8").contains("::ffff:127.0.0.9".parse().unwrap()));
+        assert!(net("fd00::/8").contains("fd12::1".parse().unwrap()));
+        assert!(!net("fd00::/8").contains("10.0.0.1".parse().unwrap()));
+        assert!(!net("10.0.0.0/8").contains("fd00::1".parse().unwrap()));
+        assert_eq!(net("10.0.0.0/16").to_string(), "10.0.0.0/16");
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.1/16",
+            "nonsense",
+            "10.0.0.0/",
+            "::/129",
+            "10.0.0.0/+8",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_allow_loopback_only() {
+        let l = load_str("baton.toml", BASE, &AnyKind).unwrap();
+        let a = &l.config.api;
+        assert_eq!(a, &ApiSection::default());
+        assert!(a
+            .allow
+            .iter()
+            .any(|n| n.contains("127.0.0.1".parse().unwrap())));
+        assert!(a.allow.iter().any(|n| n.contains("::1".parse().unwrap())));
+        assert!(!a
+            .allow
+            .iter()
+            .any(|n| n.contains("10.9.9.9".parse().unwrap())));
+    }
+
+    #[test]
+    fn keys_load_and_bad_values_name_file_line_and_key() {
+        let text = format!(
+            "{BASE}\n[api]\nallow = [\"10.0.0.0/16\", \"127.0.0.1/32\"]\nmax_connections = 100\nmax_connections_per_source = 4\nheader_timeout = \"2s\"\nidle_timeout = \"20s\"\nrequest_timeout = \"3s\"\n"
+        );
+        let l = load_str("baton.toml", &text, &AnyKind).unwrap();
+        assert_eq!(l.config.api.max_connections, 100);
+        assert_eq!(
+            l.config.api.allow,
+            vec![net("10.0.0.0/16"), net("127.0.0.1/32")]
+        );
+        assert_eq!(l.config.api.header_timeout, Dur::from_ms(2_000));
+
+        let cases = [
+            ("allow = [\"10.0.0.0/40\"]", "api.allow", "prefix length"),
+            ("allow = [\"10.0.0.1/8\"]", "api.allow", "host bits"),
+            (
+                "max_connections = 0",
+                "api.max_connections",
+                "out of bounds",
+            ),
+            (
+                "max_connections_per_source = 0",
+                "api.max_connections_per_source",
+                "out of bounds",
+            ),
+            (
+                "max_connections = 4\nmax_connections_per_source = 5",
+                "api.max_connections_per_source",
+                "out of bounds",
+            ),
+            (
+                "header_timeout = \"0s\"",
+                "api.header_timeout",
+                "out of bounds",
+            ),
+            ("idle_timeout = \"2h\"", "api.idle_timeout", "out of bounds"),
+            (
+                "request_timeout = \"10ms\"",
+                "api.request_timeout",
+                "out of bounds",
+            ),
+            ("max_conections = 3", "api", "max_conections"),
+        ];
+        for (line, key, words) in cases {
+            let text = format!("{BASE}\n[api]\n{line}\n");
+            let e = match load_str("baton.toml", &text, &AnyKind) {
+                Ok(_) => panic!("`{line}` loaded"),
+                Err(e) => e,
+            };
+            let errs: Vec<_> = e
+                .diagnostics
+                .iter()
+                .filter(|d| d.level == Level::Error)
+                .collect();
+            assert_eq!(errs.len(), 1, "{line}: {errs:?}");
+            let d = errs[0];
+            assert_eq!(d.file, "baton.toml");
+            assert!(d.key.starts_with(key), "{line}: key {}", d.key);
+            assert!(d.message.contains(words), "{line}: {}", d.message);
+            // The line of the [api] table or of the key itself, never line 0.
+            let api_line = text.lines().position(|l| l == "[api]").unwrap() + 1;
+            assert!(d.line >= api_line, "{line}: line {} < {api_line}", d.line);
+        }
+    }
+}
