@@ -319,6 +319,10 @@ force_reboot_command = 'echo force-reboot >> "{d}/fence-commands.log"'
 force_poweroff_command = 'echo force-poweroff >> "{d}/fence-commands.log"'
 reboot_command = 'echo reboot >> "{d}/fence-commands.log"'
 shutdown_command = 'echo poweroff >> "{d}/fence-commands.log"'
+
+# The client namespace runs `baton alerts` against the agents: an admin address.
+[api]
+allow = ["127.0.0.0/8", "10.213.0.50/32"]
 "#
         ));
         for i in 0..NODES {
