@@ -1550,7 +1550,11 @@ mod tests {
             );
         }
         // A cluster key: accepted, deprecated.
-        let ck = write("cluster.key", "9f3c2a71e8b64d05c7a1f93e2b8d60a4471cd5e2", 0o600);
+        let ck = write(
+            "cluster.key",
+            "9f3c2a71e8b64d05c7a1f93e2b8d60a4471cd5e2",
+            0o600,
+        );
         let (keys, warnings) = WitnessKeys::load(&[ck]).unwrap();
         assert_eq!(keys.legacy.len(), 1);
         assert!(
