@@ -32,6 +32,11 @@
 //! - the witness (when `[quorum] witness` is configured): it grants its vote to one
 //!   partition at a time for a lease on its own clock, denies everything during its first
 //!   lease after a restart, can be down, restarted or cut off;
+//! - application faults: a group's resources die where they run, or its monitor fails
+//!   (where the group runs, or everywhere) although they run; the group's `exec` monitor
+//!   (generated for most groups, with a random recovery ladder: script, restarts,
+//!   failovers, then `stop-group` or `reboot`) sees it, recovery scripts fail as resource
+//!   actions do;
 //! - operator moves now and then.
 //!
 //! A schedule is a seed: the parameters (servers, paths, groups, timings, drifts) and the
@@ -113,6 +118,23 @@ struct GroupSpec {
     failback: bool,
     act_retries: u32,
     deact_retries: u32,
+    /// An `exec` monitor of the group (`m<group index>`) and its recovery ladder.
+    monitor: Option<MonitorSpec>,
+}
+
+/// A group's monitor: healthy while every resource of the group runs on the server and
+/// no `MonitorFails` fault holds; its recovery ladder (script, restart, failover, final
+/// action) is the engine's.
+#[derive(Debug, Clone)]
+struct MonitorSpec {
+    interval_ms: u64,
+    retries: u32,
+    /// A recovery script runs first (it fails as resource actions do; it repairs nothing).
+    script: bool,
+    script_retries: u32,
+    restart_retries: u32,
+    failover_retries: u32,
+    final_action: &'static str,
 }
 
 /// Everything about a schedule except its faults.
@@ -233,6 +255,19 @@ enum Fault {
         from: usize,
         ms: u64,
     },
+    /// The application dies: the resources of `group` stop wherever they run (the
+    /// group's monitor sees it; a check reports them inactive).
+    AppDies {
+        group: usize,
+    },
+    /// The monitor of `group` fails for `ms` although the application runs (a
+    /// dependency it checks is down): on the servers running the group now, or on every
+    /// server (`everywhere`: failovers do not help either).
+    MonitorFails {
+        group: usize,
+        everywhere: bool,
+        ms: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -268,6 +303,19 @@ impl Schedule {
                     failback: rng.chance(30),
                     act_retries: rng.range(0, 1) as u32,
                     deact_retries: rng.range(0, 1) as u32,
+                    monitor: rng.chance(60).then(|| MonitorSpec {
+                        interval_ms: interval_ms * rng.range(2, 5),
+                        retries: rng.range(0, 2) as u32,
+                        script: rng.chance(40),
+                        script_retries: rng.range(0, 1) as u32,
+                        restart_retries: rng.range(0, 2) as u32,
+                        failover_retries: rng.range(0, 2) as u32,
+                        final_action: if rng.chance(80) {
+                            "stop-group"
+                        } else {
+                            "reboot"
+                        },
+                    }),
                 }
             })
             .collect();
@@ -358,7 +406,11 @@ impl Schedule {
             _ => rng.range(100, 8_000),
         };
         loop {
-            let f = match rng.below(18) {
+            // A group with a monitor, for the application faults.
+            let monitored: Vec<usize> = (0..p.groups.len())
+                .filter(|&g| p.groups[g].monitor.is_some())
+                .collect();
+            let f = match rng.below(22) {
                 0 => Fault::Crash {
                     node,
                     down_ms: dur(rng),
@@ -433,6 +485,14 @@ impl Schedule {
                     from: other,
                     ms: dur(rng),
                 },
+                18 | 19 if !monitored.is_empty() => Fault::AppDies {
+                    group: monitored[rng.index(monitored.len())],
+                },
+                20 | 21 if !monitored.is_empty() => Fault::MonitorFails {
+                    group: monitored[rng.index(monitored.len())],
+                    everywhere: rng.chance(30),
+                    ms: dur(rng),
+                },
                 _ => continue,
             };
             return f;
@@ -502,6 +562,29 @@ impl Schedule {
                 s.push('\n');
             }
         }
+        for (gi, g) in p.groups.iter().enumerate() {
+            let Some(m) = &g.monitor else { continue };
+            let script = if m.script {
+                format!(
+                    "script = \"/usr/local/bin/fix\", script_retries = {}, ",
+                    m.script_retries
+                )
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                s,
+                "[[monitor]]\nkind = \"exec\"\nname = \"{}\"\ngroup = \"{}\"\ninterval = \"{}ms\"\nretries = {}\nrecovery = {{ target = \"{}\", {script}restart_retries = {}, failover_retries = {}, final_action = \"{}\" }}\n\n",
+                monitor_name(gi),
+                group_name(gi),
+                m.interval_ms,
+                m.retries,
+                group_name(gi),
+                m.restart_retries,
+                m.failover_retries,
+                m.final_action
+            );
+        }
         s
     }
 
@@ -542,6 +625,10 @@ fn server_name(i: usize) -> String {
 
 fn group_name(gi: usize) -> String {
     format!("g{}", gi + 1)
+}
+
+fn monitor_name(gi: usize) -> String {
+    format!("m{gi}")
 }
 
 fn resource_name(gi: usize, ri: usize) -> String {
@@ -720,6 +807,8 @@ struct Node {
     silent_since: Option<u64>,
     /// The ping targets do not answer until then.
     unreachable_until: u64,
+    /// Per group: its monitor fails on this node until then (`MonitorFails`).
+    monitor_fail_until: Vec<u64>,
     /// The last heartbeats this node sent, as an attacker on the network records them
     /// (for `Fault::Replay`).
     recorded: Vec<Rc<PeerMessage>>,
@@ -872,6 +961,7 @@ struct World {
     ignore_quorum_check: bool,
     /// When the simulated operator last ran `baton group start`.
     last_start: u64,
+    monitor: MonitorStats,
     /// Witness requests the shells still wait for.
     outstanding: BTreeSet<u64>,
     next_req: u64,
@@ -883,9 +973,29 @@ struct Outcome {
     violation: Option<String>,
     /// Every group activation: (true ms, server, group, epoch).
     activations: Vec<(u64, usize, String, u64)>,
+    /// What the monitors did: probes answered as failed, recovery scripts run, restarts
+    /// and failovers the recovery ladder ordered.
+    monitor: MonitorStats,
     steps: u64,
     sim_ms: u64,
     trace: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct MonitorStats {
+    failed_probes: u64,
+    scripts: u64,
+    restarts: u64,
+    failovers: u64,
+}
+
+impl std::ops::AddAssign for MonitorStats {
+    fn add_assign(&mut self, o: MonitorStats) {
+        self.failed_probes += o.failed_probes;
+        self.scripts += o.scripts;
+        self.restarts += o.restarts;
+        self.failovers += o.failovers;
+    }
 }
 
 impl World {
@@ -910,6 +1020,7 @@ impl World {
                 slow_until: 0,
                 silent_since: None,
                 unreachable_until: 0,
+                monitor_fail_until: vec![0; p.groups.len()],
                 recorded: Vec::new(),
             })
             .collect();
@@ -959,6 +1070,7 @@ impl World {
             outstanding: BTreeSet::new(),
             next_req: 0,
             last_start: 0,
+            monitor: MonitorStats::default(),
             activations: Vec::new(),
             ignore_quorum_check: std::env::var("BATON_SIM_IGNORE").is_ok_and(|v| v.contains('2')),
             sched,
@@ -1032,6 +1144,7 @@ impl World {
         Outcome {
             violation: self.violation,
             activations: self.activations,
+            monitor: self.monitor,
             steps: self.steps,
             sim_ms: self.now / US,
             trace: self.trace.unwrap_or_default(),
@@ -1378,14 +1491,26 @@ impl World {
                         },
                     );
                 }
-                Action::Probe { id, .. } => {
-                    let input = Input::ProbeDone {
-                        id,
-                        outcome: ProbeOutcome::Ok {
+                Action::Probe { id, monitor, .. } => {
+                    let outcome = match self.probe_failure(n, &monitor) {
+                        None => ProbeOutcome::Ok {
                             latency_ms: 1,
                             detail: None,
                         },
+                        Some(message) => {
+                            self.monitor.failed_probes += 1;
+                            self.log(|| {
+                                format!("{} probe {monitor} FAILED: {message}", server_name(n))
+                            });
+                            ProbeOutcome::Failed {
+                                latency_ms: 1,
+                                code: "command-failed".into(),
+                                message,
+                                api_error: false,
+                            }
+                        }
                     };
+                    let input = Input::ProbeDone { id, outcome };
                     self.after(
                         US,
                         Ev::Input {
@@ -1396,8 +1521,26 @@ impl World {
                         },
                     );
                 }
-                Action::RecoveryScript { id, .. } => {
-                    let input = Input::ActionDone { id, result: Ok(()) };
+                Action::RecoveryScript { id, monitor, .. } => {
+                    self.monitor.scripts += 1;
+                    let fail_pct = self.p().fail_pct;
+                    let ok = self.now >= self.nodes[n].fail_until && !self.rng.chance(fail_pct);
+                    self.log(|| {
+                        format!(
+                            "{} recovery script of {monitor} {}",
+                            server_name(n),
+                            if ok { "done" } else { "FAILED" }
+                        )
+                    });
+                    let result = if ok {
+                        Ok(())
+                    } else {
+                        Err(Failure {
+                            code: "command-failed".into(),
+                            message: format!("{monitor}: simulated script failure"),
+                        })
+                    };
+                    let input = Input::ActionDone { id, result };
                     self.after(
                         US,
                         Ev::Input {
@@ -1425,6 +1568,11 @@ impl World {
                     return;
                 }
                 Action::Emit { event } => {
+                    if event.id == events::RECOVERY_RESTART.code() {
+                        self.monitor.restarts += 1;
+                    } else if event.id == events::RECOVERY_FAILOVER.code() {
+                        self.monitor.failovers += 1;
+                    }
                     self.log(|| format!("{} {} {}", server_name(n), event.id, event.message));
                 }
                 Action::AskWitness {
@@ -1842,7 +1990,46 @@ impl World {
                 let g = group_name(group);
                 self.command(node, Command::GroupMove { group: g, to: None });
             }
+            Fault::AppDies { group } => {
+                for r in 0..self.active.len() {
+                    if self.res_group[r] == group {
+                        let died = std::mem::take(&mut self.active[r]);
+                        let name = self.res_name(r);
+                        self.log(|| format!("{name} DIED on {died:?}"));
+                    }
+                }
+            }
+            Fault::MonitorFails {
+                group,
+                everywhere,
+                ms,
+            } => {
+                let until = self.now + ms * US;
+                for n in 0..self.nodes.len() {
+                    let runs = (0..self.active.len())
+                        .any(|r| self.res_group[r] == group && self.active[r].contains(&n));
+                    if everywhere || runs {
+                        self.nodes[n].monitor_fail_until[group] = until;
+                    }
+                }
+            }
         }
+    }
+
+    /// Why the monitor `monitor` fails on node `n` now (None: healthy).
+    fn probe_failure(&self, n: usize, monitor: &str) -> Option<String> {
+        let gi = monitor
+            .strip_prefix('m')
+            .and_then(|g| g.parse::<usize>().ok())
+            .filter(|&g| g < self.p().groups.len())?;
+        if self.now < self.nodes[n].monitor_fail_until[gi] {
+            return Some("the checked dependency is down".into());
+        }
+        let down: Vec<String> = (0..self.active.len())
+            .filter(|&r| self.res_group[r] == gi && !self.active[r].contains(&n))
+            .map(|r| self.res_name(r))
+            .collect();
+        (!down.is_empty()).then(|| format!("not running: {}", down.join(", ")))
     }
 
     /// Faults stop: every link heals, every machine and agent runs, the witness is up,
@@ -1862,6 +2049,7 @@ impl World {
         for n in 0..self.nodes.len() {
             self.nodes[n].fail_until = 0;
             self.nodes[n].slow_until = 0;
+            self.nodes[n].monitor_fail_until.fill(0);
             if self.nodes[n].unreachable_until > self.now {
                 self.nodes[n].unreachable_until = 0;
                 if matches!(self.nodes[n].st, St::Running | St::Paused) {
@@ -2186,8 +2374,8 @@ fn sim_random_schedules() {
         .min(8) as u64;
     let started = std::time::Instant::now();
     // Per thread: (events, simulated ms, failing (seed, violation), activations,
-    // activations on another server than the group's previous one).
-    type ThreadResult = (u64, u64, Vec<(u64, String)>, u64, u64);
+    // activations on another server than the group's previous one, monitor figures).
+    type ThreadResult = (u64, u64, Vec<(u64, String)>, u64, u64, MonitorStats);
     let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -2196,6 +2384,7 @@ fn sim_random_schedules() {
                     let mut sim_ms = 0;
                     let mut failures = Vec::new();
                     let (mut acts, mut moves) = (0, 0);
+                    let mut mon = MonitorStats::default();
                     let mut i = t;
                     while i < count && failures.len() < max_failures {
                         let seed = base + i;
@@ -2203,6 +2392,7 @@ fn sim_random_schedules() {
                         steps += out.steps;
                         sim_ms += out.sim_ms;
                         acts += out.activations.len() as u64;
+                        mon += out.monitor;
                         let mut last: BTreeMap<&str, usize> = BTreeMap::new();
                         for (_, node, g, _) in &out.activations {
                             if last.insert(g, *node).is_some_and(|p| p != *node) {
@@ -2214,7 +2404,7 @@ fn sim_random_schedules() {
                         }
                         i += threads;
                     }
-                    (steps, sim_ms, failures, acts, moves)
+                    (steps, sim_ms, failures, acts, moves, mon)
                 })
             })
             .collect();
@@ -2228,9 +2418,17 @@ fn sim_random_schedules() {
     let failures: Vec<&(u64, String)> = results.iter().flat_map(|r| &r.2).collect();
     let acts: u64 = results.iter().map(|r| r.3).sum();
     let moves: u64 = results.iter().map(|r| r.4).sum();
+    let mut mon = MonitorStats::default();
+    for r in &results {
+        mon += r.5;
+    }
     println!(
-        "{count} schedules, {steps} events, {} s simulated, {acts} group activations ({moves} on another server than the previous one), in {:.1} s ({threads} threads)",
+        "{count} schedules, {steps} events, {} s simulated, {acts} group activations ({moves} on another server than the previous one), monitors: {} failed polls, {} recovery scripts, {} restarts, {} failovers, in {:.1} s ({threads} threads)",
         sim_ms / 1000,
+        mon.failed_probes,
+        mon.scripts,
+        mon.restarts,
+        mon.failovers,
         started.elapsed().as_secs_f64()
     );
     if !failures.is_empty() {
@@ -2261,6 +2459,20 @@ fn sim_random_schedules() {
             moves >= count / 5,
             "only {moves} moves to another server in {count} schedules: faults did not cause failovers"
         );
+        // Application faults must reach the recovery ladder: failed polls, scripts,
+        // restarts and monitor failovers. (10,000 schedules gave 8,178 failed polls, 577
+        // scripts, 2,050 restarts and 949 failovers; the floors are about half of that.)
+        for (what, n, floor) in [
+            ("failed monitor polls", mon.failed_probes, count / 3),
+            ("recovery scripts", mon.scripts, count / 40),
+            ("recovery restarts", mon.restarts, count / 10),
+            ("recovery failovers", mon.failovers, count / 25),
+        ] {
+            assert!(
+                n >= floor,
+                "only {n} {what} in {count} schedules (floor {floor}): the monitors were not exercised"
+            );
+        }
     }
 }
 
@@ -2346,6 +2558,7 @@ fn sim_two_servers_and_a_witness_fail_over_after_a_crash() {
                 failback: false,
                 act_retries: 0,
                 deact_retries: 0,
+                monitor: None,
             }],
             drift_ppm: vec![10_000, -10_000],
             witness_drift_ppm: 10_000,
@@ -2397,6 +2610,7 @@ fn sim_detects_a_double_activation_when_the_watchdog_is_missing() {
                 failback: false,
                 act_retries: 0,
                 deact_retries: 0,
+                monitor: None,
             }],
             drift_ppm: vec![0, 0, 0],
             witness_drift_ppm: 0,
@@ -2449,6 +2663,7 @@ fn sim_regression_takeover_wait_ignores_second_hand_holder() {
                     failback: false,
                     act_retries: 0,
                     deact_retries: 1,
+                    monitor: None,
                 },
                 GroupSpec {
                     servers: vec![0, 2, 1],
@@ -2456,6 +2671,7 @@ fn sim_regression_takeover_wait_ignores_second_hand_holder() {
                     failback: false,
                     act_retries: 0,
                     deact_retries: 0,
+                    monitor: None,
                 },
             ],
             drift_ppm: vec![8503, 10000, -7454],
@@ -2533,6 +2749,7 @@ fn sim_regression_next_resource_started_on_a_stale_quorum() {
                     failback: false,
                     act_retries: 0,
                     deact_retries: 1,
+                    monitor: None,
                 },
                 GroupSpec {
                     servers: vec![2, 0],
@@ -2540,6 +2757,7 @@ fn sim_regression_next_resource_started_on_a_stale_quorum() {
                     failback: true,
                     act_retries: 0,
                     deact_retries: 1,
+                    monitor: None,
                 },
             ],
             drift_ppm: vec![-4995, -10000, 5790, -5322],
@@ -2601,6 +2819,7 @@ fn sim_regression_two_claims_of_one_epoch_both_acknowledged() {
                     failback: true,
                     act_retries: 0,
                     deact_retries: 1,
+                    monitor: None,
                 },
                 GroupSpec {
                     servers: vec![2, 1, 0],
@@ -2608,6 +2827,7 @@ fn sim_regression_two_claims_of_one_epoch_both_acknowledged() {
                     failback: false,
                     act_retries: 1,
                     deact_retries: 1,
+                    monitor: None,
                 },
             ],
             drift_ppm: vec![-10000, 10000, 10000],
@@ -2673,6 +2893,7 @@ fn sim_regression_witness_hand_over_without_fence_wait() {
                     failback: false,
                     act_retries: 1,
                     deact_retries: 0,
+                    monitor: None,
                 },
                 GroupSpec {
                     servers: vec![1, 0],
@@ -2680,6 +2901,7 @@ fn sim_regression_witness_hand_over_without_fence_wait() {
                     failback: false,
                     act_retries: 0,
                     deact_retries: 0,
+                    monitor: None,
                 },
             ],
             drift_ppm: vec![570, 170],
@@ -2757,6 +2979,7 @@ fn sim_regression_restarted_agent_reuses_an_intent_version() {
                 failback: false,
                 act_retries: 1,
                 deact_retries: 1,
+                monitor: None,
             }],
             drift_ppm: vec![2788, -3084],
             witness_drift_ppm: 10000,
@@ -2824,6 +3047,7 @@ fn sim_regression_replayed_heartbeats_give_no_vote() {
                 failback: false,
                 act_retries: 0,
                 deact_retries: 0,
+                monitor: None,
             }],
             drift_ppm: vec![0, 0, 0],
             witness_drift_ppm: 0,
