@@ -57,14 +57,20 @@ fn driver(ns: &str, params: &str) -> FloatingIpDriver {
 #[tokio::test]
 async fn floating_ip_in_network_namespaces() {
     if !is_root() {
-        eprintln!("skipping floating-ip namespace test: needs root to create network namespaces");
+        baton_tests::skip::skip(
+            "floating_ip_in_network_namespaces",
+            "needs root to create network namespaces",
+        );
         return;
     }
     let pid = std::process::id();
     let a = format!("batonp-{pid}-a");
     let b = format!("batonp-{pid}-b");
     if !sh(&["ip", "netns", "add", &a]) {
-        eprintln!("skipping floating-ip namespace test: `ip netns add` does not work here");
+        baton_tests::skip::skip(
+            "floating_ip_in_network_namespaces",
+            "`ip netns add` does not work here",
+        );
         return;
     }
     let _guard = Netns {

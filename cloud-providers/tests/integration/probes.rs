@@ -327,17 +327,43 @@ async fn exec_probe() {
 
 #[tokio::test]
 async fn ping_loopback() {
+    use baton_tests::skip::skip;
     if baton_providers::process::find_in_path("ping").is_none() {
-        eprintln!("skipping ping test: ping is not installed");
+        skip("ping_loopback", "ping (iputils-ping) is not installed");
         return;
     }
     let p = LocalRegistry
         .build_probe("ping", &table("host = '127.0.0.1'"))
         .unwrap();
     match p.probe(&pctx(Duration::from_secs(3))).await {
-        Ok(ok) => assert!(ok.detail.unwrap_or_default().starts_with("rtt avg")),
-        // Unprivileged and without ping_group_range, ping cannot open its socket.
-        Err(e) => eprintln!("ping 127.0.0.1 failed here ({e}); not judging"),
+        Ok(ok) => {
+            let detail = ok.detail.unwrap_or_default();
+            assert!(detail.starts_with("rtt avg "), "{detail}");
+            assert!(detail.ends_with(" ms"), "{detail}");
+        }
+        // Unprivileged and without ping_group_range, ping cannot open its socket: the
+        // machine lacks the permission, which is a skip (a failure under
+        // BATON_REQUIRE_ALL=1). Anything else is a failure.
+        Err(e) if e.to_string().contains("not permitted") => {
+            skip(
+                "ping_loopback",
+                &format!("ping cannot open an ICMP socket here: {e}"),
+            );
+            return;
+        }
+        Err(e) => panic!("ping 127.0.0.1 failed: {e}"),
+    }
+    // The broadcast address without -b: ping refuses before sending anything; the
+    // probe is unhealthy with ping's own words.
+    let p = LocalRegistry
+        .build_probe("ping", &table("host = '255.255.255.255'"))
+        .unwrap();
+    match p.probe(&pctx(Duration::from_secs(3))).await {
+        Err(ProviderError::Unhealthy(msg)) => {
+            assert!(msg.starts_with("ping 255.255.255.255 failed: "), "{msg}");
+            assert!(msg.contains("broadcast"), "{msg}");
+        }
+        other => panic!("expected unhealthy, got {other:?}"),
     }
     let e = LocalRegistry
         .build_probe("ping", &table("host = '-f'"))
