@@ -357,7 +357,7 @@ async fn dynamodb_witness() {
 /// Figures for the docs:
 /// `cargo test -p baton-providers --test witness_aws -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
+#[ignore = "measurement: run with --ignored --nocapture"]
 async fn measure_vote_round_trip() {
     let Some(moto) = Moto::start() else { return };
     let c = clients(&moto).await;

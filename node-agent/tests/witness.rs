@@ -491,7 +491,7 @@ fn cli_witness_rejects_a_bad_key_file_and_duration() {
 
 /// Figures for the docs: `cargo test -p baton-agent --test witness -- --ignored --nocapture`.
 #[tokio::test]
-#[ignore]
+#[ignore = "measurement: run with --ignored --nocapture"]
 async fn measure_vote_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let kf = key_file(dir.path(), "cluster.key", KEY_A);

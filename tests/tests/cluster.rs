@@ -538,11 +538,9 @@ fn suspend_stops_polling_and_recovery_until_resumed() {
     check_invariants(&mut c);
 }
 
-/// BTN-3014 ("recovery suppressed") is documented as raised when a monitor detects an
-/// error while the cluster or the monitor is suspended. The engine stops polling
-/// suspended monitors and ignores results that arrive while suspended, so nothing can
-/// raise it; this test states the documented behaviour and is ignored until the engine
-/// and the catalogue agree (tests/README.md).
+/// BTN-3014 ("failover suppressed"): while the cluster is suspended, the holder's death
+/// is reported on node-2 and the group is not taken over; `cluster resume` lets node-2
+/// take it with the next epoch.
 #[test]
 fn suspended_cluster_does_not_fail_over_until_resumed() {
     let _serial = serial();

@@ -465,13 +465,32 @@ async fn a_panicking_sink_is_reported_and_others_go_on() {
 
 #[test]
 fn backoff_bounds() {
+    // Defaults: base 200 ms, cap 10 s; each delay is in [half, whole] of the doubled base.
     let opts = NotifierOptions::default();
-    for attempt in 1..40 {
-        let full = (opts.retry_base * (1u32 << (attempt - 1).min(24))).min(opts.retry_max);
-        for _ in 0..20 {
-            let d = backoff(&opts, attempt);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+    let ms = Duration::from_millis;
+    let expected = [
+        (1, ms(100), ms(200)),
+        (2, ms(200), ms(400)),
+        (3, ms(400), ms(800)),
+        (4, ms(800), ms(1_600)),
+        (5, ms(1_600), ms(3_200)),
+        (6, ms(3_200), ms(6_400)),
+        (7, ms(5_000), ms(10_000)),
+        (39, ms(5_000), ms(10_000)),
+        (u32::MAX, ms(5_000), ms(10_000)),
+    ];
+    for (attempt, lo, hi) in expected {
+        let draws: Vec<Duration> = (0..200).map(|_| backoff(&opts, attempt)).collect();
+        for d in &draws {
+            assert!(*d >= lo && *d <= hi, "attempt {attempt}: {d:?}");
         }
+        // The jitter spreads over the range (200 draws all in one fifth of it: ~1e-19).
+        let span = hi - lo;
+        let (min, max) = (draws.iter().min().unwrap(), draws.iter().max().unwrap());
+        assert!(
+            *min < lo + span / 5 && *max > hi - span / 5,
+            "attempt {attempt}: {min:?}..{max:?}"
+        );
     }
 }
 
