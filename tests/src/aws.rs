@@ -333,6 +333,26 @@ imds = false
         run_cli(&self.bin, &v)
     }
 
+    /// Wait until each of `server`'s monitors `names` has completed a healthy poll
+    /// (state `normal`, which a monitor reaches only from a successful poll).
+    pub fn wait_monitors_normal(&self, server: &str, names: &[&str], timeout: Duration) {
+        crate::wait_until(
+            &format!("{server}'s monitors {names:?} to report normal"),
+            timeout,
+            || {
+                let st = self.try_status(Some(server))?;
+                for n in names {
+                    match st.local.monitors.iter().find(|m| m.name == *n) {
+                        Some(m) if m.state == "normal" => {}
+                        Some(m) => return Err(format!("{n} is {}", m.state)),
+                        None => return Err(format!("no monitor {n} on {server}")),
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
     pub fn try_status(&self, via: Option<&str>) -> Result<ClusterStatus, String> {
         let mut args = vec!["status", "--json"];
         if let Some(s) = via {

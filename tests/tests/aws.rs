@@ -238,8 +238,8 @@ fn s4_a_route_changed_by_hand_is_reported_and_restored() {
     let c = AwsCluster::start(&world, "hand", 64, &vip_body(&w, &vip_monitor(&w)));
     c.wait_owner("web", "node-1", T);
     world.wait_routes(&w.enis[0], T);
-    // Let the monitor see a healthy state first.
-    std::thread::sleep(Duration::from_secs(2));
+    // The monitor has seen a healthy state first.
+    c.wait_monitors_normal("node-1", &["vipw"], T);
     world.replace_route(&w.rtbs[1], &w.enis[1]);
     let ev = c.wait_event("node-1", "BTN-6002", T, |_| true);
     assert!(
@@ -266,7 +266,7 @@ fn s5_api_down_warns_without_failover_and_throttling_is_retried() {
     let mut c = AwsCluster::start(&world, "api", 65, &vip_body(&w, &monitors));
     let epoch = c.wait_owner("web", "node-1", T);
     world.wait_routes(&w.enis[0], T);
-    std::thread::sleep(Duration::from_secs(2));
+    c.wait_monitors_normal("node-1", &["vipw", "azw"], T);
     world.moto.fail("*", "ServiceUnavailable", 503, -1);
     let ev = c.wait_event("node-1", "BTN-3004", T, |_| true);
     assert!(ev.message.contains("on_api_error = warn"), "{}", ev.message);

@@ -297,8 +297,31 @@ queue_len = 50
     );
     let mut c = Cluster::start(spec);
     c.wait_owner(Some("node-1"), T);
-    // Let the queues fill up behind the stuck endpoints.
-    std::thread::sleep(Duration::from_secs(3));
+    // The sinks are stuck before the failover: on node-2 (which takes over) SNS, mail and
+    // CloudWatch each hold an event that cannot be delivered, and the dead webhook has
+    // failed a delivery.
+    wait_until(
+        "node-2's sinks to be stuck behind their endpoints",
+        T,
+        || {
+            let stats = sink_stats(&c);
+            let (_, n2) = stats
+                .iter()
+                .find(|(s, _)| s == "node-2")
+                .ok_or_else(|| "no status of node-2".to_string())?;
+            for name in ["sns", "mail", "cloudwatch"] {
+                let s = sink(n2, name);
+                if s["queued"].as_u64() < Some(1) || s["delivered"] != 0 {
+                    return Err(format!("{name}: {s}"));
+                }
+            }
+            let d = sink(n2, "dead");
+            if d["failed_batches"].as_u64() < Some(1) {
+                return Err(format!("dead: {d}"));
+            }
+            Ok(())
+        },
+    );
 
     let t = Instant::now();
     c.kill("node-1", Signal::SIGKILL);
