@@ -21,7 +21,7 @@ pub mod api;
 mod aws;
 mod notify;
 pub mod timing;
-pub use api::{ApiSection, Cidr};
+pub use api::{ApiRole, ApiSection, Cidr};
 pub use aws::AwsSection;
 pub use notify::{
     id_matches, CloudWatchSection, DeliverySection, LogSinkSection, MailSection, MailSecurity,

@@ -273,13 +273,16 @@ catalogue! {
         action: "None.";
     API_AUTH_FAILED = 4020, Warning, "api", "API request rejected",
         cause: "An HTTP API request had no token or a wrong token.",
-        action: "Use the cluster key file of this cluster; look for unexpected clients.";
+        action: "Use the cluster key file of this cluster, a role token (`baton token --role read|operator`) or the agent's Unix socket; look for unexpected clients.";
     API_CONNECTIONS_REFUSED = 4021, Warning, "api", "API connections refused",
         cause: "Connections to the HTTP API (or the witness) were closed at once, before any byte was read: the source address is not in the allow-list (`[api] allow`, the cluster's servers, loopback), or the total or per-source connection cap was reached. Raised at most once a minute with the counts; the connections already open and the agent's own work are not affected.",
         action: "If the source is legitimate, add its network to `[api] allow` or raise `[api] max_connections` / `max_connections_per_source`; otherwise look for a scan or flood from that source and block it upstream.";
     API_ACCEPT_FAILING = 4022, Error, "api", "API cannot accept connections",
         cause: "Accepting a connection on the HTTP API failed, usually because the process or the system ran out of file descriptors (EMFILE/ENFILE). The server backs off briefly and keeps serving; raised at most once a minute with the count.",
         action: "Check the open-file limit (`LimitNOFILE=` in the unit, BTN-4023 at start) and what holds descriptors (`ls /proc/PID/fd`).";
+    API_SOCKET_FAILED = 4024, Warning, "api", "API Unix socket not available",
+        cause: "The agent could not create its Unix socket for the local CLI (`[api] socket_dir`): the directory could not be created, another process holds the socket, or `socket_group` does not exist. The TCP API works as before; local operators without the key file cannot use `baton` on this server.",
+        action: "Fix what the message names (directory permissions, the group name, a second agent with the same cluster and server name) and restart the agent, or set `[api] socket_dir = \"\"` to run without the socket.";
     FD_LIMIT_LOW = 4023, Warning, "agent", "Open-file limit too low: connection cap lowered",
         cause: "At start the agent raised its open-file limit to the hard limit, and that limit cannot hold the configured API connection caps plus the descriptors reserved for resource actions, monitors, state writes and sockets (64 plus 8 per resource and monitor). The API's connection cap was lowered so that the reserve always remains.",
         action: "Raise the hard limit (`LimitNOFILE=65536` in the systemd unit, as shipped) or lower `[api] max_connections`.";

@@ -1,6 +1,17 @@
-//! The agent's HTTP API (JSON). Every request needs `Authorization: Bearer TOKEN`, where
-//! the token is derived from the cluster key (`baton` computes it from the key file).
-//! Errors are `{"error": {"code": "...", "message": "..."}}` with stable codes.
+//! The agent's HTTP API (JSON). Every request over TCP needs `Authorization: Bearer TOKEN`:
+//!
+//! * the cluster key's token (`baton` computes it from the key file; the agents use it
+//!   between themselves) may do everything;
+//! * an `operator` token may read and send commands, a `read` token only read (status,
+//!   cluster status, alerts). Role tokens are derived from the cluster key (`baton token
+//!   --role ROLE`, unless `[api] derived_tokens = false`) or issued in token files
+//!   (`[api] read_tokens_file`, `operator_tokens_file`).
+//!
+//! A request through the agent's Unix socket needs no token: it acts with
+//! `[api] socket_role`, and the socket's file permissions decide who may connect.
+//! Errors are `{"error": {"code": "...", "message": "..."}}` with stable codes
+//! (`unauthorized` 401 for a missing or wrong token, `forbidden` 403 for a role that may
+//! not do this).
 //! The OpenAPI description is `docs/src/openapi.yaml`.
 
 use std::sync::Arc;
@@ -16,7 +27,151 @@ use baton_core::engine::Command;
 use baton_core::events::{self, Event};
 use serde::{Deserialize, Serialize};
 
+use crate::key::ClusterKey;
+use crate::listen::LocalCaller;
 use crate::runtime::{AgentStatus, Shared};
+use baton_core::config::ApiRole;
+
+/// Who is calling, as the API checks it (ordered by what they may do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Caller {
+    Read,
+    Operator,
+    /// The cluster key's token: the agents themselves (and root with the key file).
+    Peer,
+}
+
+impl Caller {
+    fn of_role(r: ApiRole) -> Caller {
+        match r {
+            ApiRole::Read => Caller::Read,
+            ApiRole::Operator => Caller::Operator,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Caller::Read => "read",
+            Caller::Operator => "operator",
+            Caller::Peer => "cluster key",
+        }
+    }
+}
+
+/// The tokens the API accepts, by role.
+#[derive(Clone)]
+pub struct ApiTokens {
+    peer: String,
+    operator: Vec<String>,
+    read: Vec<String>,
+}
+
+/// Label of a role token derived from the cluster key (HMAC of it, lowercase hex).
+fn role_label(role: ApiRole) -> Vec<u8> {
+    format!("baton api token v1 role={}", role.as_str()).into_bytes()
+}
+
+/// The token of `role` derived from the cluster key (`baton token --role ROLE`).
+pub fn derived_token(key: &ClusterKey, role: ApiRole) -> String {
+    hex::encode(key.mac(&[&role_label(role)]))
+}
+
+impl ApiTokens {
+    /// The cluster key's token, the derived role tokens (when `derived`) and the issued
+    /// ones.
+    pub fn new(
+        key: &ClusterKey,
+        derived: bool,
+        issued_read: Vec<String>,
+        issued_operator: Vec<String>,
+    ) -> ApiTokens {
+        let mut read = issued_read;
+        let mut operator = issued_operator;
+        if derived {
+            read.push(derived_token(key, ApiRole::Read));
+            operator.push(derived_token(key, ApiRole::Operator));
+        }
+        ApiTokens {
+            peer: key.api_token(),
+            operator,
+            read,
+        }
+    }
+
+    /// The cluster key's token (what the agent sends to its peers).
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The caller a presented token stands for. Every accepted token is compared, in
+    /// constant time each, so the time taken does not tell which one nearly matched.
+    pub fn caller(&self, presented: &str) -> Option<Caller> {
+        let p = presented.trim().as_bytes();
+        let mut found = None;
+        let all = std::iter::once((Caller::Peer, &self.peer))
+            .chain(self.operator.iter().map(|t| (Caller::Operator, t)))
+            .chain(self.read.iter().map(|t| (Caller::Read, t)));
+        for (c, t) in all {
+            if constant_time_eq(p, t.as_bytes()) && found.is_none_or(|f| c > f) {
+                found = Some(c);
+            }
+        }
+        found
+    }
+}
+
+/// Longest token file read (a token file of `/dev/zero` must not exhaust memory).
+const MAX_TOKENS_FILE: u64 = 64 * 1024;
+/// Shortest issued token accepted.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// Read a file of issued tokens: one per line, `#` comments and blank lines ignored. The
+/// file must not be readable or writable by others, each token has at least
+/// [`MIN_TOKEN_LEN`] characters of visible ASCII.
+pub fn load_tokens_file(path: &std::path::Path) -> Result<Vec<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let f =
+        std::fs::File::open(path).map_err(|e| format!("cannot read token file {shown}: {e}"))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read token file {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("token file {shown} is not a regular file"));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o006 != 0 {
+        return Err(format!(
+            "token file {shown} is accessible to other users (mode {:03o}): chmod o-rwx {shown}",
+            mode & 0o777
+        ));
+    }
+    let mut text = String::new();
+    f.take(MAX_TOKENS_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read token file {shown}: {e}"))?;
+    if text.len() as u64 > MAX_TOKENS_FILE {
+        return Err(format!(
+            "token file {shown} is larger than {MAX_TOKENS_FILE} bytes"
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if t.len() < MIN_TOKEN_LEN || !t.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(format!(
+                "{shown}:{}: a token must be at least {MIN_TOKEN_LEN} visible ASCII characters without spaces (e.g. `openssl rand -hex 32`)",
+                i + 1
+            ));
+        }
+        out.push(t.to_string());
+    }
+    Ok(out)
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ApiError {
@@ -191,15 +346,37 @@ pub fn router(shared: Arc<Shared>) -> Router {
 async fn auth(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
-    let ok = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), s.token.as_bytes()));
-    if ok {
+    let caller = if let Some(LocalCaller(role)) = req.extensions().get::<LocalCaller>() {
+        Some(Caller::of_role(*role))
+    } else {
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|t| s.tokens.caller(t))
+    };
+    if let Some(caller) = caller {
+        // Reading is GET; everything else is a command.
+        let needs = if req.method() == axum::http::Method::GET {
+            Caller::Read
+        } else {
+            Caller::Operator
+        };
+        if caller < needs {
+            tracing::info!(path = %req.uri().path(), role = caller.as_str(), "API request refused: role may not do this");
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "a {} token may only read (status, alerts): commands need an operator token or the cluster key",
+                    caller.as_str()
+                ),
+            );
+        }
+        req.extensions_mut().insert(caller);
         return next.run(req).await;
     }
     // One event per minute at most, with the count.
@@ -230,7 +407,7 @@ async fn auth(
     error(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
-        "missing or wrong API token: use the cluster key file of this cluster",
+        "missing or wrong API token: use the cluster key file of this cluster, a role token (baton token --role read|operator), or the agent's Unix socket",
     )
 }
 
@@ -260,7 +437,7 @@ async fn cluster_status(State(s): State<Arc<Shared>>) -> Response {
             "the agent is stopping",
         );
     };
-    let client = crate::client::Client::new(&s.token);
+    let client = crate::client::Client::new(s.tokens.peer());
     let mut futs = Vec::new();
     for srv in s.config.servers.iter().filter(|x| x.name != s.server) {
         let client = client.clone();
@@ -334,6 +511,7 @@ pub const FORWARDED: &str = "x-baton-forwarded";
 
 async fn command(
     State(s): State<Arc<Shared>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -344,8 +522,10 @@ async fn command(
     // `cluster stop` must reach every agent even if heartbeats between some of them are
     // down, so it is also forwarded to every peer's API (once: forwarded requests are not
     // forwarded again). Other commands spread through the heartbeats as intents.
-    if cmd == Command::ClusterStop && !headers.contains_key(FORWARDED) {
-        let client = crate::client::Client::new(&s.token);
+    // Only an agent (the cluster key's token) marks a request as forwarded.
+    let forwarded = caller == Caller::Peer && headers.contains_key(FORWARDED);
+    if cmd == Command::ClusterStop && !forwarded {
+        let client = crate::client::Client::new(s.tokens.peer());
         for srv in s.config.servers.iter().filter(|x| x.name != s.server) {
             let client = client.clone();
             let addr = srv.api;
@@ -412,5 +592,85 @@ async fn alerts(
         Ok(Ok(evs)) => Json(evs).into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn key() -> ClusterKey {
+        ClusterKey::from_bytes(b"unit test cluster key, 32 bytes at least").unwrap()
+    }
+
+    #[test]
+    fn tokens_map_to_callers() {
+        let k = key();
+        let issued_op = "an issued operator token 0123456789".replace(' ', "-");
+        let t = ApiTokens::new(&k, true, vec![], vec![issued_op.clone()]);
+        assert_eq!(t.caller(&k.api_token()), Some(Caller::Peer));
+        assert_eq!(
+            t.caller(&derived_token(&k, ApiRole::Operator)),
+            Some(Caller::Operator)
+        );
+        assert_eq!(
+            t.caller(&derived_token(&k, ApiRole::Read)),
+            Some(Caller::Read)
+        );
+        assert_eq!(t.caller(&issued_op), Some(Caller::Operator));
+        // Surrounding whitespace is ignored; anything else is no caller.
+        assert_eq!(
+            t.caller(&format!(" {} ", derived_token(&k, ApiRole::Read))),
+            Some(Caller::Read)
+        );
+        assert_eq!(t.caller(""), None);
+        assert_eq!(t.caller(&"0".repeat(64)), None);
+        assert_eq!(t.caller(&k.api_token()[..63]), None);
+        // Derived tokens off: only the key's token and the issued ones.
+        let t = ApiTokens::new(&k, false, vec![], vec![issued_op.clone()]);
+        assert_eq!(t.caller(&derived_token(&k, ApiRole::Read)), None);
+        assert_eq!(t.caller(&derived_token(&k, ApiRole::Operator)), None);
+        assert_eq!(t.caller(&issued_op), Some(Caller::Operator));
+        assert_eq!(t.caller(&k.api_token()), Some(Caller::Peer));
+        // Fixed derivation: a change would invalidate every token handed out.
+        assert_eq!(
+            derived_token(&k, ApiRole::Read),
+            hex::encode(k.mac(&[b"baton api token v1 role=read"]))
+        );
+        assert!(Caller::Read < Caller::Operator && Caller::Operator < Caller::Peer);
+    }
+
+    #[test]
+    fn token_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        let write = |text: &str, mode: u32| {
+            std::fs::write(&f, text).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let good = "x".repeat(MIN_TOKEN_LEN);
+        write(&format!("# comment\n\n  {good}  \n{good}y\n"), 0o600);
+        assert_eq!(
+            load_tokens_file(&f).unwrap(),
+            vec![good.clone(), format!("{good}y")]
+        );
+        write(&format!("{good}\n"), 0o640);
+        assert!(load_tokens_file(&f).is_ok());
+        write(&format!("{good}\n"), 0o644);
+        let e = load_tokens_file(&f).unwrap_err();
+        assert!(e.contains("accessible to other users (mode 644)"), "{e}");
+        write("short\n", 0o600);
+        let e = load_tokens_file(&f).unwrap_err();
+        assert!(e.ends_with(&format!(":1: a token must be at least {MIN_TOKEN_LEN} visible ASCII characters without spaces (e.g. `openssl rand -hex 32`)")), "{e}");
+        write(&format!("{good}\nwith space {good}\n"), 0o600);
+        assert!(load_tokens_file(&f).unwrap_err().contains(":2: "));
+        write(&"y".repeat(70_000), 0o600);
+        let e = load_tokens_file(&f).unwrap_err();
+        assert!(e.contains("larger than 65536 bytes"), "{e}");
+        let e = load_tokens_file(&dir.path().join("missing")).unwrap_err();
+        assert!(e.starts_with("cannot read token file"), "{e}");
+        let e = load_tokens_file(dir.path()).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 }

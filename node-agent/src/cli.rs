@@ -69,6 +69,11 @@ pub struct Target {
     /// Talk to the agent API at this address instead.
     #[arg(long)]
     pub api: Option<SocketAddr>,
+    /// Authenticate with the API token in this file (a role token from `baton token`, or
+    /// an issued one) instead of the cluster key. Without it, and without access to the
+    /// key file, `baton` talks to the local agent through its Unix socket.
+    #[arg(long, env = "BATON_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -163,6 +168,21 @@ pub enum Cmd {
         /// The cluster's configuration (its name, servers and key file) for `--witness`.
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
+    },
+    /// Print the API token of a role, derived from the cluster key: `read` (status,
+    /// alerts) or `operator` (also commands). Give it to `baton --token-file` or an HTTP
+    /// client; it stays valid until the cluster key changes or `[api] derived_tokens =
+    /// false`.
+    Token {
+        #[arg(long, value_parser = ["read", "operator"])]
+        role: String,
+        #[arg(
+            long,
+            short = 'c',
+            env = "BATON_CONFIG",
+            default_value = "/etc/baton/baton.toml"
+        )]
+        config: PathBuf,
     },
     /// Act on one resource of this server directly, without the agent (for tests and
     /// troubleshooting; the agent must not be running the group).
@@ -345,7 +365,9 @@ fn client_exit(e: &ClientError) -> (Exit, String) {
         ClientError::Unreachable { .. } => (Exit::Unreachable, "unreachable".into()),
         ClientError::Timeout { .. } => (Exit::Unreachable, "timeout".into()),
         ClientError::Api {
-            status: 401, code, ..
+            status: 401 | 403,
+            code,
+            ..
         } => (Exit::Unauthorized, code.clone()),
         ClientError::Api { code, .. } => (Exit::Refused, code.clone()),
         ClientError::Protocol { .. } => (Exit::Failure, "protocol".into()),
@@ -381,18 +403,6 @@ fn connect(t: &Target) -> Result<(Conn, Config), Exit> {
             ));
         }
     };
-    let key_path = if cfg.key_file.is_relative() {
-        t.config
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(&cfg.key_file)
-    } else {
-        cfg.key_file.clone()
-    };
-    let key = match ClusterKey::load(&key_path) {
-        Ok(k) => k,
-        Err(e) => return Err(fail(t.json, Exit::KeyError, e.code(), &e.to_string())),
-    };
     let addrs = if let Some(a) = t.api {
         vec![a]
     } else if let Some(s) = &t.server {
@@ -410,13 +420,97 @@ fn connect(t: &Target) -> Result<(Conn, Config), Exit> {
     } else {
         cfg.servers.iter().map(|s| s.api).collect()
     };
-    Ok((
-        Conn {
-            client: Client::new(&key.api_token()),
-            addrs,
-        },
-        cfg,
+    // 1. A token file given: that token, over TCP.
+    if let Some(f) = &t.token_file {
+        let token = match read_token_file(f) {
+            Ok(tok) => tok,
+            Err(msg) => return Err(fail(t.json, Exit::KeyError, "token-file", &msg)),
+        };
+        return Ok((
+            Conn {
+                client: Client::new(&token),
+                addrs,
+            },
+            cfg,
+        ));
+    }
+    // 2. The cluster key, when this user can read it.
+    let key_path = if cfg.key_file.is_relative() {
+        t.config
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(&cfg.key_file)
+    } else {
+        cfg.key_file.clone()
+    };
+    let key_err = match ClusterKey::load(&key_path) {
+        Ok(key) => {
+            return Ok((
+                Conn {
+                    client: Client::new(&key.api_token()),
+                    addrs,
+                },
+                cfg,
+            ))
+        }
+        Err(e) => e,
+    };
+    // 3. The local agent's Unix socket (of the server asked for, else of any server of
+    //    this cluster that has one here).
+    if t.api.is_none() {
+        let servers: Vec<&baton_core::config::Server> = cfg
+            .servers
+            .iter()
+            .filter(|s| t.server.as_ref().is_none_or(|n| &s.name == n))
+            .collect();
+        for s in servers {
+            let Some(path) = cfg.api.socket_path(&cfg.cluster_name, &s.name) else {
+                continue;
+            };
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                return Ok((
+                    Conn {
+                        client: Client::unix(&path),
+                        addrs: vec![s.api],
+                    },
+                    cfg,
+                ));
+            }
+        }
+    }
+    let hint = match cfg.api.socket_path(&cfg.cluster_name, t.server.as_deref().unwrap_or("SERVER")) {
+        Some(p) => format!(
+            "; no agent socket to use instead ({} — is the agent running here, and may you open its socket?); or pass --token-file",
+            p.display()
+        ),
+        None => "; or pass --token-file".into(),
+    };
+    Err(fail(
+        t.json,
+        Exit::KeyError,
+        key_err.code(),
+        &format!("{key_err}{hint}"),
     ))
+}
+
+/// Longest token file read.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// The token in a file: its first non-empty, non-comment line.
+fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let f =
+        std::fs::File::open(path).map_err(|e| format!("cannot read token file {shown}: {e}"))?;
+    let mut text = String::new();
+    f.take(MAX_TOKEN_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read token file {shown}: {e}"))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .ok_or_else(|| format!("token file {shown} holds no token"))
 }
 
 impl Conn {
@@ -672,6 +766,41 @@ pub async fn run(cli: Cli) -> Exit {
                 }
                 Err(e) => fail(false, Exit::KeyError, e.code(), &e.to_string()),
             }
+        }
+        Cmd::Token { role, config } => {
+            let cfg = match crate::catalog::load_config(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    for d in &e.diagnostics {
+                        eprintln!("{d}");
+                    }
+                    return fail(false, Exit::ConfigInvalid, e.code(), &e.to_string());
+                }
+            };
+            let key_path = if cfg.key_file.is_relative() {
+                config
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join(&cfg.key_file)
+            } else {
+                cfg.key_file.clone()
+            };
+            let key = match ClusterKey::load(&key_path) {
+                Ok(k) => k,
+                Err(e) => return fail(false, Exit::KeyError, e.code(), &e.to_string()),
+            };
+            let role = if role == "read" {
+                baton_core::config::ApiRole::Read
+            } else {
+                baton_core::config::ApiRole::Operator
+            };
+            if !cfg.api.derived_tokens {
+                eprintln!(
+                    "note: [api] derived_tokens = false: the agents do not accept this token"
+                );
+            }
+            println!("{}", crate::api::derived_token(&key, role));
+            Exit::Ok
         }
         Cmd::Keygen { file: None, .. } => fail(
             false,

@@ -30,7 +30,10 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// Bearer token; empty through the Unix socket (which needs none).
     token: String,
+    /// The agent's Unix socket, when this client talks through it.
+    socket: Option<std::path::PathBuf>,
 }
 
 impl Client {
@@ -41,16 +44,50 @@ impl Client {
                 .build()
                 .unwrap_or_default(),
             token: token.to_string(),
+            socket: None,
+        }
+    }
+
+    /// A client of the agent's Unix socket at `path` (no token: the socket's permissions
+    /// decide). Addresses given to its calls only name the server in messages.
+    pub fn unix(path: &std::path::Path) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .unix_socket(path)
+                .build()
+                .unwrap_or_default(),
+            token: String::new(),
+            socket: Some(path.to_path_buf()),
+        }
+    }
+
+    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if self.token.is_empty() {
+            req
+        } else {
+            req.bearer_auth(&self.token)
+        }
+    }
+
+    fn unreachable(&self, addr: SocketAddr, e: &reqwest::Error) -> ClientError {
+        match (unreachable(addr, e), &self.socket) {
+            (ClientError::Unreachable { addr, msg }, Some(p)) => ClientError::Unreachable {
+                addr,
+                msg: format!("{msg} (through the socket {})", p.display()),
+            },
+            (other, _) => other,
         }
     }
 
     async fn finish<T: DeserializeOwned>(
+        &self,
         addr: SocketAddr,
         r: Result<reqwest::Response, reqwest::Error>,
     ) -> Result<T, ClientError> {
-        let resp = r.map_err(|e| unreachable(addr, &e))?;
+        let resp = r.map_err(|e| self.unreachable(addr, &e))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| unreachable(addr, &e))?;
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(addr, &e))?;
         if status.is_success() {
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
                 addr,
@@ -78,13 +115,11 @@ impl Client {
         timeout: Duration,
     ) -> Result<T, ClientError> {
         let r = self
-            .http
-            .get(format!("http://{addr}{path}"))
-            .bearer_auth(&self.token)
+            .auth(self.http.get(format!("http://{addr}{path}")))
             .timeout(timeout)
             .send()
             .await;
-        Self::finish(addr, r).await
+        self.finish(addr, r).await
     }
 
     pub async fn post_with_header<B: Serialize, T: DeserializeOwned>(
@@ -107,15 +142,13 @@ impl Client {
         timeout: Duration,
     ) -> Result<T, ClientError> {
         let mut req = self
-            .http
-            .post(format!("http://{addr}{path}"))
-            .bearer_auth(&self.token)
+            .auth(self.http.post(format!("http://{addr}{path}")))
             .json(body)
             .timeout(timeout);
         if let Some((k, v)) = header {
             req = req.header(k, v);
         }
-        Self::finish(addr, req.send().await).await
+        self.finish(addr, req.send().await).await
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(

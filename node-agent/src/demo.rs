@@ -103,6 +103,10 @@ force_reboot_command = 'echo force-reboot >> "{d}/fence-commands.log"'
 force_poweroff_command = 'echo force-poweroff >> "{d}/fence-commands.log"'
 reboot_command = 'echo reboot >> "{d}/fence-commands.log"'
 shutdown_command = 'echo poweroff >> "{d}/fence-commands.log"'
+
+# The agents' Unix sockets for the local CLI, in the demo's directory.
+[api]
+socket_dir = "{d}/run"
 "#,
         interval = o.interval,
         timeout = o.timeout,

@@ -35,7 +35,8 @@ use hyper::body::Incoming;
 use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::time::Instant;
 
 /// Largest buffer for a request's head (hyper's minimum is 8 KiB).
@@ -298,7 +299,14 @@ pub async fn serve(
                 backoff = ACCEPT_BACKOFF_MIN;
                 match gate.admit(peer.ip()) {
                     Ok(slot) => {
-                        tokio::spawn(connection(stream, peer, app.clone(), gate.clone(), slot));
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(connection(
+                            stream,
+                            ConnectInfo(peer),
+                            app.clone(),
+                            gate.clone(),
+                            slot,
+                        ));
                     }
                     Err(reason) => {
                         // Closed unread: no buffer, no task, no timer.
@@ -361,9 +369,14 @@ fn timeout_response() -> Response {
         .into_response()
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, app: Router, gate: Arc<Gate>, slot: Slot) {
+/// Serve one connection; every request carries `ext` as an extension (the TCP peer's
+/// `ConnectInfo`, or the Unix socket's [`LocalCaller`]).
+async fn connection<S, E>(stream: S, ext: E, app: Router, gate: Arc<Gate>, slot: Slot)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    E: Clone + Send + Sync + 'static,
+{
     let _slot = slot;
-    let _ = stream.set_nodelay(true);
     let limits = &gate.limits;
     let activity = Arc::new(Activity {
         busy: AtomicUsize::new(0),
@@ -374,7 +387,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, app: Router, gate: Arc<
     let act = activity.clone();
     let stats = gate.stats.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(ext.clone());
         act.busy.fetch_add(1, Ordering::Relaxed);
         let busy = Busy(act.clone());
         let fut = tower.call(req);
@@ -425,6 +438,72 @@ async fn connection(stream: TcpStream, peer: SocketAddr, app: Router, gate: Arc<
                     conn.as_mut().graceful_shutdown();
                     closing = Some(Instant::now() + limits.header_timeout);
                 }
+            }
+        }
+    }
+}
+
+/// Marks a request that came through the agent's Unix socket: whoever could connect to
+/// it (file permissions) acts with this role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalCaller(pub baton_core::config::ApiRole);
+
+/// Connections through the Unix socket at most (a local operator's CLI, a few at a time).
+pub const MAX_SOCKET_CONNECTIONS: usize = 16;
+
+/// Serve the agent's API on its Unix socket: every request carries [`LocalCaller`] with
+/// `role`. The socket has no allow-list (file permissions decide who connects) but the
+/// same timeouts as the TCP API and its own small connection cap.
+pub async fn serve_unix(
+    listener: UnixListener,
+    app: Router,
+    api: &ApiSection,
+    role: baton_core::config::ApiRole,
+    report: Reporter,
+) {
+    let gate = Gate::new(Limits {
+        allow: None,
+        trusted: Vec::new(),
+        max_connections: MAX_SOCKET_CONNECTIONS,
+        max_per_source: MAX_SOCKET_CONNECTIONS,
+        header_timeout: api.header_timeout.0,
+        idle_timeout: api.idle_timeout.0,
+        request_timeout: api.request_timeout.0,
+    });
+    let local = IpAddr::from([127, 0, 0, 1]);
+    let mut failing_every = Every::default();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                match gate.admit(local) {
+                    Ok(slot) => {
+                        tokio::spawn(connection(
+                            stream,
+                            LocalCaller(role),
+                            app.clone(),
+                            gate.clone(),
+                            slot,
+                        ));
+                    }
+                    Err(reason) => {
+                        drop(stream);
+                        tracing::debug!(reason = reason.as_str(), "socket connection refused");
+                    }
+                }
+            }
+            Err(e) if per_connection(&e) => {}
+            Err(e) => {
+                let n = gate.stats.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if failing_every.due() {
+                    report(Notice::AcceptFailing {
+                        error: e.to_string(),
+                        count: n,
+                    });
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
         }
     }
@@ -677,6 +756,7 @@ mod tests {
     use super::*;
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     fn limits() -> Limits {
         Limits {

@@ -136,7 +136,8 @@ enum PendingWrite {
 pub struct Shared {
     pub config: Config,
     pub server: String,
-    pub token: String,
+    /// The tokens the API accepts (and the cluster key's, which the agent sends peers).
+    pub tokens: crate::api::ApiTokens,
     pub key: ClusterKey,
     pub(crate) tx: mpsc::Sender<LoopMsg>,
     pub alert_log: Mutex<AlertLog>,
@@ -981,6 +982,95 @@ fn build_drivers(
 }
 
 /// Run the agent until it is told to stop. Returns the reason it stopped.
+/// The API's tokens: the cluster key's, the derived role tokens and the issued ones
+/// (token files relative to the configuration file's directory, like the key file).
+fn api_tokens(
+    cfg: &Config,
+    config_file: &std::path::Path,
+    key: &ClusterKey,
+) -> Result<crate::api::ApiTokens, AgentError> {
+    let dir = config_file.parent().unwrap_or(std::path::Path::new("."));
+    let load = |f: &Option<PathBuf>| -> Result<Vec<String>, AgentError> {
+        match f {
+            None => Ok(Vec::new()),
+            Some(p) => {
+                crate::api::load_tokens_file(&dir.join(p)).map_err(|msg| AgentError::Build {
+                    what: "API tokens".into(),
+                    msg,
+                })
+            }
+        }
+    };
+    Ok(crate::api::ApiTokens::new(
+        key,
+        cfg.api.derived_tokens,
+        load(&cfg.api.read_tokens_file)?,
+        load(&cfg.api.operator_tokens_file)?,
+    ))
+}
+
+/// Create the API's Unix socket (`[api] socket_dir`): the directory (0755) if missing, a
+/// stale socket left by a dead agent replaced, the mode and group set before anyone can
+/// connect (bound under a private name, then renamed into place). `Ok(None)`: sockets off.
+fn bind_api_socket(
+    cfg: &Config,
+    me: &str,
+) -> Result<Option<(tokio::net::UnixListener, PathBuf)>, String> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    let Some(path) = cfg.api.socket_path(&cfg.cluster_name, me) else {
+        return Ok(None);
+    };
+    let dir = &cfg.api.socket_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| format!("cannot create socket directory {}: {e}", dir.display()))?;
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!(
+                "{} exists and is not a socket: remove it or change [api] socket_dir",
+                path.display()
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(format!(
+                "another process listens on {} (a second agent for cluster {} and server {me}?)",
+                path.display(),
+                cfg.cluster_name
+            ));
+        }
+    }
+    let gid = match &cfg.api.socket_group {
+        None => None,
+        Some(g) => match nix::unistd::Group::from_name(g) {
+            Ok(Some(gr)) => Some(gr.gid),
+            Ok(None) => return Err(format!("socket_group `{g}` does not exist on this server")),
+            Err(e) => return Err(format!("cannot look up socket_group `{g}`: {e}")),
+        },
+    };
+    let tmp = dir.join(format!(
+        ".{}-{me}.{}.tmp",
+        cfg.cluster_name,
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = tokio::net::UnixListener::bind(&tmp)
+        .map_err(|e| format!("cannot bind {}: {e}", tmp.display()))?;
+    let set_up = (|| -> std::io::Result<()> {
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(&tmp, None, Some(gid.as_raw()))?;
+        }
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(cfg.api.socket_mode))?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = set_up {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot set up {}: {e}", path.display()));
+    }
+    Ok(Some((listener, path)))
+}
+
 pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     let loaded = crate::catalog::load(&opts.config)?;
     for w in &loaded.warnings {
@@ -1011,6 +1101,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     for w in key.warnings() {
         warn!("{w}");
     }
+    let tokens = api_tokens(&cfg, &opts.config, &key)?;
     let state_path = opts
         .state_dir
         .clone()
@@ -1077,7 +1168,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     let shared = Arc::new(Shared {
         config: cfg.clone(),
         server: me.clone(),
-        token: key.api_token(),
+        tokens,
         key: key.clone(),
         tx: tx.clone(),
         alert_reader: alert_log.reader(),
@@ -1200,6 +1291,25 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         let app = crate::api::router(api_shared.clone());
         crate::listen::serve_api(api_listener, app, api_limits, api_shared).await;
     });
+    // The Unix socket for the local CLI ([api] socket_dir); not fatal when it fails.
+    let socket_task = match bind_api_socket(&cfg, &me) {
+        Ok(None) => None,
+        Ok(Some((listener, path))) => {
+            info!(socket = %path.display(), role = cfg.api.socket_role.as_str(), "API: listening on the Unix socket");
+            let sh = shared.clone();
+            let api = cfg.api.clone();
+            Some(tokio::spawn(async move {
+                let app = crate::api::router(sh.clone());
+                let report: crate::listen::Reporter =
+                    Arc::new(move |n| sh.raise(crate::listen::notice_event(&n)));
+                crate::listen::serve_unix(listener, app, &api, api.socket_role, report).await;
+            }))
+        }
+        Err(msg) => {
+            shared.raise(Event::new(&events::API_SOCKET_FAILED, msg));
+            None
+        }
+    };
 
     // Quorum helpers: the witness client and the reachability checks.
     let aws = if matches!(
@@ -1493,6 +1603,12 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         let _ = log.sync();
     }
     api_task.abort();
+    if let Some(t) = socket_task {
+        t.abort();
+        if let Some(p) = cfg.api.socket_path(&cfg.cluster_name, &me) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
     let _ = notifier
         .shutdown(cfg.notify.delivery.shutdown_timeout.0)
         .await;

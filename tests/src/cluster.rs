@@ -63,6 +63,8 @@ pub struct ClusterSpec {
     pub extra_config: String,
     /// Extra environment of every agent process (e.g. AWS test credentials).
     pub env: Vec<(String, String)>,
+    /// Extra keys of the `[api]` table (which the harness writes: `socket_dir`).
+    pub api_config: String,
 }
 
 impl ClusterSpec {
@@ -77,6 +79,7 @@ impl ClusterSpec {
             variant: None,
             extra_config: String::new(),
             env: Vec::new(),
+            api_config: String::new(),
         }
     }
 
@@ -803,8 +806,14 @@ force_reboot_command = 'echo force-reboot >> "{d}/fence-commands.log"'
 force_poweroff_command = 'echo force-poweroff >> "{d}/fence-commands.log"'
 reboot_command = 'echo reboot >> "{d}/fence-commands.log"'
 shutdown_command = 'echo poweroff >> "{d}/fence-commands.log"'
+
+# Each agent's Unix socket for the local CLI, in the cluster's own directory.
+[api]
+socket_dir = "{d}/run"
+{api}
 "#,
-        name = spec.name
+        name = spec.name,
+        api = spec.api_config
     );
     let servers: Vec<String> = (1..=spec.servers).map(|i| format!("node-{i}")).collect();
     for i in 1..=spec.servers {

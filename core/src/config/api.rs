@@ -155,6 +155,46 @@ pub struct ApiSection {
     pub idle_timeout: Dur,
     /// Time for a whole request: reading its body and answering. Default `10s`.
     pub request_timeout: Dur,
+    /// Directory of the agent's Unix socket for the local CLI: the agent listens on
+    /// `DIR/CLUSTER-SERVER.sock`, and `baton` uses it when it cannot read the cluster key,
+    /// so operators need no access to the key. Empty: no socket. Default `/run/baton`.
+    pub socket_dir: std::path::PathBuf,
+    /// Permission bits of the socket; whoever may connect gets `socket_role`. Default
+    /// `0o660` (owner and `socket_group`); others must not have write access.
+    pub socket_mode: u32,
+    /// Group that owns the socket (e.g. `baton-operators`). Default: the agent's group.
+    pub socket_group: Option<String>,
+    /// What a connection through the socket may do: `read` (status, alerts) or
+    /// `operator` (also commands). Default `operator`.
+    pub socket_role: ApiRole,
+    /// Accept the role tokens derived from the cluster key (`baton token --role ROLE`).
+    /// Default true; set false to accept only the tokens in the token files.
+    pub derived_tokens: bool,
+    /// Files of issued tokens, one per line (`#` comments), for the `read` and the
+    /// `operator` role; editing a file and restarting the agent revokes or adds tokens.
+    /// Like the key file, they must not be readable by others.
+    pub read_tokens_file: Option<std::path::PathBuf>,
+    pub operator_tokens_file: Option<std::path::PathBuf>,
+}
+
+/// What an API caller may do. The cluster key's own token (the agents' and root's) may do
+/// everything, including what only peers do (forwarding `cluster stop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApiRole {
+    /// Status, cluster status, alerts.
+    Read,
+    /// Also every command (group start/stop/move, suspend, timeouts, cluster stop).
+    Operator,
+}
+
+impl ApiRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Read => "read",
+            ApiRole::Operator => "operator",
+        }
+    }
 }
 
 impl Default for ApiSection {
@@ -172,7 +212,22 @@ impl Default for ApiSection {
             header_timeout: Dur::from_ms(5_000),
             idle_timeout: Dur::from_ms(30_000),
             request_timeout: Dur::from_ms(10_000),
+            socket_dir: std::path::PathBuf::from("/run/baton"),
+            socket_mode: 0o660,
+            socket_group: None,
+            socket_role: ApiRole::Operator,
+            derived_tokens: true,
+            read_tokens_file: None,
+            operator_tokens_file: None,
         }
+    }
+}
+
+impl ApiSection {
+    /// The Unix socket of `server` in cluster `cluster`, if sockets are on.
+    pub fn socket_path(&self, cluster: &str, server: &str) -> Option<std::path::PathBuf> {
+        (!self.socket_dir.as_os_str().is_empty())
+            .then(|| self.socket_dir.join(format!("{cluster}-{server}.sock")))
     }
 }
 
@@ -219,6 +274,45 @@ pub(super) fn validate(d: &mut Diags<'_>, api: &ApiSection) {
     ] {
         if let Err(m) = check_timeout(key, v) {
             d.err(&[k("api"), k(key)], m);
+        }
+    }
+    if api.socket_mode > 0o777 {
+        d.err(
+            &[k("api"), k("socket_mode")],
+            format!(
+                "socket_mode {:o} is not a permission mode: use an octal number up to 0o777, e.g. 0o660",
+                api.socket_mode
+            ),
+        );
+    } else if api.socket_mode & 0o002 != 0 {
+        d.err(
+            &[k("api"), k("socket_mode")],
+            format!(
+                "socket_mode 0o{:03o} lets every local user connect as `{}`: remove write access for others (e.g. 0o660 with socket_group)",
+                api.socket_mode,
+                api.socket_role.as_str()
+            ),
+        );
+    }
+    if !api.socket_dir.as_os_str().is_empty() && api.socket_dir.is_relative() {
+        d.err(
+            &[k("api"), k("socket_dir")],
+            format!(
+                "socket_dir `{}` must be an absolute path (or \"\" for no socket)",
+                api.socket_dir.display()
+            ),
+        );
+    }
+    if let Some(g) = &api.socket_group {
+        let ok = !g.is_empty()
+            && !g.starts_with('-')
+            && g.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !ok {
+            d.err(
+                &[k("api"), k("socket_group")],
+                format!("socket_group `{g}` is not a group name"),
+            );
         }
     }
 }
@@ -306,6 +400,26 @@ api = "10.0.0.3:7420"
             vec![net("10.0.0.0/16"), net("127.0.0.1/32")]
         );
         assert_eq!(l.config.api.header_timeout, Dur::from_ms(2_000));
+        assert_eq!(
+            l.config.api.socket_path("c", "a").unwrap(),
+            std::path::Path::new("/run/baton/c-a.sock")
+        );
+
+        let text = format!(
+            "{BASE}\n[api]\nsocket_dir = \"/var/run/b\"\nsocket_mode = 0o640\nsocket_group = \"baton-ops\"\nsocket_role = \"read\"\nderived_tokens = false\nread_tokens_file = \"/etc/baton/read.tokens\"\n"
+        );
+        let a = load_str("baton.toml", &text, &AnyKind).unwrap().config.api;
+        assert_eq!(a.socket_mode, 0o640);
+        assert_eq!(a.socket_group.as_deref(), Some("baton-ops"));
+        assert_eq!(a.socket_role, ApiRole::Read);
+        assert!(!a.derived_tokens);
+        assert_eq!(
+            a.socket_path("c", "b").unwrap(),
+            std::path::Path::new("/var/run/b/c-b.sock")
+        );
+        let off = format!("{BASE}\n[api]\nsocket_dir = \"\"\n");
+        let a = load_str("baton.toml", &off, &AnyKind).unwrap().config.api;
+        assert_eq!(a.socket_path("c", "a"), None);
 
         let cases = [
             ("allow = [\"10.0.0.0/40\"]", "api.allow", "prefix length"),
@@ -337,6 +451,19 @@ api = "10.0.0.3:7420"
                 "out of bounds",
             ),
             ("max_conections = 3", "api", "max_conections"),
+            ("socket_mode = 0o666", "api.socket_mode", "every local user"),
+            (
+                "socket_mode = 0o1777",
+                "api.socket_mode",
+                "not a permission mode",
+            ),
+            ("socket_dir = \"run/baton\"", "api.socket_dir", "absolute"),
+            (
+                "socket_group = \"-x\"",
+                "api.socket_group",
+                "not a group name",
+            ),
+            ("socket_role = \"admin\"", "api.socket_role", "admin"),
         ];
         for (line, key, words) in cases {
             let text = format!("{BASE}\n[api]\n{line}\n");
