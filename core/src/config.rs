@@ -141,7 +141,12 @@ struct RawFile {
 struct RawCluster {
     name: String,
     key_file: PathBuf,
+    #[serde(default)]
+    accept_key_files: Vec<PathBuf>,
 }
+
+/// Most keys accepted besides `key_file` (a rotation needs one).
+pub const MAX_ACCEPT_KEY_FILES: usize = 3;
 
 /// `[heartbeat]`: how servers watch each other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -404,6 +409,10 @@ pub struct Config {
     pub digest: String,
     pub cluster_name: String,
     pub key_file: PathBuf,
+    /// Keys accepted besides `key_file` during a key rotation (`[cluster]
+    /// accept_key_files`); not part of the digest, so the servers of a cluster agree on
+    /// their configuration while a rotation goes from one server to the next.
+    pub accept_key_files: Vec<PathBuf>,
     pub heartbeat: HeartbeatSection,
     pub agent: AgentSection,
     pub servers: Vec<Server>,
@@ -1026,7 +1035,7 @@ pub fn load_str(file: &str, text: &str, kinds: &dyn KindCatalog) -> Result<Loade
             return Err(finish_err(d));
         }
     };
-    let digest = canonical_digest(&table);
+    let digest = canonical_digest(&digest_view(&table));
     let Some(raw) = typed::<RawFile>(&mut d, &[], toml::Value::Table(table)) else {
         return Err(finish_err(d));
     };
@@ -1077,6 +1086,22 @@ fn finish_err(d: Diags<'_>) -> ConfigError {
     ConfigError {
         file: d.file.to_string(),
         diagnostics: errors,
+    }
+}
+
+/// The table as the digest sees it: without `[cluster] accept_key_files`, which differs
+/// between servers while a key rotation goes from one server to the next. (A file without
+/// it has the digest it always had.)
+fn digest_view(table: &toml::Table) -> std::borrow::Cow<'_, toml::Table> {
+    match table.get("cluster").and_then(|c| c.as_table()) {
+        Some(c) if c.contains_key("accept_key_files") => {
+            let mut t = table.clone();
+            if let Some(toml::Value::Table(c)) = t.get_mut("cluster") {
+                c.remove("accept_key_files");
+            }
+            std::borrow::Cow::Owned(t)
+        }
+        _ => std::borrow::Cow::Borrowed(table),
     }
 }
 
@@ -1992,12 +2017,33 @@ fn validate(
     notify::validate(d, &raw.notify, &raw.metrics, &monitors);
     aws::validate(d, &raw.aws);
     api::validate(d, &raw.api);
+    if raw.cluster.accept_key_files.len() > MAX_ACCEPT_KEY_FILES {
+        d.err(
+            &[k("cluster"), k("accept_key_files")],
+            format!(
+                "{} accepted key files: at most {MAX_ACCEPT_KEY_FILES} (a rotation needs one)",
+                raw.cluster.accept_key_files.len()
+            ),
+        );
+    }
+    for (i, f) in raw.cluster.accept_key_files.iter().enumerate() {
+        if f == &raw.cluster.key_file || raw.cluster.accept_key_files[..i].contains(f) {
+            d.err(
+                &[k("cluster"), k("accept_key_files"), Seg::Index(i)],
+                format!(
+                    "`{}` is listed twice (key_file is always accepted)",
+                    f.display()
+                ),
+            );
+        }
+    }
 
     let config = Config {
         path: file.to_string(),
         digest,
         cluster_name: raw.cluster.name,
         key_file: raw.cluster.key_file,
+        accept_key_files: raw.cluster.accept_key_files,
         heartbeat: hb,
         agent: raw.agent,
         servers,

@@ -280,12 +280,12 @@ catalogue! {
     API_ACCEPT_FAILING = 4022, Error, "api", "API cannot accept connections",
         cause: "Accepting a connection on the HTTP API failed, usually because the process or the system ran out of file descriptors (EMFILE/ENFILE). The server backs off briefly and keeps serving; raised at most once a minute with the count.",
         action: "Check the open-file limit (`LimitNOFILE=` in the unit, BTN-4023 at start) and what holds descriptors (`ls /proc/PID/fd`).";
-    API_SOCKET_FAILED = 4024, Warning, "api", "API Unix socket not available",
-        cause: "The agent could not create its Unix socket for the local CLI (`[api] socket_dir`): the directory could not be created, another process holds the socket, or `socket_group` does not exist. The TCP API works as before; local operators without the key file cannot use `baton` on this server.",
-        action: "Fix what the message names (directory permissions, the group name, a second agent with the same cluster and server name) and restart the agent, or set `[api] socket_dir = \"\"` to run without the socket.";
     FD_LIMIT_LOW = 4023, Warning, "agent", "Open-file limit too low: connection cap lowered",
         cause: "At start the agent raised its open-file limit to the hard limit, and that limit cannot hold the configured API connection caps plus the descriptors reserved for resource actions, monitors, state writes and sockets (64 plus 8 per resource and monitor). The API's connection cap was lowered so that the reserve always remains.",
         action: "Raise the hard limit (`LimitNOFILE=65536` in the systemd unit, as shipped) or lower `[api] max_connections`.";
+    API_SOCKET_FAILED = 4024, Warning, "api", "API Unix socket not available",
+        cause: "The agent could not create its Unix socket for the local CLI (`[api] socket_dir`): the directory could not be created, another process holds the socket, or `socket_group` does not exist. The TCP API works as before; local operators without the key file cannot use `baton` on this server.",
+        action: "Fix what the message names (directory permissions, the group name, a second agent with the same cluster and server name) and restart the agent, or set `[api] socket_dir = \"\"` to run without the socket.";
     EVENTS_DROPPED = 5001, Warning, "notifier", "Events dropped",
         cause: "A notification sink could not keep up or was unreachable and events were dropped for it. The alert log keeps every event.",
         action: "Check the sink's endpoint; counts are in `baton status`.";

@@ -20,8 +20,9 @@ use crate::engine::{
 
 /// Largest heartbeat datagram encoded or accepted, in bytes (the wire layer uses this).
 pub const MAX_DATAGRAM: usize = 60_000;
-/// Bytes of a datagram before its body: magic (4), version (1), MAC (32).
-pub const HEADER_LEN: usize = 4 + 1 + 32;
+/// Bytes of a datagram before its body, at most: magic (4), version (1), key id (4) and
+/// flags (1) of the keyed version 3 (key rotation), MAC (32).
+pub const HEADER_LEN: usize = 4 + 1 + 4 + 1 + 32;
 
 /// The longest serialised form among `names` (JSON string escaping included).
 fn longest<'a>(names: impl Iterator<Item = &'a String>) -> String {

@@ -27,7 +27,7 @@ use baton_core::engine::Command;
 use baton_core::events::{self, Event};
 use serde::{Deserialize, Serialize};
 
-use crate::key::ClusterKey;
+use crate::key::{ClusterKey, Keys};
 use crate::listen::LocalCaller;
 use crate::runtime::{AgentStatus, Shared};
 use baton_core::config::ApiRole;
@@ -61,7 +61,8 @@ impl Caller {
 /// The tokens the API accepts, by role.
 #[derive(Clone)]
 pub struct ApiTokens {
-    peer: String,
+    /// The primary key's token (sent to peers), then those of the other keys of the ring.
+    peer: Vec<String>,
     operator: Vec<String>,
     read: Vec<String>,
 }
@@ -77,30 +78,35 @@ pub fn derived_token(key: &ClusterKey, role: ApiRole) -> String {
 }
 
 impl ApiTokens {
-    /// The cluster key's token, the derived role tokens (when `derived`) and the issued
-    /// ones.
-    pub fn new(
-        key: &ClusterKey,
+    /// The tokens of every key of the ring (during a rotation a token of either key
+    /// works), their derived role tokens (when `derived`) and the issued ones.
+    pub fn new<K: Keys + ?Sized>(
+        keys: &K,
         derived: bool,
         issued_read: Vec<String>,
         issued_operator: Vec<String>,
     ) -> ApiTokens {
         let mut read = issued_read;
         let mut operator = issued_operator;
-        if derived {
-            read.push(derived_token(key, ApiRole::Read));
-            operator.push(derived_token(key, ApiRole::Operator));
+        let mut peer = Vec::new();
+        for key in keys.all() {
+            peer.push(key.api_token());
+            if derived {
+                read.push(derived_token(key, ApiRole::Read));
+                operator.push(derived_token(key, ApiRole::Operator));
+            }
         }
         ApiTokens {
-            peer: key.api_token(),
+            peer,
             operator,
             read,
         }
     }
 
-    /// The cluster key's token (what the agent sends to its peers).
+    /// The primary key's token (what the agent sends to its peers).
     pub fn peer(&self) -> &str {
-        &self.peer
+        // `new` puts the primary key's token first; a ring always has a primary key.
+        self.peer.first().map_or("", String::as_str)
     }
 
     /// The caller a presented token stands for. Every accepted token is compared, in
@@ -108,7 +114,10 @@ impl ApiTokens {
     pub fn caller(&self, presented: &str) -> Option<Caller> {
         let p = presented.trim().as_bytes();
         let mut found = None;
-        let all = std::iter::once((Caller::Peer, &self.peer))
+        let all = self
+            .peer
+            .iter()
+            .map(|t| (Caller::Peer, t))
             .chain(self.operator.iter().map(|t| (Caller::Operator, t)))
             .chain(self.read.iter().map(|t| (Caller::Read, t)));
         for (c, t) in all {

@@ -44,6 +44,8 @@ pub const GENERATED_KEY_BYTES: usize = 48;
 const API_TOKEN_LABEL: &[u8] = b"baton api token v1";
 /// Derivation label of the public key fingerprint.
 const FINGERPRINT_LABEL: &[u8] = b"baton key fingerprint v1";
+/// Derivation label of the key id carried in keyed heartbeats (wire version 3).
+const KEY_ID_LABEL: &[u8] = b"baton key id v1";
 
 /// Errors loading or creating a cluster key.
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +291,64 @@ impl ClusterKey {
     /// can tell whether two nodes hold the same key without revealing it.
     pub fn fingerprint(&self) -> String {
         hex::encode(&self.mac(&[FINGERPRINT_LABEL])[..8])
+    }
+
+    /// The public 4-byte id of this key in keyed heartbeats (wire version 3): tells a
+    /// receiver which key of its ring to check the MAC with.
+    pub fn key_id(&self) -> [u8; 4] {
+        let m = self.mac(&[KEY_ID_LABEL]);
+        [m[0], m[1], m[2], m[3]]
+    }
+}
+
+/// The keys an agent uses: the cluster key it sends with (`[cluster] key_file`) and the
+/// keys it also accepts during a key rotation (`[cluster] accept_key_files`).
+#[derive(Clone, Debug)]
+pub struct KeyRing {
+    primary: ClusterKey,
+    accepted: Vec<ClusterKey>,
+}
+
+impl KeyRing {
+    pub fn new(primary: ClusterKey, accepted: Vec<ClusterKey>) -> KeyRing {
+        KeyRing { primary, accepted }
+    }
+}
+
+/// What the heartbeat layer and the API need of the keys: the one to send with and the
+/// others accepted. A single [`ClusterKey`] is a ring of one.
+pub trait Keys {
+    fn primary(&self) -> &ClusterKey;
+    fn accepted(&self) -> &[ClusterKey];
+
+    /// Every key, the primary first.
+    fn all(&self) -> Vec<&ClusterKey> {
+        std::iter::once(self.primary())
+            .chain(self.accepted())
+            .collect()
+    }
+
+    /// The key with this id, if the ring holds it.
+    fn by_id(&self, id: [u8; 4]) -> Option<&ClusterKey> {
+        self.all().into_iter().find(|k| k.key_id() == id)
+    }
+}
+
+impl Keys for ClusterKey {
+    fn primary(&self) -> &ClusterKey {
+        self
+    }
+    fn accepted(&self) -> &[ClusterKey] {
+        &[]
+    }
+}
+
+impl Keys for KeyRing {
+    fn primary(&self) -> &ClusterKey {
+        &self.primary
+    }
+    fn accepted(&self) -> &[ClusterKey] {
+        &self.accepted
     }
 }
 

@@ -139,6 +139,8 @@ pub struct Shared {
     /// The tokens the API accepts (and the cluster key's, which the agent sends peers).
     pub tokens: crate::api::ApiTokens,
     pub key: ClusterKey,
+    /// `key` and the keys also accepted during a rotation (`[cluster] accept_key_files`).
+    pub ring: crate::key::KeyRing,
     pub(crate) tx: mpsc::Sender<LoopMsg>,
     pub alert_log: Mutex<AlertLog>,
     /// Reads the alert log for the API without taking `alert_log`'s lock.
@@ -828,7 +830,7 @@ impl Runtime {
                     ),
                 },
             };
-            let bytes = match wire::encode(&self.shared.key, &env) {
+            let bytes = match wire::encode(&self.shared.ring, &env) {
                 Ok(b) => {
                     if std::mem::take(&mut self.hb_encode_failed) {
                         self.record(Event::new(
@@ -987,7 +989,7 @@ fn build_drivers(
 fn api_tokens(
     cfg: &Config,
     config_file: &std::path::Path,
-    key: &ClusterKey,
+    key: &crate::key::KeyRing,
 ) -> Result<crate::api::ApiTokens, AgentError> {
     let dir = config_file.parent().unwrap_or(std::path::Path::new("."));
     let load = |f: &Option<PathBuf>| -> Result<Vec<String>, AgentError> {
@@ -1101,7 +1103,23 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     for w in key.warnings() {
         warn!("{w}");
     }
-    let tokens = api_tokens(&cfg, &opts.config, &key)?;
+    // Keys accepted besides key_file during a rotation (relative like key_file).
+    let mut accepted = Vec::new();
+    for f in &cfg.accept_key_files {
+        let p = if f.is_relative() {
+            opts.config
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(f)
+        } else {
+            f.clone()
+        };
+        let k = ClusterKey::load(&p)?;
+        info!(file = %p.display(), fingerprint = %k.fingerprint(), "also accepting this key (key rotation)");
+        accepted.push(k);
+    }
+    let ring = crate::key::KeyRing::new(key.clone(), accepted);
+    let tokens = api_tokens(&cfg, &opts.config, &ring)?;
     let state_path = opts
         .state_dir
         .clone()
@@ -1170,6 +1188,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         server: me.clone(),
         tokens,
         key: key.clone(),
+        ring: ring.clone(),
         tx: tx.clone(),
         alert_reader: alert_log.reader(),
         alert_log: Mutex::new(alert_log),
@@ -1238,7 +1257,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                 let res = {
                     let Ok(mut a) = acceptor.lock() else { continue };
                     let r = a.accept::<wire::Timed<PeerMessage>>(
-                        &shared2.key,
+                        &shared2.ring,
                         &buf[..n],
                         u8::try_from(p).unwrap_or(u8::MAX),
                     );

@@ -6,10 +6,24 @@
 //! "BTN1" (4) | version u8 (1) | mac (32) | body
 //! version 1: body = JSON of Envelope<T>
 //! version 2: body = raw DEFLATE (RFC 1951) of that JSON
+//! "BTN1" (4) | 3 (1) | key id (4) | flags (1) | mac (32) | body
+//! version 3: keyed; flags bit 0 = body is DEFLATE, the other bits 0
 //! ```
 //!
-//! `mac` is HMAC-SHA256 with the cluster key over `magic | version | body` (the body as
-//! sent, compressed or not). [`decode`] checks length, magic, version and the MAC
+//! `mac` is HMAC-SHA256 with the cluster key over `magic | version | body` (versions 1
+//! and 2) or `magic | 3 | key id | flags | body` (version 3), the body as sent,
+//! compressed or not.
+//!
+//! # Key rotation
+//!
+//! During a key rotation an agent holds a ring of keys (`[cluster] key_file`, the one
+//! it sends with, and `accept_key_files`). It then sends version 3, whose key id
+//! ([`ClusterKey::key_id`], public) names the key the MAC was made with, and accepts a
+//! datagram MAC'd with any key of its ring: a version-3 datagram is checked with the key
+//! its id names (an id not in the ring is `unknown-key`, counted as forged), a version-1
+//! or -2 datagram with each key in turn. Without `accept_key_files` an agent sends
+//! versions 1 and 2 as before, so agents that predate version 3 keep hearing it; start
+//! a rotation only once every agent speaks version 3. [`decode`] checks length, magic, version and the MAC
 //! *before* inflating or parsing anything, so unauthenticated bytes never reach the
 //! decompressor or the JSON parser. Inflating is bounded: a body that inflates beyond
 //! [`MAX_BODY`] bytes is rejected (`bad-compression`) without allocating more.
@@ -56,7 +70,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::key::ClusterKey;
+use crate::key::{ClusterKey, Keys};
 
 /// Datagram magic.
 pub const MAGIC: &[u8; 4] = b"BTN1";
@@ -64,6 +78,12 @@ pub const MAGIC: &[u8; 4] = b"BTN1";
 pub const VERSION: u8 = 1;
 /// Wire format version: raw DEFLATE of the JSON body.
 pub const VERSION_DEFLATE: u8 = 2;
+/// Wire format version: key id and flags before the MAC (key rotation).
+pub const VERSION_KEYED: u8 = 3;
+/// Version-3 flag: the body is raw DEFLATE.
+pub const FLAG_DEFLATE: u8 = 1;
+/// Bytes before the body of a version-3 datagram: magic, version, key id, flags, mac.
+pub const HEADER_LEN_KEYED: usize = MAGIC.len() + 1 + 4 + 1 + MAC_LEN;
 /// Length of the MAC field.
 pub const MAC_LEN: usize = 32;
 /// Bytes before the body: magic, version, mac.
@@ -101,12 +121,14 @@ pub enum WireError {
     TooShort { len: usize },
     #[error("bad magic (not a Baton heartbeat)")]
     BadMagic,
-    #[error("unsupported wire version {found} (this node speaks {VERSION} and {VERSION_DEFLATE})")]
+    #[error("unsupported wire version {found} (this node speaks {VERSION}, {VERSION_DEFLATE} and {VERSION_KEYED})")]
     BadVersion { found: u8 },
     #[error("compressed body rejected: {reason}")]
     BadCompression { reason: String },
     #[error("MAC check failed (forged, corrupted, or sent with a different cluster key)")]
     BadMac,
+    #[error("sent with key id {id}, which is not in this node's key ring (another cluster key, or a rotation step this node has not taken)")]
+    UnknownKey { id: String },
     #[error("malformed envelope: {reason}")]
     Malformed { reason: String },
     #[error("datagram of {len} bytes exceeds the {MAX_DATAGRAM}-byte limit")]
@@ -135,6 +157,7 @@ impl WireError {
             WireError::BadVersion { .. } => "bad-version",
             WireError::BadCompression { .. } => "bad-compression",
             WireError::BadMac => "bad-mac",
+            WireError::UnknownKey { .. } => "unknown-key",
             WireError::Malformed { .. } => "malformed",
             WireError::TooLarge { .. } => "too-large",
             WireError::Replay { .. } => "replay",
@@ -157,17 +180,23 @@ pub enum Compression {
 }
 
 /// Encode and authenticate an envelope ([`Compression::Auto`]).
-pub fn encode<T: Serialize>(key: &ClusterKey, env: &Envelope<T>) -> Result<Vec<u8>, WireError> {
-    encode_with(key, env, Compression::Auto)
+pub fn encode<T: Serialize>(
+    keys: &(impl Keys + ?Sized),
+    env: &Envelope<T>,
+) -> Result<Vec<u8>, WireError> {
+    encode_with(keys, env, Compression::Auto)
 }
 
-/// Encode and authenticate an envelope. Fails with `too-large` only when the JSON is
-/// over [`MAX_BODY`] and its compressed form does not fit either.
+/// Encode and authenticate an envelope with the ring's primary key: version 3 while the
+/// ring accepts other keys (a rotation), versions 1 and 2 otherwise. Fails with
+/// `too-large` only when the JSON is over [`MAX_BODY`] and its compressed form does not
+/// fit either.
 pub fn encode_with<T: Serialize>(
-    key: &ClusterKey,
+    keys: &(impl Keys + ?Sized),
     env: &Envelope<T>,
     compression: Compression,
 ) -> Result<Vec<u8>, WireError> {
+    let key = keys.primary();
     let json = serde_json::to_vec(env).map_err(|e| WireError::Malformed {
         reason: format!("cannot serialise envelope: {e}"),
     })?;
@@ -187,7 +216,33 @@ pub fn encode_with<T: Serialize>(
     } else {
         (VERSION, json)
     };
-    seal(key, version, &body)
+    if keys.accepted().is_empty() {
+        seal(key, version, &body)
+    } else {
+        let flags = if version == VERSION_DEFLATE {
+            FLAG_DEFLATE
+        } else {
+            0
+        };
+        seal_keyed(key, flags, &body)
+    }
+}
+
+fn seal_keyed(key: &ClusterKey, flags: u8, body: &[u8]) -> Result<Vec<u8>, WireError> {
+    let len = HEADER_LEN_KEYED + body.len();
+    if len > MAX_DATAGRAM {
+        return Err(WireError::TooLarge { len });
+    }
+    let id = key.key_id();
+    let mac = key.mac(&[MAGIC, &[VERSION_KEYED], &id, &[flags], body]);
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION_KEYED);
+    out.extend_from_slice(&id);
+    out.push(flags);
+    out.extend_from_slice(&mac);
+    out.extend_from_slice(body);
+    Ok(out)
 }
 
 fn seal(key: &ClusterKey, version: u8, body: &[u8]) -> Result<Vec<u8>, WireError> {
@@ -217,10 +272,11 @@ fn inflate(body: &[u8]) -> Result<Vec<u8>, WireError> {
 }
 
 /// Authenticate and decode a datagram. Checks, in order: size, magic, version, MAC
-/// (constant time), then inflates a version-2 body (bounded) and parses the JSON. Does
-/// *not* check cluster, sender, path or replay: see [`Acceptor`].
+/// (constant time; with the key a version-3 datagram names, else with each key of the
+/// ring), then inflates a compressed body (bounded) and parses the JSON. Does *not*
+/// check cluster, sender, path or replay: see [`Acceptor`].
 pub fn decode<T: DeserializeOwned>(
-    key: &ClusterKey,
+    keys: &(impl Keys + ?Sized),
     bytes: &[u8],
 ) -> Result<Envelope<T>, WireError> {
     let len = bytes.len();
@@ -235,15 +291,46 @@ pub fn decode<T: DeserializeOwned>(
         return Err(WireError::BadMagic);
     }
     let (version, rest) = rest.split_at(1);
-    if version[0] != VERSION && version[0] != VERSION_DEFLATE {
-        return Err(WireError::BadVersion { found: version[0] });
-    }
-    let (mac, body) = rest.split_at(MAC_LEN);
-    if !key.verify(&[MAGIC, version, body], mac) {
-        return Err(WireError::BadMac);
-    }
+    let compressed = match version[0] {
+        VERSION | VERSION_DEFLATE => {
+            let (mac, body) = rest.split_at(MAC_LEN);
+            if !keys
+                .all()
+                .into_iter()
+                .any(|k| k.verify(&[MAGIC, version, body], mac))
+            {
+                return Err(WireError::BadMac);
+            }
+            (version[0] == VERSION_DEFLATE, body)
+        }
+        VERSION_KEYED => {
+            if len < HEADER_LEN_KEYED {
+                return Err(WireError::TooShort { len });
+            }
+            let (id, rest) = rest.split_at(4);
+            let (flags, rest) = rest.split_at(1);
+            let (mac, body) = rest.split_at(MAC_LEN);
+            let id4 = [id[0], id[1], id[2], id[3]];
+            let Some(key) = keys.by_id(id4) else {
+                return Err(WireError::UnknownKey {
+                    id: hex::encode(id),
+                });
+            };
+            if !key.verify(&[MAGIC, version, id, flags, body], mac) {
+                return Err(WireError::BadMac);
+            }
+            if flags[0] & !FLAG_DEFLATE != 0 {
+                return Err(WireError::Malformed {
+                    reason: format!("unknown flags {:#04x}", flags[0]),
+                });
+            }
+            (flags[0] & FLAG_DEFLATE != 0, body)
+        }
+        found => return Err(WireError::BadVersion { found }),
+    };
+    let (compressed, body) = compressed;
     let inflated;
-    let json = if version[0] == VERSION_DEFLATE {
+    let json = if compressed {
         inflated = inflate(body)?;
         &inflated[..]
     } else {
@@ -356,7 +443,7 @@ impl RejectCounters {
     /// Count one rejection.
     pub fn record(&mut self, err: &WireError) {
         let c = match err {
-            WireError::BadMac => &mut self.forged,
+            WireError::BadMac | WireError::UnknownKey { .. } => &mut self.forged,
             WireError::Replay { .. } => &mut self.replayed,
             WireError::TooShort { .. }
             | WireError::BadMagic
@@ -418,7 +505,7 @@ impl Acceptor {
     /// Decode and check a datagram received on path `received_on`.
     pub fn accept<T: DeserializeOwned>(
         &mut self,
-        key: &ClusterKey,
+        key: &(impl Keys + ?Sized),
         bytes: &[u8],
         received_on: u8,
     ) -> Result<Envelope<T>, WireError> {
@@ -431,7 +518,7 @@ impl Acceptor {
 
     fn check<T: DeserializeOwned>(
         &mut self,
-        key: &ClusterKey,
+        key: &(impl Keys + ?Sized),
         bytes: &[u8],
         received_on: u8,
     ) -> Result<Envelope<T>, WireError> {
@@ -624,6 +711,9 @@ mod tests {
                 let err = decode::<serde_json::Value>(&k, &b).unwrap_err();
                 let expected = match i {
                     0..=3 => "bad-magic",
+                    // Version 1 with bit 1 flipped is version 3, whose key id (the first
+                    // MAC bytes here) names no key of ours.
+                    4 if VERSION ^ (1 << bit) == VERSION_KEYED => "unknown-key",
                     4 => "bad-version",
                     _ => "bad-mac",
                 };

@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use baton_agent::key::ClusterKey;
+use baton_agent::key::{ClusterKey, KeyRing};
 use baton_agent::wire::{
-    self, Compression, Envelope, RttStamp, Timed, WireError, HEADER_LEN, MAGIC, VERSION,
-    VERSION_DEFLATE,
+    self, Compression, Envelope, RttStamp, Timed, WireError, HEADER_LEN, HEADER_LEN_KEYED, MAGIC,
+    VERSION, VERSION_DEFLATE, VERSION_KEYED,
 };
 use baton_core::engine::{
     FlagIntent, GroupIntent, GroupReport, GroupState, Intents, PeerMessage, TimeoutIntent,
@@ -104,11 +104,90 @@ fn datagram(version: u8, mac: &str, body: &[u8]) -> Vec<u8> {
     [&b"BTN1"[..], &[version], &hex::decode(mac).unwrap(), body].concat()
 }
 
+/// HMAC-SHA256(KEY, "baton key id v1")[..4]: the key id of KEY in version 3.
+const KEY_ID: &str = "d7c2722f";
+
+/// HMAC-SHA256(KEY, "BTN1" | 0x03 | KEY_ID | 0x00 | JSON).
+const MAC_V3: &str = "2851798938925a46f29d13970abd96cfbc3e38b88f60bb1a6cb69656c02e19b1";
+
+const OTHER: &[u8] = b"the next cluster key of a rotation, 32+ bytes";
+
 #[test]
 fn constants() {
     assert_eq!(MAGIC, b"BTN1");
-    assert_eq!((VERSION, VERSION_DEFLATE), (1, 2));
-    assert_eq!(HEADER_LEN, 37);
+    assert_eq!((VERSION, VERSION_DEFLATE, VERSION_KEYED), (1, 2, 3));
+    assert_eq!((HEADER_LEN, HEADER_LEN_KEYED), (37, 42));
+    assert_eq!(hex::encode(key().key_id()), KEY_ID);
+}
+
+/// Version 3 (a key rotation is configured): the key id and flags before the MAC.
+#[test]
+fn version_3_encodes_to_these_bytes_and_decodes_from_them() {
+    let ring = KeyRing::new(key(), vec![ClusterKey::from_bytes(OTHER).unwrap()]);
+    let expected = [
+        &b"BTN1\x03"[..],
+        &hex::decode(KEY_ID).unwrap(),
+        &[0],
+        &hex::decode(MAC_V3).unwrap(),
+        JSON.as_bytes(),
+    ]
+    .concat();
+    let sent = wire::encode_with(&ring, &envelope(), Compression::Never).unwrap();
+    assert_eq!(hex::encode(&sent), hex::encode(&expected));
+    // Read by a node holding only that key, or a ring with it in any place.
+    let got: Envelope<Timed<PeerMessage>> = wire::decode(&key(), &expected).unwrap();
+    assert_eq!(got, envelope());
+    let other_first = KeyRing::new(ClusterKey::from_bytes(OTHER).unwrap(), vec![key()]);
+    let got: Envelope<Timed<PeerMessage>> = wire::decode(&other_first, &expected).unwrap();
+    assert_eq!(got, envelope());
+    // A node without the key: unknown key id, before any MAC or JSON work.
+    let e = wire::decode::<Timed<PeerMessage>>(&ClusterKey::from_bytes(OTHER).unwrap(), &expected)
+        .unwrap_err();
+    assert_eq!(e.code(), "unknown-key", "{e}");
+    assert!(e.to_string().contains(KEY_ID), "{e}");
+    // A changed byte anywhere: the id names a key we hold, the MAC fails.
+    for i in [9, 10, 42, expected.len() - 1] {
+        let mut bad = expected.clone();
+        bad[i] ^= 0x01;
+        let e = wire::decode::<Timed<PeerMessage>>(&key(), &bad).unwrap_err();
+        assert_eq!(e.code(), "bad-mac", "byte {i}");
+    }
+    // Compressed: flag bit 0, a body that inflates to the JSON.
+    let z = wire::encode_with(&ring, &envelope(), Compression::Always).unwrap();
+    assert_eq!(&z[..9], &expected[..9]);
+    assert_eq!(z[9], 1);
+    let got: Envelope<Timed<PeerMessage>> = wire::decode(&key(), &z).unwrap();
+    assert_eq!(got, envelope());
+    // Unknown flags are refused even with a good MAC.
+    let body = JSON.as_bytes();
+    let id = hex::decode(KEY_ID).unwrap();
+    let mac = key().mac(&[b"BTN1", &[3], &id, &[2], body]);
+    let odd = [&b"BTN1\x03"[..], &id, &[2], &mac, body].concat();
+    let e = wire::decode::<Timed<PeerMessage>>(&key(), &odd).unwrap_err();
+    assert_eq!(e.code(), "malformed", "{e}");
+    // Too short for the keyed header.
+    let e = wire::decode::<Timed<PeerMessage>>(&key(), &expected[..40]).unwrap_err();
+    assert_eq!(e.code(), "too-short", "{e}");
+}
+
+/// During a rotation a ring accepts version 1 and 2 datagrams MAC'd with any of its keys;
+/// a single key accepts only its own.
+#[test]
+fn a_ring_accepts_legacy_datagrams_of_each_of_its_keys() {
+    let other = ClusterKey::from_bytes(OTHER).unwrap();
+    let from_other = wire::encode_with(&other, &envelope(), Compression::Never).unwrap();
+    assert_eq!(from_other[4], 1);
+    let ring = KeyRing::new(key(), vec![other.clone()]);
+    let got: Envelope<Timed<PeerMessage>> = wire::decode(&ring, &from_other).unwrap();
+    assert_eq!(got, envelope());
+    let e = wire::decode::<Timed<PeerMessage>>(&key(), &from_other).unwrap_err();
+    assert_eq!(e, WireError::BadMac);
+    // Without accepted keys a ring sends the legacy versions (old agents hear it).
+    let single = KeyRing::new(key(), vec![]);
+    assert_eq!(
+        wire::encode_with(&single, &envelope(), Compression::Never).unwrap(),
+        datagram(1, MAC_V1, JSON.as_bytes())
+    );
 }
 
 #[test]

@@ -390,6 +390,11 @@ impl Cluster {
         &self.token
     }
 
+    /// Derive the API token again from `cluster.key` (after a test replaced the key).
+    pub fn reload_token(&mut self) {
+        self.token = api_token(&self.dir.join("cluster.key"));
+    }
+
     /// Run `baton ARGS`.
     pub fn cli(&self, args: &[&str]) -> CliOut {
         run_cli(&self.bin, args)
@@ -558,6 +563,12 @@ impl Cluster {
         );
         self.spawn(i);
         self.wait_api(server);
+    }
+
+    /// Run `server`'s agent with another configuration file from its next start.
+    pub fn set_node_config(&mut self, server: &str, config: &Path) {
+        let i = self.idx(server);
+        self.nodes[i].config = config.to_path_buf();
     }
 
     /// Start `server`'s agent again without waiting for anything.

@@ -1585,3 +1585,46 @@ fn fence_and_script_env_keys_default_and_validate() {
     let e = error(&format!("{DESIGN}\n[agent]\nfence_method = \"sysreq\"\n"));
     assert_eq!(e.key, "agent.fence_method");
 }
+
+#[test]
+fn accept_key_files_do_not_change_the_digest_and_are_checked() {
+    let plain = ok(DESIGN);
+    let rotating = DESIGN.replacen(
+        "key_file = \"/etc/baton/cluster.key\"",
+        "key_file = \"/etc/baton/cluster.key\"\naccept_key_files = [\"/etc/baton/next.key\"]",
+        1,
+    );
+    let l = ok(&rotating);
+    assert_eq!(
+        l.config.accept_key_files,
+        vec![PathBuf::from("/etc/baton/next.key")]
+    );
+    // Servers in different steps of a rotation agree on the configuration.
+    assert_eq!(l.config.digest, plain.config.digest);
+    assert!(plain.config.accept_key_files.is_empty());
+    // Any other change still changes the digest.
+    let other = DESIGN.replacen("name = \"orders\"", "name = \"orders2\"", 1);
+    assert_ne!(ok(&other).config.digest, plain.config.digest);
+
+    let twice = DESIGN.replacen(
+        "key_file = \"/etc/baton/cluster.key\"",
+        "key_file = \"/etc/baton/cluster.key\"\naccept_key_files = [\"/etc/baton/cluster.key\"]",
+        1,
+    );
+    let e = load(&twice).unwrap_err();
+    let d = &e.diagnostics[0];
+    assert_eq!(d.key, "cluster.accept_key_files[0]", "{d}");
+    assert!(d.message.contains("listed twice"), "{d}");
+    let many = DESIGN.replacen(
+        "key_file = \"/etc/baton/cluster.key\"",
+        "key_file = \"/etc/baton/cluster.key\"\naccept_key_files = [\"a\", \"b\", \"c\", \"d\"]",
+        1,
+    );
+    let e = load(&many).unwrap_err();
+    assert!(
+        e.diagnostics
+            .iter()
+            .any(|d| d.key == "cluster.accept_key_files" && d.message.contains("at most 3")),
+        "{e:?}"
+    );
+}
