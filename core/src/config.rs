@@ -162,6 +162,10 @@ pub struct HeartbeatSection {
     /// After the agent starts, how long it listens before it may start groups, so that it
     /// first learns what its peers run. Default: `timeout` + 2 × `interval`.
     pub startup_wait: Option<Dur>,
+    /// Encrypt heartbeats (ChaCha20-Poly1305 with a key derived from the cluster key), so
+    /// that names, states and operator intents are not readable on the interconnects.
+    /// Default false (they are authenticated either way).
+    pub encrypt: bool,
 }
 
 impl Default for HeartbeatSection {
@@ -171,6 +175,7 @@ impl Default for HeartbeatSection {
             timeout: Dur::from_ms(1000),
             port: DEFAULT_HEARTBEAT_PORT,
             startup_wait: None,
+            encrypt: false,
         }
     }
 }

@@ -23,6 +23,9 @@ pub const MAX_DATAGRAM: usize = 60_000;
 /// Bytes of a datagram before its body, at most: magic (4), version (1), key id (4) and
 /// flags (1) of the keyed version 3 (key rotation), MAC (32).
 pub const HEADER_LEN: usize = 4 + 1 + 4 + 1 + 32;
+/// What encryption (`[heartbeat] encrypt`) adds to a body: the nonce (12) and the
+/// Poly1305 tag (16).
+pub const ENCRYPTION_OVERHEAD: usize = 12 + 16;
 
 /// The longest serialised form among `names` (JSON string escaping included).
 fn longest<'a>(names: impl Iterator<Item = &'a String>) -> String {
@@ -129,7 +132,12 @@ pub fn worst_case_datagram_len(cfg: &Config) -> usize {
         "seq": u64::MAX,
         "body": body,
     });
-    serde_json::to_vec(&env).map_or(usize::MAX, |v| HEADER_LEN + v.len())
+    let overhead = if cfg.heartbeat.encrypt {
+        HEADER_LEN + ENCRYPTION_OVERHEAD
+    } else {
+        HEADER_LEN
+    };
+    serde_json::to_vec(&env).map_or(usize::MAX, |v| overhead + v.len())
 }
 
 /// `Err(message)` when the worst-case heartbeat of `cfg` does not fit in one datagram.

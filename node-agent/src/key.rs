@@ -46,6 +46,8 @@ const API_TOKEN_LABEL: &[u8] = b"baton api token v1";
 const FINGERPRINT_LABEL: &[u8] = b"baton key fingerprint v1";
 /// Derivation label of the key id carried in keyed heartbeats (wire version 3).
 const KEY_ID_LABEL: &[u8] = b"baton key id v1";
+/// Derivation label of the heartbeat encryption key (`[heartbeat] encrypt`).
+const CIPHER_LABEL: &[u8] = b"baton heartbeat encryption v1";
 
 /// Errors loading or creating a cluster key.
 #[derive(Debug, thiserror::Error)]
@@ -299,6 +301,12 @@ impl ClusterKey {
         let m = self.mac(&[KEY_ID_LABEL]);
         [m[0], m[1], m[2], m[3]]
     }
+
+    /// The ChaCha20-Poly1305 key of encrypted heartbeats, derived from this key (a
+    /// different key than the MAC's).
+    pub fn cipher_key(&self) -> [u8; 32] {
+        self.mac(&[CIPHER_LABEL])
+    }
 }
 
 /// The keys an agent uses: the cluster key it sends with (`[cluster] key_file`) and the
@@ -307,11 +315,22 @@ impl ClusterKey {
 pub struct KeyRing {
     primary: ClusterKey,
     accepted: Vec<ClusterKey>,
+    encrypt: bool,
 }
 
 impl KeyRing {
     pub fn new(primary: ClusterKey, accepted: Vec<ClusterKey>) -> KeyRing {
-        KeyRing { primary, accepted }
+        KeyRing {
+            primary,
+            accepted,
+            encrypt: false,
+        }
+    }
+
+    /// Send heartbeats encrypted (`[heartbeat] encrypt`).
+    pub fn with_encryption(mut self, on: bool) -> KeyRing {
+        self.encrypt = on;
+        self
     }
 }
 
@@ -320,6 +339,11 @@ impl KeyRing {
 pub trait Keys {
     fn primary(&self) -> &ClusterKey;
     fn accepted(&self) -> &[ClusterKey];
+
+    /// Send heartbeats encrypted. (Received ones are decrypted whatever this says.)
+    fn encrypt(&self) -> bool {
+        false
+    }
 
     /// Every key, the primary first.
     fn all(&self) -> Vec<&ClusterKey> {
@@ -349,6 +373,9 @@ impl Keys for KeyRing {
     }
     fn accepted(&self) -> &[ClusterKey] {
         &self.accepted
+    }
+    fn encrypt(&self) -> bool {
+        self.encrypt
     }
 }
 

@@ -1118,7 +1118,8 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         info!(file = %p.display(), fingerprint = %k.fingerprint(), "also accepting this key (key rotation)");
         accepted.push(k);
     }
-    let ring = crate::key::KeyRing::new(key.clone(), accepted);
+    let ring =
+        crate::key::KeyRing::new(key.clone(), accepted).with_encryption(cfg.heartbeat.encrypt);
     let tokens = api_tokens(&cfg, &opts.config, &ring)?;
     let state_path = opts
         .state_dir

@@ -7,8 +7,16 @@
 //! version 1: body = JSON of Envelope<T>
 //! version 2: body = raw DEFLATE (RFC 1951) of that JSON
 //! "BTN1" (4) | 3 (1) | key id (4) | flags (1) | mac (32) | body
-//! version 3: keyed; flags bit 0 = body is DEFLATE, the other bits 0
+//! version 3: keyed; flags bit 0 = body is DEFLATE, bit 1 = body is encrypted
+//!            (nonce (12) | ChaCha20-Poly1305 of the possibly compressed body), others 0
 //! ```
+//!
+//! With `[heartbeat] encrypt` an agent sends version 3 with the encrypted flag: the
+//! body is compressed (when that helps), then encrypted with a key derived from the
+//! cluster key ([`ClusterKey::cipher_key`]) under a random nonce, the header as
+//! associated data; the HMAC is over the encrypted body, so a forged datagram is
+//! dropped before any decryption. Every agent decrypts what it receives whatever its own
+//! setting, so encryption can be turned on one server after another.
 //!
 //! `mac` is HMAC-SHA256 with the cluster key over `magic | version | body` (versions 1
 //! and 2) or `magic | 3 | key id | flags | body` (version 3), the body as sent,
@@ -82,6 +90,12 @@ pub const VERSION_DEFLATE: u8 = 2;
 pub const VERSION_KEYED: u8 = 3;
 /// Version-3 flag: the body is raw DEFLATE.
 pub const FLAG_DEFLATE: u8 = 1;
+/// Version-3 flag: the body is `nonce (12) | ChaCha20-Poly1305 ciphertext and tag` of the
+/// (possibly compressed) body, keyed with [`ClusterKey::cipher_key`], the header as
+/// associated data.
+pub const FLAG_ENCRYPTED: u8 = 2;
+/// Nonce and tag of an encrypted body.
+pub const ENCRYPTION_OVERHEAD: usize = baton_core::heartbeat::ENCRYPTION_OVERHEAD;
 /// Bytes before the body of a version-3 datagram: magic, version, key id, flags, mac.
 pub const HEADER_LEN_KEYED: usize = MAGIC.len() + 1 + 4 + 1 + MAC_LEN;
 /// Length of the MAC field.
@@ -216,24 +230,66 @@ pub fn encode_with<T: Serialize>(
     } else {
         (VERSION, json)
     };
-    if keys.accepted().is_empty() {
+    if keys.accepted().is_empty() && !keys.encrypt() {
         seal(key, version, &body)
     } else {
-        let flags = if version == VERSION_DEFLATE {
+        let mut flags = if version == VERSION_DEFLATE {
             FLAG_DEFLATE
         } else {
             0
         };
+        if keys.encrypt() {
+            flags |= FLAG_ENCRYPTED;
+        }
         seal_keyed(key, flags, &body)
     }
 }
 
+/// The associated data of an encrypted body: the header before the MAC.
+fn keyed_header(id: &[u8], flags: u8) -> [u8; 10] {
+    let mut h = [0u8; 10];
+    h[..4].copy_from_slice(MAGIC);
+    h[4] = VERSION_KEYED;
+    h[5..9].copy_from_slice(id);
+    h[9] = flags;
+    h
+}
+
 fn seal_keyed(key: &ClusterKey, flags: u8, body: &[u8]) -> Result<Vec<u8>, WireError> {
-    let len = HEADER_LEN_KEYED + body.len();
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    let extra = if flags & FLAG_ENCRYPTED != 0 {
+        ENCRYPTION_OVERHEAD
+    } else {
+        0
+    };
+    let len = HEADER_LEN_KEYED + extra + body.len();
     if len > MAX_DATAGRAM {
         return Err(WireError::TooLarge { len });
     }
     let id = key.key_id();
+    let sealed;
+    let body = if flags & FLAG_ENCRYPTED != 0 {
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new(&key.cipher_key().into());
+        // A random 96-bit nonce per datagram: a repeat is as likely as a collision of
+        // random 96-bit values (heartbeats number far below 2^32 per key).
+        let nonce: [u8; 12] = rand::random();
+        let header = keyed_header(&id, flags);
+        let ct = cipher
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: body,
+                    aad: &header,
+                },
+            )
+            .map_err(|_| WireError::Malformed {
+                reason: "cannot encrypt the heartbeat".into(),
+            })?;
+        sealed = [&nonce[..], &ct].concat();
+        &sealed[..]
+    } else {
+        body
+    };
     let mac = key.mac(&[MAGIC, &[VERSION_KEYED], &id, &[flags], body]);
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(MAGIC);
@@ -257,6 +313,32 @@ fn seal(key: &ClusterKey, version: u8, body: &[u8]) -> Result<Vec<u8>, WireError
     out.extend_from_slice(&mac);
     out.extend_from_slice(body);
     Ok(out)
+}
+
+/// Decrypt an encrypted version-3 body (after its MAC was checked).
+fn decrypt(key: &ClusterKey, header: &[u8], body: &[u8]) -> Result<Vec<u8>, WireError> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    if body.len() < ENCRYPTION_OVERHEAD {
+        return Err(WireError::Malformed {
+            reason: "encrypted body shorter than its nonce and tag".into(),
+        });
+    }
+    let (nonce, ct) = body.split_at(12);
+    let cipher = chacha20poly1305::ChaCha20Poly1305::new(&key.cipher_key().into());
+    let nonce: [u8; 12] = nonce.try_into().map_err(|_| WireError::Malformed {
+        reason: "bad nonce".into(),
+    })?;
+    cipher
+        .decrypt(
+            &nonce.into(),
+            Payload {
+                msg: ct,
+                aad: header,
+            },
+        )
+        .map_err(|_| WireError::Malformed {
+            reason: "encrypted body does not decrypt".into(),
+        })
 }
 
 /// Inflate a version-2 body, never beyond [`MAX_BODY`] bytes.
@@ -291,6 +373,7 @@ pub fn decode<T: DeserializeOwned>(
         return Err(WireError::BadMagic);
     }
     let (version, rest) = rest.split_at(1);
+    let decrypted;
     let compressed = match version[0] {
         VERSION | VERSION_DEFLATE => {
             let (mac, body) = rest.split_at(MAC_LEN);
@@ -319,12 +402,17 @@ pub fn decode<T: DeserializeOwned>(
             if !key.verify(&[MAGIC, version, id, flags, body], mac) {
                 return Err(WireError::BadMac);
             }
-            if flags[0] & !FLAG_DEFLATE != 0 {
+            if flags[0] & !(FLAG_DEFLATE | FLAG_ENCRYPTED) != 0 {
                 return Err(WireError::Malformed {
                     reason: format!("unknown flags {:#04x}", flags[0]),
                 });
             }
-            (flags[0] & FLAG_DEFLATE != 0, body)
+            if flags[0] & FLAG_ENCRYPTED != 0 {
+                decrypted = decrypt(key, &keyed_header(id, flags[0]), body)?;
+                (flags[0] & FLAG_DEFLATE != 0, &decrypted[..])
+            } else {
+                (flags[0] & FLAG_DEFLATE != 0, body)
+            }
         }
         found => return Err(WireError::BadVersion { found }),
     };

@@ -243,3 +243,54 @@ fn a_changed_byte_or_another_key_is_refused() {
     let e = wire::decode::<Timed<PeerMessage>>(&other, &expected).unwrap_err();
     assert_eq!(e, WireError::BadMac);
 }
+
+/// `[heartbeat] encrypt`: version 3 with the encrypted flag; nothing of the JSON is
+/// readable; the same key decrypts it, a tampered body is refused by the MAC, a body
+/// that does not decrypt (re-MAC'd by a key holder) is malformed.
+#[test]
+fn encrypted_heartbeats_hide_the_body_and_decrypt_with_the_key() {
+    let ring = KeyRing::new(key(), vec![]).with_encryption(true);
+    let sent = wire::encode_with(&ring, &envelope(), Compression::Never).unwrap();
+    assert_eq!(&sent[..5], b"BTN1\x03");
+    assert_eq!(hex::encode(&sent[5..9]), KEY_ID);
+    assert_eq!(sent[9], 2, "encrypted, not compressed");
+    // nonce + ciphertext + tag = JSON + 28 bytes.
+    assert_eq!(sent.len(), HEADER_LEN_KEYED + JSON.len() + 28);
+    let text = String::from_utf8_lossy(&sent);
+    for word in ["prod", "node-1", "web", "online", "digest"] {
+        assert!(!text.contains(word), "`{word}` readable");
+    }
+    // Two encodings differ (random nonce), both decrypt to the same envelope, also for a
+    // node that does not encrypt itself.
+    let again = wire::encode_with(&ring, &envelope(), Compression::Never).unwrap();
+    assert_ne!(sent, again);
+    for d in [&sent, &again] {
+        let got: Envelope<Timed<PeerMessage>> = wire::decode(&key(), d).unwrap();
+        assert_eq!(got, envelope());
+    }
+    // Compressed then encrypted.
+    let z = wire::encode_with(&ring, &envelope(), Compression::Always).unwrap();
+    assert_eq!(z[9], 3);
+    assert!(z.len() < sent.len());
+    let got: Envelope<Timed<PeerMessage>> = wire::decode(&key(), &z).unwrap();
+    assert_eq!(got, envelope());
+    // Another cluster's key: unknown key id.
+    let other = ClusterKey::from_bytes(OTHER).unwrap();
+    let e = wire::decode::<Timed<PeerMessage>>(&other, &sent).unwrap_err();
+    assert_eq!(e.code(), "unknown-key");
+    // A flipped ciphertext bit: the MAC refuses it before any decryption.
+    let mut bad = sent.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(
+        wire::decode::<Timed<PeerMessage>>(&key(), &bad).unwrap_err(),
+        WireError::BadMac
+    );
+    // A body that does not decrypt, with a valid MAC (only a key holder can make one).
+    let body = &bad[HEADER_LEN_KEYED..];
+    let mac = key().mac(&[&bad[..10], body]);
+    let remac = [&bad[..10], &mac[..], body].concat();
+    let e = wire::decode::<Timed<PeerMessage>>(&key(), &remac).unwrap_err();
+    assert_eq!(e.code(), "malformed", "{e}");
+    assert!(e.to_string().contains("does not decrypt"), "{e}");
+}

@@ -65,6 +65,8 @@ pub struct ClusterSpec {
     pub env: Vec<(String, String)>,
     /// Extra keys of the `[api]` table (which the harness writes: `socket_dir`).
     pub api_config: String,
+    /// Extra keys of the `[heartbeat]` table (which the harness writes).
+    pub heartbeat_config: String,
 }
 
 impl ClusterSpec {
@@ -80,6 +82,7 @@ impl ClusterSpec {
             extra_config: String::new(),
             env: Vec::new(),
             api_config: String::new(),
+            heartbeat_config: String::new(),
         }
     }
 
@@ -807,7 +810,7 @@ key_file = "cluster.key"
 [heartbeat]
 interval = "100ms"
 timeout = "1s"
-
+{heartbeat}
 [agent]
 shutdown_timeout = "10s"
 # Tests never reset this machine: the self-fence writes to a file and the commands
@@ -824,7 +827,8 @@ socket_dir = "{d}/run"
 {api}
 "#,
         name = spec.name,
-        api = spec.api_config
+        api = spec.api_config,
+        heartbeat = spec.heartbeat_config
     );
     let servers: Vec<String> = (1..=spec.servers).map(|i| format!("node-{i}")).collect();
     for i in 1..=spec.servers {
