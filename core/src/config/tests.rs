@@ -467,7 +467,7 @@ fn unknown_key_with_did_you_mean() {
     assert_at(&d, &text, "intervall", 0, "heartbeat.intervall");
     assert_eq!(
         d.message,
-        "unknown key `intervall` (did you mean `interval`?); known keys here: interval, timeout, port, startup_wait"
+        "unknown key `intervall` (did you mean `interval`?); known keys here: interval, timeout, port, startup_wait, encrypt"
     );
     assert_eq!(
         d.to_string(),
