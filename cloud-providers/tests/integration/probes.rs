@@ -328,7 +328,10 @@ async fn exec_probe() {
 #[tokio::test]
 async fn ping_loopback() {
     use baton_tests::skip::skip;
-    if baton_providers::process::find_in_path("ping").is_none() {
+    // The probe runs ping with the minimal PATH every command gets (process::SCRIPT_PATH).
+    let installed = std::env::split_paths(baton_providers::process::SCRIPT_PATH)
+        .any(|d| d.join("ping").is_file());
+    if !installed {
         skip("ping_loopback", "ping (iputils-ping) is not installed");
         return;
     }
