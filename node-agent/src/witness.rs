@@ -315,6 +315,27 @@ impl Book {
                 }
             }
         };
+        // The merged table is what every reply carries: it must stay within what a client
+        // accepts (MAX_EPOCHS groups), however many different groups requests name.
+        let new_groups = req
+            .epochs
+            .keys()
+            .filter(|g| !cb.epochs.contains_key(*g))
+            .count();
+        if cb.epochs.len() + new_groups > baton_providers::witness::MAX_EPOCHS {
+            return Outcome {
+                granted: false,
+                holder: Vec::new(),
+                remaining: Duration::ZERO,
+                epochs: req.epochs.clone(),
+                detail: format!(
+                    "cluster {} would have more than {} groups in this witness's epoch table: refused (restart the witness to clear groups that no longer exist)",
+                    req.cluster,
+                    baton_providers::witness::MAX_EPOCHS
+                ),
+                moved: None,
+            };
+        }
         merge_epochs(&mut cb.epochs, &req.epochs);
         cb.holders.retain(|_, exp| *exp > now);
         let me = &req.server;
@@ -1263,6 +1284,38 @@ mod tests {
     fn started() -> (Book, Instant) {
         let t0 = Instant::now();
         (Book::new(t0, Duration::ZERO), t0)
+    }
+
+    /// Requests naming ever new groups cannot grow the epoch table past what a client
+    /// accepts: the request that would is refused and changes nothing; known groups go on.
+    #[test]
+    fn the_epoch_table_is_capped() {
+        let (mut book, t0) = started();
+        let max = baton_providers::witness::MAX_EPOCHS;
+        let req = |range: std::ops::Range<usize>| {
+            let r = VoteRequest {
+                cluster: "c".into(),
+                server: "a".into(),
+                partition: vec!["a".into()],
+                lease: LEASE,
+                epochs: range.map(|i| (format!("g{i}"), 3)).collect(),
+            };
+            let part = validate(&r).unwrap();
+            (r, part)
+        };
+        let (r, p) = req(0..max);
+        assert!(book.vote(&r, &p, t0).granted);
+        let (r, p) = req(max - 1..max + 1);
+        let o = book.vote(&r, &p, t0 + ms(10));
+        assert!(!o.granted);
+        assert!(o.detail.contains("more than 1024 groups"), "{}", o.detail);
+        assert_eq!(book.clusters["c"].epochs.len(), max);
+        assert!(!book.clusters["c"].epochs.contains_key(&format!("g{max}")));
+        let (r, p) = req(0..10);
+        let o = book.vote(&r, &p, t0 + ms(20));
+        assert!(o.granted, "{o:?}");
+        assert_eq!(o.epochs.len(), max);
+        baton_providers::witness::check_epochs("reply", &o.epochs).unwrap();
     }
 
     #[test]
