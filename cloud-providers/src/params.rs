@@ -168,27 +168,7 @@ fn plain_types(msg: &str) -> String {
 
 /// The known name closest to a misspelt one, when it is close enough to be a typo.
 fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
-    known
-        .iter()
-        .map(|k| (edit_distance(word, k), *k))
-        .filter(|(d, k)| *d <= 2 && *d < k.len())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+    baton_core::suggest::closest(word, known.iter().copied())
 }
 
 /// A [`ParamError`] for one key.
@@ -343,8 +323,7 @@ mod tests {
 
     #[test]
     fn distance() {
-        assert_eq!(edit_distance("strat", "start"), 2);
-        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(closest("strat", &["start", "stop"]), Some("start"));
         assert_eq!(closest("zzzzzz", &["start", "stop"]), None);
     }
 }

@@ -964,31 +964,11 @@ fn plain_expected(msg: &str) -> String {
 }
 
 fn suggest(word: &str, expected: &str) -> String {
-    let best = expected
-        .trim_start_matches("known keys here: ")
-        .split(", ")
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, _)| *d <= 2)
-        .min_by_key(|(d, _)| *d);
-    match best {
-        Some((_, c)) => format!(" (did you mean `{c}`?)"),
+    let known = expected.trim_start_matches("known keys here: ").split(", ");
+    match crate::suggest::closest(word, known) {
+        Some(c) => format!(" (did you mean `{c}`?)"),
         None => String::new(),
     }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Load and validate a configuration text. `file` is used in diagnostics.

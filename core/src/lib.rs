@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod heartbeat;
+pub mod suggest;
 pub mod time;
 
 pub use events::{Event, EventDef, Severity};
