@@ -1044,22 +1044,21 @@ fn one_line(msg: &str) -> String {
         .join("; ")
 }
 
-/// Load a configuration file from disk.
-pub fn load_file(path: &std::path::Path, kinds: &dyn KindCatalog) -> Result<Loaded, ConfigError> {
-    let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&file, &text, kinds),
-        Err(e) => Err(ConfigError {
-            file: file.clone(),
+impl ConfigError {
+    /// The error of a configuration file that could not be read (`core` reads no files:
+    /// the agent does, and reports a failure with this).
+    pub fn unreadable(file: &str, error: &dyn fmt::Display) -> ConfigError {
+        ConfigError {
+            file: file.to_string(),
             diagnostics: vec![Diagnostic {
                 level: Level::Error,
-                file,
+                file: file.to_string(),
                 line: 0,
                 column: 0,
                 key: String::new(),
-                message: format!("cannot read the configuration file: {e}"),
+                message: format!("cannot read the configuration file: {error}"),
             }],
-        }),
+        }
     }
 }
 

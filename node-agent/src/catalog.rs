@@ -35,13 +35,31 @@ impl KindCatalog for ProviderCatalog<'_> {
     }
 }
 
-/// Load and fully validate a configuration file with every kind this build knows.
+/// Load and fully validate a configuration file with every kind this build knows. (The
+/// agent reads the file; `core` only parses and validates text.)
 pub fn load(path: &std::path::Path) -> Result<Loaded, ConfigError> {
     let reg = baton_providers::default_registry();
-    config::load_file(path, &ProviderCatalog(&reg))
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => config::load_str(&file, &text, &ProviderCatalog(&reg)),
+        Err(e) => Err(ConfigError::unreadable(&file, &e)),
+    }
 }
 
 /// Load, returning only the config (warnings are printed by the caller if wanted).
 pub fn load_config(path: &std::path::Path) -> Result<Config, ConfigError> {
     load(path).map(|l| l.config)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[test]
+    fn an_unreadable_file_is_reported_with_its_path() {
+        let e = super::load(std::path::Path::new("/nonexistent/baton.toml")).unwrap_err();
+        assert_eq!(e.file, "/nonexistent/baton.toml");
+        assert!(e.diagnostics[0]
+            .message
+            .starts_with("cannot read the configuration file: No such file"));
+    }
 }

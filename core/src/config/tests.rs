@@ -1036,12 +1036,15 @@ fn several_errors_are_all_reported() {
 }
 
 #[test]
-fn load_file_reports_unreadable_files() {
-    let e = load_file(std::path::Path::new("/nonexistent/baton.toml"), &AnyKind).unwrap_err();
+fn an_unreadable_file_is_one_error_naming_it() {
+    let e = ConfigError::unreadable("/nonexistent/baton.toml", &"No such file or directory");
     assert_eq!(e.file, "/nonexistent/baton.toml");
-    assert!(e.diagnostics[0]
-        .message
-        .starts_with("cannot read the configuration file: "));
+    assert_eq!(e.diagnostics.len(), 1);
+    assert_eq!(e.diagnostics[0].level, Level::Error);
+    assert_eq!(
+        e.diagnostics[0].message,
+        "cannot read the configuration file: No such file or directory"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
