@@ -36,11 +36,13 @@ pub enum AgentError {
     Config(#[from] baton_core::config::ConfigError),
     #[error("server `{0}` is not defined in the configuration; servers: {1}")]
     UnknownServer(String, String),
-    #[error("cluster key: {0}")]
+    // The wrapped errors name their subject (key file, state directory, alert log)
+    // themselves: a prefix here would repeat it.
+    #[error(transparent)]
     Key(#[from] crate::key::KeyError),
-    #[error("state directory: {0}")]
+    #[error(transparent)]
     State(#[from] crate::state::StateError),
-    #[error("alert log: {0}")]
+    #[error(transparent)]
     AlertLog(#[from] baton_notifier::AlertLogError),
     #[error("cannot bind {what} on {addr}: {err}")]
     Bind {

@@ -239,6 +239,10 @@ force_poweroff_command = 'echo force-poweroff >> "{dir}/fence-commands.log"'
 reboot_command = 'echo reboot >> "{dir}/fence-commands.log"'
 shutdown_command = 'echo poweroff >> "{dir}/fence-commands.log"'
 
+# The agents' Unix sockets, in the test's own directory.
+[api]
+socket_dir = "{dir}/run"
+
 [aws]
 region = "us-east-1"
 endpoint_url = "{ep}"

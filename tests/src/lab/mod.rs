@@ -319,6 +319,10 @@ force_reboot_command = 'echo force-reboot >> "{d}/fence-commands.log"'
 force_poweroff_command = 'echo force-poweroff >> "{d}/fence-commands.log"'
 reboot_command = 'echo reboot >> "{d}/fence-commands.log"'
 shutdown_command = 'echo poweroff >> "{d}/fence-commands.log"'
+
+# The agents' Unix sockets, in the lab's own directory.
+[api]
+socket_dir = "{d}/run"
 "#,
             name = s.name,
             i = s.interval_ms,
