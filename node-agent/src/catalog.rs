@@ -35,6 +35,19 @@ impl KindCatalog for ProviderCatalog<'_> {
     }
 }
 
+/// A path of the configuration (`key_file`, `accept_key_files`, token files) as it is
+/// meant: a relative one is relative to the configuration file's directory.
+pub fn config_path(config_file: &std::path::Path, p: &std::path::Path) -> std::path::PathBuf {
+    if p.is_relative() {
+        config_file
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(p)
+    } else {
+        p.to_path_buf()
+    }
+}
+
 /// Load and fully validate a configuration file with every kind this build knows. (The
 /// agent reads the file; `core` only parses and validates text.)
 pub fn load(path: &std::path::Path) -> Result<Loaded, ConfigError> {

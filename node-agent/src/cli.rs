@@ -435,14 +435,7 @@ fn connect(t: &Target) -> Result<(Conn, Config), Exit> {
         ));
     }
     // 2. The cluster key, when this user can read it.
-    let key_path = if cfg.key_file.is_relative() {
-        t.config
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(&cfg.key_file)
-    } else {
-        cfg.key_file.clone()
-    };
+    let key_path = crate::catalog::config_path(&t.config, &cfg.key_file);
     let key_err = match ClusterKey::load(&key_path) {
         Ok(key) => {
             return Ok((
@@ -777,14 +770,7 @@ pub async fn run(cli: Cli) -> Exit {
                     return fail(false, Exit::ConfigInvalid, e.code(), &e.to_string());
                 }
             };
-            let key_path = if cfg.key_file.is_relative() {
-                config
-                    .parent()
-                    .unwrap_or(std::path::Path::new("."))
-                    .join(&cfg.key_file)
-            } else {
-                cfg.key_file.clone()
-            };
+            let key_path = crate::catalog::config_path(&config, &cfg.key_file);
             let key = match ClusterKey::load(&key_path) {
                 Ok(k) => k,
                 Err(e) => return fail(false, Exit::KeyError, e.code(), &e.to_string()),

@@ -157,6 +157,10 @@ pub struct ClusterKey {
     mac: HmacSha256,
     len: usize,
     warnings: Vec<KeyWarning>,
+    /// [`ClusterKey::key_id`] and [`ClusterKey::cipher_key`], derived once: every
+    /// heartbeat sent or received may need them.
+    id: [u8; 4],
+    cipher: [u8; 32],
 }
 
 impl fmt::Debug for ClusterKey {
@@ -251,11 +255,17 @@ impl ClusterKey {
             Ok(m) => m,
             Err(_) => unreachable!("HMAC-SHA256 accepts keys of any length"),
         };
-        ClusterKey {
+        let mut k = ClusterKey {
             mac,
             len: key.len(),
             warnings: Vec::new(),
-        }
+            id: [0; 4],
+            cipher: [0; 32],
+        };
+        let m = k.mac(&[KEY_ID_LABEL]);
+        k.id = [m[0], m[1], m[2], m[3]];
+        k.cipher = k.mac(&[CIPHER_LABEL]);
+        k
     }
 
     /// Non-fatal problems found by [`ClusterKey::load`] (log them at start).
@@ -298,14 +308,13 @@ impl ClusterKey {
     /// The public 4-byte id of this key in keyed heartbeats (wire version 3): tells a
     /// receiver which key of its ring to check the MAC with.
     pub fn key_id(&self) -> [u8; 4] {
-        let m = self.mac(&[KEY_ID_LABEL]);
-        [m[0], m[1], m[2], m[3]]
+        self.id
     }
 
     /// The ChaCha20-Poly1305 key of encrypted heartbeats, derived from this key (a
     /// different key than the MAC's).
     pub fn cipher_key(&self) -> [u8; 32] {
-        self.mac(&[CIPHER_LABEL])
+        self.cipher
     }
 }
 
@@ -346,15 +355,13 @@ pub trait Keys {
     }
 
     /// Every key, the primary first.
-    fn all(&self) -> Vec<&ClusterKey> {
-        std::iter::once(self.primary())
-            .chain(self.accepted())
-            .collect()
+    fn all(&self) -> impl Iterator<Item = &ClusterKey> {
+        std::iter::once(self.primary()).chain(self.accepted())
     }
 
     /// The key with this id, if the ring holds it.
     fn by_id(&self, id: [u8; 4]) -> Option<&ClusterKey> {
-        self.all().into_iter().find(|k| k.key_id() == id)
+        self.all().find(|k| k.key_id() == id)
     }
 }
 

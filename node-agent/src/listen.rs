@@ -325,21 +325,35 @@ pub async fn serve(
             }
             Err(e) if per_connection(&e) => {}
             Err(e) => {
-                let n = gate.stats.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                if failing_every.due() {
-                    report(Notice::AcceptFailing {
-                        error: e.to_string(),
-                        count: n,
-                    });
-                }
+                let pause = accept_failed(&gate, &mut failing_every, &report, &e, &mut backoff);
                 tokio::select! {
                     () = &mut shutdown => return,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
         }
     }
+}
+
+/// A failed accept (not a per-connection error): count it, report it at most once a
+/// minute, and return how long to pause before the next accept (the back-off doubles).
+fn accept_failed(
+    gate: &Gate,
+    every: &mut Every,
+    report: &Reporter,
+    e: &std::io::Error,
+    backoff: &mut Duration,
+) -> Duration {
+    let n = gate.stats.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
+    if every.due() {
+        report(Notice::AcceptFailing {
+            error: e.to_string(),
+            count: n,
+        });
+    }
+    let pause = *backoff;
+    *backoff = (*backoff * 2).min(ACCEPT_BACKOFF_MAX);
+    pause
 }
 
 /// Requests in progress on a connection and when the last one ended.
@@ -495,15 +509,8 @@ pub async fn serve_unix(
             }
             Err(e) if per_connection(&e) => {}
             Err(e) => {
-                let n = gate.stats.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                if failing_every.due() {
-                    report(Notice::AcceptFailing {
-                        error: e.to_string(),
-                        count: n,
-                    });
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                let pause = accept_failed(&gate, &mut failing_every, &report, &e, &mut backoff);
+                tokio::time::sleep(pause).await;
             }
         }
     }

@@ -993,16 +993,14 @@ fn api_tokens(
     config_file: &std::path::Path,
     key: &crate::key::KeyRing,
 ) -> Result<crate::api::ApiTokens, AgentError> {
-    let dir = config_file.parent().unwrap_or(std::path::Path::new("."));
     let load = |f: &Option<PathBuf>| -> Result<Vec<String>, AgentError> {
         match f {
             None => Ok(Vec::new()),
-            Some(p) => {
-                crate::api::load_tokens_file(&dir.join(p)).map_err(|msg| AgentError::Build {
+            Some(p) => crate::api::load_tokens_file(&crate::catalog::config_path(config_file, p))
+                .map_err(|msg| AgentError::Build {
                     what: "API tokens".into(),
                     msg,
-                })
-            }
+                }),
         }
     };
     Ok(crate::api::ApiTokens::new(
@@ -1093,14 +1091,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     };
     // Before anything opens files: raise the open-file limit, size the API caps to it.
     let (api_limits, fd_event) = crate::listen::agent_api_limits(&cfg, &me);
-    let key_path = if cfg.key_file.is_relative() {
-        opts.config
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(&cfg.key_file)
-    } else {
-        cfg.key_file.clone()
-    };
+    let key_path = crate::catalog::config_path(&opts.config, &cfg.key_file);
     let key = ClusterKey::load(&key_path)?;
     for w in key.warnings() {
         warn!("{w}");
@@ -1108,14 +1099,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     // Keys accepted besides key_file during a rotation (relative like key_file).
     let mut accepted = Vec::new();
     for f in &cfg.accept_key_files {
-        let p = if f.is_relative() {
-            opts.config
-                .parent()
-                .unwrap_or(std::path::Path::new("."))
-                .join(f)
-        } else {
-            f.clone()
-        };
+        let p = crate::catalog::config_path(&opts.config, f);
         let k = ClusterKey::load(&p)?;
         info!(file = %p.display(), fingerprint = %k.fingerprint(), "also accepting this key (key rotation)");
         accepted.push(k);

@@ -377,11 +377,7 @@ pub fn decode<T: DeserializeOwned>(
     let compressed = match version[0] {
         VERSION | VERSION_DEFLATE => {
             let (mac, body) = rest.split_at(MAC_LEN);
-            if !keys
-                .all()
-                .into_iter()
-                .any(|k| k.verify(&[MAGIC, version, body], mac))
-            {
+            if !keys.all().any(|k| k.verify(&[MAGIC, version, body], mac)) {
                 return Err(WireError::BadMac);
             }
             (version[0] == VERSION_DEFLATE, body)

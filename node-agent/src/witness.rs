@@ -675,14 +675,7 @@ pub fn write_witness_key_file(
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let cfg = crate::catalog::load_config(config)?;
-    let key_path = if cfg.key_file.is_relative() {
-        config
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(&cfg.key_file)
-    } else {
-        cfg.key_file.clone()
-    };
+    let key_path = crate::catalog::config_path(config, &cfg.key_file);
     let key = ClusterKey::load(&key_path)?;
     let f = WitnessKeyFile {
         cluster: cfg.cluster_name.clone(),
