@@ -106,15 +106,7 @@ key_file = "cluster.key"
 [heartbeat]
 interval = "100ms"
 timeout = "500ms"
-[agent]
-shutdown_timeout = "15s"
-# Tests never reset this machine: the self-fence writes to a file and the commands
-# only log.
-sysrq_trigger = "{dir}/sysrq-trigger"
-force_reboot_command = 'echo force-reboot >> "{dir}/fence-commands.log"'
-force_poweroff_command = 'echo force-poweroff >> "{dir}/fence-commands.log"'
-reboot_command = 'echo reboot >> "{dir}/fence-commands.log"'
-shutdown_command = 'echo poweroff >> "{dir}/fence-commands.log"'
+{safe}
 [[server]]
 name = "solo"
 interconnects = ["127.{net}.0.1"]
@@ -138,7 +130,7 @@ check = 'test -f "{up}/app"'
 "#,
         order = order.display(),
         up = up.display(),
-        dir = dir.display(),
+        safe = baton_tests::config::host_safe_sections(dir, "15s", ""),
     );
     std::fs::write(dir.join("baton.toml"), cfg).unwrap();
     let st = Command::new(BIN)

@@ -229,20 +229,7 @@ key_file = "cluster.key"
 interval = "100ms"
 timeout = "1s"
 
-[agent]
-shutdown_timeout = "20s"
-# Tests never reset this machine: the self-fence writes to a file and the commands
-# only log.
-sysrq_trigger = "{dir}/sysrq-trigger"
-force_reboot_command = 'echo force-reboot >> "{dir}/fence-commands.log"'
-force_poweroff_command = 'echo force-poweroff >> "{dir}/fence-commands.log"'
-reboot_command = 'echo reboot >> "{dir}/fence-commands.log"'
-shutdown_command = 'echo poweroff >> "{dir}/fence-commands.log"'
-
-# The agents' Unix sockets, in the test's own directory.
-[api]
-socket_dir = "{dir}/run"
-
+{safe}
 [aws]
 region = "us-east-1"
 endpoint_url = "{ep}"
@@ -251,7 +238,7 @@ max_attempts = 4
 imds = false
 "#,
             ep = world.moto.endpoint,
-            dir = dir.display(),
+            safe = crate::config::host_safe_sections(&dir, "20s", ""),
         );
         for s in 1..=3 {
             text.push_str(&format!(

@@ -811,23 +811,9 @@ key_file = "cluster.key"
 interval = "100ms"
 timeout = "1s"
 {heartbeat}
-[agent]
-shutdown_timeout = "10s"
-# Tests never reset this machine: the self-fence writes to a file and the commands
-# only log.
-sysrq_trigger = "{d}/sysrq-trigger"
-force_reboot_command = 'echo force-reboot >> "{d}/fence-commands.log"'
-force_poweroff_command = 'echo force-poweroff >> "{d}/fence-commands.log"'
-reboot_command = 'echo reboot >> "{d}/fence-commands.log"'
-shutdown_command = 'echo poweroff >> "{d}/fence-commands.log"'
-
-# Each agent's Unix socket for the local CLI, in the cluster's own directory.
-[api]
-socket_dir = "{d}/run"
-{api}
-"#,
+{safe}"#,
         name = spec.name,
-        api = spec.api_config,
+        safe = crate::config::host_safe_sections(dir, "10s", &spec.api_config),
         heartbeat = spec.heartbeat_config
     );
     let servers: Vec<String> = (1..=spec.servers).map(|i| format!("node-{i}")).collect();

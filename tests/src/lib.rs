@@ -26,6 +26,7 @@
 pub mod aws;
 pub mod bin;
 pub mod cluster;
+pub mod config;
 pub mod http;
 pub mod lab;
 pub mod model;

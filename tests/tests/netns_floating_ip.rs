@@ -307,23 +307,13 @@ key_file = "cluster.key"
 interval = "100ms"
 timeout = "1s"
 
-[agent]
-shutdown_timeout = "10s"
 "#,
         );
-        s.push_str(&format!(
-            r#"# Tests never reset this machine: the self-fence writes to a file and the commands
-# only log.
-sysrq_trigger = "{d}/sysrq-trigger"
-force_reboot_command = 'echo force-reboot >> "{d}/fence-commands.log"'
-force_poweroff_command = 'echo force-poweroff >> "{d}/fence-commands.log"'
-reboot_command = 'echo reboot >> "{d}/fence-commands.log"'
-shutdown_command = 'echo poweroff >> "{d}/fence-commands.log"'
-
-# The client namespace runs `baton alerts` against the agents: an admin address.
-[api]
-allow = ["127.0.0.0/8", "10.213.0.50/32"]
-"#
+        s.push_str(&baton_tests::config::host_safe_sections(
+            &self.dir,
+            "10s",
+            // The client namespace runs `baton alerts` against the agents: an admin address.
+            "allow = [\"127.0.0.0/8\", \"10.213.0.50/32\"]",
         ));
         for i in 0..NODES {
             s.push_str(&format!(

@@ -310,20 +310,8 @@ key_file = "cluster.key"
 interval = "{i}ms"
 timeout = "{to}ms"
 
-[agent]
-shutdown_timeout = "10s"
-# Tests never reset this machine: the self-fence writes to a file and the commands
-# only log.
-sysrq_trigger = "{d}/sysrq-trigger"
-force_reboot_command = 'echo force-reboot >> "{d}/fence-commands.log"'
-force_poweroff_command = 'echo force-poweroff >> "{d}/fence-commands.log"'
-reboot_command = 'echo reboot >> "{d}/fence-commands.log"'
-shutdown_command = 'echo poweroff >> "{d}/fence-commands.log"'
-
-# The agents' Unix sockets, in the lab's own directory.
-[api]
-socket_dir = "{d}/run"
-"#,
+{safe}"#,
+            safe = crate::config::host_safe_sections(&self.dir, "10s", ""),
             name = s.name,
             i = s.interval_ms,
             to = s.timeout_ms,
