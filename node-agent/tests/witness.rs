@@ -5,17 +5,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use baton_agent::key::ClusterKey;
 use baton_agent::witness::{HttpWitness, WireReply, WireVote, WitnessKey, SIGNATURE_HEADER};
 use baton_providers::witness::{hold_for, VoteRequest, WitnessClient, WitnessError};
+use common::WitnessProc;
 
 const KEY_A: &str = "6b1f0c5e2d9a4f7b8c3e1d0a9f8e7d6c5b4a39281706f5e4d3c2b1a098f7e6d5";
 const KEY_B: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -25,84 +25,19 @@ const KEY_B: &str = "00000000000000000000000000000000000000000000000000000000000
 const LEASE: Duration = Duration::from_secs(2);
 const DEADLINE: Duration = Duration::from_secs(2);
 
-struct WitnessProc {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
+/// The witness of these tests: one or more key files, a listen address, a quiet period.
 impl WitnessProc {
     fn start(key_file: &Path, listen: &str, quiet: &str) -> WitnessProc {
         WitnessProc::start_keys(&[key_file], listen, quiet)
     }
 
-    /// With one `--key-file` per entry of `key_files`.
     fn start_keys(key_files: &[&Path], listen: &str, quiet: &str) -> WitnessProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
         cmd.args(["witness", "--listen", listen, "--startup-quiet", quiet]);
         for k in key_files {
             cmd.arg("--key-file").arg(k);
         }
-        let mut child = cmd
-            .env("BATON_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start baton witness");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(l)) => {
-                    log.lock().unwrap().push(l.clone());
-                    if let Some(a) = l.strip_prefix("baton witness: listening on ") {
-                        break a.trim().parse().unwrap();
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    panic!("witness did not start: {:?}", log.lock().unwrap());
-                }
-            }
-        };
-        let l2 = log.clone();
-        std::thread::spawn(move || {
-            for l in lines.map_while(Result::ok) {
-                l2.lock().unwrap().push(l);
-            }
-        });
-        WitnessProc { child, addr, log }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn log_contains(&self, s: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(s))
-    }
-
-    /// The first log line containing `s`, waiting up to 5 s for it.
-    fn log_line(&self, s: &str) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(s)) {
-                return l.clone();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "no log line with {s:?}: {:?}",
-                self.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for WitnessProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        WitnessProc::spawn(cmd)
     }
 }
 

@@ -5,38 +5,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use baton_agent::key::ClusterKey;
 use baton_agent::witness::HttpWitness;
 use baton_providers::witness::{VoteRequest, WitnessClient};
+use common::WitnessProc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 const KEY: &str = "6b1f0c5e2d9a4f7b8c3e1d0a9f8e7d6c5b4a39281706f5e4d3c2b1a098f7e6d5";
 
-struct Witness {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Witness {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(key_file: &std::path::Path, extra: &[&str]) -> Witness {
-    let mut child = Command::new("prlimit")
-        .arg("--nofile=128:128")
+fn start(key_file: &std::path::Path, extra: &[&str]) -> WitnessProc {
+    // util-linux's prlimit is needed.
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=128:128")
         .arg(env!("CARGO_BIN_EXE_baton"))
         .args([
             "witness",
@@ -47,35 +37,8 @@ fn start(key_file: &std::path::Path, extra: &[&str]) -> Witness {
         ])
         .arg("--key-file")
         .arg(key_file)
-        .args(extra)
-        .env("BATON_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start prlimit baton witness (util-linux's prlimit is needed)");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let addr = loop {
-        match lines.next() {
-            Some(Ok(l)) => {
-                log.lock().unwrap().push(l.clone());
-                if let Some(a) = l.strip_prefix("baton witness: listening on ") {
-                    break a.trim().parse().unwrap();
-                }
-            }
-            _ => {
-                let _ = child.kill();
-                panic!("witness did not start: {:?}", log.lock().unwrap());
-            }
-        }
-    };
-    let l2 = log.clone();
-    std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            l2.lock().unwrap().push(l);
-        }
-    });
-    Witness { child, addr, log }
+        .args(extra);
+    WitnessProc::spawn(cmd)
 }
 
 async fn connect_from(src: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
