@@ -286,6 +286,12 @@ catalogue! {
     API_SOCKET_FAILED = 4024, Warning, "api", "API Unix socket not available",
         cause: "The agent could not create its Unix socket for the local CLI (`[api] socket_dir`): the directory could not be created, another process holds the socket, or `socket_group` does not exist. The TCP API works as before; local operators without the key file cannot use `baton` on this server.",
         action: "Fix what the message names (directory permissions, the group name, a second agent with the same cluster and server name) and restart the agent, or set `[api] socket_dir = \"\"` to run without the socket.";
+    API_TLS_RELOADED = 4025, Info, "api", "API TLS certificate reloaded",
+        cause: "The files of the API's TLS certificate (`[api] tls_cert_file`, `tls_key_file`) changed and the agent now serves the new certificate to new connections (checked every 30 s and at SIGHUP).",
+        action: "None. Clients verify it against `[api] tls_ca_file`; `baton status` from another server shows whether they do.";
+    API_TLS_RELOAD_FAILED = 4026, Warning, "api", "API TLS certificate not reloaded",
+        cause: "The files of the API's TLS certificate changed but cannot be used (unreadable, not PEM, the key does not belong to the certificate, the key readable by others). The agent keeps serving the previous certificate; it reports a broken file once until the files change again.",
+        action: "Fix what the message names (for example rerun `baton keygen --tls DIR -c CONFIG` and copy both files, then `chmod 600` the key), then send SIGHUP or wait 30 s.";
     EVENTS_DROPPED = 5001, Warning, "notifier", "Events dropped",
         cause: "A notification sink could not keep up or was unreachable and events were dropped for it. The alert log keeps every event.",
         action: "Check the sink's endpoint; counts are in `baton status`.";

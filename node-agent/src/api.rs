@@ -446,7 +446,7 @@ async fn cluster_status(State(s): State<Arc<Shared>>) -> Response {
             "the agent is stopping",
         );
     };
-    let client = crate::client::Client::new(s.tokens.peer());
+    let client = s.peer_client.clone();
     let mut futs = Vec::new();
     for srv in s.config.servers.iter().filter(|x| x.name != s.server) {
         let client = client.clone();
@@ -534,7 +534,7 @@ async fn command(
     // Only an agent (the cluster key's token) marks a request as forwarded.
     let forwarded = caller == Caller::Peer && headers.contains_key(FORWARDED);
     if cmd == Command::ClusterStop && !forwarded {
-        let client = crate::client::Client::new(s.tokens.peer());
+        let client = s.peer_client.clone();
         for srv in s.config.servers.iter().filter(|x| x.name != s.server) {
             let client = client.clone();
             let addr = srv.api;

@@ -154,18 +154,28 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Create a new random cluster key file, or a cluster's witness key file (mode 0600)
+    /// Create a new random cluster key file, a cluster's witness key file (mode 0600), or
+    /// the API's TLS certificates
     ///
     /// With `--witness OUT --config FILE`, write the witness key file of that cluster
     /// (its name, servers and the witness key derived from its cluster key) for
     /// `baton witness --key-file`.
+    ///
+    /// With `--tls DIR --config FILE`, write a cluster CA (`DIR/ca.crt`, `DIR/ca.key`; kept
+    /// if already there) and for every server `DIR/SERVER.crt` and `DIR/SERVER.key` for its
+    /// name and API address (replacing earlier ones: run it again to renew or after adding
+    /// a server), for `[api] tls_cert_file`, `tls_key_file` and `tls_ca_file`.
     Keygen {
-        #[arg(required_unless_present = "witness", conflicts_with = "witness")]
+        #[arg(required_unless_present_any = ["witness", "tls"], conflicts_with_all = ["witness", "tls"])]
         file: Option<PathBuf>,
         /// Write the cluster's witness key file here (for `baton witness --key-file`).
-        #[arg(long, value_name = "OUT", requires = "config")]
+        #[arg(long, value_name = "OUT", requires = "config", conflicts_with = "tls")]
         witness: Option<PathBuf>,
-        /// The cluster's configuration (its name, servers and key file) for `--witness`.
+        /// Write the cluster CA and the servers' API certificates into this directory.
+        #[arg(long, value_name = "DIR", requires = "config")]
+        tls: Option<PathBuf>,
+        /// The cluster's configuration (its name, servers and key file) for `--witness`
+        /// and `--tls`.
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
     },
@@ -420,6 +430,11 @@ fn connect(t: &Target) -> Result<(Conn, Config), Exit> {
     } else {
         cfg.servers.iter().map(|s| s.api).collect()
     };
+    // HTTPS when the agents serve TLS ([api] tls_cert_file), trusting [api] tls_ca_file.
+    let tls = match crate::tls::ClientTls::for_config(&cfg, &t.config) {
+        Ok(tls) => tls,
+        Err(e) => return Err(fail(t.json, Exit::KeyError, e.code(), &e.to_string())),
+    };
     // 1. A token file given: that token, over TCP.
     if let Some(f) = &t.token_file {
         let token = match read_token_file(f) {
@@ -428,7 +443,7 @@ fn connect(t: &Target) -> Result<(Conn, Config), Exit> {
         };
         return Ok((
             Conn {
-                client: Client::new(&token),
+                client: Client::new(&token, &tls),
                 addrs,
             },
             cfg,
@@ -440,7 +455,7 @@ fn connect(t: &Target) -> Result<(Conn, Config), Exit> {
         Ok(key) => {
             return Ok((
                 Conn {
-                    client: Client::new(&key.api_token()),
+                    client: Client::new(&key.api_token(), &tls),
                     addrs,
                 },
                 cfg,
@@ -760,6 +775,11 @@ pub async fn run(cli: Cli) -> Exit {
                 Err(e) => fail(false, Exit::KeyError, e.code(), &e.to_string()),
             }
         }
+        Cmd::Keygen {
+            tls: Some(dir),
+            config,
+            ..
+        } => keygen_tls(&dir, &config.unwrap_or_default()),
         Cmd::Token { role, config } => {
             let cfg = match crate::catalog::load_config(&config) {
                 Ok(c) => c,
@@ -792,7 +812,7 @@ pub async fn run(cli: Cli) -> Exit {
             false,
             Exit::Usage,
             "usage",
-            "keygen needs FILE, or --witness OUT --config FILE",
+            "keygen needs FILE, --witness OUT --config FILE or --tls DIR --config FILE",
         ),
         Cmd::Keygen {
             file: Some(file), ..
@@ -815,6 +835,47 @@ pub async fn run(cli: Cli) -> Exit {
             epoch,
         } => resource_cmd(&op, &group, &resource, &config, &server, epoch).await,
         Cmd::Cloud { op } => crate::cloud::run(op).await,
+    }
+}
+
+/// `baton keygen --tls DIR -c CONFIG`: the CA and the servers' certificates, and the
+/// `[api]` lines that use them.
+fn keygen_tls(dir: &std::path::Path, config: &std::path::Path) -> Exit {
+    let cfg = match crate::catalog::load_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            for d in &e.diagnostics {
+                eprintln!("{d}");
+            }
+            return fail(false, Exit::ConfigInvalid, e.code(), &e.to_string());
+        }
+    };
+    match crate::tls::issue(dir, &cfg) {
+        Ok(out) => {
+            let ca = if out.reused_ca {
+                "kept the CA"
+            } else {
+                "wrote a new CA"
+            };
+            println!(
+                "{ca} {} (its key beside it: keep it off the servers)",
+                out.ca_cert.display()
+            );
+            for (name, crt, key) in &out.servers {
+                println!(
+                    "server {name}: {} and {} (mode 0600)",
+                    crt.display(),
+                    key.display()
+                );
+            }
+            let d = dir.display();
+            println!(
+                "\nCopy ca.crt and each server's own .crt and .key to it, and set in {}:\n\n[api]\ntls_cert_file = \"{d}/{{server}}.crt\"\ntls_key_file = \"{d}/{{server}}.key\"\ntls_ca_file = \"{d}/ca.crt\"",
+                config.display()
+            );
+            Exit::Ok
+        }
+        Err(e) => fail(false, Exit::KeyError, e.code(), &e.to_string()),
     }
 }
 

@@ -34,17 +34,21 @@ pub struct Client {
     token: String,
     /// The agent's Unix socket, when this client talks through it.
     socket: Option<std::path::PathBuf>,
+    /// `http` or `https` (`[api] tls_cert_file`).
+    scheme: &'static str,
 }
 
 impl Client {
-    pub fn new(token: &str) -> Client {
+    /// A client of the agents' TCP API with `token`, over HTTPS when `tls` says so.
+    pub fn new(token: &str, tls: &crate::tls::ClientTls) -> Client {
         Client {
-            http: reqwest::Client::builder()
-                .no_proxy()
+            http: tls
+                .apply(reqwest::Client::builder().no_proxy())
                 .build()
                 .unwrap_or_default(),
             token: token.to_string(),
             socket: None,
+            scheme: tls.scheme(),
         }
     }
 
@@ -59,6 +63,7 @@ impl Client {
                 .unwrap_or_default(),
             token: String::new(),
             socket: Some(path.to_path_buf()),
+            scheme: "http",
         }
     }
 
@@ -115,7 +120,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<T, ClientError> {
         let r = self
-            .auth(self.http.get(format!("http://{addr}{path}")))
+            .auth(self.http.get(format!("{}://{addr}{path}", self.scheme)))
             .timeout(timeout)
             .send()
             .await;
@@ -142,7 +147,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<T, ClientError> {
         let mut req = self
-            .auth(self.http.post(format!("http://{addr}{path}")))
+            .auth(self.http.post(format!("{}://{addr}{path}", self.scheme)))
             .json(body)
             .timeout(timeout);
         if let Some((k, v)) = header {
@@ -176,9 +181,31 @@ fn unreachable(addr: SocketAddr, e: &reqwest::Error) -> ClientError {
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
+    } else if let Some(tls) = tls_failure(e) {
+        format!("TLS handshake failed: {tls} (is `[api] tls_ca_file` the CA that signed the agents' certificates, and does the certificate name this address?)")
     } else if e.is_connect() {
         "connection refused or unreachable (is the agent running?)".into()
     } else {
         e.to_string()
     }
+}
+
+/// The TLS error under a failed request, if that is what failed (a certificate not
+/// trusted, for another address, expired; a server that does not speak TLS).
+fn tls_failure(e: &reqwest::Error) -> Option<String> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(r) = s.downcast_ref::<rustls::Error>() {
+            return Some(r.to_string());
+        }
+        // An I/O error's `source()` skips the error it wraps: look inside it.
+        src = match s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => s.source(),
+        };
+    }
+    None
 }

@@ -186,7 +186,7 @@ async fn run_inner(o: &DemoOptions, dir: &Path) -> Result<Timeline, String> {
         format!("demo config invalid: {}", d.join("; "))
     })?;
     let key = ClusterKey::load(&key_path).map_err(|e| e.to_string())?;
-    let client = Client::new(&key.api_token());
+    let client = Client::new(&key.api_token(), &crate::tls::ClientTls::plain());
 
     say(json, "Baton demo: a 3-server cluster on loopback, group `web` runs a small HTTP app guarded by an http monitor.");
     say(

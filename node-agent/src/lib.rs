@@ -16,5 +16,6 @@ pub mod reach;
 pub mod runtime;
 pub mod rxstamp;
 pub mod state;
+pub mod tls;
 pub mod wire;
 pub mod witness;

@@ -136,6 +136,9 @@ pub struct Stats {
     pub over_cap: AtomicU64,
     pub accept_errors: AtomicU64,
     pub timed_out: AtomicU64,
+    /// TLS handshakes that failed (a client that does not trust the certificate, or that
+    /// does not speak TLS).
+    pub tls_failed: AtomicU64,
 }
 
 /// What the server reports (rate-limited: each kind at most once a minute).
@@ -285,6 +288,20 @@ pub async fn serve(
     report: Reporter,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_tls(listener, app, gate, report, shutdown, None).await;
+}
+
+/// [`serve`], over TLS when `tls` is given: the handshake must complete within the header
+/// timeout (a client that connects and says nothing holds its slot no longer than one
+/// that sends no headers).
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    gate: Arc<Gate>,
+    report: Reporter,
+    shutdown: impl Future<Output = ()>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     tokio::pin!(shutdown);
     let mut refused_every = Every::default();
     let mut failing_every = Every::default();
@@ -300,13 +317,37 @@ pub async fn serve(
                 match gate.admit(peer.ip()) {
                     Ok(slot) => {
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(connection(
-                            stream,
-                            ConnectInfo(peer),
-                            app.clone(),
-                            gate.clone(),
-                            slot,
-                        ));
+                        let (app, gate) = (app.clone(), gate.clone());
+                        match &tls {
+                            None => {
+                                tokio::spawn(connection(
+                                    stream,
+                                    ConnectInfo(peer),
+                                    app,
+                                    gate,
+                                    slot,
+                                ));
+                            }
+                            Some(acceptor) => {
+                                let acceptor = acceptor.clone();
+                                tokio::spawn(async move {
+                                    let wait = gate.limits.header_timeout;
+                                    match tokio::time::timeout(wait, acceptor.accept(stream)).await
+                                    {
+                                        Ok(Ok(s)) => {
+                                            connection(s, ConnectInfo(peer), app, gate, slot).await;
+                                        }
+                                        Ok(Err(e)) => {
+                                            gate.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                        }
+                                        Err(_) => {
+                                            gate.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                                        }
+                                    }
+                                });
+                            }
+                        }
                     }
                     Err(reason) => {
                         // Closed unread: no buffer, no task, no timer.
@@ -623,21 +664,24 @@ pub async fn serve_api(
     app: Router,
     limits: Limits,
     shared: Arc<crate::runtime::Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let local = listener.local_addr().ok();
     tracing::info!(
         listen = ?local,
+        tls = tls.is_some(),
         max_connections = limits.max_connections,
         max_connections_per_source = limits.max_per_source,
         "API: listening"
     );
     let report: Reporter = Arc::new(move |n| shared.raise(notice_event(&n)));
-    serve(
+    serve_tls(
         listener,
         app,
         Gate::new(limits),
         report,
         std::future::pending(),
+        tls,
     )
     .await;
 }

@@ -44,6 +44,8 @@ pub enum AgentError {
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     AlertLog(#[from] baton_notifier::AlertLogError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot bind {what} on {addr}: {err}")]
     Bind {
         what: &'static str,
@@ -67,6 +69,7 @@ impl AgentError {
             AgentError::Key(_) => "key-error",
             AgentError::State(_) => "state-error",
             AgentError::AlertLog(_) => "alert-log-error",
+            AgentError::Tls(e) => e.code(),
             AgentError::Bind { .. } => "bind-failed",
             AgentError::Build { .. } => "build-failed",
             AgentError::Io(_) => "io-error",
@@ -151,6 +154,9 @@ pub struct Shared {
     pub notifier: NotifierHandle,
     pub started: Instant,
     pub auth_failures: Mutex<(u64, Option<Instant>)>,
+    /// The client this agent asks its peers' APIs with (the cluster key's token, HTTPS
+    /// when `[api]` has TLS).
+    pub peer_client: crate::client::Client,
 }
 
 /// Agent facts shown beside the engine's status.
@@ -985,7 +991,52 @@ fn build_drivers(
     Ok((drivers, probes))
 }
 
-/// Run the agent until it is told to stop. Returns the reason it stopped.
+/// Read the API's certificate again when its files change (every
+/// [`crate::tls::RELOAD_EVERY`] and at SIGHUP): BTN-4025 when a renewal was taken, BTN-4026
+/// when the changed files cannot be used (the previous certificate is still served).
+async fn reload_tls(cert: Arc<crate::tls::ServerCert>, shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut every = tokio::time::interval(crate::tls::RELOAD_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let now = tokio::select! {
+            _ = every.tick() => std::time::SystemTime::now(),
+            // At SIGHUP the operator says the files are complete: no settling wait.
+            _ = hangup => std::time::SystemTime::now() + Duration::from_secs(60),
+        };
+        let (c, k) = cert.files();
+        match cert.reload_if_changed(now) {
+            crate::tls::Reload::Unchanged => {}
+            crate::tls::Reload::Reloaded => shared.raise(
+                Event::new(
+                    &events::API_TLS_RELOADED,
+                    format!(
+                        "API TLS certificate reloaded from {} and {}",
+                        c.display(),
+                        k.display()
+                    ),
+                )
+                .field("cert_file", c.display().to_string()),
+            ),
+            crate::tls::Reload::Failed(e) => shared.raise(
+                Event::new(
+                    &events::API_TLS_RELOAD_FAILED,
+                    format!("API TLS certificate not reloaded: {e}; the previous certificate is still served"),
+                )
+                .field("cert_file", c.display().to_string())
+                .field("code", e.code()),
+            ),
+        }
+    }
+}
+
 /// The API's tokens: the cluster key's, the derived role tokens and the issued ones
 /// (token files relative to the configuration file's directory, like the key file).
 fn api_tokens(
@@ -1107,6 +1158,16 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     let ring =
         crate::key::KeyRing::new(key.clone(), accepted).with_encryption(cfg.heartbeat.encrypt);
     let tokens = api_tokens(&cfg, &opts.config, &ring)?;
+    // TLS ([api] tls_cert_file): a certificate or CA that cannot be used stops the start.
+    let client_tls = crate::tls::ClientTls::for_config(&cfg, &opts.config)?;
+    let server_cert = match cfg.api.tls_files(&me) {
+        None => None,
+        Some((c, k)) => Some(crate::tls::ServerCert::load(
+            &crate::catalog::config_path(&opts.config, &c),
+            &crate::catalog::config_path(&opts.config, &k),
+        )?),
+    };
+    let api_tls = server_cert.as_ref().map(|c| c.acceptor()).transpose()?;
     let state_path = opts
         .state_dir
         .clone()
@@ -1170,6 +1231,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     );
 
     let (tx, mut rx) = mpsc::channel::<LoopMsg>(4096);
+    let peer_client = crate::client::Client::new(tokens.peer(), &client_tls);
     let shared = Arc::new(Shared {
         config: cfg.clone(),
         server: me.clone(),
@@ -1183,6 +1245,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         notifier: notifier.clone(),
         started: Instant::now(),
         auth_failures: Mutex::new((0, None)),
+        peer_client,
     });
     if let Some(ev) = fd_event {
         shared.raise(ev);
@@ -1295,8 +1358,11 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     let api_shared = shared.clone();
     let api_task = tokio::spawn(async move {
         let app = crate::api::router(api_shared.clone());
-        crate::listen::serve_api(api_listener, app, api_limits, api_shared).await;
+        crate::listen::serve_api(api_listener, app, api_limits, api_shared, api_tls).await;
     });
+    if let Some(cert) = server_cert {
+        tokio::spawn(reload_tls(cert, shared.clone()));
+    }
     // The Unix socket for the local CLI ([api] socket_dir); not fatal when it fails.
     let socket_task = match bind_api_socket(&cfg, &me) {
         Ok(None) => None,

@@ -67,6 +67,9 @@ pub struct ClusterSpec {
     pub api_config: String,
     /// Extra keys of the `[heartbeat]` table (which the harness writes).
     pub heartbeat_config: String,
+    /// The API serves HTTPS: `baton keygen --tls DIR/tls` before the agents start, and
+    /// `[api] tls_*` pointing there (the harness then waits for the API with the CLI).
+    pub tls: bool,
 }
 
 impl ClusterSpec {
@@ -83,6 +86,7 @@ impl ClusterSpec {
             env: Vec::new(),
             api_config: String::new(),
             heartbeat_config: String::new(),
+            tls: false,
         }
     }
 
@@ -232,8 +236,24 @@ impl Cluster {
         let config = dir.join("baton.toml");
         // The self-fence's SysRq trigger (a plain file here; see `config_text`).
         std::fs::write(dir.join("sysrq-trigger"), b"").expect("write sysrq-trigger");
+        let mut spec = spec;
+        if spec.tls {
+            let tls = dir.join("tls");
+            spec.api_config.push_str(&format!(
+                "tls_cert_file = \"{0}/{{server}}.crt\"\ntls_key_file = \"{0}/{{server}}.key\"\ntls_ca_file = \"{0}/ca.crt\"\n",
+                tls.display()
+            ));
+        }
         let text = config_text(&spec, &dir, port);
         std::fs::write(&config, &text).expect("write config");
+        if spec.tls {
+            let (tls, cfg) = (dir.join("tls"), config.to_string_lossy().to_string());
+            run_cli(
+                &bin,
+                &["keygen", "--tls", &tls.to_string_lossy(), "-c", &cfg],
+            )
+            .ok("baton keygen --tls");
+        }
         run_cli(&bin, &["config", "check", &config.to_string_lossy()])
             .ok("baton config check (of the harness's own configuration)");
         let mut nodes = Vec::new();
@@ -367,16 +387,20 @@ impl Cluster {
                     );
                 }
             }
-            if http::request(
-                addr,
-                "GET",
-                "/v1/status",
-                Some(&token),
-                None,
-                Duration::from_secs(1),
-            )
-            .is_ok_and(|r| r.status == 200)
-            {
+            let up = if self.spec.tls {
+                self.ctl(&["status", "-s", server, "--json"]).code == 0
+            } else {
+                http::request(
+                    addr,
+                    "GET",
+                    "/v1/status",
+                    Some(&token),
+                    None,
+                    Duration::from_secs(1),
+                )
+                .is_ok_and(|r| r.status == 200)
+            };
+            if up {
                 return;
             }
             assert!(

@@ -175,7 +175,22 @@ pub struct ApiSection {
     /// Like the key file, they must not be readable by others.
     pub read_tokens_file: Option<std::path::PathBuf>,
     pub operator_tokens_file: Option<std::path::PathBuf>,
+    /// TLS: the API serves HTTPS with this certificate (PEM, the server's first, then any
+    /// intermediates) and private key (PEM, mode 0600). `{server}` in either path is
+    /// replaced by the server's name, so one configuration serves every server
+    /// (`baton keygen --tls DIR` writes `DIR/SERVER.crt` and `DIR/SERVER.key`). Both or
+    /// neither; with them every client (the CLI, the agents asking their peers) uses
+    /// HTTPS, so every server of the cluster must have its certificate. The files are read
+    /// again when they change (checked every 30 s, and at SIGHUP).
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// The CA (PEM) whose certificates the clients trust, and only those (`DIR/ca.crt` from
+    /// `baton keygen --tls`). Without it, clients trust the public web roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
+
+/// The placeholder replaced by the server's name in `tls_cert_file` and `tls_key_file`.
+pub const SERVER_PLACEHOLDER: &str = "{server}";
 
 /// What an API caller may do. The cluster key's own token (the agents' and root's) may do
 /// everything, including what only peers do (forwarding `cluster stop`).
@@ -219,6 +234,9 @@ impl Default for ApiSection {
             derived_tokens: true,
             read_tokens_file: None,
             operator_tokens_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -228,6 +246,23 @@ impl ApiSection {
     pub fn socket_path(&self, cluster: &str, server: &str) -> Option<std::path::PathBuf> {
         (!self.socket_dir.as_os_str().is_empty())
             .then(|| self.socket_dir.join(format!("{cluster}-{server}.sock")))
+    }
+
+    /// Whether the API serves HTTPS (and every client must use it).
+    pub fn tls(&self) -> bool {
+        self.tls_cert_file.is_some()
+    }
+
+    /// `server`'s certificate and key files (`{server}` replaced), if TLS is on; relative
+    /// paths are relative to the configuration file, as for the key file.
+    pub fn tls_files(&self, server: &str) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+        let sub = |p: &std::path::Path| {
+            std::path::PathBuf::from(p.to_string_lossy().replace(SERVER_PLACEHOLDER, server))
+        };
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => Some((sub(c), sub(k))),
+            _ => None,
+        }
     }
 }
 
@@ -303,6 +338,7 @@ pub(super) fn validate(d: &mut Diags<'_>, api: &ApiSection) {
             ),
         );
     }
+    validate_tls(d, api);
     if let Some(g) = &api.socket_group {
         let ok = !g.is_empty()
             && !g.starts_with('-')
@@ -312,6 +348,48 @@ pub(super) fn validate(d: &mut Diags<'_>, api: &ApiSection) {
             d.err(
                 &[k("api"), k("socket_group")],
                 format!("socket_group `{g}` is not a group name"),
+            );
+        }
+    }
+}
+
+fn validate_tls(d: &mut Diags<'_>, api: &ApiSection) {
+    match (&api.tls_cert_file, &api.tls_key_file) {
+        (Some(_), None) => d.err(
+            &[k("api"), k("tls_cert_file")],
+            "tls_cert_file needs tls_key_file (the certificate's private key)",
+        ),
+        (None, Some(_)) => d.err(
+            &[k("api"), k("tls_key_file")],
+            "tls_key_file needs tls_cert_file (the certificate of the key)",
+        ),
+        _ => {}
+    }
+    if api.tls_ca_file.is_some() && api.tls_cert_file.is_none() {
+        d.err(
+            &[k("api"), k("tls_ca_file")],
+            "tls_ca_file is only used with tls_cert_file and tls_key_file (the API serves plain HTTP without them)",
+        );
+    }
+    for (key, p) in [
+        ("tls_cert_file", &api.tls_cert_file),
+        ("tls_key_file", &api.tls_key_file),
+        ("tls_ca_file", &api.tls_ca_file),
+    ] {
+        let Some(p) = p else { continue };
+        let text = p.to_string_lossy();
+        let rest = text.replace(SERVER_PLACEHOLDER, "");
+        if text.is_empty() {
+            d.err(&[k("api"), k(key)], format!("{key} is empty"));
+        } else if rest.contains('{') || rest.contains('}') {
+            d.err(
+                &[k("api"), k(key)],
+                format!("{key} `{text}`: the only placeholder is {SERVER_PLACEHOLDER}"),
+            );
+        } else if key == "tls_ca_file" && rest.len() != text.len() {
+            d.err(
+                &[k("api"), k(key)],
+                format!("{key} `{text}`: the CA is the same for every server; {SERVER_PLACEHOLDER} is for the certificate and key"),
             );
         }
     }
@@ -417,6 +495,15 @@ api = "10.0.0.3:7420"
             a.socket_path("c", "b").unwrap(),
             std::path::Path::new("/var/run/b/c-b.sock")
         );
+        let tls = format!("{BASE}\n[api]\ntls_cert_file = \"tls/{{server}}.crt\"\ntls_key_file = \"/etc/baton/tls/{{server}}.key\"\ntls_ca_file = \"tls/ca.crt\"\n");
+        let a = load_str("baton.toml", &tls, &AnyKind).unwrap().config.api;
+        assert!(a.tls());
+        assert_eq!(
+            a.tls_files("b").unwrap(),
+            ("tls/b.crt".into(), "/etc/baton/tls/b.key".into())
+        );
+        assert!(!ApiSection::default().tls());
+        assert_eq!(ApiSection::default().tls_files("b"), None);
         let off = format!("{BASE}\n[api]\nsocket_dir = \"\"\n");
         let a = load_str("baton.toml", &off, &AnyKind).unwrap().config.api;
         assert_eq!(a.socket_path("c", "a"), None);
@@ -464,6 +551,31 @@ api = "10.0.0.3:7420"
                 "not a group name",
             ),
             ("socket_role = \"admin\"", "api.socket_role", "admin"),
+            (
+                "tls_cert_file = \"c.crt\"",
+                "api.tls_cert_file",
+                "needs tls_key_file",
+            ),
+            (
+                "tls_key_file = \"c.key\"",
+                "api.tls_key_file",
+                "needs tls_cert_file",
+            ),
+            (
+                "tls_ca_file = \"ca.crt\"",
+                "api.tls_ca_file",
+                "only used with",
+            ),
+            (
+                "tls_cert_file = \"{host}.crt\"\ntls_key_file = \"k\"",
+                "api.tls_cert_file",
+                "only placeholder",
+            ),
+            (
+                "tls_cert_file = \"c\"\ntls_key_file = \"k\"\ntls_ca_file = \"{server}.ca\"",
+                "api.tls_ca_file",
+                "same for every server",
+            ),
         ];
         for (line, key, words) in cases {
             let text = format!("{BASE}\n[api]\n{line}\n");
