@@ -93,6 +93,8 @@ pub(crate) enum LoopMsg {
         msg: Box<PeerMessage>,
         /// When the packet arrived (kernel timestamp), not when it was read.
         arrived: Instant,
+        /// No packet with a higher sequence number came from this sender on any path.
+        newest: bool,
     },
     WitnessReply {
         sent_at: Millis,
@@ -1304,7 +1306,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
-                let res = {
+                let (res, newest) = {
                     let Ok(mut a) = acceptor.lock() else { continue };
                     let r = a.accept::<wire::Timed<PeerMessage>>(
                         &shared2.ring,
@@ -1314,7 +1316,12 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                     if let Ok(mut c) = shared2.counters.lock() {
                         *c = *a.counters();
                     }
-                    r
+                    // Sequence numbers grow across the sender's paths: one overtaken on a
+                    // faster path is older than what the engine already knows.
+                    let newest = r
+                        .as_ref()
+                        .is_ok_and(|env| a.newest(&env.from) == Some(env.seq));
+                    (r, newest)
                 };
                 // Rejections are counted above; only good heartbeats wake the main loop.
                 let msg = match res {
@@ -1340,6 +1347,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                             path: p,
                             msg: Box::new(env.body.body),
                             arrived,
+                            newest,
                         }
                     }
                     Err(e) => {
@@ -1591,9 +1599,9 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
                 let Some(m) = m else { break "internal channel closed".to_string() };
                 let now = rt.now();
                 match m {
-                    LoopMsg::Heartbeat { from, path, msg, arrived } => {
+                    LoopMsg::Heartbeat { from, path, msg, arrived, newest } => {
                         let at = Millis(u64::try_from(arrived.saturating_duration_since(rt.t0).as_millis()).unwrap_or(0));
-                        rt.engine.step(at.min(now), Input::Heartbeat { from, path, msg })
+                        rt.engine.step(at.min(now), Input::Heartbeat { from, path, msg, newest })
                     }
                     LoopMsg::WitnessReply { sent_at, granted, epochs, detail, refused } => {
                         // An answer or lease document out of bounds (never a grant) is a

@@ -504,6 +504,11 @@ impl ReplayGuard {
         self.last.get(from)?.get(&path).copied()
     }
 
+    /// Highest accepted sequence number from `from` on any path.
+    pub fn newest(&self, from: &str) -> Option<u64> {
+        self.last.get(from)?.values().copied().max()
+    }
+
     /// Forget a sender (e.g. removed from the configuration).
     pub fn forget(&mut self, from: &str) {
         self.last.remove(from);
@@ -624,6 +629,12 @@ impl Acceptor {
         }
         self.guard.check_and_record(&env.from, env.path, env.seq)?;
         Ok(env)
+    }
+
+    /// Highest sequence number accepted from `from` on any path (a sender numbers its
+    /// packets across all paths, so a lower one was sent earlier).
+    pub fn newest(&self, from: &str) -> Option<u64> {
+        self.guard.newest(from)
     }
 
     pub fn counters(&self) -> &RejectCounters {

@@ -438,7 +438,12 @@ impl Engine {
         let at = if now < self.now { now } else { self.now };
         match input {
             Input::Tick => {}
-            Input::Heartbeat { from, path, msg } => self.on_heartbeat(&from, path, *msg, at),
+            Input::Heartbeat {
+                from,
+                path,
+                msg,
+                newest,
+            } => self.on_heartbeat(&from, path, *msg, newest, at),
             Input::WitnessReply {
                 sent_at,
                 granted,
@@ -950,7 +955,14 @@ impl Engine {
     // Inputs
     // --------------------------------------------------------------------------------
 
-    fn on_heartbeat(&mut self, from: &str, path: usize, msg: PeerMessage, at: Millis) {
+    fn on_heartbeat(
+        &mut self,
+        from: &str,
+        path: usize,
+        msg: PeerMessage,
+        newest: bool,
+        at: Millis,
+    ) {
         let Some(si) = self.server_idx(from) else {
             return;
         };
@@ -1012,7 +1024,11 @@ impl Engine {
                 },
             );
         }
-        self.peers[si].msg = Some(msg);
+        // Epochs (a maximum) and intents (by version) above are learnt from any heartbeat;
+        // the sender's state only from its newest one.
+        if newest || self.peers[si].msg.is_none() {
+            self.peers[si].msg = Some(msg);
+        }
     }
 
     fn merge_intents(&mut self, other: &Intents) {

@@ -719,6 +719,9 @@ enum Ev {
         to: usize,
         from: usize,
         path: usize,
+        /// The sender's heartbeat number (one per round, never reset: the agent's wire
+        /// sequence numbers keep growing across restarts).
+        seq: u64,
         msg: Rc<PeerMessage>,
     },
     /// An input for the engine of `node` (agent incarnation `inc`), stamped with `stamp`
@@ -810,8 +813,13 @@ struct Node {
     /// Per group: its monitor fails on this node until then (`MonitorFails`).
     monitor_fail_until: Vec<u64>,
     /// The last heartbeats this node sent, as an attacker on the network records them
-    /// (for `Fault::Replay`).
-    recorded: Vec<Rc<PeerMessage>>,
+    /// (for `Fault::Replay`), with their heartbeat numbers.
+    recorded: Vec<(u64, Rc<PeerMessage>)>,
+    /// Heartbeat rounds sent so far.
+    hb_seq: u64,
+    /// Per sender: (this node's incarnation, the highest heartbeat number received from
+    /// it in that incarnation), as the shell's replay guard keeps it, for `newest`.
+    newest_from: BTreeMap<usize, (u64, u64)>,
 }
 
 /// How the simulated witness decides.
@@ -1022,6 +1030,8 @@ impl World {
                 unreachable_until: 0,
                 monitor_fail_until: vec![0; p.groups.len()],
                 recorded: Vec::new(),
+                hb_seq: 0,
+                newest_from: BTreeMap::new(),
             })
             .collect();
         let witness = p.witness.then(|| WitnessSim {
@@ -1180,13 +1190,23 @@ impl World {
                 to,
                 from,
                 path,
+                seq,
                 msg,
             } => {
                 let stamp = self.local_ms(to);
+                let inc = self.nodes[to].inc;
+                let newest = match self.nodes[to].newest_from.get(&from) {
+                    Some(&(i, s)) if i == inc && s > seq => false,
+                    _ => {
+                        self.nodes[to].newest_from.insert(from, (inc, seq));
+                        true
+                    }
+                };
                 let input = Input::Heartbeat {
                     from: self.nodes[from].name.clone(),
                     path,
                     msg: Box::new((*msg).clone()),
+                    newest,
                 };
                 match self.nodes[to].st {
                     St::Running => self.step(to, Some(stamp), input),
@@ -1630,11 +1650,13 @@ impl World {
             return;
         };
         let msg = Rc::new(eng.peer_message());
+        self.nodes[n].hb_seq += 1;
+        let seq = self.nodes[n].hb_seq;
         let rec = &mut self.nodes[n].recorded;
         if rec.len() >= 64 {
             rec.remove(0);
         }
-        rec.push(msg.clone());
+        rec.push((seq, msg.clone()));
         let interval = self.p().interval_ms * US;
         let paths = self.p().paths;
         for to in 0..self.nodes.len() {
@@ -1652,6 +1674,7 @@ impl World {
                         to,
                         from: n,
                         path,
+                        seq,
                         msg: msg.clone(),
                     },
                 );
@@ -1970,7 +1993,7 @@ impl World {
                     let rec = &self.nodes[from].recorded;
                     let n = usize::try_from(ms * US / interval).map_or(16, |n| n.min(16));
                     let recorded = rec[rec.len().saturating_sub(n)..].to_vec();
-                    for (k, msg) in recorded.into_iter().enumerate() {
+                    for (k, (seq, msg)) in recorded.into_iter().enumerate() {
                         let t = (k as u64 + 1) * interval;
                         for path in 0..paths {
                             self.after(
@@ -1979,6 +2002,7 @@ impl World {
                                     to: node,
                                     from,
                                     path,
+                                    seq,
                                     msg: msg.clone(),
                                 },
                             );

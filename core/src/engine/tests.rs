@@ -420,6 +420,7 @@ impl Sim {
                                 from: name.clone(),
                                 path: p,
                                 msg: Box::new(msg.clone()),
+                                newest: true,
                             },
                         );
                         self.settle(to);
@@ -3162,6 +3163,7 @@ fn a_resumed_server_does_not_count_heartbeats_that_queued_during_its_pause() {
             from: "node-2".into(),
             path: 0,
             msg: stale,
+            newest: true,
         },
     );
     sim.record(0, acts);
@@ -3248,6 +3250,7 @@ fn replayed_heartbeat_after_restart_gives_no_vote() {
                     from: "node-2".into(),
                     path: p,
                     msg: Box::new(recorded.clone()),
+                    newest: true,
                 },
             );
             sim.settle(i);
@@ -3270,6 +3273,7 @@ fn replayed_heartbeat_after_restart_gives_no_vote() {
             from: "node-2".into(),
             path: 0,
             msg: Box::new(fresh),
+            newest: true,
         },
     );
     sim.settle(i);
@@ -3300,8 +3304,66 @@ fn restarted_agent_regains_votes_and_old_peers_count() {
             from: "node-2".into(),
             path: 0,
             msg: Box::new(back),
+            newest: true,
         },
     );
     sim.settle(i);
     assert_eq!(sim.eng("node-1").status().votes_heard, 2);
+}
+
+#[test]
+fn a_heartbeat_overtaken_on_another_path_does_not_bring_back_a_released_group() {
+    // The sender numbers its packets across its paths; one that is overtaken on a faster
+    // path reaches the engine marked not newest. It still proves its path alive, but its
+    // content (node-1 still holding g1, from before a move) must not replace what the
+    // newer one said: node-3 would see node-1 hold the group again, and a server claiming
+    // it would abandon its claim ("server node-1 holds it") and lose the move.
+    let mut sim = started(&three(""));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    let held = Box::new(sim.eng("node-1").peer_message());
+    sim.cmd(
+        "node-1",
+        Command::GroupMove {
+            group: "g1".into(),
+            to: Some("node-2".into()),
+        },
+    )
+    .unwrap();
+    sim.run(3_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    let view = |sim: &Sim| {
+        sim.group_status("node-3", "g1")
+            .per_server
+            .get("node-1")
+            .copied()
+    };
+    assert_eq!(view(&sim), Some(GroupState::Offline));
+    let at = Millis(sim.now);
+    let acts = sim.nodes[2].eng.step(
+        at,
+        Input::Heartbeat {
+            from: "node-1".into(),
+            path: 1,
+            msg: held.clone(),
+            newest: false,
+        },
+    );
+    sim.record(2, acts);
+    assert_eq!(
+        view(&sim),
+        Some(GroupState::Offline),
+        "an older heartbeat's state was taken"
+    );
+    // The same packet as the newest one would be taken (what the engine did before).
+    let acts = sim.nodes[2].eng.step(
+        at,
+        Input::Heartbeat {
+            from: "node-1".into(),
+            path: 1,
+            msg: held,
+            newest: true,
+        },
+    );
+    sim.record(2, acts);
+    assert_eq!(view(&sim), Some(GroupState::Online));
 }

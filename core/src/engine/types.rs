@@ -258,6 +258,11 @@ pub enum Input {
         from: String,
         path: usize,
         msg: Box<PeerMessage>,
+        /// The newest heartbeat heard from `from` on any path (the shell compares the
+        /// sender's sequence numbers). An older one, overtaken on a faster path, still
+        /// proves its path alive, but its content does not replace the newer one's (a
+        /// group the sender has just released would otherwise look held again).
+        newest: bool,
     },
     ActionDone {
         id: ActionId,

@@ -15,6 +15,7 @@ fn forged(sim: &Sim, from: &str, f: impl FnOnce(&mut PeerMessage)) -> Input {
         from: from.into(),
         path: 0,
         msg: Box::new(msg),
+        newest: true,
     }
 }
 
