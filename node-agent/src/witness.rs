@@ -474,7 +474,7 @@ pub enum WitnessKeyError {
     Invalid { path: PathBuf, message: String },
     #[error("witness key file {} has mode {:04o}: it is accessible to group/others; run: chmod 600 {}", path.display(), mode & 0o7777, path.display())]
     Permissive { path: PathBuf, mode: u32 },
-    #[error("witness key files {} and {} are both for cluster `{cluster}`: give one file per cluster", first.display(), second.display())]
+    #[error("witness key files {} and {} are both for cluster `{cluster}` but differ in their servers or repeat a key: give one file per cluster, or during a key rotation the old and the new witness key file of the same configuration", first.display(), second.display())]
     DuplicateCluster {
         cluster: String,
         first: PathBuf,
@@ -503,12 +503,17 @@ impl WitnessKeyError {
     }
 }
 
-/// One cluster a witness serves with a derived key.
+/// One cluster a witness serves with a derived key (two or three during a key
+/// rotation: the agents sign with the old or the new one until all have switched).
 #[derive(Debug, Clone)]
 struct ClusterEntry {
-    key: WitnessKey,
+    keys: Vec<WitnessKey>,
     servers: Vec<String>,
 }
+
+/// Witness keys one cluster may have at once (as `[cluster] accept_key_files` allows
+/// two keys besides the cluster key).
+pub const MAX_KEYS_PER_CLUSTER: usize = 3;
 
 /// The keys of a witness: per-cluster derived keys (with the servers each cluster may
 /// be granted to), and, deprecated, cluster keys (any cluster name, any server).
@@ -526,7 +531,7 @@ impl WitnessKeys {
             cluster.to_string(),
             (
                 ClusterEntry {
-                    key,
+                    keys: vec![key],
                     servers: servers.iter().map(|s| s.to_string()).collect(),
                 },
                 PathBuf::new(),
@@ -558,18 +563,32 @@ impl WitnessKeys {
                             message: "`witness_key` must be 64 hex digits".into(),
                         }
                     })?;
-                    if let Some((_, first)) = keys.clusters.get(&f.cluster) {
-                        return Err(WitnessKeyError::DuplicateCluster {
-                            cluster: f.cluster,
-                            first: first.clone(),
-                            second: path.clone(),
-                        });
+                    if let Some((e, first)) = keys.clusters.get_mut(&f.cluster) {
+                        // A second file of the same cluster: a key rotation in progress.
+                        if e.servers != f.servers || e.keys.iter().any(|k| k.0 == key.0) {
+                            return Err(WitnessKeyError::DuplicateCluster {
+                                cluster: f.cluster,
+                                first: first.clone(),
+                                second: path.clone(),
+                            });
+                        }
+                        if e.keys.len() >= MAX_KEYS_PER_CLUSTER {
+                            return Err(WitnessKeyError::Invalid {
+                                path: path.clone(),
+                                message: format!(
+                                    "cluster `{}` already has {MAX_KEYS_PER_CLUSTER} witness keys (a rotation needs two)",
+                                    f.cluster
+                                ),
+                            });
+                        }
+                        e.keys.push(key);
+                        continue;
                     }
                     keys.clusters.insert(
                         f.cluster,
                         (
                             ClusterEntry {
-                                key,
+                                keys: vec![key],
                                 servers: f.servers,
                             },
                             path.clone(),
@@ -599,7 +618,7 @@ impl WitnessKeys {
     /// and the servers it may name (None: any, for a cluster key).
     fn candidates(&self, cluster: Option<&str>) -> (Vec<WitnessKey>, Option<&[String]>) {
         if let Some((e, _)) = cluster.and_then(|c| self.clusters.get(c)) {
-            return (vec![e.key.clone()], Some(e.servers.as_slice()));
+            return (e.keys.clone(), Some(e.servers.as_slice()));
         }
         let mut v = Vec::new();
         for k in &self.legacy {
@@ -1560,10 +1579,37 @@ mod tests {
         let (keys, warnings) = WitnessKeys::load(std::slice::from_ref(&good)).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(keys.clusters().collect::<Vec<_>>(), ["orders"]);
-        // Twice the same cluster.
+        // Twice the same cluster with the same key, or with other servers.
         let again = write("w2.key", &std::fs::read_to_string(&good).unwrap(), 0o600);
         let e = WitnessKeys::load(&[good.clone(), again]).unwrap_err();
         assert_eq!(e.code(), "witness-key-duplicate-cluster");
+        let rotated = |name: &str, servers: &str, byte: &str| {
+            write(
+                name,
+                &format!(
+                    "cluster = \"orders\"\nservers = {servers}\nwitness_key = \"{}\"\n",
+                    byte.repeat(32)
+                ),
+                0o600,
+            )
+        };
+        let other_servers = rotated("w3.key", "[\"a\", \"c\"]", "cd");
+        let e = WitnessKeys::load(&[good.clone(), other_servers]).unwrap_err();
+        assert_eq!(e.code(), "witness-key-duplicate-cluster");
+        // A rotation: the same cluster and servers with a new key; both keys verify.
+        let next = rotated("w4.key", "[\"a\", \"b\"]", "cd");
+        let (keys, _) = WitnessKeys::load(&[good.clone(), next.clone()]).unwrap();
+        let (c, servers) = keys.candidates(Some("orders"));
+        assert_eq!(c.len(), 2);
+        assert_eq!(servers.unwrap(), ["a", "b"]);
+        // At most three.
+        let (k3, k4) = (
+            rotated("w5.key", "[\"a\", \"b\"]", "ef"),
+            rotated("w6.key", "[\"a\", \"b\"]", "01"),
+        );
+        WitnessKeys::load(&[good.clone(), next.clone(), k3.clone()]).unwrap();
+        let e = WitnessKeys::load(&[good.clone(), next, k3, k4]).unwrap_err();
+        assert!(e.to_string().contains("already has 3"), "{e}");
         // Readable by others.
         let open = write("open.key", &std::fs::read_to_string(&good).unwrap(), 0o644);
         assert_eq!(

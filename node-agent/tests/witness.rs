@@ -675,6 +675,55 @@ async fn derived_witness_keys_serve_two_clusters_and_only_their_servers() {
     assert!(!r.granted && r.holder == vec!["a"], "{r:?}");
 }
 
+/// Key rotation (docs/src/operations.md, step 2): the witness holds the old and the new
+/// witness key file of the cluster, so agents signing with either key are served, by the
+/// same book (one holder), and each reply verifies with the key its request used.
+#[tokio::test]
+async fn a_witness_with_both_keys_serves_agents_on_either_during_a_rotation() {
+    const KEY_NEW: &str = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180f7e6d5c4b3a2918f7e6d5c4b3";
+    let dir = tempfile::tempdir().unwrap();
+    let old_dir = dir.path().join("old");
+    let new_dir = dir.path().join("new");
+    std::fs::create_dir_all(&old_dir).unwrap();
+    std::fs::create_dir_all(&new_dir).unwrap();
+    let old_cfg = cluster_config(&old_dir, "orders", &["a", "b", "c"], KEY_A);
+    let new_cfg = cluster_config(&new_dir, "orders", &["a", "b", "c"], KEY_NEW);
+    let (wo, wn) = (dir.path().join("old.witness"), dir.path().join("new.witness"));
+    for (out, cfg) in [(&wo, &old_cfg), (&wn, &new_cfg)] {
+        let r = keygen_witness(out, cfg);
+        assert!(r.status.success(), "{r:?}");
+    }
+    let w = WitnessProc::start_keys(&[&wo, &wn], "127.0.0.1:0", "0s");
+    let switched = HttpWitness::new(&w.url(), &key(KEY_NEW)).unwrap();
+    let not_yet = HttpWitness::new(&w.url(), &key(KEY_A)).unwrap();
+    let r = switched
+        .vote(&in_cluster("orders", "a", &["a", "b"]), DEADLINE)
+        .await
+        .unwrap();
+    assert!(r.granted && r.holder == vec!["a", "b"], "{r:?}");
+    // The same book: c, on the old key, alone is not granted while a and b hold it.
+    let r = not_yet
+        .vote(&in_cluster("orders", "c", &["c"]), DEADLINE)
+        .await
+        .unwrap();
+    assert!(!r.granted && r.holder == vec!["a", "b"], "{r:?}");
+    // b, still on the old key, is part of the holder: granted.
+    let r = not_yet
+        .vote(&in_cluster("orders", "b", &["a", "b"]), DEADLINE)
+        .await
+        .unwrap();
+    assert!(r.granted, "{r:?}");
+    // A third key (neither file) is refused.
+    let stranger = HttpWitness::new(&w.url(), &key(KEY_B)).unwrap();
+    match stranger
+        .vote(&in_cluster("orders", "a", &["a"]), DEADLINE)
+        .await
+    {
+        Err(WitnessError::Rejected { code, .. }) => assert_eq!(code, "bad-signature"),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// The cluster key itself still works for this release, with a deprecation warning,
 /// for clients of the per-cluster key and of the v1 key (rolling upgrade).
 #[tokio::test]
