@@ -688,7 +688,10 @@ async fn a_witness_with_both_keys_serves_agents_on_either_during_a_rotation() {
     std::fs::create_dir_all(&new_dir).unwrap();
     let old_cfg = cluster_config(&old_dir, "orders", &["a", "b", "c"], KEY_A);
     let new_cfg = cluster_config(&new_dir, "orders", &["a", "b", "c"], KEY_NEW);
-    let (wo, wn) = (dir.path().join("old.witness"), dir.path().join("new.witness"));
+    let (wo, wn) = (
+        dir.path().join("old.witness"),
+        dir.path().join("new.witness"),
+    );
     for (out, cfg) in [(&wo, &old_cfg), (&wn, &new_cfg)] {
         let r = keygen_witness(out, cfg);
         assert!(r.status.success(), "{r:?}");
@@ -762,4 +765,90 @@ async fn the_log_names_the_tcp_peer_not_a_forwarded_for_header() {
     let line = w.log_line("bad-signature");
     assert!(line.contains("127.0.0.1:"), "{line}");
     assert!(!line.contains("203.0.113.77"), "{line}");
+}
+
+/// The agent process (not only the client): a witness answer whose epoch is above the
+/// bound is a critical event (BTN-1140) on the server that asked, never a vote, and the
+/// group is not taken over with it. Two servers and a witness; the fake witness signs
+/// correctly, grants, and names an epoch past `MAX_EPOCH`; the holder is killed.
+#[test]
+fn an_agent_refuses_a_witness_answer_above_the_epoch_bound_with_a_critical_event() {
+    use baton_tests::{Cluster, ClusterSpec, Signal, GROUP};
+    use std::sync::{Arc, Mutex};
+    let _serial = baton_tests::serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The key is known once the harness wrote it: until then the witness answers 503.
+    let signer: Arc<Mutex<Option<WitnessKey>>> = Arc::new(Mutex::new(None));
+    let url = {
+        use axum::response::IntoResponse;
+        let signer = signer.clone();
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let signer = signer.clone();
+            async move {
+                let Some(wk) = signer.lock().unwrap().clone() else {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                };
+                let v: WireVote = serde_json::from_slice(&body).unwrap();
+                let reply = WireReply {
+                    nonce: v.nonce,
+                    cluster: v.cluster,
+                    holder: vec![v.server.clone()],
+                    server: v.server,
+                    granted: true,
+                    holder_remaining_ms: 2_000,
+                    epochs: BTreeMap::from([(
+                        GROUP.to_string(),
+                        baton_core::bounds::MAX_EPOCH + 1,
+                    )]),
+                    detail: "granted".into(),
+                };
+                let raw = serde_json::to_vec(&reply).unwrap();
+                let mut r = raw.clone().into_response();
+                r.headers_mut()
+                    .insert(SIGNATURE_HEADER, wk.sign(&raw).parse().unwrap());
+                r
+            }
+        });
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(async move {
+                let _ = axum::serve(l, app).await;
+            });
+            format!("http://{addr}")
+        })
+    };
+    let mut spec = ClusterSpec::new("wbound", 169);
+    spec.servers = 2;
+    spec.extra_config = format!("\n[quorum]\nwitness = {{ kind = \"http\", url = \"{url}\" }}\n");
+    let mut c = Cluster::start(spec);
+    let cfg = baton_agent::catalog::load_config(&c.config).unwrap();
+    let ck = ClusterKey::load(&c.dir.join("cluster.key")).unwrap();
+    *signer.lock().unwrap() = Some(WitnessKey::for_cluster(&ck, &cfg.cluster_name));
+    let (owner, epoch, _) = c.wait_owner(None, Duration::from_secs(20));
+    let other = if owner == "node-1" {
+        "node-2"
+    } else {
+        "node-1"
+    };
+    c.kill(&owner, Signal::SIGKILL);
+    let evs = c.wait_event(other, "BTN-1140", Duration::from_secs(20), |_| true);
+    let ev = evs.iter().find(|e| e.id == "BTN-1140").unwrap();
+    assert_eq!(ev.severity, "critical", "{ev:?}");
+    assert!(ev.message.contains("witness"), "{ev:?}");
+    // Well past the takeover time: the survivor never ran the group, and its epoch did
+    // not move to (or wrap around) the refused one.
+    std::thread::sleep(Duration::from_secs(5));
+    let st = c.status_via(other);
+    let g = st.local.groups.iter().find(|g| g.name == GROUP).unwrap();
+    assert!(
+        c.alerts(other).iter().all(|e| e.id != "BTN-2102"),
+        "{other} activated the group: {:?}",
+        c.alerts(other)
+    );
+    assert!(
+        g.epoch <= epoch + 1,
+        "epoch {} after a refused answer",
+        g.epoch
+    );
 }
