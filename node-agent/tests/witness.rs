@@ -823,7 +823,7 @@ fn an_agent_refuses_a_witness_answer_above_the_epoch_bound_with_a_critical_event
     spec.extra_config = format!("\n[quorum]\nwitness = {{ kind = \"http\", url = \"{url}\" }}\n");
     let mut c = Cluster::start(spec);
     let cfg = baton_agent::catalog::load_config(&c.config).unwrap();
-    let ck = ClusterKey::load(&c.dir.join("cluster.key")).unwrap();
+    let ck = ClusterKey::load(c.dir.join("cluster.key")).unwrap();
     *signer.lock().unwrap() = Some(WitnessKey::for_cluster(&ck, &cfg.cluster_name));
     let (owner, epoch, _) = c.wait_owner(None, Duration::from_secs(20));
     let other = if owner == "node-1" {
