@@ -10,36 +10,12 @@ use baton_core::events::Event;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use crate::api::ClusterStatus;
+use crate::api_types::ClusterStatus;
 use crate::client::{Client, ClientError};
 use crate::key::ClusterKey;
 
-/// Stable exit codes of every `baton` command (documented in docs/src/operations.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Exit {
-    Ok = 0,
-    /// Anything not covered below.
-    Failure = 1,
-    /// Unknown command, option or argument (clap's own code).
-    Usage = 2,
-    /// The configuration file is invalid (or unreadable).
-    ConfigInvalid = 3,
-    /// No agent could be reached.
-    Unreachable = 4,
-    /// The agent refused the command (unknown group, no target, ...).
-    Refused = 5,
-    /// The API token was rejected (wrong key file).
-    Unauthorized = 6,
-    /// The cluster key file is missing or unusable.
-    KeyError = 7,
-}
-
-impl Exit {
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-}
+use crate::exit::fail;
+pub use crate::exit::Exit;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -357,18 +333,6 @@ pub enum ConfigOp {
 }
 
 /// Print an error and return its exit code.
-fn fail(json: bool, exit: Exit, code: &str, msg: &str) -> Exit {
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"ok": false, "error": {"code": code, "message": msg}})
-        );
-    } else {
-        eprintln!("baton: {msg}");
-    }
-    exit
-}
-
 /// Exit code, stable error code and message (without the code) of a client error.
 fn client_exit(e: &ClientError) -> (Exit, String) {
     match e {
@@ -805,7 +769,7 @@ pub async fn run(cli: Cli) -> Exit {
                     "note: [api] derived_tokens = false: the agents do not accept this token"
                 );
             }
-            println!("{}", crate::api::derived_token(&key, role));
+            println!("{}", crate::tokens::derived_token(&key, role));
             Exit::Ok
         }
         Cmd::Keygen { file: None, .. } => fail(

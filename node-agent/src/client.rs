@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::api::ErrorBody;
+use crate::api_types::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -13,7 +13,7 @@ use baton_providers::aws::preflight::{self, Status};
 use baton_providers::aws::AwsClients;
 use clap::Subcommand;
 
-use crate::cli::Exit;
+use crate::exit::Exit;
 
 #[derive(Subcommand, Debug)]
 pub enum CloudOp {

@@ -13,9 +13,10 @@ use baton_core::events::Event;
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
-use crate::api::ClusterStatus;
-use crate::cli::{render_status, Exit};
+use crate::api_types::ClusterStatus;
+use crate::cli::render_status;
 use crate::client::Client;
+use crate::exit::Exit;
 use crate::key::ClusterKey;
 
 pub struct DemoOptions {

@@ -3,11 +3,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod api_types;
 pub mod catalog;
 pub mod cli;
 pub mod client;
 pub mod cloud;
 pub mod demo;
+pub mod exit;
 pub mod key;
 pub mod listen;
 pub mod notify_cmd;
@@ -15,7 +17,9 @@ pub mod persist;
 pub mod reach;
 pub mod runtime;
 pub mod rxstamp;
+pub mod shared;
 pub mod state;
 pub mod tls;
+pub mod tokens;
 pub mod wire;
 pub mod witness;

@@ -663,7 +663,7 @@ pub async fn serve_api(
     listener: TcpListener,
     app: Router,
     limits: Limits,
-    shared: Arc<crate::runtime::Shared>,
+    shared: Arc<crate::shared::Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let local = listener.local_addr().ok();

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use baton_agent::cli::{Cli, Cmd, Exit};
+use baton_agent::cli::{Cli, Cmd};
+use baton_agent::exit::Exit;
 use clap::Parser;
 
 fn init_tracing(json: bool) {
@@ -69,14 +70,8 @@ fn main() -> ExitCode {
                             for d in &c.diagnostics {
                                 eprintln!("{d}");
                             }
-                            Exit::ConfigInvalid
-                        } else if matches!(e, baton_agent::runtime::AgentError::UnknownServer(..)) {
-                            Exit::ConfigInvalid
-                        } else if matches!(e, baton_agent::runtime::AgentError::Key(_)) {
-                            Exit::KeyError
-                        } else {
-                            Exit::Failure
                         }
+                        e.exit()
                     }
                 }
             }

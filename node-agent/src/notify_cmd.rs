@@ -13,7 +13,7 @@ use baton_notifier::build::{build, sink_names};
 use baton_notifier::metrics::{Datum, MetricsSink, Unit};
 use serde::Serialize;
 
-use crate::cli::Exit;
+use crate::exit::Exit;
 
 /// How long one sink may take to answer the test.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);

@@ -9,22 +9,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use baton_core::config::{Config, FinalAction};
 use baton_core::engine::{
-    Action, Boot, CheckResult, Command, CommandError, Engine, EngineStatus, Failure, GroupState,
-    Input, PeerMessage, ProbeOutcome,
+    Action, Boot, CheckResult, Command, Engine, Failure, GroupState, Input, PeerMessage,
+    ProbeOutcome,
 };
 use baton_core::events::{self, Event};
 use baton_core::time::Millis;
-use baton_notifier::{AlertLog, Notifier, NotifierHandle, Sample, SinkStats};
+use baton_notifier::{AlertLog, Notifier, Sample};
 use baton_providers::{
     process::{run_command, CommandSpec},
     ActionContext, CheckOutcome, Probe, ProbeContext, Registry, ResourceDriver, ResourceProbe,
 };
-use serde::Serialize;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::key::ClusterKey;
+use crate::shared::LoopMsg;
+pub use crate::shared::Shared;
 use crate::state::{OwnedGroup, Ownership, StateDir};
 use crate::wire::{self, Acceptor, Envelope, RejectCounters};
 use baton_providers::witness::{VoteRequest, WitnessClient, WitnessError};
@@ -76,6 +77,16 @@ impl AgentError {
             AgentError::ShutdownDeadline => "shutdown-deadline",
         }
     }
+
+    /// The exit code of `baton agent` failing with this error.
+    pub fn exit(&self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        match self {
+            AgentError::Config(_) | AgentError::UnknownServer(..) => Exit::ConfigInvalid,
+            AgentError::Key(_) | AgentError::Tls(_) => Exit::KeyError,
+            _ => Exit::Failure,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,122 +96,10 @@ pub struct AgentOptions {
     pub state_dir: Option<PathBuf>,
 }
 
-/// Messages into the agent's main loop.
-pub(crate) enum LoopMsg {
-    Heartbeat {
-        from: String,
-        path: usize,
-        msg: Box<PeerMessage>,
-        /// When the packet arrived (kernel timestamp), not when it was read.
-        arrived: Instant,
-        /// No packet with a higher sequence number came from this sender on any path.
-        newest: bool,
-    },
-    WitnessReply {
-        sent_at: Millis,
-        granted: bool,
-        epochs: BTreeMap<String, u64>,
-        detail: String,
-        /// The answer was refused as out of bounds (BTN-1140): what was wrong.
-        refused: Option<String>,
-    },
-    Reachability {
-        ok: bool,
-        detail: String,
-    },
-    ActionDone {
-        id: u64,
-        result: Result<(), Failure>,
-    },
-    CheckDone {
-        id: u64,
-        result: CheckResult,
-        detail: String,
-    },
-    ProbeDone {
-        id: u64,
-        outcome: ProbeOutcome,
-    },
-    Command {
-        cmd: Command,
-        reply: oneshot::Sender<Result<(), CommandError>>,
-    },
-    Status {
-        reply: oneshot::Sender<EngineStatus>,
-    },
-    Event(Box<Event>),
-    /// The state writer thread finished writes.
-    Persisted(crate::persist::Done),
-}
-
 /// What a queued state write was for (to act on its failure).
 enum PendingWrite {
     Epoch { group: String, epoch: u64 },
     Ownership { activating: Vec<(String, u64)> },
-}
-
-/// What the API handlers share with the main loop.
-pub struct Shared {
-    pub config: Config,
-    pub server: String,
-    /// The tokens the API accepts (and the cluster key's, which the agent sends peers).
-    pub tokens: crate::api::ApiTokens,
-    pub key: ClusterKey,
-    /// `key` and the keys also accepted during a rotation (`[cluster] accept_key_files`).
-    pub ring: crate::key::KeyRing,
-    pub(crate) tx: mpsc::Sender<LoopMsg>,
-    pub alert_log: Mutex<AlertLog>,
-    /// Reads the alert log for the API without taking `alert_log`'s lock.
-    pub alert_reader: baton_notifier::AlertReader,
-    pub counters: Mutex<RejectCounters>,
-    pub notifier: NotifierHandle,
-    pub started: Instant,
-    pub auth_failures: Mutex<(u64, Option<Instant>)>,
-    /// The client this agent asks its peers' APIs with (the cluster key's token, HTTPS
-    /// when `[api]` has TLS).
-    pub peer_client: crate::client::Client,
-}
-
-/// Agent facts shown beside the engine's status.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct AgentStatus {
-    pub version: String,
-    pub pid: u32,
-    pub uptime_ms: u64,
-    pub packets_rejected: RejectCounters,
-    pub sinks: Vec<SinkStats>,
-    #[serde(flatten)]
-    pub engine: EngineStatus,
-}
-
-impl Shared {
-    pub(crate) async fn status(&self) -> Option<AgentStatus> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(LoopMsg::Status { reply: tx }).await.ok()?;
-        let engine = rx.await.ok()?;
-        Some(AgentStatus {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            pid: std::process::id(),
-            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            packets_rejected: self.counters.lock().map(|c| *c).unwrap_or_default(),
-            sinks: self.notifier.stats(),
-            engine,
-        })
-    }
-
-    pub(crate) async fn command(&self, cmd: Command) -> Result<Result<(), CommandError>, ()> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(LoopMsg::Command { cmd, reply: tx })
-            .await
-            .map_err(|_| ())?;
-        rx.await.map_err(|_| ())
-    }
-
-    /// Record an event raised outside the engine (the API, the receiver).
-    pub(crate) fn raise(&self, ev: Event) {
-        let _ = self.tx.try_send(LoopMsg::Event(Box::new(ev)));
-    }
 }
 
 /// A provider error as the engine sees it: its stable code and its text.
@@ -1045,18 +944,20 @@ fn api_tokens(
     cfg: &Config,
     config_file: &std::path::Path,
     key: &crate::key::KeyRing,
-) -> Result<crate::api::ApiTokens, AgentError> {
+) -> Result<crate::tokens::ApiTokens, AgentError> {
     let load = |f: &Option<PathBuf>| -> Result<Vec<String>, AgentError> {
         match f {
             None => Ok(Vec::new()),
-            Some(p) => crate::api::load_tokens_file(&crate::catalog::config_path(config_file, p))
-                .map_err(|msg| AgentError::Build {
-                    what: "API tokens".into(),
-                    msg,
-                }),
+            Some(p) => {
+                crate::tokens::load_tokens_file(&crate::catalog::config_path(config_file, p))
+                    .map_err(|msg| AgentError::Build {
+                        what: "API tokens".into(),
+                        msg,
+                    })
+            }
         }
     };
-    Ok(crate::api::ApiTokens::new(
+    Ok(crate::tokens::ApiTokens::new(
         key,
         cfg.api.derived_tokens,
         load(&cfg.api.read_tokens_file)?,

@@ -1005,8 +1005,8 @@ pub async fn run_cli(
     key_files: Vec<PathBuf>,
     startup_quiet: &str,
     limits: &crate::listen::LimitArgs,
-) -> crate::cli::Exit {
-    use crate::cli::Exit;
+) -> crate::exit::Exit {
+    use crate::exit::Exit;
     let quiet = match baton_core::config::parse_duration(startup_quiet) {
         Ok(d) => d.0,
         Err(m) => {

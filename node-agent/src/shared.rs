@@ -1,0 +1,120 @@
+//! What the API handlers, the receivers and the helper tasks share with the agent's main
+//! loop: the configuration, the keys and tokens, the alert log, the notifier, and the
+//! channel into the loop ([`LoopMsg`]).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use baton_core::config::Config;
+use baton_core::engine::{
+    CheckResult, Command, CommandError, EngineStatus, Failure, PeerMessage, ProbeOutcome,
+};
+use baton_core::events::Event;
+use baton_core::time::Millis;
+use baton_notifier::{AlertLog, NotifierHandle};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api_types::AgentStatus;
+use crate::key::ClusterKey;
+use crate::wire::RejectCounters;
+
+/// Messages into the agent's main loop.
+pub(crate) enum LoopMsg {
+    Heartbeat {
+        from: String,
+        path: usize,
+        msg: Box<PeerMessage>,
+        /// When the packet arrived (kernel timestamp), not when it was read.
+        arrived: Instant,
+        /// No packet with a higher sequence number came from this sender on any path.
+        newest: bool,
+    },
+    WitnessReply {
+        sent_at: Millis,
+        granted: bool,
+        epochs: BTreeMap<String, u64>,
+        detail: String,
+        /// The answer was refused as out of bounds (BTN-1140): what was wrong.
+        refused: Option<String>,
+    },
+    Reachability {
+        ok: bool,
+        detail: String,
+    },
+    ActionDone {
+        id: u64,
+        result: Result<(), Failure>,
+    },
+    CheckDone {
+        id: u64,
+        result: CheckResult,
+        detail: String,
+    },
+    ProbeDone {
+        id: u64,
+        outcome: ProbeOutcome,
+    },
+    Command {
+        cmd: Command,
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
+    Status {
+        reply: oneshot::Sender<EngineStatus>,
+    },
+    Event(Box<Event>),
+    /// The state writer thread finished writes.
+    Persisted(crate::persist::Done),
+}
+
+/// What the API handlers share with the main loop.
+pub struct Shared {
+    pub config: Config,
+    pub server: String,
+    /// The tokens the API accepts (and the cluster key's, which the agent sends peers).
+    pub tokens: crate::tokens::ApiTokens,
+    pub key: ClusterKey,
+    /// `key` and the keys also accepted during a rotation (`[cluster] accept_key_files`).
+    pub ring: crate::key::KeyRing,
+    pub(crate) tx: mpsc::Sender<LoopMsg>,
+    pub alert_log: Mutex<AlertLog>,
+    /// Reads the alert log for the API without taking `alert_log`'s lock.
+    pub alert_reader: baton_notifier::AlertReader,
+    pub counters: Mutex<RejectCounters>,
+    pub notifier: NotifierHandle,
+    pub started: Instant,
+    pub auth_failures: Mutex<(u64, Option<Instant>)>,
+    /// The client this agent asks its peers' APIs with (the cluster key's token, HTTPS
+    /// when `[api]` has TLS).
+    pub peer_client: crate::client::Client,
+}
+
+impl Shared {
+    pub(crate) async fn status(&self) -> Option<AgentStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(LoopMsg::Status { reply: tx }).await.ok()?;
+        let engine = rx.await.ok()?;
+        Some(AgentStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            packets_rejected: self.counters.lock().map(|c| *c).unwrap_or_default(),
+            sinks: self.notifier.stats(),
+            engine,
+        })
+    }
+
+    pub(crate) async fn command(&self, cmd: Command) -> Result<Result<(), CommandError>, ()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(LoopMsg::Command { cmd, reply: tx })
+            .await
+            .map_err(|_| ())?;
+        rx.await.map_err(|_| ())
+    }
+
+    /// Record an event raised outside the engine (the API, the receiver).
+    pub(crate) fn raise(&self, ev: Event) {
+        let _ = self.tx.try_send(LoopMsg::Event(Box::new(ev)));
+    }
+}
