@@ -30,6 +30,9 @@ use crate::state::{OwnedGroup, Ownership, StateDir};
 use crate::wire::{self, Acceptor, Envelope, RejectCounters};
 use baton_providers::witness::{VoteRequest, WitnessClient, WitnessError};
 
+mod run;
+mod start;
+
 /// Errors that stop the agent from starting. `code()` is stable.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -892,231 +895,12 @@ fn build_drivers(
     Ok((drivers, probes))
 }
 
-/// Read the API's certificate again when its files change (every
-/// [`crate::tls::RELOAD_EVERY`] and at SIGHUP): BTN-4025 when a renewal was taken, BTN-4026
-/// when the changed files cannot be used (the previous certificate is still served).
-async fn reload_tls(cert: Arc<crate::tls::ServerCert>, shared: Arc<Shared>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).ok();
-    let mut every = tokio::time::interval(crate::tls::RELOAD_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let hangup = async {
-            match hup.as_mut() {
-                Some(h) => h.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        let now = tokio::select! {
-            _ = every.tick() => std::time::SystemTime::now(),
-            // At SIGHUP the operator says the files are complete: no settling wait.
-            _ = hangup => std::time::SystemTime::now() + Duration::from_secs(60),
-        };
-        let (c, k) = cert.files();
-        match cert.reload_if_changed(now) {
-            crate::tls::Reload::Unchanged => {}
-            crate::tls::Reload::Reloaded => shared.raise(
-                Event::new(
-                    &events::API_TLS_RELOADED,
-                    format!(
-                        "API TLS certificate reloaded from {} and {}",
-                        c.display(),
-                        k.display()
-                    ),
-                )
-                .field("cert_file", c.display().to_string()),
-            ),
-            crate::tls::Reload::Failed(e) => shared.raise(
-                Event::new(
-                    &events::API_TLS_RELOAD_FAILED,
-                    format!("API TLS certificate not reloaded: {e}; the previous certificate is still served"),
-                )
-                .field("cert_file", c.display().to_string())
-                .field("code", e.code()),
-            ),
-        }
-    }
-}
-
-/// The API's tokens: the cluster key's, the derived role tokens and the issued ones
-/// (token files relative to the configuration file's directory, like the key file).
-fn api_tokens(
-    cfg: &Config,
-    config_file: &std::path::Path,
-    key: &crate::key::KeyRing,
-) -> Result<crate::tokens::ApiTokens, AgentError> {
-    let load = |f: &Option<PathBuf>| -> Result<Vec<String>, AgentError> {
-        match f {
-            None => Ok(Vec::new()),
-            Some(p) => {
-                crate::tokens::load_tokens_file(&crate::catalog::config_path(config_file, p))
-                    .map_err(|msg| AgentError::Build {
-                        what: "API tokens".into(),
-                        msg,
-                    })
-            }
-        }
-    };
-    Ok(crate::tokens::ApiTokens::new(
-        key,
-        cfg.api.derived_tokens,
-        load(&cfg.api.read_tokens_file)?,
-        load(&cfg.api.operator_tokens_file)?,
-    ))
-}
-
-/// Create the API's Unix socket (`[api] socket_dir`): the directory (0755) if missing, a
-/// stale socket left by a dead agent replaced, the mode and group set before anyone can
-/// connect (bound under a private name, then renamed into place). `Ok(None)`: sockets off.
-fn bind_api_socket(
-    cfg: &Config,
-    me: &str,
-) -> Result<Option<(tokio::net::UnixListener, PathBuf)>, String> {
-    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-    let Some(path) = cfg.api.socket_path(&cfg.cluster_name, me) else {
-        return Ok(None);
-    };
-    let dir = &cfg.api.socket_dir;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|e| format!("cannot create socket directory {}: {e}", dir.display()))?;
-    if let Ok(meta) = std::fs::symlink_metadata(&path) {
-        if !meta.file_type().is_socket() {
-            return Err(format!(
-                "{} exists and is not a socket: remove it or change [api] socket_dir",
-                path.display()
-            ));
-        }
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            return Err(format!(
-                "another process listens on {} (a second agent for cluster {} and server {me}?)",
-                path.display(),
-                cfg.cluster_name
-            ));
-        }
-    }
-    let gid = match &cfg.api.socket_group {
-        None => None,
-        Some(g) => match nix::unistd::Group::from_name(g) {
-            Ok(Some(gr)) => Some(gr.gid),
-            Ok(None) => return Err(format!("socket_group `{g}` does not exist on this server")),
-            Err(e) => return Err(format!("cannot look up socket_group `{g}`: {e}")),
-        },
-    };
-    let tmp = dir.join(format!(
-        ".{}-{me}.{}.tmp",
-        cfg.cluster_name,
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let listener = tokio::net::UnixListener::bind(&tmp)
-        .map_err(|e| format!("cannot bind {}: {e}", tmp.display()))?;
-    let set_up = (|| -> std::io::Result<()> {
-        if let Some(gid) = gid {
-            std::os::unix::fs::chown(&tmp, None, Some(gid.as_raw()))?;
-        }
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(cfg.api.socket_mode))?;
-        std::fs::rename(&tmp, &path)
-    })();
-    if let Err(e) = set_up {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("cannot set up {}: {e}", path.display()));
-    }
-    Ok(Some((listener, path)))
-}
-
+/// Run the agent until it is told to stop. Returns the reason it stopped.
 pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
-    let loaded = crate::catalog::load(&opts.config)?;
-    for w in &loaded.warnings {
-        warn!("{w}");
-    }
-    let cfg = loaded.config;
-    let me = opts.server.clone();
-    let Some(server) = cfg.server(&me).cloned() else {
-        let names = cfg
-            .servers
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(AgentError::UnknownServer(me, names));
-    };
-    // Before anything opens files: raise the open-file limit, size the API caps to it.
-    let (api_limits, fd_event) = crate::listen::agent_api_limits(&cfg, &me);
-    let key_path = crate::catalog::config_path(&opts.config, &cfg.key_file);
-    let key = ClusterKey::load(&key_path)?;
-    for w in key.warnings() {
-        warn!("{w}");
-    }
-    // Keys accepted besides key_file during a rotation (relative like key_file).
-    let mut accepted = Vec::new();
-    for f in &cfg.accept_key_files {
-        let p = crate::catalog::config_path(&opts.config, f);
-        let k = ClusterKey::load(&p)?;
-        info!(file = %p.display(), fingerprint = %k.fingerprint(), "also accepting this key (key rotation)");
-        accepted.push(k);
-    }
-    let ring =
-        crate::key::KeyRing::new(key.clone(), accepted).with_encryption(cfg.heartbeat.encrypt);
-    let tokens = api_tokens(&cfg, &opts.config, &ring)?;
-    // TLS ([api] tls_cert_file): a certificate or CA that cannot be used stops the start.
-    let client_tls = crate::tls::ClientTls::for_config(&cfg, &opts.config)?;
-    let server_cert = match cfg.api.tls_files(&me) {
-        None => None,
-        Some((c, k)) => Some(crate::tls::ServerCert::load(
-            &crate::catalog::config_path(&opts.config, &c),
-            &crate::catalog::config_path(&opts.config, &k),
-        )?),
-    };
-    let api_tls = server_cert.as_ref().map(|c| c.acceptor()).transpose()?;
-    let state_path = opts
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| cfg.agent.state_dir.clone());
-    let state = StateDir::open(&state_path)?;
-    for w in state.warnings() {
-        warn!("{w}");
-    }
-    let epochs = state.load_epochs()?;
-    let ownership = state.load_ownership()?;
-    let mut meta = state.load_meta()?;
-    meta.boot_count += 1;
-    meta.last_digest = Some(cfg.digest.clone());
-    // Sequence numbers of this run start above every one the previous run could use;
-    // stored (fsynced) before the first heartbeat (wire module docs).
-    let seq_base = wire::next_seq_base(meta.seq_base, wire::initial_seq());
-    meta.seq_base = Some(seq_base);
-    state.store_meta(&meta)?;
-    let alert_log = AlertLog::open(
-        state.path().join("alerts"),
-        cfg.agent.alert_log_max_bytes,
-        usize::try_from(cfg.agent.alert_log_keep).unwrap_or(4),
-    )?;
-
-    let reg = baton_providers::registry(&cfg.aws);
-    let (drivers, probes) = build_drivers(&cfg, &me, &reg)?;
-
-    // Heartbeat sockets: one per interconnect path, bound to this server's address on it.
-    let mut sockets = Vec::new();
-    for addr in &server.interconnects {
-        let s = UdpSocket::bind(addr)
-            .await
-            .map_err(|err| AgentError::Bind {
-                what: "heartbeat socket",
-                addr: *addr,
-                err,
-            })?;
-        sockets.push(Arc::new(s));
-    }
-    let api_listener = tokio::net::TcpListener::bind(server.api)
-        .await
-        .map_err(|err| AgentError::Bind {
-            what: "API",
-            addr: server.api,
-            err,
-        })?;
+    let l = start::load(&opts)?;
+    let (sockets, api_listener) = start::bind(&l.server).await?;
+    let cfg = l.cfg.clone();
+    let me = l.me.clone();
 
     // Notification sinks and metrics ([notify.*], [metrics.*]); one that cannot be set
     // up is left out and reported (BTN-5004) once the agent runs.
@@ -1126,7 +910,6 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         .unwrap_or(std::path::Path::new("."))
         .to_path_buf();
     let built = baton_notifier::build::build(&cfg, &me, &config_dir, None).await;
-    let sink_failures = built.failures;
     let (notifier, notifier_task) = Notifier::start_with_metrics(
         built.sinks,
         built.metrics,
@@ -1134,25 +917,26 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     );
 
     let (tx, mut rx) = mpsc::channel::<LoopMsg>(4096);
-    let peer_client = crate::client::Client::new(tokens.peer(), &client_tls);
     let shared = Arc::new(Shared {
         config: cfg.clone(),
         server: me.clone(),
-        tokens,
-        key: key.clone(),
-        ring: ring.clone(),
+        peer_client: crate::client::Client::new(l.tokens.peer(), &l.client_tls),
+        tokens: l.tokens,
+        key: l.key.clone(),
+        ring: l.ring,
         tx: tx.clone(),
-        alert_reader: alert_log.reader(),
-        alert_log: Mutex::new(alert_log),
+        alert_reader: l.alert_log.reader(),
+        alert_log: Mutex::new(l.alert_log),
         counters: Mutex::new(RejectCounters::default()),
         notifier: notifier.clone(),
         started: Instant::now(),
         auth_failures: Mutex::new((0, None)),
-        peer_client,
     });
-    if let Some(ev) = fd_event {
+    if let Some(ev) = l.fd_event {
         shared.raise(ev);
     }
+    let reg = baton_providers::registry(&cfg.aws);
+    let (drivers, probes) = build_drivers(&cfg, &me, &reg)?;
     // Events the cloud drivers raise outside the engine (BTN-6xxx) go to the alert log.
     if let Some(mut provider_events) = reg.take_events() {
         let sh = shared.clone();
@@ -1164,11 +948,11 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     }
 
     let t0 = Instant::now();
-    let incarnation = wire::incarnation(meta.boot_count, rand::random::<u32>());
     let boot = Boot {
-        incarnation,
-        epochs: epochs.clone(),
-        owned: ownership
+        incarnation: wire::incarnation(l.boot_count, rand::random::<u32>()),
+        epochs: l.epochs.clone(),
+        owned: l
+            .ownership
             .groups
             .iter()
             .map(|(g, o)| (g.clone(), o.epoch))
@@ -1179,7 +963,6 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         msg: e.to_string(),
     })?;
 
-    // Receivers.
     let peers: Vec<String> = cfg
         .servers
         .iter()
@@ -1192,172 +975,22 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         .wants_metric(baton_core::config::MetricKind::HeartbeatRtt)
         .then(|| Arc::new(Mutex::new(wire::RttTracker::new())));
     for (p, sock) in sockets.iter().enumerate() {
-        let sock = sock.clone();
-        let tx = tx.clone();
-        let acceptor = acceptor.clone();
-        let shared2 = shared.clone();
-        let rtt2 = rtt.clone();
-        if !crate::rxstamp::enable(&sock) {
-            warn!(path = p, "no kernel receive timestamps on this socket: heartbeats count from when they are read");
-        }
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_536];
-            loop {
-                let Ok((n, _from, arrived)) = crate::rxstamp::recv(&sock, &mut buf).await else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let (res, newest) = {
-                    let Ok(mut a) = acceptor.lock() else { continue };
-                    let r = a.accept::<wire::Timed<PeerMessage>>(
-                        &shared2.ring,
-                        &buf[..n],
-                        u8::try_from(p).unwrap_or(u8::MAX),
-                    );
-                    if let Ok(mut c) = shared2.counters.lock() {
-                        *c = *a.counters();
-                    }
-                    // Sequence numbers grow across the sender's paths: one overtaken on a
-                    // faster path is older than what the engine already knows.
-                    let newest = r
-                        .as_ref()
-                        .is_ok_and(|env| a.newest(&env.from) == Some(env.seq));
-                    (r, newest)
-                };
-                // Rejections are counted above; only good heartbeats wake the main loop.
-                let msg = match res {
-                    Ok(env) => {
-                        let path8 = u8::try_from(p).unwrap_or(u8::MAX);
-                        let now_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        if let Some(ms) = wire::rtt_observe(
-                            &rtt2,
-                            &shared2.server,
-                            &env.from,
-                            path8,
-                            env.body.rtt.as_ref(),
-                            now_us,
-                        ) {
-                            shared2.notifier.metric(Sample::HeartbeatRtt {
-                                peer: env.from.clone(),
-                                path: path8,
-                                ms,
-                            });
-                        }
-                        LoopMsg::Heartbeat {
-                            from: env.from,
-                            path: p,
-                            msg: Box::new(env.body.body),
-                            arrived,
-                            newest,
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, code = e.code(), "heartbeat rejected");
-                        continue;
-                    }
-                };
-                if tx.send(msg).await.is_err() {
-                    break;
-                }
-            }
-        });
+        start::spawn_receiver(
+            p,
+            sock.clone(),
+            acceptor.clone(),
+            shared.clone(),
+            rtt.clone(),
+            t0,
+        );
     }
-
-    // API.
-    let api_shared = shared.clone();
-    let api_task = tokio::spawn(async move {
-        let app = crate::api::router(api_shared.clone());
-        crate::listen::serve_api(api_listener, app, api_limits, api_shared, api_tls).await;
-    });
-    if let Some(cert) = server_cert {
-        tokio::spawn(reload_tls(cert, shared.clone()));
-    }
-    // The Unix socket for the local CLI ([api] socket_dir); not fatal when it fails.
-    let socket_task = match bind_api_socket(&cfg, &me) {
-        Ok(None) => None,
-        Ok(Some((listener, path))) => {
-            info!(socket = %path.display(), role = cfg.api.socket_role.as_str(), "API: listening on the Unix socket");
-            let sh = shared.clone();
-            let api = cfg.api.clone();
-            Some(tokio::spawn(async move {
-                let app = crate::api::router(sh.clone());
-                let report: crate::listen::Reporter =
-                    Arc::new(move |n| sh.raise(crate::listen::notice_event(&n)));
-                crate::listen::serve_unix(listener, app, &api, api.socket_role, report).await;
-            }))
-        }
-        Err(msg) => {
-            shared.raise(Event::new(&events::API_SOCKET_FAILED, msg));
-            None
-        }
-    };
-
-    // Quorum helpers: the witness client and the reachability checks.
-    let aws = if matches!(
-        cfg.quorum.witness,
-        baton_core::config::Witness::S3 { .. } | baton_core::config::Witness::Dynamodb { .. }
-    ) {
-        Some(baton_providers::aws::AwsClients::load(&cfg.aws).await)
-    } else {
-        None
-    };
-    let witness_client: Option<Arc<dyn WitnessClient>> =
-        crate::witness::witness_client(&cfg, &key, aws).map(Arc::from);
-    let reach = crate::reach::Reachability::new(&cfg.quorum.ping, &cfg.quorum.http);
-    if !reach.is_empty() {
-        let every = cfg
-            .quorum
-            .check_interval
-            .map_or(Duration::from_secs(1), |d| d.0);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut t = tokio::time::interval(every);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                t.tick().await;
-                let r = reach.check(every).await;
-                if tx
-                    .send(LoopMsg::Reachability {
-                        ok: r.ok,
-                        detail: r.detail,
-                    })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-    }
-    let watchdog_dev =
-        match &cfg.agent.watchdog_device {
-            Some(path) => Some(std::fs::OpenOptions::new().write(true).open(path).map_err(
-                |e| AgentError::Build {
-                    what: "watchdog device".into(),
-                    msg: format!("{}: {e}", path.display()),
-                },
-            )?),
-            None => None,
-        };
-
+    let (api, socket) = start::spawn_api(&shared, api_listener, l.api_limits, l.server_cert)?;
+    let witness = start::witness(&cfg, &l.key).await;
+    start::spawn_reachability(&cfg, tx.clone());
+    let watchdog_dev = start::open_watchdog(&cfg)?;
     // Scripts get a minimal environment plus these variables of the agent's.
     baton_providers::process::set_env_passthrough(cfg.agent.script_env.clone());
-    // State writes run on their own thread; results come back to the main loop.
-    let persist = {
-        let tx = tx.clone();
-        let delay = std::env::var("BATON_TEST_STATE_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis);
-        let store: Arc<dyn crate::persist::StateStore> = Arc::new(state);
-        crate::persist::Persistence::start(store, delay, move |done| {
-            let _ = tx.blocking_send(LoopMsg::Persisted(done));
-        })
-        .map_err(|e| AgentError::Build {
-            what: "state writer".into(),
-            msg: e.to_string(),
-        })?
-    };
+    let persist = start::start_persistence(l.state, tx.clone())?;
     let mut rt = Runtime {
         cfg: cfg.clone(),
         me: me.clone(),
@@ -1365,242 +998,41 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         t0,
         persist,
         pending_writes: HashMap::new(),
-        epochs,
+        epochs: l.epochs,
         shared: shared.clone(),
-        tx: tx.clone(),
+        tx,
         drivers,
         probes,
         sockets,
-        seq: seq_base,
+        seq: l.seq_base,
         exit: None,
         rejected_reported: 0,
         last_reject_event: None,
-        ownership: ownership.clone(),
+        ownership: l.ownership,
         last_drop_check: Instant::now(),
         unpersisted: HashMap::new(),
         rtt,
-        witness: witness_client,
+        witness,
         witness_busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         watchdog_dev,
         hb_encode_failed: false,
         fencing: false,
     };
-    let started = Event::new(
-        &events::AGENT_STARTED,
-        format!(
-            "agent {} started on {me} (config {}…, pid {})",
-            env!("CARGO_PKG_VERSION"),
-            &cfg.digest[..12],
-            std::process::id()
-        ),
-    )
-    .field("digest", cfg.digest.clone());
-    rt.record(started);
-    for f in &sink_failures {
-        rt.record(f.event());
-    }
-    // Actions the engine produced at construction (re-adoption checks).
-    let initial = rt.engine.step(Millis(0), Input::Tick);
-    rt.execute(initial);
+    rt.announce_start(&built.failures);
 
-    let hb_every = cfg.heartbeat.interval.0;
-    let tick_every = (hb_every / 4).clamp(Duration::from_millis(10), Duration::from_millis(100));
-    let mut hb = tokio::time::interval(hb_every);
-    hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut tick = tokio::time::interval(tick_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    let mut watchdog_usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
-    let mut wd = tokio::time::interval(Duration::from_micros(if watchdog {
-        (watchdog_usec / 2).max(1000)
-    } else {
-        3_600_000_000
-    }));
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-
-    // Loop-stall detector: a plain thread (not a tokio task, which a stalled runtime
-    // would not run) that reports when the main loop has not progressed for longer than
-    // the quorum lease. The watchdogs are fed only by the main loop itself, so a stalled
-    // loop stops feeding them and the server is reset.
     let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    {
-        let progress = progress.clone();
-        let shared = shared.clone();
-        let t0 = rt.t0;
-        let limit = cfg.timing(cfg.heartbeat.timeout.ms()).lease_ms.max(100);
-        let me2 = me.clone();
-        let cluster = cfg.cluster_name.clone();
-        std::thread::Builder::new()
-            .name("baton-stall-watch".into())
-            .spawn(move || {
-                let mut reported = false;
-                loop {
-                    std::thread::sleep(Duration::from_millis(limit / 4));
-                    let last = progress.load(std::sync::atomic::Ordering::Acquire);
-                    let now = t0.elapsed().as_millis() as u64;
-                    let stalled = now.saturating_sub(last);
-                    if stalled > limit && last > 0 && !reported {
-                        reported = true;
-                        let mut ev = Event::new(&events::LOOP_STALLED, format!("agent main loop has not run for {stalled} ms (limit {limit} ms): the watchdog is no longer fed"))
-                            .field("stalled_ms", stalled);
-                        ev.cluster = cluster.clone();
-                        ev.server = me2.clone();
-                        ev.time_ms = unix_ms();
-                        tracing::error!(stalled_ms = stalled, "agent main loop stalled");
-                        if let Ok(mut log) = shared.alert_log.lock() {
-                            let _ = log.append(ev.clone());
-                        }
-                        shared.notifier.publish(ev);
-                    } else if stalled <= limit {
-                        reported = false;
-                    }
-                }
-            })
-            .map_err(|e| AgentError::Build {
-                what: "stall watcher thread".into(),
-                msg: e.to_string(),
-            })?;
-    }
-
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut deadline: Option<tokio::time::Instant> = None;
-    let shutdown_timeout = cfg.agent.shutdown_timeout.0;
-
-    let reason = loop {
-        let actions: Vec<Action> = tokio::select! {
-            _ = tick.tick() => {
-                rt.maybe_report_rejects();
-                rt.maybe_report_drops();
-                rt.feed_watchdog_device();
-                progress.store(rt.t0.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Release);
-                let now = rt.now();
-                rt.engine.step(now, Input::Tick)
-            }
-            _ = hb.tick() => {
-                // Step first: after a pause the heartbeat must say what is true now.
-                let now = rt.now();
-                let acts = rt.engine.step(now, Input::Tick);
-                rt.send_heartbeats().await;
-                acts
-            }
-            _ = wd.tick(), if watchdog => {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                Vec::new()
-            }
-            _ = sigterm.recv() => rt.begin_shutdown(&mut deadline, shutdown_timeout),
-            _ = sigint.recv() => rt.begin_shutdown(&mut deadline, shutdown_timeout),
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                let ev = Event::new(&events::AGENT_SHUTDOWN_DEADLINE, format!("shutdown deadline of {} ms passed; exiting with groups possibly still active", shutdown_timeout.as_millis()));
-                rt.record(ev);
-                break DEADLINE_REASON.to_string();
-            }
-            m = rx.recv() => {
-                let Some(m) = m else { break "internal channel closed".to_string() };
-                let now = rt.now();
-                match m {
-                    LoopMsg::Heartbeat { from, path, msg, arrived, newest } => {
-                        let at = Millis(u64::try_from(arrived.saturating_duration_since(rt.t0).as_millis()).unwrap_or(0));
-                        rt.engine.step(at.min(now), Input::Heartbeat { from, path, msg, newest })
-                    }
-                    LoopMsg::WitnessReply { sent_at, granted, epochs, detail, refused } => {
-                        // An answer or lease document out of bounds (never a grant) is a
-                        // critical event, not only a lost vote.
-                        let mut acts = match refused {
-                            Some(what) => rt.engine.refused_input(now, "the witness", what),
-                            None => Vec::new(),
-                        };
-                        acts.extend(rt.engine.step(now, Input::WitnessReply { sent_at, granted, epochs, detail }));
-                        acts
-                    }
-                    LoopMsg::Reachability { ok, detail } => rt.engine.step(now, Input::Reachability { ok, detail }),
-                    LoopMsg::ActionDone { id, result } => rt.engine.step(now, Input::ActionDone { id, result }),
-                    LoopMsg::CheckDone { id, result, detail } => rt.engine.step(now, Input::CheckDone { id, result, detail }),
-                    LoopMsg::ProbeDone { id, outcome } => rt.engine.step(now, Input::ProbeDone { id, outcome }),
-                    LoopMsg::Command { cmd, reply } => {
-                        let stop = cmd == Command::ClusterStop;
-                        match rt.engine.command(now, cmd) {
-                            Ok(actions) => {
-                                let _ = reply.send(Ok(()));
-                                if stop && deadline.is_none() {
-                                    deadline = Some(deadline_after(shutdown_timeout));
-                                }
-                                actions
-                            }
-                            Err(e) => {
-                                let _ = reply.send(Err(e));
-                                Vec::new()
-                            }
-                        }
-                    }
-                    LoopMsg::Status { reply } => {
-                        // Step first, so that a status read right after a pause reflects
-                        // the re-checked quorum, never the state from before the pause.
-                        let acts = rt.engine.step(now, Input::Tick);
-                        let _ = reply.send(rt.engine.status());
-                        acts
-                    }
-                    LoopMsg::Event(ev) => {
-                        rt.record(*ev);
-                        Vec::new()
-                    }
-                    LoopMsg::Persisted(done) => {
-                        rt.persisted(done);
-                        Vec::new()
-                    }
-                }
-            }
-        };
-        rt.execute(actions);
-        if rt.engine.take_urgent() {
-            rt.send_heartbeats().await;
-        }
-        if let Some(r) = rt.exit.take() {
-            break r;
-        }
+    let mut timers = run::Timers::new(&cfg, progress.clone())?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    start::spawn_stall_watch(&shared, progress, t0)?;
+    let reason = run::main_loop(&mut rt, &mut rx, &mut timers).await;
+    let tasks = run::Tasks {
+        api,
+        socket,
+        notifier,
+        notifier_task,
     };
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    if let Some(mut f) = rt.watchdog_dev.take().filter(|_| !rt.fencing) {
-        // Magic close: a clean stop disarms the watchdog device (not while fencing).
-        use std::io::Write;
-        let _ = f.write_all(b"V");
-    }
-    // Tell the peers once more (leaving / stopping flags) before going silent.
-    for _ in 0..2 {
-        rt.send_heartbeats().await;
-        tokio::time::sleep(hb_every).await;
-    }
-    // Let queued state writes finish (bounded: a hung disk must not hang the exit).
-    if !rt.persist.close(Duration::from_secs(5)) {
-        warn!("state writes still pending at exit");
-    }
-    let ev = Event::new(
-        &events::AGENT_STOPPED,
-        format!("agent on {me} stopped: {reason}"),
-    );
-    rt.record(ev);
-    if let Ok(log) = rt.shared.alert_log.lock() {
-        let _ = log.sync();
-    }
-    api_task.abort();
-    if let Some(t) = socket_task {
-        t.abort();
-        if let Some(p) = cfg.api.socket_path(&cfg.cluster_name, &me) {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-    let _ = notifier
-        .shutdown(cfg.notify.delivery.shutdown_timeout.0)
-        .await;
-    notifier_task.abort();
-    if reason == DEADLINE_REASON {
-        return Err(AgentError::ShutdownDeadline);
-    }
-    Ok(reason)
+    run::shutdown(rt, tasks, reason).await
 }
-
-const DEADLINE_REASON: &str = "shutdown deadline passed";
 
 /// `now + d` without the panic of `Instant + Duration` on overflow (a huge configured
 /// timeout made SIGTERM panic before anything was deactivated): a deadline past the
@@ -1613,6 +1045,28 @@ fn deadline_after(d: Duration) -> tokio::time::Instant {
 }
 
 impl Runtime {
+    /// BTN-1001 and the sinks that could not be set up (BTN-5004), then the actions the
+    /// engine produced at construction (re-adoption checks).
+    fn announce_start(&mut self, sink_failures: &[baton_notifier::build::SinkFailure]) {
+        let started = Event::new(
+            &events::AGENT_STARTED,
+            format!(
+                "agent {} started on {} (config {}…, pid {})",
+                env!("CARGO_PKG_VERSION"),
+                self.me,
+                &self.cfg.digest[..12],
+                std::process::id()
+            ),
+        )
+        .field("digest", self.cfg.digest.clone());
+        self.record(started);
+        for f in sink_failures {
+            self.record(f.event());
+        }
+        let initial = self.engine.step(Millis(0), Input::Tick);
+        self.execute(initial);
+    }
+
     fn begin_shutdown(
         &mut self,
         deadline: &mut Option<tokio::time::Instant>,
