@@ -18,6 +18,7 @@
 pub mod alert_log;
 pub mod build;
 pub mod cloudwatch;
+pub mod delivery;
 pub mod dispatch;
 pub mod filter;
 pub mod mail;

@@ -35,7 +35,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::dispatch::{backoff, wait_deadline, Counters, NotifierOptions};
+use crate::delivery::{backoff, wait_deadline, Counters, NotifierOptions};
 use crate::sink::SinkError;
 
 pub const MONITOR_POLLING_TIME: &str = "MonitorPollingTime";

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use baton_core::events::{
