@@ -29,7 +29,7 @@ pub use notify::{
     id_matches, CloudWatchSection, DeliverySection, LogSinkSection, MailSection, MailSecurity,
     MetricKind, MetricsSection, NotifySection, SnsSection, WebhookSection,
 };
-pub use validate::topo_order;
+pub use validate::resources::topo_order;
 
 use diagnostics::{escape_controls, finish_err, line_col, one_line, typed, Diags};
 use raw::RawFile;
