@@ -6,7 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{k, Diags, Dur};
+use super::diagnostics::{k, Diags};
+use super::Dur;
 
 /// A network written as `ADDRESS/PREFIX` (`10.0.0.0/16`, `fd00::/8`); a bare address is a
 /// single host (`/32` or `/128`).

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{k, Diags, Dur};
+use super::diagnostics::{k, Diags};
+use super::Dur;
 
 /// `[aws]`: settings of the one AWS client factory. Credentials are never in the file:
 /// they come from the SDK's default chain (environment, shared profile, SSO, web identity,

@@ -46,7 +46,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{k, Diags, Dur, Monitor, Seg};
+use super::diagnostics::{k, Diags, Seg};
+use super::{Dur, Monitor};
 use crate::events::CATALOGUE;
 use crate::Severity;
 

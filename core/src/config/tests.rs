@@ -1,6 +1,9 @@
 //! Configuration loader tests: a full valid file, defaults, warnings, and one test per
 //! class of error, each checking the file, line, column, key and the wording.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 use super::*;
 
 /// The design's example (docs: "Configuration"), without the `[notify.sns]` and
