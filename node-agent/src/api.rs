@@ -15,7 +15,7 @@
 //! The OpenAPI description is `docs/src/openapi.yaml`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -207,7 +207,7 @@ async fn auth(
         g.0 += 1;
         let due = g.1.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
         if due {
-            g.1 = Some(Instant::now());
+            g.1 = Some(crate::clock::now());
         }
         due.then_some(g.0)
     };

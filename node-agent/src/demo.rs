@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use baton_core::engine::GroupState;
 use baton_core::events::Event;
@@ -48,7 +48,7 @@ struct Node {
 
 fn unix_ms() -> u64 {
     // Wall-clock time, only to line up the demo's kill with the agents' event stamps.
-    SystemTime::now()
+    crate::clock::wall()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
 }
@@ -336,7 +336,7 @@ async fn demo_body(
 ) -> Result<Timeline, String> {
     let json = o.json;
     // 1. Wait for the group to come up.
-    let start = Instant::now();
+    let start = crate::clock::now();
     let first_owner = loop {
         if let Some(st) = cluster_status(client, nodes, None).await {
             if let Some(w) = owner(&st) {
@@ -388,7 +388,7 @@ async fn demo_body(
     kill_app(dir, &first_owner);
 
     // 3. Wait for the failover, printing state changes as they happen.
-    let t = Instant::now();
+    let t = crate::clock::now();
     let mut last = String::new();
     let new_owner = loop {
         if let Some(st) = cluster_status(client, nodes, Some(&first_owner)).await {

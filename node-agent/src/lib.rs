@@ -7,6 +7,7 @@ pub mod api_types;
 pub mod catalog;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod cloud;
 pub mod demo;
 pub mod exit;

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::clock::Instant;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,7 +38,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::time::Instant;
 
 /// Largest buffer for a request's head (hyper's minimum is 8 KiB).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -261,7 +261,7 @@ struct Every(Option<Instant>);
 
 impl Every {
     fn due(&mut self) -> bool {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let due = self.0.is_none_or(|t| now.duration_since(t) >= REPORT_EVERY);
         if due {
             self.0 = Some(now);
@@ -408,7 +408,7 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = crate::clock::now();
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -435,7 +435,7 @@ where
     let limits = &gate.limits;
     let activity = Arc::new(Activity {
         busy: AtomicUsize::new(0),
-        last: Mutex::new(Instant::now()),
+        last: Mutex::new(crate::clock::now()),
     });
     let tower = TowerToHyperService::new(app);
     let request_timeout = limits.request_timeout;
@@ -473,7 +473,7 @@ where
             None => {
                 let last = *activity.last.lock().unwrap_or_else(|p| p.into_inner());
                 if activity.busy.load(Ordering::Relaxed) > 0 {
-                    Instant::now() + limits.idle_timeout
+                    crate::clock::now() + limits.idle_timeout
                 } else {
                     last + limits.idle_timeout
                 }
@@ -488,10 +488,10 @@ where
                 }
                 let last = *activity.last.lock().unwrap_or_else(|p| p.into_inner());
                 if activity.busy.load(Ordering::Relaxed) == 0
-                    && Instant::now().duration_since(last) >= limits.idle_timeout
+                    && crate::clock::now().duration_since(last) >= limits.idle_timeout
                 {
                     conn.as_mut().graceful_shutdown();
-                    closing = Some(Instant::now() + limits.header_timeout);
+                    closing = Some(crate::clock::now() + limits.header_timeout);
                 }
             }
         }
@@ -930,7 +930,7 @@ mod tests {
     async fn until_closed(c: &mut TcpStream, within: Duration) -> Option<String> {
         let mut all = Vec::new();
         let mut buf = [0u8; 1024];
-        let end = Instant::now() + within;
+        let end = crate::clock::now() + within;
         loop {
             match tokio::time::timeout_at(end, c.read(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&all).to_string()),
@@ -976,7 +976,7 @@ mod tests {
         let (addr, gate, _) = start(local()).await;
         // Headers one byte at a time, never finished: closed by the header timeout.
         let mut slow = TcpStream::connect(addr).await.unwrap();
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut closed = false;
         for b in b"GET /peer HTTP/1.1\r\nhost: x\r\nx-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
         {
@@ -1019,8 +1019,8 @@ mod tests {
         // Every slot is free again.
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop((slow, idle, kept, c));
-        let end = Instant::now() + Duration::from_secs(3);
-        while gate.stats.open.load(Ordering::Relaxed) > 0 && Instant::now() < end {
+        let end = crate::clock::now() + Duration::from_secs(3);
+        while gate.stats.open.load(Ordering::Relaxed) > 0 && crate::clock::now() < end {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(gate.stats.open.load(Ordering::Relaxed), 0);

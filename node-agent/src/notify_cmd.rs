@@ -6,7 +6,7 @@
 //! sink name; 3 invalid configuration or unknown server.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_core::events::{Event, NOTIFY_TEST};
 use baton_notifier::build::{build, sink_names};
@@ -117,7 +117,7 @@ async fn test(config: &Path, server: &str, only: Option<&str>, json: bool) -> Ex
     let dir = config.parent().unwrap_or(Path::new(".")).to_path_buf();
     let built = build(&cfg, server, &dir, only).await;
 
-    let now_ms = std::time::SystemTime::now()
+    let now_ms = crate::clock::wall()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
     let mut ev = Event::new(
@@ -131,7 +131,7 @@ async fn test(config: &Path, server: &str, only: Option<&str>, json: bool) -> Ex
 
     let mut results = Vec::new();
     for s in &built.sinks {
-        let start = Instant::now();
+        let start = crate::clock::now();
         let r = tokio::time::timeout(TEST_TIMEOUT, s.deliver(std::slice::from_ref(&ev))).await;
         let took_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         results.push(match r {
@@ -171,7 +171,7 @@ async fn test(config: &Path, server: &str, only: Option<&str>, json: bool) -> Ex
             timestamp_ms: now_ms,
             storage_resolution: 60,
         };
-        let start = Instant::now();
+        let start = crate::clock::now();
         let r = tokio::time::timeout(TEST_TIMEOUT, cw.put(std::slice::from_ref(&datum))).await;
         let took_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (ok, code, error) = match r {

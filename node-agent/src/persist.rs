@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_core::engine::Action;
 
@@ -163,7 +163,7 @@ impl Persistence {
         let Some(t) = self.thread.take() else {
             return true;
         };
-        let start = Instant::now();
+        let start = crate::clock::now();
         while !t.is_finished() {
             if start.elapsed() >= timeout {
                 return false;

@@ -134,7 +134,7 @@ async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use crate::clock::Instant;
 
     async fn http_server(status: u16) -> (String, tokio::task::JoinHandle<()>) {
         use axum::http::StatusCode;
@@ -186,7 +186,7 @@ mod tests {
                 held.push(s);
             }
         });
-        let started = Instant::now();
+        let started = crate::clock::now();
         let r = Reachability::new(&[], &[format!("http://{addr}/")])
             .check(Duration::from_millis(300))
             .await;

@@ -7,10 +7,11 @@
 //! subtracted from the monotonic clock at read time. A wall-clock step between arrival and
 //! read distorts only that packet's age; the age is clamped to `[0, 60 s]`.
 
+use crate::clock::Instant;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use nix::sys::socket::{
     recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
@@ -40,7 +41,7 @@ pub async fn recv(
             let msg =
                 recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)
                     .map_err(std::io::Error::from)?;
-            let read_at = Instant::now();
+            let read_at = crate::clock::now();
             let mut arrived = read_at;
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
@@ -49,7 +50,7 @@ pub async fn recv(
                             u64::try_from(ts.tv_sec()).unwrap_or(0),
                             u32::try_from(ts.tv_nsec()).unwrap_or(0),
                         );
-                        let wall = SystemTime::now()
+                        let wall = crate::clock::wall()
                             .duration_since(UNIX_EPOCH)
                             .unwrap_or_default();
                         let age = wall.saturating_sub(stamp).min(MAX_AGE);

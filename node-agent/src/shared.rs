@@ -2,9 +2,9 @@
 //! loop: the configuration, the keys and tokens, the alert log, the notifier, and the
 //! channel into the loop ([`LoopMsg`]).
 
+use crate::clock::Instant;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use baton_core::config::Config;
 use baton_core::engine::{

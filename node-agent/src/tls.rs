@@ -672,13 +672,13 @@ api = "10.0.0.2:7420"
         let sc = ServerCert::load(&crt, &key).unwrap();
         let served = |sc: &ServerCert| sc.state.read().unwrap().served.cert[0].as_ref().to_vec();
         let first = served(&sc);
-        let later = || SystemTime::now() + Duration::from_secs(5);
+        let later = || crate::clock::wall() + Duration::from_secs(5);
         assert!(matches!(sc.reload_if_changed(later()), Reload::Unchanged));
 
         issue(&dir, &cfg()).unwrap();
         // Just written: left for the next check.
         assert!(matches!(
-            sc.reload_if_changed(SystemTime::now()),
+            sc.reload_if_changed(crate::clock::wall()),
             Reload::Unchanged
         ));
         assert!(matches!(sc.reload_if_changed(later()), Reload::Reloaded));

@@ -73,7 +73,7 @@
 //! heartbeats").
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -432,7 +432,7 @@ pub fn decode<T: DeserializeOwned>(
 /// timing decision, only as the fallback of [`next_seq_base`] (see the module docs). A
 /// clock before 1970 yields 1.
 pub fn initial_seq() -> u64 {
-    let micros = SystemTime::now()
+    let micros = crate::clock::wall()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros())
         .unwrap_or(0);

@@ -22,13 +22,14 @@
 //! lease ([`MAX_LEASE`], default 60 s) — by then every grant it gave before the restart
 //! has lapsed.
 
+use crate::clock::Instant;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::{ConnectInfo, Request, State};
@@ -796,7 +797,7 @@ fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Respons
 pub fn router(keys: WitnessKeys, quiet: Duration) -> Router {
     let state = Arc::new(ServerState {
         keys,
-        book: Mutex::new(Book::new(Instant::now(), quiet)),
+        book: Mutex::new(Book::new(crate::clock::now(), quiet)),
     });
     Router::new()
         .route("/v1/vote", post(vote_handler))
@@ -917,7 +918,7 @@ async fn vote_handler(State(s): State<Arc<ServerState>>, req: Request) -> Respon
             );
         }
     }
-    let now = Instant::now();
+    let now = crate::clock::now();
     let outcome = {
         let mut book = s.book.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(r) = book.check_seq(&wire.cluster, &wire.server, &wire.session, wire.seq, now) {
@@ -1294,7 +1295,7 @@ mod tests {
     }
 
     fn started() -> (Book, Instant) {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         (Book::new(t0, Duration::ZERO), t0)
     }
 
@@ -1360,7 +1361,7 @@ mod tests {
 
     #[test]
     fn quiet_period_denies_everything() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut b = Book::new(t0, ms(500));
         let o = vote(&mut b, "a", &["a"], t0 + ms(499));
         assert!(!o.granted);

@@ -2,6 +2,8 @@
 //! that survives a restart (re-adoption without a flap), and systemd notifications.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests measure the real time of real processes and sockets: they read the clock directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;

@@ -3,6 +3,8 @@
 //! garbage and oversized requests, wrong cluster key; and forged, replayed, garbage and
 //! hanging witnesses on the client side.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests measure the real time of real processes and sockets: they read the clock directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

@@ -398,7 +398,7 @@ impl NotifierHandle {
     /// now, and report (and count as dropped) what was still undelivered then. Events
     /// published afterwards are dropped. Delivery in flight at the deadline is cancelled.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
-        let now = Instant::now();
+        let now = crate::clock::now();
         // A huge deadline means "wait as long as it takes": cap it instead of overflowing.
         let at = now.checked_add(deadline).unwrap_or(now + FAR_FUTURE);
         self.inner.shutdown_tx.send_replace(Some(at));
@@ -602,7 +602,7 @@ impl Worker {
         let mut closing = false;
         loop {
             if self.batch.is_empty() {
-                self.release_held(Instant::now(), closing);
+                self.release_held(crate::clock::now(), closing);
             }
             if self.batch.is_empty() {
                 let hold_until = self.next_release();
@@ -627,7 +627,7 @@ impl Worker {
                 };
                 let Some(first) = next else {
                     // Queue closed and drained: flush what is held, then end.
-                    self.release_held(Instant::now(), true);
+                    self.release_held(crate::clock::now(), true);
                     if self.batch.is_empty() {
                         return;
                     }
@@ -685,7 +685,7 @@ impl Worker {
         if !window.is_zero() {
             let key = SubjectKey::of(&ev);
             if let Some(r) = self.recent.get_mut(&key) {
-                if Instant::now() < r.sent_at + window {
+                if crate::clock::now() < r.sent_at + window {
                     if !self.batch.has_subject(&key) {
                         match &mut r.held {
                             Some(p) => p.fold(&ev),
@@ -769,7 +769,7 @@ impl Worker {
         }
         c.sub_queued(total);
         if !self.opts.coalesce_window.is_zero() {
-            let now = Instant::now();
+            let now = crate::clock::now();
             for p in &self.batch.items {
                 self.recent
                     .entry(SubjectKey::of(&p.event))

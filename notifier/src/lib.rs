@@ -17,6 +17,7 @@
 
 pub mod alert_log;
 pub mod build;
+pub mod clock;
 pub mod cloudwatch;
 pub mod delivery;
 pub mod dispatch;

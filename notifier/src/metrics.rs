@@ -57,7 +57,7 @@ pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 pub fn system_wall_clock() -> WallClock {
     Arc::new(|| {
-        std::time::SystemTime::now()
+        crate::clock::wall()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     })
@@ -660,7 +660,7 @@ impl MetricsWorker {
     }
 
     async fn serve(&mut self) {
-        let start = Instant::now() + self.interval;
+        let start = crate::clock::now() + self.interval;
         let mut tick = tokio::time::interval_at(start, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut flight: Option<Flight> = None;

@@ -37,7 +37,7 @@ pub type UnixClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 pub fn system_clock() -> UnixClock {
     Arc::new(|| {
-        std::time::SystemTime::now()
+        crate::clock::wall()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     })

@@ -19,7 +19,8 @@
 //!
 //! Find the binary with [`bin::baton_bin`]: next to the test executable's target
 //! directory, or `BATON_BIN`.
-
+// Tests measure the real time of real processes and sockets: they read the clock directly.
+#![allow(clippy::disallowed_methods)]
 // Panicking is how this harness reports a failed expectation.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

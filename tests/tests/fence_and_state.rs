@@ -8,6 +8,8 @@
 //! * A slow state directory (`BATON_TEST_STATE_DELAY_MS`: every state write of the agent
 //!   takes that long) does not delay heartbeats: no peer ever sees the writer down.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests measure the real time of real processes and sockets: they read the clock directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};

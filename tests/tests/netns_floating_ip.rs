@@ -25,6 +25,8 @@
 //! node-2. Throughout, a watcher polls `ip -j addr` of the three nodes and fails the
 //! test if two of them that are connected to network a hold the VIP at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests measure the real time of real processes and sockets: they read the clock directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::fs::OpenOptions;
 use std::io::Write;

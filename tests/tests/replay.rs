@@ -12,6 +12,8 @@
 //! Needs root (CAP_NET_RAW) for the raw socket, as the other process-level tests that
 //! touch the network do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests measure the real time of real processes and sockets: they read the clock directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

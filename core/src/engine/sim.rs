@@ -2396,6 +2396,7 @@ fn sim_random_schedules() {
         .map(|n| n.get())
         .unwrap_or(1)
         .min(8) as u64;
+    #[allow(clippy::disallowed_methods)] // reports how long the exploration took; decides nothing
     let started = std::time::Instant::now();
     // Per thread: (events, simulated ms, failing (seed, violation), activations,
     // activations on another server than the group's previous one, monitor figures).

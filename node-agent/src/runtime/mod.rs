@@ -1,11 +1,12 @@
 //! The agent shell: feeds the engine, executes its actions, sends and receives
 //! heartbeats, serves the API, persists state.
 
+use crate::clock::Instant;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use baton_core::config::{Config, FinalAction};
 use baton_core::engine::{
@@ -116,7 +117,7 @@ fn failure(e: &baton_providers::ProviderError) -> Failure {
 fn unix_ms() -> u64 {
     // Wall-clock time is used only to stamp events and ownership records for people;
     // every decision runs on the monotonic clock.
-    SystemTime::now()
+    crate::clock::wall()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
 }
@@ -486,7 +487,7 @@ impl Runtime {
                 // The driver enforces the timeout itself (and kills what it started); this
                 // outer bound only protects the engine from a driver that never returns.
                 let outer = ctx.timeout.saturating_add(Duration::from_secs(5));
-                let started = Instant::now();
+                let started = crate::clock::now();
                 match op {
                     Op::Activate | Op::Deactivate => {
                         let fut = async {
@@ -548,7 +549,7 @@ impl Runtime {
             .then(|| self.shared.notifier.clone());
         tokio::spawn(
             async move {
-                let started = Instant::now();
+                let started = crate::clock::now();
                 let r = match probe {
                     // The probe enforces its own timeout (and kills what it started, with
                     // a grace period); this outer bound only catches a probe that hangs.
@@ -788,7 +789,7 @@ impl Runtime {
         if self.last_drop_check.elapsed() < Duration::from_secs(10) {
             return;
         }
-        self.last_drop_check = Instant::now();
+        self.last_drop_check = crate::clock::now();
         for ev in self.shared.notifier.drop_events() {
             self.record(ev);
         }
@@ -803,7 +804,7 @@ impl Runtime {
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
         {
             self.rejected_reported = total;
-            self.last_reject_event = Some(Instant::now());
+            self.last_reject_event = Some(crate::clock::now());
             let ev = Event::new(
                 &events::PACKETS_REJECTED,
                 format!(
@@ -929,7 +930,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         alert_log: Mutex::new(l.alert_log),
         counters: Mutex::new(RejectCounters::default()),
         notifier: notifier.clone(),
-        started: Instant::now(),
+        started: crate::clock::now(),
         auth_failures: Mutex::new((0, None)),
     });
     if let Some(ev) = l.fd_event {
@@ -947,7 +948,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         });
     }
 
-    let t0 = Instant::now();
+    let t0 = crate::clock::now();
     let boot = Boot {
         incarnation: wire::incarnation(l.boot_count, rand::random::<u32>()),
         epochs: l.epochs.clone(),
@@ -1009,7 +1010,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         rejected_reported: 0,
         last_reject_event: None,
         ownership: l.ownership,
-        last_drop_check: Instant::now(),
+        last_drop_check: crate::clock::now(),
         unpersisted: HashMap::new(),
         rtt,
         witness,
@@ -1038,7 +1039,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
 /// timeout made SIGTERM panic before anything was deactivated): a deadline past the
 /// clock's range is capped at a year, which is "never" for an agent shutting down.
 fn deadline_after(d: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
+    let now = crate::clock::now();
     now.checked_add(d)
         .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
         .unwrap_or(now)

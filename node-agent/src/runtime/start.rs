@@ -409,9 +409,9 @@ async fn reload_tls(cert: Arc<crate::tls::ServerCert>, shared: Arc<Shared>) {
             }
         };
         let now = tokio::select! {
-            _ = every.tick() => std::time::SystemTime::now(),
+            _ = every.tick() => crate::clock::wall(),
             // At SIGHUP the operator says the files are complete: no settling wait.
-            _ = hangup => std::time::SystemTime::now() + Duration::from_secs(60),
+            _ = hangup => crate::clock::wall() + Duration::from_secs(60),
         };
         let (c, k) = cert.files();
         match cert.reload_if_changed(now) {

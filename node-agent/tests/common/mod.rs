@@ -1,4 +1,6 @@
 //! What several agent test binaries share: a `baton witness` process.
+// Tests measure the real time of real processes and sockets: they read the clock directly.
+#![allow(clippy::disallowed_methods)]
 // Each test binary compiles this module and uses a part of it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 

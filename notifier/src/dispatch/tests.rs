@@ -71,7 +71,7 @@ impl EventSink for TestSink {
     }
     async fn deliver(&self, batch: &[Event]) -> Result<(), SinkError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
-        self.attempt_times.lock().unwrap().push(Instant::now());
+        self.attempt_times.lock().unwrap().push(crate::clock::now());
         if self.panic {
             panic!("test sink panics");
         }
@@ -117,11 +117,11 @@ async fn slow_sink_blocks_neither_publish_nor_other_sinks() {
     let fast = Arc::new(TestSink::new("fast"));
     let (h, _join) = start(&[&slow, &fast], NotifierOptions::default());
 
-    let t0 = Instant::now();
+    let t0 = crate::clock::now();
     for i in 1..=50 {
         h.publish(ev(i));
     }
-    assert_eq!(Instant::now(), t0, "publish must not wait");
+    assert_eq!(crate::clock::now(), t0, "publish must not wait");
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(seqs(&fast.got()), (1..=50).collect::<Vec<_>>());
@@ -133,9 +133,9 @@ async fn slow_sink_blocks_neither_publish_nor_other_sinks() {
     assert_eq!((f.queued, f.delivered, f.dropped), (0, 50, 0));
 
     // Still immediate while the slow sink is stuck.
-    let t1 = Instant::now();
+    let t1 = crate::clock::now();
     h.publish(ev(51));
-    assert_eq!(Instant::now(), t1);
+    assert_eq!(crate::clock::now(), t1);
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(fast.got().len(), 51);
     assert_eq!(stat(&h, "slow").queued, 51);
@@ -294,7 +294,7 @@ async fn shutdown_flushes_within_deadline() {
     for i in 1..=3 {
         h.publish(ev(i));
     }
-    let t0 = Instant::now();
+    let t0 = crate::clock::now();
     let report = h.shutdown(Duration::from_secs(10)).await;
     let took = t0.elapsed();
     assert!(!report.timed_out, "{report:?}");
@@ -324,7 +324,7 @@ async fn shutdown_deadline_counts_what_is_left() {
     for i in 1..=5 {
         h.publish(ev(i));
     }
-    let t0 = Instant::now();
+    let t0 = crate::clock::now();
     let report = h.shutdown(Duration::from_millis(2500)).await;
     let took = t0.elapsed();
     assert!(report.timed_out);
