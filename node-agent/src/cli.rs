@@ -574,222 +574,36 @@ pub async fn run(cli: Cli) -> Exit {
             Exit::Failure // handled in main
         }
         Cmd::Status { t } => status(&t).await,
-        Cmd::Group { op } => match op {
-            GroupOp::Start { group, on, t } => {
-                send_command(
-                    &t,
-                    Command::GroupStart {
-                        group: group.clone(),
-                        on,
-                    },
-                    &format!("group {group}: start requested"),
-                )
-                .await
-            }
-            GroupOp::Stop { group, t } => {
-                send_command(
-                    &t,
-                    Command::GroupStop {
-                        group: group.clone(),
-                    },
-                    &format!("group {group}: stop requested"),
-                )
-                .await
-            }
-            GroupOp::Move { group, to, t } => {
-                send_command(
-                    &t,
-                    Command::GroupMove {
-                        group: group.clone(),
-                        to,
-                    },
-                    &format!("group {group}: move requested"),
-                )
-                .await
-            }
-        },
-        Cmd::Cluster { op } => match op {
-            ClusterOp::Suspend { t } => {
-                send_command(&t, Command::ClusterSuspend, "cluster suspended").await
-            }
-            ClusterOp::Resume { t } => {
-                send_command(&t, Command::ClusterResume, "cluster resumed").await
-            }
-            ClusterOp::Stop { t } => {
-                send_command(
-                    &t,
-                    Command::ClusterStop,
-                    "cluster stop requested: every agent stops its groups and exits",
-                )
-                .await
-            }
-        },
-        Cmd::Monitor { op } => match op {
-            MonitorOp::Suspend { monitor, t } => {
-                send_command(
-                    &t,
-                    Command::MonitorSuspend {
-                        monitor: monitor.clone(),
-                    },
-                    &format!("monitor {monitor} suspended"),
-                )
-                .await
-            }
-            MonitorOp::Resume { monitor, t } => {
-                send_command(
-                    &t,
-                    Command::MonitorResume {
-                        monitor: monitor.clone(),
-                    },
-                    &format!("monitor {monitor} resumed"),
-                )
-                .await
-            }
-        },
-        Cmd::Timeout { op } => match op {
-            TimeoutOp::Set {
-                heartbeat,
-                monitor_factor,
-                duration,
-                t,
-            } => {
-                let dur = match parse_duration(&duration) {
-                    Ok(d) => d,
-                    Err(m) => {
-                        return fail(t.json, Exit::Usage, "bad-duration", &format!("--for: {m}"))
-                    }
-                };
-                let hb = match heartbeat.as_deref().map(parse_duration).transpose() {
-                    Ok(h) => h,
-                    Err(m) => {
-                        return fail(
-                            t.json,
-                            Exit::Usage,
-                            "bad-duration",
-                            &format!("--heartbeat: {m}"),
-                        )
-                    }
-                };
-                if hb.is_none() && monitor_factor.is_none() {
-                    return fail(
-                        t.json,
-                        Exit::Usage,
-                        "nothing-to-set",
-                        "give --heartbeat DURATION and/or --monitor-factor PERCENT",
-                    );
-                }
-                let cmd = Command::TimeoutSet {
-                    heartbeat_timeout_ms: hb.map_or(0, |h| h.ms()),
-                    monitor_factor_pct: monitor_factor.unwrap_or(100),
-                    duration_ms: dur.ms(),
-                };
-                send_command(&t, cmd, &format!("temporary timeouts set for {dur}")).await
-            }
-            TimeoutOp::Clear { t } => {
-                send_command(&t, Command::TimeoutClear, "temporary timeouts cleared").await
-            }
-        },
+        Cmd::Group { op } => group_cmd(op).await,
+        Cmd::Cluster { op } => cluster_cmd(op).await,
+        Cmd::Monitor { op } => monitor_cmd(op).await,
+        Cmd::Timeout { op } => timeout_cmd(op).await,
         Cmd::Alerts { t, follow, after } => alerts(&t, follow, after).await,
         Cmd::Config {
             op: ConfigOp::Check { file, json },
         } => config_check(&file, json),
-        Cmd::Events { markdown, json } => {
-            if markdown {
-                print!("{}", baton_core::events::catalogue_markdown());
-            } else if json {
-                let v: Vec<_> = baton_core::events::CATALOGUE
-                    .iter()
-                    .map(|d| serde_json::json!({"id": d.code(), "severity": d.severity, "module": d.module, "title": d.title, "cause": d.cause, "action": d.action}))
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
-            } else {
-                for d in baton_core::events::CATALOGUE {
-                    println!(
-                        "{}  {:<8} {:<11} {}",
-                        d.code(),
-                        d.severity.as_str(),
-                        d.module,
-                        d.title
-                    );
-                }
-            }
-            Exit::Ok
-        }
+        Cmd::Events { markdown, json } => events_cmd(markdown, json),
         Cmd::Notify { op } => crate::notify_cmd::run(op).await,
         Cmd::Keygen {
             witness: Some(out),
             config,
             ..
-        } => {
-            let config = config.unwrap_or_default();
-            match crate::witness::write_witness_key_file(&out, &config) {
-                Ok(cluster) => {
-                    println!(
-                        "wrote the witness key of cluster `{cluster}` to {} (mode 0600; give it to `baton witness --key-file`)",
-                        out.display()
-                    );
-                    Exit::Ok
-                }
-                Err(crate::witness::WitnessKeyError::Config(e)) => {
-                    for d in &e.diagnostics {
-                        eprintln!("{d}");
-                    }
-                    fail(false, Exit::ConfigInvalid, e.code(), &e.to_string())
-                }
-                Err(e) => fail(false, Exit::KeyError, e.code(), &e.to_string()),
-            }
-        }
+        } => keygen_witness(&out, config),
         Cmd::Keygen {
             tls: Some(dir),
             config,
             ..
         } => keygen_tls(&dir, &config.unwrap_or_default()),
-        Cmd::Token { role, config } => {
-            let cfg = match crate::catalog::load_config(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    for d in &e.diagnostics {
-                        eprintln!("{d}");
-                    }
-                    return fail(false, Exit::ConfigInvalid, e.code(), &e.to_string());
-                }
-            };
-            let key_path = crate::catalog::config_path(&config, &cfg.key_file);
-            let key = match ClusterKey::load(&key_path) {
-                Ok(k) => k,
-                Err(e) => return fail(false, Exit::KeyError, e.code(), &e.to_string()),
-            };
-            let role = if role == "read" {
-                baton_core::config::ApiRole::Read
-            } else {
-                baton_core::config::ApiRole::Operator
-            };
-            if !cfg.api.derived_tokens {
-                eprintln!(
-                    "note: [api] derived_tokens = false: the agents do not accept this token"
-                );
-            }
-            println!("{}", crate::tokens::derived_token(&key, role));
-            Exit::Ok
-        }
+        Cmd::Keygen {
+            file: Some(file), ..
+        } => keygen_file(&file),
         Cmd::Keygen { file: None, .. } => fail(
             false,
             Exit::Usage,
             "usage",
             "keygen needs FILE, --witness OUT --config FILE or --tls DIR --config FILE",
         ),
-        Cmd::Keygen {
-            file: Some(file), ..
-        } => match crate::key::generate_key_file(&file) {
-            Ok(()) => {
-                println!(
-                    "wrote a new cluster key to {} (copy it to every server, mode 0600)",
-                    file.display()
-                );
-                Exit::Ok
-            }
-            Err(e) => fail(false, Exit::KeyError, e.code(), &e.to_string()),
-        },
+        Cmd::Token { role, config } => token_cmd(&role, &config),
         Cmd::Resource {
             op,
             group,
@@ -802,17 +616,229 @@ pub async fn run(cli: Cli) -> Exit {
     }
 }
 
-/// `baton keygen --tls DIR -c CONFIG`: the CA and the servers' certificates, and the
-/// `[api]` lines that use them.
-fn keygen_tls(dir: &std::path::Path, config: &std::path::Path) -> Exit {
-    let cfg = match crate::catalog::load_config(config) {
-        Ok(c) => c,
-        Err(e) => {
+async fn group_cmd(op: GroupOp) -> Exit {
+    match op {
+        GroupOp::Start { group, on, t } => {
+            send_command(
+                &t,
+                Command::GroupStart {
+                    group: group.clone(),
+                    on,
+                },
+                &format!("group {group}: start requested"),
+            )
+            .await
+        }
+        GroupOp::Stop { group, t } => {
+            send_command(
+                &t,
+                Command::GroupStop {
+                    group: group.clone(),
+                },
+                &format!("group {group}: stop requested"),
+            )
+            .await
+        }
+        GroupOp::Move { group, to, t } => {
+            send_command(
+                &t,
+                Command::GroupMove {
+                    group: group.clone(),
+                    to,
+                },
+                &format!("group {group}: move requested"),
+            )
+            .await
+        }
+    }
+}
+
+async fn cluster_cmd(op: ClusterOp) -> Exit {
+    match op {
+        ClusterOp::Suspend { t } => {
+            send_command(&t, Command::ClusterSuspend, "cluster suspended").await
+        }
+        ClusterOp::Resume { t } => {
+            send_command(&t, Command::ClusterResume, "cluster resumed").await
+        }
+        ClusterOp::Stop { t } => {
+            send_command(
+                &t,
+                Command::ClusterStop,
+                "cluster stop requested: every agent stops its groups and exits",
+            )
+            .await
+        }
+    }
+}
+
+async fn monitor_cmd(op: MonitorOp) -> Exit {
+    match op {
+        MonitorOp::Suspend { monitor, t } => {
+            send_command(
+                &t,
+                Command::MonitorSuspend {
+                    monitor: monitor.clone(),
+                },
+                &format!("monitor {monitor} suspended"),
+            )
+            .await
+        }
+        MonitorOp::Resume { monitor, t } => {
+            send_command(
+                &t,
+                Command::MonitorResume {
+                    monitor: monitor.clone(),
+                },
+                &format!("monitor {monitor} resumed"),
+            )
+            .await
+        }
+    }
+}
+
+async fn timeout_cmd(op: TimeoutOp) -> Exit {
+    match op {
+        TimeoutOp::Set {
+            heartbeat,
+            monitor_factor,
+            duration,
+            t,
+        } => {
+            let dur = match parse_duration(&duration) {
+                Ok(d) => d,
+                Err(m) => return fail(t.json, Exit::Usage, "bad-duration", &format!("--for: {m}")),
+            };
+            let hb = match heartbeat.as_deref().map(parse_duration).transpose() {
+                Ok(h) => h,
+                Err(m) => {
+                    return fail(
+                        t.json,
+                        Exit::Usage,
+                        "bad-duration",
+                        &format!("--heartbeat: {m}"),
+                    )
+                }
+            };
+            if hb.is_none() && monitor_factor.is_none() {
+                return fail(
+                    t.json,
+                    Exit::Usage,
+                    "nothing-to-set",
+                    "give --heartbeat DURATION and/or --monitor-factor PERCENT",
+                );
+            }
+            let cmd = Command::TimeoutSet {
+                heartbeat_timeout_ms: hb.map_or(0, |h| h.ms()),
+                monitor_factor_pct: monitor_factor.unwrap_or(100),
+                duration_ms: dur.ms(),
+            };
+            send_command(&t, cmd, &format!("temporary timeouts set for {dur}")).await
+        }
+        TimeoutOp::Clear { t } => {
+            send_command(&t, Command::TimeoutClear, "temporary timeouts cleared").await
+        }
+    }
+}
+
+/// `baton events`: the catalogue as lines, Markdown (the docs page) or JSON.
+fn events_cmd(markdown: bool, json: bool) -> Exit {
+    if markdown {
+        print!("{}", baton_core::events::catalogue_markdown());
+    } else if json {
+        let v: Vec<_> = baton_core::events::CATALOGUE
+            .iter()
+            .map(|d| serde_json::json!({"id": d.code(), "severity": d.severity, "module": d.module, "title": d.title, "cause": d.cause, "action": d.action}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        for d in baton_core::events::CATALOGUE {
+            println!(
+                "{}  {:<8} {:<11} {}",
+                d.code(),
+                d.severity.as_str(),
+                d.module,
+                d.title
+            );
+        }
+    }
+    Exit::Ok
+}
+
+/// `baton keygen --witness OUT -c CONFIG`.
+fn keygen_witness(out: &std::path::Path, config: Option<PathBuf>) -> Exit {
+    let config = config.unwrap_or_default();
+    match crate::witness::write_witness_key_file(out, &config) {
+        Ok(cluster) => {
+            println!(
+                "wrote the witness key of cluster `{cluster}` to {} (mode 0600; give it to `baton witness --key-file`)",
+                out.display()
+            );
+            Exit::Ok
+        }
+        Err(crate::witness::WitnessKeyError::Config(e)) => {
             for d in &e.diagnostics {
                 eprintln!("{d}");
             }
-            return fail(false, Exit::ConfigInvalid, e.code(), &e.to_string());
+            fail(false, Exit::ConfigInvalid, e.code(), &e.to_string())
         }
+        Err(e) => fail(false, Exit::KeyError, e.code(), &e.to_string()),
+    }
+}
+
+/// The configuration in `file`, or its diagnostics printed and exit 3.
+fn load_config_or_report(file: &std::path::Path) -> Result<Config, Exit> {
+    crate::catalog::load_config(file).map_err(|e| {
+        for d in &e.diagnostics {
+            eprintln!("{d}");
+        }
+        fail(false, Exit::ConfigInvalid, e.code(), &e.to_string())
+    })
+}
+
+/// `baton token --role ROLE`: the role token derived from the cluster key.
+fn token_cmd(role: &str, config: &std::path::Path) -> Exit {
+    let cfg = match load_config_or_report(config) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    let key_path = crate::catalog::config_path(config, &cfg.key_file);
+    let key = match ClusterKey::load(&key_path) {
+        Ok(k) => k,
+        Err(e) => return fail(false, Exit::KeyError, e.code(), &e.to_string()),
+    };
+    let role = if role == "read" {
+        baton_core::config::ApiRole::Read
+    } else {
+        baton_core::config::ApiRole::Operator
+    };
+    if !cfg.api.derived_tokens {
+        eprintln!("note: [api] derived_tokens = false: the agents do not accept this token");
+    }
+    println!("{}", crate::tokens::derived_token(&key, role));
+    Exit::Ok
+}
+
+/// `baton keygen FILE`: a new cluster key.
+fn keygen_file(file: &std::path::Path) -> Exit {
+    match crate::key::generate_key_file(file) {
+        Ok(()) => {
+            println!(
+                "wrote a new cluster key to {} (copy it to every server, mode 0600)",
+                file.display()
+            );
+            Exit::Ok
+        }
+        Err(e) => fail(false, Exit::KeyError, e.code(), &e.to_string()),
+    }
+}
+
+/// `baton keygen --tls DIR -c CONFIG`: the CA and the servers' certificates, and the
+/// `[api]` lines that use them.
+fn keygen_tls(dir: &std::path::Path, config: &std::path::Path) -> Exit {
+    let cfg = match load_config_or_report(config) {
+        Ok(c) => c,
+        Err(exit) => return exit,
     };
     match crate::tls::issue(dir, &cfg) {
         Ok(out) => {
