@@ -561,29 +561,7 @@ impl Engine {
 
     fn group_logic(&mut self, gi: usize) {
         let gname = self.cfg.groups[gi].name.clone();
-        // Operator start clears exclusions and counters.
-        if let Some(i) = self.intents.groups.get(&gname).cloned() {
-            if i.clear_exclusions && i.version > self.groups[gi].cleared_version {
-                self.groups[gi].cleared_version = i.version;
-                // `group start` after a failed deactivation (BTN-2106: the operator
-                // stopped the resource by hand): try the deactivation again.
-                if let Local::Stuck { epoch } = self.groups[gi].local {
-                    self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
-                }
-                self.groups[gi].excluded = false;
-                self.groups[gi].act_failovers.clear();
-                self.groups[gi].no_server_warned = false;
-                for mi in 0..self.monitors.len() {
-                    if self.cfg.monitors[mi].group.as_deref() == Some(gname.as_str()) {
-                        let m = &mut self.monitors[mi];
-                        m.scripts = 0;
-                        m.restarts = 0;
-                        m.failovers = 0;
-                        m.exhausted = false;
-                    }
-                }
-            }
-        }
+        self.apply_group_start_intent(gi, &gname);
         let holders = self.holders(gi);
         let others: Vec<(usize, GroupState, u64)> =
             holders.iter().copied().filter(|h| h.0 != self.me).collect();
@@ -600,191 +578,11 @@ impl Engine {
                 checked,
                 findings,
             } => {
-                if !checked
-                    || !pending.is_empty()
-                    || self.now.since(self.started) < self.cfg.heartbeat.startup_wait().ms()
-                {
-                    return;
-                }
-                let elsewhere = !others.is_empty();
-                if ok && !elsewhere && !must_stop {
-                    self.set_local(gi, Local::Online { epoch });
-                    self.groups[gi].online_since = Some(self.now);
-                    self.emit(
-                        &events::GROUP_READOPTED,
-                        format!(
-                            "group {gname} re-adopted on {} after an agent restart (epoch {epoch})",
-                            self.me_name()
-                        ),
-                        |e| e.group(&gname).epoch(epoch),
-                    );
-                } else {
-                    let why = if elsewhere {
-                        format!("server {} now holds it", self.cfg.servers[others[0].0].name)
-                    } else if must_stop {
-                        "it should not run here now".to_string()
-                    } else {
-                        format!("not every resource checked active: {}", findings.join(", "))
-                    };
-                    self.emit(&events::GROUP_READOPT_CLEANUP, format!("group {gname} was held before the restart but {why}; deactivating its resources here"), |e| e.group(&gname).epoch(epoch));
-                    self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
-                }
+                let done = checked && pending.is_empty();
+                self.adopting_logic(gi, &gname, epoch, done, ok, &findings, &others, must_stop);
             }
-            Local::Offline => {
-                if !holders.is_empty() || must_stop || !self.ready() || !self.views_agree(gi) {
-                    return;
-                }
-                // Held by a server this one cannot hear, as a peer reports (partial
-                // partition): not ours to take.
-                if !self.unheard_holders(gi).is_empty() {
-                    return;
-                }
-                let lost = self.groups[gi]
-                    .last_holder
-                    .clone()
-                    .filter(|f| *f != self.me_name())
-                    .filter(|f| {
-                        self.server_idx(f)
-                            .is_some_and(|i| !self.peers[i].up || self.peer_excluded(i, gi))
-                    });
-                let target = self.target(gi);
-                // While the cluster is suspended, a group whose server was lost is not
-                // failed over; an operator command for the group issued after the loss
-                // (start, move) still starts it. Every server notes the intent version at
-                // the loss; the would-be target reports it once (BTN-3014).
-                let lost_down = lost
-                    .clone()
-                    .filter(|f| self.server_idx(f).is_some_and(|i| !self.peers[i].up));
-                match (self.suspended(), lost_down) {
-                    (true, Some(from)) => {
-                        let version = self.intents.groups.get(&gname).map_or(0, |i| i.version);
-                        let rt = &mut self.groups[gi];
-                        if rt.suppressed_version.is_none() {
-                            rt.suppressed_version = Some(version);
-                        }
-                        if rt.suppressed_version.is_some_and(|v| version <= v) {
-                            if target == Some(self.me) && !self.groups[gi].suppressed_warned {
-                                self.groups[gi].suppressed_warned = true;
-                                self.emit(&events::RECOVERY_SUPPRESSED, format!("group {gname} lost its server {from} while the cluster is suspended: no failover until `baton cluster resume` or `baton group start {gname}`"), |e| e.group(&gname).peer(&from));
-                            }
-                            return;
-                        }
-                    }
-                    _ => {
-                        self.groups[gi].suppressed_version = None;
-                        self.groups[gi].suppressed_warned = false;
-                    }
-                }
-                if target == Some(self.me) {
-                    if let Some((who, left)) = self.takeover_block(gi) {
-                        if !self.groups[gi].takeover_wait_reported {
-                            self.groups[gi].takeover_wait_reported = true;
-                            let tm = self.timing();
-                            self.emit(&events::TAKEOVER_WAIT, format!("group {gname}: waiting {left} ms more before activating, until server {who} has been silent for {} ms (heartbeat timeout {} + takeover wait {}) and has fenced itself", tm.takeover_after_ms(), tm.timeout_ms, tm.takeover_wait_ms), |e| e.group(&gname).peer(&who).field("wait_ms", left));
-                        }
-                        return;
-                    }
-                }
-                self.groups[gi].takeover_wait_reported = false;
-                match target {
-                    Some(t) if t == self.me => {
-                        if let Some(from) = lost {
-                            self.emit(
-                                &events::GROUP_FAILOVER,
-                                format!(
-                                    "group {gname} fails over from {from} to {}",
-                                    self.me_name()
-                                ),
-                                |e| e.group(&gname).peer(&from),
-                            );
-                        }
-                        self.start_activation(gi, None);
-                    }
-                    Some(_) => {}
-                    None => {
-                        // Only the first up server of the group reports it, to avoid N copies.
-                        let first_up = self.cfg.groups[gi]
-                            .servers
-                            .iter()
-                            .filter_map(|s| self.server_idx(s))
-                            .find(|&s| self.peers[s].up);
-                        if first_up == Some(self.me) && !self.groups[gi].no_server_warned {
-                            self.groups[gi].no_server_warned = true;
-                            self.emit(&events::GROUP_NO_SERVER, format!("group {gname} should run but no server can take it (down, excluded, starting or refusing)"), |e| e.group(&gname));
-                        }
-                    }
-                }
-            }
-            Local::Online { epoch } => {
-                self.groups[gi].no_server_warned = false;
-                if must_stop {
-                    self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
-                    return;
-                }
-                // A better claim elsewhere (after a partition heals, or reported by a peer
-                // for a server this one cannot hear): yield.
-                if self.yield_to_better_claim(gi, epoch) {
-                    return;
-                }
-                // Operator move.
-                if let Some(i) = self.intents.groups.get(&gname) {
-                    if let Some(p) = &i.prefer {
-                        if let Some(pi) = self.server_idx(p) {
-                            if pi != self.me
-                                && i.prefer_epoch >= self.known_max_epoch(gi)
-                                && self.eligible(pi)
-                            {
-                                self.start_deactivation(
-                                    gi,
-                                    epoch,
-                                    After::Release { exclude: false },
-                                    None,
-                                );
-                                return;
-                            }
-                        }
-                    }
-                }
-                // Failback to a preferred server, unless an operator placed the group here
-                // (`move --to` / `start --on`): failback must not undo a manual move.
-                let placed_here = self
-                    .intents
-                    .groups
-                    .get(&gname)
-                    .is_some_and(|i| i.prefer.as_deref() == Some(self.me_name().as_str()));
-                if self.cfg.groups[gi].failback && !placed_here {
-                    let order: Vec<usize> = self.cfg.groups[gi]
-                        .servers
-                        .iter()
-                        .filter_map(|s| self.server_idx(s))
-                        .collect();
-                    let best = order
-                        .iter()
-                        .copied()
-                        .find(|&s| self.eligible(s) && !self.peer_excluded(s, gi));
-                    if let Some(b) = best {
-                        let my_pos = order
-                            .iter()
-                            .position(|&s| s == self.me)
-                            .unwrap_or(usize::MAX);
-                        let b_pos = order.iter().position(|&s| s == b).unwrap_or(usize::MAX);
-                        if b != self.me && b_pos < my_pos {
-                            let to = self.cfg.servers[b].name.clone();
-                            self.emit(
-                                &events::GROUP_MOVE,
-                                format!("group {gname} fails back to {to}"),
-                                |e| e.group(&gname).field("to", to.clone()),
-                            );
-                            self.start_deactivation(
-                                gi,
-                                epoch,
-                                After::Release { exclude: false },
-                                None,
-                            );
-                        }
-                    }
-                }
-            }
+            Local::Offline => self.offline_logic(gi, &gname, &holders, must_stop),
+            Local::Online { epoch } => self.online_logic(gi, &gname, epoch, must_stop),
             Local::Failed { epoch } => {
                 if self.yield_to_better_claim(gi, epoch) {
                     return;
@@ -793,46 +591,279 @@ impl Engine {
                     self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
                 }
             }
-            Local::Claiming { epoch } => {
-                let better = self
-                    .best_other_claim(gi)
-                    .filter(|&(si, e)| self.claim(si, e) > self.claim(self.me, epoch));
-                let waited = self.now.since(self.groups[gi].since);
-                let active_elsewhere = others
-                    .iter()
-                    .find(|h| h.1 != GroupState::Claiming)
-                    .map(|h| self.cfg.servers[h.0].name.clone());
-                let why = if must_stop {
-                    Some("it may no longer run here (quorum lost, stopped or leaving)".to_string())
-                } else if let Some(who) = active_elsewhere {
-                    Some(format!("server {who} holds it"))
-                } else if let Some((si, e)) = better {
-                    Some(format!(
-                        "server {} claims it with a stronger claim (epoch {e})",
-                        self.cfg.servers[si].name
-                    ))
-                } else if waited >= self.hb_timeout() {
-                    Some(format!(
-                        "a quorum did not acknowledge epoch {epoch} within {} ms",
-                        self.hb_timeout()
-                    ))
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    self.set_local(gi, Local::Offline);
-                    self.emit(
-                        &events::GROUP_CLAIM_ABANDONED,
-                        format!("group {gname}: claim with epoch {epoch} abandoned: {why}"),
-                        |e| e.group(&gname).epoch(epoch),
-                    );
-                    return;
+            Local::Claiming { epoch } => self.claiming_logic(gi, &gname, epoch, &others, must_stop),
+            Local::Stuck { .. } | Local::Activating { .. } | Local::Deactivating { .. } => {}
+        }
+    }
+
+    /// `group start` clears the group's exclusions and its monitors' recovery counters
+    /// (once per intent version), and retries a deactivation that failed (BTN-2106).
+    fn apply_group_start_intent(&mut self, gi: usize, gname: &str) {
+        if let Some(i) = self.intents.groups.get(gname).cloned() {
+            if i.clear_exclusions && i.version > self.groups[gi].cleared_version {
+                self.groups[gi].cleared_version = i.version;
+                // `group start` after a failed deactivation (BTN-2106: the operator
+                // stopped the resource by hand): try the deactivation again.
+                if let Local::Stuck { epoch } = self.groups[gi].local {
+                    self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
                 }
-                if self.claim_acks(gi, epoch) * 2 > self.cfg.votes() {
-                    self.begin_activation(gi, epoch);
+                self.groups[gi].excluded = false;
+                self.groups[gi].act_failovers.clear();
+                self.groups[gi].no_server_warned = false;
+                for mi in 0..self.monitors.len() {
+                    if self.cfg.monitors[mi].group.as_deref() == Some(gname) {
+                        let m = &mut self.monitors[mi];
+                        m.scripts = 0;
+                        m.restarts = 0;
+                        m.failovers = 0;
+                        m.exhausted = false;
+                    }
                 }
             }
-            Local::Stuck { .. } | Local::Activating { .. } | Local::Deactivating { .. } => {}
+        }
+    }
+
+    /// Re-adoption after an agent restart, once every resource was checked and the
+    /// startup wait is over: keep the group if all is well, else clean it up.
+    #[allow(clippy::too_many_arguments)]
+    fn adopting_logic(
+        &mut self,
+        gi: usize,
+        gname: &str,
+        epoch: u64,
+        checked: bool,
+        ok: bool,
+        findings: &[String],
+        others: &[(usize, GroupState, u64)],
+        must_stop: bool,
+    ) {
+        if !checked || self.now.since(self.started) < self.cfg.heartbeat.startup_wait().ms() {
+            return;
+        }
+        let elsewhere = !others.is_empty();
+        if ok && !elsewhere && !must_stop {
+            self.set_local(gi, Local::Online { epoch });
+            self.groups[gi].online_since = Some(self.now);
+            self.emit(
+                &events::GROUP_READOPTED,
+                format!(
+                    "group {gname} re-adopted on {} after an agent restart (epoch {epoch})",
+                    self.me_name()
+                ),
+                |e| e.group(gname).epoch(epoch),
+            );
+        } else {
+            let why = if elsewhere {
+                format!("server {} now holds it", self.cfg.servers[others[0].0].name)
+            } else if must_stop {
+                "it should not run here now".to_string()
+            } else {
+                format!("not every resource checked active: {}", findings.join(", "))
+            };
+            self.emit(&events::GROUP_READOPT_CLEANUP, format!("group {gname} was held before the restart but {why}; deactivating its resources here"), |e| e.group(gname).epoch(epoch));
+            self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
+        }
+    }
+
+    /// Nobody holds the group: start it here if this server is the target and may.
+    fn offline_logic(
+        &mut self,
+        gi: usize,
+        gname: &str,
+        holders: &[(usize, GroupState, u64)],
+        must_stop: bool,
+    ) {
+        if !holders.is_empty() || must_stop || !self.ready() || !self.views_agree(gi) {
+            return;
+        }
+        // Held by a server this one cannot hear, as a peer reports (partial
+        // partition): not ours to take.
+        if !self.unheard_holders(gi).is_empty() {
+            return;
+        }
+        let lost = self.groups[gi]
+            .last_holder
+            .clone()
+            .filter(|f| *f != self.me_name())
+            .filter(|f| {
+                self.server_idx(f)
+                    .is_some_and(|i| !self.peers[i].up || self.peer_excluded(i, gi))
+            });
+        let target = self.target(gi);
+        // While the cluster is suspended, a group whose server was lost is not
+        // failed over; an operator command for the group issued after the loss
+        // (start, move) still starts it. Every server notes the intent version at
+        // the loss; the would-be target reports it once (BTN-3014).
+        let lost_down = lost
+            .clone()
+            .filter(|f| self.server_idx(f).is_some_and(|i| !self.peers[i].up));
+        match (self.suspended(), lost_down) {
+            (true, Some(from)) => {
+                let version = self.intents.groups.get(gname).map_or(0, |i| i.version);
+                let rt = &mut self.groups[gi];
+                if rt.suppressed_version.is_none() {
+                    rt.suppressed_version = Some(version);
+                }
+                if rt.suppressed_version.is_some_and(|v| version <= v) {
+                    if target == Some(self.me) && !self.groups[gi].suppressed_warned {
+                        self.groups[gi].suppressed_warned = true;
+                        self.emit(&events::RECOVERY_SUPPRESSED, format!("group {gname} lost its server {from} while the cluster is suspended: no failover until `baton cluster resume` or `baton group start {gname}`"), |e| e.group(gname).peer(&from));
+                    }
+                    return;
+                }
+            }
+            _ => {
+                self.groups[gi].suppressed_version = None;
+                self.groups[gi].suppressed_warned = false;
+            }
+        }
+        if target == Some(self.me) {
+            if let Some((who, left)) = self.takeover_block(gi) {
+                if !self.groups[gi].takeover_wait_reported {
+                    self.groups[gi].takeover_wait_reported = true;
+                    let tm = self.timing();
+                    self.emit(&events::TAKEOVER_WAIT, format!("group {gname}: waiting {left} ms more before activating, until server {who} has been silent for {} ms (heartbeat timeout {} + takeover wait {}) and has fenced itself", tm.takeover_after_ms(), tm.timeout_ms, tm.takeover_wait_ms), |e| e.group(gname).peer(&who).field("wait_ms", left));
+                }
+                return;
+            }
+        }
+        self.groups[gi].takeover_wait_reported = false;
+        match target {
+            Some(t) if t == self.me => {
+                if let Some(from) = lost {
+                    self.emit(
+                        &events::GROUP_FAILOVER,
+                        format!("group {gname} fails over from {from} to {}", self.me_name()),
+                        |e| e.group(gname).peer(&from),
+                    );
+                }
+                self.start_activation(gi, None);
+            }
+            Some(_) => {}
+            None => {
+                // Only the first up server of the group reports it, to avoid N copies.
+                let first_up = self.cfg.groups[gi]
+                    .servers
+                    .iter()
+                    .filter_map(|s| self.server_idx(s))
+                    .find(|&s| self.peers[s].up);
+                if first_up == Some(self.me) && !self.groups[gi].no_server_warned {
+                    self.groups[gi].no_server_warned = true;
+                    self.emit(&events::GROUP_NO_SERVER, format!("group {gname} should run but no server can take it (down, excluded, starting or refusing)"), |e| e.group(gname));
+                }
+            }
+        }
+    }
+
+    /// The group runs here: stop it when it must, yield to a better claim, follow an
+    /// operator move or fail back to a preferred server.
+    fn online_logic(&mut self, gi: usize, gname: &str, epoch: u64, must_stop: bool) {
+        self.groups[gi].no_server_warned = false;
+        if must_stop {
+            self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
+            return;
+        }
+        // A better claim elsewhere (after a partition heals, or reported by a peer
+        // for a server this one cannot hear): yield.
+        if self.yield_to_better_claim(gi, epoch) {
+            return;
+        }
+        // Operator move.
+        if let Some(i) = self.intents.groups.get(gname) {
+            if let Some(p) = &i.prefer {
+                if let Some(pi) = self.server_idx(p) {
+                    if pi != self.me
+                        && i.prefer_epoch >= self.known_max_epoch(gi)
+                        && self.eligible(pi)
+                    {
+                        self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
+                        return;
+                    }
+                }
+            }
+        }
+        // Failback to a preferred server, unless an operator placed the group here
+        // (`move --to` / `start --on`): failback must not undo a manual move.
+        let placed_here = self
+            .intents
+            .groups
+            .get(gname)
+            .is_some_and(|i| i.prefer.as_deref() == Some(self.me_name().as_str()));
+        if self.cfg.groups[gi].failback && !placed_here {
+            let order: Vec<usize> = self.cfg.groups[gi]
+                .servers
+                .iter()
+                .filter_map(|s| self.server_idx(s))
+                .collect();
+            let best = order
+                .iter()
+                .copied()
+                .find(|&s| self.eligible(s) && !self.peer_excluded(s, gi));
+            if let Some(b) = best {
+                let my_pos = order
+                    .iter()
+                    .position(|&s| s == self.me)
+                    .unwrap_or(usize::MAX);
+                let b_pos = order.iter().position(|&s| s == b).unwrap_or(usize::MAX);
+                if b != self.me && b_pos < my_pos {
+                    let to = self.cfg.servers[b].name.clone();
+                    self.emit(
+                        &events::GROUP_MOVE,
+                        format!("group {gname} fails back to {to}"),
+                        |e| e.group(gname).field("to", to.clone()),
+                    );
+                    self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);
+                }
+            }
+        }
+    }
+
+    /// This server claimed the group with `epoch`: activate once a quorum acknowledged it,
+    /// abandon the claim when someone else holds or claims it better, or it took too long.
+    fn claiming_logic(
+        &mut self,
+        gi: usize,
+        gname: &str,
+        epoch: u64,
+        others: &[(usize, GroupState, u64)],
+        must_stop: bool,
+    ) {
+        let better = self
+            .best_other_claim(gi)
+            .filter(|&(si, e)| self.claim(si, e) > self.claim(self.me, epoch));
+        let waited = self.now.since(self.groups[gi].since);
+        let active_elsewhere = others
+            .iter()
+            .find(|h| h.1 != GroupState::Claiming)
+            .map(|h| self.cfg.servers[h.0].name.clone());
+        let why = if must_stop {
+            Some("it may no longer run here (quorum lost, stopped or leaving)".to_string())
+        } else if let Some(who) = active_elsewhere {
+            Some(format!("server {who} holds it"))
+        } else if let Some((si, e)) = better {
+            Some(format!(
+                "server {} claims it with a stronger claim (epoch {e})",
+                self.cfg.servers[si].name
+            ))
+        } else if waited >= self.hb_timeout() {
+            Some(format!(
+                "a quorum did not acknowledge epoch {epoch} within {} ms",
+                self.hb_timeout()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.set_local(gi, Local::Offline);
+            self.emit(
+                &events::GROUP_CLAIM_ABANDONED,
+                format!("group {gname}: claim with epoch {epoch} abandoned: {why}"),
+                |e| e.group(gname).epoch(epoch),
+            );
+            return;
+        }
+        if self.claim_acks(gi, epoch) * 2 > self.cfg.votes() {
+            self.begin_activation(gi, epoch);
         }
     }
 
