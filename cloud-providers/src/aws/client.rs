@@ -21,6 +21,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use baton_core::config::AwsSection;
@@ -157,17 +158,16 @@ impl From<AwsFailure> for ProviderError {
 
 /// Classify an SDK error. Throttling and 5xx that survived the retries count as the API
 /// being unavailable, like timeouts and transport failures.
-pub fn classify<E, R>(op: &str, err: &SdkError<E, R>) -> AwsFailure
+pub fn classify<E>(op: &str, err: &SdkError<E, HttpResponse>) -> AwsFailure
 where
     E: ProvideErrorMetadata + std::error::Error,
-    R: std::fmt::Debug,
 {
     match err {
         SdkError::ServiceError(se) => {
             let e = se.err();
             let code = e.code().unwrap_or("Unknown").to_string();
             let message = e.message().unwrap_or("").to_string();
-            let status = raw_status(se.raw());
+            let status = http_status(err);
             let throttled = is_throttling_code(&code);
             if throttled || status.is_some_and(|s| s >= 500) {
                 AwsFailure::Unavailable(format!(
@@ -204,11 +204,10 @@ where
     }
 }
 
-fn raw_status<R: std::fmt::Debug>(raw: &R) -> Option<u16> {
-    // The raw response type is generic here; its Debug form carries the status line.
-    let s = format!("{raw:?}");
-    let i = s.find("status: StatusCode(")?;
-    s[i + 19..].split(')').next()?.parse().ok()
+/// The HTTP status of the answer, when there was one (a service error or an answer that
+/// could not be read).
+pub fn http_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
 }
 
 /// Error codes AWS uses for throttling (the SDK's standard classifier retries these).
@@ -233,11 +232,10 @@ pub fn is_throttling_code(code: &str) -> bool {
 }
 
 /// Run one SDK call (retries included) within `deadline`, classifying its failure.
-pub async fn call<T, E, R, F>(op: &str, deadline: Duration, fut: F) -> Result<T, AwsFailure>
+pub async fn call<T, E, F>(op: &str, deadline: Duration, fut: F) -> Result<T, AwsFailure>
 where
-    F: Future<Output = Result<T, SdkError<E, R>>>,
+    F: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + std::error::Error,
-    R: std::fmt::Debug,
 {
     match tokio::time::timeout(deadline, fut).await {
         Ok(Ok(v)) => Ok(v),
@@ -246,5 +244,55 @@ where
             "{op}: no answer within {} ms (retries included)",
             deadline.as_millis()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::operation::replace_route::ReplaceRouteError;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn answer(
+        status: u16,
+        code: Option<&str>,
+        message: &str,
+    ) -> SdkError<ReplaceRouteError, HttpResponse> {
+        let mut meta = ErrorMetadata::builder().message(message);
+        if let Some(c) = code {
+            meta = meta.code(c);
+        }
+        let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        SdkError::service_error(ReplaceRouteError::generic(meta.build()), raw)
+    }
+
+    #[test]
+    fn status_is_read_from_the_response() {
+        let e = answer(503, Some("RequestLimitExceeded"), "slow down");
+        assert_eq!(http_status(&e), Some(503));
+        assert_eq!(
+            classify("ReplaceRoute", &e).to_string(),
+            "AWS did not answer: ReplaceRoute: RequestLimitExceeded (HTTP 503): slow down"
+        );
+        let e = answer(500, None, "");
+        assert_eq!(
+            classify("ReplaceRoute", &e).to_string(),
+            "AWS did not answer: ReplaceRoute: Unknown (HTTP 500)"
+        );
+        let e = answer(400, Some("InvalidRouteTableID.NotFound"), "no such table");
+        let f = classify("ReplaceRoute", &e);
+        assert_eq!(f.code(), Some("InvalidRouteTableID.NotFound"));
+        assert_eq!(
+            f.to_string(),
+            "InvalidRouteTableID.NotFound: ReplaceRoute: no such table"
+        );
+        let e: SdkError<ReplaceRouteError, HttpResponse> = SdkError::timeout_error("slow");
+        assert_eq!(http_status(&e), None);
+        assert_eq!(
+            classify("ReplaceRoute", &e).to_string(),
+            "AWS did not answer: ReplaceRoute: timed out"
+        );
     }
 }
