@@ -26,6 +26,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use baton_core::config::AwsSection;
 
+use crate::error::unanswered;
 use crate::ProviderError;
 
 /// Built once per agent (or per command); cheap to clone.
@@ -123,17 +124,68 @@ impl AwsClients {
 pub enum AwsFailure {
     /// The service did not answer usefully: timeout, transport error, throttling or 5xx
     /// after the retries. Monitors apply `on_api_error`.
-    Unavailable(String),
+    Unavailable {
+        /// The operation called (`ReplaceRoute`, `sns.PublishBatch`).
+        operation: String,
+        /// AWS's error code when it answered with an error (`RequestLimitExceeded`;
+        /// `Unknown` when it named none); `None` when there was no usable answer.
+        code: Option<String>,
+        /// The HTTP status of its answer, when there was one.
+        status: Option<u16>,
+        /// AWS's message, or what happened instead of an answer (`timed out`).
+        message: String,
+    },
     /// The service answered with a client error: the request or the setup is wrong
-    /// (IDs, permissions, conditions). `code` is AWS's error code.
-    Rejected { code: String, message: String },
+    /// (IDs, permissions, conditions).
+    Rejected {
+        operation: String,
+        /// AWS's error code (`Unknown` when it named none).
+        code: String,
+        status: Option<u16>,
+        /// AWS's message (may be empty).
+        message: String,
+    },
 }
 
 impl AwsFailure {
+    /// AWS's error code of a rejection (an unavailability has none to act on).
     pub fn code(&self) -> Option<&str> {
         match self {
             AwsFailure::Rejected { code, .. } => Some(code),
-            AwsFailure::Unavailable(_) => None,
+            AwsFailure::Unavailable { .. } => None,
+        }
+    }
+
+    /// The HTTP status of AWS's answer, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            AwsFailure::Unavailable { status, .. } | AwsFailure::Rejected { status, .. } => *status,
+        }
+    }
+
+    /// What happened, without the words of the classification: `ReplaceRoute: timed out`,
+    /// `ReplaceRoute: RequestLimitExceeded (HTTP 503): ...`, `ReplaceRoute: ...` (a
+    /// rejection's message).
+    pub fn detail(&self) -> String {
+        match self {
+            AwsFailure::Unavailable {
+                operation,
+                code,
+                status,
+                message,
+            } => unanswered(operation, code.as_deref(), *status, message),
+            AwsFailure::Rejected {
+                operation, message, ..
+            } => format!("{operation}: {message}"),
+        }
+    }
+
+    fn unavailable(operation: &str, message: impl Into<String>) -> AwsFailure {
+        AwsFailure::Unavailable {
+            operation: operation.to_string(),
+            code: None,
+            status: None,
+            message: message.into(),
         }
     }
 }
@@ -141,8 +193,8 @@ impl AwsFailure {
 impl Display for AwsFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AwsFailure::Unavailable(m) => write!(f, "AWS did not answer: {m}"),
-            AwsFailure::Rejected { code, message } => write!(f, "{code}: {message}"),
+            AwsFailure::Unavailable { .. } => write!(f, "AWS did not answer: {}", self.detail()),
+            AwsFailure::Rejected { code, .. } => write!(f, "{code}: {}", self.detail()),
         }
     }
 }
@@ -150,8 +202,28 @@ impl Display for AwsFailure {
 impl From<AwsFailure> for ProviderError {
     fn from(f: AwsFailure) -> Self {
         match f {
-            AwsFailure::Unavailable(m) => ProviderError::Api(m),
-            r @ AwsFailure::Rejected { .. } => ProviderError::Other(r.to_string()),
+            AwsFailure::Unavailable {
+                operation,
+                code,
+                status,
+                message,
+            } => ProviderError::Api {
+                operation,
+                code,
+                status,
+                message,
+            },
+            AwsFailure::Rejected {
+                operation,
+                code,
+                status,
+                message,
+            } => ProviderError::Rejected {
+                operation,
+                code,
+                status,
+                message,
+            },
         }
     }
 }
@@ -162,45 +234,51 @@ pub fn classify<E>(op: &str, err: &SdkError<E, HttpResponse>) -> AwsFailure
 where
     E: ProvideErrorMetadata + std::error::Error,
 {
+    let status = http_status(err);
     match err {
         SdkError::ServiceError(se) => {
             let e = se.err();
             let code = e.code().unwrap_or("Unknown").to_string();
             let message = e.message().unwrap_or("").to_string();
-            let status = http_status(err);
-            let throttled = is_throttling_code(&code);
-            if throttled || status.is_some_and(|s| s >= 500) {
-                AwsFailure::Unavailable(format!(
-                    "{op}: {code}{}{}",
-                    status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
-                    if message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {message}")
-                    }
-                ))
+            if is_throttling_code(&code) || status.is_some_and(|s| s >= 500) {
+                AwsFailure::Unavailable {
+                    operation: op.to_string(),
+                    code: Some(code),
+                    status,
+                    message,
+                }
             } else {
                 AwsFailure::Rejected {
+                    operation: op.to_string(),
                     code,
-                    message: format!("{op}: {message}"),
+                    status,
+                    message,
                 }
             }
         }
-        SdkError::TimeoutError(_) => AwsFailure::Unavailable(format!("{op}: timed out")),
-        SdkError::DispatchFailure(d) => AwsFailure::Unavailable(format!(
-            "{op}: could not reach the endpoint ({})",
-            d.as_connector_error()
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "dispatch failure".into())
-        )),
-        SdkError::ResponseError(_) => {
-            AwsFailure::Unavailable(format!("{op}: the response could not be read"))
-        }
-        SdkError::ConstructionFailure(_) => AwsFailure::Rejected {
-            code: "RequestNotBuilt".into(),
-            message: format!("{op}: the request could not be built (missing or invalid parameter)"),
+        SdkError::TimeoutError(_) => AwsFailure::unavailable(op, "timed out"),
+        SdkError::DispatchFailure(d) => AwsFailure::unavailable(
+            op,
+            format!(
+                "could not reach the endpoint ({})",
+                d.as_connector_error()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "dispatch failure".into())
+            ),
+        ),
+        SdkError::ResponseError(_) => AwsFailure::Unavailable {
+            operation: op.to_string(),
+            code: None,
+            status,
+            message: "the response could not be read".into(),
         },
-        _ => AwsFailure::Unavailable(format!("{op}: unexpected SDK failure")),
+        SdkError::ConstructionFailure(_) => AwsFailure::Rejected {
+            operation: op.to_string(),
+            code: "RequestNotBuilt".into(),
+            status: None,
+            message: "the request could not be built (missing or invalid parameter)".into(),
+        },
+        _ => AwsFailure::unavailable(op, "unexpected SDK failure"),
     }
 }
 
@@ -240,10 +318,13 @@ where
     match tokio::time::timeout(deadline, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(classify(op, &e)),
-        Err(_) => Err(AwsFailure::Unavailable(format!(
-            "{op}: no answer within {} ms (retries included)",
-            deadline.as_millis()
-        ))),
+        Err(_) => Err(AwsFailure::unavailable(
+            op,
+            format!(
+                "no answer within {} ms (retries included)",
+                deadline.as_millis()
+            ),
+        )),
     }
 }
 
@@ -276,6 +357,18 @@ mod tests {
             classify("ReplaceRoute", &e).to_string(),
             "AWS did not answer: ReplaceRoute: RequestLimitExceeded (HTTP 503): slow down"
         );
+        let f = classify("ReplaceRoute", &e);
+        assert_eq!(f.status(), Some(503));
+        assert_eq!(
+            f.detail(),
+            "ReplaceRoute: RequestLimitExceeded (HTTP 503): slow down"
+        );
+        let p = ProviderError::from(f);
+        assert!(p.is_api_error());
+        assert_eq!(
+            p.to_string(),
+            "API error: ReplaceRoute: RequestLimitExceeded (HTTP 503): slow down"
+        );
         let e = answer(500, None, "");
         assert_eq!(
             classify("ReplaceRoute", &e).to_string(),
@@ -284,8 +377,16 @@ mod tests {
         let e = answer(400, Some("InvalidRouteTableID.NotFound"), "no such table");
         let f = classify("ReplaceRoute", &e);
         assert_eq!(f.code(), Some("InvalidRouteTableID.NotFound"));
+        assert_eq!(f.status(), Some(400));
         assert_eq!(
             f.to_string(),
+            "InvalidRouteTableID.NotFound: ReplaceRoute: no such table"
+        );
+        let p = ProviderError::from(f);
+        assert!(!p.is_api_error());
+        assert_eq!(p.code(), "other");
+        assert_eq!(
+            p.to_string(),
             "InvalidRouteTableID.NotFound: ReplaceRoute: no such table"
         );
         let e: SdkError<ReplaceRouteError, HttpResponse> = SdkError::timeout_error("slow");

@@ -392,7 +392,7 @@ impl AwsDnsDriver {
         let has_delete = changes.iter().any(|c| c.action == ChangeAction::Delete);
         match self.send(r53, changes.clone(), comment, dl).await? {
             Ok(info) => self.wait(r53, info, dl, subject).await,
-            Err(AwsFailure::Rejected { code, message })
+            Err(AwsFailure::Rejected { code, message, .. })
                 if has_delete
                     && code == "InvalidChangeBatch"
                     && message.contains("already exists") =>
