@@ -46,6 +46,24 @@ pub enum ProviderError {
         /// The API's message (may be empty).
         message: String,
     },
+    /// Fencing (design invariant 3): a newer epoch of the group holds the resource, so
+    /// this activation did not write it (see [`crate::fencing`]). The message names the
+    /// resource in its kind's words.
+    #[error("{message}")]
+    Fenced {
+        /// The resource refused, as the message names it (`route table rtb-0a1b2c3d`).
+        resource: String,
+        /// The group whose epoch it carries.
+        group: String,
+        /// The server holding it at `epoch` (empty when its mark names none).
+        holder: String,
+        /// The holder's epoch, newer than `ours`.
+        epoch: u64,
+        /// This activation's epoch.
+        ours: u64,
+        /// What happened, starting with the name of the refusing resource or monitor.
+        message: String,
+    },
     /// Anything else, described.
     #[error("{0}")]
     Other(String),
@@ -62,6 +80,7 @@ impl ProviderError {
             ProviderError::Api { .. } => "api-error",
             // The code these refusals have always had in events and `baton status`.
             ProviderError::Rejected { .. } => "other",
+            ProviderError::Fenced { .. } => "fenced",
             ProviderError::Other(_) => "other",
         }
     }
