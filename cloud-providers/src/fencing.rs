@@ -14,7 +14,7 @@
 //! The decisions are pure functions of the marks read and the activation, a [`Claim`]:
 //! [`Claim::verdict`] (refused by a newer epoch, already ours, or to be written) and,
 //! over several objects, [`Claim::refused_by`]. A refusal is
-//! [`ProviderError::Fenced`](crate::ProviderError::Fenced) (code `fenced`).
+//! [`ProviderError::Fenced`] (code `fenced`).
 //!
 //! Mutations are read, decide, write, read again: the cloud drivers call the same
 //! decision on what they read back, so a newer claim written meanwhile wins.
