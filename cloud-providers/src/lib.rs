@@ -16,6 +16,7 @@ use async_trait::async_trait;
 
 pub mod aws;
 pub mod error;
+pub mod fencing;
 pub mod local;
 pub mod params;
 pub mod process;

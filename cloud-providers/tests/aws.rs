@@ -318,12 +318,19 @@ async fn vip_never_lets_a_lower_epoch_undo_a_higher_one() {
     d2.activate(&ctx("node-2", 5)).await.unwrap();
     let e = d1.activate(&ctx("node-1", 4)).await.unwrap_err();
     assert!(e.to_string().contains("epoch 5"), "{e}");
+    assert!(
+        matches!(&e, ProviderError::Fenced { epoch: 5, ours: 4, holder, group, .. }
+            if holder == "node-2" && group == "web"),
+        "{e:?}"
+    );
+    assert_eq!(e.code(), "fenced");
     assert!(routes(&fx)
         .await
         .iter()
         .all(|r| r.1.as_deref() == Some(fx.eni2.as_str())));
     let stale = ev.find("BTN-6012");
     assert_eq!(stale.epoch, Some(4));
+    assert_eq!(stale.message, e.to_string());
     // A higher epoch takes it back.
     d1.activate(&ctx("node-1", 6)).await.unwrap();
     assert!(routes(&fx)
@@ -580,8 +587,9 @@ async fn eip_moves_to_the_new_owner_and_only_the_owner_disassociates() {
     d1.deactivate(&ctx("node-1", 1)).await.unwrap();
     assert_eq!(eip_eni(&fx).await.as_deref(), Some(fx.eni2.as_str()));
     // A lower epoch cannot take it back.
-    d1.activate(&ctx("node-1", 1)).await.unwrap_err();
-    ev.find("BTN-6012");
+    let e = d1.activate(&ctx("node-1", 1)).await.unwrap_err();
+    assert_eq!(e.code(), "fenced", "{e:?}");
+    assert_eq!(ev.find("BTN-6012").message, e.to_string());
     assert_eq!(eip_eni(&fx).await.as_deref(), Some(fx.eni2.as_str()));
     // The monitor sees a disassociation made by hand.
     let probe = reg
@@ -691,8 +699,9 @@ async fn dns_record_follows_the_owner_with_its_epoch_and_is_deleted_on_deactivat
     let upd = ev.find("BTN-6016");
     assert!(upd.fields.contains_key("insync_ms"), "{upd:?}");
     // Stale epochs are refused, the old owner's deactivation leaves the record alone.
-    d1.activate(&ctx("node-1", 1)).await.unwrap_err();
-    ev.find("BTN-6012");
+    let e = d1.activate(&ctx("node-1", 1)).await.unwrap_err();
+    assert_eq!(e.code(), "fenced", "{e:?}");
+    assert_eq!(ev.find("BTN-6012").message, e.to_string());
     d1.deactivate(&ctx("node-1", 1)).await.unwrap();
     assert_eq!(
         record(&fx, "db.example.internal.", "A").await,

@@ -255,7 +255,7 @@ async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
 /// Throttling, 5xx and network failures are worth retrying; client errors are not.
 pub(crate) fn to_sink_error(f: AwsFailure) -> SinkError {
     match f {
-        AwsFailure::Unavailable(m) => SinkError::Transient(m),
+        u @ AwsFailure::Unavailable { .. } => SinkError::Transient(u.detail()),
         r @ AwsFailure::Rejected { .. } => SinkError::Permanent(r.to_string()),
     }
 }

@@ -21,10 +21,12 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use baton_core::config::AwsSection;
 
+use crate::error::unanswered;
 use crate::ProviderError;
 
 /// Built once per agent (or per command); cheap to clone.
@@ -122,17 +124,68 @@ impl AwsClients {
 pub enum AwsFailure {
     /// The service did not answer usefully: timeout, transport error, throttling or 5xx
     /// after the retries. Monitors apply `on_api_error`.
-    Unavailable(String),
+    Unavailable {
+        /// The operation called (`ReplaceRoute`, `sns.PublishBatch`).
+        operation: String,
+        /// AWS's error code when it answered with an error (`RequestLimitExceeded`;
+        /// `Unknown` when it named none); `None` when there was no usable answer.
+        code: Option<String>,
+        /// The HTTP status of its answer, when there was one.
+        status: Option<u16>,
+        /// AWS's message, or what happened instead of an answer (`timed out`).
+        message: String,
+    },
     /// The service answered with a client error: the request or the setup is wrong
-    /// (IDs, permissions, conditions). `code` is AWS's error code.
-    Rejected { code: String, message: String },
+    /// (IDs, permissions, conditions).
+    Rejected {
+        operation: String,
+        /// AWS's error code (`Unknown` when it named none).
+        code: String,
+        status: Option<u16>,
+        /// AWS's message (may be empty).
+        message: String,
+    },
 }
 
 impl AwsFailure {
+    /// AWS's error code of a rejection (an unavailability has none to act on).
     pub fn code(&self) -> Option<&str> {
         match self {
             AwsFailure::Rejected { code, .. } => Some(code),
-            AwsFailure::Unavailable(_) => None,
+            AwsFailure::Unavailable { .. } => None,
+        }
+    }
+
+    /// The HTTP status of AWS's answer, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            AwsFailure::Unavailable { status, .. } | AwsFailure::Rejected { status, .. } => *status,
+        }
+    }
+
+    /// What happened, without the words of the classification: `ReplaceRoute: timed out`,
+    /// `ReplaceRoute: RequestLimitExceeded (HTTP 503): ...`, `ReplaceRoute: ...` (a
+    /// rejection's message).
+    pub fn detail(&self) -> String {
+        match self {
+            AwsFailure::Unavailable {
+                operation,
+                code,
+                status,
+                message,
+            } => unanswered(operation, code.as_deref(), *status, message),
+            AwsFailure::Rejected {
+                operation, message, ..
+            } => format!("{operation}: {message}"),
+        }
+    }
+
+    fn unavailable(operation: &str, message: impl Into<String>) -> AwsFailure {
+        AwsFailure::Unavailable {
+            operation: operation.to_string(),
+            code: None,
+            status: None,
+            message: message.into(),
         }
     }
 }
@@ -140,8 +193,8 @@ impl AwsFailure {
 impl Display for AwsFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AwsFailure::Unavailable(m) => write!(f, "AWS did not answer: {m}"),
-            AwsFailure::Rejected { code, message } => write!(f, "{code}: {message}"),
+            AwsFailure::Unavailable { .. } => write!(f, "AWS did not answer: {}", self.detail()),
+            AwsFailure::Rejected { code, .. } => write!(f, "{code}: {}", self.detail()),
         }
     }
 }
@@ -149,66 +202,90 @@ impl Display for AwsFailure {
 impl From<AwsFailure> for ProviderError {
     fn from(f: AwsFailure) -> Self {
         match f {
-            AwsFailure::Unavailable(m) => ProviderError::Api(m),
-            r @ AwsFailure::Rejected { .. } => ProviderError::Other(r.to_string()),
+            AwsFailure::Unavailable {
+                operation,
+                code,
+                status,
+                message,
+            } => ProviderError::Api {
+                operation,
+                code,
+                status,
+                message,
+            },
+            AwsFailure::Rejected {
+                operation,
+                code,
+                status,
+                message,
+            } => ProviderError::Rejected {
+                operation,
+                code,
+                status,
+                message,
+            },
         }
     }
 }
 
 /// Classify an SDK error. Throttling and 5xx that survived the retries count as the API
 /// being unavailable, like timeouts and transport failures.
-pub fn classify<E, R>(op: &str, err: &SdkError<E, R>) -> AwsFailure
+pub fn classify<E>(op: &str, err: &SdkError<E, HttpResponse>) -> AwsFailure
 where
     E: ProvideErrorMetadata + std::error::Error,
-    R: std::fmt::Debug,
 {
+    let status = http_status(err);
     match err {
         SdkError::ServiceError(se) => {
             let e = se.err();
             let code = e.code().unwrap_or("Unknown").to_string();
             let message = e.message().unwrap_or("").to_string();
-            let status = raw_status(se.raw());
-            let throttled = is_throttling_code(&code);
-            if throttled || status.is_some_and(|s| s >= 500) {
-                AwsFailure::Unavailable(format!(
-                    "{op}: {code}{}{}",
-                    status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
-                    if message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {message}")
-                    }
-                ))
+            if is_throttling_code(&code) || status.is_some_and(|s| s >= 500) {
+                AwsFailure::Unavailable {
+                    operation: op.to_string(),
+                    code: Some(code),
+                    status,
+                    message,
+                }
             } else {
                 AwsFailure::Rejected {
+                    operation: op.to_string(),
                     code,
-                    message: format!("{op}: {message}"),
+                    status,
+                    message,
                 }
             }
         }
-        SdkError::TimeoutError(_) => AwsFailure::Unavailable(format!("{op}: timed out")),
-        SdkError::DispatchFailure(d) => AwsFailure::Unavailable(format!(
-            "{op}: could not reach the endpoint ({})",
-            d.as_connector_error()
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "dispatch failure".into())
-        )),
-        SdkError::ResponseError(_) => {
-            AwsFailure::Unavailable(format!("{op}: the response could not be read"))
-        }
-        SdkError::ConstructionFailure(_) => AwsFailure::Rejected {
-            code: "RequestNotBuilt".into(),
-            message: format!("{op}: the request could not be built (missing or invalid parameter)"),
+        SdkError::TimeoutError(_) => AwsFailure::unavailable(op, "timed out"),
+        SdkError::DispatchFailure(d) => AwsFailure::unavailable(
+            op,
+            format!(
+                "could not reach the endpoint ({})",
+                d.as_connector_error()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "dispatch failure".into())
+            ),
+        ),
+        SdkError::ResponseError(_) => AwsFailure::Unavailable {
+            operation: op.to_string(),
+            code: None,
+            status,
+            message: "the response could not be read".into(),
         },
-        _ => AwsFailure::Unavailable(format!("{op}: unexpected SDK failure")),
+        SdkError::ConstructionFailure(_) => AwsFailure::Rejected {
+            operation: op.to_string(),
+            code: "RequestNotBuilt".into(),
+            status: None,
+            message: "the request could not be built (missing or invalid parameter)".into(),
+        },
+        _ => AwsFailure::unavailable(op, "unexpected SDK failure"),
     }
 }
 
-fn raw_status<R: std::fmt::Debug>(raw: &R) -> Option<u16> {
-    // The raw response type is generic here; its Debug form carries the status line.
-    let s = format!("{raw:?}");
-    let i = s.find("status: StatusCode(")?;
-    s[i + 19..].split(')').next()?.parse().ok()
+/// The HTTP status of the answer, when there was one (a service error or an answer that
+/// could not be read).
+pub fn http_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
 }
 
 /// Error codes AWS uses for throttling (the SDK's standard classifier retries these).
@@ -233,18 +310,90 @@ pub fn is_throttling_code(code: &str) -> bool {
 }
 
 /// Run one SDK call (retries included) within `deadline`, classifying its failure.
-pub async fn call<T, E, R, F>(op: &str, deadline: Duration, fut: F) -> Result<T, AwsFailure>
+pub async fn call<T, E, F>(op: &str, deadline: Duration, fut: F) -> Result<T, AwsFailure>
 where
-    F: Future<Output = Result<T, SdkError<E, R>>>,
+    F: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + std::error::Error,
-    R: std::fmt::Debug,
 {
     match tokio::time::timeout(deadline, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(classify(op, &e)),
-        Err(_) => Err(AwsFailure::Unavailable(format!(
-            "{op}: no answer within {} ms (retries included)",
-            deadline.as_millis()
-        ))),
+        Err(_) => Err(AwsFailure::unavailable(
+            op,
+            format!(
+                "no answer within {} ms (retries included)",
+                deadline.as_millis()
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::operation::replace_route::ReplaceRouteError;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn answer(
+        status: u16,
+        code: Option<&str>,
+        message: &str,
+    ) -> SdkError<ReplaceRouteError, HttpResponse> {
+        let mut meta = ErrorMetadata::builder().message(message);
+        if let Some(c) = code {
+            meta = meta.code(c);
+        }
+        let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        SdkError::service_error(ReplaceRouteError::generic(meta.build()), raw)
+    }
+
+    #[test]
+    fn status_is_read_from_the_response() {
+        let e = answer(503, Some("RequestLimitExceeded"), "slow down");
+        assert_eq!(http_status(&e), Some(503));
+        assert_eq!(
+            classify("ReplaceRoute", &e).to_string(),
+            "AWS did not answer: ReplaceRoute: RequestLimitExceeded (HTTP 503): slow down"
+        );
+        let f = classify("ReplaceRoute", &e);
+        assert_eq!(f.status(), Some(503));
+        assert_eq!(
+            f.detail(),
+            "ReplaceRoute: RequestLimitExceeded (HTTP 503): slow down"
+        );
+        let p = ProviderError::from(f);
+        assert!(p.is_api_error());
+        assert_eq!(
+            p.to_string(),
+            "API error: ReplaceRoute: RequestLimitExceeded (HTTP 503): slow down"
+        );
+        let e = answer(500, None, "");
+        assert_eq!(
+            classify("ReplaceRoute", &e).to_string(),
+            "AWS did not answer: ReplaceRoute: Unknown (HTTP 500)"
+        );
+        let e = answer(400, Some("InvalidRouteTableID.NotFound"), "no such table");
+        let f = classify("ReplaceRoute", &e);
+        assert_eq!(f.code(), Some("InvalidRouteTableID.NotFound"));
+        assert_eq!(f.status(), Some(400));
+        assert_eq!(
+            f.to_string(),
+            "InvalidRouteTableID.NotFound: ReplaceRoute: no such table"
+        );
+        let p = ProviderError::from(f);
+        assert!(!p.is_api_error());
+        assert_eq!(p.code(), "other");
+        assert_eq!(
+            p.to_string(),
+            "InvalidRouteTableID.NotFound: ReplaceRoute: no such table"
+        );
+        let e: SdkError<ReplaceRouteError, HttpResponse> = SdkError::timeout_error("slow");
+        assert_eq!(http_status(&e), None);
+        assert_eq!(
+            classify("ReplaceRoute", &e).to_string(),
+            "AWS did not answer: ReplaceRoute: timed out"
+        );
     }
 }

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use super::events::{Latch, Subject};
 use super::imds::Fact;
 use super::{call, require_or_imds, AwsFailure, AwsShared, Deadline};
+use crate::fencing::{self, Claim, Mark, Verdict};
 use crate::params::{key_error, parse_params};
 use crate::{
     ActionContext, CheckOutcome, ParamError, Params, Probe, ProbeContext, ProbeOk, ProviderError,
@@ -138,11 +139,6 @@ pub fn zone_id(raw: &str) -> Result<String, ParamError> {
     }
 }
 
-/// The name of the epoch record of `name`.
-pub fn epoch_record_name(name: &str) -> String {
-    format!("_baton.{name}")
-}
-
 /// The record and its epoch record as Route 53 has them now.
 #[derive(Debug, Clone, Default)]
 pub struct RecordView {
@@ -163,20 +159,9 @@ impl RecordView {
             .unwrap_or_default()
     }
 
-    /// (epoch, server) of the epoch record.
-    pub fn epoch(&self) -> Option<(u64, String)> {
-        let v = self.txt.as_ref()?.resource_records().first()?.value();
-        let v = v.trim_matches('"');
-        let mut epoch = None;
-        let mut server = String::new();
-        for part in v.split_whitespace() {
-            if let Some(e) = part.strip_prefix("epoch=") {
-                epoch = e.parse().ok();
-            } else if let Some(s) = part.strip_prefix("server=") {
-                server = s.to_string();
-            }
-        }
-        epoch.map(|e| (e, server))
+    /// The mark (epoch, server) of the epoch record.
+    pub fn mark(&self) -> Option<Mark> {
+        fencing::parse_record_value(self.txt.as_ref()?.resource_records().first()?.value())
     }
 }
 
@@ -258,7 +243,7 @@ impl AwsDnsDriver {
         latch: Option<&Latch>,
     ) -> Result<RecordView, ProviderError> {
         let name = &self.params.record_name;
-        let txt_name = epoch_record_name(name);
+        let txt_name = fencing::record_name(name);
         let out = call(
             "ListResourceRecordSets",
             dl.remaining()?,
@@ -316,13 +301,10 @@ impl AwsDnsDriver {
             .map_err(build_err)
     }
 
-    fn txt_record(&self, ctx: &ActionContext) -> Result<ResourceRecordSet, ProviderError> {
-        let value = format!(
-            "\"baton epoch={} server={} group={}\"",
-            ctx.epoch, ctx.server, ctx.group
-        );
+    fn txt_record(&self, claim: &Claim<'_>) -> Result<ResourceRecordSet, ProviderError> {
+        let value = fencing::record_value(claim);
         ResourceRecordSet::builder()
-            .name(epoch_record_name(&self.params.record_name))
+            .name(fencing::record_name(&self.params.record_name))
             .r#type(RrType::Txt)
             .ttl(i64::from(self.params.ttl))
             .resource_records(
@@ -392,7 +374,7 @@ impl AwsDnsDriver {
         let has_delete = changes.iter().any(|c| c.action == ChangeAction::Delete);
         match self.send(r53, changes.clone(), comment, dl).await? {
             Ok(info) => self.wait(r53, info, dl, subject).await,
-            Err(AwsFailure::Rejected { code, message })
+            Err(AwsFailure::Rejected { code, message, .. })
                 if has_delete
                     && code == "InvalidChangeBatch"
                     && message.contains("already exists") =>
@@ -475,17 +457,20 @@ impl AwsDnsDriver {
         }
     }
 
-    fn stale(&self, subject: Subject<'_>, ctx: &ActionContext, e: u64, s: &str) -> ProviderError {
+    /// Refuse to overwrite a record a newer epoch holds (BTN-6012).
+    fn stale(&self, subject: Subject<'_>, claim: &Claim<'_>, holder: &Mark) -> ProviderError {
+        let resource = format!("record {}", self.params.record_name);
         let msg = format!(
-            "{}: record {} is claimed at epoch {e} by {s}, newer than this activation's epoch {}; \
+            "{}: {resource} is claimed at epoch {} by {}, newer than this activation's epoch {}; \
              not overwriting it",
             subject.name(),
-            self.params.record_name,
-            ctx.epoch
+            holder.epoch,
+            holder.server,
+            claim.epoch
         );
         self.shared
             .raise(subject, None, &ev::AWS_STALE_EPOCH, msg.clone());
-        ProviderError::Other(msg)
+        claim.fenced_saying(&resource, holder, msg)
     }
 
     fn mismatch(&self, view: &RecordView, ip: &str) -> Option<String> {
@@ -521,13 +506,13 @@ impl ResourceDriver for AwsDnsDriver {
         let ip = self.ip(subject).await?;
         let r53 = self.shared.clients().await.route53();
         let view = self.read(&r53, &dl, subject, None).await?;
-        if let Some((e, s)) = view.epoch() {
-            if e > ctx.epoch {
-                return Err(self.stale(subject, ctx, e, &s));
-            }
+        let claim = Claim::from(ctx);
+        let mark = view.mark();
+        if let Verdict::Refused(holder) = claim.verdict(mark.as_ref()) {
+            return Err(self.stale(subject, &claim, holder));
         }
         let want_a = self.a_record(&ip)?;
-        let want_txt = self.txt_record(ctx)?;
+        let want_txt = self.txt_record(&claim)?;
         let a_ok = view.a.as_ref() == Some(&want_a);
         let txt_ok = view.txt.as_ref() == Some(&want_txt);
         if a_ok && txt_ok {
@@ -579,7 +564,7 @@ impl ResourceDriver for AwsDnsDriver {
         let ip = self.ip(subject).await?;
         let r53 = self.shared.clients().await.route53();
         let view = self.read(&r53, &dl, subject, None).await?;
-        let newer = view.epoch().is_some_and(|(e, _)| e > ctx.epoch);
+        let newer = !Claim::from(ctx).may_write(view.mark().as_ref());
         let Some(a) = view
             .a
             .clone()
@@ -658,8 +643,8 @@ impl Probe for AwsDnsProbe {
         let view = d.read(&r53, &dl, subject, Some(&self.latch)).await?;
         if let Some(why) = d.mismatch(&view, &ip) {
             let owner = view
-                .epoch()
-                .map(|(e, s)| format!(" (epoch record: epoch {e} by {s})"))
+                .mark()
+                .map(|m| format!(" (epoch record: epoch {} by {})", m.epoch, m.server))
                 .unwrap_or_default();
             let msg = format!("{}: {why}{owner}", subject.name());
             d.shared.raise(
@@ -809,6 +794,12 @@ mod tests {
             a: None,
             txt: Some(set),
         };
-        assert_eq!(v.epoch(), Some((7, "node-2".to_string())));
+        assert_eq!(
+            v.mark(),
+            Some(Mark {
+                epoch: 7,
+                server: "node-2".to_string()
+            })
+        );
     }
 }

@@ -17,10 +17,8 @@ use serde::Deserialize;
 
 use super::events::{Latch, Subject};
 use super::imds::Fact;
-use super::{
-    call, check_id, epoch_tag_key, epoch_tag_value, parse_epoch_tag, require_or_imds, AwsShared,
-    Deadline,
-};
+use super::{call, check_id, require_or_imds, AwsShared, Deadline};
+use crate::fencing::{self, Claim, Mark, Marks, Verdict};
 use crate::params::{key_error, parse_params};
 use crate::{
     ActionContext, CheckOutcome, ParamError, Params, Probe, ProbeContext, ProbeOk, ProviderError,
@@ -47,17 +45,8 @@ pub struct AddressView {
     pub association_id: Option<String>,
     pub eni: Option<String>,
     pub private_ip: Option<String>,
-    /// `baton:*:epoch` tags: (group, epoch, server).
-    pub epochs: Vec<(String, u64, String)>,
-}
-
-impl AddressView {
-    fn epoch_of(&self, group: &str) -> Option<(u64, &str)> {
-        self.epochs
-            .iter()
-            .find(|(g, _, _)| g == group)
-            .map(|(_, e, s)| (*e, s.as_str()))
-    }
+    /// The `baton:*:epoch` tags of the allocation.
+    pub marks: Marks,
 }
 
 /// The driver of an `aws-eip` resource.
@@ -150,15 +139,7 @@ impl AwsEipDriver {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
             private_ip: a.private_ip_address().map(str::to_string),
-            epochs: a
-                .tags()
-                .iter()
-                .filter_map(|t| {
-                    let group = t.key()?.strip_prefix("baton:")?.strip_suffix(":epoch")?;
-                    let (e, s) = parse_epoch_tag(t.value()?)?;
-                    Some((group.to_string(), e, s))
-                })
-                .collect(),
+            marks: Marks::from_tags(a.tags().iter().filter_map(|t| Some((t.key()?, t.value()?)))),
         })
     }
 
@@ -180,24 +161,21 @@ impl AwsEipDriver {
         }
     }
 
-    fn stale(
-        &self,
-        subject: Subject<'_>,
-        ctx: &ActionContext,
-        epoch: u64,
-        server: &str,
-    ) -> ProviderError {
+    /// Refuse to reassociate an Elastic IP a newer epoch holds (BTN-6012).
+    fn stale(&self, subject: Subject<'_>, claim: &Claim<'_>, holder: &Mark) -> ProviderError {
+        let resource = format!("Elastic IP {}", self.params.allocation_id);
         let msg = format!(
-            "{}: Elastic IP {} is claimed for group {} at epoch {epoch} by {server}, newer than this \
+            "{}: {resource} is claimed for group {} at epoch {} by {}, newer than this \
              activation's epoch {}; not reassociating it",
             subject.name(),
-            self.params.allocation_id,
-            ctx.group,
-            ctx.epoch
+            claim.group,
+            holder.epoch,
+            holder.server,
+            claim.epoch
         );
         self.shared
             .raise(subject, None, &ev::AWS_STALE_EPOCH, msg.clone());
-        ProviderError::Other(msg)
+        claim.fenced_saying(&resource, holder, msg)
     }
 }
 
@@ -214,12 +192,12 @@ impl ResourceDriver for AwsEipDriver {
         let eni = self.eni(subject).await?;
         let ec2 = self.shared.clients().await.ec2();
         let a = self.read(&ec2, &dl, subject, None).await?;
-        if let Some((e, s)) = a.epoch_of(&ctx.group) {
-            if e > ctx.epoch {
-                return Err(self.stale(subject, ctx, e, s));
-            }
-        }
-        let tagged = a.epoch_of(&ctx.group) == Some((ctx.epoch, ctx.server.as_str()));
+        let claim = Claim::from(ctx);
+        let tagged = match claim.verdict(a.marks.of(claim.group)) {
+            Verdict::Refused(holder) => return Err(self.stale(subject, &claim, holder)),
+            Verdict::Ours => true,
+            Verdict::Write => false,
+        };
         if !tagged {
             call(
                 "CreateTags",
@@ -228,8 +206,8 @@ impl ResourceDriver for AwsEipDriver {
                     .resources(&self.params.allocation_id)
                     .tags(
                         Tag::builder()
-                            .key(epoch_tag_key(&ctx.group))
-                            .value(epoch_tag_value(ctx.epoch, &ctx.server))
+                            .key(fencing::tag_key(claim.group))
+                            .value(fencing::tag_value(claim.epoch, claim.server))
                             .build(),
                     )
                     .send(),
@@ -255,10 +233,8 @@ impl ResourceDriver for AwsEipDriver {
             tracing::info!(allocation = %self.params.allocation_id, from = %Self::describe(&a), to = %eni, "Elastic IP associated");
         }
         let after = self.read(&ec2, &dl, subject, None).await?;
-        if let Some((e, s)) = after.epoch_of(&ctx.group) {
-            if e > ctx.epoch {
-                return Err(self.stale(subject, ctx, e, s));
-            }
+        if let Verdict::Refused(holder) = claim.verdict(after.marks.of(claim.group)) {
+            return Err(self.stale(subject, &claim, holder));
         }
         if !self.is_ours(&after, &eni) {
             return Err(ProviderError::Other(format!(
@@ -367,11 +343,7 @@ impl Probe for AwsEipProbe {
         let ec2 = d.shared.clients().await.ec2();
         let a = d.read(&ec2, &dl, subject, Some(&self.latch)).await?;
         if !d.is_ours(&a, &eni) {
-            let owner = a
-                .epochs
-                .iter()
-                .map(|(g, e, s)| format!("; tag baton:{g}:epoch = {e} {s}"))
-                .collect::<String>();
+            let owner = a.marks.notes();
             let msg = if a.eni.is_none() {
                 format!(
                     "{}: The EIP address does not exist on {eni}: Elastic IP {} ({}) is not associated{owner}",

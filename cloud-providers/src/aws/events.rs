@@ -132,7 +132,7 @@ pub fn is_setup_code(code: &str) -> bool {
 /// The catalogue entry for a failed AWS call.
 pub fn failure_event(f: &AwsFailure) -> &'static EventDef {
     match f {
-        AwsFailure::Unavailable(_) => &events::AWS_API_UNAVAILABLE,
+        AwsFailure::Unavailable { .. } => &events::AWS_API_UNAVAILABLE,
         AwsFailure::Rejected { code, .. } => {
             if is_permission_code(code) {
                 &events::AWS_PERMISSION_DENIED
@@ -155,14 +155,22 @@ mod tests {
 
     fn rejected(code: &str) -> AwsFailure {
         AwsFailure::Rejected {
+            operation: "Op".into(),
             code: code.into(),
+            status: Some(400),
             message: "m".into(),
         }
     }
 
     #[test]
     fn classifies_failures() {
-        assert_eq!(failure_event(&AwsFailure::Unavailable("x".into())).id, 6005);
+        let unavailable = AwsFailure::Unavailable {
+            operation: "Op".into(),
+            code: None,
+            status: None,
+            message: "x".into(),
+        };
+        assert_eq!(failure_event(&unavailable).id, 6005);
         assert_eq!(failure_event(&rejected("UnauthorizedOperation")).id, 6008);
         assert_eq!(failure_event(&rejected("AccessDenied")).id, 6008);
         assert_eq!(

@@ -14,8 +14,9 @@
 //! Every mutation is read-then-write with the group's epoch in the decision (design
 //! invariant 3): route tables and Elastic IPs carry a `baton:<group>:epoch` tag, a
 //! Route 53 record a TXT record `_baton.<name>`; a higher epoch found there is never
-//! overwritten. SDK clients are created lazily on the first call (`baton config check`
-//! never calls AWS) and shared by every driver of the agent through [`AwsShared`].
+//! overwritten (the formats and the decisions are in [`crate::fencing`]). SDK clients
+//! are created lazily on the first call (`baton config check` never calls AWS) and
+//! shared by every driver of the agent through [`AwsShared`].
 
 pub mod az;
 pub mod client;
@@ -313,23 +314,6 @@ pub(crate) fn require_or_imds(
     }
 }
 
-/// The tag (route tables, Elastic IPs) that records the epoch of a group's last claim.
-pub fn epoch_tag_key(group: &str) -> String {
-    format!("baton:{group}:epoch")
-}
-
-/// `"<epoch> <server>"`, the value of the epoch tag.
-pub fn epoch_tag_value(epoch: u64, server: &str) -> String {
-    format!("{epoch} {server}")
-}
-
-/// The epoch and server of an epoch tag's value (the server may be missing).
-pub fn parse_epoch_tag(value: &str) -> Option<(u64, String)> {
-    let mut parts = value.split_whitespace();
-    let epoch = parts.next()?.parse().ok()?;
-    Some((epoch, parts.next().unwrap_or("").to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,16 +326,5 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("vpc_id"));
         assert!(e.message.contains("vpc-1234abcd"), "{}", e.message);
         assert!(check_id("eni_id", "vpc-1234abcd", "eni", "an ENI").is_err());
-    }
-
-    #[test]
-    fn epoch_tags() {
-        assert_eq!(epoch_tag_key("failover1"), "baton:failover1:epoch");
-        assert_eq!(
-            parse_epoch_tag(&epoch_tag_value(7, "node-2")),
-            Some((7, "node-2".to_string()))
-        );
-        assert_eq!(parse_epoch_tag("12"), Some((12, String::new())));
-        assert_eq!(parse_epoch_tag("x"), None);
     }
 }

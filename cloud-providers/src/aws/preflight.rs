@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::az::{healthy_state, AwsAzParams};
-use super::dns::{epoch_record_name, zone_id, AwsDnsParams};
+use super::dns::{zone_id, AwsDnsParams};
 use super::eip::AwsEipParams;
 use super::events::{is_not_found_code, is_permission_code};
 use super::vip::{cidr_contains, AwsVipParams};
@@ -577,7 +577,7 @@ pub fn iam_policy(cfg: &Config) -> Value {
                         let names = zones.entry(z).or_default();
                         names.insert(p.record_name.trim_end_matches('.').to_string());
                         names.insert(
-                            epoch_record_name(&p.record_name)
+                            crate::fencing::record_name(&p.record_name)
                                 .trim_end_matches('.')
                                 .to_string(),
                         );

@@ -24,10 +24,8 @@ use serde::Deserialize;
 
 use super::events::{Latch, Subject};
 use super::imds::Fact;
-use super::{
-    call, check_id, epoch_tag_key, epoch_tag_value, parse_epoch_tag, require_or_imds, AwsShared,
-    Deadline,
-};
+use super::{call, check_id, require_or_imds, AwsShared, Deadline};
+use crate::fencing::{self, Claim, Mark, Marks, Verdict};
 use crate::local::floating_ip::FloatingIpDriver;
 use crate::params::{key_error, parse_params};
 use crate::{
@@ -74,17 +72,8 @@ pub struct TableView {
     pub eni: Option<String>,
     /// What the route points at, in words (`eni-...`, `instance i-...`, `blackhole`).
     pub target: String,
-    /// The `baton:*:epoch` tags of the table: (group, epoch, server).
-    pub epochs: Vec<(String, u64, String)>,
-}
-
-impl TableView {
-    fn epoch_of(&self, group: &str) -> Option<(u64, &str)> {
-        self.epochs
-            .iter()
-            .find(|(g, _, _)| g == group)
-            .map(|(_, e, s)| (*e, s.as_str()))
-    }
+    /// The `baton:*:epoch` tags of the table.
+    pub marks: Marks,
 }
 
 /// The driver of an `aws-vip` resource.
@@ -355,21 +344,17 @@ impl AwsVipDriver {
                     (true, if blackhole { None } else { eni }, target)
                 }
             };
-            let epochs = rt
-                .tags()
-                .iter()
-                .filter_map(|t| {
-                    let group = t.key()?.strip_prefix("baton:")?.strip_suffix(":epoch")?;
-                    let (e, s) = parse_epoch_tag(t.value()?)?;
-                    Some((group.to_string(), e, s))
-                })
-                .collect();
+            let marks = Marks::from_tags(
+                rt.tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?, t.value()?))),
+            );
             views.push(TableView {
                 id,
                 has_route,
                 eni,
                 target,
-                epochs,
+                marks,
             });
         }
         // Configured tables AWS did not return do not exist.
@@ -397,24 +382,18 @@ impl AwsVipDriver {
         ProviderError::Other(msg)
     }
 
+    /// Refuse to overwrite a route table a newer epoch holds (BTN-6012).
     fn stale(
         &self,
         subject: Subject<'_>,
-        ctx: &ActionContext,
+        claim: &Claim<'_>,
         table: &str,
-        epoch: u64,
-        server: &str,
+        holder: &Mark,
     ) -> ProviderError {
-        let msg = format!(
-            "{}: route table {table} is claimed for group {} at epoch {epoch} by {server}, newer than \
-             this activation's epoch {}; not overwriting it",
-            subject.name(),
-            ctx.group,
-            ctx.epoch
-        );
+        let e = claim.fenced(&subject.name(), &format!("route table {table}"), holder);
         self.shared
-            .raise(subject, None, &ev::AWS_STALE_EPOCH, msg.clone());
-        ProviderError::Other(msg)
+            .raise(subject, None, &ev::AWS_STALE_EPOCH, e.to_string());
+        e
     }
 
     /// Routes that do not point at `eni`, described.
@@ -423,11 +402,7 @@ impl AwsVipDriver {
             .iter()
             .filter(|t| t.eni.as_deref() != Some(eni))
             .map(|t| {
-                let owner = t
-                    .epochs
-                    .iter()
-                    .map(|(g, e, s)| format!("; tag baton:{g}:epoch = {e} {s}"))
-                    .collect::<String>();
+                let owner = t.marks.notes();
                 if t.has_route {
                     format!(
                         "route {} in {} points at {}, not ours {eni}{owner}",
@@ -481,20 +456,19 @@ impl ResourceDriver for AwsVipDriver {
             return Err(self.no_route(subject, None));
         }
         // Fencing: never overwrite a newer claim.
-        if let Some((t, e, s)) = tables
-            .iter()
-            .filter_map(|t| t.epoch_of(&ctx.group).map(|(e, s)| (t.id.as_str(), e, s)))
-            .max_by_key(|(_, e, _)| *e)
-        {
-            if e > ctx.epoch {
-                return Err(self.stale(subject, ctx, t, e, s));
-            }
+        let claim = Claim::from(ctx);
+        if let Some((t, holder)) = claim.refused_by(
+            tables
+                .iter()
+                .filter_map(|t| Some((t.id.as_str(), t.marks.of(claim.group)?))),
+        ) {
+            return Err(self.stale(subject, &claim, t, holder));
         }
-        let value = epoch_tag_value(ctx.epoch, &ctx.server);
-        let key = epoch_tag_key(&ctx.group);
+        let value = fencing::tag_value(claim.epoch, claim.server);
+        let key = fencing::tag_key(claim.group);
         let to_tag: Vec<&str> = tables
             .iter()
-            .filter(|t| t.epoch_of(&ctx.group) != Some((ctx.epoch, ctx.server.as_str())))
+            .filter(|t| claim.verdict(t.marks.of(claim.group)) != Verdict::Ours)
             .map(|t| t.id.as_str())
             .collect();
         if !to_tag.is_empty() {
@@ -546,10 +520,8 @@ impl ResourceDriver for AwsVipDriver {
             // Read back: a newer claim written meanwhile wins, and we say so.
             let after = self.read_tables(&ec2, &dl, subject, None).await?;
             for t in &after {
-                if let Some((e, s)) = t.epoch_of(&ctx.group) {
-                    if e > ctx.epoch {
-                        return Err(self.stale(subject, ctx, &t.id, e, s));
-                    }
+                if let Verdict::Refused(holder) = claim.verdict(t.marks.of(claim.group)) {
+                    return Err(self.stale(subject, &claim, &t.id, holder));
                 }
             }
             let wrong = self.mismatches(&after, &eni);

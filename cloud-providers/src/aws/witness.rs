@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::{Deserialize, Serialize};
 
-use super::client::{classify, AwsClients, AwsFailure};
+use super::client::{classify, http_status, AwsClients, AwsFailure};
 use crate::witness::{
     check_epochs, check_name, check_servers, hold_for, merge_epochs, validate, VoteReply,
     VoteRequest, WitnessClient, WitnessError, MAX_EPOCHS,
@@ -232,7 +233,7 @@ enum CallError {
 
 /// Run one SDK call within `budget`, classifying its failure. `lost` and `missing` name
 /// the error codes that mean "the condition failed" and "no such object".
-async fn aws<T, E, R, F>(
+async fn aws<T, E, F>(
     op: &str,
     budget: Duration,
     fut: F,
@@ -240,9 +241,8 @@ async fn aws<T, E, R, F>(
     missing: &[&str],
 ) -> Result<T, CallError>
 where
-    F: std::future::Future<Output = Result<T, SdkError<E, R>>>,
+    F: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + std::error::Error,
-    R: std::fmt::Debug,
 {
     match tokio::time::timeout(budget, fut).await {
         Err(_) => Err(CallError::Deadline),
@@ -254,7 +254,7 @@ where
                 Some(c) if missing.contains(&c) => Err(CallError::Missing),
                 _ => {
                     // S3 answers a failed If-Match / If-None-Match with a bare 412.
-                    if !lost.is_empty() && format!("{e:?}").contains("StatusCode(412)") {
+                    if !lost.is_empty() && http_status(&e) == Some(412) {
                         Err(CallError::Lost)
                     } else {
                         Err(CallError::Failed(f))
