@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub mod aws;
+pub mod clock;
 pub mod error;
 pub mod fencing;
 pub mod local;

@@ -25,7 +25,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -413,14 +413,14 @@ fn spawn_error(spec: &CommandSpec, e: &std::io::Error) -> ProviderError {
 /// SIGTERM the group, give it [`KILL_GRACE`], then SIGKILL it; reap the main process.
 async fn terminate_group(pgid: Pid, child: &mut Child) {
     let _ = killpg(pgid, Signal::SIGTERM);
-    let deadline = Instant::now() + KILL_GRACE;
+    let deadline = crate::clock::now() + KILL_GRACE;
     loop {
         let leader_gone = matches!(child.try_wait(), Ok(Some(_)) | Err(_));
         // Signal 0: is any process of the group left?
         if leader_gone && killpg(pgid, None).is_err() {
             return;
         }
-        if Instant::now() >= deadline {
+        if crate::clock::now() >= deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

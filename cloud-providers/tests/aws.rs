@@ -3,6 +3,8 @@
 //! Each test starts its own emulator and builds its own VPC (two subnets, two ENIs,
 //! two route tables with a VIP route, an Elastic IP, a private hosted zone).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests measure the real time of real processes and sockets: they read the clock directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::sync::{Arc, Once};
 use std::time::Duration;

@@ -134,7 +134,6 @@ async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::clock::Instant;
 
     async fn http_server(status: u16) -> (String, tokio::task::JoinHandle<()>) {
         use axum::http::StatusCode;

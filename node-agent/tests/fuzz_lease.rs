@@ -9,7 +9,9 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use baton_providers::clock::Instant;
 
 use baton_providers::aws::witness::{plan, LeaseDoc, Observer, Plan};
 use baton_providers::witness::{validate, VoteRequest};

@@ -14,7 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_route53::types::{
@@ -416,7 +416,7 @@ impl AwsDnsDriver {
         dl: &Deadline,
         subject: Subject<'_>,
     ) -> Result<u64, ProviderError> {
-        let started = Instant::now();
+        let started = crate::clock::now();
         let Some((id, insync)) = info else {
             return Ok(0);
         };
@@ -501,7 +501,7 @@ impl ResourceDriver for AwsDnsDriver {
 
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         let subject = Subject::Action(ctx);
-        let started = Instant::now();
+        let started = crate::clock::now();
         let dl = Deadline::new(ctx.timeout);
         let ip = self.ip(subject).await?;
         let r53 = self.shared.clients().await.route53();

@@ -8,7 +8,6 @@
 //! association is never removed). The monitor checks that the association is ours.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::Tag;
@@ -187,7 +186,7 @@ impl ResourceDriver for AwsEipDriver {
 
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         let subject = Subject::Action(ctx);
-        let started = Instant::now();
+        let started = crate::clock::now();
         let dl = Deadline::new(ctx.timeout);
         let eni = self.eni(subject).await?;
         let ec2 = self.shared.clients().await.ec2();

@@ -28,8 +28,9 @@ pub mod preflight;
 pub mod vip;
 pub mod witness;
 
+use crate::clock::Instant;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_core::config::AwsSection;
 
@@ -258,13 +259,13 @@ pub struct Deadline {
 impl Deadline {
     pub fn new(total: Duration) -> Deadline {
         Deadline {
-            end: Instant::now() + total,
+            end: crate::clock::now() + total,
             total,
         }
     }
 
     pub fn remaining(&self) -> Result<Duration, ProviderError> {
-        let left = self.end.saturating_duration_since(Instant::now());
+        let left = self.end.saturating_duration_since(crate::clock::now());
         if left.is_zero() {
             Err(ProviderError::Timeout(duration_ms(self.total)))
         } else {

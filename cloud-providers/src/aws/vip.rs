@@ -15,7 +15,6 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, Tag};
@@ -445,7 +444,7 @@ impl ResourceDriver for AwsVipDriver {
 
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         let subject = Subject::Action(ctx);
-        let started = Instant::now();
+        let started = crate::clock::now();
         let dl = Deadline::new(ctx.timeout);
         let eni = self.eni(subject).await?;
         let ec2 = self.shared.clients().await.ec2();

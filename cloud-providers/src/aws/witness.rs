@@ -17,9 +17,10 @@
 //! [`crate::witness`]: every server holding a valid grant is in the current holder
 //! partition. All servers of a cluster must use the same lease.
 
+use crate::clock::Instant;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -378,7 +379,7 @@ impl WitnessClient for S3Witness {
     }
 
     async fn vote(&self, req: &VoteRequest, deadline: Duration) -> Result<VoteReply, WitnessError> {
-        let start = Instant::now();
+        let start = crate::clock::now();
         let partition = validate(req)?;
         let what = self.what();
         let left = || deadline.saturating_sub(start.elapsed());
@@ -416,7 +417,7 @@ impl WitnessClient for S3Witness {
             Err(CallError::Missing) => None,
             Err(e) => return Err(call_error(e, deadline, &what)),
         };
-        let now = Instant::now();
+        let now = crate::clock::now();
         let hold = hold_for(req.lease) + 2 * deadline;
         let plan = {
             let mut obs = lock(&self.obs);
@@ -478,7 +479,7 @@ impl WitnessClient for S3Witness {
         {
             Ok(out) => {
                 if let Some(etag) = out.e_tag() {
-                    lock(&self.obs).observe(etag, &doc, Instant::now());
+                    lock(&self.obs).observe(etag, &doc, crate::clock::now());
                 }
                 Ok(VoteReply {
                     granted: true,
@@ -629,7 +630,7 @@ impl WitnessClient for DynamoWitness {
     }
 
     async fn vote(&self, req: &VoteRequest, deadline: Duration) -> Result<VoteReply, WitnessError> {
-        let start = Instant::now();
+        let start = crate::clock::now();
         let partition = validate(req)?;
         let what = self.what();
         let left = || deadline.saturating_sub(start.elapsed());
@@ -655,7 +656,7 @@ impl WitnessClient for DynamoWitness {
             },
             Err(e) => return Err(call_error(e, deadline, &what)),
         };
-        let now = Instant::now();
+        let now = crate::clock::now();
         let hold = hold_for(req.lease) + 2 * deadline;
         let plan = {
             let mut obs = lock(&self.obs);
@@ -713,7 +714,7 @@ impl WitnessClient for DynamoWitness {
         .await
         {
             Ok(_) => {
-                lock(&self.obs).observe(&doc.seq.to_string(), &doc, Instant::now());
+                lock(&self.obs).observe(&doc.seq.to_string(), &doc, crate::clock::now());
                 Ok(VoteReply {
                     granted: true,
                     holder: doc.partition,
@@ -793,7 +794,7 @@ mod tests {
 
     #[test]
     fn create_renew_and_deny_an_outsider() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut s = Store { doc: None };
         let (mut a, mut b) = (Observer::default(), Observer::default());
         assert!(s.vote(&mut a, "a", &["a"], t0));
@@ -826,7 +827,7 @@ mod tests {
 
     #[test]
     fn growing_is_immediate_shrinking_waits_for_the_left_out() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let ms = Duration::from_millis;
         let mut s = Store { doc: None };
         let (mut a, mut b) = (Observer::default(), Observer::default());
@@ -860,7 +861,7 @@ mod tests {
 
     #[test]
     fn a_fresh_client_assumes_every_other_server_is_live() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut s = Store { doc: None };
         let (mut a, mut b, mut a2) = (
             Observer::default(),
@@ -899,7 +900,7 @@ mod tests {
         }
         for seed in 0..200u64 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let base = Instant::now();
+            let base = crate::clock::now();
             let rate: Vec<f64> = (0..3).map(|_| rng.gen_range(0.99..=1.01)).collect();
             // A server's own clock at real time `t` (since `base`).
             let local = |i: usize, t: Duration| base + t.mul_f64(rate[i]);

@@ -12,7 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::errno::Errno;
@@ -92,7 +92,7 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 /// Take the exclusive lock on `PATH.lock`, retrying until `timeout`.
 fn lock(path: &Path, timeout: Duration) -> Result<Flock<File>, ProviderError> {
     let lock_path = sibling(path, ".lock");
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::clock::now() + timeout;
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -108,7 +108,7 @@ fn lock(path: &Path, timeout: Duration) -> Result<Flock<File>, ProviderError> {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(locked) => return Ok(locked),
             Err((f, Errno::EWOULDBLOCK)) | Err((f, Errno::EINTR)) => {
-                if Instant::now() >= deadline {
+                if crate::clock::now() >= deadline {
                     return Err(ProviderError::Timeout(duration_ms(timeout)));
                 }
                 file = f;

@@ -3,9 +3,10 @@
 //! Uses `ip` (iproute2) with JSON output, and `arping` (iputils-arping) for duplicate
 //! detection and gratuitous ARP on IPv4. Needs `CAP_NET_ADMIN` (run the agent as root).
 
+use crate::clock::Instant;
 use std::net::IpAddr;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -340,13 +341,13 @@ struct Deadline {
 impl Deadline {
     fn new(total: Duration) -> Self {
         Deadline {
-            end: Instant::now() + total,
+            end: crate::clock::now() + total,
             total,
         }
     }
 
     fn remaining(&self) -> Result<Duration, ProviderError> {
-        let left = self.end.saturating_duration_since(Instant::now());
+        let left = self.end.saturating_duration_since(crate::clock::now());
         if left.is_zero() {
             Err(ProviderError::Timeout(duration_ms(self.total)))
         } else {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -151,7 +151,7 @@ impl Probe for TcpProbe {
     }
 
     async fn probe(&self, ctx: &ProbeContext) -> Result<ProbeOk, ProviderError> {
-        let started = Instant::now();
+        let started = crate::clock::now();
         let connect = tokio::net::TcpStream::connect((self.params.host.as_str(), self.params.port));
         match tokio::time::timeout(ctx.timeout, connect).await {
             Err(_) => Err(ProviderError::Timeout(duration_ms(ctx.timeout))),

@@ -1,5 +1,7 @@
 //! Integration tests of the on-host providers, in one binary to keep link time down.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests measure the real time of real processes and sockets: they read the clock directly.
+#![allow(clippy::disallowed_methods)]
 
 mod claim;
 mod exec_resource;
