@@ -23,7 +23,7 @@ pub enum ProviderError {
     /// An API (cloud or local) did not answer usefully: no answer in time, a transport
     /// error, throttling or a server error after the retries. Monitors apply
     /// `on_api_error`.
-    #[error("API error: {}", unanswered(.operation, .code.as_deref(), *.status, .message))]
+    #[error("API error: {}", baton_cloud_client::unanswered(.operation, .code.as_deref(), *.status, .message))]
     Api {
         /// The operation called (`ReplaceRoute`, `sns.PublishBatch`).
         operation: String,
@@ -88,28 +88,6 @@ impl ProviderError {
     /// True when the failure is the API's, not the monitored target's (invariant 5).
     pub fn is_api_error(&self) -> bool {
         matches!(self, ProviderError::Api { .. })
-    }
-}
-
-/// The text of an unanswered call: `OP: CODE (HTTP STATUS): MESSAGE` when the API answered
-/// with an error code (the status and message when known), else `OP: MESSAGE`.
-pub(crate) fn unanswered(
-    operation: &str,
-    code: Option<&str>,
-    status: Option<u16>,
-    message: &str,
-) -> String {
-    match code {
-        None => format!("{operation}: {message}"),
-        Some(code) => format!(
-            "{operation}: {code}{}{}",
-            status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
-            if message.is_empty() {
-                String::new()
-            } else {
-                format!(": {message}")
-            }
-        ),
     }
 }
 

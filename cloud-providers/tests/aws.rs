@@ -6,6 +6,7 @@
 // Tests measure the real time of real processes and sockets: they read the clock directly.
 #![allow(clippy::disallowed_methods)]
 
+use baton_providers::aws::AwsServices;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 

@@ -5,6 +5,7 @@
 // Tests measure the real time of real processes and sockets: they read the clock directly.
 #![allow(clippy::disallowed_methods)]
 
+use baton_providers::aws::AwsServices;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

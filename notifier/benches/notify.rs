@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use baton_cloud_client::aws::AwsClients;
 use baton_core::config::{AwsSection, Dur, MailSecurity, MetricKind};
 use baton_core::events::GROUP_FAILOVER;
 use baton_core::{Event, Severity};
@@ -37,7 +38,6 @@ use baton_notifier::webhook::{system_clock, WebhookSink};
 use baton_notifier::{
     EventFilter, EventSink, LogSink, Notifier, NotifierOptions, SinkError, SinkStats,
 };
-use baton_providers::aws::AwsClients;
 use baton_tests::moto::{aws_env, Moto};
 use baton_tests::notify::{SmtpServer, WebhookReceiver};
 

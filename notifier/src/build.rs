@@ -1,7 +1,7 @@
 //! From the configuration to running sinks: the `[notify.*]` sections become event
 //! sinks, `[metrics.cloudwatch]` the metrics pipeline, `[notify.delivery]` the
 //! notifier's options. AWS sinks get their clients from the one AWS client factory
-//! (`baton_providers::aws::AwsClients`), like the AWS provider.
+//! (`baton_cloud_client::aws::AwsClients`), like the AWS provider.
 //!
 //! A sink that cannot be set up (unreadable secret file, AWS client not configured in
 //! time) is left out and reported as a [`SinkFailure`]: the agent runs without it and
@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_cloud_client::aws::AwsClients;
 use baton_core::config::{Config, NotifySection};
 use baton_core::events::SINK_NOT_STARTED;
 use baton_core::{Event, Severity};
-use baton_providers::aws::AwsClients;
 
 use crate::cloudwatch::CloudWatchSink;
 use crate::dispatch::NotifierOptions;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_smithy_types::DateTime;
-use baton_providers::aws::{call, AwsClients};
+use baton_cloud_client::aws::{call, AwsClients};
 
 use crate::metrics::{Datum, MetricsSink, Unit};
 use crate::sink::SinkError;

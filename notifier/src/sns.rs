@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
+use baton_cloud_client::aws::{call, AwsClients, AwsFailure};
 use baton_core::{Event, Severity};
-use baton_providers::aws::{call, AwsClients, AwsFailure};
 
 use crate::filter::EventFilter;
 use crate::render;

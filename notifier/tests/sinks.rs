@@ -9,6 +9,7 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, Statistic};
+use baton_cloud_client::aws::AwsClients;
 use baton_core::config::{AwsSection, Dur, MailSecurity};
 use baton_core::events::{GROUP_ACTIVATED, GROUP_FAILOVER, SERVER_DOWN};
 use baton_core::{Event, Severity};
@@ -18,7 +19,6 @@ use baton_notifier::metrics::{MetricsOptions, MetricsPipeline, Sample};
 use baton_notifier::sns::SnsSink;
 use baton_notifier::webhook::{system_clock, WebhookSink};
 use baton_notifier::{EventFilter, EventSink, Notifier, NotifierOptions};
-use baton_providers::aws::AwsClients;
 use baton_tests::moto::{aws_env, Moto};
 use baton_tests::notify::{SmtpOptions, SmtpServer, WebhookReceiver};
 

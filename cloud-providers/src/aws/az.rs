@@ -3,6 +3,7 @@
 //! `impaired`, `unavailable` and `constrained` are not, and with a recovery target
 //! (`local-server`, or the group) the groups move to a server in another zone.
 
+use crate::aws::AwsServices;
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -12,6 +12,7 @@
 //! The monitor of the same name checks the record holds our address and, with
 //! `resolve = true`, that the system resolver returns it.
 
+use crate::aws::AwsServices;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,6 +7,7 @@
 //! association that is still ours (by its association ID, so a concurrent new owner's
 //! association is never removed). The monitor checks that the association is ours.
 
+use crate::aws::AwsServices;
 use std::sync::Arc;
 
 use async_trait::async_trait;

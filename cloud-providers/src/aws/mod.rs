@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use baton_core::config::AwsSection;
 
-pub use client::{call, classify, AwsClients, AwsFailure};
+pub use client::{call, classify, AwsClients, AwsFailure, AwsServices};
 pub use events::EventSink;
 
 use crate::params::key_error;

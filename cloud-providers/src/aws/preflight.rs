@@ -4,6 +4,7 @@
 //! iam-policy` ([`iam_policy`]) prints the least-privilege IAM policy the whole
 //! configuration needs.
 
+use crate::aws::AwsServices;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

@@ -13,6 +13,7 @@
 //! with its own epoch, replaces the routes, and reads again: a newer epoch written
 //! meanwhile makes it fail (the newer owner's own writes come after its tag).
 
+use crate::aws::AwsServices;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 

@@ -17,6 +17,7 @@
 //! [`crate::witness`]: every server holding a valid grant is in the current holder
 //! partition. All servers of a cluster must use the same lease.
 
+use crate::aws::AwsServices;
 use crate::clock::Instant;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
