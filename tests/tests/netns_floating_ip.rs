@@ -26,8 +26,6 @@
 //! test if two of them that are connected to network a hold the VIP at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -37,9 +35,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use baton_tests::bin::baton_bin;
-use baton_tests::cluster::run_cli;
+use baton_tests::config::ConfigText;
 use baton_tests::netns::{self, Netns};
-use baton_tests::{wait_until, ClusterStatus, Event, Events, GROUP};
+use baton_tests::{wait_until, Baton, ClusterStatus, Event, Events, GROUP};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 100);
 const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 50);
@@ -271,14 +269,14 @@ impl Lab {
         lab.netns.add(&c).unwrap_or_else(|e| panic!("{e}"));
         lab.plug(&c, "ec", "cla", "bra", CLIENT_ADDR);
 
-        let key = lab.dir.join("cluster.key");
-        run_cli(&lab.bin, &["keygen", &key.to_string_lossy()]).ok("baton keygen");
+        let baton = lab.baton();
+        baton
+            .keygen(&lab.dir.join("cluster.key"))
+            .unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(&lab.config, lab.config_text()).expect("write config");
-        run_cli(
-            &lab.bin,
-            &["config", "check", &lab.config.to_string_lossy()],
-        )
-        .ok("baton config check (of the test's own configuration)");
+        baton
+            .check_config()
+            .unwrap_or_else(|e| panic!("{e} (of the test's own configuration)"));
         Ok(lab)
     }
 
@@ -294,44 +292,42 @@ impl Lab {
         netns::must_ip(&["-n", ns, "link", "set", dev, "up"]);
     }
 
+    /// The client of the test's configuration (run it in a namespace with
+    /// [`Baton::in_netns`]).
+    fn baton(&self) -> Baton {
+        Baton::new(&self.bin, &self.config)
+    }
+
     fn config_text(&self) -> String {
         let d = self.dir.display();
         let exe = self.bin.display();
-        let mut s = String::from(
-            r#"# Written by the baton integration test netns_floating_ip.
-[cluster]
-name = "it-netns-fip"
-key_file = "cluster.key"
-
-[heartbeat]
-interval = "100ms"
-timeout = "1s"
-
-"#,
-        );
-        s.push_str(&baton_tests::config::host_safe_sections(
+        let mut c = ConfigText::new(
+            "the baton integration test netns_floating_ip",
+            "it-netns-fip",
+        )
+        .heartbeat("100ms", "1s", "")
+        .host_safe(
             &self.dir,
             "10s",
             // The client namespace runs `baton alerts` against the agents: an admin address.
             "allow = [\"127.0.0.0/8\", \"10.213.0.50/32\"]",
-        ));
+        );
         for i in 0..NODES {
-            s.push_str(&format!(
-                "\n[[server]]\nname = \"{}\"\ninterconnects = [\"{}:{HB_PORT}\", \"{}:{HB_PORT}\"]\napi = \"{}:{API_PORT}\"\n",
-                server(i),
-                node_addr(213, i),
-                node_addr(214, i),
-                node_addr(213, i),
-            ));
+            c = c.server(
+                &server(i),
+                None,
+                &[
+                    format!("{}:{HB_PORT}", node_addr(213, i)),
+                    format!("{}:{HB_PORT}", node_addr(214, i)),
+                ],
+                &format!("{}:{API_PORT}", node_addr(213, i)),
+            );
         }
-        let servers: Vec<String> = (0..NODES).map(|i| format!("\"{}\"", server(i))).collect();
+        let servers: Vec<String> = (0..NODES).map(server).collect();
         let pid = format!("{d}/app-$BATON_SERVER.pid");
-        s.push_str(&format!(
-            r#"
-[[group]]
-name = "{GROUP}"
-servers = [{servers}]
-
+        c.group(GROUP, &servers)
+            .push(&format!(
+                r#"
 [[group.resource]]
 kind = "floating-ip"
 name = "vip"
@@ -349,10 +345,9 @@ stop = 'if [ -f "{pid}" ]; then kill $(cat "{pid}") 2>/dev/null; rm -f "{pid}"; 
 check = '[ -f "{pid}" ] && kill -0 $(cat "{pid}") 2>/dev/null'
 activate_timeout = "5s"
 deactivate_timeout = "5s"
-"#,
-            servers = servers.join(", "),
-        ));
-        s
+"#
+            ))
+            .build()
     }
 
     fn at(&self) -> Duration {
@@ -373,29 +368,18 @@ deactivate_timeout = "5s"
     }
 
     fn spawn(&mut self, i: usize) {
-        let path = self.log_path(i);
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .expect("open agent log");
-        let _ = writeln!(log, "=== test: starting agent {} ===", server(i));
-        let log2 = log.try_clone().expect("clone log handle");
-        let child = netns::command_in(&self.nodes[i], &self.bin)
-            .arg("agent")
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--server")
-            .arg(server(i))
-            .arg("--state-dir")
-            .arg(self.dir.join("state").join(server(i)))
-            .env_remove("BATON_CONFIG")
-            .env_remove("BATON_SERVER")
-            .env("BATON_LOG", "info")
+        let child = self
+            .baton()
+            .in_netns(&self.nodes[i])
+            .agent(
+                &server(i),
+                &self.config,
+                &self.dir.join("state").join(server(i)),
+                &self.log_path(i),
+                &format!("=== test: starting agent {} ===", server(i)),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start agent {}: {e}", server(i)));
         self.agents[i] = Some(child);
@@ -431,36 +415,14 @@ deactivate_timeout = "5s"
         let _ = c.wait();
     }
 
-    fn cli(&self, ns: &str, args: &[&str]) -> baton_tests::CliOut {
-        let cfg = self.config.to_string_lossy();
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-c", &cfg]);
-        netns::run_cli_in(ns, &self.bin, &all)
-    }
-
     /// `baton status --json -s SERVER`, run inside namespace `ns`.
     fn status(&self, ns: &str, server: &str) -> Result<ClusterStatus, String> {
-        let out = self.cli(ns, &["status", "--json", "-s", server]);
-        if out.code != 0 {
-            return Err(format!(
-                "`baton status -s {server}` in {ns} exited {}: {}{}",
-                out.code, out.stdout, out.stderr
-            ));
-        }
-        serde_json::from_str(&out.stdout)
-            .map_err(|e| format!("bad status JSON ({e}): {}", out.stdout))
+        self.baton().in_netns(ns).try_status_via(Some(server))
     }
 
     /// `baton alerts --json --after 0 -s SERVER`, run inside namespace `ns`.
     fn alerts(&self, ns: &str, server: &str) -> Result<Vec<Event>, String> {
-        let out = self.cli(ns, &["alerts", "--json", "--after", "0", "-s", server]);
-        if out.code != 0 {
-            return Err(format!(
-                "`baton alerts -s {server}` in {ns} exited {}: {}{}",
-                out.code, out.stdout, out.stderr
-            ));
-        }
-        baton_tests::parse_event_lines(&out.stdout)
+        self.baton().in_netns(ns).try_alerts(server)
     }
 
     /// `curl http://VIP:8080/` from the client namespace.
