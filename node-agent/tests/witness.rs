@@ -17,9 +17,9 @@ mod common;
 use baton_agent::key::ClusterKey;
 use baton_agent::witness::{HttpWitness, WireReply, WireVote, WitnessKey, SIGNATURE_HEADER};
 use baton_providers::witness::{hold_for, VoteRequest, WitnessClient, WitnessError};
-use common::WitnessProc;
+use common::{key, key_file, vote_request, WitnessProc};
 
-const KEY_A: &str = "6b1f0c5e2d9a4f7b8c3e1d0a9f8e7d6c5b4a39281706f5e4d3c2b1a098f7e6d5";
+const KEY_A: &str = common::KEY;
 const KEY_B: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// The holder renews every 100 ms (plus two round trips): a 2 s lease keeps its grant
 /// through a scheduling stall of well over a second on a loaded two-core machine, where
@@ -43,25 +43,9 @@ impl WitnessProc {
     }
 }
 
-fn key_file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("{text}\n")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
-}
-
-fn key(text: &str) -> ClusterKey {
-    ClusterKey::from_bytes(text.as_bytes()).unwrap()
-}
-
+/// The vote of `server` in cluster `orders` (group epoch 3).
 fn req(server: &str, partition: &[&str]) -> VoteRequest {
-    VoteRequest {
-        cluster: "orders".into(),
-        server: server.into(),
-        partition: partition.iter().map(|s| s.to_string()).collect(),
-        lease: LEASE,
-        epochs: BTreeMap::from([(format!("g-{server}"), 3)]),
-    }
+    vote_request("orders", server, partition, LEASE, 3)
 }
 
 /// Vote until granted (the quiet period), or panic after `limit`.

@@ -6,9 +6,7 @@
 // Tests measure the real time of real processes and sockets: they read the clock directly.
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,14 +14,11 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use baton_agent::key::ClusterKey;
 use baton_agent::witness::HttpWitness;
-use baton_providers::witness::{VoteRequest, WitnessClient};
-use common::WitnessProc;
+use baton_providers::witness::WitnessClient;
+use common::{key, key_file, vote_request, WitnessProc, KEY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-
-const KEY: &str = "6b1f0c5e2d9a4f7b8c3e1d0a9f8e7d6c5b4a39281706f5e4d3c2b1a098f7e6d5";
 
 fn start(key_file: &std::path::Path, extra: &[&str]) -> WitnessProc {
     // util-linux's prlimit is needed.
@@ -59,22 +54,10 @@ fn closed(s: &TcpStream) -> bool {
     }
 }
 
-fn req(server: &str) -> VoteRequest {
-    VoteRequest {
-        cluster: "flood".into(),
-        server: server.into(),
-        partition: vec![server.to_string()],
-        lease: Duration::from_millis(500),
-        epochs: BTreeMap::from([(format!("g-{server}"), 1)]),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooded_witness_still_grants_votes() {
     let dir = tempfile::tempdir().unwrap();
-    let kf = dir.path().join("cluster.key");
-    std::fs::write(&kf, format!("{KEY}\n")).unwrap();
-    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let kf = key_file(dir.path(), "cluster.key", KEY);
     // Servers live in 127.0.0.0/24; 127.0.5.x is outside the allow-list.
     let w = start(
         &kf,
@@ -139,16 +122,18 @@ async fn a_flooded_witness_still_grants_votes() {
     }
 
     // Legitimate voters from 127.0.0.1: granted throughout the flood.
-    let a = HttpWitness::new(
-        &format!("http://{addr}"),
-        &ClusterKey::from_bytes(KEY.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let a = HttpWitness::new(&format!("http://{addr}"), &key(KEY)).unwrap();
     let start_t = Instant::now();
     let mut granted = 0;
     let mut max_fds = 0;
     while start_t.elapsed() < Duration::from_secs(6) {
-        match a.vote(&req("a"), Duration::from_secs(2)).await {
+        match a
+            .vote(
+                &vote_request("flood", "a", &["a"], Duration::from_millis(500), 1),
+                Duration::from_secs(2),
+            )
+            .await
+        {
             Ok(r) if r.granted => granted += 1,
             Ok(r) => assert!(
                 r.detail.contains("started recently"),
@@ -192,9 +177,7 @@ async fn a_flooded_witness_still_grants_votes() {
 #[test]
 fn bad_limit_flags_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let kf = dir.path().join("cluster.key");
-    std::fs::write(&kf, format!("{KEY}\n")).unwrap();
-    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let kf = key_file(dir.path(), "cluster.key", KEY);
     for (flag, v, says) in [
         ("--allow", "10.0.0.1/8", "host bits"),
         ("--max-connections", "0", "--max-connections"),

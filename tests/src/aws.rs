@@ -8,9 +8,8 @@
 //! credentials of [`crate::moto::aws_env`] in their environment. Dropping the cluster
 //! kills the agents (and prints their logs when the test is failing).
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,8 +18,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;
 
-use crate::cluster::{api_token, run_cli, CliOut};
-use crate::model::{ClusterStatus, Event};
+use crate::client::{tail, Baton};
+use crate::cluster::{addr, api_token, pick_port};
+use crate::config::ConfigText;
 use crate::moto::{aws_env, python, Moto};
 use crate::wait_until;
 
@@ -168,44 +168,15 @@ pub struct AwsNode {
 }
 
 /// Three agents (two for the groups, one vote) running a configuration with the given
-/// groups and monitors. Monitors need values for node-3 too (common values do).
+/// groups and monitors. Monitors need values for node-3 too (common values do). It is a
+/// [`Baton`] client of that configuration (`bin`, `config`, `ctl`, `alerts`, ...).
 pub struct AwsCluster {
     pub dir: PathBuf,
-    pub config: PathBuf,
     pub nodes: Vec<AwsNode>,
-    pub bin: PathBuf,
+    baton: Baton,
     pub token: String,
     endpoint: String,
     _tmp: tempfile::TempDir,
-}
-
-fn addr(net: u8, server: usize, port: u16) -> SocketAddr {
-    SocketAddr::from((
-        Ipv4Addr::new(127, 0, net, 10 + u8::try_from(server).unwrap_or(0)),
-        port,
-    ))
-}
-
-fn pick_port(net: u8) -> u16 {
-    let mut p = 20_000
-        + u16::try_from((std::process::id() * 53 + u32::from(net) * 97) % 18_000).unwrap_or(0);
-    p &= !1;
-    for _ in 0..200 {
-        if (1..=2).all(|s| {
-            TcpListener::bind(addr(net, s, p)).is_ok()
-                && UdpSocket::bind(addr(net, s, p + 1)).is_ok()
-        }) {
-            return p;
-        }
-        p += 2;
-    }
-    panic!("no free port pair on 127.0.{net}.x");
-}
-
-fn tail(path: &std::path::Path, n: usize) -> String {
-    let t = std::fs::read_to_string(path).unwrap_or_default();
-    let l: Vec<&str> = t.lines().collect();
-    l[l.len().saturating_sub(n)..].join("\n")
 }
 
 impl AwsCluster {
@@ -218,19 +189,18 @@ impl AwsCluster {
             .expect("temp dir");
         let dir = tmp.path().to_path_buf();
         let key = dir.join("cluster.key");
-        run_cli(&bin, &["keygen", &key.to_string_lossy()]).ok("baton keygen");
-        let port = pick_port(net);
-        let mut text = format!(
-            r#"[cluster]
-name = "aws-{name}"
-key_file = "cluster.key"
-
-[heartbeat]
-interval = "100ms"
-timeout = "1s"
-
-{safe}
-[aws]
+        let config = dir.join("baton.toml");
+        let baton = Baton::new(&bin, &config);
+        baton.keygen(&key).unwrap_or_else(|e| panic!("{e}"));
+        let port = pick_port(net, 3, 1);
+        let mut text = ConfigText::new(
+            &format!("the baton AWS tests ({name})"),
+            &format!("aws-{name}"),
+        )
+        .heartbeat("100ms", "1s", "")
+        .host_safe(&dir, "20s", "")
+        .push(&format!(
+            r#"[aws]
 region = "us-east-1"
 endpoint_url = "{ep}"
 call_timeout = "3s"
@@ -238,25 +208,21 @@ max_attempts = 4
 imds = false
 "#,
             ep = world.moto.endpoint,
-            safe = crate::config::host_safe_sections(&dir, "20s", ""),
-        );
-        for s in 1..=3 {
-            text.push_str(&format!(
-                "\n[[server]]\nname = \"node-{s}\"\nzone = \"{}\"\ninterconnects = [\"{}\"]\napi = \"{}\"\n",
-                ["us-east-1a", "us-east-1b", "us-east-1c"][s - 1],
-                addr(net, s, port + 1),
-                addr(net, s, port)
-            ));
+        ));
+        for (s, zone) in (1..=3).zip(["us-east-1a", "us-east-1b", "us-east-1c"]) {
+            text = text.server(
+                &format!("node-{s}"),
+                Some(zone),
+                &[addr(net, 0, s, port + 1).to_string()],
+                &addr(net, 0, s, port).to_string(),
+            );
         }
-        text.push('\n');
-        text.push_str(body);
-        let config = dir.join("baton.toml");
-        std::fs::write(&config, &text).expect("write config");
-        run_cli(&bin, &["config", "check", &config.to_string_lossy()]).ok("baton config check");
+        std::fs::write(&config, text.push("\n").push(body).build()).expect("write config");
+        baton.check_config().unwrap_or_else(|e| panic!("{e}"));
         let nodes = (1..=3)
             .map(|s| AwsNode {
                 name: format!("node-{s}"),
-                api: addr(net, s, port),
+                api: addr(net, 0, s, port),
                 log: dir.join(format!("node-{s}.log")),
                 state_dir: dir.join(format!("state-{s}")),
                 child: None,
@@ -265,9 +231,8 @@ imds = false
         let mut c = AwsCluster {
             token: api_token(&key),
             dir,
-            config,
             nodes,
-            bin,
+            baton,
             endpoint: world.moto.endpoint.clone(),
             _tmp: tmp,
         };
@@ -285,43 +250,27 @@ imds = false
     }
 
     fn spawn(&mut self, i: usize) {
-        let n = &mut self.nodes[i];
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&n.log)
-            .expect("log");
-        let _ = writeln!(log, "=== harness: starting agent {} ===", n.name);
-        let log2 = log.try_clone().expect("log handle");
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(["agent", "--config"])
-            .arg(&self.config)
-            .args(["--server", &n.name, "--state-dir"])
-            .arg(&n.state_dir)
-            .env_remove("BATON_CONFIG")
-            .env_remove("BATON_SERVER")
-            .env("BATON_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        for (k, v) in aws_env(&self.endpoint) {
-            cmd.env(k, v);
-        }
-        n.child = Some(cmd.spawn().expect("start agent"));
+        let n = &self.nodes[i];
+        let child = self
+            .baton
+            .agent(
+                &n.name,
+                &self.baton.config,
+                &n.state_dir,
+                &n.log,
+                &format!("=== harness: starting agent {} ===", n.name),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .envs(aws_env(&self.endpoint))
+            .spawn()
+            .expect("start agent");
+        self.nodes[i].child = Some(child);
     }
 
     /// Start `server`'s agent again (same state directory).
     pub fn restart(&mut self, server: &str) {
         let i = self.idx(server);
         self.spawn(i);
-    }
-
-    /// Run `baton ARGS -c CONFIG`.
-    pub fn ctl(&self, args: &[&str]) -> CliOut {
-        let cfg = self.config.to_string_lossy().to_string();
-        let mut v = args.to_vec();
-        v.extend(["-c", cfg.as_str()]);
-        run_cli(&self.bin, &v)
     }
 
     /// Wait until each of `server`'s monitors `names` has completed a healthy poll
@@ -331,7 +280,7 @@ imds = false
             &format!("{server}'s monitors {names:?} to report normal"),
             timeout,
             || {
-                let st = self.try_status(Some(server))?;
+                let st = self.try_status_via(Some(server))?;
                 for n in names {
                     match st.local.monitors.iter().find(|m| m.name == *n) {
                         Some(m) if m.state == "normal" => {}
@@ -344,63 +293,9 @@ imds = false
         );
     }
 
-    pub fn try_status(&self, via: Option<&str>) -> Result<ClusterStatus, String> {
-        let mut args = vec!["status", "--json"];
-        if let Some(s) = via {
-            args.extend(["-s", s]);
-        }
-        let out = self.ctl(&args);
-        if out.code != 0 {
-            return Err(format!(
-                "status exited {}: {}{}",
-                out.code, out.stdout, out.stderr
-            ));
-        }
-        serde_json::from_str(&out.stdout).map_err(|e| format!("status json: {e}"))
-    }
-
     /// Wait until group `group` is online on `on` alone; returns its epoch.
     pub fn wait_owner(&self, group: &str, on: &str, timeout: Duration) -> u64 {
-        wait_until(&format!("group {group} online on {on}"), timeout, || {
-            let st = self.try_status(None)?;
-            match st.sole_owner(group) {
-                Some(o) if o == on => Ok(st.group(group).epoch),
-                _ => Err(st.summary(group)),
-            }
-        })
-    }
-
-    pub fn try_alerts(&self, server: &str) -> Result<Vec<Event>, String> {
-        let out = self.ctl(&["alerts", "--json", "--after", "0", "-s", server]);
-        if out.code != 0 {
-            return Err(format!(
-                "alerts exited {}: {}{}",
-                out.code, out.stdout, out.stderr
-            ));
-        }
-        crate::parse_event_lines(&out.stdout)
-    }
-
-    /// Wait until `server` raised event `id` matching `pred`; returns it.
-    pub fn wait_event(
-        &self,
-        server: &str,
-        id: &str,
-        timeout: Duration,
-        pred: impl Fn(&Event) -> bool,
-    ) -> Event {
-        wait_until(&format!("{server} raises {id}"), timeout, || {
-            let evs = self.try_alerts(server)?;
-            evs.iter()
-                .find(|e| e.id == id && pred(e))
-                .cloned()
-                .ok_or_else(|| {
-                    evs.iter()
-                        .map(|e| format!("{} {}", e.id, e.message))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-        })
+        self.wait_group_owner(group, Some(on), timeout).1
     }
 
     /// Signal `server`'s agent; after SIGKILL also reap it.
@@ -435,6 +330,14 @@ imds = false
         for n in &self.nodes {
             eprintln!("--- tail of {} ---\n{}", n.log.display(), tail(&n.log, 80));
         }
+    }
+}
+
+impl Deref for AwsCluster {
+    type Target = Baton;
+
+    fn deref(&self) -> &Baton {
+        &self.baton
     }
 }
 

@@ -3,8 +3,9 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -12,8 +13,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sha2::Sha256;
 
+use crate::client::{tail, Baton};
+use crate::config::ConfigText;
 use crate::http::{self, Response};
-use crate::model::{Claim, ClusterStatus, Event};
+use crate::model::{Claim, ClusterStatus};
 use crate::wait_until;
 use crate::watch::{Report, Watcher};
 
@@ -101,43 +104,6 @@ impl ClusterSpec {
     }
 }
 
-/// Exit code and output of one `baton` command.
-#[derive(Debug, Clone)]
-pub struct CliOut {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl CliOut {
-    /// Panic unless the command exited 0.
-    pub fn ok(self, what: &str) -> CliOut {
-        assert_eq!(
-            self.code, 0,
-            "`{what}` failed with exit code {}\nstdout: {}\nstderr: {}",
-            self.code, self.stdout, self.stderr
-        );
-        self
-    }
-}
-
-/// Run `baton ARGS` (with a clean `BATON_*` environment).
-pub fn run_cli(bin: &Path, args: &[&str]) -> CliOut {
-    let out = Command::new(bin)
-        .args(args)
-        .env_remove("BATON_CONFIG")
-        .env_remove("BATON_SERVER")
-        .env("BATON_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    CliOut {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
-}
-
 /// One server of the cluster.
 pub struct Node {
     pub name: String,
@@ -151,21 +117,21 @@ pub struct Node {
     child: Option<Child>,
 }
 
-/// A running cluster; see the crate documentation.
+/// A running cluster; see the crate documentation. It is a [`Baton`] client of its
+/// common configuration file (`bin`, `config`, `ctl`, `status`, `alerts`, ...).
 pub struct Cluster {
     pub spec: ClusterSpec,
     pub dir: PathBuf,
-    /// The common configuration file (the CLI always uses this one).
-    pub config: PathBuf,
     pub nodes: Vec<Node>,
     pub port: u16,
-    pub bin: PathBuf,
+    baton: Baton,
     token: String,
     watcher: Option<Watcher>,
     _tmp: tempfile::TempDir,
 }
 
-fn addr(net: u8, path: usize, server: usize, port: u16) -> SocketAddr {
+/// `127.0.NET.(10 * (PATH + 1) + SERVER):PORT`.
+pub(crate) fn addr(net: u8, path: usize, server: usize, port: u16) -> SocketAddr {
     let host = u8::try_from(10 * (path + 1) + server).expect("too many servers or paths");
     SocketAddr::from((Ipv4Addr::new(127, 0, net, host), port))
 }
@@ -173,7 +139,7 @@ fn addr(net: u8, path: usize, server: usize, port: u16) -> SocketAddr {
 /// A TCP port `p` (API) with `p + 1` free for UDP (heartbeats) on every address of the
 /// block. The start depends on the pid so that two concurrent runs of the suite do not
 /// collide.
-fn pick_port(net: u8, servers: usize, paths: usize) -> u16 {
+pub(crate) fn pick_port(net: u8, servers: usize, paths: usize) -> u16 {
     let pid = std::process::id();
     let mut p =
         20_000 + u16::try_from((pid.wrapping_mul(37) + u32::from(net) * 101) % 20_000).unwrap_or(0);
@@ -197,12 +163,6 @@ pub fn api_token(key_file: &Path) -> String {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(raw.trim_ascii()).expect("HMAC key");
     m.update(b"baton api token v1");
     hex::encode(m.finalize().into_bytes())
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// SIGKILL the process named in `pid_file` if it is still the app (`sleep`).
@@ -231,9 +191,10 @@ impl Cluster {
         let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(dir.join("claim")).expect("mkdir claim");
         let key = dir.join("cluster.key");
-        run_cli(&bin, &["keygen", &key.to_string_lossy()]).ok("baton keygen");
-        let port = pick_port(spec.net, spec.servers, spec.paths);
         let config = dir.join("baton.toml");
+        let baton = Baton::new(&bin, &config);
+        baton.keygen(&key).unwrap_or_else(|e| panic!("{e}"));
+        let port = pick_port(spec.net, spec.servers, spec.paths);
         // The self-fence's SysRq trigger (a plain file here; see `config_text`).
         std::fs::write(dir.join("sysrq-trigger"), b"").expect("write sysrq-trigger");
         let mut spec = spec;
@@ -247,15 +208,14 @@ impl Cluster {
         let text = config_text(&spec, &dir, port);
         std::fs::write(&config, &text).expect("write config");
         if spec.tls {
-            let (tls, cfg) = (dir.join("tls"), config.to_string_lossy().to_string());
-            run_cli(
-                &bin,
-                &["keygen", "--tls", &tls.to_string_lossy(), "-c", &cfg],
-            )
-            .ok("baton keygen --tls");
+            let tls = dir.join("tls");
+            baton
+                .ctl(&["keygen", "--tls", &tls.to_string_lossy()])
+                .ok("baton keygen --tls");
         }
-        run_cli(&bin, &["config", "check", &config.to_string_lossy()])
-            .ok("baton config check (of the harness's own configuration)");
+        baton
+            .check_config()
+            .unwrap_or_else(|e| panic!("{e} (of the harness's own configuration)"));
         let mut nodes = Vec::new();
         for i in 1..=spec.servers {
             let name = format!("node-{i}");
@@ -283,10 +243,9 @@ impl Cluster {
             token: api_token(&key),
             spec,
             dir,
-            config,
             nodes,
             port,
-            bin,
+            baton,
             watcher: None,
             _tmp: tmp,
         };
@@ -343,32 +302,21 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) {
-        let n = &mut self.nodes[i];
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&n.log)
-            .expect("open agent log");
-        let _ = writeln!(log, "=== harness: starting agent {} ===", n.name);
-        let log2 = log.try_clone().expect("clone log handle");
-        let child = Command::new(&self.bin)
-            .arg("agent")
-            .arg("--config")
-            .arg(&n.config)
-            .arg("--server")
-            .arg(&n.name)
-            .arg("--state-dir")
-            .arg(&n.state_dir)
-            .env_remove("BATON_CONFIG")
-            .env_remove("BATON_SERVER")
-            .env("BATON_LOG", "info")
+        let n = &self.nodes[i];
+        let child = self
+            .baton
+            .agent(
+                &n.name,
+                &n.config,
+                &n.state_dir,
+                &n.log,
+                &format!("=== harness: starting agent {} ===", n.name),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
             .envs(self.spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start agent {}: {e}", n.name));
-        n.child = Some(child);
+        self.nodes[i].child = Some(child);
     }
 
     /// Wait until the agent of `server` answers its API (panics, with its log, if it
@@ -422,103 +370,10 @@ impl Cluster {
         self.token = api_token(&self.dir.join("cluster.key"));
     }
 
-    /// Run `baton ARGS`.
-    pub fn cli(&self, args: &[&str]) -> CliOut {
-        run_cli(&self.bin, args)
-    }
-
-    /// Run `baton ARGS -c CONFIG` (for every command that talks to the agents).
-    pub fn ctl(&self, args: &[&str]) -> CliOut {
-        let cfg = self.config.to_string_lossy().to_string();
-        let mut v: Vec<&str> = args.to_vec();
-        v.extend(["-c", cfg.as_str()]);
-        self.cli(&v)
-    }
-
-    /// `baton status --json`, via the first server that answers (`via`: a given one).
-    pub fn try_status_via(&self, via: Option<&str>) -> Result<ClusterStatus, String> {
-        let mut args = vec!["status", "--json"];
-        if let Some(s) = via {
-            args.extend(["-s", s]);
-        }
-        let out = self.ctl(&args);
-        if out.code != 0 {
-            return Err(format!(
-                "`baton status` exited {}: {}{}",
-                out.code, out.stdout, out.stderr
-            ));
-        }
-        serde_json::from_str(&out.stdout)
-            .map_err(|e| format!("cannot parse `baton status --json` ({e}): {}", out.stdout))
-    }
-
-    pub fn try_status(&self) -> Result<ClusterStatus, String> {
-        self.try_status_via(None)
-    }
-
-    pub fn status(&self) -> ClusterStatus {
-        self.try_status().unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    pub fn status_via(&self, server: &str) -> ClusterStatus {
-        self.try_status_via(Some(server))
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Wait until `group` is online on exactly one server, as every answering agent
+    /// Wait until the group is online on exactly one server, as every answering agent
     /// agrees, and that server is `on` (if given). Returns (owner, epoch, status).
     pub fn wait_owner(&self, on: Option<&str>, timeout: Duration) -> (String, u64, ClusterStatus) {
-        let what = match on {
-            Some(s) => format!("group {GROUP} is online on {s}"),
-            None => format!("group {GROUP} is online on one server"),
-        };
-        wait_until(&what, timeout, || {
-            let st = self.try_status()?;
-            match st.sole_owner(GROUP) {
-                Some(o) if on.is_none_or(|s| s == o) => {
-                    let epoch = st.group(GROUP).epoch;
-                    Ok((o, epoch, st))
-                }
-                _ => Err(st.summary(GROUP)),
-            }
-        })
-    }
-
-    /// `baton alerts --json --after 0 -s SERVER`: the server's whole alert log.
-    pub fn try_alerts(&self, server: &str) -> Result<Vec<Event>, String> {
-        let out = self.ctl(&["alerts", "--json", "--after", "0", "-s", server]);
-        if out.code != 0 {
-            return Err(format!(
-                "`baton alerts -s {server}` exited {}: {}{}",
-                out.code, out.stdout, out.stderr
-            ));
-        }
-        crate::parse_event_lines(&out.stdout)
-    }
-
-    pub fn alerts(&self, server: &str) -> Vec<Event> {
-        self.try_alerts(server).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Wait until `server`'s alert log has an event `id` matching `pred`; returns the log.
-    pub fn wait_event(
-        &self,
-        server: &str,
-        id: &str,
-        timeout: Duration,
-        pred: impl Fn(&Event) -> bool,
-    ) -> Vec<Event> {
-        wait_until(&format!("{server} raises {id}"), timeout, || {
-            let evs = self.try_alerts(server)?;
-            if evs.iter().any(|e| e.id == id && pred(e)) {
-                Ok(evs)
-            } else {
-                Err(format!(
-                    "events of {server} so far:\n{}",
-                    crate::model::Events::lines(evs.as_slice())
-                ))
-            }
-        })
+        self.wait_group_owner(GROUP, on, timeout)
     }
 
     /// A raw API request to `server` with the given bearer token.
@@ -796,6 +651,14 @@ impl Cluster {
     }
 }
 
+impl Deref for Cluster {
+    type Target = Baton;
+
+    fn deref(&self) -> &Baton {
+        &self.baton
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -825,63 +688,33 @@ impl Drop for Cluster {
 /// The configuration text of `spec` (every path absolute, inside `dir`).
 pub fn config_text(spec: &ClusterSpec, dir: &Path, port: u16) -> String {
     let d = dir.display();
-    let mut s = format!(
-        r#"# Written by the baton integration tests ({name}).
-[cluster]
-name = "it-{name}"
-key_file = "cluster.key"
-
-[heartbeat]
-interval = "100ms"
-timeout = "1s"
-{heartbeat}
-{safe}"#,
-        name = spec.name,
-        safe = crate::config::host_safe_sections(dir, "10s", &spec.api_config),
-        heartbeat = spec.heartbeat_config
-    );
+    let mut c = ConfigText::new(
+        &format!("the baton integration tests ({})", spec.name),
+        &format!("it-{}", spec.name),
+    )
+    .heartbeat("100ms", "1s", &spec.heartbeat_config)
+    .host_safe(dir, "10s", &spec.api_config);
     let servers: Vec<String> = (1..=spec.servers).map(|i| format!("node-{i}")).collect();
-    for i in 1..=spec.servers {
+    for (i, name) in (1..=spec.servers).zip(&servers) {
         let ics: Vec<String> = (0..spec.paths)
-            .map(|p| format!("\"{}\"", addr(spec.net, p, i, port + 1)))
+            .map(|p| addr(spec.net, p, i, port + 1).to_string())
             .collect();
-        s.push_str(&format!(
-            "\n[[server]]\nname = \"node-{i}\"\ninterconnects = [{}]\napi = \"{}\"\n",
-            ics.join(", "),
-            addr(spec.net, 0, i, port)
-        ));
+        c = c.server(name, None, &ics, &addr(spec.net, 0, i, port).to_string());
     }
-    let pid = format!("{d}/app-$BATON_SERVER.pid");
-    let events = format!("{d}/app-events.log");
-    s.push_str(&format!(
-        r#"
-[[group]]
-name = "{GROUP}"
-servers = [{servers}]
-
+    let mut s = c
+        .group(GROUP, &servers)
+        .push(&format!(
+            r#"
 [[group.resource]]
 kind = "local-claim"
 name = "claim"
 path = "{d}/claim/{GROUP}.claim"
 activate_timeout = "5s"
 deactivate_timeout = "5s"
-
-[[group.resource]]
-kind = "exec"
-name = "app"
-depends_on = ["claim"]
-start = 'echo "start $BATON_SERVER $BATON_EPOCH" >> "{events}"; sleep 1000 >/dev/null 2>&1 & echo $! > "{pid}"'
-stop = 'if [ -f "{pid}" ]; then kill -9 $(cat "{pid}") 2>/dev/null; rm -f "{pid}"; fi; echo "stop $BATON_SERVER $BATON_EPOCH" >> "{events}"'
-check = '[ -f "{pid}" ] && kill -0 $(cat "{pid}") 2>/dev/null'
-activate_timeout = "5s"
-deactivate_timeout = "5s"
-"#,
-        servers = servers
-            .iter()
-            .map(|x| format!("\"{x}\""))
-            .collect::<Vec<_>>()
-            .join(", "),
-    ));
+"#
+        ))
+        .marker_app(dir, "claim", 1000)
+        .build();
     if let Some(m) = &spec.monitor {
         s.push_str(&format!(
             r#"

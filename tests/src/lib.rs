@@ -26,6 +26,7 @@
 
 pub mod aws;
 pub mod bin;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod http;
@@ -41,7 +42,8 @@ pub mod watch;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use cluster::{CliOut, Cluster, ClusterSpec, MonitorSpec, GROUP, MONITOR};
+pub use client::{Baton, CliOut};
+pub use cluster::{Cluster, ClusterSpec, MonitorSpec, GROUP, MONITOR};
 pub use model::{AgentStatus, Claim, ClusterStatus, Event, Events};
 pub use nix::sys::signal::Signal;
 

@@ -6,14 +6,11 @@
 //! is ever added to the root namespace.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;
-
-use crate::cluster::CliOut;
 
 /// Why network namespaces cannot be used here, or `None` when they can.
 pub fn unavailable() -> Option<String> {
@@ -83,24 +80,6 @@ pub fn command_in(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new("ip");
     c.arg("netns").arg("exec").arg(ns).arg(program);
     c
-}
-
-/// Run `baton ARGS` inside namespace `ns` (clean `BATON_*` environment, like
-/// [`crate::cluster::run_cli`]).
-pub fn run_cli_in(ns: &str, bin: &Path, args: &[&str]) -> CliOut {
-    let out = command_in(ns, bin)
-        .args(args)
-        .env_remove("BATON_CONFIG")
-        .env_remove("BATON_SERVER")
-        .env("BATON_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} in {ns}: {e}", bin.display()));
-    CliOut {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
 }
 
 #[derive(Debug, Deserialize)]

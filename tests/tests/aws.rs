@@ -109,7 +109,7 @@ fn s1_vip_routes_follow_the_active_server() {
     c.kill("node-1", Signal::SIGKILL);
     let e = c.wait_owner("web", "node-2", T);
     world.wait_routes(&w.enis[1], T);
-    let ev = c.wait_event("node-2", "BTN-6021", T, |_| true);
+    let ev = c.wait_one_event("node-2", "BTN-6021", T, |_| true);
     assert!(ev.message.contains(&w.enis[1]), "{}", ev.message);
     assert!(e >= 2, "epoch {e}");
 }
@@ -219,7 +219,7 @@ ip = "{ip1}"
     c.kill("node-1", Signal::SIGKILL);
     c.wait_owner("web", "node-2", T);
     baton_tests::wait_until("the record holds node-2's address", T, want(&w.ips[1]));
-    let ev = c.wait_event("node-2", "BTN-6016", T, |e| e.message.contains(&w.ips[1]));
+    let ev = c.wait_one_event("node-2", "BTN-6016", T, |e| e.message.contains(&w.ips[1]));
     assert!(ev.fields.contains_key("insync_ms"), "{ev:?}");
     c.kill("node-2", Signal::SIGTERM);
     c.wait_exit("node-2", T);
@@ -243,7 +243,7 @@ fn s4_a_route_changed_by_hand_is_reported_and_restored() {
     // The monitor has seen a healthy state first.
     c.wait_monitors_normal("node-1", &["vipw"], T);
     world.replace_route(&w.rtbs[1], &w.enis[1]);
-    let ev = c.wait_event("node-1", "BTN-6002", T, |_| true);
+    let ev = c.wait_one_event("node-1", "BTN-6002", T, |_| true);
     assert!(
         ev.message.contains(&format!(
             "in {} points at {}, not ours {}",
@@ -270,13 +270,13 @@ fn s5_api_down_warns_without_failover_and_throttling_is_retried() {
     world.wait_routes(&w.enis[0], T);
     c.wait_monitors_normal("node-1", &["vipw", "azw"], T);
     world.moto.fail("*", "ServiceUnavailable", 503, -1);
-    let ev = c.wait_event("node-1", "BTN-3004", T, |_| true);
+    let ev = c.wait_one_event("node-1", "BTN-3004", T, |_| true);
     assert!(ev.message.contains("on_api_error = warn"), "{}", ev.message);
     c.wait_event("node-1", "BTN-6005", T, |_| true);
     // Several polls later, still no failover.
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
-        let st = c.try_status(Some("node-2")).unwrap();
+        let st = c.try_status_via(Some("node-2")).unwrap();
         assert_eq!(
             st.sole_owner("web").as_deref(),
             Some("node-1"),
@@ -322,7 +322,7 @@ fn s6_impaired_zone_moves_the_group_to_the_other_zone() {
     c.wait_owner("web", "node-1", T);
     world.wait_routes(&w.enis[0], T);
     world.moto.set_zone_state("us-east-1a", "impaired");
-    let ev = c.wait_event("node-1", "BTN-6013", T, |_| true);
+    let ev = c.wait_one_event("node-1", "BTN-6013", T, |_| true);
     assert!(
         ev.message.contains("us-east-1a is impaired"),
         "{}",
@@ -379,7 +379,7 @@ eni_id = "{e2}"
         e2 = w.enis[1]
     );
     let c = AwsCluster::start(&world, "errors", 67, &body);
-    let ev = c.wait_event("node-1", "BTN-6006", T, |_| true);
+    let ev = c.wait_one_event("node-1", "BTN-6006", T, |_| true);
     assert!(
         ev.message
             .contains("The VIP address 10.0.5.5 belongs to a VPC subnet"),
@@ -387,14 +387,14 @@ eni_id = "{e2}"
         ev.message
     );
     assert_eq!(ev.group.as_deref(), Some("cidr"));
-    let ev = c.wait_event("node-1", "BTN-6007", T, |_| true);
+    let ev = c.wait_one_event("node-1", "BTN-6007", T, |_| true);
     assert!(
         ev.message
             .contains("The networkInterface ID 'eni-0123456789abcdef0' does not exist"),
         "{}",
         ev.message
     );
-    let ev = c.wait_event("node-1", "BTN-6008", T, |_| true);
+    let ev = c.wait_one_event("node-1", "BTN-6008", T, |_| true);
     assert!(
         ev.message.contains("UnauthorizedOperation"),
         "{}",

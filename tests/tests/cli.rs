@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use baton_tests::bin::baton_bin;
-use baton_tests::cluster::{config_text, run_cli};
+use baton_tests::client::run_cli;
+use baton_tests::cluster::config_text;
 use baton_tests::{ClusterSpec, MonitorSpec};
 
 fn cli(args: &[&str]) -> baton_tests::CliOut {

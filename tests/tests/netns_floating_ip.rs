@@ -28,8 +28,6 @@
 // Tests measure the real time of real processes and sockets: they read the clock directly.
 #![allow(clippy::disallowed_methods)]
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -39,9 +37,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use baton_tests::bin::baton_bin;
-use baton_tests::cluster::run_cli;
+use baton_tests::config::ConfigText;
 use baton_tests::netns::{self, Netns};
-use baton_tests::{wait_until, ClusterStatus, Event, Events, GROUP};
+use baton_tests::{wait_until, Baton, ClusterStatus, Event, Events, GROUP};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 100);
 const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 50);
@@ -273,14 +271,14 @@ impl Lab {
         lab.netns.add(&c).unwrap_or_else(|e| panic!("{e}"));
         lab.plug(&c, "ec", "cla", "bra", CLIENT_ADDR);
 
-        let key = lab.dir.join("cluster.key");
-        run_cli(&lab.bin, &["keygen", &key.to_string_lossy()]).ok("baton keygen");
+        let baton = lab.baton();
+        baton
+            .keygen(&lab.dir.join("cluster.key"))
+            .unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(&lab.config, lab.config_text()).expect("write config");
-        run_cli(
-            &lab.bin,
-            &["config", "check", &lab.config.to_string_lossy()],
-        )
-        .ok("baton config check (of the test's own configuration)");
+        baton
+            .check_config()
+            .unwrap_or_else(|e| panic!("{e} (of the test's own configuration)"));
         Ok(lab)
     }
 
@@ -296,44 +294,42 @@ impl Lab {
         netns::must_ip(&["-n", ns, "link", "set", dev, "up"]);
     }
 
+    /// The client of the test's configuration (run it in a namespace with
+    /// [`Baton::in_netns`]).
+    fn baton(&self) -> Baton {
+        Baton::new(&self.bin, &self.config)
+    }
+
     fn config_text(&self) -> String {
         let d = self.dir.display();
         let exe = self.bin.display();
-        let mut s = String::from(
-            r#"# Written by the baton integration test netns_floating_ip.
-[cluster]
-name = "it-netns-fip"
-key_file = "cluster.key"
-
-[heartbeat]
-interval = "100ms"
-timeout = "1s"
-
-"#,
-        );
-        s.push_str(&baton_tests::config::host_safe_sections(
+        let mut c = ConfigText::new(
+            "the baton integration test netns_floating_ip",
+            "it-netns-fip",
+        )
+        .heartbeat("100ms", "1s", "")
+        .host_safe(
             &self.dir,
             "10s",
             // The client namespace runs `baton alerts` against the agents: an admin address.
             "allow = [\"127.0.0.0/8\", \"10.213.0.50/32\"]",
-        ));
+        );
         for i in 0..NODES {
-            s.push_str(&format!(
-                "\n[[server]]\nname = \"{}\"\ninterconnects = [\"{}:{HB_PORT}\", \"{}:{HB_PORT}\"]\napi = \"{}:{API_PORT}\"\n",
-                server(i),
-                node_addr(213, i),
-                node_addr(214, i),
-                node_addr(213, i),
-            ));
+            c = c.server(
+                &server(i),
+                None,
+                &[
+                    format!("{}:{HB_PORT}", node_addr(213, i)),
+                    format!("{}:{HB_PORT}", node_addr(214, i)),
+                ],
+                &format!("{}:{API_PORT}", node_addr(213, i)),
+            );
         }
-        let servers: Vec<String> = (0..NODES).map(|i| format!("\"{}\"", server(i))).collect();
+        let servers: Vec<String> = (0..NODES).map(server).collect();
         let pid = format!("{d}/app-$BATON_SERVER.pid");
-        s.push_str(&format!(
-            r#"
-[[group]]
-name = "{GROUP}"
-servers = [{servers}]
-
+        c.group(GROUP, &servers)
+            .push(&format!(
+                r#"
 [[group.resource]]
 kind = "floating-ip"
 name = "vip"
@@ -351,10 +347,9 @@ stop = 'if [ -f "{pid}" ]; then kill $(cat "{pid}") 2>/dev/null; rm -f "{pid}"; 
 check = '[ -f "{pid}" ] && kill -0 $(cat "{pid}") 2>/dev/null'
 activate_timeout = "5s"
 deactivate_timeout = "5s"
-"#,
-            servers = servers.join(", "),
-        ));
-        s
+"#
+            ))
+            .build()
     }
 
     fn at(&self) -> Duration {
@@ -375,29 +370,18 @@ deactivate_timeout = "5s"
     }
 
     fn spawn(&mut self, i: usize) {
-        let path = self.log_path(i);
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .expect("open agent log");
-        let _ = writeln!(log, "=== test: starting agent {} ===", server(i));
-        let log2 = log.try_clone().expect("clone log handle");
-        let child = netns::command_in(&self.nodes[i], &self.bin)
-            .arg("agent")
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--server")
-            .arg(server(i))
-            .arg("--state-dir")
-            .arg(self.dir.join("state").join(server(i)))
-            .env_remove("BATON_CONFIG")
-            .env_remove("BATON_SERVER")
-            .env("BATON_LOG", "info")
+        let child = self
+            .baton()
+            .in_netns(&self.nodes[i])
+            .agent(
+                &server(i),
+                &self.config,
+                &self.dir.join("state").join(server(i)),
+                &self.log_path(i),
+                &format!("=== test: starting agent {} ===", server(i)),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start agent {}: {e}", server(i)));
         self.agents[i] = Some(child);
@@ -433,36 +417,14 @@ deactivate_timeout = "5s"
         let _ = c.wait();
     }
 
-    fn cli(&self, ns: &str, args: &[&str]) -> baton_tests::CliOut {
-        let cfg = self.config.to_string_lossy();
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-c", &cfg]);
-        netns::run_cli_in(ns, &self.bin, &all)
-    }
-
     /// `baton status --json -s SERVER`, run inside namespace `ns`.
     fn status(&self, ns: &str, server: &str) -> Result<ClusterStatus, String> {
-        let out = self.cli(ns, &["status", "--json", "-s", server]);
-        if out.code != 0 {
-            return Err(format!(
-                "`baton status -s {server}` in {ns} exited {}: {}{}",
-                out.code, out.stdout, out.stderr
-            ));
-        }
-        serde_json::from_str(&out.stdout)
-            .map_err(|e| format!("bad status JSON ({e}): {}", out.stdout))
+        self.baton().in_netns(ns).try_status_via(Some(server))
     }
 
     /// `baton alerts --json --after 0 -s SERVER`, run inside namespace `ns`.
     fn alerts(&self, ns: &str, server: &str) -> Result<Vec<Event>, String> {
-        let out = self.cli(ns, &["alerts", "--json", "--after", "0", "-s", server]);
-        if out.code != 0 {
-            return Err(format!(
-                "`baton alerts -s {server}` in {ns} exited {}: {}{}",
-                out.code, out.stdout, out.stderr
-            ));
-        }
-        baton_tests::parse_event_lines(&out.stdout)
+        self.baton().in_netns(ns).try_alerts(server)
     }
 
     /// `curl http://VIP:8080/` from the client namespace.
@@ -606,6 +568,30 @@ impl Drop for Lab {
     }
 }
 
+/// Server indices: node-1 (first in the group's order), node-2, node-3.
+const N1: usize = 0;
+const N2: usize = 1;
+const N3: usize = 2;
+
+/// When node-1 was lost.
+struct Loss {
+    /// node-2's last event before.
+    seq_before_kill: u64,
+    t_kill: Instant,
+    /// Wall clock (ms).
+    kill_ms: u64,
+}
+
+/// How long each part of the failover took, for the closing report.
+struct Timings {
+    /// Kill of node-1 -> the client's neighbour entry names node-2.
+    neigh: Duration,
+    /// Kill of node-1 -> the client is answered by node-2.
+    curl: Duration,
+    /// Restart of node-1 -> its stale VIP and app are gone.
+    clean: Duration,
+}
+
 #[test]
 fn floating_ip_follows_failover_in_network_namespaces() {
     if let Some(why) = netns::unavailable() {
@@ -639,7 +625,6 @@ fn floating_ip_follows_failover_in_network_namespaces() {
              checked after its request"
         );
     }
-    let (n1, n2, n3) = (0, 1, 2);
     let macs: Vec<String> = (0..NODES)
         .map(|i| netns::mac(&lab.nodes[i], DEV_A))
         .collect();
@@ -650,11 +635,23 @@ fn floating_ip_follows_failover_in_network_namespaces() {
         lab.wait_api(i);
     }
 
+    let e1 = online_on_node_1(&lab, &macs);
+    let loss = lose_node_1(&mut lab);
+    let (neigh, curl) = client_follows_to_node_2(&lab, &macs, arping, &loss);
+    let e2 = node_2_holds_the_group(&lab, e1, &loss);
+    let clean = node_1_returns_and_cleans_up(&mut lab, e2, loss.seq_before_kill);
+    no_failback(&lab, e2);
+    the_vip_was_never_on_two_nodes(&mut lab, arping, &Timings { neigh, curl, clean });
+}
+
+/// The group online on node-1 with every path up, the VIP on node-1 alone, the client
+/// answered by node-1 through node-1's MAC; returns the epoch.
+fn online_on_node_1(lab: &Lab, macs: &[String]) -> u64 {
     // 1. Online on node-1 (first in the group's order); the client reaches it.
-    let (e1, _) = lab.wait_owner(n2, n1, 0);
+    let (e1, _) = lab.wait_owner(N2, N1, 0);
     lab.note(&format!("{GROUP} online on node-1, epoch {e1}"));
     wait_until("every agent sees every server on both paths", T, || {
-        let st = lab.status(&lab.nodes[n2], &server(n2))?;
+        let st = lab.status(&lab.nodes[N2], &server(N2))?;
         let ok = st.agents().len() == NODES
             && st.agents().iter().all(|a| {
                 a.servers
@@ -668,17 +665,17 @@ fn floating_ip_follows_failover_in_network_namespaces() {
         }
     });
     assert_eq!(
-        lab.vip_device(n1).as_deref(),
+        lab.vip_device(N1).as_deref(),
         Some(DEV_A),
         "VIP on node-1's ea"
     );
     assert_eq!(
-        lab.vip_device(n2),
+        lab.vip_device(N2),
         None,
         "VIP on node-2 before the failover"
     );
     assert_eq!(
-        lab.vip_device(n3),
+        lab.vip_device(N3),
         None,
         "VIP on node-3 before the failover"
     );
@@ -689,27 +686,46 @@ fn floating_ip_follows_failover_in_network_namespaces() {
     lab.note(&format!("client: {answer:?}"));
     let mac_before = lab.client_vip_mac().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        mac_before, macs[n1],
+        mac_before, macs[N1],
         "the client's neighbour entry for the VIP is node-1's MAC"
     );
+    e1
+}
 
+/// node-1's agent dies and its links go down; its VIP and app stay behind.
+fn lose_node_1(lab: &mut Lab) -> Loss {
     // 2. Lose node-1: its agent dies and its links go down; its VIP and app stay behind.
     let seq_before_kill = lab
-        .alerts(&lab.client, &server(n2))
+        .alerts(&lab.client, &server(N2))
         .unwrap_or_else(|e| panic!("{e}"))
         .last_seq();
-    lab.connected[n1].store(false, Ordering::SeqCst);
+    lab.connected[N1].store(false, Ordering::SeqCst);
     let t_kill = Instant::now();
     let kill_ms = unix_ms();
-    lab.sigkill(n1);
-    lab.link(n1, DEV_A, false);
-    lab.link(n1, DEV_B, false);
+    lab.sigkill(N1);
+    lab.link(N1, DEV_A, false);
+    lab.link(N1, DEV_B, false);
     lab.note("node-1 lost: agent SIGKILLed, ea and eb down");
     assert!(
-        lab.app_alive(n1).is_some(),
+        lab.app_alive(N1).is_some(),
         "node-1's app outlives its agent (as on a machine that is cut off)"
     );
+    Loss {
+        seq_before_kill,
+        t_kill,
+        kill_ms,
+    }
+}
 
+/// The client follows the VIP to node-2; returns how long its neighbour entry and its
+/// first answer from node-2 took after the kill.
+fn client_follows_to_node_2(
+    lab: &Lab,
+    macs: &[String],
+    arping: bool,
+    loss: &Loss,
+) -> (Duration, Duration) {
+    let t_kill = loss.t_kill;
     // 3. The client follows the VIP to node-2. With arping, the neighbour entry must
     //    change before the client sends anything (gratuitous ARP), so it is polled
     //    alone first; then the request.
@@ -719,10 +735,10 @@ fn floating_ip_follows_failover_in_network_namespaces() {
             "the client's neighbour entry for the VIP moves to node-2's MAC (gratuitous ARP)",
             CLIENT_FAILOVER.saturating_sub(t_kill.elapsed()),
             || match lab.client_vip_mac()? {
-                m if m == macs[n2] => Ok(()),
+                m if m == macs[N2] => Ok(()),
                 m => Err(format!(
                     "still {m} (node-1 {}, node-2 {})",
-                    macs[n1], macs[n2]
+                    macs[N1], macs[N2]
                 )),
             },
         );
@@ -734,7 +750,7 @@ fn floating_ip_follows_failover_in_network_namespaces() {
         poll(
             "the VIP is on node-2",
             CLIENT_FAILOVER.saturating_sub(t_kill.elapsed()),
-            || match lab.vip_device(n2) {
+            || match lab.vip_device(N2) {
                 Some(_) => Ok(()),
                 None => Err("not yet".into()),
             },
@@ -754,14 +770,19 @@ fn floating_ip_follows_failover_in_network_namespaces() {
     lab.note(&format!("client: {answer:?}"));
     if !arping {
         let m = lab.client_vip_mac().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(m, macs[n2], "client neighbour entry after its request");
+        assert_eq!(m, macs[N2], "client neighbour entry after its request");
         t_neigh = t_kill.elapsed();
         lab.note("client: neighbour entry for the VIP = node-2's MAC (after the request)");
     }
+    (t_neigh, t_curl)
+}
 
+/// node-2 runs the group with a higher epoch than `e1` and logged it; returns the epoch.
+fn node_2_holds_the_group(lab: &Lab, e1: u64, loss: &Loss) -> u64 {
+    let (seq_before_kill, kill_ms) = (loss.seq_before_kill, loss.kill_ms);
     // node-2 runs the group with a higher epoch (node-2 and node-3 agree) and holds the
     // VIP; node-3 does not.
-    let (e2, st) = lab.wait_owner(n2, n2, e1);
+    let (e2, st) = lab.wait_owner(N2, N2, e1);
     lab.note(&format!("status: {GROUP} online on node-2, epoch {e2}"));
     assert!(
         !st.local.server_view("node-1").up,
@@ -769,13 +790,13 @@ fn floating_ip_follows_failover_in_network_namespaces() {
         st.summary(GROUP)
     );
     assert_eq!(
-        lab.vip_device(n2).as_deref(),
+        lab.vip_device(N2).as_deref(),
         Some(DEV_A),
         "VIP on node-2's ea"
     );
-    assert_eq!(lab.vip_device(n3), None, "VIP on node-3 after the failover");
+    assert_eq!(lab.vip_device(N3), None, "VIP on node-3 after the failover");
     let evs = lab
-        .alerts(&lab.client, &server(n2))
+        .alerts(&lab.client, &server(N2))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         evs.has("BTN-2102", |e| e.group.as_deref() == Some(GROUP)
@@ -799,26 +820,31 @@ fn floating_ip_follows_failover_in_network_namespaces() {
         "node-2 events after the kill: {}",
         steps.join(", ")
     ));
+    e2
+}
 
+/// node-1 comes back and cleans up, seeing node-2 hold the group at `e2`; returns how
+/// long the cleanup took after its restart.
+fn node_1_returns_and_cleans_up(lab: &mut Lab, e2: u64, seq_before_kill: u64) -> Duration {
     // 4. node-1 comes back: interconnect b first, then its agent (same state dir),
     //    which must see node-2 hold the group and clean up before its service link
     //    a is up again.
     assert_eq!(
-        lab.vip_device(n1).as_deref(),
+        lab.vip_device(N1).as_deref(),
         Some(DEV_A),
         "node-1 still holds its stale VIP before its agent restarts"
     );
-    lab.link(n1, DEV_B, true);
+    lab.link(N1, DEV_B, true);
     lab.note("node-1: eb up; restarting its agent");
     let t_restart = Instant::now();
-    lab.spawn(n1);
-    lab.wait_api(n1);
-    let n1ns = lab.nodes[n1].clone();
+    lab.spawn(N1);
+    lab.wait_api(N1);
+    let n1ns = lab.nodes[N1].clone();
     let evs = wait_until(
         "node-1 raises BTN-1021 (cleaned up after restart)",
         T,
         || {
-            let evs = lab.alerts(&n1ns, &server(n1))?;
+            let evs = lab.alerts(&n1ns, &server(N1))?;
             if evs.has("BTN-1021", |e| e.group.as_deref() == Some(GROUP)) {
                 Ok(evs)
             } else {
@@ -834,7 +860,7 @@ fn floating_ip_follows_failover_in_network_namespaces() {
         cleanup.message
     );
     wait_until("node-1's stale VIP and app are gone", T, || {
-        match (lab.vip_device(n1), lab.app_alive(n1)) {
+        match (lab.vip_device(N1), lab.app_alive(N1)) {
             (None, None) => Ok(()),
             other => Err(format!("(vip device, app pid) = {other:?}")),
         }
@@ -842,7 +868,7 @@ fn floating_ip_follows_failover_in_network_namespaces() {
     let t_clean = t_restart.elapsed();
     lab.note("node-1: stale VIP removed, stale app stopped");
     let st1 = lab
-        .status(&n1ns, &server(n1))
+        .status(&n1ns, &server(N1))
         .unwrap_or_else(|e| panic!("{e}"));
     let g1 = st1.local.group(GROUP);
     assert_eq!(
@@ -861,7 +887,7 @@ fn floating_ip_follows_failover_in_network_namespaces() {
         "BTN-1103 for node-1's path 0 on node-2",
         Duration::from_secs(5),
         || {
-            let evs = lab.alerts(&lab.client, &server(n2))?;
+            let evs = lab.alerts(&lab.client, &server(N2))?;
             let hit = evs.iter().any(|e| {
                 e.id == "BTN-1103" && e.peer.as_deref() == Some("node-1") && e.seq > seq_before_kill
             });
@@ -872,14 +898,14 @@ fn floating_ip_follows_failover_in_network_namespaces() {
             }
         },
     );
-    lab.connected[n1].store(true, Ordering::SeqCst);
-    lab.link(n1, DEV_A, true);
+    lab.connected[N1].store(true, Ordering::SeqCst);
+    lab.link(N1, DEV_A, true);
     lab.note("node-1: ea up");
     wait_until(
         "every agent sees every server on both paths again",
         T,
         || {
-            let st = lab.status(&lab.client, &server(n2))?;
+            let st = lab.status(&lab.client, &server(N2))?;
             let ok = st.agents().len() == NODES
                 && st.agents().iter().all(|a| {
                     a.servers
@@ -894,12 +920,15 @@ fn floating_ip_follows_failover_in_network_namespaces() {
         },
     );
     lab.note("node-1 up on both paths");
+    t_clean
+}
 
+fn no_failback(lab: &Lab, e2: u64) {
     // 5. No failback: for 2 s the group stays on node-2 with the same epoch.
     let hold = Instant::now();
     while hold.elapsed() < Duration::from_secs(2) {
         let st = lab
-            .status(&lab.client, &server(n2))
+            .status(&lab.client, &server(N2))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             (st.sole_owner(GROUP).as_deref(), st.group(GROUP).epoch),
@@ -907,12 +936,14 @@ fn floating_ip_follows_failover_in_network_namespaces() {
             "the group stays on node-2: {}",
             st.summary(GROUP)
         );
-        assert_eq!(lab.vip_device(n1), None, "VIP back on node-1");
+        assert_eq!(lab.vip_device(N1), None, "VIP back on node-1");
         assert_eq!(lab.curl().as_deref(), Ok("hello from node-2"));
         std::thread::sleep(Duration::from_millis(200));
     }
     lab.note("group stayed on node-2 for 2 s");
+}
 
+fn the_vip_was_never_on_two_nodes(lab: &mut Lab, arping: bool, t: &Timings) {
     // 6. The VIP was never on two connected nodes at once, and never on node-3.
     let mut w = lab.watch.take().expect("watcher");
     w.finish();
@@ -926,10 +957,10 @@ fn floating_ip_follows_failover_in_network_namespaces() {
     println!(
         "timings: kill -> client neighbour entry on node-2 {}{}; \
          kill -> client answered by node-2 {}; restart of node-1 -> cleaned up {}; total {}",
-        secs(t_neigh),
+        secs(t.neigh),
         if arping { "" } else { " (after the request)" },
-        secs(t_curl),
-        secs(t_clean),
+        secs(t.curl),
+        secs(t.clean),
         secs(lab.at())
     );
     let warnings = lab.agent_warnings();
@@ -950,8 +981,8 @@ fn floating_ip_follows_failover_in_network_namespaces() {
         l.overlaps.join("\n")
     );
     assert!(
-        l.ever[n1] && l.ever[n2],
+        l.ever[N1] && l.ever[N2],
         "the watcher saw the VIP on node-1 and node-2"
     );
-    assert!(!l.ever[n3], "the VIP was never on node-3:\n{timeline}");
+    assert!(!l.ever[N3], "the VIP was never on node-3:\n{timeline}");
 }

@@ -399,28 +399,8 @@ fn validate_tls(d: &mut Diags<'_>, api: &ApiSection) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::THREE_SERVERS as BASE;
     use crate::config::{load_str, AnyKind, Level};
-
-    const BASE: &str = r#"
-[cluster]
-name = "c"
-key_file = "k"
-
-[[server]]
-name = "a"
-interconnects = ["10.0.0.1"]
-api = "10.0.0.1:7420"
-
-[[server]]
-name = "b"
-interconnects = ["10.0.0.2"]
-api = "10.0.0.2:7420"
-
-[[server]]
-name = "c"
-interconnects = ["10.0.0.3"]
-api = "10.0.0.3:7420"
-"#;
 
     fn net(s: &str) -> Cidr {
         s.parse().unwrap()

@@ -73,6 +73,29 @@ zone = "us-east-1b"
 min_severity = "warning"
 "#;
 
+/// The smallest cluster: `[cluster]` `c` and three servers `a`, `b`, `c` on 10.0.0.1-3,
+/// no group. Shared with the tests of the sections (`api.rs`).
+pub(super) const THREE_SERVERS: &str = r#"
+[cluster]
+name = "c"
+key_file = "k"
+
+[[server]]
+name = "a"
+interconnects = ["10.0.0.1"]
+api = "10.0.0.1:7420"
+
+[[server]]
+name = "b"
+interconnects = ["10.0.0.2"]
+api = "10.0.0.2:7420"
+
+[[server]]
+name = "c"
+interconnects = ["10.0.0.3"]
+api = "10.0.0.3:7420"
+"#;
+
 fn load(text: &str) -> Result<Loaded, ConfigError> {
     load_str("baton.toml", text, &AnyKind)
 }
@@ -254,26 +277,15 @@ fn design_example_loads_with_every_value() {
 
 #[test]
 fn minimal_file_gets_the_documented_defaults() {
-    let text = r#"
-[cluster]
-name = "c"
-key_file = "k"
-
-[[server]]
-name = "a"
-interconnects = ["10.0.0.1"]
-api = "10.0.0.1:7420"
-
-[[server]]
-name = "b"
-interconnects = ["10.0.0.2:9000"]
-api = "10.0.0.2:7420"
-
-[[server]]
-name = "c"
-interconnects = ["[fd00::3]:7421"]
-api = "[fd00::3]:7420"
-
+    // Interconnects with a port and over IPv6, too.
+    let servers = replace(THREE_SERVERS, "[\"10.0.0.2\"]", "[\"10.0.0.2:9000\"]");
+    let servers = replace(
+        &servers,
+        "interconnects = [\"10.0.0.3\"]\napi = \"10.0.0.3:7420\"",
+        "interconnects = [\"[fd00::3]:7421\"]\napi = \"[fd00::3]:7420\"",
+    );
+    let text = servers
+        + r#"
 [[group]]
 name = "g"
 servers = ["b", "a"]
@@ -289,7 +301,7 @@ group = "g"
 script = "/bin/true"
 recovery = { target = "r", script = "/bin/fix" }
 "#;
-    let l = ok(text);
+    let l = ok(&text);
     assert!(l.warnings.is_empty(), "{}", render(&l.warnings));
     let c = l.config;
     assert_eq!(c.heartbeat, HeartbeatSection::default());

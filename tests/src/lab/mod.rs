@@ -29,7 +29,6 @@ pub mod observer;
 pub mod scenarios;
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -40,7 +39,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::cluster::{api_token, run_cli};
+use crate::client::{self, Baton};
+use crate::cluster::api_token;
+use crate::config::ConfigText;
 use crate::model::AgentStatus;
 use crate::netns::{self, Netns};
 use observer::{Exemptions, Ms, Observed, Observer, Target};
@@ -257,23 +258,14 @@ impl Lab {
             lab.netns.add(&c)?;
             lab.plug(&c, "ec", "cla", "bra", CLIENT_ADDR)?;
         }
-        let out = run_cli(&lab.bin, &["keygen", &lab.key.to_string_lossy()]);
-        if out.code != 0 {
-            return Err(format!("baton keygen failed: {}", out.stderr));
-        }
+        let baton = lab.baton();
+        baton.keygen(&lab.key)?;
         lab.token = api_token(&lab.key);
         std::fs::write(&lab.config, lab.config_text())
             .map_err(|e| format!("cannot write the configuration: {e}"))?;
-        let out = run_cli(
-            &lab.bin,
-            &["config", "check", &lab.config.to_string_lossy()],
-        );
-        if out.code != 0 {
-            return Err(format!(
-                "baton config check rejected the lab's configuration: {}{}",
-                out.stdout, out.stderr
-            ));
-        }
+        baton
+            .check_config()
+            .map_err(|e| format!("the lab's configuration is rejected: {e}"))?;
         Ok(lab)
     }
 
@@ -297,50 +289,44 @@ impl Lab {
         Ok(())
     }
 
+    /// The client of the lab's configuration (run it in a namespace with
+    /// [`Baton::in_netns`]).
+    pub fn baton(&self) -> Baton {
+        Baton::new(&self.bin, &self.config)
+    }
+
     pub fn config_text(&self) -> String {
-        let d = self.dir.display();
         let s = &self.spec;
-        let mut t = format!(
-            r#"# Written by the baton fault lab ({name}).
-[cluster]
-name = "lab-{name}"
-key_file = "cluster.key"
-
-[heartbeat]
-interval = "{i}ms"
-timeout = "{to}ms"
-
-{safe}"#,
-            safe = crate::config::host_safe_sections(&self.dir, "10s", ""),
-            name = s.name,
-            i = s.interval_ms,
-            to = s.timeout_ms,
-        );
+        let mut c = ConfigText::new(
+            &format!("the baton fault lab ({})", s.name),
+            &format!("lab-{}", s.name),
+        )
+        .heartbeat(
+            &format!("{}ms", s.interval_ms),
+            &format!("{}ms", s.timeout_ms),
+            "",
+        )
+        .host_safe(&self.dir, "10s", "");
         for i in 0..s.servers {
-            t.push_str(&format!(
-                "\n[[server]]\nname = \"{}\"\ninterconnects = [\"{}:{HB_PORT}\", \"{}:{HB_PORT}\"]\napi = \"{}:{API_PORT}\"\n",
-                server(i),
-                node_addr(NET_A, i),
-                node_addr(NET_B, i),
-                node_addr(NET_M, i),
-            ));
+            c = c.server(
+                &server(i),
+                None,
+                &[
+                    format!("{}:{HB_PORT}", node_addr(NET_A, i)),
+                    format!("{}:{HB_PORT}", node_addr(NET_B, i)),
+                ],
+                &format!("{}:{API_PORT}", node_addr(NET_M, i)),
+            );
         }
         if s.witness {
-            t.push_str(&format!(
+            c = c.push(&format!(
                 "\n[quorum]\nwitness = {{ kind = \"http\", url = \"http://{WITNESS_ADDR}:{WITNESS_PORT}\" }}\n"
             ));
         }
-        let servers: Vec<String> = (0..s.servers)
-            .map(|i| format!("\"{}\"", server(i)))
-            .collect();
-        let pid = format!("{d}/app-$BATON_SERVER.pid");
-        let events = format!("{d}/app-events.log");
-        t.push_str(&format!(
-            r#"
-[[group]]
-name = "{GROUP}"
-servers = [{servers}]
-
+        let servers: Vec<String> = (0..s.servers).map(server).collect();
+        c.group(GROUP, &servers)
+            .push(&format!(
+                r#"
 [[group.resource]]
 kind = "floating-ip"
 name = "vip"
@@ -351,21 +337,11 @@ check_duplicate = {dad}
 arp_count = 3
 activate_timeout = "5s"
 deactivate_timeout = "5s"
-
-[[group.resource]]
-kind = "exec"
-name = "app"
-depends_on = ["vip"]
-start = 'echo "start $BATON_SERVER $BATON_EPOCH" >> "{events}"; sleep 100000 >/dev/null 2>&1 & echo $! > "{pid}"'
-stop = 'if [ -f "{pid}" ]; then kill -9 $(cat "{pid}") 2>/dev/null; rm -f "{pid}"; fi; echo "stop $BATON_SERVER $BATON_EPOCH" >> "{events}"'
-check = '[ -f "{pid}" ] && kill -0 $(cat "{pid}") 2>/dev/null'
-activate_timeout = "5s"
-deactivate_timeout = "5s"
 "#,
-            servers = servers.join(", "),
-            dad = s.check_duplicate,
-        ));
-        t
+                dad = s.check_duplicate,
+            ))
+            .marker_app(&self.dir, "vip", 100_000)
+            .build()
     }
 
     /// Milliseconds since the lab started.
@@ -393,17 +369,13 @@ deactivate_timeout = "5s"
         self.dir.join(format!("{}.log", server(i)))
     }
 
+    /// The line that opens each run of a process in its log.
+    fn log_header(&self) -> String {
+        format!("=== lab: starting at {:.2} s ===", self.now() / 1000.0)
+    }
+
     fn open_log(&self, name: &str) -> Result<(std::fs::File, std::fs::File), String> {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(name))
-            .map_err(|e| format!("cannot open {name}: {e}"))?;
-        let _ = writeln!(f, "=== lab: starting at {:.2} s ===", self.now() / 1000.0);
-        let g = f
-            .try_clone()
-            .map_err(|e| format!("cannot clone a log handle: {e}"))?;
-        Ok((f, g))
+        client::open_log(&self.dir.join(name), &self.log_header())
     }
 
     /// Start the observer over every server (before the agents, to see everything).
@@ -430,22 +402,17 @@ deactivate_timeout = "5s"
         if self.agents[i].is_some() {
             return Err(format!("agent {} is already running", server(i)));
         }
-        let (out, err) = self.open_log(&format!("{}.log", server(i)))?;
-        let child = netns::command_in(&self.nodes[i], &self.bin)
-            .arg("agent")
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--server")
-            .arg(server(i))
-            .arg("--state-dir")
-            .arg(self.dir.join("state").join(server(i)))
-            .env_remove("BATON_CONFIG")
-            .env_remove("BATON_SERVER")
-            .env("BATON_LOG", "info")
+        let child = self
+            .baton()
+            .in_netns(&self.nodes[i])
+            .agent(
+                &server(i),
+                &self.config,
+                &self.dir.join("state").join(server(i)),
+                &self.log_path(i),
+                &self.log_header(),
+            )?
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
             .spawn()
             .map_err(|e| format!("cannot start agent {}: {e}", server(i)))?;
         self.agents[i] = Some(child);
@@ -1045,12 +1012,10 @@ deactivate_timeout = "5s"
     pub fn log_tails(&self, n: usize) -> String {
         (0..self.spec.servers)
             .map(|i| {
-                let t = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
-                let all: Vec<&str> = t.lines().collect();
                 format!(
                     "--- tail of {} ---\n{}",
                     server(i),
-                    all[all.len().saturating_sub(n)..].join("\n")
+                    client::tail(&self.log_path(i), n)
                 )
             })
             .collect::<Vec<_>>()
