@@ -13,9 +13,9 @@
 //! read), and a key that is evidently weak (see [`weakness`]).
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -179,45 +179,26 @@ impl ClusterKey {
     /// access ([`KeyError::Permissive`]), not a regular file, larger than
     /// [`MAX_KEY_FILE_BYTES`], or holding a weak key ([`weakness`]).
     pub fn load(path: impl AsRef<Path>) -> Result<ClusterKey, KeyError> {
-        use std::io::Read;
+        
         let path = path.as_ref();
-        let io = |source| KeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let not_a_file = || KeyError::NotAFile {
-            path: path.to_path_buf(),
-        };
-        // Checked before opening too: opening a FIFO for reading would block.
-        if !fs::metadata(path).map_err(io)?.is_file() {
-            return Err(not_a_file());
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-            .open(path)
-            .map_err(io)?;
-        // What was opened is what counts (the path may have changed meanwhile).
-        let meta = file.metadata().map_err(io)?;
-        if !meta.is_file() {
-            return Err(not_a_file());
-        }
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissive {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        let mut raw = Vec::new();
-        file.take(MAX_KEY_FILE_BYTES + 1)
-            .read_to_end(&mut raw)
-            .map_err(io)?;
-        if raw.len() as u64 > MAX_KEY_FILE_BYTES {
-            return Err(KeyError::TooLarge {
-                path: path.to_path_buf(),
-            });
-        }
+        use crate::files::ReadError;
+        let raw =
+            crate::files::read_bounded(path, MAX_KEY_FILE_BYTES, true).map_err(|e| match e {
+                ReadError::Io(source) => KeyError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                ReadError::NotAFile => KeyError::NotAFile {
+                    path: path.to_path_buf(),
+                },
+                ReadError::Permissive(mode) => KeyError::Permissive {
+                    path: path.to_path_buf(),
+                    mode,
+                },
+                ReadError::TooLarge => KeyError::TooLarge {
+                    path: path.to_path_buf(),
+                },
+            })?;
         let trimmed = raw.trim_ascii();
         if trimmed.len() < MIN_KEY_LEN {
             return Err(KeyError::TooShort {
@@ -483,6 +464,8 @@ pub fn generate_key_file(path: impl AsRef<Path>) -> Result<(), KeyError> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     const K: &[u8] = b"0123456789abcdef0123456789abcdef";
 

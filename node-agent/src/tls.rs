@@ -11,8 +11,7 @@
 //! Every file is read bounded (1 MiB), private keys only when group and others cannot
 //! read them, as the cluster key.
 
-use std::io::Read;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -84,43 +83,23 @@ fn provider() -> Arc<CryptoProvider> {
 /// Read a PEM file: a regular file of at most [`MAX_PEM_BYTES`]; a `secret` one only if
 /// group and others have no access.
 fn read_pem(what: &'static str, path: &Path, secret: bool) -> Result<Vec<u8>, TlsError> {
-    let io = |err| TlsError::Unreadable {
-        what,
-        path: path.to_path_buf(),
-        err,
-    };
-    let not_a_file = || TlsError::NotAFile {
-        what,
-        path: path.to_path_buf(),
-    };
-    // Checked before opening too: opening a FIFO for reading would block.
-    if !std::fs::metadata(path).map_err(io)?.is_file() {
-        return Err(not_a_file());
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)
-        .map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(not_a_file());
-    }
-    let mode = meta.permissions().mode();
-    if secret && mode & 0o077 != 0 {
-        return Err(TlsError::Permissive {
-            path: path.to_path_buf(),
+    use crate::files::ReadError;
+    let path_buf = path.to_path_buf();
+    crate::files::read_bounded(path, MAX_PEM_BYTES, secret).map_err(|e| match e {
+        ReadError::Io(err) => TlsError::Unreadable {
+            what,
+            path: path_buf,
+            err,
+        },
+        ReadError::NotAFile | ReadError::TooLarge => TlsError::NotAFile {
+            what,
+            path: path_buf,
+        },
+        ReadError::Permissive(mode) => TlsError::Permissive {
+            path: path_buf,
             mode,
-        });
-    }
-    let mut raw = Vec::new();
-    file.take(MAX_PEM_BYTES + 1)
-        .read_to_end(&mut raw)
-        .map_err(io)?;
-    if raw.len() as u64 > MAX_PEM_BYTES {
-        return Err(not_a_file());
-    }
-    Ok(raw)
+        },
+    })
 }
 
 /// The certificates of a PEM file (at least one).
@@ -551,6 +530,7 @@ pub fn verify_server_cert(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const CONFIG: &str = r#"
 [cluster]
