@@ -31,14 +31,8 @@ pub struct Cli {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Target {
-    /// Cluster configuration file.
-    #[arg(
-        long,
-        short = 'c',
-        env = "BATON_CONFIG",
-        default_value = "/etc/baton/baton.toml"
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub cfg: crate::args::ConfigArg,
     /// Talk to this server's agent (default: the first one that answers).
     #[arg(long, short = 's')]
     pub server: Option<String>,
@@ -59,16 +53,10 @@ pub struct Target {
 pub enum Cmd {
     /// Run the node agent for one server of the cluster.
     Agent {
-        #[arg(
-            long,
-            short = 'c',
-            env = "BATON_CONFIG",
-            default_value = "/etc/baton/baton.toml"
-        )]
-        config: PathBuf,
-        /// Name of this server in the configuration.
-        #[arg(long, short = 's', env = "BATON_SERVER")]
-        server: String,
+        #[command(flatten)]
+        cfg: crate::args::ConfigArg,
+        #[command(flatten)]
+        srv: crate::args::ServerArg,
         /// State directory (epochs, ownership, alert log); default from `[agent] state_dir`.
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -162,13 +150,8 @@ pub enum Cmd {
     Token {
         #[arg(long, value_parser = ["read", "operator"])]
         role: String,
-        #[arg(
-            long,
-            short = 'c',
-            env = "BATON_CONFIG",
-            default_value = "/etc/baton/baton.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        cfg: crate::args::ConfigArg,
     },
     /// Act on one resource of this server directly, without the agent (for tests and
     /// troubleshooting; the agent must not be running the group).
@@ -177,15 +160,10 @@ pub enum Cmd {
         op: String,
         group: String,
         resource: String,
-        #[arg(
-            long,
-            short = 'c',
-            env = "BATON_CONFIG",
-            default_value = "/etc/baton/baton.toml"
-        )]
-        config: PathBuf,
-        #[arg(long, short = 's', env = "BATON_SERVER")]
-        server: String,
+        #[command(flatten)]
+        cfg: crate::args::ConfigArg,
+        #[command(flatten)]
+        srv: crate::args::ServerArg,
         #[arg(long, default_value = "1")]
         epoch: u64,
     },
@@ -361,7 +339,7 @@ struct Conn {
 }
 
 fn connect(t: &Target) -> Result<(Conn, Config), Exit> {
-    let cfg = match crate::catalog::load_config(&t.config) {
+    let cfg = match crate::catalog::load_config(&t.cfg.config) {
         Ok(c) => c,
         Err(e) => {
             let first = e
@@ -395,7 +373,7 @@ fn connect(t: &Target) -> Result<(Conn, Config), Exit> {
         cfg.servers.iter().map(|s| s.api).collect()
     };
     // HTTPS when the agents serve TLS ([api] tls_cert_file), trusting [api] tls_ca_file.
-    let tls = match crate::tls::ClientTls::for_config(&cfg, &t.config) {
+    let tls = match crate::tls::ClientTls::for_config(&cfg, &t.cfg.config) {
         Ok(tls) => tls,
         Err(e) => return Err(fail(t.json, Exit::KeyError, e.code(), &e.to_string())),
     };
@@ -414,7 +392,7 @@ fn connect(t: &Target) -> Result<(Conn, Config), Exit> {
         ));
     }
     // 2. The cluster key, when this user can read it.
-    let key_path = crate::catalog::config_path(&t.config, &cfg.key_file);
+    let key_path = crate::catalog::config_path(&t.cfg.config, &cfg.key_file);
     let key_err = match ClusterKey::load(&key_path) {
         Ok(key) => {
             return Ok((
@@ -603,15 +581,15 @@ pub async fn run(cli: Cli) -> Exit {
             "usage",
             "keygen needs FILE, --witness OUT --config FILE or --tls DIR --config FILE",
         ),
-        Cmd::Token { role, config } => token_cmd(&role, &config),
+        Cmd::Token { role, cfg } => token_cmd(&role, &cfg.config),
         Cmd::Resource {
             op,
             group,
             resource,
-            config,
-            server,
+            cfg,
+            srv,
             epoch,
-        } => resource_cmd(&op, &group, &resource, &config, &server, epoch).await,
+        } => resource_cmd(&op, &group, &resource, &cfg.config, &srv.server, epoch).await,
         Cmd::Cloud { op } => crate::cloud::run(op).await,
     }
 }

@@ -6,7 +6,6 @@
 //! - `baton cloud iam-policy --config F [--json]`: the least-privilege IAM policy the
 //!   whole configuration needs (attach it to every server's instance role).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use baton_providers::aws::preflight::{self, Status};
@@ -17,31 +16,20 @@ use crate::exit::Exit;
 
 #[derive(Subcommand, Debug)]
 pub enum CloudOp {
-    /// Check that this server's AWS IDs exist and that its credentials may change them.
+    /// Check that this server's AWS IDs exist and that its credentials may change them
+    /// (run it on that server, `-s`: its credentials are the ones checked).
     Check {
-        #[arg(
-            long,
-            short = 'c',
-            env = "BATON_CONFIG",
-            default_value = "/etc/baton/baton.toml"
-        )]
-        config: PathBuf,
-        /// The server whose resources and monitors to check (run it on that server: its
-        /// credentials are the ones checked).
-        #[arg(long, short = 's', env = "BATON_SERVER")]
-        server: String,
+        #[command(flatten)]
+        cfg: crate::args::ConfigArg,
+        #[command(flatten)]
+        srv: crate::args::ServerArg,
         #[arg(long)]
         json: bool,
     },
     /// Print the least-privilege IAM policy the configuration needs.
     IamPolicy {
-        #[arg(
-            long,
-            short = 'c',
-            env = "BATON_CONFIG",
-            default_value = "/etc/baton/baton.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        cfg: crate::args::ConfigArg,
         /// One line of JSON instead of the indented policy.
         #[arg(long)]
         json: bool,
@@ -65,8 +53,8 @@ fn config_error(json: bool, e: &baton_core::config::ConfigError) -> Exit {
 pub async fn run(op: CloudOp) -> Exit {
     match op {
         CloudOp::Check {
-            config,
-            server,
+            cfg: crate::args::ConfigArg { config },
+            srv: crate::args::ServerArg { server },
             json,
         } => {
             let cfg = match crate::catalog::load_config(&config) {
@@ -126,7 +114,10 @@ pub async fn run(op: CloudOp) -> Exit {
                 Exit::Failure
             }
         }
-        CloudOp::IamPolicy { config, json } => {
+        CloudOp::IamPolicy {
+            cfg: crate::args::ConfigArg { config },
+            json,
+        } => {
             let cfg = match crate::catalog::load_config(&config) {
                 Ok(c) => c,
                 Err(e) => return config_error(json, &e),

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod api_types;
+pub mod args;
 pub mod catalog;
 pub mod cli;
 pub mod client;
@@ -11,6 +12,7 @@ pub mod clock;
 pub mod cloud;
 pub mod demo;
 pub mod exit;
+pub mod files;
 pub mod key;
 pub mod listen;
 pub mod notify_cmd;

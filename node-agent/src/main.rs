@@ -49,8 +49,8 @@ fn main() -> ExitCode {
     let exit = rt.block_on(async move {
         match cli.cmd {
             Cmd::Agent {
-                config,
-                server,
+                cfg: baton_agent::args::ConfigArg { config },
+                srv: baton_agent::args::ServerArg { server },
                 state_dir,
                 log_format,
             } => {

@@ -5,7 +5,7 @@
 //! Exit codes: 0 every sink delivered; 1 a sink failed or could not be set up; 2 unknown
 //! sink name; 3 invalid configuration or unknown server.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use baton_core::events::{Event, NOTIFY_TEST};
@@ -25,16 +25,10 @@ pub enum NotifyOp {
     Test {
         /// Only this sink.
         sink: Option<String>,
-        #[arg(
-            long,
-            short = 'c',
-            env = "BATON_CONFIG",
-            default_value = "/etc/baton/baton.toml"
-        )]
-        config: PathBuf,
-        /// Send as this server (its name goes in the event and the metric dimensions).
-        #[arg(long, short = 's', env = "BATON_SERVER")]
-        server: String,
+        #[command(flatten)]
+        cfg: crate::args::ConfigArg,
+        #[command(flatten)]
+        srv: crate::args::ServerArg,
         #[arg(long)]
         json: bool,
     },
@@ -56,8 +50,8 @@ pub struct SinkResult {
 pub async fn run(op: NotifyOp) -> Exit {
     let NotifyOp::Test {
         sink,
-        config,
-        server,
+        cfg: crate::args::ConfigArg { config },
+        srv: crate::args::ServerArg { server },
         json,
     } = op;
     test(&config, &server, sink.as_deref(), json).await
