@@ -106,11 +106,25 @@ enum PendingWrite {
     Ownership { activating: Vec<(String, u64)> },
 }
 
-/// A provider error as the engine sees it: its stable code and its text.
+/// A provider error as the engine sees it: its stable code, its text and its cause.
 fn failure(e: &baton_providers::ProviderError) -> Failure {
+    use baton_core::engine::Cause;
+    use baton_providers::ProviderError as P;
+    let cause = match e {
+        P::Timeout(_) => Cause::Timeout,
+        P::Fenced { holder, epoch, .. } => Cause::Fenced {
+            holder: holder.clone(),
+            epoch: *epoch,
+        },
+        P::Api { .. } => Cause::ApiUnavailable,
+        P::Rejected { code, .. } => Cause::Rejected { code: code.clone() },
+        P::CommandFailed { .. } | P::Spawn { .. } => Cause::Command,
+        _ => Cause::Other,
+    };
     Failure {
         code: e.code().to_string(),
         message: e.to_string(),
+        cause,
     }
 }
 
@@ -419,10 +433,10 @@ impl Runtime {
         };
         if self.unpersisted.get(&group).is_some_and(|&e| epoch >= e) {
             let tx = self.tx.clone();
-            let result = Err(Failure {
-                code: "state-dir".into(),
-                message: "the group's epoch could not be persisted in the state directory".into(),
-            });
+            let result = Err(Failure::other(
+                "state-dir",
+                "the group's epoch could not be persisted in the state directory",
+            ));
             tokio::spawn(async move {
                 let _ = tx.send(LoopMsg::ActionDone { id, result }).await;
             });
@@ -467,10 +481,8 @@ impl Runtime {
         tokio::spawn(
             async move {
                 let Some(driver) = driver else {
-                    let f = Failure {
-                        code: "no-driver".into(),
-                        message: format!("no driver for resource {resource}"),
-                    };
+                    let f =
+                        Failure::other("no-driver", format!("no driver for resource {resource}"));
                     let _ = match op {
                         Op::Check => {
                             tx.send(LoopMsg::CheckDone {
@@ -503,6 +515,7 @@ impl Runtime {
                             Err(_) => Err(Failure {
                                 code: "timeout".into(),
                                 message: format!("timed out after {} ms", ctx.timeout.as_millis()),
+                                cause: baton_core::engine::Cause::Timeout,
                             }),
                         };
                         info!(
@@ -903,20 +916,9 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     let cfg = l.cfg.clone();
     let me = l.me.clone();
 
-    // Notification sinks and metrics ([notify.*], [metrics.*]); one that cannot be set
-    // up is left out and reported (BTN-5004) once the agent runs.
-    let config_dir = opts
-        .config
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .to_path_buf();
-    let built = baton_notifier::build::build(&cfg, &me, &config_dir, None).await;
-    let (notifier, notifier_task) = Notifier::start_with_metrics(
-        built.sinks,
-        built.metrics,
-        baton_notifier::build::options(&cfg.notify),
-    );
+    let (notifier, notifier_task, sink_failures) = start::notifier(&cfg, &me, &opts.config).await;
 
+    let engine = start::engine(&cfg, &me, &l)?;
     let (tx, mut rx) = mpsc::channel::<LoopMsg>(4096);
     let shared = Arc::new(Shared {
         config: cfg.clone(),
@@ -936,55 +938,9 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     if let Some(ev) = l.fd_event {
         shared.raise(ev);
     }
-    let reg = baton_providers::registry(&cfg.aws);
-    let (drivers, probes) = build_drivers(&cfg, &me, &reg)?;
-    // Events the cloud drivers raise outside the engine (BTN-6xxx) go to the alert log.
-    if let Some(mut provider_events) = reg.take_events() {
-        let sh = shared.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = provider_events.recv().await {
-                sh.raise(ev);
-            }
-        });
-    }
-
+    let (drivers, probes) = start::drivers(&cfg, &me, &shared)?;
     let t0 = crate::clock::now();
-    let boot = Boot {
-        incarnation: wire::incarnation(l.boot_count, rand::random::<u32>()),
-        epochs: l.epochs.clone(),
-        owned: l
-            .ownership
-            .groups
-            .iter()
-            .map(|(g, o)| (g.clone(), o.epoch))
-            .collect(),
-    };
-    let engine = Engine::new(cfg.clone(), &me, boot, Millis(0)).map_err(|e| AgentError::Build {
-        what: "engine".into(),
-        msg: e.to_string(),
-    })?;
-
-    let peers: Vec<String> = cfg
-        .servers
-        .iter()
-        .filter(|s| s.name != me)
-        .map(|s| s.name.clone())
-        .collect();
-    let acceptor = Arc::new(Mutex::new(Acceptor::new(cfg.cluster_name.clone(), peers)));
-    let rtt: wire::SharedRtt = shared
-        .notifier
-        .wants_metric(baton_core::config::MetricKind::HeartbeatRtt)
-        .then(|| Arc::new(Mutex::new(wire::RttTracker::new())));
-    for (p, sock) in sockets.iter().enumerate() {
-        start::spawn_receiver(
-            p,
-            sock.clone(),
-            acceptor.clone(),
-            shared.clone(),
-            rtt.clone(),
-            t0,
-        );
-    }
+    let rtt = start::spawn_receivers(&sockets, &shared, t0);
     let (api, socket) = start::spawn_api(&shared, api_listener, l.api_limits, l.server_cert)?;
     let witness = start::witness(&cfg, &l.key).await;
     start::spawn_reachability(&cfg, tx.clone());
@@ -1019,7 +975,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         hb_encode_failed: false,
         fencing: false,
     };
-    rt.announce_start(&built.failures);
+    rt.announce_start(&sink_failures);
 
     let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut timers = run::Timers::new(&cfg, progress.clone())?;

@@ -153,9 +153,105 @@ pub(super) async fn bind(
     Ok((sockets, api))
 }
 
+/// The notification sinks and metrics (`[notify.*]`, `[metrics.*]`), started; a sink
+/// that cannot be set up is left out and returned, to be reported (BTN-5004) once the
+/// agent runs.
+pub(super) async fn notifier(
+    cfg: &Config,
+    me: &str,
+    config_file: &std::path::Path,
+) -> (
+    baton_notifier::NotifierHandle,
+    tokio::task::JoinHandle<()>,
+    Vec<baton_notifier::build::SinkFailure>,
+) {
+    let config_dir = config_file
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let built = baton_notifier::build::build(cfg, me, &config_dir, None).await;
+    let (handle, task) = Notifier::start_with_metrics(
+        built.sinks,
+        built.metrics,
+        baton_notifier::build::options(&cfg.notify),
+    );
+    (handle, task, built.failures)
+}
+
+/// The resource drivers and monitor probes of this server; the events the cloud drivers
+/// raise outside the engine (BTN-6xxx) go to the alert log.
+pub(super) fn drivers(
+    cfg: &Config,
+    me: &str,
+    shared: &Arc<Shared>,
+) -> Result<(DriverMap, ProbeMap), AgentError> {
+    let reg = baton_providers::registry(&cfg.aws);
+    let built = build_drivers(cfg, me, &reg)?;
+    if let Some(mut provider_events) = reg.take_events() {
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = provider_events.recv().await {
+                sh.raise(ev);
+            }
+        });
+    }
+    Ok(built)
+}
+
+/// The engine, booted with this start's incarnation and what the state directory holds
+/// (epochs, groups held before a restart: re-adoption).
+pub(super) fn engine(cfg: &Config, me: &str, l: &Loaded) -> Result<Engine, AgentError> {
+    let boot = Boot {
+        incarnation: wire::incarnation(l.boot_count, rand::random::<u32>()),
+        epochs: l.epochs.clone(),
+        owned: l
+            .ownership
+            .groups
+            .iter()
+            .map(|(g, o)| (g.clone(), o.epoch))
+            .collect(),
+    };
+    Engine::new(cfg.clone(), me, boot, Millis(0)).map_err(|e| AgentError::Build {
+        what: "engine".into(),
+        msg: e.to_string(),
+    })
+}
+
+/// One receiver per heartbeat socket, sharing the acceptor (MAC, sender, sequence
+/// numbers across paths) and the round-trip tracker (when a metrics sink wants it).
+pub(super) fn spawn_receivers(
+    sockets: &[Arc<UdpSocket>],
+    shared: &Arc<Shared>,
+    t0: Instant,
+) -> wire::SharedRtt {
+    let cfg = &shared.config;
+    let peers: Vec<String> = cfg
+        .servers
+        .iter()
+        .filter(|s| s.name != shared.server)
+        .map(|s| s.name.clone())
+        .collect();
+    let acceptor = Arc::new(Mutex::new(Acceptor::new(cfg.cluster_name.clone(), peers)));
+    let rtt: wire::SharedRtt = shared
+        .notifier
+        .wants_metric(baton_core::config::MetricKind::HeartbeatRtt)
+        .then(|| Arc::new(Mutex::new(wire::RttTracker::new())));
+    for (p, sock) in sockets.iter().enumerate() {
+        spawn_receiver(
+            p,
+            sock.clone(),
+            acceptor.clone(),
+            shared.clone(),
+            rtt.clone(),
+            t0,
+        );
+    }
+    rtt
+}
+
 /// Receive heartbeats on path `p`: check each datagram (MAC, cluster, sender, path,
 /// sequence), count rejections, measure the round trip, and pass good ones to the loop.
-pub(super) fn spawn_receiver(
+fn spawn_receiver(
     p: usize,
     sock: Arc<UdpSocket>,
     acceptor: Arc<Mutex<Acceptor>>,
