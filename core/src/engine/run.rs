@@ -1209,7 +1209,7 @@ impl Engine {
                         self.emit(
                             &events::RESOURCE_ACTIVATION_FAILED,
                             format!("resource {} of group {gname} failed to activate (attempt {} of {}): {}", res.name, attempt + 1, res.activation.retries + 1, f.message),
-                            |e| e.group(&gname).resource(&res.name).epoch(epoch).field("code", f.code.clone()),
+                            |e| failure_fields(e.group(&gname).resource(&res.name).epoch(epoch), &f),
                         );
                         if self.must_stop(gi) {
                             // No retry (nor failover count) once the group may not run
@@ -1295,7 +1295,7 @@ impl Engine {
                         self.emit(
                             &events::RESOURCE_DEACTIVATION_FAILED,
                             format!("resource {} of group {gname} failed to deactivate (attempt {} of {}): {}", res.name, attempt + 1, res.deactivation.retries + 1, f.message),
-                            |e| e.group(&gname).resource(&res.name).epoch(epoch).field("code", f.code.clone()),
+                            |e| failure_fields(e.group(&gname).resource(&res.name).epoch(epoch), &f),
                         );
                         if attempt < res.deactivation.retries {
                             let id = self.issue(gi, false, ri, epoch, attempt + 1);
@@ -2006,5 +2006,17 @@ impl Engine {
             groups,
             monitors,
         }
+    }
+}
+
+/// The fields of an action failure's event: its code and, when a newer epoch refused it,
+/// who holds the resource at which epoch (`holder`, `holder_epoch`).
+pub(super) fn failure_fields(e: Event, f: &Failure) -> Event {
+    let e = e.field("code", f.code.clone());
+    match &f.cause {
+        Cause::Fenced { holder, epoch } => e
+            .field("holder", holder.clone())
+            .field("holder_epoch", *epoch),
+        _ => e,
     }
 }

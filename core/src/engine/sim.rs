@@ -1270,6 +1270,11 @@ impl World {
                                     }
                                     .into(),
                                     message: format!("{rname}: simulated failure"),
+                                    cause: if timed_out {
+                                        Cause::Timeout
+                                    } else {
+                                        Cause::Command
+                                    },
                                 })
                             },
                         }
@@ -1558,6 +1563,7 @@ impl World {
                         Err(Failure {
                             code: "command-failed".into(),
                             message: format!("{monitor}: simulated script failure"),
+                            cause: Cause::Command,
                         })
                     };
                     let input = Input::ActionDone { id, result };

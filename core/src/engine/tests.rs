@@ -144,6 +144,7 @@ fn fail(msg: &str) -> Failure {
     Failure {
         code: "command-failed".into(),
         message: msg.into(),
+        cause: Cause::Command,
     }
 }
 
@@ -3366,4 +3367,24 @@ fn a_heartbeat_overtaken_on_another_path_does_not_bring_back_a_released_group() 
     );
     sim.record(2, acts);
     assert_eq!(view(&sim), Some(GroupState::Online));
+}
+
+#[test]
+fn a_fenced_failure_names_the_holder_in_its_event() {
+    let def = &events::RESOURCE_ACTIVATION_FAILED;
+    let fenced = Failure {
+        code: "fenced".into(),
+        message: "route table rtb-1 is claimed for group g1 at epoch 9 by node-3".into(),
+        cause: Cause::Fenced {
+            holder: "node-3".into(),
+            epoch: 9,
+        },
+    };
+    let e = super::run::failure_fields(Event::new(def, "x"), &fenced);
+    assert_eq!(e.fields["code"], "fenced");
+    assert_eq!(e.fields["holder"], "node-3");
+    assert_eq!(e.fields["holder_epoch"], 9);
+    let e = super::run::failure_fields(Event::new(def, "x"), &fail("exit 1"));
+    assert_eq!(e.fields["code"], "command-failed");
+    assert!(!e.fields.contains_key("holder"));
 }

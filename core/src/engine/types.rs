@@ -156,9 +156,41 @@ fn yes() -> bool {
 /// Result of a resource action or recovery script, as the shell reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
-    /// Stable code (`timeout`, `command-failed`, …).
+    /// Stable code (`timeout`, `command-failed`, `fenced`, …).
     pub code: String,
     pub message: String,
+    /// What failed, typed (the code is its stable name for events and people).
+    #[serde(default)]
+    pub cause: Cause,
+}
+
+impl Failure {
+    /// A failure without a more precise cause.
+    pub fn other(code: impl Into<String>, message: impl Into<String>) -> Failure {
+        Failure {
+            code: code.into(),
+            message: message.into(),
+            cause: Cause::Other,
+        }
+    }
+}
+
+/// Why a resource action or recovery script failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Cause {
+    /// It did not finish within its deadline (what it started was stopped).
+    Timeout,
+    /// A newer epoch holds the resource: `holder` claimed it with `epoch`, and the
+    /// provider refused to overwrite that (invariant 3).
+    Fenced { holder: String, epoch: u64 },
+    /// The cloud's API did not answer usefully (timeouts, throttling, 5xx).
+    ApiUnavailable,
+    /// The cloud's API refused the request with this error code (permissions, IDs).
+    Rejected { code: String },
+    /// A command ran and failed, or could not be started.
+    Command,
+    #[default]
+    Other,
 }
 
 /// Outcome of a resource check during re-adoption.
