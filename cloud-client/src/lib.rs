@@ -2,10 +2,12 @@
 //! configured (credentials, region, endpoint, timeouts, retries), its failures
 //! classified and its calls bounded by their deadlines. The providers (resources,
 //! monitors, witnesses) and the notifier's sinks use them; a new cloud (Azure, Google
-//! Cloud) adds its module here, shaped like [`aws`].
+//! Cloud) adds its module here, shaped like [`aws`]. The lowest crate every runtime crate
+//! depends on, it also holds the one [`clock`].
 #![forbid(unsafe_code)]
 
 pub mod aws;
+pub mod clock;
 
 /// The text of an unanswered call: `OP: CODE (HTTP STATUS): MESSAGE` when the API answered
 /// with an error code (the status and message when known), else `OP: MESSAGE`.

@@ -179,7 +179,6 @@ impl ClusterKey {
     /// access ([`KeyError::Permissive`]), not a regular file, larger than
     /// [`MAX_KEY_FILE_BYTES`], or holding a weak key ([`weakness`]).
     pub fn load(path: impl AsRef<Path>) -> Result<ClusterKey, KeyError> {
-        
         let path = path.as_ref();
         use crate::files::ReadError;
         let raw =
