@@ -1194,38 +1194,7 @@ impl Engine {
             }
             Command::GroupMove { group, to } => {
                 let gi = gidx(self, &group)?;
-                let holder = self.holders(gi).first().map(|h| h.0);
-                let to_idx = match &to {
-                    Some(s) => {
-                        self.check_member(gi, s)?;
-                        let si = self
-                            .server_idx(s)
-                            .ok_or_else(|| CommandError::UnknownServer(s.clone()))?;
-                        if !self.eligible(si) {
-                            return Err(CommandError::Invalid(format!("server `{s}` cannot take groups now (down, starting, refusing or without quorum)")));
-                        }
-                        si
-                    }
-                    None => {
-                        let g = &self.cfg.groups[gi];
-                        let order: Vec<usize> = g
-                            .servers
-                            .iter()
-                            .filter_map(|s| self.server_idx(s))
-                            .collect();
-                        // The next server after the holder, or the first one when nobody
-                        // holds the group.
-                        let (start, skip) =
-                            match holder.and_then(|h| order.iter().position(|&x| x == h)) {
-                                Some(p) => (p, 1),
-                                None => (0, 0),
-                            };
-                        (skip..order.len())
-                            .map(|k| order[(start + k) % order.len()])
-                            .find(|&s| self.eligible(s))
-                            .ok_or_else(|| CommandError::NoTarget(group.clone()))?
-                    }
-                };
+                let to_idx = self.move_target(gi, &group, to.as_deref())?;
                 let to_name = self.cfg.servers[to_idx].name.clone();
                 let prefer_epoch = self.known_max_epoch(gi);
                 self.intents.groups.insert(
@@ -1292,23 +1261,7 @@ impl Engine {
                 monitor_factor_pct,
                 duration_ms,
             } => {
-                if duration_ms == 0 {
-                    return Err(CommandError::Invalid("--for must be longer than 0".into()));
-                }
-                let min_ms = self.cfg.heartbeat.interval.ms().saturating_mul(3);
-                if heartbeat_timeout_ms > 0 && heartbeat_timeout_ms < min_ms {
-                    return Err(CommandError::Invalid(format!(
-                        "heartbeat timeout must be at least {min_ms} ms (3 × the heartbeat interval)"
-                    )));
-                }
-                if heartbeat_timeout_ms > bounds::MAX_DURATION_MS
-                    || duration_ms > bounds::MAX_DURATION_MS
-                {
-                    return Err(CommandError::Invalid(format!(
-                        "the heartbeat timeout and --for are at most {} ms (7 days)",
-                        bounds::MAX_DURATION_MS
-                    )));
-                }
+                self.check_timeout_set(heartbeat_timeout_ms, duration_ms)?;
                 self.intents.timeout = TimeoutIntent {
                     version,
                     origin,
@@ -1343,6 +1296,68 @@ impl Engine {
                     );
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Where `group move` sends group `gi`: the server named (a member that can take
+    /// groups now), or the next eligible member after the holder (the first one when
+    /// nobody holds it).
+    fn move_target(&self, gi: usize, group: &str, to: Option<&str>) -> Result<usize, CommandError> {
+        let holder = self.holders(gi).first().map(|h| h.0);
+        match to {
+            Some(s) => {
+                self.check_member(gi, s)?;
+                let si = self
+                    .server_idx(s)
+                    .ok_or_else(|| CommandError::UnknownServer(s.to_string()))?;
+                if !self.eligible(si) {
+                    return Err(CommandError::Invalid(format!("server `{s}` cannot take groups now (down, starting, refusing or without quorum)")));
+                }
+                Ok(si)
+            }
+            None => {
+                let g = &self.cfg.groups[gi];
+                let order: Vec<usize> = g
+                    .servers
+                    .iter()
+                    .filter_map(|s| self.server_idx(s))
+                    .collect();
+                // The next server after the holder, or the first one when nobody
+                // holds the group.
+                let (start, skip) = match holder.and_then(|h| order.iter().position(|&x| x == h)) {
+                    Some(p) => (p, 1),
+                    None => (0, 0),
+                };
+                (skip..order.len())
+                    .map(|k| order[(start + k) % order.len()])
+                    .find(|&s| self.eligible(s))
+                    .ok_or_else(|| CommandError::NoTarget(group.to_string()))
+            }
+        }
+    }
+
+    /// The bounds of `timeout set`: a duration, a heartbeat timeout of at least three
+    /// intervals, both at most 7 days.
+    fn check_timeout_set(
+        &self,
+        heartbeat_timeout_ms: u64,
+        duration_ms: u64,
+    ) -> Result<(), CommandError> {
+        if duration_ms == 0 {
+            return Err(CommandError::Invalid("--for must be longer than 0".into()));
+        }
+        let min_ms = self.cfg.heartbeat.interval.ms().saturating_mul(3);
+        if heartbeat_timeout_ms > 0 && heartbeat_timeout_ms < min_ms {
+            return Err(CommandError::Invalid(format!(
+                "heartbeat timeout must be at least {min_ms} ms (3 × the heartbeat interval)"
+            )));
+        }
+        if heartbeat_timeout_ms > bounds::MAX_DURATION_MS || duration_ms > bounds::MAX_DURATION_MS {
+            return Err(CommandError::Invalid(format!(
+                "the heartbeat timeout and --for are at most {} ms (7 days)",
+                bounds::MAX_DURATION_MS
+            )));
         }
         Ok(())
     }
