@@ -197,8 +197,9 @@ pub enum Cmd {
         /// Address to listen on, e.g. 0.0.0.0:7430.
         #[arg(long)]
         listen: SocketAddr,
-        /// A witness key file from `baton keygen --witness` (repeat it for each cluster
-        /// this witness serves). A cluster key file is still accepted, deprecated.
+        /// A witness key file from `baton keygen --witness`: repeat it for each cluster this
+        /// witness serves, and for the old and the new file of one cluster during a key
+        /// rotation. A cluster key file is still accepted, deprecated.
         #[arg(long, required = true)]
         key_file: Vec<PathBuf>,
         /// Grant nothing for this long after start (must cover the longest lease).
