@@ -14,13 +14,15 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages used by the on-host providers and the network tests:
 #   iproute2 (ip, namespaces), iputils-ping (ping monitor), iputils-arping (gratuitous ARP),
-#   nftables (cutting one interconnect path in the integration tests).
+#   nftables (cutting one interconnect path in the integration tests), qemu-utils (qemu-io
+#   and qemu-img, the NBD clients of the mirror tests).
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v arping >/dev/null 2>&1 || need+=(iputils-arping)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v keepalived >/dev/null 2>&1 || need+=(keepalived)  # the fault lab's VRRP comparison
+command -v qemu-io >/dev/null 2>&1 || need+=(qemu-utils)  # NBD client of the mirror tests
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     step "installing Debian packages: ${need[*]}"

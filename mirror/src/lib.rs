@@ -1,0 +1,12 @@
+//! The mirror disk (`mirror-disk` resource, issue 11): a block volume the application
+//! reads and writes through NBD on the active server.
+//!
+//! This first part is the data path's front: an NBD server ([`nbd`]) speaking the fixed
+//! newstyle handshake (`NBD_OPT_GO`, `NBD_OPT_INFO`, `NBD_OPT_EXPORT_NAME`, `NBD_OPT_LIST`,
+//! `NBD_OPT_ABORT`) and the transmission commands READ, WRITE (with FUA), FLUSH, TRIM,
+//! WRITE_ZEROES and DISC with simple replies, over a [`store::BlockStore`] (a file or a
+//! block device). Replication to the peer, the dirty bitmap and resync build on it.
+#![forbid(unsafe_code)]
+
+pub mod nbd;
+pub mod store;
