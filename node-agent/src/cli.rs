@@ -142,6 +142,9 @@ pub enum Cmd {
         /// and `--tls`.
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the API token of a role, derived from the cluster key: `read` (status,
     /// alerts) or `operator` (also commands). Give it to `baton --token-file` or an HTTP
@@ -152,6 +155,9 @@ pub enum Cmd {
         role: String,
         #[command(flatten)]
         cfg: crate::args::ConfigArg,
+        /// Print JSON (`{"role": ..., "token": ...}`) instead of the bare token.
+        #[arg(long)]
+        json: bool,
     },
     /// Act on one resource of this server directly, without the agent (for tests and
     /// troubleshooting; the agent must not be running the group).
@@ -166,6 +172,9 @@ pub enum Cmd {
         srv: crate::args::ServerArg,
         #[arg(long, default_value = "1")]
         epoch: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Cloud preflight: `check` the AWS IDs and permissions, print the `iam-policy`.
     Cloud {
@@ -566,23 +575,29 @@ pub async fn run(cli: Cli) -> Exit {
         Cmd::Keygen {
             witness: Some(out),
             config,
+            json,
             ..
-        } => keygen_witness(&out, config),
+        } => keygen_witness(&out, config, json),
         Cmd::Keygen {
             tls: Some(dir),
             config,
+            json,
             ..
-        } => keygen_tls(&dir, &config.unwrap_or_default()),
+        } => keygen_tls(&dir, &config.unwrap_or_default(), json),
         Cmd::Keygen {
-            file: Some(file), ..
-        } => keygen_file(&file),
-        Cmd::Keygen { file: None, .. } => fail(
-            false,
+            file: Some(file),
+            json,
+            ..
+        } => keygen_file(&file, json),
+        Cmd::Keygen {
+            file: None, json, ..
+        } => fail(
+            json,
             Exit::Usage,
             "usage",
             "keygen needs FILE, --witness OUT --config FILE or --tls DIR --config FILE",
         ),
-        Cmd::Token { role, cfg } => token_cmd(&role, &cfg.config),
+        Cmd::Token { role, cfg, json } => token_cmd(&role, &cfg.config, json),
         Cmd::Resource {
             op,
             group,
@@ -590,7 +605,18 @@ pub async fn run(cli: Cli) -> Exit {
             cfg,
             srv,
             epoch,
-        } => resource_cmd(&op, &group, &resource, &cfg.config, &srv.server, epoch).await,
+            json,
+        } => {
+            let target = ResourceTarget {
+                group: &group,
+                resource: &resource,
+                config: &cfg.config,
+                server: &srv.server,
+                epoch,
+                json,
+            };
+            resource_cmd(&op, &target).await
+        }
         Cmd::Cloud { op } => crate::cloud::run(op).await,
     }
 }
@@ -745,48 +771,55 @@ fn events_cmd(markdown: bool, json: bool) -> Exit {
 }
 
 /// `baton keygen --witness OUT -c CONFIG`.
-fn keygen_witness(out: &std::path::Path, config: Option<PathBuf>) -> Exit {
+fn keygen_witness(out: &std::path::Path, config: Option<PathBuf>, json: bool) -> Exit {
     let config = config.unwrap_or_default();
     match crate::witness::write_witness_key_file(out, &config) {
         Ok(cluster) => {
-            println!(
-                "wrote the witness key of cluster `{cluster}` to {} (mode 0600; give it to `baton witness --key-file`)",
-                out.display()
-            );
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "cluster": cluster, "witness_key_file": out.display().to_string()})
+                );
+            } else {
+                println!(
+                    "wrote the witness key of cluster `{cluster}` to {} (mode 0600; give it to `baton witness --key-file`)",
+                    out.display()
+                );
+            }
             Exit::Ok
         }
         Err(crate::witness::WitnessKeyError::Config(e)) => {
             for d in &e.diagnostics {
                 eprintln!("{d}");
             }
-            fail(false, Exit::ConfigInvalid, e.code(), &e.to_string())
+            fail(json, Exit::ConfigInvalid, e.code(), &e.to_string())
         }
-        Err(e) => fail(false, Exit::KeyError, e.code(), &e.to_string()),
+        Err(e) => fail(json, Exit::KeyError, e.code(), &e.to_string()),
     }
 }
 
 /// The configuration in `file`, or its diagnostics printed and exit 3.
-fn load_config_or_report(file: &std::path::Path) -> Result<Config, Exit> {
+fn load_config_or_report(file: &std::path::Path, json: bool) -> Result<Config, Exit> {
     crate::catalog::load_config(file).map_err(|e| {
         for d in &e.diagnostics {
             eprintln!("{d}");
         }
-        fail(false, Exit::ConfigInvalid, e.code(), &e.to_string())
+        fail(json, Exit::ConfigInvalid, e.code(), &e.to_string())
     })
 }
 
 /// `baton token --role ROLE`: the role token derived from the cluster key.
-fn token_cmd(role: &str, config: &std::path::Path) -> Exit {
-    let cfg = match load_config_or_report(config) {
+fn token_cmd(role: &str, config: &std::path::Path, json: bool) -> Exit {
+    let cfg = match load_config_or_report(config, json) {
         Ok(c) => c,
         Err(exit) => return exit,
     };
     let key_path = crate::catalog::config_path(config, &cfg.key_file);
     let key = match ClusterKey::load(&key_path) {
         Ok(k) => k,
-        Err(e) => return fail(false, Exit::KeyError, e.code(), &e.to_string()),
+        Err(e) => return fail(json, Exit::KeyError, e.code(), &e.to_string()),
     };
-    let role = if role == "read" {
+    let api_role = if role == "read" {
         baton_core::config::ApiRole::Read
     } else {
         baton_core::config::ApiRole::Operator
@@ -794,58 +827,86 @@ fn token_cmd(role: &str, config: &std::path::Path) -> Exit {
     if !cfg.api.derived_tokens {
         eprintln!("note: [api] derived_tokens = false: the agents do not accept this token");
     }
-    println!("{}", crate::tokens::derived_token(&key, role));
+    let token = crate::tokens::derived_token(&key, api_role);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"ok": true, "role": role, "token": token, "accepted": cfg.api.derived_tokens})
+        );
+    } else {
+        println!("{token}");
+    }
     Exit::Ok
 }
 
 /// `baton keygen FILE`: a new cluster key.
-fn keygen_file(file: &std::path::Path) -> Exit {
+fn keygen_file(file: &std::path::Path, json: bool) -> Exit {
     match crate::key::generate_key_file(file) {
         Ok(()) => {
-            println!(
-                "wrote a new cluster key to {} (copy it to every server, mode 0600)",
-                file.display()
-            );
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "key_file": file.display().to_string()})
+                );
+            } else {
+                println!(
+                    "wrote a new cluster key to {} (copy it to every server, mode 0600)",
+                    file.display()
+                );
+            }
             Exit::Ok
         }
-        Err(e) => fail(false, Exit::KeyError, e.code(), &e.to_string()),
+        Err(e) => fail(json, Exit::KeyError, e.code(), &e.to_string()),
     }
 }
 
 /// `baton keygen --tls DIR -c CONFIG`: the CA and the servers' certificates, and the
 /// `[api]` lines that use them.
-fn keygen_tls(dir: &std::path::Path, config: &std::path::Path) -> Exit {
-    let cfg = match load_config_or_report(config) {
+fn keygen_tls(dir: &std::path::Path, config: &std::path::Path, json: bool) -> Exit {
+    let cfg = match load_config_or_report(config, json) {
         Ok(c) => c,
         Err(exit) => return exit,
     };
-    match crate::tls::issue(dir, &cfg) {
-        Ok(out) => {
-            let ca = if out.reused_ca {
-                "kept the CA"
-            } else {
-                "wrote a new CA"
-            };
-            println!(
-                "{ca} {} (its key beside it: keep it off the servers)",
-                out.ca_cert.display()
-            );
-            for (name, crt, key) in &out.servers {
-                println!(
-                    "server {name}: {} and {} (mode 0600)",
-                    crt.display(),
-                    key.display()
-                );
-            }
-            let d = dir.display();
-            println!(
-                "\nCopy ca.crt and each server's own .crt and .key to it, and set in {}:\n\n[api]\ntls_cert_file = \"{d}/{{server}}.crt\"\ntls_key_file = \"{d}/{{server}}.key\"\ntls_ca_file = \"{d}/ca.crt\"",
-                config.display()
-            );
-            Exit::Ok
-        }
-        Err(e) => fail(false, Exit::KeyError, e.code(), &e.to_string()),
+    let out = match crate::tls::issue(dir, &cfg) {
+        Ok(out) => out,
+        Err(e) => return fail(json, Exit::KeyError, e.code(), &e.to_string()),
+    };
+    if json {
+        let servers: Vec<_> = out
+            .servers
+            .iter()
+            .map(|(name, crt, key)| {
+                serde_json::json!({"server": name, "cert_file": crt.display().to_string(), "key_file": key.display().to_string()})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"ok": true, "ca_file": out.ca_cert.display().to_string(), "reused_ca": out.reused_ca, "servers": servers})
+        );
+        return Exit::Ok;
     }
+    let ca = if out.reused_ca {
+        "kept the CA"
+    } else {
+        "wrote a new CA"
+    };
+    println!(
+        "{ca} {} (its key beside it: keep it off the servers)",
+        out.ca_cert.display()
+    );
+    for (name, crt, key) in &out.servers {
+        println!(
+            "server {name}: {} and {} (mode 0600)",
+            crt.display(),
+            key.display()
+        );
+    }
+    let d = dir.display();
+    println!(
+        "\nCopy ca.crt and each server's own .crt and .key to it, and set in {}:\n\n[api]\ntls_cert_file = \"{d}/{{server}}.crt\"\ntls_key_file = \"{d}/{{server}}.key\"\ntls_ca_file = \"{d}/ca.crt\"",
+        config.display()
+    );
+    Exit::Ok
 }
 
 fn config_check(file: &std::path::Path, json: bool) -> Exit {
@@ -1103,21 +1164,33 @@ async fn alerts(t: &Target, follow: bool, after: Option<u64>) -> Exit {
     }
 }
 
-async fn resource_cmd(
-    op: &str,
-    group: &str,
-    resource: &str,
-    config: &std::path::Path,
-    server: &str,
+/// What `baton resource` acts on.
+#[derive(Clone, Copy)]
+struct ResourceTarget<'a> {
+    group: &'a str,
+    resource: &'a str,
+    config: &'a std::path::Path,
+    server: &'a str,
     epoch: u64,
-) -> Exit {
+    json: bool,
+}
+
+async fn resource_cmd(op: &str, t: &ResourceTarget<'_>) -> Exit {
+    let ResourceTarget {
+        group,
+        resource,
+        config,
+        server,
+        epoch,
+        json,
+    } = *t;
     let cfg = match crate::catalog::load_config(config) {
         Ok(c) => c,
         Err(e) => {
             for d in &e.diagnostics {
                 eprintln!("{d}");
             }
-            return Exit::ConfigInvalid;
+            return fail(json, Exit::ConfigInvalid, e.code(), &e.to_string());
         }
     };
     // The commands get the same environment as under the agent.
@@ -1127,7 +1200,7 @@ async fn resource_cmd(
         .and_then(|g| g.resources.iter().find(|r| r.name == resource))
     else {
         return fail(
-            false,
+            json,
             Exit::Usage,
             "unknown-resource",
             &format!("no resource `{resource}` in group `{group}`"),
@@ -1137,7 +1210,7 @@ async fn resource_cmd(
     let driver =
         match baton_providers::Registry::build_resource(&reg, &r.kind, &r.params_for(server)) {
             Ok(d) => d,
-            Err(e) => return fail(false, Exit::ConfigInvalid, "bad-params", &e.to_string()),
+            Err(e) => return fail(json, Exit::ConfigInvalid, "bad-params", &e.to_string()),
         };
     let ctx = baton_providers::ActionContext {
         cluster: cfg.cluster_name.clone(),
@@ -1164,10 +1237,17 @@ async fn resource_cmd(
     };
     match res {
         Ok(s) => {
-            println!("{resource}: {s}");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "group": group, "resource": resource, "server": server, "op": op, "result": s})
+                );
+            } else {
+                println!("{resource}: {s}");
+            }
             Exit::Ok
         }
-        Err(e) => fail(false, Exit::Failure, e.code(), &format!("{resource}: {e}")),
+        Err(e) => fail(json, Exit::Failure, e.code(), &format!("{resource}: {e}")),
     }
 }
 

@@ -146,3 +146,75 @@ fn harness_config_is_valid_and_unreachable_cluster_exits_4() {
     let out = cli(&["status", "-c", &cfg.to_string_lossy()]);
     assert_eq!(out.code, 7, "{}{}", out.stdout, out.stderr);
 }
+
+#[test]
+fn keygen_token_and_resource_speak_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    let keys = key.to_string_lossy().to_string();
+    let json = |out: &baton_tests::CliOut| -> serde_json::Value {
+        serde_json::from_str(out.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"))
+    };
+    let out = cli(&["keygen", &keys, "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["key_file"], keys.as_str());
+    // Refused again, as JSON with a stable code.
+    let out = cli(&["keygen", &keys, "--json"]);
+    assert_eq!(out.code, 7, "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["error"]["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{v}"
+    );
+
+    let spec = ClusterSpec::new("clijson", 198);
+    let cfg = dir.path().join("baton.toml");
+    std::fs::create_dir_all(dir.path().join("claim")).unwrap();
+    std::fs::write(&cfg, config_text(&spec, dir.path(), 29_996)).unwrap();
+    let cfgs = cfg.to_string_lossy().to_string();
+
+    let out = cli(&["token", "--role", "read", "-c", &cfgs, "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["role"], "read");
+    let token = v["token"].as_str().unwrap();
+    assert!(
+        token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()),
+        "{v}"
+    );
+
+    let out = cli(&[
+        "resource", "check", "web", "claim", "-c", &cfgs, "-s", "node-1", "--json",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v = json(&out);
+    assert_eq!(
+        (v["ok"].clone(), v["op"].clone(), v["resource"].clone()),
+        (true.into(), "check".into(), "claim".into()),
+        "{v}"
+    );
+    assert!(v["result"].as_str().is_some(), "{v}");
+    let out = cli(&[
+        "resource", "check", "web", "nope", "-c", &cfgs, "-s", "node-1", "--json",
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(json(&out)["error"]["code"], "unknown-resource");
+
+    let tls = dir.path().join("tls");
+    let out = cli(&[
+        "keygen",
+        "--tls",
+        &tls.to_string_lossy(),
+        "-c",
+        &cfgs,
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["reused_ca"], false);
+    assert_eq!(v["servers"].as_array().map(Vec::len), Some(3), "{v}");
+}
