@@ -5,8 +5,12 @@
 //! newstyle handshake (`NBD_OPT_GO`, `NBD_OPT_INFO`, `NBD_OPT_EXPORT_NAME`, `NBD_OPT_LIST`,
 //! `NBD_OPT_ABORT`) and the transmission commands READ, WRITE (with FUA), FLUSH, TRIM,
 //! WRITE_ZEROES and DISC with simple replies, over a [`store::BlockStore`] (a file or a
-//! block device). Replication to the peer, the dirty bitmap and resync build on it.
+//! block device). The link to the peer ([`link`]) carries replication traffic: a Noise
+//! `NNpsk0` handshake on the link's pre-shared key, then encrypted, authenticated frames
+//! with optional lz4 or zstd compression. Replication, the dirty bitmap and resync build
+//! on them.
 #![forbid(unsafe_code)]
 
+pub mod link;
 pub mod nbd;
 pub mod store;
