@@ -121,6 +121,15 @@ pub trait Registry: Send + Sync {
         params: &Params,
     ) -> Result<Box<dyn ResourceDriver>, ParamError>;
     fn build_probe(&self, kind: &str, params: &Params) -> Result<Box<dyn Probe>, ParamError>;
+    /// Checks of a resource kind that need its group's servers (a mirror joins exactly
+    /// two). Default: none.
+    fn check_group_servers(&self, _kind: &str, _servers: &[String]) -> Result<(), ParamError> {
+        Ok(())
+    }
+    /// Monitor kinds that watch one resource (named by the monitor's `resource` key).
+    fn monitor_needs_resource(&self, _kind: &str) -> bool {
+        false
+    }
 }
 
 /// A probe that checks a resource driver: the monitor kind `resource`.

@@ -57,6 +57,14 @@ pub trait KindCatalog {
         kind: &str,
         params: &toml::Table,
     ) -> Result<(), (Option<String>, String)>;
+    /// Checks of a resource kind that need its group's servers. Default: none.
+    fn check_group_servers(&self, _kind: &str, _servers: &[String]) -> Result<(), String> {
+        Ok(())
+    }
+    /// Monitor kinds that need the `resource` key (besides `resource`). Default: none.
+    fn monitor_needs_resource(&self, _kind: &str) -> bool {
+        false
+    }
 }
 
 /// A catalog that accepts any kind (used by the engine's own tests).

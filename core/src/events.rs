@@ -373,6 +373,60 @@ catalogue! {
     AWS_EIP_ASSOCIATED = 6022, Info, "aws", "Elastic IP associated with this server",
         cause: "An `aws-eip` resource associated the Elastic IP with this server's ENI; the event gives the time it took.",
         action: "None.";
+    MIRROR_CONNECTED = 7001, Info, "mirror", "Mirror link up",
+        cause: "The mirror processes of a `mirror-disk` resource on the group's two servers authenticated each other and compared their data generations; the message says which side copies to which (if any).",
+        action: "None. `baton mirror status` shows the resync, if one runs.";
+    MIRROR_DISCONNECTED = 7002, Warning, "mirror", "Mirror link down",
+        cause: "The mirror link of a `mirror-disk` resource broke: the peer's server, its mirror process or the network between them is gone. On the primary, writes go on (sync mode: after `ack_timeout`, while this server holds the group with quorum; `on_peer_loss = \"suspend\"` makes them wait) and are marked in the dirty bitmap for a differential resync.",
+        action: "Find out why the peer is away (`baton status`, the peer's alert log). When it comes back, only the regions written meanwhile are copied.";
+    MIRROR_RESYNC_STARTED = 7003, Info, "mirror", "Mirror resync started",
+        cause: "Regions differ between the two sides (written while the link was down, queued writes that did not fit, a new volume): they are copied from the source side in the background, at most `bandwidth_limit` per second. The target side's copy is not usable until the resync is done.",
+        action: "None; follow it with `baton mirror status --follow`.";
+    MIRROR_RESYNC_DONE = 7004, Info, "mirror", "Mirror resync done",
+        cause: "Every region that differed was copied; both sides hold the same data generation again. The message gives the bytes copied and the rate.",
+        action: "None.";
+    MIRROR_DEGRADED = 7005, Warning, "mirror", "Mirror writes go on without the peer",
+        cause: "The primary acknowledged a write the peer does not have (the peer is away, replication is paused, or, in async mode, the queue is full) and started a new data generation, so the peer knows it is behind when it returns and refuses to take over with old data.",
+        action: "Bring the peer back (or resume replication); a differential resync follows.";
+    MIRROR_SPLIT_BRAIN = 7006, Critical, "mirror", "Mirror data split brain",
+        cause: "Both sides of a mirror wrote data the other does not have since they last agreed (typically a forced promotion while the other side was cut off but still writing). Nothing is copied automatically: each side keeps its data.",
+        action: "Choose the side to keep; on the OTHER server run `baton mirror discard-local RESOURCE --yes` (its changes since the split are overwritten by a resync from the kept side). Back its data up first if it matters.";
+    MIRROR_STALE_REFUSED = 7007, Error, "mirror", "Mirror refused to become primary: data stale",
+        cause: "The group was to be activated on a server whose copy of the mirror is known to be behind the peer's (Outdated: the peer wrote without it; Inconsistent: a resync into it did not finish) or in split brain. Activating it would serve old data, so the resource's activation failed.",
+        action: "Bring the server with the newer data back. If it is lost for good, accept the older data with `baton mirror force-primary RESOURCE --yes` on this server and start the group again (BTN-7008 records it).";
+    MIRROR_FORCED_PRIMARY = 7008, Warning, "mirror", "Mirror forced primary with possibly stale data",
+        cause: "An operator allowed a stale or split-brain side to become primary (`baton mirror force-primary`). It starts a new data generation: if the other side comes back with its own newer writes, that is a split brain (BTN-7006), never a silent overwrite.",
+        action: "Check the application's data.";
+    MIRROR_PEER_REFUSED = 7009, Warning, "mirror", "Mirror connection refused",
+        cause: "Something connected to the mirror port that did not prove the cluster key (a peer with another key, a scanner, random bytes). Nothing it sent was written; raised at most once a minute with the counts.",
+        action: "If it is the peer, give both servers the same key file (during a rotation, list the new key in `accept_key_files`); otherwise block the source.";
+    MIRROR_PEER_MISMATCH = 7010, Error, "mirror", "Mirror peer holds another volume",
+        cause: "The peer authenticated but its volume differs in size, region size or identity; nothing is replicated.",
+        action: "Give both servers the same `size` and `region_size`; a peer with another volume's data must be emptied (new backing store and metadata) to join.";
+    MIRROR_FENCED = 7011, Critical, "mirror", "Mirror fenced: another server took over",
+        cause: "The peer became primary at a higher epoch: this server no longer holds the group, and its mirror refuses every write from now on (the peer refuses frames of the old epoch too), so no write is acknowledged here after the takeover.",
+        action: "None: the agent deactivates the group here. The application on this server sees I/O errors until then.";
+    MIRROR_PAUSED = 7012, Warning, "mirror", "Mirror replication paused",
+        cause: "An operator paused replication (`baton mirror pause`, for a backup of the secondary, maintenance of the link). Writes go on locally and are marked out of sync; the peer knows it is behind and cannot take over.",
+        action: "`baton mirror resume` when done: a differential resync follows.";
+    MIRROR_RESUMED = 7013, Info, "mirror", "Mirror replication resumed",
+        cause: "An operator resumed replication.",
+        action: "None.";
+    MIRROR_QUEUE_FULL = 7014, Warning, "mirror", "Mirror async queue full",
+        cause: "In async mode, writes not yet acknowledged by the peer reached `queue_size`. Writes go on locally; the regions are marked out of sync and copied by a background resync, and the peer counts as behind until it completes.",
+        action: "If it happens often, raise `queue_size`, the link's bandwidth or `bandwidth_limit`.";
+    MIRROR_DISK_ERROR = 7015, Error, "mirror", "Mirror backing store error",
+        cause: "Reading or writing the backing store or the metadata failed (a full or failing disk). The operation that failed was not acknowledged.",
+        action: "Check the device and the filesystem that hold it (`dmesg`); the `mirror-disk` monitor fails over the group when configured to.";
+    MIRROR_WRITES_SUSPENDED = 7016, Warning, "mirror", "Mirror writes waiting",
+        cause: "Writes on the primary wait: the peer is away and either `on_peer_loss = \"suspend\"` or the agent has not confirmed that this server still holds the group with quorum (an isolated primary must not acknowledge writes the new primary will not have).",
+        action: "Restore the link or let the group move; writes continue (or fail after 2 minutes).";
+    MIRROR_STARTED = 7017, Info, "mirror", "Mirror process started",
+        cause: "The agent started the mirror process of a `mirror-disk` resource (a process of its own, so the volume stays up when the agent restarts), or adopted one that was running.",
+        action: "None.";
+    MIRROR_SPLIT_BRAIN_RESOLVED = 7018, Warning, "mirror", "Mirror split brain resolved",
+        cause: "An operator chose to discard this side's changes (`baton mirror discard-local`); it becomes the target of a resync from the peer.",
+        action: "None.";
 }
 
 /// Look up a catalogue entry by numeric id.

@@ -11,6 +11,16 @@
 //! on them.
 #![forbid(unsafe_code)]
 
+pub mod control;
+pub mod daemon;
+pub mod events;
 pub mod link;
+pub mod meta;
 pub mod nbd;
+pub mod params;
+pub mod proto;
+pub mod session;
 pub mod store;
+pub mod volume;
+
+pub use baton_providers::clock;

@@ -45,6 +45,28 @@ impl FileStore {
         let size = file.metadata()?.len();
         Ok(FileStore { file, size })
     }
+
+    /// Open a file or a block device (whose size is found by seeking to its end); with
+    /// `size`, the store must be at least that big and only its first `size` bytes are
+    /// used.
+    pub fn open_sized(path: &Path, size: Option<u64>) -> io::Result<FileStore> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let have = file.seek(SeekFrom::End(0))?;
+        let size = match size {
+            Some(s) if s > have => {
+                return Err(io::Error::other(format!(
+                    "it has {have} bytes, the volume needs {s}"
+                )))
+            }
+            Some(s) => s,
+            None => have,
+        };
+        Ok(FileStore { file, size })
+    }
 }
 
 impl BlockStore for FileStore {

@@ -33,6 +33,25 @@ impl KindCatalog for ProviderCatalog<'_> {
             .map(|_| ())
             .map_err(|e| (e.key, e.message))
     }
+    fn check_group_servers(&self, kind: &str, servers: &[String]) -> Result<(), String> {
+        self.0
+            .check_group_servers(kind, servers)
+            .map_err(|e| e.message)
+    }
+    fn monitor_needs_resource(&self, kind: &str) -> bool {
+        self.0.monitor_needs_resource(kind)
+    }
+}
+
+/// Every kind this build knows (the providers' and mirroring's), AWS clients built from
+/// `[aws]` on first use.
+pub fn kinds(aws: &baton_core::config::AwsSection) -> crate::mirror_kind::Kinds {
+    crate::mirror_kind::Kinds::new(baton_providers::registry(aws))
+}
+
+/// [`kinds`] with the default `[aws]` settings (enough to validate configurations).
+pub fn default_kinds() -> crate::mirror_kind::Kinds {
+    crate::mirror_kind::Kinds::new(baton_providers::default_registry())
 }
 
 /// A path of the configuration (`key_file`, `accept_key_files`, token files) as it is
@@ -51,7 +70,7 @@ pub fn config_path(config_file: &std::path::Path, p: &std::path::Path) -> std::p
 /// Load and fully validate a configuration file with every kind this build knows. (The
 /// agent reads the file; `core` only parses and validates text.)
 pub fn load(path: &std::path::Path) -> Result<Loaded, ConfigError> {
-    let reg = baton_providers::default_registry();
+    let reg = default_kinds();
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => config::load_str(&file, &text, &ProviderCatalog(&reg)),

@@ -220,6 +220,17 @@ pub enum Cmd {
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
     },
+    /// Mirror disks on this server: status, pause/resume, forced promotion, split brain.
+    Mirror {
+        #[command(subcommand)]
+        op: crate::mirror_cmd::MirrorOp,
+    },
+    /// The mirror process of one `mirror-disk` resource (started by the agent).
+    #[command(hide = true)]
+    MirrorDaemon {
+        #[command(flatten)]
+        a: crate::mirror_cmd::DaemonArgs,
+    },
     /// The small HTTP application used by the demo (answers GET / and /health).
     #[command(hide = true)]
     DemoApp {
@@ -558,7 +569,11 @@ async fn send_command(t: &Target, cmd: Command, done: &str) -> Exit {
 
 pub async fn run(cli: Cli) -> Exit {
     match cli.cmd {
-        Cmd::Agent { .. } | Cmd::Demo { .. } | Cmd::DemoApp { .. } | Cmd::Witness { .. } => {
+        Cmd::Agent { .. }
+        | Cmd::Demo { .. }
+        | Cmd::DemoApp { .. }
+        | Cmd::Witness { .. }
+        | Cmd::MirrorDaemon { .. } => {
             Exit::Failure // handled in main
         }
         Cmd::Status { t } => status(&t).await,
@@ -572,6 +587,7 @@ pub async fn run(cli: Cli) -> Exit {
         } => config_check(&file, json),
         Cmd::Events { markdown, json } => events_cmd(markdown, json),
         Cmd::Notify { op } => crate::notify_cmd::run(op).await,
+        Cmd::Mirror { op } => crate::mirror_cmd::run(op).await,
         Cmd::Keygen {
             witness: Some(out),
             config,

@@ -15,6 +15,8 @@ pub mod exit;
 pub mod files;
 pub mod key;
 pub mod listen;
+pub mod mirror_cmd;
+pub mod mirror_kind;
 pub mod notify_cmd;
 pub mod persist;
 pub mod reach;

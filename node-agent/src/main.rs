@@ -94,6 +94,10 @@ fn main() -> ExitCode {
                 .await
             }
             Cmd::DemoApp { listen, name } => baton_agent::demo::app(listen, name).await,
+            Cmd::MirrorDaemon { a } => {
+                init_tracing(false);
+                baton_agent::mirror_cmd::daemon(a).await
+            }
             Cmd::Witness {
                 listen,
                 key_file,

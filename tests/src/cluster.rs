@@ -435,6 +435,40 @@ impl Cluster {
         self.nodes[i].child = None;
     }
 
+    /// Pids of this cluster's mirror processes (`baton mirror-daemon`), of one server or
+    /// of all.
+    pub fn mirror_pids(&self, server: Option<&str>) -> Vec<i32> {
+        let dir = self.dir.to_string_lossy().to_string();
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).to_string())
+                .collect();
+            if !args.iter().any(|a| a == "mirror-daemon") || !args.iter().any(|a| a.contains(&dir))
+            {
+                continue;
+            }
+            if let Some(s) = server {
+                let named = args.windows(2).any(|w| w[0] == "--server" && w[1] == s);
+                if !named {
+                    continue;
+                }
+            }
+            out.push(pid);
+        }
+        out
+    }
+
     /// Start `server`'s agent again (same configuration and state directory) and wait for
     /// its API.
     pub fn restart(&mut self, server: &str) {
@@ -673,6 +707,10 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
+        // Mirror processes outlive their agents by design.
+        for pid in self.mirror_pids(None) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
         // Application processes started by the exec resource outlive a killed agent.
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
             for e in rd.flatten() {
@@ -736,7 +774,13 @@ recovery = {{ target = "{GROUP}", restart_retries = {rr}, failover_retries = {fr
     }
     if !spec.extra_config.is_empty() {
         s.push('\n');
-        s.push_str(&spec.extra_config);
+        // Scenarios that need ports or files of their own name them so.
+        s.push_str(
+            &spec
+                .extra_config
+                .replace("@DIR@", &d.to_string())
+                .replace("@PORT@", &port.to_string()),
+        );
     }
     s
 }

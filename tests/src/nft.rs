@@ -99,6 +99,36 @@ impl Cut {
         })
     }
 
+    /// Drop every packet (any protocol) between each of `mine` and each of `others`,
+    /// both directions: a server with the addresses `mine` is cut off from them.
+    pub fn isolate(mine: &[std::net::IpAddr], others: &[std::net::IpAddr]) -> Result<Cut, String> {
+        let mut rules = String::new();
+        for a in mine {
+            for b in others {
+                rules.push_str(&format!(
+                    "    ip saddr {a} ip daddr {b} drop\n    ip saddr {b} ip daddr {a} drop\n"
+                ));
+            }
+        }
+        Cut::script(&rules)
+    }
+
+    fn script(rules: &str) -> Result<Cut, String> {
+        let table = format!(
+            "baton_test_{}_{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        );
+        let script = format!(
+            "table inet {table} {{\n  chain input {{\n    type filter hook input priority -10; policy accept;\n{rules}  }}\n}}\n"
+        );
+        nft_script(&script)?;
+        Ok(Cut {
+            table,
+            active: true,
+        })
+    }
+
     /// Remove the rules now.
     pub fn restore(&mut self) -> Result<(), String> {
         if !self.active {

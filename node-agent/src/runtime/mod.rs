@@ -857,13 +857,28 @@ fn build_drivers(
     cfg: &Config,
     me: &str,
     reg: &dyn Registry,
+    mirror: &crate::mirror_kind::MirrorCtx,
 ) -> Result<(DriverMap, ProbeMap), AgentError> {
+    use crate::mirror_kind as mk;
     let mut drivers: DriverMap = HashMap::new();
     for g in &cfg.groups {
         if !g.servers.iter().any(|s| s == me) {
             continue;
         }
         for r in &g.resources {
+            if r.kind == mk::RESOURCE_KIND {
+                let launch = mk::launch_for(cfg, me, &g.name, &r.name, mirror).map_err(|msg| {
+                    AgentError::Build {
+                        what: format!("resource {}", r.name),
+                        msg,
+                    }
+                })?;
+                drivers.insert(
+                    (g.name.clone(), r.name.clone()),
+                    Arc::new(mk::MirrorDiskDriver { launch }),
+                );
+                continue;
+            }
             let d = reg
                 .build_resource(&r.kind, &r.params_for(me))
                 .map_err(|e| AgentError::Build {
@@ -896,6 +911,22 @@ fn build_drivers(
                     }),
                 );
             }
+            continue;
+        }
+        if let Some(kind) = mk::MONITOR_KINDS.iter().find(|k| **k == m.kind) {
+            let (Some(gname), Some(rname)) = (&m.group, &m.resource) else {
+                continue;
+            };
+            if !drivers.contains_key(&(gname.clone(), rname.clone())) {
+                // Not one of this server's groups.
+                continue;
+            }
+            let launch =
+                mk::launch_for(cfg, me, gname, rname, mirror).map_err(|msg| AgentError::Build {
+                    what: format!("monitor {}", m.name),
+                    msg,
+                })?;
+            probes.insert(m.name.clone(), Arc::new(mk::MirrorProbe { kind, launch }));
             continue;
         }
         let p = reg
@@ -938,7 +969,15 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     if let Some(ev) = l.fd_event {
         shared.raise(ev);
     }
-    let (drivers, probes) = start::drivers(&cfg, &me, &shared)?;
+    let mirror = crate::mirror_kind::MirrorCtx {
+        config_file: opts.config.clone(),
+        state_dir: l.state.path().to_path_buf(),
+        keys: {
+            use crate::key::Keys;
+            shared.ring.all().cloned().collect()
+        },
+    };
+    let (drivers, probes) = start::drivers(&cfg, &me, &shared, &mirror)?;
     let t0 = crate::clock::now();
     let rtt = start::spawn_receivers(&sockets, &shared, t0);
     let (api, socket) = start::spawn_api(&shared, api_listener, l.api_limits, l.server_cert)?;

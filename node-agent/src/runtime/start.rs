@@ -184,10 +184,12 @@ pub(super) fn drivers(
     cfg: &Config,
     me: &str,
     shared: &Arc<Shared>,
+    mirror: &crate::mirror_kind::MirrorCtx,
 ) -> Result<(DriverMap, ProbeMap), AgentError> {
-    let reg = baton_providers::registry(&cfg.aws);
-    let built = build_drivers(cfg, me, &reg)?;
-    if let Some(mut provider_events) = reg.take_events() {
+    let reg = crate::catalog::kinds(&cfg.aws);
+    let built = build_drivers(cfg, me, &reg, mirror)?;
+    spawn_mirror_watch(cfg, me, shared, mirror)?;
+    if let Some(mut provider_events) = reg.providers.take_events() {
         let sh = shared.clone();
         tokio::spawn(async move {
             while let Some(ev) = provider_events.recv().await {
@@ -196,6 +198,35 @@ pub(super) fn drivers(
         });
     }
     Ok(built)
+}
+
+/// Keep the mirror process of every `mirror-disk` resource of this server's groups
+/// running (or re-adopt it), renew its write lease while this server holds the group
+/// with quorum (for the self-fence deadline `F`: the peer cannot take over before it
+/// runs out), and raise its events.
+fn spawn_mirror_watch(
+    cfg: &Config,
+    me: &str,
+    shared: &Arc<Shared>,
+    mirror: &crate::mirror_kind::MirrorCtx,
+) -> Result<(), AgentError> {
+    let timing = cfg.timing(cfg.heartbeat.timeout.ms());
+    let interval = std::time::Duration::from_millis(timing.interval_ms.clamp(50, 1000));
+    for (g, r) in crate::mirror_kind::mirrors_of(cfg, me) {
+        let launch = crate::mirror_kind::launch_for(cfg, me, &g, &r, mirror).map_err(|msg| {
+            AgentError::Build {
+                what: format!("resource {r}"),
+                msg,
+            }
+        })?;
+        tokio::spawn(crate::mirror_kind::watch(
+            launch,
+            shared.clone(),
+            timing.fence_ms,
+            interval,
+        ));
+    }
+    Ok(())
 }
 
 /// The engine, booted with this start's incarnation and what the state directory holds

@@ -56,6 +56,14 @@ fn monitor(
     let mut group = implied_group(d, mp, &c, defined);
     if c.kind == "resource" && c.resource.is_none() {
         d.err(&at(mp, "kind"), "a monitor of kind `resource` needs `resource = \"NAME\"`: the group resource whose check it polls");
+    } else if c.resource.is_none() && kinds.monitor_needs_resource(&c.kind) {
+        d.err(
+            &at(mp, "kind"),
+            format!(
+                "a monitor of kind `{}` needs `resource = \"NAME\"`: the resource it watches",
+                c.kind
+            ),
+        );
     }
     let recovery = c
         .recovery

@@ -104,6 +104,11 @@ fn check_kind_keys(
             ),
         );
     } else {
+        if let Err(msg) = kinds.check_group_servers(&c.kind, servers) {
+            let mut p = rp.to_vec();
+            p.push(k("kind"));
+            d.err(&p, msg);
+        }
         let mut reported = BTreeSet::new();
         for s in servers {
             let merged = merge_tables(params, c.server.get(s));

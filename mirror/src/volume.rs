@@ -1,0 +1,776 @@
+//! One mirrored volume on one server: its store, its metadata, its role, and the write
+//! path the NBD server calls ([`Volume`] is a [`BlockStore`]).
+//!
+//! A write on the primary: the regions it covers are marked in the dirty bitmap,
+//! durably, before anything else; then it is written locally and handed to the link in
+//! order (under the shared side of `io`, so a resync copy, which reads under the
+//! exclusive side, is never overtaken by an older copy of the same region); in sync mode
+//! it is acknowledged when the peer acknowledged it. A region's bit is cleared once every
+//! frame that touched it was acknowledged and nothing about it was lost on the way.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use crate::clock::Instant;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify};
+
+use crate::events::{EventKind, EventLog};
+use crate::meta::{DiskState, Meta, Super};
+use crate::params::{Mode, PeerLoss};
+use crate::proto::{flag, kind, WriteHdr};
+use crate::store::BlockStore;
+
+/// A frame waiting for the link's sender.
+#[derive(Debug)]
+pub struct Out {
+    pub kind: u8,
+    pub hdr: Vec<u8>,
+    pub data: Vec<u8>,
+    /// Compress `data` with the volume's compression (resync and async).
+    pub compress: bool,
+}
+
+/// Connection to the peer, as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conn {
+    /// No link (the peer is away or unreachable).
+    Disconnected,
+    /// Linked and replicating.
+    Connected,
+    /// Linked but refusing to replicate: both sides wrote (see `split_brain`).
+    SplitBrain,
+    /// Linked but refused: not two halves of one volume (the reason is in `last_error`).
+    Refused,
+}
+
+/// Progress of a resync (on both sides; the source counts).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Resync {
+    pub running: bool,
+    /// This side is the source.
+    pub source: bool,
+    pub total_bytes: u64,
+    pub done_bytes: u64,
+    /// Bytes that went over the link (data regions; zero regions cost nothing).
+    pub sent_bytes: u64,
+    pub started_ms: u64,
+    pub rate_bytes_per_s: u64,
+    pub remaining_s: Option<u64>,
+}
+
+/// Mutable role and link state.
+#[derive(Debug)]
+pub struct State {
+    pub primary: Option<u64>,
+    /// A peer took over at a higher epoch: no write is acknowledged here any more.
+    pub fenced: bool,
+    pub conn: Conn,
+    /// Incremented at every connect and disconnect; waiters notice a changed session.
+    pub session: u64,
+    pub peer: Option<String>,
+    pub peer_disk: Option<DiskState>,
+    /// Replication paused by an operator (writes go on locally, marked out of sync).
+    pub paused: bool,
+    /// The peer has everything (connected, nothing out of sync).
+    pub in_sync: bool,
+    /// This side is a resync target right now (its data is not usable until done).
+    pub target: bool,
+    /// This side is the source of the current session (it runs the resync).
+    pub source: bool,
+    /// Writes since the link was lost started a new data generation already.
+    pub diverged: bool,
+    /// Until when the agent confirmed this server holds the group with quorum.
+    pub lease_until: Option<Instant>,
+    /// The agent's view with the last lease: the peer's server is down (heartbeats).
+    pub peer_down: bool,
+    pub resync: Resync,
+    pub last_error: Option<String>,
+    /// Sender of the current session's link.
+    pub out: Option<mpsc::Sender<Out>>,
+    pub promote_forced: bool,
+    /// An operator chose to discard this side's changes (split brain resolution).
+    pub discard_local: bool,
+    /// The session was ended by a missed acknowledgement.
+    pub kicked: bool,
+}
+
+/// Regions with frames in flight, and regions whose last change did not reach the peer.
+#[derive(Debug, Default)]
+struct Tracker {
+    next_seq: u64,
+    acked: u64,
+    /// Frames sent and not yet acknowledged: (seq, first region, last region, async bytes).
+    inflight: VecDeque<(u64, u64, u64, u64)>,
+    pending: HashMap<u64, u32>,
+    /// Regions written while connected whose write was not sent (async queue full,
+    /// paused): an acknowledgement of another frame must not clear them.
+    stale: std::collections::HashSet<u64>,
+    /// Async: bytes of writes queued for the peer.
+    queued: u64,
+    /// Resync copies in flight.
+    copies: u64,
+    /// Incremented when a link is lost: a reservation of an older link is void.
+    link_gen: u64,
+}
+
+/// Counters shown by `baton mirror status`.
+#[derive(Debug, Default, Serialize)]
+pub struct Counters {
+    pub writes: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub writes_replicated: AtomicU64,
+    pub writes_degraded: AtomicU64,
+    pub refused_auth: AtomicU64,
+    pub refused_protocol: AtomicU64,
+    pub refused_epoch: AtomicU64,
+    pub queue_full: AtomicU64,
+    pub resync_bytes: AtomicU64,
+    pub link_bytes_sent: AtomicU64,
+}
+
+/// Settings of a volume the write path needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: String,
+    pub mode: Mode,
+    pub on_peer_loss: PeerLoss,
+    pub ack_timeout: Duration,
+    pub queue_size: u64,
+    pub bandwidth_limit: u64,
+}
+
+pub struct Volume {
+    pub settings: Settings,
+    pub store: Arc<dyn BlockStore>,
+    pub meta: Mutex<Meta>,
+    pub state: Mutex<State>,
+    tracker: Mutex<Tracker>,
+    acked: Condvar,
+    /// Writes hold it shared from the local write until the frame is queued; a resync
+    /// copy holds it exclusive from the read until the frame is queued.
+    pub io: RwLock<()>,
+    pub counters: Counters,
+    /// Woken when regions become dirty (the resync task waits on it) or the state changes.
+    pub wake: Notify,
+    /// Woken to end the current session.
+    pub kick: Notify,
+    pub events: EventLog,
+    region_size: u64,
+    size: u64,
+}
+
+impl std::fmt::Debug for Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Volume")
+            .field("server", &self.settings.server)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks is a bug; the data (counters, flags) is
+    // still meaningful, so go on rather than poison every later call.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn eio(msg: impl Into<String>) -> io::Error {
+    io::Error::other(msg.into())
+}
+
+/// How long a write may wait for the peer or a lease before it fails (the NBD client
+/// sees EIO); a demotion or a fence ends the wait earlier.
+const MAX_WRITE_WAIT: Duration = Duration::from_secs(120);
+
+impl Volume {
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn BlockStore>,
+        meta: Meta,
+        events: EventLog,
+    ) -> Volume {
+        let sb = meta.super_block().clone();
+        let primary = sb.primary.then_some(sb.max_epoch);
+        Volume {
+            settings,
+            store,
+            region_size: u64::from(sb.region_size),
+            size: sb.size,
+            meta: Mutex::new(meta),
+            state: Mutex::new(State {
+                primary,
+                fenced: false,
+                conn: Conn::Disconnected,
+                session: 0,
+                peer: None,
+                peer_disk: None,
+                paused: false,
+                in_sync: false,
+                target: false,
+                source: false,
+                diverged: false,
+                lease_until: None,
+                peer_down: false,
+                resync: Resync::default(),
+                last_error: None,
+                out: None,
+                promote_forced: false,
+                discard_local: false,
+                kicked: false,
+            }),
+            tracker: Mutex::new(Tracker {
+                next_seq: 1,
+                ..Tracker::default()
+            }),
+            acked: Condvar::new(),
+            io: RwLock::new(()),
+            counters: Counters::default(),
+            wake: Notify::new(),
+            kick: Notify::new(),
+            events,
+        }
+    }
+
+    pub fn region_size(&self) -> u64 {
+        self.region_size
+    }
+
+    pub fn regions_of(&self, offset: u64, len: u64) -> (u64, u64) {
+        let first = offset / self.region_size;
+        let last = (offset + len.max(1) - 1) / self.region_size;
+        (first, last)
+    }
+
+    pub fn super_block(&self) -> Super {
+        lock(&self.meta).super_block().clone()
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Change the metadata durably.
+    pub fn update_meta(&self, f: impl FnOnce(&mut Super)) -> io::Result<()> {
+        lock(&self.meta)
+            .update(f)
+            .map_err(|e| eio(format!("mirror metadata: {e}")))
+    }
+
+    pub fn bitmap(&self) -> Arc<crate::meta::Bitmap> {
+        lock(&self.meta).bitmap()
+    }
+
+    /// The writer side: only a primary that is not fenced writes.
+    fn check_writable(&self) -> io::Result<u64> {
+        let st = self.state();
+        if st.fenced {
+            return Err(eio(
+                "mirror: a peer took over the group at a higher epoch; writes are refused here",
+            ));
+        }
+        match st.primary {
+            Some(e) if !st.target => Ok(e),
+            Some(_) => Err(eio("mirror: this side is a resync target")),
+            None => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "mirror: not primary",
+            )),
+        }
+    }
+
+    /// Count regions `a..=b` as having a write in flight before the write marks them, so
+    /// that an acknowledgement of an earlier frame cannot clear a bit this write set
+    /// (the bitmap's contract). Returns the link generation of the reservation.
+    fn reserve(&self, a: u64, b: u64) -> u64 {
+        let mut t = lock(&self.tracker);
+        for r in a..=b {
+            *t.pending.entry(r).or_insert(0) += 1;
+        }
+        t.link_gen
+    }
+
+    /// The reserved write was not sent: the regions stay dirty (and, on a live link,
+    /// stale: a later acknowledgement must not clear them).
+    fn unreserve(&self, a: u64, b: u64, gen: u64, connected: bool) {
+        let mut t = lock(&self.tracker);
+        if t.link_gen != gen {
+            // The link it was reserved on is gone; lost_link dropped the counts.
+            return;
+        }
+        for r in a..=b {
+            if let Some(n) = t.pending.get_mut(&r) {
+                *n -= 1;
+                if *n == 0 {
+                    t.pending.remove(&r);
+                }
+            }
+            if connected {
+                t.stale.insert(r);
+            }
+        }
+    }
+
+    /// Queue a frame on the current link. `Some(seq)` when it was queued (and counts as
+    /// in flight for `regions`); `None` when there is no link or (async) no room, in
+    /// which case the regions stay dirty for the resync.
+    fn ship(
+        &self,
+        k: u8,
+        mut hdr: WriteHdr,
+        data: &[u8],
+        regions: Option<(u64, u64)>,
+        gen: Option<u64>,
+    ) -> Option<u64> {
+        let (connected, blocked, out) = {
+            let st = self.state();
+            (
+                st.conn == Conn::Connected,
+                st.paused || st.target,
+                st.out.clone(),
+            )
+        };
+        if !connected || blocked {
+            return None;
+        }
+        let out = out?;
+        let mut t = lock(&self.tracker);
+        if gen.is_some_and(|g| g != t.link_gen) {
+            return None;
+        }
+        let asyncq = self.settings.mode == Mode::Async && k == kind::WRITE;
+        if asyncq && t.queued + data.len() as u64 > self.settings.queue_size {
+            self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
+            drop(t);
+            self.on_queue_full();
+            return None;
+        }
+        hdr.seq = t.next_seq;
+        let frame = Out {
+            kind: k,
+            hdr: hdr.encode().to_vec(),
+            data: data.to_vec(),
+            compress: self.settings.mode == Mode::Async,
+        };
+        // Sending under the tracker lock keeps the link's order the sequence order.
+        if out.blocking_send(frame).is_err() {
+            return None;
+        }
+        let seq = t.next_seq;
+        t.next_seq += 1;
+        if asyncq {
+            t.queued += data.len() as u64;
+        }
+        let (a, b) = regions.unwrap_or((u64::MAX, u64::MAX));
+        let queued = if asyncq { data.len() as u64 } else { 0 };
+        t.inflight.push_back((seq, a, b, queued));
+        Some(seq)
+    }
+
+    fn on_queue_full(&self) {
+        let first = {
+            let mut st = self.state();
+            let was = st.in_sync;
+            st.in_sync = false;
+            was
+        };
+        if first {
+            self.events.raise(
+                EventKind::QueueFull,
+                "async queue full: writes are marked out of sync and copied by a resync".into(),
+            );
+            self.send_state(&crate::proto::StateMsg::Outdated);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Send a state message on the current link (best effort).
+    pub fn send_state(&self, m: &crate::proto::StateMsg) {
+        let out = self.state().out.clone();
+        if let (Some(out), Ok(json)) = (out, serde_json::to_vec(m)) {
+            let _ = out.try_send(Out {
+                kind: kind::STATE,
+                hdr: json,
+                data: Vec::new(),
+                compress: false,
+            });
+        }
+    }
+
+    /// Sequence number of the next frame (resync copies take theirs here too).
+    pub fn ship_copy(&self, region: u64, data: Option<Vec<u8>>, epoch: u64) -> Option<u64> {
+        let out = {
+            let st = self.state();
+            if st.conn != Conn::Connected {
+                return None;
+            }
+            st.out.clone()?
+        };
+        let mut t = lock(&self.tracker);
+        let offset = region * self.region_size;
+        let len = self.region_size.min(self.size - offset);
+        let (k, data) = match data {
+            Some(d) => (kind::COPY, d),
+            None => (kind::COPY_ZERO, Vec::new()),
+        };
+        let hdr = WriteHdr {
+            epoch,
+            seq: t.next_seq,
+            offset,
+            len,
+            flags: 0,
+        };
+        let frame = Out {
+            kind: k,
+            hdr: hdr.encode().to_vec(),
+            data,
+            compress: true,
+        };
+        if out.blocking_send(frame).is_err() {
+            return None;
+        }
+        let seq = t.next_seq;
+        t.next_seq += 1;
+        t.stale.remove(&region);
+        t.copies += 1;
+        *t.pending.entry(region).or_insert(0) += 1;
+        t.inflight.push_back((seq, region, region, u64::MAX));
+        Some(seq)
+    }
+
+    /// The peer acknowledged every frame up to `seq`: clear the regions nothing else is
+    /// in flight for.
+    pub fn on_ack(&self, seq: u64) {
+        let bitmap = self.bitmap();
+        let mut t = lock(&self.tracker);
+        while let Some(&(s, a, b, bytes)) = t.inflight.front() {
+            if s > seq {
+                break;
+            }
+            t.inflight.pop_front();
+            if bytes == u64::MAX {
+                t.copies = t.copies.saturating_sub(1);
+            } else {
+                t.queued = t.queued.saturating_sub(bytes);
+            }
+            if a == u64::MAX {
+                continue;
+            }
+            for r in a..=b {
+                let left = match t.pending.get_mut(&r) {
+                    Some(n) => {
+                        *n -= 1;
+                        *n
+                    }
+                    None => 0,
+                };
+                if left == 0 {
+                    t.pending.remove(&r);
+                    if !t.stale.contains(&r) {
+                        bitmap.clear_region(r);
+                    }
+                }
+            }
+        }
+        t.acked = t.acked.max(seq);
+        drop(t);
+        self.acked.notify_all();
+    }
+
+    /// A region with frames in flight is left to their acknowledgements.
+    pub fn in_flight(&self, region: u64) -> bool {
+        lock(&self.tracker).pending.contains_key(&region)
+    }
+
+    pub fn copies_in_flight(&self) -> u64 {
+        lock(&self.tracker).copies
+    }
+
+    /// The link is gone: everything in flight stays dirty; writers waiting for
+    /// acknowledgements are woken.
+    pub fn lost_link(&self) {
+        let mut t = lock(&self.tracker);
+        t.inflight.clear();
+        t.pending.clear();
+        t.stale.clear();
+        t.queued = 0;
+        t.copies = 0;
+        t.link_gen += 1;
+        drop(t);
+        self.acked.notify_all();
+    }
+
+    /// Wait until `seq` is acknowledged in `session`; false when the session ended or the
+    /// ack timeout passed.
+    fn wait_ack(&self, seq: u64, session: u64) -> bool {
+        let deadline = crate::clock::now() + self.settings.ack_timeout;
+        let mut t = lock(&self.tracker);
+        loop {
+            if t.acked >= seq {
+                return true;
+            }
+            if self.state().session != session {
+                return false;
+            }
+            let now = crate::clock::now();
+            if now >= deadline {
+                return false;
+            }
+            let (g, _) = self
+                .acked
+                .wait_timeout(t, (deadline - now).min(Duration::from_millis(100)))
+                .unwrap_or_else(|p| p.into_inner());
+            t = g;
+        }
+    }
+
+    /// A write that the peer did not take: may it be acknowledged anyway?
+    fn degraded_ok(&self) -> io::Result<()> {
+        self.counters
+            .writes_degraded
+            .fetch_add(1, Ordering::Relaxed);
+        let start = crate::clock::now();
+        let mut told = false;
+        loop {
+            let (lease_ok, fenced, primary, in_sync, peer_down, paused) = {
+                let st = self.state();
+                let lease_ok = st.lease_until.is_some_and(|u| u > crate::clock::now());
+                (
+                    lease_ok,
+                    st.fenced,
+                    st.primary.is_some(),
+                    st.in_sync && st.conn == Conn::Connected,
+                    st.peer_down,
+                    st.paused,
+                )
+            };
+            if fenced || !primary {
+                return Err(eio("mirror: the group moved; the write is refused"));
+            }
+            let sync = self.settings.mode == Mode::Sync;
+            let suspend = sync && self.settings.on_peer_loss == PeerLoss::Suspend;
+            if in_sync {
+                // Back and caught up (the resync copied the region with this write).
+                return Ok(());
+            }
+            // Sync mode goes on alone only when the peer cannot take over with older
+            // data: its server is down as the heartbeats say (it has no quorum to act on)
+            // or an operator paused replication (the peer was told it is behind).
+            if !suspend && lease_ok && (!sync || peer_down || paused) {
+                self.diverge()?;
+                return Ok(());
+            }
+            if !told {
+                told = true;
+                self.events.raise(
+                    EventKind::WritesSuspended,
+                    if suspend {
+                        "writes wait for the peer (on_peer_loss = \"suspend\")".into()
+                    } else if !lease_ok {
+                        "writes wait: the peer is away and the agent has not confirmed that this server holds the group with quorum".into()
+                    } else {
+                        "writes wait: the mirror link is down but the peer's server is up (heartbeats); they go on when the link returns, when the peer's server is declared down, or after `baton mirror pause`".into()
+                    },
+                );
+            }
+            if crate::clock::now().duration_since(start) > MAX_WRITE_WAIT {
+                return Err(eio(
+                    "mirror: neither the peer nor the agent's lease came back",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The first write the peer does not have in this disconnected period starts a new
+    /// data generation (durable before the write is acknowledged), so the peer learns at
+    /// the next meeting that it is behind, or that both sides wrote.
+    fn diverge(&self) -> io::Result<()> {
+        {
+            let st = self.state();
+            if st.diverged {
+                return Ok(());
+            }
+        }
+        let mut meta = lock(&self.meta);
+        let mut st = self.state();
+        if st.diverged {
+            return Ok(());
+        }
+        let new = crate::meta::new_generation(meta.super_block().current, rand::random());
+        meta.update(|s| {
+            s.history = [s.current, s.history[0], s.history[1], s.history[2]];
+            s.current = new;
+        })
+        .map_err(|e| eio(format!("mirror metadata: {e}")))?;
+        st.diverged = true;
+        st.in_sync = false;
+        drop(st);
+        drop(meta);
+        self.events.raise(
+            EventKind::Degraded,
+            format!("writes go on without the peer (new data generation {new:016x}); the peer will be resynchronised"),
+        );
+        Ok(())
+    }
+
+    fn do_write(&self, k: u8, data: &[u8], offset: u64, len: u64, flags: u8) -> io::Result<()> {
+        let epoch = self.check_writable()?;
+        let (a, b) = self.regions_of(offset, len);
+        let gen = self.reserve(a, b);
+        if let Err(e) = self.bitmap().mark(offset, len) {
+            self.unreserve(a, b, gen, false);
+            return Err(eio(format!("mirror bitmap: {e}")));
+        }
+        let session = self.state().session;
+        let fua = flags & flag::FUA != 0;
+        let ticket = {
+            let _g = self.io.read().unwrap_or_else(|p| p.into_inner());
+            let local = match k {
+                kind::WRITE => self.store.write_at(data, offset, fua),
+                _ if flags & flag::TRIM != 0 => self.store.trim(offset, len).and_then(|()| {
+                    if fua {
+                        self.store.flush()
+                    } else {
+                        Ok(())
+                    }
+                }),
+                _ => self.store.write_zeroes(offset, len, fua),
+            };
+            if let Err(e) = local {
+                self.unreserve(a, b, gen, false);
+                self.events.raise(
+                    EventKind::DiskError,
+                    format!("writing the backing store: {e}"),
+                );
+                return Err(e);
+            }
+            let hdr = WriteHdr {
+                epoch,
+                seq: 0,
+                offset,
+                len,
+                flags,
+            };
+            let t = self.ship(k, hdr, data, Some((a, b)), Some(gen));
+            if t.is_none() {
+                let connected = self.state().conn == Conn::Connected;
+                self.unreserve(a, b, gen, connected);
+            }
+            t
+        };
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_written
+            .fetch_add(len, Ordering::Relaxed);
+        match ticket {
+            Some(seq) if self.settings.mode == Mode::Sync => {
+                if self.wait_ack(seq, session) {
+                    self.check_writable()?;
+                    self.counters
+                        .writes_replicated
+                        .fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                } else {
+                    self.kick(session);
+                    self.degraded_ok()
+                }
+            }
+            Some(_) => {
+                self.counters
+                    .writes_replicated
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            None => {
+                self.wake.notify_one();
+                let connected = self.state().conn == Conn::Connected;
+                if self.settings.mode == Mode::Async && connected {
+                    // Queue full or paused: the peer knows it is behind (Outdated) and
+                    // the resync follows; the write is acknowledged locally, in a new
+                    // data generation (so a split brain is recognised if it comes to one).
+                    self.diverge()
+                } else {
+                    self.degraded_ok()
+                }
+            }
+        }
+    }
+
+    /// The peer did not acknowledge within `ack_timeout`: end the session (it counts as
+    /// away; what was in flight stays dirty for the resync when it returns).
+    pub fn kick(&self, session: u64) {
+        let mut st = self.state();
+        if st.session == session && st.conn == Conn::Connected {
+            st.last_error = Some(format!(
+                "the peer did not acknowledge within {} ms",
+                self.settings.ack_timeout.as_millis()
+            ));
+            st.kicked = true;
+        }
+        drop(st);
+        self.kick.notify_waiters();
+    }
+
+    /// Is any region dirty that no frame in flight will clean (what a resync copies)?
+    pub fn stale_count(&self) -> usize {
+        lock(&self.tracker).stale.len()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size
+    }
+}
+
+impl BlockStore for Volume {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.store.read_at(buf, offset)
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        let flags = if fua { flag::FUA } else { 0 };
+        self.do_write(kind::WRITE, data, offset, data.len() as u64, flags)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        let epoch = self.check_writable()?;
+        let session = self.state().session;
+        self.store.flush()?;
+        if self.settings.mode != Mode::Sync {
+            return Ok(());
+        }
+        let hdr = WriteHdr {
+            epoch,
+            seq: 0,
+            offset: 0,
+            len: 0,
+            flags: 0,
+        };
+        match self.ship(kind::FLUSH, hdr, &[], None, None) {
+            Some(seq) if self.wait_ack(seq, session) => self.check_writable().map(|_| ()),
+            Some(_) => {
+                self.kick(session);
+                self.degraded_ok()
+            }
+            None => self.degraded_ok(),
+        }
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
+        let flags = if fua { flag::FUA } else { 0 };
+        self.do_write(kind::ZEROES, &[], offset, len, flags)
+    }
+
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.do_write(kind::ZEROES, &[], offset, len, flag::TRIM)
+    }
+}
