@@ -222,7 +222,7 @@ pub async fn run(op: MirrorOp) -> Exit {
                 &resource,
                 Request::ForcePrimary,
                 json,
-                "the next activation here accepts this server's data as it is; start the group here (`baton group start GROUP --server SERVER`)",
+                "the next activation here accepts this server's data as it is; start the group here (`baton group stop GROUP` if its activation failed, then `baton group start GROUP --server SERVER`)",
             )
             .await
         }

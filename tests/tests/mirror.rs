@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 const GROUP: &str = "db";
 const REGION: u64 = 64 << 10;
 
-fn mirror_config(mode: &str) -> String {
+fn mirror_config(mode: &str, ack_timeout: &str) -> String {
     format!(
         r#"
 [[group]]
@@ -48,7 +48,7 @@ size = "16MiB"
 mode = "{mode}"
 interconnect = 1
 port = @PORT@
-ack_timeout = "1s"
+ack_timeout = "{ack_timeout}"
 connect_timeout = "2s"
 activate_timeout = "20s"
 deactivate_timeout = "20s"
@@ -84,9 +84,9 @@ fn tools() -> bool {
     ok
 }
 
-fn start(name: &str, net: u8, mode: &str) -> Cluster {
+fn start(name: &str, net: u8, mode: &str, ack_timeout: &str) -> Cluster {
     let mut spec = ClusterSpec::new(name, net);
-    spec.extra_config = mirror_config(mode);
+    spec.extra_config = mirror_config(mode, ack_timeout);
     let c = Cluster::start(spec);
     c.wait_group_owner(GROUP, Some("node-1"), Duration::from_secs(30));
     wait_until("the mirror is in sync", Duration::from_secs(30), || {
@@ -176,8 +176,8 @@ fn sha(p: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
 }
 
-/// A writer in the background: 4 KiB writes at distinct offsets with a pattern each,
-/// recording those qemu saw acknowledged (and when).
+/// A writer in the background: 4 KiB writes over 1 MiB from `base` with a pattern each,
+/// recording those qemu saw acknowledged (and when they were sent).
 struct Writer {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<(u64, u8, Instant)>>>,
@@ -194,10 +194,12 @@ impl Writer {
         let handle = std::thread::spawn(move || {
             let mut i = 0u64;
             while !s2.load(Ordering::SeqCst) {
-                let off = base + (i % 1024) * 4096;
+                // 1 MiB from `base`; a write counts from the moment it was sent.
+                let off = base + (i % 256) * 4096;
                 let pattern = (1 + (i % 250)) as u8;
+                let sent = Instant::now();
                 if write(&sock, off, 4096, pattern) {
-                    a2.lock().unwrap().push((off, pattern, Instant::now()));
+                    a2.lock().unwrap().push((off, pattern, sent));
                 } else {
                     *f2.lock().unwrap() += 1;
                     if stop_on_failure {
@@ -267,7 +269,7 @@ fn failover_keeps_every_acknowledged_write() {
     if !tools() || !nft_ok() {
         return;
     }
-    let mut c = start("mirror-failover", 171, "sync");
+    let mut c = start("mirror-failover", 171, "sync", "1s");
     let s1 = socket(&c, "node-1");
 
     // 8. The agent restarts during writes: the writes keep succeeding.
@@ -339,7 +341,7 @@ fn failover_keeps_every_acknowledged_write() {
 
     // 1. Writes in flight; SIGKILL node-1's agent and mirror process; node-2 takes over
     // and holds every write qemu saw acknowledged.
-    let w = Writer::start(s1.clone(), 4 << 20, true);
+    let w = Writer::start(s1.clone(), 8 << 20, true);
     wait_until("writes flow", Duration::from_secs(20), || {
         if w.acked() >= 30 {
             Ok(())
@@ -381,7 +383,7 @@ fn failover_keeps_every_acknowledged_write() {
     let resync2_before = status(&c, "node-2")["counters"]["resync_bytes"]
         .as_u64()
         .unwrap();
-    let back: Vec<u64> = (0..8).map(|i| 10 * (1 << 20) + i * 2 * REGION).collect();
+    let back: Vec<u64> = (0..8).map(|i| 12 * (1 << 20) + i * 2 * REGION).collect();
     for (i, off) in back.iter().enumerate() {
         assert!(write(&s2, *off, REGION, 0x90 + i as u8));
     }
@@ -413,7 +415,7 @@ fn wrong_key_and_garbage_on_the_mirror_port() {
     if !tools() {
         return;
     }
-    let c = start("mirror-key", 172, "sync");
+    let c = start("mirror-key", 172, "sync", "1s");
     let before = sha(&store(&c, "node-2"));
     let port = c.port;
     let target = std::net::SocketAddr::new(ips(&c, "node-2")[1], port);
@@ -473,7 +475,7 @@ fn stale_side_refuses_and_split_brain_is_detected() {
     if !tools() {
         return;
     }
-    let mut c = start("mirror-stale", 173, "sync");
+    let mut c = start("mirror-stale", 173, "sync", "1s");
     let s1 = socket(&c, "node-1");
     assert!(write(&s1, 0, REGION, 0x11));
     // 4. Replication paused (node-2 is told it is behind), a write, node-1 lost.
@@ -498,6 +500,16 @@ fn stale_side_refuses_and_split_brain_is_detected() {
         .check("without --yes")
         .expect_err("force-primary without --yes must be refused");
     mirror_cmd(&c, "node-2", &["force-primary", "data", "--yes"]).ok("force-primary");
+    // The failed activation left the group held (failed) on node-2: stop, then start.
+    c.ctl(&["group", "stop", GROUP]).ok("group stop");
+    wait_until("the group is stopped", Duration::from_secs(20), || {
+        let st = c.try_status_via(Some("node-2"))?;
+        if st.group(GROUP).active_on.is_none() && st.sole_owner(GROUP).is_none() {
+            Ok(())
+        } else {
+            Err(st.summary(GROUP))
+        }
+    });
     c.ctl(&["group", "start", GROUP, "--server", "node-2"])
         .ok("group start");
     c.wait_group_owner(GROUP, Some("node-2"), Duration::from_secs(30));
@@ -536,7 +548,9 @@ fn isolated_primary_acknowledges_nothing_after_the_takeover() {
     if !tools() || !nft_ok() {
         return;
     }
-    let c = start("mirror-isolated", 174, "sync");
+    // A short ack timeout: writes stop waiting for the cut-off peer long before node-1's
+    // agent notices it lost quorum, so only the fencing rules keep them unacknowledged.
+    let c = start("mirror-isolated", 174, "sync", "200ms");
     let s1 = socket(&c, "node-1");
     let w = Writer::start(s1, 0, false);
     wait_until("writes flow", Duration::from_secs(20), || {
@@ -562,6 +576,7 @@ fn isolated_primary_acknowledges_nothing_after_the_takeover() {
     std::thread::sleep(Duration::from_secs(3));
     let (acked, _) = w.finish();
     drop(cut);
+    // Writes sent after the cut (one sent just before may still have reached node-2).
     let after: Vec<_> = acked.iter().filter(|(_, _, t)| *t >= cut_at).collect();
     assert!(
         after.iter().all(|(_, _, t)| *t < taken),
