@@ -31,6 +31,12 @@ pub enum Request {
         ms: u64,
         #[serde(default)]
         peer_down: bool,
+        /// How long the peer must have been down (in consecutive leases) before sync
+        /// writes go on without it: the heartbeat timeout, so that a server cut off from
+        /// everyone, which loses the peer a moment before the rest of its quorum, never
+        /// acknowledges a write alone.
+        #[serde(default)]
+        hold_ms: u64,
     },
     Pause,
     Resume,

@@ -448,7 +448,8 @@ async fn start_session<R, W>(
     if let Some(old) = slot.take() {
         if !old.is_finished() {
             // The peer connected again: the old session is dead on its side.
-            d.vol.kick(d.vol.state().session);
+            let s = d.vol.state().session;
+            d.vol.kick(s);
             d.vol.kick.notify_waiters();
             let _ = tokio::time::timeout(Duration::from_secs(2), old).await;
         }
@@ -495,10 +496,20 @@ async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::Events { since } => Response::Events {
             events: vol.events.since(since),
         },
-        Request::Lease { ms, peer_down } => {
+        Request::Lease {
+            ms,
+            peer_down,
+            hold_ms,
+        } => {
+            let now = crate::clock::now();
             let mut st = vol.state();
-            st.lease_until = Some(crate::clock::now() + Duration::from_millis(ms));
-            st.peer_down = peer_down;
+            st.lease_until = Some(now + Duration::from_millis(ms));
+            st.peer_down_since = if peer_down {
+                st.peer_down_since.or(Some(now))
+            } else {
+                None
+            };
+            st.peer_down_hold = Duration::from_millis(hold_ms);
             Response::Ok
         }
         Request::Promote { epoch } => promote(d, epoch).await,

@@ -269,13 +269,15 @@ async fn send_loop<W: AsyncWrite + Unpin>(
                 Compression::None
             };
             if tx.send(o.kind, &o.hdr, &o.data, c).await.is_err() {
-                vol.kick(vol.state().session);
+                let s = vol.state().session;
+                vol.kick(s);
                 return;
             }
             next = rx.try_recv().ok();
         }
         if tx.flush().await.is_err() {
-            vol.kick(vol.state().session);
+            let s = vol.state().session;
+            vol.kick(s);
             return;
         }
         vol.counters
@@ -489,26 +491,6 @@ async fn resync_loop(vol: Arc<Volume>, session: u64, link: LinkSettings) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        let dirty = bitmap.dirty_count();
-        if dirty > 0 && !announced {
-            let bytes = (dirty * region).min(size);
-            announced = true;
-            {
-                let mut st = vol.state();
-                st.resync = crate::volume::Resync {
-                    running: true,
-                    source: true,
-                    total_bytes: bytes,
-                    started_ms: crate::clock::unix_ms(),
-                    ..Default::default()
-                };
-            }
-            vol.send_state(&StateMsg::ResyncBegin { bytes });
-            vol.events.raise(
-                EventKind::ResyncStarted,
-                format!("resync to the peer started: {bytes} bytes in {dirty} regions"),
-            );
-        }
         let started = crate::clock::now();
         let mut sent_in_pass = 0u64;
         let mut cursor = 0u64;
@@ -522,7 +504,31 @@ async fn resync_loop(vol: Arc<Volume>, session: u64, link: LinkSettings) {
                 break;
             }
             if vol.in_flight(r) {
+                // Its write's acknowledgement will clear it.
                 continue;
+            }
+            if !announced {
+                // Only regions nothing in flight covers need a copy: announce it now (the
+                // peer is not usable until it completes).
+                announced = true;
+                let dirty = bitmap.dirty_count();
+                let bytes = (dirty * region).min(size);
+                {
+                    let mut st = vol.state();
+                    st.in_sync = false;
+                    st.resync = crate::volume::Resync {
+                        running: true,
+                        source: true,
+                        total_bytes: bytes,
+                        started_ms: crate::clock::unix_ms(),
+                        ..Default::default()
+                    };
+                }
+                vol.send_state(&StateMsg::ResyncBegin { bytes });
+                vol.events.raise(
+                    EventKind::ResyncStarted,
+                    format!("resync to the peer started: about {bytes} bytes in {dirty} regions"),
+                );
             }
             let epoch = vol.super_block().max_epoch;
             let v = vol.clone();
@@ -536,10 +542,9 @@ async fn resync_loop(vol: Arc<Volume>, session: u64, link: LinkSettings) {
                 let mut st = vol.state();
                 st.resync.done_bytes += region.min(size - r * region);
                 st.resync.sent_bytes += bytes;
-                let el = crate::clock::now()
-                    .duration_since(started)
-                    .as_millis()
-                    .max(1) as u64;
+                let el = crate::clock::unix_ms()
+                    .saturating_sub(st.resync.started_ms)
+                    .max(1);
                 st.resync.rate_bytes_per_s = st.resync.done_bytes.saturating_mul(1000) / el;
                 let left = st.resync.total_bytes.saturating_sub(st.resync.done_bytes);
                 st.resync.remaining_s =
@@ -567,7 +572,7 @@ async fn resync_loop(vol: Arc<Volume>, session: u64, link: LinkSettings) {
         // dirty, the peer has it all.
         if vol.copies_in_flight() == 0 && vol.stale_count() == 0 {
             let in_sync = vol.state().in_sync;
-            if !in_sync {
+            if !in_sync || announced {
                 let sb = vol.super_block();
                 vol.send_state(&StateMsg::InSync {
                     current: sb.current,

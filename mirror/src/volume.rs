@@ -87,8 +87,10 @@ pub struct State {
     pub diverged: bool,
     /// Until when the agent confirmed this server holds the group with quorum.
     pub lease_until: Option<Instant>,
-    /// The agent's view with the last lease: the peer's server is down (heartbeats).
-    pub peer_down: bool,
+    /// Since when the agent's leases say the peer's server is down (heartbeats).
+    pub peer_down_since: Option<Instant>,
+    /// How long it must have been down before sync writes go on alone.
+    pub peer_down_hold: Duration,
     pub resync: Resync,
     pub last_error: Option<String>,
     /// Sender of the current session's link.
@@ -216,7 +218,8 @@ impl Volume {
                 source: false,
                 diverged: false,
                 lease_until: None,
-                peer_down: false,
+                peer_down_since: None,
+                peer_down_hold: Duration::ZERO,
                 resync: Resync::default(),
                 last_error: None,
                 out: None,
@@ -545,7 +548,9 @@ impl Volume {
                     st.fenced,
                     st.primary.is_some(),
                     st.in_sync && st.conn == Conn::Connected,
-                    st.peer_down,
+                    st.peer_down_since.is_some_and(|t| {
+                        crate::clock::now().duration_since(t) >= st.peer_down_hold
+                    }),
                     st.paused,
                 )
             };
@@ -712,6 +717,9 @@ impl Volume {
                 self.settings.ack_timeout.as_millis()
             ));
             st.kicked = true;
+            // From now on nothing counts as replicated in this session (a waiting writer
+            // must not take the old `in_sync` for the peer having its write).
+            st.in_sync = false;
         }
         drop(st);
         self.kick.notify_waiters();

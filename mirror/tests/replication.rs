@@ -207,6 +207,7 @@ fn sync_replication_and_differential_resync() {
         Request::Lease {
             ms: 60_000,
             peer_down: true,
+            hold_ms: 0,
         },
     );
     assert!(w.join().unwrap());
@@ -291,6 +292,7 @@ fn stale_refusal_forced_promotion_and_split_brain() {
         Request::Lease {
             ms: 60_000,
             peer_down: false,
+            hold_ms: 0,
         },
     );
     assert!(write(&p.sock(0), REGION, REGION, 0x22));
@@ -309,6 +311,7 @@ fn stale_refusal_forced_promotion_and_split_brain() {
         Request::Lease {
             ms: 60_000,
             peer_down: true,
+            hold_ms: 0,
         },
     );
     assert!(write(&p.sock(1), 2 * REGION, REGION, 0x33));

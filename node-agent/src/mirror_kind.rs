@@ -565,6 +565,25 @@ impl Probe for MirrorProbe {
     }
 }
 
+/// A mirror monitor on a server outside the mirror's group: nothing to watch there.
+#[derive(Debug)]
+pub struct NotHere {
+    pub kind: &'static str,
+    pub group: String,
+}
+
+#[async_trait]
+impl Probe for NotHere {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+    async fn probe(&self, _ctx: &ProbeContext) -> Result<ProbeOk, ProviderError> {
+        Ok(ProbeOk {
+            detail: Some(format!("not a server of group {}", self.group)),
+        })
+    }
+}
+
 /// The mirror resources of this server's groups: (group, resource).
 pub fn mirrors_of(cfg: &Config, me: &str) -> Vec<(String, String)> {
     cfg.groups
@@ -606,6 +625,7 @@ pub async fn watch(
     launch: Launch,
     shared: Arc<crate::shared::Shared>,
     lease_ms: u64,
+    hold_ms: u64,
     interval: Duration,
 ) {
     let mut seen: Option<u64> = None;
@@ -662,6 +682,7 @@ pub async fn watch(
                     .call(&Request::Lease {
                         ms: lease_ms,
                         peer_down,
+                        hold_ms,
                     })
                     .await;
             }

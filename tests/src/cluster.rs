@@ -681,6 +681,15 @@ impl Cluster {
         eprintln!("--- claim history ---\n{:?}", self.claim_history());
         for n in &self.nodes {
             eprintln!("--- tail of {} ---\n{}", n.log.display(), tail(&n.log, 60));
+            // Mirror processes log beside the state.
+            if let Ok(rd) = std::fs::read_dir(n.state_dir.join("mirror")) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.extension().is_some_and(|x| x == "log") {
+                        eprintln!("--- tail of {} ---\n{}", p.display(), tail(&p, 40));
+                    }
+                }
+            }
         }
     }
 }

@@ -113,6 +113,15 @@ impl Cut {
         Cut::script(&rules)
     }
 
+    /// Drop TCP to and from `addr` (its IP and port), both directions: one TCP service
+    /// (a mirror link) is cut while everything else on the address goes on.
+    pub fn tcp_to(addr: SocketAddr) -> Result<Cut, String> {
+        let (ip, port) = (addr.ip(), addr.port());
+        Cut::script(&format!(
+            "    ip daddr {ip} tcp dport {port} drop\n    ip saddr {ip} tcp sport {port} drop\n"
+        ))
+    }
+
     fn script(rules: &str) -> Result<Cut, String> {
         let table = format!(
             "baton_test_{}_{}",

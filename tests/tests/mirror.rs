@@ -3,8 +3,9 @@
 //! qemu-io over the volume's NBD socket (Debian qemu-utils, installed by run-all.sh).
 //!
 //! - `failover_keeps_every_acknowledged_write`: agent restart during writes (the writes
-//!   keep succeeding), the secondary cut off (writes go on once its server is declared
-//!   down), healed (the resync copies only the dirty regions, both stores end equal),
+//!   keep succeeding), the mirror link cut (sync writes wait while the peer is up, go on
+//!   after `baton mirror pause`), healed and resumed (the resync copies only the dirty
+//!   regions, both stores end equal),
 //!   then the primary's agent and mirror process SIGKILLed mid-stream: every write qemu
 //!   saw acknowledged reads back from the new primary; the old primary returns and is
 //!   resynchronised by difference.
@@ -307,20 +308,38 @@ fn failover_keeps_every_acknowledged_write() {
     c.wait_group_owner(GROUP, Some("node-1"), Duration::from_secs(10));
     let mut expect = last_writes(&acked);
 
-    // 2. node-2 is cut off; once it is declared down, writes go on alone; healed, the
-    // resync copies only the regions written meanwhile.
+    // 2. The mirror link is cut (heartbeats go on): sync writes wait (BTN-7016), since
+    // the peer's server is up and could take over without them; the operator pauses
+    // replication and they go on; healed and resumed, the resync copies only the
+    // regions written meanwhile.
     let resync_before = status(&c, "node-1")["counters"]["resync_bytes"]
         .as_u64()
         .unwrap();
-    let cut = isolate(&c, "node-2");
+    let link = std::net::SocketAddr::new(ips(&c, "node-2")[1], c.port);
+    let cut = baton_tests::nft::Cut::tcp_to(link).unwrap_or_else(|e| panic!("{e}"));
     let regions: Vec<u64> = (0..20).map(|i| 2 * (1 << 20) + i * 3 * REGION).collect();
-    for (i, off) in regions.iter().enumerate() {
+    let s1b = s1.clone();
+    let first = regions[0];
+    let blocked = std::thread::spawn(move || write(&s1b, first, REGION, 0x40));
+    c.wait_event("node-1", "BTN-7016", Duration::from_secs(20), |_| true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !blocked.is_finished(),
+        "a sync write was acknowledged with the link cut and the peer up"
+    );
+    mirror_cmd(&c, "node-1", &["pause", "data"]).ok("mirror pause");
+    assert!(
+        blocked.join().unwrap(),
+        "the waiting write failed after pause"
+    );
+    for (i, off) in regions.iter().enumerate().skip(1) {
         assert!(
             write(&s1, *off, REGION, 0x40 + i as u8),
-            "write at {off} while node-2 is away"
+            "write at {off} while paused"
         );
     }
     drop(cut);
+    mirror_cmd(&c, "node-1", &["resume", "data"]).ok("mirror resume");
     wait_until("the resync is done", Duration::from_secs(60), || {
         let s = status(&c, "node-1");
         if s["in_sync"] == true && s["connection"] == "connected" {

@@ -918,7 +918,14 @@ fn build_drivers(
                 continue;
             };
             if !drivers.contains_key(&(gname.clone(), rname.clone())) {
-                // Not one of this server's groups.
+                // Not one of this server's groups: nothing to watch here.
+                probes.insert(
+                    m.name.clone(),
+                    Arc::new(mk::NotHere {
+                        kind,
+                        group: gname.clone(),
+                    }),
+                );
                 continue;
             }
             let launch =

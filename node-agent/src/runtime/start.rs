@@ -223,6 +223,7 @@ fn spawn_mirror_watch(
             launch,
             shared.clone(),
             timing.fence_ms,
+            timing.timeout_ms,
             interval,
         ));
     }
