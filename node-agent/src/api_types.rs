@@ -60,6 +60,31 @@ pub struct AgentStatus {
     pub uptime_ms: u64,
     pub packets_rejected: RejectCounters,
     pub sinks: Vec<SinkStats>,
+    /// The `mirror-disk` resources of this server's groups, from their mirror processes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorBrief>,
     #[serde(flatten)]
     pub engine: EngineStatus,
+}
+
+/// One mirror as `baton status` shows it (`baton mirror status` has everything).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MirrorBrief {
+    pub group: String,
+    pub resource: String,
+    /// `primary`, `secondary`, or `unknown` when the mirror process does not answer.
+    pub role: String,
+    /// `connected`, `disconnected`, `split_brain`, `refused`.
+    pub connection: String,
+    pub mode: String,
+    pub disk: String,
+    pub peer_disk: Option<String>,
+    pub in_sync: bool,
+    pub out_of_sync_bytes: u64,
+    /// Percent done of a running resync.
+    pub resync_pct: Option<u64>,
+    pub paused: bool,
+    pub fenced: bool,
+    pub split_brain: bool,
+    pub error: Option<String>,
 }

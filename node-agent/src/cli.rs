@@ -1076,13 +1076,51 @@ pub fn render_status(st: &ClusterStatus) -> String {
             }
         );
     }
-    let _ = writeln!(s, "\nMONITORS");
     let mut all = vec![(&st.via, &st.local)];
     for p in &st.peers {
         if let Some(ps) = &p.status {
             all.push((&p.server, ps));
         }
     }
+    if all.iter().any(|(_, a)| !a.mirrors.is_empty()) {
+        let _ = writeln!(s, "\nMIRRORS");
+        for (srv, a) in &all {
+            for m in &a.mirrors {
+                let mut flags = Vec::new();
+                if let Some(p) = m.resync_pct {
+                    flags.push(format!("resync {p}%"));
+                }
+                if m.paused {
+                    flags.push("PAUSED".into());
+                }
+                if m.fenced {
+                    flags.push("FENCED".into());
+                }
+                if m.split_brain {
+                    flags.push("SPLIT BRAIN".into());
+                }
+                if !m.in_sync && m.out_of_sync_bytes > 0 {
+                    flags.push(format!("{} bytes out of sync", m.out_of_sync_bytes));
+                }
+                if let Some(e) = &m.error {
+                    flags.push(e.clone());
+                }
+                let _ = writeln!(
+                    s,
+                    "  {:<12} {:<14} {:<10} {:<6} {:<13} disk {}/{}  {}",
+                    srv,
+                    format!("{}/{}", m.group, m.resource),
+                    m.role,
+                    m.mode,
+                    m.connection,
+                    m.disk,
+                    m.peer_disk.as_deref().unwrap_or("?"),
+                    flags.join(", ")
+                );
+            }
+        }
+    }
+    let _ = writeln!(s, "\nMONITORS");
     for (srv, a) in &all {
         for m in &a.engine.monitors {
             let _ = writeln!(

@@ -328,7 +328,25 @@ impl Launch {
         let log2 = log
             .try_clone()
             .map_err(|e| ProviderError::Other(e.to_string()))?;
-        let mut cmd = tokio::process::Command::new(exe);
+        // Under systemd, the agent's unit kills what is left in its cgroup when the
+        // agent stops (`KillMode=mixed`, so that `exec`-started daemons do not outlive
+        // it): the mirror process gets a transient unit of its own instead, so that
+        // `systemctl restart baton` does not take the disk away. Elsewhere it is a child
+        // in a process group of its own.
+        let systemd = Path::new("/run/systemd/system").exists()
+            && std::env::var_os("BATON_MIRROR_NO_SYSTEMD").is_none();
+        let mut cmd = if systemd {
+            let mut c = tokio::process::Command::new("systemd-run");
+            c.arg(format!(
+                "--unit=baton-mirror-{}-{}",
+                self.group, self.resource
+            ))
+            .args(["--collect", "--quiet", "--property=KillMode=mixed", "--"])
+            .arg(exe);
+            c
+        } else {
+            tokio::process::Command::new(exe)
+        };
         cmd.arg("mirror-daemon")
             .arg("--config")
             .arg(&self.config)

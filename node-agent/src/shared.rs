@@ -87,9 +87,60 @@ pub struct Shared {
     /// The client this agent asks its peers' APIs with (the cluster key's token, HTTPS
     /// when `[api]` has TLS).
     pub peer_client: crate::client::Client,
+    /// The mirror processes of this server's `mirror-disk` resources: (group, resource,
+    /// control socket).
+    pub mirrors: Vec<(String, String, std::path::PathBuf)>,
 }
 
 impl Shared {
+    /// Ask each local mirror process for its state (bounded: 2 s each).
+    async fn mirror_briefs(&self) -> Vec<crate::api_types::MirrorBrief> {
+        use baton_mirror::control::{call, Request, Response};
+        let mut out = Vec::new();
+        for (group, resource, ctl) in &self.mirrors {
+            let mut b = crate::api_types::MirrorBrief {
+                group: group.clone(),
+                resource: resource.clone(),
+                role: "unknown".into(),
+                connection: "unknown".into(),
+                mode: String::new(),
+                disk: String::new(),
+                peer_disk: None,
+                in_sync: false,
+                out_of_sync_bytes: 0,
+                resync_pct: None,
+                paused: false,
+                fenced: false,
+                split_brain: false,
+                error: None,
+            };
+            match call(ctl, &Request::Status, std::time::Duration::from_secs(2)).await {
+                Ok(Response::Status(s)) => {
+                    b.role = s.role.clone();
+                    b.connection = serde_name(&s.connection);
+                    b.mode = s.mode.clone();
+                    b.disk = serde_name(&s.disk);
+                    b.peer_disk = s.peer_disk.as_ref().map(serde_name);
+                    b.in_sync = s.in_sync;
+                    b.out_of_sync_bytes = s.out_of_sync_bytes;
+                    b.resync_pct = s.resync.running.then(|| {
+                        (s.resync.done_bytes.min(s.resync.total_bytes) * 100)
+                            .checked_div(s.resync.total_bytes)
+                            .unwrap_or(0)
+                    });
+                    b.paused = s.paused;
+                    b.fenced = s.fenced;
+                    b.split_brain = s.split_brain;
+                    b.error = s.last_error.clone();
+                }
+                Ok(other) => b.error = Some(format!("unexpected answer {other:?}")),
+                Err(e) => b.error = Some(e.to_string()),
+            }
+            out.push(b);
+        }
+        out
+    }
+
     pub(crate) async fn status(&self) -> Option<AgentStatus> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(LoopMsg::Status { reply: tx }).await.ok()?;
@@ -100,6 +151,7 @@ impl Shared {
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             packets_rejected: self.counters.lock().map(|c| *c).unwrap_or_default(),
             sinks: self.notifier.stats(),
+            mirrors: self.mirror_briefs().await,
             engine,
         })
     }
@@ -117,4 +169,12 @@ impl Shared {
     pub(crate) fn raise(&self, ev: Event) {
         let _ = self.tx.try_send(LoopMsg::Event(Box::new(ev)));
     }
+}
+
+/// The serde name of a unit enum value (`up_to_date`, `split_brain`).
+fn serde_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }

@@ -487,6 +487,29 @@ fn wrong_key_and_garbage_on_the_mirror_port() {
     );
     // The real link is still up and in sync.
     assert_eq!(status(&c, "node-1")["connection"], "connected");
+    // `baton status` shows the mirror of both servers.
+    let out = c.ctl(&["status"]).ok("baton status");
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "MIRRORS")
+        .take(3)
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("db/data") && l.contains("primary") && l.contains("connected")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("secondary") && l.contains("up_to_date")),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]

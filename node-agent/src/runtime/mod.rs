@@ -958,7 +958,15 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
 
     let engine = start::engine(&cfg, &me, &l)?;
     let (tx, mut rx) = mpsc::channel::<LoopMsg>(4096);
+    let mirrors = crate::mirror_kind::mirrors_of(&cfg, &me)
+        .into_iter()
+        .map(|(g, r)| {
+            let ctl = crate::mirror_kind::control_path(l.state.path(), &g, &r);
+            (g, r, ctl)
+        })
+        .collect();
     let shared = Arc::new(Shared {
+        mirrors,
         config: cfg.clone(),
         server: me.clone(),
         peer_client: crate::client::Client::new(l.tokens.peer(), &l.client_tls),
