@@ -730,3 +730,92 @@ fn mirror_event(
     e.server = shared.server.clone();
     e
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn check(group_servers: &str, resource: &str, monitor: &str) -> Result<Config, String> {
+        let text = format!(
+            "[cluster]\nname = \"orders\"\nkey_file = \"k\"\n\n\
+             [[server]]\nname = \"a\"\ninterconnects = [\"10.0.0.1\", \"10.1.0.1\"]\napi = \"10.0.0.1:7420\"\n\n\
+             [[server]]\nname = \"b\"\ninterconnects = [\"10.0.0.2\", \"10.1.0.2\"]\napi = \"10.0.0.2:7420\"\n\n\
+             [[server]]\nname = \"c\"\ninterconnects = [\"10.0.0.3\", \"10.1.0.3\"]\napi = \"10.0.0.3:7420\"\n\n\
+             [[group]]\nname = \"db\"\nservers = {group_servers}\n\n\
+             [[group.resource]]\nkind = \"mirror-disk\"\nname = \"data\"\n{resource}\n{monitor}"
+        );
+        let reg = crate::catalog::default_kinds();
+        baton_core::config::load_str("baton.toml", &text, &crate::catalog::ProviderCatalog(&reg))
+            .map(|l| l.config)
+            .map_err(|e| {
+                e.diagnostics
+                    .iter()
+                    .map(|d| format!("{}:{}: {}: {}", d.file, d.line, d.key, d.message))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+    }
+
+    #[test]
+    fn config_check_knows_the_mirror_kinds() {
+        let ok = "device = \"/var/lib/baton/data.img\"\nsize = \"1GiB\"\ninterconnect = 1";
+        let cfg = check(
+            "[\"a\", \"b\"]",
+            ok,
+            "[[monitor]]\nkind = \"mirror-connect\"\nname = \"link\"\nresource = \"data\"\n",
+        )
+        .unwrap();
+        // The addresses and paths the mirror process of `a` gets.
+        let k = ClusterKey::from_bytes(b"0123456789abcdef0123456789abcdef").unwrap();
+        let spec = resolve(&cfg, Path::new("/var/lib/baton"), "a", "db", "data", &[k]).unwrap();
+        assert_eq!(spec.listen, "10.1.0.1:7790".parse().unwrap());
+        assert_eq!(spec.peer_addr, "10.1.0.2:7790".parse().unwrap());
+        assert_eq!(spec.peer, "b");
+        assert_eq!(spec.control, Path::new("/var/lib/baton/mirror/db.data.ctl"));
+        assert_eq!(
+            spec.nbd.to_string(),
+            "unix:/var/lib/baton/mirror/db.data.nbd"
+        );
+        assert_eq!(spec.keys.len(), 1);
+
+        // Three servers: refused, at the resource's kind.
+        let e = check("[\"a\", \"b\", \"c\"]", ok, "").unwrap_err();
+        assert!(
+            e.contains("group[0].resource[0].kind") && e.contains("exactly two servers"),
+            "{e}"
+        );
+        // A bad key names itself and its line.
+        let e = check("[\"a\", \"b\"]", "device = \"/d\"\nmode = \"fastest\"", "").unwrap_err();
+        assert!(
+            e.contains("group[0].resource[0].mode") && e.contains("unknown value `fastest`"),
+            "{e}"
+        );
+        let e = check("[\"a\", \"b\"]", "size = \"1GiB\"", "").unwrap_err();
+        assert!(e.contains("missing required key `device`"), "{e}");
+        // A mirror monitor without `resource`, or with a key of its own.
+        let e = check(
+            "[\"a\", \"b\"]",
+            ok,
+            "[[monitor]]\nkind = \"mirror-disk\"\nname = \"m\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("needs `resource = \"NAME\"`"), "{e}");
+        let e = check(
+            "[\"a\", \"b\"]",
+            ok,
+            "[[monitor]]\nkind = \"mirror-disk\"\nname = \"m\"\nresource = \"data\"\nport = 1\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown key `port`"), "{e}");
+    }
+
+    #[test]
+    fn link_keys_differ_per_mirror() {
+        let k = ClusterKey::from_bytes(b"0123456789abcdef0123456789abcdef").unwrap();
+        let a = link_key(&k, "c", "db", "data");
+        let b = link_key(&k, "c", "db", "logs");
+        assert_ne!(a.0, b.0);
+        assert_eq!(a.0, link_key(&k, "c", "db", "data").0);
+    }
+}
