@@ -848,3 +848,43 @@ async fn status(d: &Arc<Daemon>) -> Status {
         events_seq: vol.events.last_seq(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn params(text: &str) -> MirrorDiskParams {
+        MirrorDiskParams::from_params(&toml::from_str(text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn stores_missing_or_too_small_are_refused_without_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("disk.img");
+        // Missing, no size: refused, nothing created.
+        let e = open_store(&params(&format!("device = \"{}\"", p.display()))).unwrap_err();
+        assert_eq!(e.code(), "mirror_store");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(!p.exists());
+        // Missing with a size: created sparse, fresh.
+        let (_, size, created) = open_store(&params(&format!(
+            "device = \"{}\"\nsize = \"1MiB\"",
+            p.display()
+        )))
+        .unwrap();
+        assert_eq!((size, created), (1 << 20, true));
+        // Existing but smaller than `size`: refused, the file untouched.
+        let e = open_store(&params(&format!(
+            "device = \"{}\"\nsize = \"2MiB\"",
+            p.display()
+        )))
+        .unwrap_err();
+        assert!(e.to_string().contains("the volume needs 2097152"), "{e}");
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 1 << 20);
+        // Existing, no size: its own size, not created.
+        let (_, size, created) =
+            open_store(&params(&format!("device = \"{}\"", p.display()))).unwrap();
+        assert_eq!((size, created), (1 << 20, false));
+    }
+}

@@ -810,6 +810,37 @@ mod tests {
         assert!(e.contains("unknown key `port`"), "{e}");
     }
 
+    #[tokio::test]
+    async fn attaching_without_the_nbd_module_says_so() {
+        let launch = Launch {
+            config: PathBuf::from("/etc/baton/baton.toml"),
+            state_dir: PathBuf::from("/var/lib/baton"),
+            server: "a".into(),
+            group: "db".into(),
+            resource: "data".into(),
+            control: PathBuf::from("/nonexistent/db.data.ctl"),
+            nbd_device: Some(PathBuf::from("/dev/nbd0")),
+            nbd: "unix:/var/lib/baton/mirror/db.data.nbd".into(),
+            peer: "b".into(),
+        };
+        if Path::new("/sys/module/nbd").exists() {
+            // This kernel has the module: the error path cannot be reached here (the
+            // test machines' kernels do not have it).
+            eprintln!("skipped: the nbd module is loaded on this machine");
+            return;
+        }
+        let e = attach(Path::new("/dev/nbd0"), &launch).await.unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("nbd module is not loaded")
+                && m.contains("modprobe nbd")
+                && m.contains("/dev/nbd0"),
+            "{m}"
+        );
+        // Detaching is a no-op then (nothing can be attached).
+        assert!(detach(Path::new("/dev/nbd0")).await.is_ok());
+    }
+
     #[test]
     fn link_keys_differ_per_mirror() {
         let k = ClusterKey::from_bytes(b"0123456789abcdef0123456789abcdef").unwrap();

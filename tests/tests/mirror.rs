@@ -323,10 +323,16 @@ fn failover_keeps_every_acknowledged_write() {
     let blocked = std::thread::spawn(move || write(&s1b, first, REGION, 0x40));
     c.wait_event("node-1", "BTN-7016", Duration::from_secs(20), |_| true);
     std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        !blocked.is_finished(),
-        "a sync write was acknowledged with the link cut and the peer up"
-    );
+    if blocked.is_finished() {
+        // Only legitimate if node-1's agent declared node-2's server down meanwhile (a
+        // loaded machine can miss heartbeats): then sync writes may go on alone.
+        let evs = c.alerts("node-1");
+        assert!(
+            evs.iter()
+                .any(|e| e.id == "BTN-1102" && e.message.contains("node-2")),
+            "a sync write was acknowledged with the link cut and node-2 up"
+        );
+    }
     mirror_cmd(&c, "node-1", &["pause", "data"]).ok("mirror pause");
     assert!(
         blocked.join().unwrap(),
