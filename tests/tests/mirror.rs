@@ -16,6 +16,8 @@
 //! - `isolated_primary_acknowledges_nothing_after_the_takeover`: sync mode, node-1 cut
 //!   off from everyone; no write is acknowledged on it after node-2's takeover.
 //! - `wrong_key_and_garbage_on_the_mirror_port`: refused, counted, nothing written.
+//! - `async_failover_loses_at_most_the_queue`: async mode, the primary killed mid-stream:
+//!   the writes missing on the new primary are at most what `queue_size` holds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(clippy::disallowed_methods)]
 
@@ -635,5 +637,64 @@ fn isolated_primary_acknowledges_nothing_after_the_takeover() {
     assert!(
         after.is_empty(),
         "writes acknowledged after the cut: {after:?}"
+    );
+}
+
+#[test]
+fn async_failover_loses_at_most_the_queue() {
+    if !tools() {
+        return;
+    }
+    let mut spec = ClusterSpec::new("mirror-async", 175);
+    spec.extra_config = mirror_config("async", "1s").replace(
+        "mode = \"async\"",
+        "mode = \"async\"\nqueue_size = \"1MiB\"",
+    );
+    let mut c = Cluster::start(spec);
+    c.wait_group_owner(GROUP, Some("node-1"), Duration::from_secs(30));
+    wait_until("the mirror is in sync", Duration::from_secs(30), || {
+        let s = status(&c, "node-1");
+        if s["in_sync"] == true && s["nbd_serving"] == true && s["mode"] == "async" {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    let s1 = socket(&c, "node-1");
+    let w = Writer::start(s1, 0, true);
+    wait_until("writes flow", Duration::from_secs(20), || {
+        if w.acked() >= 40 {
+            Ok(())
+        } else {
+            Err(format!("{} writes", w.acked()))
+        }
+    });
+    c.kill("node-1", Signal::SIGKILL);
+    for pid in c.mirror_pids(Some("node-1")) {
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    }
+    let (acked, _) = w.finish();
+    c.wait_group_owner(GROUP, Some("node-2"), Duration::from_secs(30));
+    let s2 = socket(&c, "node-2");
+    wait_until("node-2 serves the volume", Duration::from_secs(10), || {
+        if s2.exists() {
+            Ok(())
+        } else {
+            Err("no socket yet".into())
+        }
+    });
+    let expect = last_writes(&acked);
+    let lost = expect
+        .iter()
+        .filter(|(off, p)| reads_back(&s2, **off, 4096, **p).is_err())
+        .count() as u64;
+    // The queue holds at most 1 MiB of writes not yet acknowledged by the peer.
+    assert!(
+        lost * 4096 <= 1 << 20,
+        "{lost} acknowledged 4 KiB writes lost, more than the 1 MiB queue holds"
+    );
+    eprintln!(
+        "async failover: {} distinct offsets acknowledged, {lost} not on the new primary",
+        expect.len()
     );
 }
