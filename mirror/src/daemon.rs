@@ -355,7 +355,7 @@ async fn accept_loop(d: Arc<Daemon>, listener: TcpListener) {
         let d2 = d.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let me = session::hello(&d2.vol, false);
+            let me = session::hello(&d2.vol);
             let Ok(bytes) = serde_json::to_vec(&me) else {
                 return;
             };
@@ -388,7 +388,7 @@ async fn connect_loop(d: Arc<Daemon>) {
                 tokio::time::timeout(t, connect_from(d.spec.listen, d.spec.peer_addr)).await
             {
                 let _ = stream.set_nodelay(true);
-                let me = session::hello(&d.vol, false);
+                let me = session::hello(&d.vol);
                 if let Ok(bytes) = serde_json::to_vec(&me) {
                     match link::connect(stream, &d.spec.keys[0], &bytes, t).await {
                         Ok((tx, rx, peer)) => start_session(d.clone(), tx, rx, me, &peer).await,

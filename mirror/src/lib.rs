@@ -1,14 +1,12 @@
-//! The mirror disk (`mirror-disk` resource, issue 11): a block volume the application
-//! reads and writes through NBD on the active server.
+//! The mirror disk (`mirror-disk` resource, docs/src/mirroring.md): a block volume kept
+//! on both servers of a group and served to the application through NBD on the active one.
 //!
-//! This first part is the data path's front: an NBD server ([`nbd`]) speaking the fixed
-//! newstyle handshake (`NBD_OPT_GO`, `NBD_OPT_INFO`, `NBD_OPT_EXPORT_NAME`, `NBD_OPT_LIST`,
-//! `NBD_OPT_ABORT`) and the transmission commands READ, WRITE (with FUA), FLUSH, TRIM,
-//! WRITE_ZEROES and DISC with simple replies, over a [`store::BlockStore`] (a file or a
-//! block device). The link to the peer ([`link`]) carries replication traffic: a Noise
-//! `NNpsk0` handshake on the link's pre-shared key, then encrypted, authenticated frames
-//! with optional lz4 or zstd compression. Replication, the dirty bitmap and resync build
-//! on them.
+//! [`nbd`] is the NBD server (fixed newstyle handshake; READ, WRITE with FUA, FLUSH, TRIM,
+//! WRITE_ZEROES, DISC) over a [`store::BlockStore`]; [`meta`] the per-server metadata
+//! (data generations, dirty bitmap); [`link`] the Noise-encrypted link to the peer;
+//! [`proto`] and [`session`] what the two sides say and decide when they meet;
+//! [`volume`] the write path (bitmap, local write, replication); [`daemon`] and
+//! [`control`] the mirror process the agent starts and drives through a control socket.
 #![forbid(unsafe_code)]
 
 pub mod control;

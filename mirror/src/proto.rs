@@ -132,8 +132,6 @@ pub struct Hello {
     pub split_brain: bool,
     /// The operator chose to throw this side's changes away (split brain resolution).
     pub discard_local: bool,
-    /// This side's store has never been written (a fresh sparse file: all zeroes).
-    pub fresh: bool,
 }
 
 /// State changes sent during a session.
@@ -271,7 +269,6 @@ mod tests {
             primary: None,
             split_brain: false,
             discard_local: false,
-            fresh: false,
         }
     }
 

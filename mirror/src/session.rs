@@ -31,7 +31,7 @@ pub struct LinkSettings {
 }
 
 /// This side's hello, from the metadata and the state.
-pub fn hello(vol: &Volume, fresh: bool) -> Hello {
+pub fn hello(vol: &Volume) -> Hello {
     let sb = vol.super_block();
     let st = vol.state();
     Hello {
@@ -46,7 +46,6 @@ pub fn hello(vol: &Volume, fresh: bool) -> Hello {
         primary: if st.fenced { None } else { st.primary },
         split_brain: sb.split_brain,
         discard_local: st.discard_local,
-        fresh: fresh && sb.current == 0,
     }
 }
 
