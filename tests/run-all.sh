@@ -15,7 +15,7 @@ step() { printf '\n==> %s\n' "$*"; }
 # Debian packages used by the on-host providers and the network tests:
 #   iproute2 (ip, namespaces), iputils-ping (ping monitor), iputils-arping (gratuitous ARP),
 #   nftables (cutting one interconnect path in the integration tests), qemu-utils (qemu-io
-#   and qemu-img, the NBD clients of the mirror tests).
+#   and qemu-img, the NBD clients of the mirror tests), npm (fetches the Azure API specs).
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
@@ -23,6 +23,7 @@ command -v arping >/dev/null 2>&1 || need+=(iputils-arping)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v keepalived >/dev/null 2>&1 || need+=(keepalived)  # the fault lab's VRRP comparison
 command -v qemu-io >/dev/null 2>&1 || need+=(qemu-utils)  # NBD client of the mirror tests
+command -v npm >/dev/null 2>&1 || need+=(npm)  # fetches the Azure REST API specs (tests/azure/specs.sh)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     step "installing Debian packages: ${need[*]}"
@@ -77,6 +78,15 @@ summary() {
 trap 'summary' EXIT
 # From here on a failing step is recorded and the next one still runs.
 set +e
+
+step "Azure fake: Microsoft's API specs, and the fake's self-test against them"
+BATON_AZURE_SPECS="$(bash tests/azure/specs.sh | tail -n 1)"
+export BATON_AZURE_SPECS
+azure_out="$CARGO_TARGET_DIR/azure-fake-selftest.txt"
+"$BATON_PYTHON" tests/azure/selftest.py --specs "$BATON_AZURE_SPECS" 2>&1 | tee "$azure_out"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+# Counted in the closing line like cargo's tests.
+awk '/^azure-fake: [0-9]+ passed, [0-9]+ failed$/ { printf "test result: %s. %d passed; %d failed; 0 ignored (azure fake self-test)\n", ($4 == 0 ? "ok" : "FAILED"), $2, $4 }' "$azure_out" >>"$out"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check || { status=1; exit 1; }

@@ -20,9 +20,10 @@ Every request and response that has an operation in the specs is validated again
 operation status) against the shapes Microsoft documents, written down below. Each
 problem is kept and listed at GET /_fake/violations.
 
-Usage: python fake.py [--host 127.0.0.1] [--port 0] [--specs DIR]
-  DIR defaults to the directory tests/azure/specs.sh prints. Prints "LISTENING <port>"
-  on stdout once it accepts connections (the convention of tests/moto/server.py).
+Usage: python fake.py [--host 127.0.0.1] [--port 0] [--specs DIR] [--certfile PEM --keyfile PEM]
+  DIR defaults to $BATON_AZURE_SPECS, else to the directory tests/azure/specs.sh prints.
+  Prints "LISTENING <port>" on stdout once it accepts connections (the convention of
+  tests/moto/server.py).
 """
 
 import argparse
@@ -199,8 +200,9 @@ def arm_error(status, code, message, headers=None):
 
 
 class Request:
-    def __init__(self, method, raw_path, headers, body, host):
+    def __init__(self, method, raw_path, headers, body, host, scheme="http"):
         self.method = method
+        self.scheme = scheme
         parsed = urllib.parse.urlsplit(raw_path)
         self.path = parsed.path
         self.query_string = parsed.query
@@ -220,7 +222,7 @@ class Request:
 
     @property
     def base(self):
-        return f"http://{self.host}"
+        return f"{self.scheme}://{self.host}"
 
 
 class Response:
@@ -1520,11 +1522,12 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "BatonAzureFake/1"
     fake = None
+    scheme = "http"
 
     def _serve(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        req = Request(self.command, self.path, dict(self.headers.items()), body, self.headers.get("Host") or f"127.0.0.1:{self.server.server_port}")
+        req = Request(self.command, self.path, dict(self.headers.items()), body, self.headers.get("Host") or f"127.0.0.1:{self.server.server_port}", self.scheme)
         try:
             resp = self.fake.handle(req)
         except Exception as e:  # a bug in the fake: say so, and keep it as a violation
@@ -1545,6 +1548,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def default_spec_dir():
+    if os.environ.get("BATON_AZURE_SPECS"):
+        return os.environ["BATON_AZURE_SPECS"]
     here = os.path.dirname(os.path.abspath(__file__))
     out = subprocess.run(["bash", os.path.join(here, "specs.sh")], check=True, stdout=subprocess.PIPE, text=True).stdout
     return out.strip().splitlines()[-1]
@@ -1554,7 +1559,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--specs", help="directory holding azure.com/*.json (default: what specs.sh prints)")
+    ap.add_argument("--specs", help="directory holding azure.com/*.json (default: $BATON_AZURE_SPECS, else what specs.sh prints)")
     ap.add_argument("--certfile", help="serve HTTPS with this PEM certificate chain")
     ap.add_argument("--keyfile", help="private key of --certfile")
     args = ap.parse_args()
@@ -1568,6 +1573,7 @@ def main():
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.certfile, args.keyfile)
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        Handler.scheme = "https"
     print(f"LISTENING {server.server_address[1]}", flush=True)
     try:
         server.serve_forever()

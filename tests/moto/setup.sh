@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Python tools the tests use (moto server, cbor2, aiosmtpd) into a local venv.
+# Installs the Python tools the tests use (moto server, cbor2, aiosmtpd, the Azure fake's
+# OpenAPI validator) into a local venv.
 # Idempotent: does nothing when the venv already has exactly tests/moto/requirements.txt.
 # Prints the venv's python on the last line.
 set -euo pipefail
