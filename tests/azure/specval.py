@@ -31,7 +31,6 @@ import json
 import re
 import urllib.parse
 
-from jsonschema.exceptions import best_match  # noqa: F401  (kept for callers' debugging)
 from openapi_schema_validator import OAS30ReadValidator, OAS30Validator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
@@ -365,8 +364,3 @@ def check_response(op, status, body, error_fallback=None):
         return [f"status {status} of {op.operation_id} declares a body, got none"]
     problems += [f"response body {m}" for m in spec.validate(schema, doc, read=True)]
     return problems
-
-
-def validate_document(spec, schema, doc, read):
-    """Validate any JSON document against a schema that may $ref into `spec`."""
-    return spec.validate(schema, doc, read)
