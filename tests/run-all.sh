@@ -33,8 +33,9 @@ if [ "${#need[@]}" -gt 0 ]; then
   fi
 fi
 
-# Python tools in a local venv: moto server (AWS API emulator), cbor2, aiosmtpd (SMTP).
-step "Python test tools (moto server, aiosmtpd) in a local venv"
+# Python tools in a local venv: moto server (AWS API emulator), cbor2, aiosmtpd (SMTP),
+# and the Google Cloud fake's needs (google-api-python-client's discovery documents).
+step "Python test tools (moto server, aiosmtpd, Google discovery documents) in a local venv"
 BATON_PYTHON="$(bash tests/moto/setup.sh | tail -n 1)"
 export BATON_PYTHON
 # From here on a missing emulator fails the AWS tests instead of skipping them, and so
@@ -77,6 +78,10 @@ summary() {
 trap 'summary' EXIT
 # From here on a failing step is recorded and the next one still runs.
 set +e
+
+step "Google Cloud fake: self-test against Google's discovery documents (tests/gcp)"
+"$BATON_PYTHON" tests/gcp/selftest.py 2>&1 | tee -a "$out"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check || { status=1; exit 1; }

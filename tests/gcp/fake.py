@@ -1597,7 +1597,8 @@ class Handler(BaseHTTPRequestHandler):
                     continue
                 if not re.search(after.get("path", ".*"), entry["path"]):
                     continue
-                w["count"] -= 1
+                if w["count"] > 0:
+                    w["count"] -= 1
                 apply_action(state, w["action"])
             state.second_writers = [w for w in state.second_writers if w["count"] != 0]
 

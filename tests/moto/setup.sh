@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Python tools the tests use (moto server, cbor2, aiosmtpd) into a local venv.
+# Installs the Python tools the tests use (moto server, cbor2, aiosmtpd, and for the Google
+# Cloud fake in tests/gcp: google-api-python-client's discovery documents, jsonschema,
+# cryptography) into a local venv.
 # Idempotent: does nothing when the venv already has exactly tests/moto/requirements.txt.
 # Prints the venv's python on the last line.
 set -euo pipefail
