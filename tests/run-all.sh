@@ -34,8 +34,9 @@ if [ "${#need[@]}" -gt 0 ]; then
   fi
 fi
 
-# Python tools in a local venv: moto server (AWS API emulator), cbor2, aiosmtpd (SMTP).
-step "Python test tools (moto server, aiosmtpd) in a local venv"
+# Python tools in a local venv: moto server (AWS API emulator), cbor2, aiosmtpd (SMTP),
+# and the Google Cloud fake's needs (google-api-python-client's discovery documents).
+step "Python test tools (moto server, aiosmtpd, Google discovery documents) in a local venv"
 BATON_PYTHON="$(bash tests/moto/setup.sh | tail -n 1)"
 export BATON_PYTHON
 # From here on a missing emulator fails the AWS tests instead of skipping them, and so
@@ -87,6 +88,10 @@ azure_out="$CARGO_TARGET_DIR/azure-fake-selftest.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 # Counted in the closing line like cargo's tests.
 awk '/^azure-fake: [0-9]+ passed, [0-9]+ failed$/ { printf "test result: %s. %d passed; %d failed; 0 ignored (azure fake self-test)\n", ($4 == 0 ? "ok" : "FAILED"), $2, $4 }' "$azure_out" >>"$out"
+
+step "Google Cloud fake: self-test against Google's discovery documents (tests/gcp)"
+"$BATON_PYTHON" tests/gcp/selftest.py 2>&1 | tee -a "$out"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check || { status=1; exit 1; }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Python tools the tests use (moto server, cbor2, aiosmtpd, the Azure fake's
-# OpenAPI validator) into a local venv.
+# Installs the Python tools the tests use (moto server, cbor2, aiosmtpd, the cloud fakes'
+# validators: openapi-schema-validator, jsonschema, cryptography, and google-api-python-client
+# for its discovery documents) into a local venv.
 # Idempotent: does nothing when the venv already has exactly tests/moto/requirements.txt.
 # Prints the venv's python on the last line.
 set -euo pipefail
