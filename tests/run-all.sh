@@ -35,8 +35,8 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 # Python tools in a local venv: moto server (AWS API emulator), cbor2, aiosmtpd (SMTP),
-# and the Google Cloud fake's needs (google-api-python-client's discovery documents).
-step "Python test tools (moto server, aiosmtpd, Google discovery documents) in a local venv"
+# and the cloud fakes' validators (google-api-python-client for its discovery documents).
+step "Python test tools (moto server, aiosmtpd, the cloud fakes' validators) in a local venv"
 BATON_PYTHON="$(bash tests/moto/setup.sh | tail -n 1)"
 export BATON_PYTHON
 # From here on a missing emulator fails the AWS tests instead of skipping them, and so
