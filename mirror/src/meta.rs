@@ -730,6 +730,14 @@ struct State {
     done: u64,
     committing: bool,
     failed: Option<Failure>,
+    /// Regions set on disk ahead of a sequential writer (not dirty: nothing was written
+    /// there yet), so that its next marks find their bits durable and cost no sync.
+    /// Cleared by [`Bitmap::persist`].
+    ahead: Vec<u64>,
+    /// Regions marked ahead of a sequential writer (0: none).
+    lookahead: u64,
+    /// The region a sequential writer would mark next.
+    seq_next: u64,
 }
 
 struct Failure {
@@ -754,14 +762,40 @@ impl State {
 
     /// ORs regions `first..=last` into `mem`; true if a commit is needed.
     fn or_range(&mut self, first: u64, last: u64) -> bool {
-        let (w0, w1) = ((first / 64) as usize, (last / 64) as usize);
         let mut need = false;
-        for w in w0..=w1 {
-            let lo = if w == w0 { first % 64 } else { 0 };
-            let hi = if w == w1 { last % 64 } else { 63 };
-            need |= self.or_word(w, range_mask(lo, hi));
-        }
+        for_words(first, last, |w, bits| need |= self.or_word(w, bits));
         need
+    }
+
+    /// A mark of `first..=last` needs a commit: if it continues a sequential run, set
+    /// the next `lookahead` regions (up to `regions`) on disk with it.
+    fn look_ahead(&mut self, first: u64, last: u64, regions: u64) {
+        let sequential =
+            self.lookahead > 0 && first <= self.seq_next && first + self.lookahead >= self.seq_next;
+        self.seq_next = last + 1;
+        if !sequential || last + 1 >= regions {
+            return;
+        }
+        let end = (last + self.lookahead).min(regions - 1);
+        let (mut pages, ahead, disk) = (Vec::new(), &mut self.ahead, &self.disk);
+        for_words(last + 1, end, |w, bits| {
+            ahead[w] |= bits;
+            if bits & !disk[w] != 0 {
+                pages.push(w / WORDS_PER_PAGE);
+            }
+        });
+        self.pending.extend(pages);
+        self.seq_next = end + 1;
+    }
+}
+
+/// Calls `f(word, bits)` for the words covering regions `first..=last`.
+fn for_words(first: u64, last: u64, mut f: impl FnMut(usize, u64)) {
+    let (w0, w1) = ((first / 64) as usize, (last / 64) as usize);
+    for w in w0..=w1 {
+        let lo = if w == w0 { first % 64 } else { 0 };
+        let hi = if w == w1 { last % 64 } else { 63 };
+        f(w, range_mask(lo, hi));
     }
 }
 
@@ -787,6 +821,9 @@ impl Bitmap {
             region_size: sup.region_size,
             regions: sup.regions(),
             state: Mutex::new(State {
+                ahead: vec![0; words.len()],
+                lookahead: 0,
+                seq_next: 0,
                 disk: words.clone(),
                 mem: words,
                 dirty,
@@ -843,11 +880,23 @@ impl Bitmap {
                     size: self.size,
                 })?;
         let rs = u64::from(self.region_size);
+        let (first, last) = (offset / rs, (end - 1) / rs);
         let mut st = self.lock();
-        if !st.or_range(offset / rs, (end - 1) / rs) {
+        if !st.or_range(first, last) {
             return Ok(());
         }
+        st.look_ahead(first, last, self.regions);
         self.commit_wait(st)
+    }
+
+    /// From now on, a mark that needs a sync and continues a sequential run of marks also
+    /// sets the next `regions` regions on disk (not in memory: they are not dirty), so a
+    /// sequential writer pays one sync per `regions` regions instead of one per new
+    /// region. What it costs: after a crash of this server, those regions (at most
+    /// `regions` per sequential writer, since the last [`persist`](Self::persist)) count
+    /// as dirty and are copied by the next resync. 0 turns it off (the default).
+    pub fn set_lookahead(&self, regions: u64) {
+        self.lock().lookahead = regions;
     }
 
     /// Marks every region dirty, durably (e.g. at the start of a full sync).
@@ -874,11 +923,13 @@ impl Bitmap {
         }
     }
 
-    /// Writes every page whose on-disk form differs from memory (cleared bits) and
-    /// syncs. No I/O when nothing differs. Called periodically by the owner and at
+    /// Writes every page whose on-disk form differs from memory (cleared bits, and bits
+    /// set ahead of a sequential writer that it did not reach) and syncs. No I/O when nothing differs. Called periodically by the owner and at
     /// clean shutdown.
     pub fn persist(&self) -> Result<(), MetaError> {
         let mut st = self.lock();
+        // Regions set ahead of a sequential writer and not written since are clean.
+        st.ahead.fill(0);
         let st_ref = &mut *st;
         for (p, (m, d)) in st_ref
             .mem
@@ -1012,7 +1063,12 @@ impl Bitmap {
                 .into_iter()
                 .map(|p| {
                     let r = p * WORDS_PER_PAGE..(p + 1) * WORDS_PER_PAGE;
-                    (p, st.mem[r].to_vec())
+                    let words = st.mem[r.clone()]
+                        .iter()
+                        .zip(&st.ahead[r])
+                        .map(|(m, a)| m | a)
+                        .collect();
+                    (p, words)
                 })
                 .collect();
             drop(st);

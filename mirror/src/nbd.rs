@@ -379,132 +379,195 @@ fn errno(e: &std::io::Error) -> u32 {
     }
 }
 
-/// Run `op` on the store off the async threads, with the connection's buffer moved in
-/// and back (no allocation per request).
-async fn on_store<T, F>(
-    store: &Arc<dyn BlockStore>,
+/// Requests of one connection served at the same time (the NBD client chooses its queue
+/// depth; more wait in the socket).
+pub const MAX_IN_FLIGHT: usize = 32;
+/// Payload bytes of one connection's requests in flight at most (a request larger than
+/// this runs alone).
+const MAX_IN_FLIGHT_BYTES: u32 = 64 * 1024 * 1024;
+/// Buffers larger than this are not kept for reuse.
+const POOL_KEEP: usize = 1 << 20;
+
+/// A finished request on its way to the reply writer.
+struct Done {
+    handle: u64,
+    error: u32,
+    kind: u16,
+    len: u32,
+    /// The connection's buffer (the read data when `error == 0` and `kind` is READ).
     buf: Vec<u8>,
-    op: F,
-) -> Result<(Vec<u8>, std::io::Result<T>), NbdError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn BlockStore, &mut Vec<u8>) -> std::io::Result<T> + Send + 'static,
-{
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut buf = buf;
-        let r = op(store.as_ref(), &mut buf);
-        (buf, r)
-    })
-    .await
-    .map_err(|e| NbdError::Task(e.to_string()))
+    /// Released once the reply is written: the reader may take the next request.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _bytes: tokio::sync::OwnedSemaphorePermit,
 }
 
-async fn transmission<S>(s: &mut S, export: &Export, served: &mut Served) -> Result<(), NbdError>
+/// Buffers reused across requests, so that the hot path does not allocate.
+#[derive(Default)]
+struct Pool(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Pool {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give(&self, mut b: Vec<u8>) {
+        if b.capacity() <= POOL_KEEP {
+            b.clear();
+            let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if v.len() < MAX_IN_FLIGHT {
+                v.push(b);
+            }
+        }
+    }
+}
+
+/// Serve one request on the store (blocking: run on the blocking pool): the error code.
+fn execute(export: &Export, r: &Request, buf: &mut Vec<u8>) -> u32 {
+    let size = export.store.size();
+    let fua = r.flags & CMD_FLAG_FUA != 0;
+    let in_bounds = r
+        .offset
+        .checked_add(u64::from(r.len))
+        .is_some_and(|end| end <= size);
+    let st = export.store.as_ref();
+    let res = match r.kind {
+        CMD_READ => {
+            if r.len > MAX_REQUEST || !in_bounds {
+                return EINVAL;
+            }
+            buf.resize(r.len as usize, 0);
+            st.read_at(buf, r.offset)
+        }
+        CMD_WRITE | CMD_TRIM | CMD_WRITE_ZEROES if export.read_only => return EPERM,
+        CMD_WRITE | CMD_TRIM | CMD_WRITE_ZEROES if !in_bounds => return EINVAL,
+        CMD_WRITE => st.write_at(buf, r.offset, fua),
+        CMD_FLUSH => st.flush(),
+        CMD_TRIM => {
+            st.trim(r.offset, u64::from(r.len))
+                .and_then(|()| if fua { st.flush() } else { Ok(()) })
+        }
+        CMD_WRITE_ZEROES => st.write_zeroes(r.offset, u64::from(r.len), fua),
+        _ => return EINVAL,
+    };
+    res.err().map_or(0, |e| errno(&e))
+}
+
+/// The transmission phase, pipelined: a reader takes requests (and write payloads) off
+/// the socket while up to [`MAX_IN_FLIGHT`] of them run on the store, and this task
+/// writes the replies in the order they finish (NBD replies carry the request's handle),
+/// flushing the socket once no other reply is ready. Replies of requests that overlap
+/// are in the order of completion; NBD leaves the result of overlapping requests in
+/// flight at the same time to the client, and the mirror's write path orders
+/// overlapping writes itself. A FLUSH covers every write answered before it arrived.
+/// DISC, the end of the stream or a protocol breach stops the reader; the requests
+/// already taken are finished and answered first.
+async fn transmission<S>(s: S, export: &Export, served: &mut Served) -> Result<(), NbdError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let size = export.store.size();
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(r) = read_request(s).await? {
-        served.requests += 1;
-        let fua = r.flags & CMD_FLAG_FUA != 0;
-        let in_bounds = r
-            .offset
-            .checked_add(u64::from(r.len))
-            .is_some_and(|end| end <= size);
-        let (error, payload) = match r.kind {
-            CMD_DISC => return Ok(()),
-            CMD_READ => {
-                if r.len > MAX_REQUEST || !in_bounds {
-                    (EINVAL, false)
-                } else {
-                    buf.resize(r.len as usize, 0);
-                    let off = r.offset;
-                    let (b, res) =
-                        on_store(&export.store, std::mem::take(&mut buf), move |st, b| {
-                            st.read_at(b, off)
-                        })
-                        .await?;
-                    buf = b;
-                    match res {
-                        Ok(()) => {
-                            served.bytes_read += u64::from(r.len);
-                            (0, true)
-                        }
-                        Err(e) => (errno(&e), false),
-                    }
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let pool = Arc::new(Pool::default());
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let bytes = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_BYTES as usize));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Done, NbdError>>(MAX_IN_FLIGHT);
+    let reader = {
+        let (pool, export) = (pool.clone(), export.clone());
+        async move {
+            // Owned here, so it is dropped when the reader stops: the writer ends once the
+            // requests in flight (each holding a clone) are answered too.
+            let tx = tx;
+            let mut requests = 0u64;
+            while let Some(r) = read_request(&mut rd).await? {
+                requests += 1;
+                if r.kind == CMD_DISC {
+                    break;
                 }
-            }
-            CMD_WRITE => {
-                if r.len > MAX_REQUEST {
+                if r.kind == CMD_WRITE && r.len > MAX_REQUEST {
                     return Err(NbdError::Protocol(format!(
                         "write of {} bytes (at most {MAX_REQUEST})",
                         r.len
                     )));
                 }
-                buf.resize(r.len as usize, 0);
-                s.read_exact(&mut buf).await?;
-                if export.read_only {
-                    (EPERM, false)
-                } else if !in_bounds {
-                    (EINVAL, false)
-                } else {
-                    let off = r.offset;
-                    let (b, res) =
-                        on_store(&export.store, std::mem::take(&mut buf), move |st, b| {
-                            st.write_at(b, off, fua)
-                        })
-                        .await?;
-                    buf = b;
-                    match res {
-                        Ok(()) => {
-                            served.bytes_written += u64::from(r.len);
-                            (0, false)
-                        }
-                        Err(e) => (errno(&e), false),
-                    }
+                let weight = r.len.clamp(1, MAX_IN_FLIGHT_BYTES);
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let Ok(weight) = bytes.clone().acquire_many_owned(weight).await else {
+                    break;
+                };
+                let mut buf = pool.take();
+                if r.kind == CMD_WRITE {
+                    buf.resize(r.len as usize, 0);
+                    rd.read_exact(&mut buf).await?;
                 }
-            }
-            CMD_FLUSH => {
-                let (b, res) =
-                    on_store(&export.store, std::mem::take(&mut buf), |st, _| st.flush()).await?;
-                buf = b;
-                (res.err().map_or(0, |e| errno(&e)), false)
-            }
-            CMD_TRIM | CMD_WRITE_ZEROES => {
-                if export.read_only {
-                    (EPERM, false)
-                } else if !in_bounds {
-                    (EINVAL, false)
-                } else {
-                    let (off, len, trim) = (r.offset, u64::from(r.len), r.kind == CMD_TRIM);
-                    let (b, res) =
-                        on_store(&export.store, std::mem::take(&mut buf), move |st, _| {
-                            if trim {
-                                st.trim(off, len)?;
-                                if fua {
-                                    st.flush()?;
-                                }
-                                Ok(())
-                            } else {
-                                st.write_zeroes(off, len, fua)
-                            }
+                let (export, tx) = (export.clone(), tx.clone());
+                let job = tokio::task::spawn_blocking(move || {
+                    let error = execute(&export, &r, &mut buf);
+                    (r, error, buf)
+                });
+                tokio::spawn(async move {
+                    let done = job
+                        .await
+                        .map(|(r, error, buf)| Done {
+                            handle: r.handle,
+                            error,
+                            kind: r.kind,
+                            len: r.len,
+                            buf,
+                            _slot: slot,
+                            _bytes: weight,
                         })
-                        .await?;
-                    buf = b;
-                    (res.err().map_or(0, |e| errno(&e)), false)
-                }
+                        .map_err(|e| NbdError::Task(e.to_string()));
+                    let _ = tx.send(done).await;
+                });
             }
-            _ => (EINVAL, false),
-        };
-        if error != 0 {
-            served.errors += 1;
+            Ok::<u64, NbdError>(requests)
         }
-        let data = payload.then_some(&buf[..]);
-        simple_reply(s, error, r.handle, data).await?;
-    }
-    Ok(())
+    };
+    let writer = async {
+        let mut result = Ok(());
+        let mut stats = Served::default();
+        while let Some(done) = rx.recv().await {
+            let d = match done {
+                Ok(d) => d,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            if d.error != 0 {
+                stats.errors += 1;
+            } else if d.kind == CMD_READ {
+                stats.bytes_read += u64::from(d.len);
+            } else if d.kind == CMD_WRITE {
+                stats.bytes_written += u64::from(d.len);
+            }
+            let data = (d.error == 0 && d.kind == CMD_READ).then_some(&d.buf[..]);
+            if let Err(e) = simple_reply(&mut wr, d.error, d.handle, data).await {
+                result = Err(e);
+                break;
+            }
+            pool.give(d.buf);
+            if rx.is_empty() {
+                if let Err(e) = wr.flush().await {
+                    result = Err(e.into());
+                    break;
+                }
+            }
+        }
+        (result, stats)
+    };
+    let (read, (written, stats)) = tokio::join!(reader, writer);
+    served.requests += read.as_ref().copied().unwrap_or(0);
+    served.errors += stats.errors;
+    served.bytes_read += stats.bytes_read;
+    served.bytes_written += stats.bytes_written;
+    written?;
+    read.map(|_| ())
 }
 
 #[cfg(test)]
@@ -529,6 +592,106 @@ mod tests {
         empty.extend_from_slice(&0u32.to_be_bytes());
         empty.extend_from_slice(&0u16.to_be_bytes());
         assert_eq!(parse_info_request(&empty).unwrap(), "");
+    }
+
+    /// A store whose read at offset 0 waits until a write has happened: served one
+    /// request at a time, the read would wait forever.
+    struct Gate {
+        written: std::sync::Mutex<bool>,
+        cv: std::sync::Condvar,
+    }
+
+    impl BlockStore for Gate {
+        fn size(&self) -> u64 {
+            1 << 20
+        }
+        fn read_at(&self, buf: &mut [u8], _offset: u64) -> std::io::Result<()> {
+            let g = self.written.lock().unwrap();
+            let (g, t) = self
+                .cv
+                .wait_timeout_while(g, std::time::Duration::from_secs(20), |w| !*w)
+                .unwrap();
+            assert!(*g && !t.timed_out(), "the write never ran beside the read");
+            buf.fill(7);
+            Ok(())
+        }
+        fn write_at(&self, _d: &[u8], _o: u64, _f: bool) -> std::io::Result<()> {
+            *self.written.lock().unwrap() = true;
+            self.cv.notify_all();
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_zeroes(&self, _o: u64, _l: u64, _f: bool) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn request(kind: u16, handle: u64, offset: u64, len: u32) -> Vec<u8> {
+        let mut r = Vec::new();
+        r.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        r.extend_from_slice(&0u16.to_be_bytes());
+        r.extend_from_slice(&kind.to_be_bytes());
+        r.extend_from_slice(&handle.to_be_bytes());
+        r.extend_from_slice(&offset.to_be_bytes());
+        r.extend_from_slice(&len.to_be_bytes());
+        r
+    }
+
+    async fn reply(c: &mut tokio::io::DuplexStream) -> u64 {
+        let mut h = [0u8; 16];
+        tokio::time::timeout(std::time::Duration::from_secs(30), c.read_exact(&mut h))
+            .await
+            .expect("a reply within 30 s (requests served one at a time?)")
+            .unwrap();
+        assert_eq!(&h[..4], &SIMPLE_REPLY_MAGIC.to_be_bytes());
+        assert_eq!(&h[4..8], &[0; 4], "error code");
+        u64::from_be_bytes(h[8..].try_into().unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_run_concurrently_and_replies_carry_their_handles() {
+        let store = Arc::new(Gate {
+            written: std::sync::Mutex::new(false),
+            cv: std::sync::Condvar::new(),
+        });
+        let exports = vec![Export {
+            name: "v".into(),
+            store,
+            read_only: false,
+        }];
+        let (mut c, srv) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(async move { serve(srv, &exports).await });
+        let mut hello = [0u8; 18];
+        c.read_exact(&mut hello).await.unwrap();
+        assert_eq!(&hello[..8], b"NBDMAGIC");
+        c.write_u32(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)
+            .await
+            .unwrap();
+        c.write_u64(IHAVEOPT).await.unwrap();
+        c.write_u32(OPT_EXPORT_NAME).await.unwrap();
+        c.write_u32(1).await.unwrap();
+        c.write_all(b"v").await.unwrap();
+        assert_eq!(c.read_u64().await.unwrap(), 1 << 20);
+        c.read_u16().await.unwrap();
+        // The read (handle 1) waits for the write (handle 2) sent after it.
+        c.write_all(&request(CMD_READ, 1, 0, 4)).await.unwrap();
+        let mut w = request(CMD_WRITE, 2, 4096, 4);
+        w.extend_from_slice(&[1, 2, 3, 4]);
+        c.write_all(&w).await.unwrap();
+        assert_eq!(reply(&mut c).await, 2, "the write is answered first");
+        assert_eq!(reply(&mut c).await, 1);
+        let mut data = [0u8; 4];
+        c.read_exact(&mut data).await.unwrap();
+        assert_eq!(data, [7; 4]);
+        c.write_all(&request(CMD_DISC, 3, 0, 0)).await.unwrap();
+        let served = server.await.unwrap().unwrap();
+        assert_eq!(served.requests, 3);
+        assert_eq!(
+            (served.bytes_read, served.bytes_written, served.errors),
+            (4, 4, 0)
+        );
     }
 
     #[test]

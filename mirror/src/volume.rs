@@ -157,6 +157,11 @@ pub struct Volume {
     /// Writes hold it shared from the local write until the frame is queued; a resync
     /// copy holds it exclusive from the read until the frame is queued.
     pub io: RwLock<()>,
+    /// Byte ranges between their local write and their frame's place in the link's
+    /// queue: an overlapping write waits, so the peer applies overlapping writes in the
+    /// order they hit the local store (the NBD server runs requests concurrently).
+    writing: Mutex<Vec<(u64, u64)>>,
+    written: Condvar,
     pub counters: Counters,
     /// Woken when regions become dirty (the resync task waits on it) or the state changes.
     pub wake: Notify,
@@ -186,6 +191,10 @@ fn eio(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }
 
+/// Bytes of the volume set dirty on disk ahead of a sequential writer (see
+/// [`crate::meta::Bitmap::set_lookahead`]): one bitmap sync per 4 MiB written in order.
+const SEQUENTIAL_LOOKAHEAD: u64 = 4 << 20;
+
 /// How long a write may wait for the peer or a lease before it fails (the NBD client
 /// sees EIO); a demotion or a fence ends the wait earlier.
 const MAX_WRITE_WAIT: Duration = Duration::from_secs(120);
@@ -199,6 +208,8 @@ impl Volume {
     ) -> Volume {
         let sb = meta.super_block().clone();
         let primary = sb.primary.then_some(sb.max_epoch);
+        meta.bitmap()
+            .set_lookahead((SEQUENTIAL_LOOKAHEAD / u64::from(sb.region_size)).max(1));
         Volume {
             settings,
             store,
@@ -233,6 +244,8 @@ impl Volume {
             }),
             acked: Condvar::new(),
             io: RwLock::new(()),
+            writing: Mutex::new(Vec::new()),
+            written: Condvar::new(),
             counters: Counters::default(),
             wake: Notify::new(),
             kick: Notify::new(),
@@ -624,6 +637,19 @@ impl Volume {
         Ok(())
     }
 
+    /// Wait until no write overlapping `[offset, offset + len)` is between its local write
+    /// and its place in the link's queue, then hold the range until the guard drops.
+    fn order(&self, offset: u64, len: u64) -> Ordered<'_> {
+        let range = (offset, offset.saturating_add(len.max(1)));
+        let overlaps = |r: &(u64, u64)| r.0 < range.1 && range.0 < r.1;
+        let mut w = lock(&self.writing);
+        while w.iter().any(overlaps) {
+            w = self.written.wait(w).unwrap_or_else(|p| p.into_inner());
+        }
+        w.push(range);
+        Ordered { vol: self, range }
+    }
+
     fn do_write(&self, k: u8, data: &[u8], offset: u64, len: u64, flags: u8) -> io::Result<()> {
         let epoch = self.check_writable()?;
         let (a, b) = self.regions_of(offset, len);
@@ -635,6 +661,7 @@ impl Volume {
         let session = self.state().session;
         let fua = flags & flag::FUA != 0;
         let ticket = {
+            let _order = self.order(offset, len);
             let _g = self.io.read().unwrap_or_else(|p| p.into_inner());
             let local = match k {
                 kind::WRITE => self.store.write_at(data, offset, fua),
@@ -735,6 +762,23 @@ impl Volume {
     }
 }
 
+/// A write's byte range held by [`Volume::order`].
+struct Ordered<'a> {
+    vol: &'a Volume,
+    range: (u64, u64),
+}
+
+impl Drop for Ordered<'_> {
+    fn drop(&mut self) {
+        let mut w = lock(&self.vol.writing);
+        if let Some(i) = w.iter().position(|r| *r == self.range) {
+            w.swap_remove(i);
+        }
+        drop(w);
+        self.vol.written.notify_all();
+    }
+}
+
 impl BlockStore for Volume {
     fn size(&self) -> u64 {
         self.size
@@ -780,5 +824,57 @@ impl BlockStore for Volume {
 
     fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
         self.do_write(kind::ZEROES, &[], offset, len, flag::TRIM)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FileStore;
+
+    fn volume(dir: &std::path::Path) -> Volume {
+        std::fs::File::create(dir.join("d.img"))
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let store = FileStore::open(&dir.join("d.img")).unwrap();
+        let meta = Meta::create(&dir.join("m"), 1 << 20, 65536, [1; 16], 0).unwrap();
+        let settings = Settings {
+            server: "a".into(),
+            mode: Mode::Sync,
+            on_peer_loss: PeerLoss::Continue,
+            ack_timeout: Duration::from_millis(100),
+            queue_size: 1 << 20,
+            bandwidth_limit: 0,
+        };
+        Volume::new(settings, Arc::new(store), meta, EventLog::default())
+    }
+
+    #[test]
+    fn overlapping_writes_take_their_turn_and_others_do_not_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = volume(dir.path());
+        let held = vol.order(4096, 8192);
+        std::thread::scope(|s| {
+            // Beside it: no wait.
+            let beside = s.spawn(|| drop(vol.order(12288, 4096)));
+            beside.join().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let vol = &vol;
+            let overlapping = s.spawn(move || {
+                let g = vol.order(8192, 100);
+                tx.send(()).unwrap();
+                drop(g);
+            });
+            assert!(
+                rx.recv_timeout(Duration::from_millis(300)).is_err(),
+                "an overlapping write went ahead of one between its local write and the link"
+            );
+            drop(held);
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("the overlapping write goes on once the range is free");
+            overlapping.join().unwrap();
+        });
+        assert!(lock(&vol.writing).is_empty());
     }
 }

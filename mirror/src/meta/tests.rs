@@ -387,6 +387,53 @@ fn a_mark_of_bits_already_on_disk_does_no_io() {
 }
 
 #[test]
+fn a_sequential_writer_syncs_once_per_lookahead_and_a_crash_costs_at_most_that() {
+    let d = tempfile::tempdir().unwrap();
+    let m = create(&d, GIB, R64K);
+    let b = m.bitmap();
+    b.set_lookahead(16);
+    // 64 regions written in order, one region per mark.
+    for r in 0..64u64 {
+        b.mark(r * 64 * KIB, 64 * KIB).unwrap();
+    }
+    assert_eq!(b.dirty_count(), 64, "the look-ahead is not dirty in memory");
+    // Region 0 (1..=16 set ahead), 17 (18..=33), 34 (35..=50), 51 (52..=67).
+    assert_eq!(b.syncs(), 4, "one sync per 17 regions, not one per region");
+    drop(b);
+    // A crash now: the disk holds the written regions and at most 16 more.
+    let m = reopen(m);
+    let b = m.bitmap();
+    let on_disk = dirty_list(&b);
+    assert!(on_disk.starts_with(&(0..64).collect::<Vec<_>>()));
+    assert!(on_disk.len() <= 64 + 16, "{on_disk:?}");
+    // The same run with a persist before the crash: only what was written stays set.
+    let d2 = tempfile::tempdir().unwrap();
+    let m2 = create(&d2, GIB, R64K);
+    let b2 = m2.bitmap();
+    b2.set_lookahead(16);
+    for r in 0..64u64 {
+        b2.mark(r * 64 * KIB, 64 * KIB).unwrap();
+    }
+    b2.persist().unwrap();
+    drop(b2);
+    let m2 = reopen(m2);
+    assert_eq!(dirty_list(&m2.bitmap()), (0..64).collect::<Vec<_>>());
+    b.set_lookahead(16);
+    // Scattered marks set nothing ahead.
+    let before = b.syncs();
+    for r in [1000u64, 500, 3000, 200] {
+        b.mark(r * 64 * KIB, 1).unwrap();
+    }
+    assert_eq!(b.syncs() - before, 4);
+    drop(b);
+    let m = reopen(m);
+    let mut want = on_disk.clone();
+    want.extend([200, 500, 1000, 3000]);
+    want.sort_unstable();
+    assert_eq!(dirty_list(&m.bitmap()), want);
+}
+
+#[test]
 fn concurrent_marks_are_batched_and_all_durable() {
     const THREADS: u64 = 8;
     const ROUNDS: u64 = 50;
