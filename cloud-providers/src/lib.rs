@@ -130,6 +130,11 @@ pub trait Registry: Send + Sync {
     fn monitor_needs_resource(&self, _kind: &str) -> bool {
         false
     }
+    /// Resource kinds whose `interconnect` key (numbered from 0, default 0, unless
+    /// `address` is set) names one of the servers' interconnects.
+    fn uses_interconnect(&self, _kind: &str) -> bool {
+        false
+    }
 }
 
 /// A probe that checks a resource driver: the monitor kind `resource`.

@@ -61,6 +61,12 @@ pub trait KindCatalog {
     fn check_group_servers(&self, _kind: &str, _servers: &[String]) -> Result<(), String> {
         Ok(())
     }
+    /// Does this resource kind carry traffic on an interconnect chosen by its
+    /// `interconnect` key (numbered from 0, default 0, unless `address` is set)? The
+    /// number is then checked against every server of the group. Default: no.
+    fn uses_interconnect(&self, _kind: &str) -> bool {
+        false
+    }
     /// Monitor kinds that need the `resource` key (besides `resource`). Default: none.
     fn monitor_needs_resource(&self, _kind: &str) -> bool {
         false

@@ -427,6 +427,12 @@ catalogue! {
     MIRROR_SPLIT_BRAIN_RESOLVED = 7018, Warning, "mirror", "Mirror split brain resolved",
         cause: "An operator chose to discard this side's changes (`baton mirror discard-local`); it becomes the target of a resync from the peer.",
         action: "None.";
+    MIRROR_ASYNC_TAKEOVER = 7019, Warning, "mirror", "Mirror async takeover: the newest writes of the old primary may be missing",
+        cause: "An `async` mirror became primary here while the old primary had not handed over cleanly (it died, or the link to it was down). Writes the old primary acknowledged but had not sent yet are not here: the message gives what it last reported as not yet sent (its queue and out-of-sync regions) and when; writes it made after that report are missing too. `baton mirror status` shows the same under `takeover`.",
+        action: "None if the application tolerates the loss of its last writes (the reason for `async`). When the old primary returns, its unsent writes are replaced by this side's data and counted (BTN-7020); use `sync` where no acknowledged write may be lost.";
+    MIRROR_ASYNC_DISCARDED = 7020, Warning, "mirror", "Mirror async writes discarded after a takeover",
+        cause: "This server returned after the peer took over in `async` mode, with regions it had written that the peer never confirmed. The resync from the peer replaced them; each copied region was compared with what was here first, so the figure is exact: the regions whose content differed held the writes the async failover lost (whole regions, `region_size` each). Raised when the resync is done, only when something differed.",
+        action: "None for the mirror. If the application must know which of its last writes were lost, compare with its own log before the resync finishes.";
 }
 
 /// Look up a catalogue entry by numeric id.

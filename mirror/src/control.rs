@@ -86,6 +86,9 @@ pub struct Status {
     pub counters: std::collections::BTreeMap<String, u64>,
     pub last_error: Option<String>,
     pub events_seq: u64,
+    /// The last async takeover here without the old primary: what may be missing.
+    #[serde(default)]
+    pub takeover: Option<crate::volume::Takeover>,
 }
 
 /// Resync progress.

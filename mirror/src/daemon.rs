@@ -670,6 +670,23 @@ async fn promote(d: &Arc<Daemon>, epoch: u64) -> Response {
     }
     let renegotiate = {
         let mut st = vol.state();
+        // Async, and the peer was primary when last heard of (no clean demotion, which
+        // would have come after all its writes): its unsent writes may be missing.
+        let takeover = d.spec.params.mode == Mode::Async && st.primary.is_none() && st.peer_primary;
+        if takeover {
+            let t = crate::volume::Takeover {
+                epoch,
+                unix_ms: crate::clock::unix_ms(),
+                peer_backlog_bytes: st.peer_backlog.map(|b| b.0),
+                peer_report_unix_ms: st.peer_backlog.map(|b| b.1),
+                link_lost_unix_ms: (st.conn != crate::volume::Conn::Connected)
+                    .then_some(st.link_lost_ms)
+                    .flatten(),
+            };
+            vol.events
+                .raise(EventKind::AsyncTakeover, takeover_message(&t));
+            st.takeover = Some(t);
+        }
         st.primary = Some(epoch);
         st.fenced = false;
         st.target = false;
@@ -688,6 +705,28 @@ async fn promote(d: &Arc<Daemon>, epoch: u64) -> Response {
         return Response::error("mirror_bind", e);
     }
     Response::Ok
+}
+
+/// What an async takeover without the old primary may have lost, in words.
+fn takeover_message(t: &crate::volume::Takeover) -> String {
+    let lost = match t.link_lost_unix_ms {
+        Some(ms) => format!(
+            "the link was lost {} ms earlier",
+            t.unix_ms.saturating_sub(ms)
+        ),
+        None => "the link still looked up: the old primary stopped answering".into(),
+    };
+    match (t.peer_backlog_bytes, t.peer_report_unix_ms) {
+        (Some(b), Some(at)) => format!(
+            "became primary at epoch {} without the old primary ({lost}): at its last report ({} ms before the takeover) it had {b} bytes not confirmed here; those and any write it made after that report may be missing",
+            t.epoch,
+            t.unix_ms.saturating_sub(at)
+        ),
+        _ => format!(
+            "became primary at epoch {} without the old primary ({lost}); it never reported its backlog, so how much of its last writes is missing is unknown",
+            t.epoch
+        ),
+    }
 }
 
 async fn demote(d: &Arc<Daemon>) {
@@ -794,6 +833,7 @@ async fn status(d: &Arc<Daemon>) -> Status {
         ("queue_full", ld(&c.queue_full)),
         ("resync_bytes", ld(&c.resync_bytes)),
         ("link_bytes_sent", ld(&c.link_bytes_sent)),
+        ("async_discarded_bytes", ld(&c.async_discarded_bytes)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -846,6 +886,7 @@ async fn status(d: &Arc<Daemon>) -> Status {
         counters,
         last_error: st.last_error.clone(),
         events_seq: vol.events.last_seq(),
+        takeover: st.takeover.clone(),
     }
 }
 

@@ -31,6 +31,8 @@ pub enum EventKind {
     WritesSuspended,
     Started,
     SplitBrainResolved,
+    AsyncTakeover,
+    AsyncDiscarded,
 }
 
 impl EventKind {
@@ -54,6 +56,8 @@ impl EventKind {
             EventKind::WritesSuspended => &events::MIRROR_WRITES_SUSPENDED,
             EventKind::Started => &events::MIRROR_STARTED,
             EventKind::SplitBrainResolved => &events::MIRROR_SPLIT_BRAIN_RESOLVED,
+            EventKind::AsyncTakeover => &events::MIRROR_ASYNC_TAKEOVER,
+            EventKind::AsyncDiscarded => &events::MIRROR_ASYNC_DISCARDED,
         }
     }
 }

@@ -150,6 +150,10 @@ pub enum StateMsg {
     InSync { current: u64, history: [u64; 4] },
     /// Nothing else to say: the link is alive (sent when idle).
     Ping,
+    /// The sender (primary) has `bytes` that the receiver may not have yet: regions with
+    /// writes in flight or out of sync (an upper bound). Sent about once a second; after
+    /// an async takeover it is what the new primary reports as possibly missing.
+    Backlog { bytes: u64 },
 }
 
 /// Who copies to whom when two sides meet.

@@ -18,6 +18,8 @@ use crate::volume::{Conn, Out, Volume};
 
 /// An idle link says something this often...
 const PING_EVERY: Duration = Duration::from_secs(1);
+/// How often a primary tells the peer how much it may not have yet (StateMsg::Backlog).
+const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// ...and one that says nothing for this long is dead (a peer host that vanished sends
 /// no FIN).
 const SILENCE: Duration = Duration::from_secs(5);
@@ -100,6 +102,9 @@ where
     if frame.kind != kind::BITMAP {
         return Err("the peer did not send its bitmap".into());
     }
+    if decision == Decision::Target {
+        start_discard_check(&vol, &peer);
+    }
     if decision != Decision::SplitBrain {
         block(|| bitmap.merge(&frame.data)).map_err(|e| e.to_string())?;
     }
@@ -123,6 +128,7 @@ where
         st.conn = Conn::Connected;
         st.session += 1;
         st.peer = Some(peer.server.clone());
+        st.peer_primary = peer.primary.is_some();
         st.peer_disk = Some(peer.disk);
         st.out = Some(out_tx.clone());
         st.target = decision == Decision::Target;
@@ -158,6 +164,7 @@ where
     // The session is over: what was in flight stays dirty; waiting writers fall back.
     let (was_secondary, target) = {
         let mut st = vol.state();
+        st.link_lost_ms = Some(crate::clock::unix_ms());
         st.conn = Conn::Disconnected;
         st.session += 1;
         st.out = None;
@@ -249,6 +256,8 @@ async fn send_loop<W: AsyncWrite + Unpin>(
     link: LinkSettings,
 ) {
     let ping = serde_json::to_vec(&StateMsg::Ping).unwrap_or_default();
+    // A primary reports its backlog at its first frame and then every REPORT_EVERY.
+    let mut reported: Option<crate::clock::Instant> = None;
     loop {
         let first = match tokio::time::timeout(PING_EVERY, rx.recv()).await {
             Ok(Some(o)) => o,
@@ -260,6 +269,21 @@ async fn send_loop<W: AsyncWrite + Unpin>(
                 compress: false,
             },
         };
+        let due = reported.is_none_or(|t| crate::clock::now().duration_since(t) >= REPORT_EVERY);
+        if due {
+            if let Some(b) = backlog(&vol) {
+                reported = Some(crate::clock::now());
+                if tx
+                    .send(kind::STATE, &b, &[], Compression::None)
+                    .await
+                    .is_err()
+                {
+                    let s = vol.state().session;
+                    vol.kick(s);
+                    return;
+                }
+            }
+        }
         let mut next = Some(first);
         while let Some(o) = next.take() {
             let c = if o.compress {
@@ -344,6 +368,87 @@ async fn recv_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// A primary's backlog report (what the peer may not have yet), as a STATE frame.
+fn backlog(vol: &Volume) -> Option<Vec<u8>> {
+    let primary = vol.state().primary.is_some();
+    if !primary {
+        return None;
+    }
+    let bytes = (vol.bitmap().dirty_count() * vol.region_size()).min(vol.size_bytes());
+    serde_json::to_vec(&StateMsg::Backlog { bytes }).ok()
+}
+
+/// Meeting the peer as the target: in async mode, regions this side wrote as primary that
+/// the peer never confirmed are about to be replaced by the peer's data (the writes an
+/// async failover lost). Each copy is compared with what is here, and the resync's end
+/// reports what differed (BTN-7020).
+fn start_discard_check(vol: &Volume, peer: &Hello) {
+    if vol.settings.mode != crate::params::Mode::Async {
+        return;
+    }
+    let sb = vol.super_block();
+    let mut st = vol.state();
+    if !(st.died_primary || sb.primary) || sb.disk == DiskState::Inconsistent {
+        // Not the old primary (the agent demotes it when it finds the group elsewhere,
+        // hence `died_primary`), or a resync into it never finished.
+        return;
+    }
+    let marked = (vol.bitmap().dirty_count() * vol.region_size()).min(vol.size_bytes());
+    if marked == 0 {
+        st.died_primary = false;
+        return;
+    }
+    st.discard_check = Some(crate::volume::DiscardCheck {
+        peer: peer.server.clone(),
+        marked_bytes: marked,
+        ..Default::default()
+    });
+}
+
+/// A resync copy is about to overwrite `[offset, offset + len)`: count it when a discard
+/// check runs and the data here differs (`data` empty: the copy is zeroes). Called
+/// inside [`apply`]'s blocking section.
+fn check_discard(vol: &Volume, offset: u64, len: u64, data: &[u8]) {
+    if vol.state().discard_check.is_none() {
+        return;
+    }
+    let mut here = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    // Unreadable here: it is replaced either way; count it as lost.
+    let differs = match vol.store.read_at(&mut here, offset) {
+        Ok(()) if data.is_empty() => here.iter().any(|b| *b != 0),
+        Ok(()) => here != data,
+        Err(_) => true,
+    };
+    if differs {
+        if let Some(dc) = vol.state().discard_check.as_mut() {
+            dc.differing_bytes += len;
+            dc.differing_regions += 1;
+        }
+    }
+}
+
+/// The resync into this side is done: report what a discard check found.
+fn finish_discard_check(vol: &Volume) {
+    let dc = {
+        let mut st = vol.state();
+        st.died_primary = false;
+        st.discard_check.take()
+    };
+    let Some(dc) = dc else { return };
+    vol.counters
+        .async_discarded_bytes
+        .fetch_add(dc.differing_bytes, Ordering::Relaxed);
+    if dc.differing_bytes > 0 {
+        vol.events.raise(
+            EventKind::AsyncDiscarded,
+            format!(
+                "{} took over while this server's last async writes were unconfirmed: {} bytes in {} regions written here differed from its data and were replaced ({} bytes were marked out of sync)",
+                dc.peer, dc.differing_bytes, dc.differing_regions, dc.marked_bytes
+            ),
+        );
+    }
+}
+
 fn fence(vol: &Volume, why: &str) {
     let mut st = vol.state();
     if st.fenced {
@@ -385,10 +490,17 @@ fn apply(vol: &Volume, k: u8, h: &WriteHdr, data: &[u8], size: u64) -> u8 {
             if data.len() as u64 != h.len {
                 return Err(std::io::Error::other("length mismatch"));
             }
+            if k == kind::COPY {
+                check_discard(vol, h.offset, h.len, data);
+            }
             vol.store.write_at(data, h.offset, fua)
         }
         kind::ZEROES if h.flags & proto::flag::TRIM != 0 => vol.store.trim(h.offset, h.len),
-        kind::ZEROES | kind::COPY_ZERO => vol.store.write_zeroes(h.offset, h.len, fua),
+        kind::COPY_ZERO => {
+            check_discard(vol, h.offset, h.len, &[]);
+            vol.store.write_zeroes(h.offset, h.len, fua)
+        }
+        kind::ZEROES => vol.store.write_zeroes(h.offset, h.len, fua),
         _ => vol.store.flush(),
     });
     match r {
@@ -416,12 +528,25 @@ fn on_state(vol: &Volume, m: StateMsg) -> Result<(), String> {
             if epoch > max {
                 block(|| vol.update_meta(|s| s.max_epoch = epoch)).map_err(|e| e.to_string())?;
             }
-            let mine = vol.state().primary;
+            let mine = {
+                let mut st = vol.state();
+                st.peer_primary = true;
+                st.primary
+            };
             if mine.is_some_and(|e| e < epoch) {
                 fence(vol, &format!("the peer became primary at epoch {epoch}"));
             }
         }
-        StateMsg::Secondary | StateMsg::Ping => {}
+        StateMsg::Secondary => {
+            // A clean demotion: everything it wrote came before this message.
+            let mut st = vol.state();
+            st.peer_primary = false;
+            st.peer_backlog = None;
+        }
+        StateMsg::Ping => {}
+        StateMsg::Backlog { bytes } => {
+            vol.state().peer_backlog = Some((bytes, crate::clock::unix_ms()));
+        }
         StateMsg::Outdated => {
             block(|| {
                 vol.update_meta(|s| {
@@ -466,6 +591,7 @@ fn on_state(vol: &Volume, m: StateMsg) -> Result<(), String> {
                 r = bm.next_dirty(i + 1);
             }
             let _ = block(|| bm.persist());
+            finish_discard_check(vol);
             let mut st = vol.state();
             st.target = false;
             st.in_sync = true;

@@ -100,6 +100,44 @@ pub struct State {
     pub discard_local: bool,
     /// The session was ended by a missed acknowledgement.
     pub kicked: bool,
+    /// The peer was primary when last heard of (its hello or its last role message).
+    pub peer_primary: bool,
+    /// This process found the volume primary when it started (the previous one died as
+    /// primary) and has not met the peer since: regions dirty here may hold writes the
+    /// peer never got.
+    pub died_primary: bool,
+    /// Resync into a side that died as async primary: the copies are compared with
+    /// what is here, to count what the failover lost (BTN-7020 when the resync is done).
+    pub discard_check: Option<DiscardCheck>,
+    /// The primary peer's last backlog report: (bytes it had not confirmed here, unix ms).
+    pub peer_backlog: Option<(u64, u64)>,
+    /// When the last link was lost (unix ms).
+    pub link_lost_ms: Option<u64>,
+    /// What this side knew of the old primary's unsent writes when it took over without
+    /// it (async).
+    pub takeover: Option<Takeover>,
+}
+
+/// What a resync into a side that died as async primary replaces.
+#[derive(Debug, Clone, Default)]
+pub struct DiscardCheck {
+    pub peer: String,
+    /// Bytes of the regions marked out of sync here when the sides met.
+    pub marked_bytes: u64,
+    /// Bytes of copied regions whose content here differed (the writes lost).
+    pub differing_bytes: u64,
+    pub differing_regions: u64,
+}
+
+/// An async takeover without the old primary, as `baton mirror status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Takeover {
+    pub epoch: u64,
+    pub unix_ms: u64,
+    /// What the old primary last reported as not confirmed here (`None`: no report).
+    pub peer_backlog_bytes: Option<u64>,
+    pub peer_report_unix_ms: Option<u64>,
+    pub link_lost_unix_ms: Option<u64>,
 }
 
 /// Regions with frames in flight, and regions whose last change did not reach the peer.
@@ -134,6 +172,9 @@ pub struct Counters {
     pub queue_full: AtomicU64,
     pub resync_bytes: AtomicU64,
     pub link_bytes_sent: AtomicU64,
+    /// Async: bytes of regions written here as primary that the peer never confirmed,
+    /// replaced by the peer's data after it took over (BTN-7020).
+    pub async_discarded_bytes: AtomicU64,
 }
 
 /// Settings of a volume the write path needs.
@@ -237,6 +278,12 @@ impl Volume {
                 promote_forced: false,
                 discard_local: false,
                 kicked: false,
+                peer_primary: false,
+                died_primary: sb.primary,
+                discard_check: None,
+                peer_backlog: None,
+                link_lost_ms: None,
+                takeover: None,
             }),
             tracker: Mutex::new(Tracker {
                 next_seq: 1,

@@ -86,5 +86,8 @@ pub struct MirrorBrief {
     pub paused: bool,
     pub fenced: bool,
     pub split_brain: bool,
+    /// The NBD endpoint is served here (the application can write).
+    #[serde(default)]
+    pub serving: bool,
     pub error: Option<String>,
 }

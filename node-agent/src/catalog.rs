@@ -41,6 +41,9 @@ impl KindCatalog for ProviderCatalog<'_> {
     fn monitor_needs_resource(&self, kind: &str) -> bool {
         self.0.monitor_needs_resource(kind)
     }
+    fn uses_interconnect(&self, kind: &str) -> bool {
+        self.0.uses_interconnect(kind)
+    }
 }
 
 /// Every kind this build knows (the providers' and mirroring's), AWS clients built from

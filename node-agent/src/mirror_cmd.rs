@@ -397,6 +397,30 @@ pub fn render(s: &Status) -> String {
         s.nbd,
         if s.nbd_serving { " (serving)" } else { "" }
     ));
+    if let Some(t) = &s.takeover {
+        o.push_str(&format!(
+            "  async takeover at epoch {} without the old primary: {}\n",
+            t.epoch,
+            match t.peer_backlog_bytes {
+                Some(b) => format!(
+                    "it last reported {} not confirmed here; later writes may be missing too",
+                    bytes(b)
+                ),
+                None => "its backlog was never reported; how much is missing is unknown".into(),
+            }
+        ));
+    }
+    let discarded = s
+        .counters
+        .get("async_discarded_bytes")
+        .copied()
+        .unwrap_or(0);
+    if discarded > 0 {
+        o.push_str(&format!(
+            "  async writes discarded after the peer took over: {}\n",
+            bytes(discarded)
+        ));
+    }
     if let Some(e) = &s.last_error {
         o.push_str(&format!("  last error: {e}\n"));
     }

@@ -111,6 +111,9 @@ impl Registry for Kinds {
     fn monitor_needs_resource(&self, kind: &str) -> bool {
         MONITOR_KINDS.contains(&kind)
     }
+    fn uses_interconnect(&self, kind: &str) -> bool {
+        kind == RESOURCE_KIND
+    }
 }
 
 /// Stands in for a mirror-disk driver while a config is only checked.
@@ -206,7 +209,7 @@ fn mirror_addr(cfg: &Config, server: &str, p: &MirrorDiskParams) -> Result<Socke
         .ok_or_else(|| format!("no server `{server}`"))?;
     let ic = s.interconnects.get(p.interconnect).ok_or_else(|| {
         format!(
-            "interconnect {} does not exist on server `{server}` (it has {})",
+            "interconnect {} does not exist on server `{server}` (it has {}, numbered from 0)",
             p.interconnect,
             s.interconnects.len()
         )
@@ -793,6 +796,30 @@ mod tests {
         );
         let e = check("[\"a\", \"b\"]", "size = \"1GiB\"", "").unwrap_err();
         assert!(e.contains("missing required key `device`"), "{e}");
+        // Interconnects are numbered from 0: the servers have 0 and 1.
+        let e = check("[\"a\", \"b\"]", "device = \"/d\"\ninterconnect = 2", "").unwrap_err();
+        assert!(
+            e.contains("baton.toml:28: group[0].resource[0].interconnect")
+                && e.contains("has 2 interconnect(s), numbered 0 to 1"),
+            "{e}"
+        );
+        // Per server, named under the server's table; `address` needs no interconnect.
+        let e = check(
+            "[\"a\", \"b\"]",
+            "device = \"/d\"\n[group.resource.server.b]\ninterconnect = 5",
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("group[0].resource[0].server.b.interconnect"),
+            "{e}"
+        );
+        check(
+            "[\"a\", \"b\"]",
+            "device = \"/d\"\ninterconnect = 7\n[group.resource.server.a]\naddress = \"10.9.0.1:7790\"\n[group.resource.server.b]\naddress = \"10.9.0.2:7790\"",
+            "",
+        )
+        .unwrap();
         // A mirror monitor without `resource`, or with a key of its own.
         let e = check(
             "[\"a\", \"b\"]",

@@ -112,6 +112,7 @@ impl Shared {
                 paused: false,
                 fenced: false,
                 split_brain: false,
+                serving: false,
                 error: None,
             };
             match call(ctl, &Request::Status, std::time::Duration::from_secs(2)).await {
@@ -131,6 +132,7 @@ impl Shared {
                     b.paused = s.paused;
                     b.fenced = s.fenced;
                     b.split_brain = s.split_brain;
+                    b.serving = s.nbd_serving;
                     b.error = s.last_error.clone();
                 }
                 Ok(other) => b.error = Some(format!("unexpected answer {other:?}")),

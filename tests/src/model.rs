@@ -37,6 +37,21 @@ pub struct AgentStatus {
     pub servers: Vec<ServerStatus>,
     pub groups: Vec<GroupStatus>,
     pub monitors: Vec<MonitorStatus>,
+    #[serde(default)]
+    pub mirrors: Vec<MirrorBrief>,
+}
+
+/// One `mirror-disk` resource of the server, as the status shows it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MirrorBrief {
+    pub group: String,
+    pub resource: String,
+    pub role: String,
+    pub connection: String,
+    pub in_sync: bool,
+    pub fenced: bool,
+    #[serde(default)]
+    pub serving: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize)]

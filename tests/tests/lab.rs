@@ -1,4 +1,4 @@
-//! The fault lab's ten scenarios, a short run of each (root only; see
+//! The fault lab's eleven scenarios, a short run of each (root only; see
 //! `tests/src/lab` and docs/src/lab.md). Each test builds its own network namespaces,
 //! starts real agents, injects its fault and asserts the scenario's expectation plus,
 //! over the whole run, that the group was never active on two servers at once (agent
@@ -129,4 +129,9 @@ fn s09_rolling_restart_group_stays_up() {
 #[test]
 fn s10_partition_heals_exactly_one_active() {
     run(10, Options::default());
+}
+
+#[test]
+fn s11_mirror_disk_sigkill_under_writes_no_acknowledged_write_lost() {
+    run(11, Options::default());
 }

@@ -699,4 +699,92 @@ fn async_failover_loses_at_most_the_queue() {
         "async failover: {} distinct offsets acknowledged, {lost} not on the new primary",
         expect.len()
     );
+    // The new primary says what may be missing: the old primary's last backlog report.
+    c.wait_event("node-2", "BTN-7019", Duration::from_secs(10), |_| true);
+    let t = status(&c, "node-2")["takeover"].clone();
+    assert!(
+        t["peer_backlog_bytes"].as_u64().is_some() && t["peer_report_unix_ms"].as_u64().is_some(),
+        "the takeover reports the old primary's last backlog: {t}"
+    );
+    // The old primary returns: what it wrote that node-2 never confirmed is replaced by
+    // node-2's data, counted and reported (BTN-7020) when there was any.
+    c.restart("node-1");
+    wait_until("node-1 is resynchronised", Duration::from_secs(60), || {
+        let s = status(&c, "node-2");
+        if s["in_sync"] == true && s["connection"] == "connected" {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    let discarded = status(&c, "node-1")["counters"]["async_discarded_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        discarded >= lost * 4096,
+        "{lost} writes lost but only {discarded} bytes reported discarded"
+    );
+    if discarded > 0 {
+        c.wait_event("node-1", "BTN-7020", Duration::from_secs(10), |_| true);
+    }
+    eprintln!("async failover: node-1 reported {discarded} bytes discarded on its return");
+    assert_eq!(sha(&store(&c, "node-1")), sha(&store(&c, "node-2")));
+
+    // 2. Writes the peer never gets: the mirror link is cut (heartbeats go on) and node-2
+    // writes on alone (async, under its lease), then its server dies. node-1 takes over
+    // (BTN-7019); when node-2 returns, the regions it wrote are replaced by node-1's data,
+    // counted and reported (BTN-7020).
+    if !nft_ok() {
+        return;
+    }
+    let cuts: Vec<_> = ["node-1", "node-2"]
+        .iter()
+        .map(|n| {
+            let link = std::net::SocketAddr::new(ips(&c, n)[1], c.port);
+            baton_tests::nft::Cut::tcp_to(link).unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    let alone: Vec<u64> = (0..8).map(|i| 8 * (1 << 20) + i * 2 * REGION).collect();
+    for (i, off) in alone.iter().enumerate() {
+        assert!(
+            write(&s2, *off, REGION, 0xa0 + i as u8),
+            "async writes go on without the link"
+        );
+    }
+    c.kill("node-2", Signal::SIGKILL);
+    for pid in c.mirror_pids(Some("node-2")) {
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    }
+    drop(cuts);
+    c.wait_group_owner(GROUP, Some("node-1"), Duration::from_secs(30));
+    c.wait_event("node-1", "BTN-7019", Duration::from_secs(10), |_| true);
+    let s1 = socket(&c, "node-1");
+    let missing = alone
+        .iter()
+        .enumerate()
+        .filter(|(i, off)| reads_back(&s1, **off, REGION, 0xa0 + *i as u8).is_err())
+        .count() as u64;
+    c.restart("node-2");
+    // (node-1 may still count the cut session as up until its silence timeout.)
+    c.wait_event("node-2", "BTN-7020", Duration::from_secs(30), |_| true);
+    wait_until("node-2 is resynchronised", Duration::from_secs(60), || {
+        let (s1, s2) = (status(&c, "node-1"), status(&c, "node-2"));
+        if s1["in_sync"] == true && s2["connection"] == "connected" && s2["disk"] == "up_to_date" {
+            Ok(())
+        } else {
+            Err(format!("{s1}\n{s2}"))
+        }
+    });
+    let discarded = status(&c, "node-2")["counters"]["async_discarded_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        discarded >= missing * REGION && missing > 0,
+        "{missing} regions written alone are missing on node-1, {discarded} bytes reported discarded"
+    );
+    eprintln!(
+        "async failover with the link cut: {missing} of {} regions missing on the new primary, {discarded} bytes reported discarded",
+        alone.len()
+    );
+    assert_eq!(sha(&store(&c, "node-1")), sha(&store(&c, "node-2")));
 }

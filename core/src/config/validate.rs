@@ -32,7 +32,12 @@ pub(super) fn validate(
     let (servers, server_names) = servers::validate(d, &raw.server, raw.heartbeat.port);
     groups::check_count(d, raw.group.len());
     quorum::validate(d, &raw.quorum, &raw.heartbeat, servers.len());
-    let groups = groups::validate(d, &raw.group, &server_names, kinds);
+    let paths: BTreeMap<String, usize> = raw
+        .server
+        .iter()
+        .map(|s| (s.name.clone(), s.interconnects.len()))
+        .collect();
+    let groups = groups::validate(d, &raw.group, &server_names, &paths, kinds);
     let defined = Defined {
         servers: &servers,
         server_names: &server_names,

@@ -58,6 +58,9 @@ pub const WITNESS_PORT: u16 = 7430;
 pub const API_PORT: u16 = 7420;
 pub const HB_PORT: u16 = 7421;
 pub const APP_PORT: u16 = 8080;
+/// Name and port of the lab's `mirror-disk` resource (when the spec has one).
+pub const MIRROR: &str = "data";
+pub const MIRROR_PORT: u16 = 7790;
 /// Third octet of networks a and b and of the management network.
 const NET_A: u8 = 231;
 const NET_B: u8 = 232;
@@ -115,6 +118,9 @@ pub struct LabSpec {
     pub timeout_ms: u64,
     /// `check_duplicate` of the floating IP.
     pub check_duplicate: bool,
+    /// A `mirror-disk` resource of this mode (`sync`, `async`) first in the group; the
+    /// group then runs on the first two servers (the others vote).
+    pub mirror: Option<String>,
 }
 
 impl LabSpec {
@@ -128,6 +134,7 @@ impl LabSpec {
             interval_ms: 200,
             timeout_ms: 1000,
             check_duplicate: false,
+            mirror: None,
         }
     }
 }
@@ -323,8 +330,13 @@ impl Lab {
                 "\n[quorum]\nwitness = {{ kind = \"http\", url = \"http://{WITNESS_ADDR}:{WITNESS_PORT}\" }}\n"
             ));
         }
-        let servers: Vec<String> = (0..s.servers).map(server).collect();
+        let servers: Vec<String> = if s.mirror.is_some() {
+            (0..2).map(server).collect()
+        } else {
+            (0..s.servers).map(server).collect()
+        };
         c.group(GROUP, &servers)
+            .push(&self.mirror_text())
             .push(&format!(
                 r#"
 [[group.resource]]
@@ -342,6 +354,48 @@ deactivate_timeout = "5s"
             ))
             .marker_app(&self.dir, "vip", 100_000)
             .build()
+    }
+
+    /// The `mirror-disk` resource of the lab's group (empty without one): stores and NBD
+    /// sockets in the lab's directory, mirror traffic on network b.
+    fn mirror_text(&self) -> String {
+        let Some(mode) = &self.spec.mirror else {
+            return String::new();
+        };
+        let mut t = format!(
+            r#"
+[[group.resource]]
+kind = "mirror-disk"
+name = "{MIRROR}"
+size = "16MiB"
+mode = "{mode}"
+interconnect = 1
+port = {MIRROR_PORT}
+ack_timeout = "1s"
+connect_timeout = "2s"
+activate_timeout = "20s"
+deactivate_timeout = "20s"
+"#
+        );
+        for i in 0..2 {
+            t.push_str(&format!(
+                "[group.resource.server.{}]\ndevice = \"{}\"\nnbd_socket = \"{}\"\n",
+                server(i),
+                self.mirror_store(i).display(),
+                self.mirror_socket(i).display()
+            ));
+        }
+        t
+    }
+
+    /// Server `i`'s backing store of the lab's mirror disk.
+    pub fn mirror_store(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("disk-{}.img", server(i)))
+    }
+
+    /// The NBD socket server `i` serves the lab's mirror disk on while active.
+    pub fn mirror_socket(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("nbd-{}.sock", server(i)))
     }
 
     /// Milliseconds since the lab started.
@@ -413,6 +467,9 @@ deactivate_timeout = "5s"
                 &self.log_header(),
             )?
             .env("NO_COLOR", "1")
+            // A transient systemd unit would run the mirror process outside the
+            // server's namespace.
+            .env("BATON_MIRROR_NO_SYSTEMD", "1")
             .spawn()
             .map_err(|e| format!("cannot start agent {}: {e}", server(i)))?;
         self.agents[i] = Some(child);
@@ -565,7 +622,8 @@ deactivate_timeout = "5s"
         Ok(at)
     }
 
-    /// Remove what a dead agent left behind on server `i`: the marker app and the VIP.
+    /// Remove what a dead agent left behind on server `i`: the marker app, the mirror
+    /// process and the VIP.
     fn crash_cleanup(&self, i: usize) {
         let pid_file = self.dir.join(format!("app-{}.pid", server(i)));
         if let Ok(text) = std::fs::read_to_string(&pid_file) {
@@ -581,7 +639,10 @@ deactivate_timeout = "5s"
                 .filter_map(|p| p.parse::<i32>().ok())
             {
                 let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmd).starts_with("arping") {
+                let cmd = String::from_utf8_lossy(&cmd);
+                // The mirror process runs apart from the agent (it survives the agent's
+                // restarts); a machine that dies takes it along.
+                if cmd.starts_with("arping") || cmd.contains("\0mirror-daemon\0") {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }

@@ -35,6 +35,8 @@ pub struct StatusObs {
     pub since_ms: u64,
     pub epoch: u64,
     pub quorum: bool,
+    /// A mirror of the group is primary, not fenced, and served to the application here.
+    pub mirror_writable: bool,
 }
 
 /// Everything one server's thread saw.
@@ -229,6 +231,9 @@ fn observe(shared: &Shared, i: usize, t: &Target, token: &str, group: &str, t0: 
                             since_ms: g.map_or(0, |g| g.since_ms_ago),
                             epoch: g.map_or(0, |g| g.epoch),
                             quorum: st.quorum,
+                            mirror_writable: st.mirrors.iter().any(|m| {
+                                m.group == group && m.role == "primary" && !m.fenced && m.serving
+                            }),
                         };
                         let mut l = lock(&shared.logs[i]);
                         l.status.push(obs);
@@ -380,6 +385,34 @@ impl Observed {
                     .map(|o| (o.recv - o.since_ms as f64, o.sent))
                     .filter(|(lo, hi)| lo < hi)
                     .collect();
+                let holes = ex.status.get(&i).cloned().unwrap_or_default();
+                (s.clone(), merge(subtract(&merge(iv), &holes)))
+            })
+            .collect()
+    }
+
+    /// Per server, the intervals in which a mirror of the group was writable there
+    /// (primary, not fenced, served): consecutive answers that said so, from the first
+    /// one's request to the last one's answer.
+    pub fn mirror_intervals(&self, ex: &Exemptions) -> Vec<(String, Intervals)> {
+        self.servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut iv: Intervals = Vec::new();
+                let mut open = false;
+                for o in &self.logs[i].status {
+                    match (o.mirror_writable, open) {
+                        (true, true) => {
+                            if let Some(last) = iv.last_mut() {
+                                last.1 = o.recv;
+                            }
+                        }
+                        (true, false) => iv.push((o.sent, o.recv)),
+                        _ => {}
+                    }
+                    open = o.mirror_writable;
+                }
                 let holes = ex.status.get(&i).cloned().unwrap_or_default();
                 (s.clone(), merge(subtract(&merge(iv), &holes)))
             })

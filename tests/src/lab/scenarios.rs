@@ -55,7 +55,7 @@ impl Default for Options {
 }
 
 /// The scenarios, by number.
-pub const SCENARIOS: [(u8, &str); 10] = [
+pub const SCENARIOS: [(u8, &str); 11] = [
     (1, "SIGKILL the active agent"),
     (2, "pause the active agent past the timeout, then resume it"),
     (
@@ -69,6 +69,10 @@ pub const SCENARIOS: [(u8, &str); 10] = [
     (8, "restart every agent at once"),
     (9, "rolling restart"),
     (10, "partition heals"),
+    (
+        11,
+        "SIGKILL the active server of a group with a sync mirror disk under writes",
+    ),
 ];
 
 pub fn title(n: u8) -> &'static str {
@@ -180,6 +184,12 @@ fn spec_for(n: u8, o: &Options) -> LabSpec {
             s.servers = 2;
             s.witness = true;
         }
+        11 => {
+            // Two servers hold the mirror, the third votes.
+            s.servers = 3;
+            s.witness = o.witness;
+            s.mirror = Some("sync".into());
+        }
         _ => {
             s.servers = o.servers.unwrap_or(3);
             s.witness = o.witness;
@@ -195,8 +205,8 @@ pub fn run(n: u8, o: &Options) -> ScenarioReport {
         title: title(n).into(),
         ..ScenarioReport::default()
     };
-    if !(1..=10).contains(&n) {
-        r.fail(format!("there is no scenario {n} (1 to 10)"));
+    if !(1..=11).contains(&n) {
+        r.fail(format!("there is no scenario {n} (1 to 11)"));
         return r;
     }
     let spec = spec_for(n, o);
@@ -225,7 +235,8 @@ pub fn run(n: u8, o: &Options) -> ScenarioReport {
             7 => s7_witness_then_peer(&mut lab, &mut r),
             8 => s8_restart_all(&mut lab, o, &mut r),
             9 => s9_rolling(&mut lab, o, &mut r),
-            _ => s10_heal(&mut lab, o, &mut r),
+            10 => s10_heal(&mut lab, o, &mut r),
+            _ => s11_mirror_kill(&mut lab, o, &mut r),
         });
     if let Err(e) = body {
         r.fail(format!("scenario aborted: {e}"));
@@ -270,6 +281,25 @@ fn finish(lab: &mut Lab, r: &mut ScenarioReport) {
         r.fail(format!("the observer got only {statuses} status answers"));
     }
     let ex = lab.exempt.clone();
+    if lab.spec.mirror.is_some() {
+        // The mirror check must have seen something, or it proves nothing.
+        let seen: Vec<String> = obs
+            .mirror_intervals(&ex)
+            .iter()
+            .filter(|(_, iv)| !iv.is_empty())
+            .map(|(s, iv)| {
+                format!(
+                    "{s} {:.1} s",
+                    iv.iter().map(|(lo, hi)| hi - lo).sum::<f64>() / 1000.0
+                )
+            })
+            .collect();
+        if seen.is_empty() {
+            r.fail("the observer never saw the mirror writable on any server");
+        } else {
+            r.fact(format!("mirror writable (observed): {}", seen.join(", ")));
+        }
+    }
     for (what, per) in [
         ("status", obs.status_intervals(&ex)),
         (
@@ -277,6 +307,7 @@ fn finish(lab: &mut Lab, r: &mut ScenarioReport) {
             obs.event_intervals(GROUP, lab.unix0, end, &lab.crashes, &ex),
         ),
         ("VIP", obs.addr_intervals(VIP, &ex)),
+        ("mirror", obs.mirror_intervals(&ex)),
     ] {
         for (a, b, lo, hi) in overlaps(&per) {
             r.fail(format!(
@@ -968,4 +999,171 @@ pub fn summary(reports: &[ScenarioReport]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// One 4 KiB write of `pattern` at `off` through qemu's NBD client; true when it was
+/// acknowledged.
+fn nbd_write(sock: &std::path::Path, off: u64, pattern: u8) -> bool {
+    nbd_io(sock, &format!("write -P {pattern} {off} 4096"), "wrote")
+}
+
+/// Does the 4 KiB at `off` read back as `pattern`?
+fn nbd_reads(sock: &std::path::Path, off: u64, pattern: u8) -> bool {
+    nbd_io(sock, &format!("read -P {pattern} {off} 4096"), "read")
+}
+
+fn nbd_io(sock: &std::path::Path, cmd: &str, ok: &str) -> bool {
+    std::process::Command::new("qemu-io")
+        .args(["-f", "raw"])
+        .arg(format!(
+            "nbd+unix:///{}?socket={}",
+            super::MIRROR,
+            sock.display()
+        ))
+        .args(["-c", cmd])
+        .output()
+        .is_ok_and(|o| {
+            let t = String::from_utf8_lossy(&o.stdout).to_string()
+                + &String::from_utf8_lossy(&o.stderr);
+            o.status.success()
+                && t.contains(ok)
+                && !t.contains("failed")
+                && !t.contains("Pattern verification failed")
+        })
+}
+
+/// Scenario 11: a group with a sync `mirror-disk` on two of three servers, a writer
+/// recording every acknowledged write; the active server crashes (agent and mirror
+/// process SIGKILLed); the group fails over, every acknowledged write reads back on the
+/// new primary, and when the old server returns it is resynchronised by difference.
+/// Besides the lab's usual checks, the observer checks that the mirror was never
+/// writable (primary, not fenced, served) on two servers at once.
+fn s11_mirror_kill(lab: &mut Lab, o: &Options, r: &mut ScenarioReport) -> Result<(), String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    if !std::process::Command::new("sh")
+        .args(["-c", "command -v qemu-io"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Err("qemu-io (Debian qemu-utils) is needed for the mirror scenario".into());
+    }
+    let in_sync = |lab: &Lab, i: usize| {
+        lab.status(i).is_some_and(|s| {
+            s.mirrors
+                .iter()
+                .any(|m| m.in_sync && m.connection == "connected")
+        })
+    };
+    for round in 0..o.repeat.max(1) {
+        let (x, e) = lab.wait_owner(None, Duration::from_secs(30))?;
+        lab.wait_converged(Duration::from_secs(20))?;
+        lab.wait("the mirror is in sync", Duration::from_secs(60), |lab| {
+            if in_sync(lab, x) {
+                Ok(())
+            } else {
+                Err(format!("{:?}", lab.status(x).map(|s| s.mirrors)))
+            }
+        })?;
+        let sock = lab.mirror_socket(x);
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<BTreeMap<u64, u8>>> = Arc::default();
+        let writer = {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut k = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let off = (k % 512) * 4096;
+                    let pattern = (1 + (k + u64::from(round as u8)) % 250) as u8;
+                    if nbd_write(&sock, off, pattern) {
+                        acked
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(off, pattern);
+                    } else {
+                        // The server is gone: what was acknowledged so far is the record.
+                        return;
+                    }
+                    k += 1;
+                }
+            })
+        };
+        lab.wait("writes are acknowledged", Duration::from_secs(20), |_| {
+            let n = acked.lock().unwrap_or_else(|p| p.into_inner()).len();
+            if n >= 100 {
+                Ok(())
+            } else {
+                Err(format!("{n} writes"))
+            }
+        })?;
+        let t = lab.crash(x)?;
+        lab.note(&format!(
+            "round {}: {} crashed under writes (agent and mirror process SIGKILLed)",
+            round + 1,
+            server(x)
+        ));
+        stop.store(true, Ordering::SeqCst);
+        let _ = writer.join();
+        let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (y, e2) = lab.wait_owner(Some(x), Duration::from_secs(30))?;
+        if e2 <= e {
+            r.fail(format!("epoch did not grow on failover: {e} -> {e2}"));
+        }
+        let at = wait_event(lab, y, ids::ACTIVATED, t, Duration::from_secs(20))?;
+        r.failover_ms.push(at - t);
+        let new_sock = lab.mirror_socket(y);
+        let lost: Vec<u64> = acked
+            .iter()
+            .filter(|(off, p)| !nbd_reads(&new_sock, **off, **p))
+            .map(|(off, _)| *off)
+            .collect();
+        if lost.is_empty() {
+            r.fact(format!(
+                "round {}: all {} acknowledged writes read back on {}",
+                round + 1,
+                acked.len(),
+                server(y)
+            ));
+        } else {
+            r.fail(format!(
+                "{} of {} acknowledged writes lost after the failover (offsets {:?})",
+                lost.len(),
+                acked.len(),
+                &lost[..lost.len().min(8)]
+            ));
+        }
+        lab.note(&format!(
+            "{GROUP} online on {} (epoch {e2}) with the mirror, {:.0} ms after the crash",
+            server(y),
+            at - t
+        ));
+        lab.start_agent(x)?;
+        lab.wait(
+            "the old server is resynchronised",
+            Duration::from_secs(60),
+            |lab| {
+                if in_sync(lab, y) {
+                    Ok(())
+                } else {
+                    Err(format!("{:?}", lab.status(y).map(|s| s.mirrors)))
+                }
+            },
+        )?;
+        match (
+            std::fs::read(lab.mirror_store(x)),
+            std::fs::read(lab.mirror_store(y)),
+        ) {
+            (Ok(a), Ok(b)) if a == b => {}
+            _ => r.fail("the two stores differ after the resync"),
+        }
+        match lab.sole_owner() {
+            Ok((z, e3)) if z == y && e3 == e2 => {}
+            other => r.fail(format!(
+                "after {} came back the group should stay on {} epoch {e2}: {other:?}",
+                server(x),
+                server(y)
+            )),
+        }
+    }
+    Ok(())
 }

@@ -27,11 +27,13 @@ pub(super) fn check_count(d: &mut Diags<'_>, groups: usize) {
     }
 }
 
-/// `servers`: the names of the servers defined in the file.
+/// `servers`: the names of the servers defined in the file; `paths`: how many
+/// interconnects each has.
 pub(super) fn validate(
     d: &mut Diags<'_>,
     raw: &[RawGroup],
     servers: &BTreeSet<String>,
+    paths: &BTreeMap<String, usize>,
     kinds: &dyn KindCatalog,
 ) -> Groups {
     let mut out = Groups {
@@ -49,7 +51,12 @@ pub(super) fn validate(
             let mut rp = gp.clone();
             rp.push(k("resource"));
             rp.push(Seg::Index(ri));
-            if let Some(r) = resources::validate(d, rp, table, g, raw, &mut out.resources, kinds) {
+            let ctx = resources::Context {
+                groups: raw,
+                paths,
+                kinds,
+            };
+            if let Some(r) = resources::validate(d, rp, table, g, &ctx, &mut out.resources) {
                 resources.push(r);
             }
         }

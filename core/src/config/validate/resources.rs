@@ -9,18 +9,27 @@ use crate::config::model::merge_tables;
 use crate::config::raw::{split, RawGroup, ResourceCommon, RESOURCE_COMMON};
 use crate::config::{ActionPolicy, KindCatalog, Resource, LOCAL_SERVER_TARGET};
 
+/// What a resource is checked against besides its own table.
+pub(super) struct Context<'a> {
+    /// Every group of the file.
+    pub groups: &'a [RawGroup],
+    /// How many interconnects each server has.
+    pub paths: &'a BTreeMap<String, usize>,
+    pub kinds: &'a dyn KindCatalog,
+}
+
 /// The resource at `rp` (`table`) of group `g`; `None` when its common keys do not
-/// deserialise. `groups`: every group of the file; `owners` (resource name → group, for
-/// the whole cluster) gains this resource.
+/// deserialise. `owners` (resource name → group, for the whole cluster) gains this
+/// resource.
 pub(super) fn validate(
     d: &mut Diags<'_>,
     rp: KeyPath,
     table: &toml::Table,
     g: &RawGroup,
-    groups: &[RawGroup],
+    ctx: &Context<'_>,
     owners: &mut BTreeMap<String, String>,
-    kinds: &dyn KindCatalog,
 ) -> Option<(KeyPath, Resource)> {
+    let (groups, kinds) = (ctx.groups, ctx.kinds);
     let (common, params) = split(table, RESOURCE_COMMON);
     let c = typed::<ResourceCommon>(d, &rp, toml::Value::Table(common))?;
     let mut np = rp.clone();
@@ -58,6 +67,9 @@ pub(super) fn validate(
         }
     }
     check_kind_keys(d, &rp, &c, &params, &g.servers, kinds);
+    if kinds.uses_interconnect(&c.kind) {
+        check_interconnect(d, &rp, &c, &params, &g.servers, ctx.paths);
+    }
     Some((
         rp,
         Resource {
@@ -79,6 +91,50 @@ pub(super) fn validate(
             server_params: c.server,
         },
     ))
+}
+
+/// A kind that carries traffic on one of the servers' interconnects (key
+/// `interconnect`, numbered from 0, default 0, unless `address` is set): the number must
+/// exist on every server of the group.
+fn check_interconnect(
+    d: &mut Diags<'_>,
+    rp: &[Seg],
+    c: &ResourceCommon,
+    params: &toml::Table,
+    servers: &[String],
+    paths: &BTreeMap<String, usize>,
+) {
+    for s in servers {
+        let own = c.server.get(s);
+        let merged = merge_tables(params, own);
+        if merged.contains_key("address") {
+            continue;
+        }
+        let Some(&n) = paths.get(s) else { continue };
+        let Some(i) = merged
+            .get("interconnect")
+            .map_or(Some(0), toml::Value::as_integer)
+        else {
+            continue; // a type error, reported by the kind's own check
+        };
+        if usize::try_from(i).is_ok_and(|i| i < n) {
+            continue;
+        }
+        let mut p = rp.to_vec();
+        if own.is_some_and(|o| o.contains_key("interconnect")) {
+            p.push(k("server"));
+            p.push(k(s));
+        }
+        p.push(k("interconnect"));
+        d.err(
+            &p,
+            format!(
+                "server `{s}` has {n} interconnect(s), numbered 0 to {}: there is no interconnect {i} (or set `address`)",
+                n.saturating_sub(1)
+            ),
+        );
+        return;
+    }
 }
 
 /// Kind-specific keys, for every server of the group (with its overrides merged in); a
