@@ -43,10 +43,10 @@ impl KindCatalog for ProviderCatalog<'_> {
     }
 }
 
-/// Every kind this build knows (the providers' and mirroring's), AWS clients built from
-/// `[aws]` on first use.
-pub fn kinds(aws: &baton_core::config::AwsSection) -> crate::mirror_kind::Kinds {
-    crate::mirror_kind::Kinds::new(baton_providers::registry(aws))
+/// Every kind this build knows (the providers' and mirroring's), the cloud clients built
+/// from the configuration's `[aws]` and `[azure]` on first use.
+pub fn kinds(cfg: &Config) -> crate::mirror_kind::Kinds {
+    crate::mirror_kind::Kinds::new(baton_providers::registry(&cfg.aws, &cfg.azure))
 }
 
 /// [`kinds`] with the default `[aws]` settings (enough to validate configurations).
