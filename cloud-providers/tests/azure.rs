@@ -1,4 +1,5 @@
-//! Driver-level tests of `azure-dns` against the Azure fake (`tests/azure/fake.py`): real
+//! Driver-level tests of the Azure kinds (today `azure-dns`) and of the Azure client
+//! against the Azure fake (`tests/azure/fake.py`): real
 //! HTTP, Resource Manager record sets with ETags, Entra ID and IMDS tokens, faults; every
 //! request and response checked against Microsoft's specs, and each test ends by
 //! asserting that nothing failed that check.
@@ -9,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_cloud_client::azure::AzureClient;
+use baton_cloud_client::azure::{ArmRequest, AzureClient, NETWORK_API_VERSION};
 use baton_core::config::{AzureIdentity, AzureSection, Dur};
 use baton_core::events::Event;
 use baton_providers::aws::EventSink;
@@ -486,6 +487,58 @@ async fn managed_identity_and_certificate_identities_work() {
         held(&fx.fake, ZONE, false),
         Some((vec![IP2.into()], "2 node-2".into()))
     );
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn the_client_follows_a_long_running_operation() {
+    let Some(fx) = fixture() else { return };
+    fx.fake.control(
+        "POST",
+        "/_fake/route-tables",
+        Some(
+            json!({"subscription": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP,
+                    "name": "rt-a", "location": "westeurope", "routes": []}),
+        ),
+    );
+    let client = AzureClient::new(&fx.settings).unwrap();
+    let path = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Network/routeTables/rt-a/routes/vip"
+    );
+    let put = ArmRequest::new(
+        "Routes.CreateOrUpdate",
+        reqwest::Method::PUT,
+        &path,
+        NETWORK_API_VERSION,
+    )
+    .json(
+        json!({"properties": {"addressPrefix": "10.1.0.20/32", "nextHopType": "VirtualAppliance",
+                                    "nextHopIpAddress": IP1}}),
+    )
+    .if_none_match_any();
+    let started = client.send(&put, T).await.unwrap();
+    assert!(
+        started.header("azure-asyncoperation").is_some(),
+        "{:?}",
+        started.headers
+    );
+    assert_eq!(started.body["properties"]["provisioningState"], "Updating");
+    client
+        .wait_async_operation("Routes.CreateOrUpdate", &started, T)
+        .await
+        .unwrap();
+    let get = ArmRequest::new(
+        "Routes.Get",
+        reqwest::Method::GET,
+        &path,
+        NETWORK_API_VERSION,
+    );
+    let route = client.send(&get, T).await.unwrap();
+    assert_eq!(route.body["properties"]["provisioningState"], "Succeeded");
+    // The same PUT with If-None-Match: * now finds the route: a refusal with its status.
+    let e = client.send(&put, T).await.unwrap_err();
+    assert!(e.is_status(412), "{e}");
+    assert_eq!(e.code(), Some("PreconditionFailed"));
     fx.fake.assert_no_violations();
 }
 
