@@ -244,6 +244,39 @@ async fn a_private_zone_follows_a_failover_and_the_old_owner_leaves_it_alone() {
 }
 
 #[tokio::test]
+async fn a_common_address_belongs_to_the_server_that_wrote_it() {
+    let Some(fx) = fixture() else { return };
+    let (sh, _rx) = shared(&fx.settings);
+    // One address for every server (a load balancer frontend).
+    let d = driver(&sh, "ip = '10.0.0.100'");
+    d.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(
+        d.check(&ctx("node-1", 1, T)).await.unwrap(),
+        CheckOutcome::Active
+    );
+    // Another server's re-adoption does not take it for its own, and its deactivation
+    // (even at a newer epoch) does not delete node-1's record.
+    assert_eq!(
+        d.check(&ctx("node-2", 2, T)).await.unwrap(),
+        CheckOutcome::Inactive
+    );
+    d.deactivate(&ctx("node-2", 2, T)).await.unwrap();
+    assert_eq!(
+        held(&fx.fake, ZONE, false),
+        Some((vec!["10.0.0.100".into()], "1 node-1".into()))
+    );
+    let probe = AzureRegistry::from_shared(sh.clone())
+        .build_probe("azure-dns", &params("ip = '10.0.0.100'"))
+        .unwrap();
+    let e = probe.probe(&probe_ctx("node-2")).await.unwrap_err();
+    assert!(
+        e.to_string().contains("marked for epoch 1 by node-1"),
+        "{e}"
+    );
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
 async fn a_record_changed_by_hand_is_reported_and_repaired() {
     let Some(fx) = fixture() else { return };
     let (sh, mut rx) = shared(&fx.settings);

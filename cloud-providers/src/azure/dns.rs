@@ -13,7 +13,7 @@
 //! another writer changed the set between the read and the write: nothing was
 //! overwritten; it reads again and decides again, within the action's deadline.
 //! Deactivation deletes the set (`If-Match`) when `delete_on_deactivate` is on and the set
-//! still holds this server's address with no newer mark; otherwise it leaves it.
+//! is still this server's (its address, its mark, no newer epoch); otherwise it leaves it.
 //!
 //! The monitor of the same name checks that the set exists, holds this server's address
 //! and carries this server's mark; the recovery it triggers (restarting the resource)
@@ -368,6 +368,15 @@ impl AzureDnsDriver {
         }
     }
 
+    /// Is the set this claim's: this server's address, marked by this server, and no
+    /// newer epoch? (A common address alone does not say which server wrote it.)
+    pub fn is_ours(&self, set: &RecordSet, claim: &Claim<'_>) -> bool {
+        let mark = set.mark();
+        self.holds(set)
+            && mark.as_ref().is_some_and(|m| m.server == claim.server)
+            && claim.may_write(mark.as_ref())
+    }
+
     /// The body that points the set here with this claim's mark (other metadata kept).
     fn body(&self, claim: &Claim<'_>, current: Option<&RecordSet>) -> Value {
         let mut metadata: Map<String, Value> = current
@@ -534,12 +543,12 @@ impl AzureDnsDriver {
             let Some(current) = self.read(client, &dl, subject, None).await? else {
                 return Ok(());
             };
-            if !self.holds(&current) || !claim.may_write(current.mark().as_ref()) {
+            if !self.is_ours(&current, &claim) {
                 tracing::info!(
                     record = %self.name(),
                     values = ?current.values,
                     mark = ?current.mark(),
-                    "the record set is not ours (another address or a newer epoch); left alone"
+                    "the record set is not ours (another address, another server's mark or a newer epoch); left alone"
                 );
                 return Ok(());
             }
@@ -603,11 +612,10 @@ impl ResourceDriver for AzureDnsDriver {
         let dl = Deadline::new(ctx.timeout);
         let client = self.client(subject).await?;
         let current = self.read(client, &dl, subject, None).await?;
-        // A set holding another address, or claimed by a newer epoch, is not active here.
+        // A set holding another address, marked by another server or by a newer epoch,
+        // is not active here.
         Ok(match current {
-            Some(c) if self.holds(&c) && Claim::from(ctx).may_write(c.mark().as_ref()) => {
-                CheckOutcome::Active
-            }
+            Some(c) if self.is_ours(&c, &Claim::from(ctx)) => CheckOutcome::Active,
             _ => CheckOutcome::Inactive,
         })
     }
