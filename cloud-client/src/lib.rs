@@ -1,12 +1,13 @@
 //! Cloud client factories: one module per cloud with the one place its SDK clients are
 //! configured (credentials, region, endpoint, timeouts, retries), its failures
 //! classified and its calls bounded by their deadlines. The providers (resources,
-//! monitors, witnesses) and the notifier's sinks use them; a new cloud (Azure, Google
-//! Cloud) adds its module here, shaped like [`aws`]. The lowest crate every runtime crate
+//! monitors, witnesses) and the notifier's sinks use them. [`azure`] is shaped like
+//! [`aws`] (with typed REST calls instead of an SDK); Google Cloud adds its module here. The lowest crate every runtime crate
 //! depends on, it also holds the one [`clock`].
 #![forbid(unsafe_code)]
 
 pub mod aws;
+pub mod azure;
 pub mod clock;
 
 /// The text of an unanswered call: `OP: CODE (HTTP STATUS): MESSAGE` when the API answered

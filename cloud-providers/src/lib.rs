@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub mod aws;
+pub mod azure;
 pub mod clock;
 pub mod error;
 pub mod fencing;
@@ -166,15 +167,23 @@ impl Probe for ResourceProbe {
 
 pub use registry::ProviderRegistry;
 
-/// The registry of everything this crate implements, AWS clients built from `aws` on
-/// first use.
-pub fn registry(aws: &baton_core::config::AwsSection) -> ProviderRegistry {
-    ProviderRegistry::new(aws)
+/// The registry of everything this crate implements, the AWS and Azure clients built
+/// from `aws` and `azure` on first use.
+pub fn registry(
+    aws: &baton_core::config::AwsSection,
+    azure: &baton_core::config::AzureSection,
+) -> ProviderRegistry {
+    ProviderRegistry::new(aws, azure)
 }
 
-/// [`registry`] with the default `[aws]` settings (enough to validate configurations).
+/// A registry with the default `[aws]` and `[azure]` settings, enough to validate a
+/// configuration's kind keys (an Azure subscription or resource group left to `[azure]`
+/// is not required here; the agent checks it with the configuration's own section).
 pub fn default_registry() -> ProviderRegistry {
-    registry(&baton_core::config::AwsSection::default())
+    ProviderRegistry::with_azure(
+        &baton_core::config::AwsSection::default(),
+        azure::AzureShared::lenient(),
+    )
 }
 
 /// Known kinds by name, for docs and error messages.

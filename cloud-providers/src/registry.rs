@@ -1,32 +1,42 @@
-//! The registry of every kind this crate implements: the on-host kinds and the AWS
-//! kinds, the latter with clients built from the configuration's `[aws]` section on
-//! first use (so validating a configuration never calls AWS).
+//! The registry of every kind this crate implements: the on-host kinds, the AWS kinds
+//! and the Azure kinds, the cloud ones with clients built from the configuration's
+//! `[aws]` and `[azure]` sections on first use (so validating a configuration never
+//! calls a cloud).
 
 use std::sync::Mutex;
 
-use baton_core::config::AwsSection;
+use baton_core::config::{AwsSection, AzureSection};
 use baton_core::events::Event;
 
 use crate::aws::{self, AwsRegistry, AwsShared, EventSink};
+use crate::azure::{self, AzureRegistry, AzureShared};
 use crate::local::LocalRegistry;
 use crate::{ParamError, Params, Probe, Registry, ResourceDriver};
 
-/// Local + AWS kinds. Events the AWS drivers raise wait in a bounded queue for the
-/// agent to take ([`ProviderRegistry::take_events`]).
+/// Local + AWS + Azure kinds. Events the cloud drivers raise wait in a bounded queue for
+/// the agent to take ([`ProviderRegistry::take_events`]).
 #[derive(Debug)]
 pub struct ProviderRegistry {
     local: LocalRegistry,
     aws: AwsRegistry,
+    azure: AzureRegistry,
     events: Mutex<Option<tokio::sync::mpsc::Receiver<Event>>>,
 }
 
 impl ProviderRegistry {
-    pub fn new(aws: &AwsSection) -> ProviderRegistry {
+    pub fn new(aws: &AwsSection, azure: &AzureSection) -> ProviderRegistry {
+        ProviderRegistry::with_azure(aws, AzureShared::new(azure))
+    }
+
+    /// With this Azure state (lenient for checking files, a given client for tests).
+    pub fn with_azure(aws: &AwsSection, azure: AzureShared) -> ProviderRegistry {
         let (sink, rx) = EventSink::channel(256);
-        let shared = AwsShared::new(aws).with_events(sink);
+        let shared = AwsShared::new(aws).with_events(sink.clone());
+        let azure = azure.with_events(sink);
         ProviderRegistry {
             local: LocalRegistry,
             aws: AwsRegistry::from_shared(std::sync::Arc::new(shared)),
+            azure: AzureRegistry::from_shared(std::sync::Arc::new(azure)),
             events: Mutex::new(Some(rx)),
         }
     }
@@ -40,18 +50,24 @@ impl ProviderRegistry {
     pub fn aws(&self) -> &AwsRegistry {
         &self.aws
     }
+
+    pub fn azure(&self) -> &AzureRegistry {
+        &self.azure
+    }
 }
 
 impl Registry for ProviderRegistry {
     fn resource_kinds(&self) -> Vec<&'static str> {
         let mut k = self.local.resource_kinds();
         k.extend(self.aws.resource_kinds());
+        k.extend(self.azure.resource_kinds());
         k
     }
 
     fn monitor_kinds(&self) -> Vec<&'static str> {
         let mut k = self.local.monitor_kinds();
         k.extend(self.aws.monitor_kinds());
+        k.extend(self.azure.monitor_kinds());
         k
     }
 
@@ -62,6 +78,9 @@ impl Registry for ProviderRegistry {
     ) -> Result<Box<dyn ResourceDriver>, ParamError> {
         if aws::RESOURCE_KINDS.contains(&kind) {
             return self.aws.build_resource(kind, params);
+        }
+        if azure::RESOURCE_KINDS.contains(&kind) {
+            return self.azure.build_resource(kind, params);
         }
         self.local.build_resource(kind, params).map_err(|e| {
             if e.key.as_deref() == Some("kind") {
@@ -81,6 +100,9 @@ impl Registry for ProviderRegistry {
     fn build_probe(&self, kind: &str, params: &Params) -> Result<Box<dyn Probe>, ParamError> {
         if aws::MONITOR_KINDS.contains(&kind) {
             return self.aws.build_probe(kind, params);
+        }
+        if azure::MONITOR_KINDS.contains(&kind) {
+            return self.azure.build_probe(kind, params);
         }
         self.local.build_probe(kind, params).map_err(|e| {
             if e.key.as_deref() == Some("kind") {

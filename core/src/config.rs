@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 pub mod api;
 mod aws;
+mod azure;
 mod diagnostics;
 mod duration;
 mod model;
@@ -22,6 +23,9 @@ pub mod timing;
 mod validate;
 pub use api::{ApiRole, ApiSection, Cidr};
 pub use aws::AwsSection;
+pub use azure::{
+    is_guid, is_resource_group, AzureCloud, AzureIdentity, AzureSection, AZURE_IMDS_ENDPOINT,
+};
 pub use diagnostics::{ConfigError, Diagnostic, Level};
 pub use duration::{parse_duration, Dur, MAX_DURATION};
 pub use model::*;

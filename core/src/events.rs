@@ -433,6 +433,33 @@ catalogue! {
     MIRROR_ASYNC_DISCARDED = 7020, Warning, "mirror", "Mirror async writes discarded after a takeover",
         cause: "This server returned after the peer took over in `async` mode, with regions it had written that the peer never confirmed. The resync from the peer replaced them; each copied region was compared with what was here first, so the figure is exact: the regions whose content differed held the writes the async failover lost (whole regions, `region_size` each). Raised when the resync is done, only when something differed.",
         action: "None for the mirror. If the application must know which of its last writes were lost, compare with its own log before the resync finishes.";
+    AZURE_API_UNAVAILABLE = 8001, Warning, "azure", "Azure API did not answer",
+        cause: "An Azure Resource Manager, Entra ID or instance metadata call failed after its retries with throttling (429), a 5xx error, a timeout or a network error, within `[azure] deadline` and the action's timeout: the endpoint is down or unreachable (route, NAT, proxy, private endpoint), or the subscription is throttled.",
+        action: "Check the path to the endpoint (`[azure] endpoint`, proxy, NSG rules) and Azure's service health. Monitors apply their `on_api_error` policy (default warn: no recovery).";
+    AZURE_NOT_FOUND = 8002, Error, "azure", "Azure resource does not exist",
+        cause: "Azure does not know a name from the configuration: subscription, resource group, DNS zone (public or private), or the answer was another 404 (the event quotes Azure's code and message).",
+        action: "Correct `zone`, `resource_group`, `subscription_id` or `private` (per resource, or the defaults in `[azure]`); a private zone needs `private = true`.";
+    AZURE_PERMISSION_DENIED = 8003, Error, "azure", "Not authorized to perform the Azure operation",
+        cause: "Azure refused an operation for lack of permission (`AuthorizationFailed`): the identity has no role assignment that allows it on the zone or resource group.",
+        action: "Assign the identity a role with the record-set read/write/delete actions of the zone (DNS Zone Contributor, Private DNS Zone Contributor, or a custom role).";
+    AZURE_CREDENTIALS = 8004, Error, "azure", "Azure identity not usable",
+        cause: "No token for Resource Manager could be had, or Azure refused the token: no managed identity on the VM (or not the `client_id` named), a wrong, expired or unreadable service principal secret or certificate, no Azure CLI login, or a wrong tenant or cloud.",
+        action: "Check `[azure] identity`, `tenant_id`, `client_id` and the secret or certificate file; on a VM, that the identity is assigned; for `cli`, run `az login`.";
+    AZURE_REQUEST_REJECTED = 8005, Error, "azure", "Azure rejected the request",
+        cause: "Azure answered a call with a client error not covered by a more specific event (the event quotes Azure's code and message).",
+        action: "Read Azure's message; correct the configuration or the Azure set-up it names.";
+    AZURE_STALE_EPOCH = 8006, Error, "azure", "A newer owner holds the Azure resource",
+        cause: "A DNS record set carries a Baton epoch (its `baton_epoch` metadata) newer than this activation's: another server took the group later. This server refused to overwrite it (fencing).",
+        action: "None: the newer owner keeps the resource. If it recurs, check `baton status` on every server for a split cluster.";
+    AZURE_DNS_RECORD_CHANGED = 8007, Warning, "azure", "Azure DNS record missing or changed by someone else",
+        cause: "The record set of an `azure-dns` resource does not exist, or holds another address or target than the active server's (the event says what was found).",
+        action: "None if recovery is configured: the `azure-dns` resource is restarted and writes the record again. Check that no other cluster uses the same record.";
+    AZURE_DNS_UPDATED = 8008, Info, "azure", "Azure DNS record updated",
+        cause: "An `azure-dns` resource wrote its record set (or deleted it on deactivation); the event gives the time it took.",
+        action: "None.";
+    AZURE_DNS_CONFLICT = 8009, Warning, "azure", "Azure DNS record changed while it was written",
+        cause: "A conditional write (If-Match on the ETag read just before) was refused with 412: another writer changed the record set in between. Nothing was overwritten; the resource read it again and decided again.",
+        action: "None if it is rare. If it recurs, look for another cluster or tool writing the same record.";
 }
 
 /// Look up a catalogue entry by numeric id.

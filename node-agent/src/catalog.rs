@@ -46,10 +46,10 @@ impl KindCatalog for ProviderCatalog<'_> {
     }
 }
 
-/// Every kind this build knows (the providers' and mirroring's), AWS clients built from
-/// `[aws]` on first use.
-pub fn kinds(aws: &baton_core::config::AwsSection) -> crate::mirror_kind::Kinds {
-    crate::mirror_kind::Kinds::new(baton_providers::registry(aws))
+/// Every kind this build knows (the providers' and mirroring's), the cloud clients built
+/// from the configuration's `[aws]` and `[azure]` on first use.
+pub fn kinds(cfg: &Config) -> crate::mirror_kind::Kinds {
+    crate::mirror_kind::Kinds::new(baton_providers::registry(&cfg.aws, &cfg.azure))
 }
 
 /// [`kinds`] with the default `[aws]` settings (enough to validate configurations).
@@ -89,6 +89,61 @@ pub fn load_config(path: &std::path::Path) -> Result<Config, ConfigError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    /// An `azure-dns` resource in a three-server file, `keys` its kind keys.
+    fn azure(
+        keys: &str,
+        azure: &str,
+    ) -> (
+        String,
+        Result<baton_core::config::Loaded, baton_core::config::ConfigError>,
+    ) {
+        let text = format!(
+            "[cluster]\nname = \"c\"\nkey_file = \"k\"\n\n\
+             [[server]]\nname = \"a\"\ninterconnects = [\"10.0.0.1\"]\napi = \"10.0.0.1:7420\"\n\
+             [[server]]\nname = \"b\"\ninterconnects = [\"10.0.0.2\"]\napi = \"10.0.0.2:7420\"\n\
+             [[server]]\nname = \"c\"\ninterconnects = [\"10.0.0.3\"]\napi = \"10.0.0.3:7420\"\n\n\
+             {azure}\n[[group]]\nname = \"web\"\nservers = [\"a\", \"b\"]\n\n\
+             [[group.resource]]\nkind = \"azure-dns\"\nname = \"dns1\"\n{keys}\n"
+        );
+        let reg = super::default_kinds();
+        let r = baton_core::config::load_str("baton.toml", &text, &super::ProviderCatalog(&reg));
+        (text, r)
+    }
+
+    #[test]
+    fn azure_dns_keys_are_checked_with_their_line() {
+        let ok = "zone = \"example.com\"\nrecord = \"db\"\n[group.resource.server.a]\nip = \"10.0.0.1\"\n[group.resource.server.b]\nip = \"10.0.0.2\"";
+        // The subscription and resource group may be left to [azure].
+        azure(ok, "").1.unwrap();
+        let (text, r) = azure(
+            "zone = \"example.com\"\nrecrod = \"db\"\nip = \"10.0.0.1\"",
+            "",
+        );
+        let e = r.unwrap_err();
+        let d = &e.diagnostics[0];
+        assert_eq!(d.key, "group[0].resource[0].recrod", "{d}");
+        let line = text.lines().position(|l| l.starts_with("recrod")).unwrap() + 1;
+        assert_eq!(d.line, line, "{d}");
+        assert!(d.message.contains("did you mean `record`?"), "{d}");
+        // Per server: the missing address is found for the server that lacks it.
+        let e = azure(
+            "zone = \"example.com\"\nrecord = \"db\"\n[group.resource.server.a]\nip = \"10.0.0.1\"",
+            "",
+        )
+        .1
+        .unwrap_err();
+        assert!(
+            e.diagnostics
+                .iter()
+                .any(|d| d.message.contains("missing required key `ip`")),
+            "{e}"
+        );
+        let e = azure(ok, "[azure]\nidentity = \"service-principal\"\n")
+            .1
+            .unwrap_err();
+        assert_eq!(e.diagnostics[0].key, "azure.identity", "{e}");
+    }
+
     #[test]
     fn an_unreadable_file_is_reported_with_its_path() {
         let e = super::load(std::path::Path::new("/nonexistent/baton.toml")).unwrap_err();

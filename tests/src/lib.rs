@@ -25,6 +25,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod aws;
+pub mod azure;
 pub mod bin;
 pub mod client;
 pub mod cluster;

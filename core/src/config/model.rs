@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{timing, ApiSection, AwsSection, Dur, MetricsSection, NotifySection};
+use super::{timing, ApiSection, AwsSection, AzureSection, Dur, MetricsSection, NotifySection};
 
 /// Default UDP port for heartbeats when an interconnect gives only an address.
 pub const DEFAULT_HEARTBEAT_PORT: u16 = 7421;
@@ -268,6 +268,7 @@ pub struct Config {
     pub notify: NotifySection,
     pub metrics: MetricsSection,
     pub aws: AwsSection,
+    pub azure: AzureSection,
     pub api: ApiSection,
 }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::diagnostics::{k, Diags, Seg};
 use super::raw::RawFile;
-use super::{api, aws, notify, Config, Dur, Group, KindCatalog, Server};
+use super::{api, aws, azure, notify, Config, Dur, Group, KindCatalog, Server};
 
 mod agent;
 mod cluster;
@@ -48,6 +48,7 @@ pub(super) fn validate(
     let monitors = monitors::validate(d, &raw.monitor, &defined, kinds);
     notify::validate(d, &raw.notify, &raw.metrics, &monitors);
     aws::validate(d, &raw.aws);
+    azure::validate(d, &raw.azure);
     api::validate(d, &raw.api);
     cluster::validate_accept_key_files(d, &raw.cluster);
 
@@ -66,6 +67,7 @@ pub(super) fn validate(
         notify: raw.notify,
         metrics: raw.metrics,
         aws: raw.aws,
+        azure: raw.azure,
         api: raw.api,
     };
     // Every heartbeat must fit in one datagram (issue 9): bounded uncompressed.

@@ -186,7 +186,7 @@ pub(super) fn drivers(
     shared: &Arc<Shared>,
     mirror: &crate::mirror_kind::MirrorCtx,
 ) -> Result<(DriverMap, ProbeMap), AgentError> {
-    let reg = crate::catalog::kinds(&cfg.aws);
+    let reg = crate::catalog::kinds(cfg);
     let built = build_drivers(cfg, me, &reg, mirror)?;
     spawn_mirror_watch(cfg, me, shared, mirror)?;
     if let Some(mut provider_events) = reg.providers.take_events() {

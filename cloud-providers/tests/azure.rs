@@ -1,0 +1,610 @@
+//! Driver-level tests of the Azure kinds (today `azure-dns`) and of the Azure client
+//! against the Azure fake (`tests/azure/fake.py`): real
+//! HTTP, Resource Manager record sets with ETags, Entra ID and IMDS tokens, faults; every
+//! request and response checked against Microsoft's specs, and each test ends by
+//! asserting that nothing failed that check.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests measure the real time of real calls: they read the clock directly.
+#![allow(clippy::disallowed_methods)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_cloud_client::azure::{ArmRequest, AzureClient, NETWORK_API_VERSION};
+use baton_core::config::{AzureIdentity, AzureSection, Dur};
+use baton_core::events::Event;
+use baton_providers::aws::EventSink;
+use baton_providers::azure::dns::AzureDnsDriver;
+use baton_providers::azure::{AzureRegistry, AzureShared};
+use baton_providers::{
+    ActionContext, CheckOutcome, Params, ProbeContext, ProviderError, Registry, ResourceDriver,
+};
+use baton_tests::azure::{AzureFake, RESOURCE_GROUP, SUBSCRIPTION, TENANT};
+use serde_json::json;
+
+const ZONE: &str = "example.com";
+const PRIVATE_ZONE: &str = "corp.internal";
+const APP: &str = "00000000-aaaa-bbbb-cccc-000000000001";
+const IP1: &str = "10.0.0.4";
+const IP2: &str = "10.0.0.5";
+
+struct Fx {
+    fake: AzureFake,
+    settings: AzureSection,
+    _dir: tempfile::TempDir,
+}
+
+/// The fake with both zones, and settings for a service principal with a secret.
+fn fixture() -> Option<Fx> {
+    let fake = AzureFake::start()?;
+    fake.zone(ZONE, false);
+    fake.zone(PRIVATE_ZONE, true);
+    fake.client_secret(APP, "s3cret");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let settings = AzureSection {
+        subscription_id: Some(SUBSCRIPTION.into()),
+        resource_group: Some(RESOURCE_GROUP.into()),
+        tenant_id: Some(TENANT.into()),
+        endpoint: Some(fake.endpoint.clone()),
+        authority: Some(fake.endpoint.clone()),
+        imds_endpoint: Some(fake.endpoint.clone()),
+        identity: AzureIdentity::ServicePrincipal,
+        client_id: Some(APP.into()),
+        client_secret_file: Some(secret),
+        call_timeout: Dur::from_ms(2_000),
+        deadline: Dur::from_ms(20_000),
+        ..AzureSection::default()
+    };
+    Some(Fx {
+        fake,
+        settings,
+        _dir: dir,
+    })
+}
+
+/// Shared state with an event channel.
+fn shared(settings: &AzureSection) -> (Arc<AzureShared>, tokio::sync::mpsc::Receiver<Event>) {
+    let (sink, rx) = EventSink::channel(64);
+    (Arc::new(AzureShared::new(settings).with_events(sink)), rx)
+}
+
+fn params(extra: &str) -> Params {
+    format!("zone = '{ZONE}'\nrecord = 'db'\n{extra}")
+        .parse::<toml::Table>()
+        .unwrap()
+}
+
+fn driver(shared: &Arc<AzureShared>, extra: &str) -> AzureDnsDriver {
+    AzureDnsDriver::from_params(&params(extra), shared.clone()).unwrap()
+}
+
+fn ctx(server: &str, epoch: u64, timeout: Duration) -> ActionContext {
+    ActionContext {
+        cluster: "orders".into(),
+        group: "web".into(),
+        resource: "dns1".into(),
+        server: server.into(),
+        epoch,
+        timeout,
+    }
+}
+
+fn probe_ctx(server: &str) -> ProbeContext {
+    ProbeContext {
+        cluster: "orders".into(),
+        server: server.into(),
+        monitor: "dnsw1".into(),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+const T: Duration = Duration::from_secs(10);
+
+fn ids(rx: &mut tokio::sync::mpsc::Receiver<Event>) -> Vec<String> {
+    let mut v = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        v.push(e.id.to_string());
+    }
+    v
+}
+
+/// The A records and the epoch mark of a set as the fake holds it.
+fn held(fake: &AzureFake, zone: &str, private: bool) -> Option<(Vec<String>, String)> {
+    let set = fake.record_set(zone, private, "A", "db")?;
+    let p = &set["properties"];
+    let recs = if private {
+        &p["aRecords"]
+    } else {
+        &p["ARecords"]
+    };
+    let ips = recs
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r["ipv4Address"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mark = p["metadata"]["baton_epoch"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    Some((ips, mark))
+}
+
+fn puts(fake: &AzureFake) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|(m, p, _)| m == "PUT" && p.ends_with("/A/db"))
+        .count()
+}
+
+#[tokio::test]
+async fn activate_check_monitor_and_deactivate_in_a_public_zone() {
+    let Some(fx) = fixture() else { return };
+    let (sh, mut rx) = shared(&fx.settings);
+    let d = driver(&sh, &format!("ip = '{IP1}'\nttl = 60"));
+    d.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(
+        held(&fx.fake, ZONE, false),
+        Some((vec![IP1.into()], "1 node-1".into()))
+    );
+    assert_eq!(
+        d.check(&ctx("node-1", 1, T)).await.unwrap(),
+        CheckOutcome::Active
+    );
+    // Idempotent: already ours, nothing written.
+    let before = puts(&fx.fake);
+    d.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(puts(&fx.fake), before);
+    let reg = AzureRegistry::from_shared(sh.clone());
+    let probe = reg
+        .build_probe("azure-dns", &params(&format!("ip = '{IP1}'")))
+        .unwrap();
+    let ok = probe.probe(&probe_ctx("node-1")).await.unwrap();
+    assert_eq!(
+        ok.detail.as_deref(),
+        Some("A record db in zone example.com = 10.0.0.4")
+    );
+    d.deactivate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(held(&fx.fake, ZONE, false), None);
+    assert_eq!(
+        d.check(&ctx("node-1", 1, T)).await.unwrap(),
+        CheckOutcome::Inactive
+    );
+    let e = probe.probe(&probe_ctx("node-1")).await.unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    // Deactivating an absent record is fine.
+    d.deactivate(&ctx("node-1", 1, T)).await.unwrap();
+    let ids = ids(&mut rx);
+    assert!(ids.contains(&"BTN-8008".to_string()), "{ids:?}");
+    assert!(ids.contains(&"BTN-8007".to_string()), "{ids:?}");
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_private_zone_follows_a_failover_and_the_old_owner_leaves_it_alone() {
+    let Some(fx) = fixture() else { return };
+    let (sh, _rx) = shared(&fx.settings);
+    let zone = format!("zone = '{PRIVATE_ZONE}'\nprivate = true");
+    let mk = |ip: &str| {
+        AzureDnsDriver::from_params(
+            &format!("{zone}\nrecord = 'db'\nip = '{ip}'")
+                .parse::<toml::Table>()
+                .unwrap(),
+            sh.clone(),
+        )
+        .unwrap()
+    };
+    let (d1, d2) = (mk(IP1), mk(IP2));
+    d1.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(
+        held(&fx.fake, PRIVATE_ZONE, true),
+        Some((vec![IP1.into()], "1 node-1".into()))
+    );
+    d2.activate(&ctx("node-2", 2, T)).await.unwrap();
+    assert_eq!(
+        held(&fx.fake, PRIVATE_ZONE, true),
+        Some((vec![IP2.into()], "2 node-2".into()))
+    );
+    // The old owner's late deactivation does not delete the new owner's record.
+    d1.deactivate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(
+        held(&fx.fake, PRIVATE_ZONE, true),
+        Some((vec![IP2.into()], "2 node-2".into()))
+    );
+    assert_eq!(
+        d1.check(&ctx("node-1", 1, T)).await.unwrap(),
+        CheckOutcome::Inactive
+    );
+    // A CNAME record set in the same zone.
+    let c = AzureDnsDriver::from_params(
+        &format!("{zone}\nrecord = 'app'\ncname = 'node-2.corp.internal'")
+            .parse::<toml::Table>()
+            .unwrap(),
+        sh.clone(),
+    )
+    .unwrap();
+    c.activate(&ctx("node-2", 2, T)).await.unwrap();
+    let set = fx
+        .fake
+        .record_set(PRIVATE_ZONE, true, "CNAME", "app")
+        .unwrap();
+    assert_eq!(
+        set["properties"]["cnameRecord"]["cname"],
+        "node-2.corp.internal"
+    );
+    assert_eq!(
+        c.check(&ctx("node-2", 2, T)).await.unwrap(),
+        CheckOutcome::Active
+    );
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_common_address_belongs_to_the_server_that_wrote_it() {
+    let Some(fx) = fixture() else { return };
+    let (sh, _rx) = shared(&fx.settings);
+    // One address for every server (a load balancer frontend).
+    let d = driver(&sh, "ip = '10.0.0.100'");
+    d.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(
+        d.check(&ctx("node-1", 1, T)).await.unwrap(),
+        CheckOutcome::Active
+    );
+    // Another server's re-adoption does not take it for its own, and its deactivation
+    // (even at a newer epoch) does not delete node-1's record.
+    assert_eq!(
+        d.check(&ctx("node-2", 2, T)).await.unwrap(),
+        CheckOutcome::Inactive
+    );
+    d.deactivate(&ctx("node-2", 2, T)).await.unwrap();
+    assert_eq!(
+        held(&fx.fake, ZONE, false),
+        Some((vec!["10.0.0.100".into()], "1 node-1".into()))
+    );
+    let probe = AzureRegistry::from_shared(sh.clone())
+        .build_probe("azure-dns", &params("ip = '10.0.0.100'"))
+        .unwrap();
+    let e = probe.probe(&probe_ctx("node-2")).await.unwrap_err();
+    assert!(
+        e.to_string().contains("marked for epoch 1 by node-1"),
+        "{e}"
+    );
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_record_changed_by_hand_is_reported_and_repaired() {
+    let Some(fx) = fixture() else { return };
+    let (sh, mut rx) = shared(&fx.settings);
+    let d = driver(&sh, &format!("ip = '{IP1}'"));
+    d.activate(&ctx("node-1", 3, T)).await.unwrap();
+    fx.fake.hand_edit(
+        ZONE,
+        false,
+        "A",
+        "db",
+        json!({"ARecords": [{"ipv4Address": "10.9.9.9"}]}),
+    );
+    let probe = AzureRegistry::from_shared(sh.clone())
+        .build_probe("azure-dns", &params(&format!("ip = '{IP1}'")))
+        .unwrap();
+    let e = probe.probe(&probe_ctx("node-1")).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Unhealthy(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("holds 10.9.9.9, expected 10.0.0.4"),
+        "{e}"
+    );
+    assert!(ids(&mut rx).contains(&"BTN-8007".to_string()));
+    // The monitor's recovery restarts the resource: activation writes it back.
+    d.activate(&ctx("node-1", 3, T)).await.unwrap();
+    assert_eq!(
+        held(&fx.fake, ZONE, false),
+        Some((vec![IP1.into()], "3 node-1".into()))
+    );
+    probe.probe(&probe_ctx("node-1")).await.unwrap();
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_lower_epoch_never_overwrites_a_higher_one() {
+    let Some(fx) = fixture() else { return };
+    let (sh, mut rx) = shared(&fx.settings);
+    driver(&sh, &format!("ip = '{IP2}'"))
+        .activate(&ctx("node-2", 5, T))
+        .await
+        .unwrap();
+    let d1 = driver(&sh, &format!("ip = '{IP1}'"));
+    let before = puts(&fx.fake);
+    let e = d1.activate(&ctx("node-1", 4, T)).await.unwrap_err();
+    match &e {
+        ProviderError::Fenced {
+            epoch,
+            ours,
+            holder,
+            ..
+        } => {
+            assert_eq!((*epoch, *ours, holder.as_str()), (5, 4, "node-2"));
+        }
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    assert_eq!(puts(&fx.fake), before, "nothing written");
+    assert_eq!(
+        held(&fx.fake, ZONE, false),
+        Some((vec![IP2.into()], "5 node-2".into()))
+    );
+    assert!(ids(&mut rx).contains(&"BTN-8006".to_string()));
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_second_writer_between_read_and_write_is_read_again() {
+    let Some(fx) = fixture() else { return };
+    let (sh, mut rx) = shared(&fx.settings);
+    // Someone creates the set between our GET (404) and our PUT (If-None-Match: *).
+    fx.fake.fault(
+        json!({"kind": "second_writer", "method": "PUT", "path": "/A/db$",
+        "properties": {"ARecords": [{"ipv4Address": "10.7.7.7"}]}}),
+    );
+    let d1 = driver(&sh, &format!("ip = '{IP1}'"));
+    d1.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(
+        held(&fx.fake, ZONE, false),
+        Some((vec![IP1.into()], "1 node-1".into()))
+    );
+    let statuses: Vec<u16> = fx
+        .fake
+        .requests()
+        .iter()
+        .filter(|(m, p, _)| m == "PUT" && p.ends_with("/A/db"))
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(
+        statuses,
+        [412, 200],
+        "one refused write, then one after reading again"
+    );
+    assert!(ids(&mut rx).contains(&"BTN-8009".to_string()));
+    // A newer owner writes between our GET and PUT: after reading again we are fenced.
+    fx.fake.fault(
+        json!({"kind": "second_writer", "method": "PUT", "path": "/A/db$",
+        "properties": {"ARecords": [{"ipv4Address": IP2}],
+                       "metadata": {"baton_epoch": "9 node-3", "baton_group": "web"}}}),
+    );
+    let d2 = driver(&sh, &format!("ip = '{IP2}'"));
+    let e = d2.activate(&ctx("node-2", 2, T)).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Fenced { epoch: 9, .. }), "{e:?}");
+    assert_eq!(
+        held(&fx.fake, ZONE, false),
+        Some((vec![IP2.into()], "9 node-3".into()))
+    );
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn throttling_is_retried_within_the_deadline() {
+    let Some(fx) = fixture() else { return };
+    let (sh, _rx) = shared(&fx.settings);
+    fx.fake.fault(
+        json!({"method": "GET", "path": "/A/db$", "status": 429, "retry_after": 1, "count": 2}),
+    );
+    let d = driver(&sh, &format!("ip = '{IP1}'"));
+    let t0 = Instant::now();
+    d.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "Retry-After honoured: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        held(&fx.fake, ZONE, false),
+        Some((vec![IP1.into()], "1 node-1".into()))
+    );
+    // A Retry-After longer than the time left ends the call at once, as an API error.
+    fx.fake
+        .fault(json!({"method": "GET", "path": "/A/db$", "status": 429, "retry_after": 30}));
+    let t0 = Instant::now();
+    let e = d
+        .check(&ctx("node-1", 1, Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert!(e.is_api_error(), "{e:?}");
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn server_errors_until_the_deadline_are_an_api_error() {
+    let Some(fx) = fixture() else { return };
+    let (sh, mut rx) = shared(&fx.settings);
+    fx.fake
+        .fault(json!({"path": "/A/db$", "status": 503, "count": -1}));
+    let d = driver(&sh, &format!("ip = '{IP1}'"));
+    let t0 = Instant::now();
+    let e = d
+        .activate(&ctx("node-1", 1, Duration::from_secs(3)))
+        .await
+        .unwrap_err();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "bounded by the action: {:?}",
+        t0.elapsed()
+    );
+    match &e {
+        ProviderError::Api {
+            operation,
+            code,
+            status,
+            ..
+        } => {
+            assert_eq!(operation, "RecordSets.Get");
+            assert_eq!(code.as_deref(), Some("ServiceUnavailable"));
+            assert_eq!(*status, Some(503));
+        }
+        other => panic!("expected an API error, got {other:?}"),
+    }
+    assert!(e.is_api_error() && e.code() == "api-error");
+    // The monitor says the same: an API error, for on_api_error to judge.
+    let probe = AzureRegistry::from_shared(sh.clone())
+        .build_probe("azure-dns", &params(&format!("ip = '{IP1}'")))
+        .unwrap();
+    let mut pc = probe_ctx("node-1");
+    pc.timeout = Duration::from_secs(2);
+    assert!(probe.probe(&pc).await.unwrap_err().is_api_error());
+    assert!(ids(&mut rx).contains(&"BTN-8001".to_string()));
+    fx.fake.clear_faults();
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn managed_identity_and_certificate_identities_work() {
+    let Some(fx) = fixture() else { return };
+    // Managed identity through IMDS (a user-assigned one, named by client id).
+    let mi = "00000000-aaaa-bbbb-cccc-000000000002";
+    fx.fake.vm("vm-1", IP1, mi);
+    let managed = AzureSection {
+        identity: AzureIdentity::Managed,
+        client_id: Some(mi.into()),
+        client_secret_file: None,
+        ..fx.settings.clone()
+    };
+    let (sh, _rx) = shared(&managed);
+    driver(&sh, &format!("ip = '{IP1}'"))
+        .activate(&ctx("node-1", 1, T))
+        .await
+        .unwrap();
+    assert!(fx
+        .fake
+        .requests()
+        .iter()
+        .any(|(m, p, s)| m == "GET" && p == "/metadata/identity/oauth2/token" && *s == 200));
+    // Another identity than the VM's: Azure's "Identity not found", a credentials event.
+    let other = AzureSection {
+        client_id: Some("00000000-aaaa-bbbb-cccc-000000000009".into()),
+        ..managed.clone()
+    };
+    let (sh, mut rx) = shared(&other);
+    let e = driver(&sh, &format!("ip = '{IP1}'"))
+        .check(&ctx("node-1", 1, T))
+        .await
+        .unwrap_err();
+    assert!(
+        !e.is_api_error() && e.to_string().contains("Identity not found"),
+        "{e}"
+    );
+    assert!(ids(&mut rx).contains(&"BTN-8004".to_string()));
+    // A service principal with a certificate (RS256 client assertion, x5t).
+    let Some((key, cert)) = certificate() else {
+        return;
+    };
+    let app = "00000000-aaaa-bbbb-cccc-000000000003";
+    fx.fake.client_certificate(app, &cert);
+    let pem = fx._dir.path().join("sp.pem");
+    std::fs::write(&pem, format!("{key}{cert}")).unwrap();
+    let by_cert = AzureSection {
+        client_id: Some(app.into()),
+        client_secret_file: None,
+        client_certificate_file: Some(pem),
+        ..fx.settings.clone()
+    };
+    let client = AzureClient::new(&by_cert).unwrap();
+    let sh = Arc::new(AzureShared::new(&by_cert).with_client(client));
+    driver(&sh, &format!("ip = '{IP2}'"))
+        .activate(&ctx("node-2", 2, T))
+        .await
+        .unwrap();
+    assert_eq!(
+        held(&fx.fake, ZONE, false),
+        Some((vec![IP2.into()], "2 node-2".into()))
+    );
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn the_client_follows_a_long_running_operation() {
+    let Some(fx) = fixture() else { return };
+    fx.fake.control(
+        "POST",
+        "/_fake/route-tables",
+        Some(
+            json!({"subscription": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP,
+                    "name": "rt-a", "location": "westeurope", "routes": []}),
+        ),
+    );
+    let client = AzureClient::new(&fx.settings).unwrap();
+    let path = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Network/routeTables/rt-a/routes/vip"
+    );
+    let put = ArmRequest::new(
+        "Routes.CreateOrUpdate",
+        reqwest::Method::PUT,
+        &path,
+        NETWORK_API_VERSION,
+    )
+    .json(
+        json!({"properties": {"addressPrefix": "10.1.0.20/32", "nextHopType": "VirtualAppliance",
+                                    "nextHopIpAddress": IP1}}),
+    )
+    .if_none_match_any();
+    let started = client.send(&put, T).await.unwrap();
+    assert!(
+        started.header("azure-asyncoperation").is_some(),
+        "{:?}",
+        started.headers
+    );
+    assert_eq!(started.body["properties"]["provisioningState"], "Updating");
+    client
+        .wait_async_operation("Routes.CreateOrUpdate", &started, T)
+        .await
+        .unwrap();
+    let get = ArmRequest::new(
+        "Routes.Get",
+        reqwest::Method::GET,
+        &path,
+        NETWORK_API_VERSION,
+    );
+    let route = client.send(&get, T).await.unwrap();
+    assert_eq!(route.body["properties"]["provisioningState"], "Succeeded");
+    // The same PUT with If-None-Match: * now finds the route: a refusal with its status.
+    let e = client.send(&put, T).await.unwrap_err();
+    assert!(e.is_status(412), "{e}");
+    assert_eq!(e.code(), Some("PreconditionFailed"));
+    fx.fake.assert_no_violations();
+}
+
+/// A self-signed RSA certificate and its PKCS#8 key, made by the venv's `cryptography`.
+fn certificate() -> Option<(String, String)> {
+    let py = baton_tests::moto::python()?;
+    let script = r#"
+import datetime
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+n = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "baton-test")])
+now = datetime.datetime.now(datetime.timezone.utc)
+c = (x509.CertificateBuilder().subject_name(n).issuer_name(n).public_key(k.public_key())
+     .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+     .not_valid_after(now + datetime.timedelta(days=30)).sign(k, hashes.SHA256()))
+print(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                      serialization.NoEncryption()).decode(), end="")
+print("=====")
+print(c.public_bytes(serialization.Encoding.PEM).decode(), end="")
+"#;
+    let out = std::process::Command::new(py)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (key, cert) = text.split_once("=====\n").unwrap();
+    Some((key.to_string(), cert.to_string()))
+}
