@@ -296,6 +296,7 @@ async fn send_loop<W: AsyncWrite + Unpin>(
                 vol.kick(s);
                 return;
             }
+            vol.recycle(o);
             next = rx.try_recv().ok();
         }
         if tx.flush().await.is_err() {
@@ -740,7 +741,7 @@ fn copy_region(vol: &Volume, r: u64, epoch: u64) -> Option<u64> {
     let region = vol.region_size();
     let offset = r * region;
     let len = region.min(vol.size_bytes() - offset) as usize;
-    let mut buf = vec![0u8; len];
+    let mut buf = vol.zeroed_buffer(len);
     let _g = vol.io.write().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = vol.store.read_at(&mut buf, offset) {
         vol.events.raise(

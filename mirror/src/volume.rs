@@ -203,6 +203,9 @@ pub struct Volume {
     /// order they hit the local store (the NBD server runs requests concurrently).
     writing: Mutex<Vec<(u64, u64)>>,
     written: Condvar,
+    /// Buffers of frames the link sent, reused for the next writes' frames (no
+    /// allocation per write once warm).
+    buffers: Mutex<Vec<Vec<u8>>>,
     pub counters: Counters,
     /// Woken when regions become dirty (the resync task waits on it) or the state changes.
     pub wake: Notify,
@@ -235,6 +238,10 @@ fn eio(msg: impl Into<String>) -> io::Error {
 /// Bytes of the volume set dirty on disk ahead of a sequential writer (see
 /// [`crate::meta::Bitmap::set_lookahead`]): one bitmap sync per 4 MiB written in order.
 const SEQUENTIAL_LOOKAHEAD: u64 = 4 << 20;
+
+/// Frame buffers kept for reuse: at most this many, holding at most this many bytes.
+const BUFFERS_KEPT: usize = 64;
+const BUFFER_BYTES_KEPT: usize = 16 << 20;
 
 /// How long a write may wait for the peer or a lease before it fails (the NBD client
 /// sees EIO); a demotion or a fence ends the wait earlier.
@@ -293,6 +300,7 @@ impl Volume {
             io: RwLock::new(()),
             writing: Mutex::new(Vec::new()),
             written: Condvar::new(),
+            buffers: Mutex::new(Vec::new()),
             counters: Counters::default(),
             wake: Notify::new(),
             kick: Notify::new(),
@@ -416,8 +424,8 @@ impl Volume {
         hdr.seq = t.next_seq;
         let frame = Out {
             kind: k,
-            hdr: hdr.encode().to_vec(),
-            data: data.to_vec(),
+            hdr: self.pooled(&hdr.encode()),
+            data: self.pooled(data),
             compress: self.settings.mode == Mode::Async,
         };
         // Sending under the tracker lock keeps the link's order the sequence order.
@@ -433,6 +441,36 @@ impl Volume {
         let queued = if asyncq { data.len() as u64 } else { 0 };
         t.inflight.push_back((seq, a, b, queued));
         Some(seq)
+    }
+
+    /// A copy of `bytes` in a reused buffer.
+    fn pooled(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut b = lock(&self.buffers).pop().unwrap_or_default();
+        b.clear();
+        b.extend_from_slice(bytes);
+        b
+    }
+
+    /// A reused buffer of `len` zero bytes (a resync copy reads into it).
+    pub fn zeroed_buffer(&self, len: usize) -> Vec<u8> {
+        let mut b = lock(&self.buffers).pop().unwrap_or_default();
+        b.clear();
+        b.resize(len, 0);
+        b
+    }
+
+    /// The link sent a frame: keep its buffers for the next ones (bounded).
+    pub fn recycle(&self, frame: Out) {
+        let mut pool = lock(&self.buffers);
+        for b in [frame.hdr, frame.data] {
+            let held: usize = pool.iter().map(Vec::capacity).sum();
+            if b.capacity() > 0
+                && pool.len() < BUFFERS_KEPT
+                && held + b.capacity() <= BUFFER_BYTES_KEPT
+            {
+                pool.push(b);
+            }
+        }
     }
 
     fn on_queue_full(&self) {
@@ -490,7 +528,7 @@ impl Volume {
         };
         let frame = Out {
             kind: k,
-            hdr: hdr.encode().to_vec(),
+            hdr: self.pooled(&hdr.encode()),
             data,
             compress: true,
         };
@@ -895,6 +933,32 @@ mod tests {
             bandwidth_limit: 0,
         };
         Volume::new(settings, Arc::new(store), meta, EventLog::default())
+    }
+
+    #[test]
+    fn frame_buffers_are_reused_and_the_pool_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = volume(dir.path());
+        let frame = |v: &Volume, n: usize| Out {
+            kind: kind::WRITE,
+            hdr: v.pooled(&[1; 40]),
+            data: v.pooled(&vec![2; n]),
+            compress: false,
+        };
+        let f = frame(&vol, 65536);
+        let data = f.data.as_ptr();
+        vol.recycle(f);
+        // The next write's frame gets the same memory back.
+        let again = vol.pooled(&[3; 65536]);
+        assert_eq!(again.as_ptr(), data);
+        assert_eq!(again, vec![3; 65536]);
+        for _ in 0..100 {
+            let f = frame(&vol, 1 << 20);
+            vol.recycle(f);
+        }
+        let pool = lock(&vol.buffers);
+        assert!(pool.len() <= BUFFERS_KEPT);
+        assert!(pool.iter().map(Vec::capacity).sum::<usize>() <= BUFFER_BYTES_KEPT);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The fault lab's eleven scenarios, a short run of each (root only; see
+//! The fault lab's twelve scenarios, a short run of each (root only; see
 //! `tests/src/lab` and docs/src/lab.md). Each test builds its own network namespaces,
 //! starts real agents, injects its fault and asserts the scenario's expectation plus,
 //! over the whole run, that the group was never active on two servers at once (agent
@@ -134,4 +134,9 @@ fn s10_partition_heals_exactly_one_active() {
 #[test]
 fn s11_mirror_disk_sigkill_under_writes_no_acknowledged_write_lost() {
     run(11, Options::default());
+}
+
+#[test]
+fn s12_mirror_disk_isolated_primary_acknowledges_nothing_the_new_primary_lacks() {
+    run(12, Options::default());
 }

@@ -26,7 +26,7 @@ const USAGE: &str = "usage:
 
   run       build the lab (network namespaces, root only), run the scenario(s), print
             each report (pass/fail, failover times, timeline); exit 1 if one failed
-  --repeat  fault cycles in one lab (scenarios 1, 2, 5, 8, 9, 10, 11) or, with --all, rounds
+  --repeat  fault cycles in one lab (scenarios 1, 2, 5, 8, 9, 10, 11, 12) or, with --all, rounds
   --duration  length of the loss/jitter soak of scenario 6 (default 30)
   bench     scenario 1 failover time of Baton and keepalived side by side, then false
             failovers of both under 20% loss + 50±50 ms delay (--soak SECS, 0 = none)";

@@ -55,7 +55,7 @@ impl Default for Options {
 }
 
 /// The scenarios, by number.
-pub const SCENARIOS: [(u8, &str); 11] = [
+pub const SCENARIOS: [(u8, &str); 12] = [
     (1, "SIGKILL the active agent"),
     (2, "pause the active agent past the timeout, then resume it"),
     (
@@ -72,6 +72,10 @@ pub const SCENARIOS: [(u8, &str); 11] = [
     (
         11,
         "SIGKILL the active server of a group with a sync mirror disk under writes",
+    ),
+    (
+        12,
+        "isolate the active server of a group with a sync mirror disk under writes",
     ),
 ];
 
@@ -184,7 +188,7 @@ fn spec_for(n: u8, o: &Options) -> LabSpec {
             s.servers = 2;
             s.witness = true;
         }
-        11 => {
+        11 | 12 => {
             // Two servers hold the mirror, the third votes.
             s.servers = 3;
             s.witness = o.witness;
@@ -205,8 +209,8 @@ pub fn run(n: u8, o: &Options) -> ScenarioReport {
         title: title(n).into(),
         ..ScenarioReport::default()
     };
-    if !(1..=11).contains(&n) {
-        r.fail(format!("there is no scenario {n} (1 to 11)"));
+    if !(1..=12).contains(&n) {
+        r.fail(format!("there is no scenario {n} (1 to 12)"));
         return r;
     }
     let spec = spec_for(n, o);
@@ -236,7 +240,8 @@ pub fn run(n: u8, o: &Options) -> ScenarioReport {
             8 => s8_restart_all(&mut lab, o, &mut r),
             9 => s9_rolling(&mut lab, o, &mut r),
             10 => s10_heal(&mut lab, o, &mut r),
-            _ => s11_mirror_kill(&mut lab, o, &mut r),
+            11 => s11_mirror_kill(&mut lab, o, &mut r),
+            _ => s12_mirror_isolated(&mut lab, o, &mut r),
         });
     if let Err(e) = body {
         r.fail(format!("scenario aborted: {e}"));
@@ -1039,84 +1044,27 @@ fn nbd_io(sock: &std::path::Path, cmd: &str, ok: &str) -> bool {
 /// Besides the lab's usual checks, the observer checks that the mirror was never
 /// writable (primary, not fenced, served) on two servers at once.
 fn s11_mirror_kill(lab: &mut Lab, o: &Options, r: &mut ScenarioReport) -> Result<(), String> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
-    if !std::process::Command::new("sh")
-        .args(["-c", "command -v qemu-io"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return Err("qemu-io (Debian qemu-utils) is needed for the mirror scenario".into());
-    }
-    let in_sync = |lab: &Lab, i: usize| {
-        lab.status(i).is_some_and(|s| {
-            s.mirrors
-                .iter()
-                .any(|m| m.in_sync && m.connection == "connected")
-        })
-    };
+    need_qemu_io()?;
     for round in 0..o.repeat.max(1) {
         let (x, e) = lab.wait_owner(None, Duration::from_secs(30))?;
         lab.wait_converged(Duration::from_secs(20))?;
-        lab.wait("the mirror is in sync", Duration::from_secs(60), |lab| {
-            if in_sync(lab, x) {
-                Ok(())
-            } else {
-                Err(format!("{:?}", lab.status(x).map(|s| s.mirrors)))
-            }
-        })?;
-        let sock = lab.mirror_socket(x);
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked: Arc<Mutex<BTreeMap<u64, u8>>> = Arc::default();
-        let writer = {
-            let (stop, acked) = (stop.clone(), acked.clone());
-            std::thread::spawn(move || {
-                let mut k = 0u64;
-                while !stop.load(Ordering::SeqCst) {
-                    let off = (k % 512) * 4096;
-                    let pattern = (1 + (k + u64::from(round as u8)) % 250) as u8;
-                    if nbd_write(&sock, off, pattern) {
-                        acked
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(off, pattern);
-                    } else {
-                        // The server is gone: what was acknowledged so far is the record.
-                        return;
-                    }
-                    k += 1;
-                }
-            })
-        };
-        lab.wait("writes are acknowledged", Duration::from_secs(20), |_| {
-            let n = acked.lock().unwrap_or_else(|p| p.into_inner()).len();
-            if n >= 100 {
-                Ok(())
-            } else {
-                Err(format!("{n} writes"))
-            }
-        })?;
+        wait_mirror_in_sync(lab, x)?;
+        let w = MirrorWriter::start(lab.mirror_socket(x), round as u64);
+        w.wait_acked(lab, 100)?;
         let t = lab.crash(x)?;
         lab.note(&format!(
             "round {}: {} crashed under writes (agent and mirror process SIGKILLed)",
             round + 1,
             server(x)
         ));
-        stop.store(true, Ordering::SeqCst);
-        let _ = writer.join();
-        let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let acked = w.finish(Duration::from_secs(30))?;
         let (y, e2) = lab.wait_owner(Some(x), Duration::from_secs(30))?;
         if e2 <= e {
             r.fail(format!("epoch did not grow on failover: {e} -> {e2}"));
         }
         let at = wait_event(lab, y, ids::ACTIVATED, t, Duration::from_secs(20))?;
         r.failover_ms.push(at - t);
-        let new_sock = lab.mirror_socket(y);
-        let lost: Vec<u64> = acked
-            .iter()
-            .filter(|(off, p)| !nbd_reads(&new_sock, **off, **p))
-            .map(|(off, _)| *off)
-            .collect();
+        let lost = missing_on(&lab.mirror_socket(y), &acked);
         if lost.is_empty() {
             r.fact(format!(
                 "round {}: all {} acknowledged writes read back on {}",
@@ -1138,29 +1086,210 @@ fn s11_mirror_kill(lab: &mut Lab, o: &Options, r: &mut ScenarioReport) -> Result
             at - t
         ));
         lab.start_agent(x)?;
-        lab.wait(
-            "the old server is resynchronised",
-            Duration::from_secs(60),
-            |lab| {
-                if in_sync(lab, y) {
-                    Ok(())
-                } else {
-                    Err(format!("{:?}", lab.status(y).map(|s| s.mirrors)))
-                }
-            },
-        )?;
-        match (
-            std::fs::read(lab.mirror_store(x)),
-            std::fs::read(lab.mirror_store(y)),
-        ) {
-            (Ok(a), Ok(b)) if a == b => {}
-            _ => r.fail("the two stores differ after the resync"),
+        wait_mirror_in_sync(lab, y)?;
+        if !stores_equal(lab, x, y) {
+            r.fail("the two stores differ after the resync");
         }
         match lab.sole_owner() {
             Ok((z, e3)) if z == y && e3 == e2 => {}
             other => r.fail(format!(
                 "after {} came back the group should stay on {} epoch {e2}: {other:?}",
                 server(x),
+                server(y)
+            )),
+        }
+    }
+    Ok(())
+}
+
+fn need_qemu_io() -> Result<(), String> {
+    if std::process::Command::new("sh")
+        .args(["-c", "command -v qemu-io"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        Ok(())
+    } else {
+        Err("qemu-io (Debian qemu-utils) is needed for the mirror scenarios".into())
+    }
+}
+
+/// Wait until server `i` (the primary) reports its mirror connected and in sync.
+fn wait_mirror_in_sync(lab: &Lab, i: usize) -> Result<(), String> {
+    lab.wait(
+        &format!("the mirror of {} is in sync", server(i)),
+        Duration::from_secs(60),
+        |lab| {
+            let ok = lab.status(i).is_some_and(|s| {
+                s.mirrors
+                    .iter()
+                    .any(|m| m.in_sync && m.connection == "connected")
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{:?}", lab.status(i).map(|s| s.mirrors)))
+            }
+        },
+    )
+}
+
+fn stores_equal(lab: &Lab, a: usize, b: usize) -> bool {
+    matches!(
+        (std::fs::read(lab.mirror_store(a)), std::fs::read(lab.mirror_store(b))),
+        (Ok(x), Ok(y)) if x == y
+    )
+}
+
+/// Offsets of `acked` whose last acknowledged pattern does not read back on `sock`.
+fn missing_on(sock: &std::path::Path, acked: &BTreeMap<u64, u8>) -> Vec<u64> {
+    acked
+        .iter()
+        .filter(|(off, p)| !nbd_reads(sock, **off, **p))
+        .map(|(off, _)| *off)
+        .collect()
+}
+
+/// A thread writing 4 KiB blocks over the first 2 MiB of the lab's mirror disk through
+/// one server's NBD socket, recording the last acknowledged pattern of each offset; it
+/// stops at its first failed write (the server stopped serving) or when told to.
+struct MirrorWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<BTreeMap<u64, u8>>>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl MirrorWriter {
+    fn start(sock: PathBuf, seed: u64) -> MirrorWriter {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked: std::sync::Arc<std::sync::Mutex<BTreeMap<u64, u8>>> = Default::default();
+        let (s2, a2) = (stop.clone(), acked.clone());
+        let handle = std::thread::spawn(move || {
+            let mut k = 0u64;
+            while !s2.load(Ordering::SeqCst) {
+                let off = (k % 512) * 4096;
+                let pattern = (1 + (k + seed) % 250) as u8;
+                if !nbd_write(&sock, off, pattern) {
+                    return;
+                }
+                a2.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(off, pattern);
+                k += 1;
+            }
+        });
+        MirrorWriter {
+            stop,
+            acked,
+            handle,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn wait_acked(&self, lab: &Lab, n: usize) -> Result<(), String> {
+        lab.wait("writes are acknowledged", Duration::from_secs(20), |_| {
+            if self.count() >= n {
+                Ok(())
+            } else {
+                Err(format!("{} writes", self.count()))
+            }
+        })
+    }
+
+    /// Stop (a write in progress finishes or fails first, within `timeout`); what was
+    /// acknowledged.
+    fn finish(self, timeout: Duration) -> Result<BTreeMap<u64, u8>, String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        while !self.handle.is_finished() {
+            if start.elapsed() > timeout {
+                return Err(format!(
+                    "a write through the mirror neither finished nor failed within {} s",
+                    timeout.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.handle.join();
+        Ok(self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// Scenario 12: the active server of a group with a sync `mirror-disk` is cut off from
+/// every peer (heartbeats and mirror link) while a writer writes through it. It loses
+/// quorum and stops; the majority takes over. Whatever the isolated server acknowledged
+/// must be on the new primary (sync: it acknowledges nothing the peer does not have, and
+/// nothing at all once it has no lease). After the heal it rejoins as secondary and is
+/// resynchronised.
+fn s12_mirror_isolated(lab: &mut Lab, o: &Options, r: &mut ScenarioReport) -> Result<(), String> {
+    need_qemu_io()?;
+    let n = lab.spec.servers;
+    for round in 0..o.repeat.max(1) {
+        let (x, e) = lab.wait_owner(None, Duration::from_secs(30))?;
+        lab.wait_converged(Duration::from_secs(20))?;
+        wait_mirror_in_sync(lab, x)?;
+        let w = MirrorWriter::start(lab.mirror_socket(x), 100 + round as u64);
+        w.wait_acked(lab, 50)?;
+        let t = lab.now();
+        let rest: Vec<usize> = (0..n).filter(|i| *i != x).collect();
+        lab.partition(&[vec![x], rest])?;
+        lab.note(&format!(
+            "round {}: {} isolated under writes",
+            round + 1,
+            server(x)
+        ));
+        // (The isolated server's own view is stale: ask the majority.)
+        let y = lab.wait(
+            "the majority runs the group and the isolated server does not",
+            Duration::from_secs(30),
+            |lab| match lab.online().as_slice() {
+                [y] if *y != x => Ok(*y),
+                _ => Err(lab.summary()),
+            },
+        )?;
+        let e2 = lab
+            .status(y)
+            .and_then(|s| s.groups.iter().find(|g| g.name == GROUP).map(|g| g.epoch))
+            .unwrap_or(0);
+        if e2 <= e {
+            r.fail(format!("epoch did not grow on failover: {e} -> {e2}"));
+        }
+        if let Err(e) = wait_event(lab, x, ids::DEACTIVATED, t, Duration::from_secs(20)) {
+            r.fail(format!("the isolated server did not deactivate: {e}"));
+        }
+        let acked = w.finish(Duration::from_secs(150))?;
+        let lost = missing_on(&lab.mirror_socket(y), &acked);
+        if lost.is_empty() {
+            r.fact(format!(
+                "round {}: all {} writes the isolated {} acknowledged read back on {}",
+                round + 1,
+                acked.len(),
+                server(x),
+                server(y)
+            ));
+        } else {
+            r.fail(format!(
+                "{} of {} writes acknowledged by the isolated server are not on the new primary (offsets {:?})",
+                lost.len(),
+                acked.len(),
+                &lost[..lost.len().min(8)]
+            ));
+        }
+        lab.heal()?;
+        lab.note("partition healed");
+        lab.wait_converged(Duration::from_secs(20))?;
+        wait_mirror_in_sync(lab, y)?;
+        if !stores_equal(lab, x, y) {
+            r.fail("the two stores differ after the resync");
+        }
+        match lab.sole_owner() {
+            Ok((z, _)) if z == y => {}
+            other => r.fail(format!(
+                "after the heal the group should stay on {} alone: {other:?}",
                 server(y)
             )),
         }
