@@ -18,6 +18,8 @@ use crate::volume::{Conn, Out, Volume};
 
 /// An idle link says something this often...
 const PING_EVERY: Duration = Duration::from_secs(1);
+/// Regions a resync copies per blocking task (each is still its own frame).
+const COPY_BATCH: usize = 16;
 /// How often a primary tells the peer how much it may not have yet (StateMsg::Backlog).
 const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// ...and one that says nothing for this long is dead (a peer host that vanished sends
@@ -621,17 +623,28 @@ async fn resync_loop(vol: Arc<Volume>, session: u64, link: LinkSettings) {
         let mut sent_in_pass = 0u64;
         let mut cursor = 0u64;
         let mut copied_any = false;
-        while let Some(r) = bitmap.next_dirty(cursor) {
-            cursor = r + 1;
+        let mut batch: Vec<u64> = Vec::with_capacity(COPY_BATCH);
+        loop {
+            // Up to COPY_BATCH dirty regions that no write in flight covers (its
+            // acknowledgement will clear those), copied in one blocking task.
+            batch.clear();
+            while batch.len() < COPY_BATCH {
+                let Some(r) = bitmap.next_dirty(cursor) else {
+                    break;
+                };
+                cursor = r + 1;
+                if !vol.in_flight(r) {
+                    batch.push(r);
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
             if vol.state().session != session {
                 return;
             }
             if vol.state().paused {
                 break;
-            }
-            if vol.in_flight(r) {
-                // Its write's acknowledgement will clear it.
-                continue;
             }
             if !announced {
                 // Only regions nothing in flight covers need a copy: announce it now (the
@@ -657,17 +670,28 @@ async fn resync_loop(vol: Arc<Volume>, session: u64, link: LinkSettings) {
                 );
             }
             let epoch = vol.super_block().max_epoch;
-            let v = vol.clone();
-            let sent = tokio::task::spawn_blocking(move || copy_region(&v, r, epoch)).await;
-            let Ok(Some(bytes)) = sent else {
-                return;
-            };
-            copied_any = true;
-            sent_in_pass += bytes;
-            {
+            let (v, regions) = (vol.clone(), batch.clone());
+            let sent = tokio::task::spawn_blocking(move || {
+                regions
+                    .iter()
+                    .map(|r| copy_region(&v, *r, epoch))
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            let Ok(sent) = sent else { return };
+            for (r, bytes) in batch.iter().zip(sent) {
+                let Some(bytes) = bytes else { return };
+                copied_any = true;
+                sent_in_pass += bytes;
                 let mut st = vol.state();
                 st.resync.done_bytes += region.min(size - r * region);
                 st.resync.sent_bytes += bytes;
+                vol.counters
+                    .resync_bytes
+                    .fetch_add(bytes, Ordering::Relaxed);
+            }
+            {
+                let mut st = vol.state();
                 let el = crate::clock::unix_ms()
                     .saturating_sub(st.resync.started_ms)
                     .max(1);
@@ -676,9 +700,6 @@ async fn resync_loop(vol: Arc<Volume>, session: u64, link: LinkSettings) {
                 st.resync.remaining_s =
                     (st.resync.rate_bytes_per_s > 0).then(|| left / st.resync.rate_bytes_per_s);
             }
-            vol.counters
-                .resync_bytes
-                .fetch_add(bytes, Ordering::Relaxed);
             if let Some(ms) = sent_in_pass
                 .saturating_mul(1000)
                 .checked_div(link.bandwidth_limit)

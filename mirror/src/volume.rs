@@ -206,6 +206,8 @@ pub struct Volume {
     /// Buffers of frames the link sent, reused for the next writes' frames (no
     /// allocation per write once warm).
     buffers: Mutex<Vec<Vec<u8>>>,
+    /// Held from a frame's sequence number to its place in the link's queue.
+    send_order: Mutex<()>,
     pub counters: Counters,
     /// Woken when regions become dirty (the resync task waits on it) or the state changes.
     pub wake: Notify,
@@ -301,6 +303,7 @@ impl Volume {
             writing: Mutex::new(Vec::new()),
             written: Condvar::new(),
             buffers: Mutex::new(Vec::new()),
+            send_order: Mutex::new(()),
             counters: Counters::default(),
             wake: Notify::new(),
             kick: Notify::new(),
@@ -410,37 +413,65 @@ impl Volume {
             return None;
         }
         let out = out?;
-        let mut t = lock(&self.tracker);
-        if gen.is_some_and(|g| g != t.link_gen) {
-            return None;
-        }
+        // Frames enter the link in sequence order; the tracker itself is held only for
+        // the bookkeeping, never while the link's queue is full (acknowledgements, which
+        // need it, must go on meanwhile, or the two sides' full queues wait on each other).
+        let _order = lock(&self.send_order);
         let asyncq = self.settings.mode == Mode::Async && k == kind::WRITE;
-        if asyncq && t.queued + data.len() as u64 > self.settings.queue_size {
-            self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
-            drop(t);
-            self.on_queue_full();
-            return None;
-        }
-        hdr.seq = t.next_seq;
+        let queued = if asyncq { data.len() as u64 } else { 0 };
+        let seq = {
+            let mut t = lock(&self.tracker);
+            if gen.is_some_and(|g| g != t.link_gen) {
+                return None;
+            }
+            if asyncq && t.queued + queued > self.settings.queue_size {
+                self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
+                drop(t);
+                self.on_queue_full();
+                return None;
+            }
+            let seq = t.next_seq;
+            t.next_seq += 1;
+            t.queued += queued;
+            let (a, b) = regions.unwrap_or((u64::MAX, u64::MAX));
+            t.inflight.push_back((seq, a, b, queued));
+            seq
+        };
+        hdr.seq = seq;
         let frame = Out {
             kind: k,
             hdr: self.pooled(&hdr.encode()),
             data: self.pooled(data),
             compress: self.settings.mode == Mode::Async,
         };
-        // Sending under the tracker lock keeps the link's order the sequence order.
         if out.blocking_send(frame).is_err() {
+            self.unship(seq, queued, None);
             return None;
         }
-        let seq = t.next_seq;
-        t.next_seq += 1;
-        if asyncq {
-            t.queued += data.len() as u64;
-        }
-        let (a, b) = regions.unwrap_or((u64::MAX, u64::MAX));
-        let queued = if asyncq { data.len() as u64 } else { 0 };
-        t.inflight.push_back((seq, a, b, queued));
         Some(seq)
+    }
+
+    /// Frame `seq` did not enter the link (it closed): take back its bookkeeping. The
+    /// caller still holds `send_order`, so it is the newest frame, unless the link was
+    /// lost meanwhile (then everything was dropped already).
+    fn unship(&self, seq: u64, queued: u64, copy_of: Option<u64>) {
+        let mut t = lock(&self.tracker);
+        if t.inflight.back().is_some_and(|e| e.0 == seq) {
+            t.inflight.pop_back();
+            t.queued = t.queued.saturating_sub(queued);
+            if t.next_seq == seq + 1 {
+                t.next_seq = seq;
+            }
+            if let Some(r) = copy_of {
+                t.copies = t.copies.saturating_sub(1);
+                if let Some(n) = t.pending.get_mut(&r) {
+                    *n -= 1;
+                    if *n == 0 {
+                        t.pending.remove(&r);
+                    }
+                }
+            }
+        }
     }
 
     /// A copy of `bytes` in a reused buffer.
@@ -512,7 +543,17 @@ impl Volume {
             }
             st.out.clone()?
         };
-        let mut t = lock(&self.tracker);
+        let _order = lock(&self.send_order);
+        let seq = {
+            let mut t = lock(&self.tracker);
+            let seq = t.next_seq;
+            t.next_seq += 1;
+            t.stale.remove(&region);
+            t.copies += 1;
+            *t.pending.entry(region).or_insert(0) += 1;
+            t.inflight.push_back((seq, region, region, u64::MAX));
+            seq
+        };
         let offset = region * self.region_size;
         let len = self.region_size.min(self.size - offset);
         let (k, data) = match data {
@@ -521,7 +562,7 @@ impl Volume {
         };
         let hdr = WriteHdr {
             epoch,
-            seq: t.next_seq,
+            seq,
             offset,
             len,
             flags: 0,
@@ -533,14 +574,9 @@ impl Volume {
             compress: true,
         };
         if out.blocking_send(frame).is_err() {
+            self.unship(seq, 0, Some(region));
             return None;
         }
-        let seq = t.next_seq;
-        t.next_seq += 1;
-        t.stale.remove(&region);
-        t.copies += 1;
-        *t.pending.entry(region).or_insert(0) += 1;
-        t.inflight.push_back((seq, region, region, u64::MAX));
         Some(seq)
     }
 
