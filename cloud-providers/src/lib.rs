@@ -17,6 +17,7 @@ use async_trait::async_trait;
 pub mod aws;
 pub mod azure;
 pub mod clock;
+pub mod cloud;
 pub mod error;
 pub mod fencing;
 pub mod local;

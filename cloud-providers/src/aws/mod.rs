@@ -28,9 +28,7 @@ pub mod preflight;
 pub mod vip;
 pub mod witness;
 
-use crate::clock::Instant;
 use std::sync::Arc;
-use std::time::Duration;
 
 use baton_core::config::AwsSection;
 
@@ -38,7 +36,6 @@ pub use client::{call, classify, AwsClients, AwsFailure, AwsServices};
 pub use events::EventSink;
 
 use crate::params::key_error;
-use crate::process::duration_ms;
 use crate::{ParamError, Params, Probe, ProviderError, Registry, ResourceDriver};
 
 /// Resource kinds of the AWS registry.
@@ -249,30 +246,7 @@ impl Registry for AwsRegistry {
     }
 }
 
-/// An action's deadline, shared by the API calls it makes.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline {
-    end: Instant,
-    total: Duration,
-}
-
-impl Deadline {
-    pub fn new(total: Duration) -> Deadline {
-        Deadline {
-            end: crate::clock::now() + total,
-            total,
-        }
-    }
-
-    pub fn remaining(&self) -> Result<Duration, ProviderError> {
-        let left = self.end.saturating_duration_since(crate::clock::now());
-        if left.is_zero() {
-            Err(ProviderError::Timeout(duration_ms(self.total)))
-        } else {
-            Ok(left)
-        }
-    }
-}
+pub use crate::cloud::Deadline;
 
 /// Check an AWS ID: `prefix-` followed by hex digits (`vpc-1234abcd`).
 pub(crate) fn check_id(key: &str, value: &str, prefix: &str, what: &str) -> Result<(), ParamError> {

@@ -34,8 +34,7 @@ use serde_json::{json, Map, Value};
 use tracing::Instrument as _;
 
 use super::{AzureShared, Scope};
-use crate::aws::events::{Latch, Subject};
-use crate::aws::Deadline;
+use crate::cloud::{Deadline, Latch, Subject};
 use crate::fencing::{self, Claim, Mark, Verdict};
 use crate::params::{key_error, parse_params};
 use crate::{

@@ -23,7 +23,7 @@ use baton_cloud_client::azure::{AzureClient, AzureFailure};
 use baton_core::config::AzureSection;
 use baton_core::events::{self as ev, EventDef};
 
-use crate::aws::events::{EventSink, Latch, Subject};
+use crate::cloud::{EventSink, Latch, Subject};
 use crate::params::key_error;
 use crate::{ParamError, Params, Probe, ProviderError, Registry, ResourceDriver};
 

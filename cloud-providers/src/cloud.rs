@@ -1,0 +1,119 @@
+//! What every cloud provider's drivers share: the sink their events go to, who an event
+//! is about, a probe's raise-once memory, and an action's deadline.
+//!
+//! Drivers do not see the engine; they hand their events to an [`EventSink`], which the
+//! agent drains into its alert log (`ProviderRegistry::take_events`). Every event is
+//! also logged with `tracing`. A probe polling a broken API would raise the same event
+//! at every poll, so probes go through a [`Latch`]: an event id is raised once until
+//! the probe succeeds again.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_core::events::{Event, EventDef};
+use baton_core::Severity;
+
+use crate::clock::Instant;
+use crate::error::ProviderError;
+use crate::process::duration_ms;
+use crate::{ActionContext, ProbeContext};
+
+/// Where a cloud provider's events go. Cheap to clone; a sink nobody drains drops events when full.
+#[derive(Debug, Clone, Default)]
+pub struct EventSink {
+    tx: Option<tokio::sync::mpsc::Sender<Event>>,
+}
+
+impl EventSink {
+    /// A sink and the receiver the agent drains (bounded: events beyond `capacity`
+    /// waiting are dropped, they are still logged).
+    pub fn channel(capacity: usize) -> (EventSink, tokio::sync::mpsc::Receiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        (EventSink { tx: Some(tx) }, rx)
+    }
+
+    pub fn emit(&self, ev: Event) {
+        match ev.severity {
+            Severity::Info => tracing::info!(id = %ev.id, "{}", ev.message),
+            Severity::Warning => tracing::warn!(id = %ev.id, "{}", ev.message),
+            _ => tracing::error!(id = %ev.id, "{}", ev.message),
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(ev);
+        }
+    }
+}
+
+/// Who an event is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    Action(&'a ActionContext),
+    Probe(&'a ProbeContext),
+}
+
+impl Subject<'_> {
+    pub fn event(&self, def: &EventDef, message: String) -> Event {
+        match self {
+            Subject::Action(c) => Event::new(def, message)
+                .group(&c.group)
+                .resource(&c.resource)
+                .epoch(c.epoch),
+            Subject::Probe(p) => Event::new(def, message).monitor(&p.monitor),
+        }
+    }
+
+    /// `resource vip1` or `monitor vipw1`, for messages.
+    pub fn name(&self) -> String {
+        match self {
+            Subject::Action(c) => format!("resource {}", c.resource),
+            Subject::Probe(p) => format!("monitor {}", p.monitor),
+        }
+    }
+}
+
+/// Raise-once memory of a probe: an event id fires once until [`Latch::reset`].
+#[derive(Debug, Default, Clone)]
+pub struct Latch(Arc<Mutex<BTreeSet<u16>>>);
+
+impl Latch {
+    /// True the first time `id` is asked for since the last reset.
+    pub fn first(&self, id: u16) -> bool {
+        self.0
+            .lock()
+            .map(|mut s| s.insert(id))
+            // A poisoned lock only means a panic elsewhere; raising again is harmless.
+            .unwrap_or(true)
+    }
+
+    pub fn reset(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.clear();
+        }
+    }
+}
+
+/// An action's deadline, shared by the API calls it makes.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    end: Instant,
+    total: Duration,
+}
+
+impl Deadline {
+    pub fn new(total: Duration) -> Deadline {
+        Deadline {
+            end: crate::clock::now() + total,
+            total,
+        }
+    }
+
+    pub fn remaining(&self) -> Result<Duration, ProviderError> {
+        let left = self.end.saturating_duration_since(crate::clock::now());
+        if left.is_zero() {
+            Err(ProviderError::Timeout(duration_ms(self.total)))
+        } else {
+            Ok(left)
+        }
+    }
+}
