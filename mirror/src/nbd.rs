@@ -12,8 +12,9 @@
 //!
 //! Input is bounded: an option's data at most [`MAX_OPTION_LEN`], a request's payload at
 //! most [`MAX_REQUEST`]; a client that breaks the protocol (wrong magic, oversize data) is
-//! disconnected with a [`NbdError::Protocol`] naming what it sent. Requests are served in
-//! order, one buffer per connection reused for every request.
+//! disconnected with a [`NbdError::Protocol`] naming what it sent. Up to
+//! [`MAX_IN_FLIGHT`] requests of a connection run at once and are answered as they
+//! finish; their buffers are reused from a per-connection pool.
 
 use std::sync::Arc;
 

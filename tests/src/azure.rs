@@ -8,10 +8,9 @@
 //! [`AzureFake::start`] returns `None` (and records the skip) when python or the specs
 //! are missing, unless `BATON_REQUIRE_ALL=1`, where that is a failure.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -47,13 +46,6 @@ pub fn specs() -> Option<PathBuf> {
     dir.join("azure.com/dns.json").exists().then_some(dir)
 }
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
 impl AzureFake {
     /// Start the fake on 127.0.0.1 (free port). `None` = skipped (recorded).
     pub fn start() -> Option<AzureFake> {
@@ -74,34 +66,13 @@ impl AzureFake {
                 return None;
             }
         };
-        let dir = repo_root().join("tests/azure");
-        let mut child = Command::new(&py)
-            .arg(dir.join("fake.py"))
-            .args(["--host", "127.0.0.1", "--port", "0", "--specs"])
-            .arg(&specs)
-            .current_dir(&dir)
-            .env("PYTHONPATH", &dir)
-            .env("PYTHONUNBUFFERED", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start the Azure fake with {}: {e}", py.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let port: u16 = loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("LISTENING ") => {
-                    break l["LISTENING ".len()..].trim().parse().expect("port number")
-                }
-                Some(Ok(_)) => continue,
-                _ => {
-                    let _ = child.kill();
-                    panic!("the Azure fake did not start (python: {})", py.display());
-                }
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (child, port) = crate::moto::start_python_server(
+            &py,
+            "tests/azure",
+            "fake.py",
+            &["--specs".as_ref(), specs.as_os_str()],
+            "Azure fake",
+        );
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("socket address");
         Some(AzureFake {
             child,

@@ -38,7 +38,7 @@ pub fn python() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
@@ -59,6 +59,48 @@ pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Start `script` of `dir` (relative to the repository) with the venv's `py` on
+/// 127.0.0.1 and a free port (`--host 127.0.0.1 --port 0`, then `extra` arguments); it
+/// prints `LISTENING <port>` when it serves. Returns the process and the port; its
+/// stdout keeps being drained so it never blocks on a full pipe. Panics naming `what`
+/// when it does not start.
+pub(crate) fn start_python_server(
+    py: &std::path::Path,
+    dir: &str,
+    script: &str,
+    extra: &[&std::ffi::OsStr],
+    what: &str,
+) -> (Child, u16) {
+    let dir = repo_root().join(dir);
+    let mut child = Command::new(py)
+        .arg(dir.join(script))
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(extra)
+        .current_dir(&dir)
+        .env("PYTHONPATH", &dir)
+        .env("PYTHONUNBUFFERED", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start the {what} with {}: {e}", py.display()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let port: u16 = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with("LISTENING ") => {
+                break l["LISTENING ".len()..].trim().parse().expect("port number")
+            }
+            Some(Ok(_)) => continue,
+            _ => {
+                let _ = child.kill();
+                panic!("the {what} did not start (python: {})", py.display());
+            }
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, port)
+}
+
 impl Moto {
     /// Start moto on 127.0.0.1 (free port). `None` = skipped (message printed).
     pub fn start() -> Option<Moto> {
@@ -70,33 +112,7 @@ impl Moto {
             crate::skip::skip(&crate::skip::current_test("moto"), why);
             return None;
         };
-        let dir = repo_root().join("tests/moto");
-        let mut child = Command::new(&py)
-            .arg(dir.join("server.py"))
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .current_dir(&dir)
-            .env("PYTHONPATH", &dir)
-            .env("PYTHONUNBUFFERED", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start moto with {}: {e}", py.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let port: u16 = loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("LISTENING ") => {
-                    break l["LISTENING ".len()..].trim().parse().expect("port number")
-                }
-                Some(Ok(_)) => continue,
-                _ => {
-                    let _ = child.kill();
-                    panic!("moto server did not start (python: {})", py.display());
-                }
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (child, port) = start_python_server(&py, "tests/moto", "server.py", &[], "moto server");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("socket address");
         Some(Moto {
             child,

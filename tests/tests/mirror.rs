@@ -103,6 +103,14 @@ fn start(name: &str, net: u8, mode: &str, ack_timeout: &str) -> Cluster {
     c
 }
 
+/// The server dies: its agent and its mirror process are SIGKILLed.
+fn crash(c: &mut Cluster, server: &str) {
+    c.kill(server, Signal::SIGKILL);
+    for pid in c.mirror_pids(Some(server)) {
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    }
+}
+
 fn socket(c: &Cluster, server: &str) -> PathBuf {
     c.dir.join(format!("nbd-{server}.sock"))
 }
@@ -376,10 +384,7 @@ fn failover_keeps_every_acknowledged_write() {
             Err(format!("{} writes", w.acked()))
         }
     });
-    c.kill("node-1", Signal::SIGKILL);
-    for pid in c.mirror_pids(Some("node-1")) {
-        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    }
+    crash(&mut c, "node-1");
     let (acked, _) = w.finish();
     c.wait_group_owner(GROUP, Some("node-2"), Duration::from_secs(30));
     let s2 = socket(&c, "node-2");
@@ -541,10 +546,7 @@ fn stale_side_refuses_and_split_brain_is_detected() {
         }
     });
     assert!(write(&s1, REGION, REGION, 0x22));
-    c.kill("node-1", Signal::SIGKILL);
-    for pid in c.mirror_pids(Some("node-1")) {
-        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    }
+    crash(&mut c, "node-1");
     c.wait_event("node-2", "BTN-7007", Duration::from_secs(30), |_| true);
     assert_eq!(status(&c, "node-2")["role"], "secondary");
     // Forced: the operator accepts node-2's data.
@@ -671,10 +673,7 @@ fn async_failover_loses_at_most_the_queue() {
             Err(format!("{} writes", w.acked()))
         }
     });
-    c.kill("node-1", Signal::SIGKILL);
-    for pid in c.mirror_pids(Some("node-1")) {
-        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    }
+    crash(&mut c, "node-1");
     let (acked, _) = w.finish();
     c.wait_group_owner(GROUP, Some("node-2"), Duration::from_secs(30));
     let s2 = socket(&c, "node-2");
@@ -751,10 +750,7 @@ fn async_failover_loses_at_most_the_queue() {
             "async writes go on without the link"
         );
     }
-    c.kill("node-2", Signal::SIGKILL);
-    for pid in c.mirror_pids(Some("node-2")) {
-        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    }
+    crash(&mut c, "node-2");
     drop(cuts);
     c.wait_group_owner(GROUP, Some("node-1"), Duration::from_secs(30));
     c.wait_event("node-1", "BTN-7019", Duration::from_secs(10), |_| true);
