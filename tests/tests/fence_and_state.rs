@@ -117,7 +117,15 @@ fn quorum_loss_with_on_loss_reboot_resets_at_once_through_sysrq() {
     });
     assert_eq!(read(&commands), "force-reboot\n");
     assert!(!trigger.exists(), "the trigger file is never created");
-    let ev = c.alerts("node-1").after(s2);
+    // The events may reach the alert log just after the command ran.
+    let ev = wait_until("node-1 reports the fence (BTN-1005, BTN-1006)", T, || {
+        let ev = c.alerts("node-1").after(s2);
+        if ev.has("BTN-1005", |_| true) && ev.has("BTN-1006", |_| true) {
+            Ok(ev)
+        } else {
+            Err(ev.lines())
+        }
+    });
     assert!(ev.has("BTN-1005", |_| true), "{}", ev.lines());
     assert!(
         ev.has("BTN-1006", |e| e.message.contains("sysrq-trigger")),
