@@ -53,6 +53,10 @@ pub const PRIVATE_DNS_API_VERSION: &str = "2018-09-01";
 pub const NETWORK_API_VERSION: &str = "2016-06-01";
 /// api-version of the instance metadata service's token endpoint.
 pub const IMDS_API_VERSION: &str = "2018-02-01";
+/// api-version of the instance document (`/metadata/instance`).
+pub const IMDS_INSTANCE_API_VERSION: &str = "2021-02-01";
+/// api-version of Scheduled Events (`/metadata/scheduledevents`).
+pub const SCHEDULED_EVENTS_API_VERSION: &str = "2020-07-01";
 
 /// A token is fetched again this long before it expires (or at half its life).
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -407,6 +411,55 @@ impl AzureClient {
                 }
                 other => other,
             }
+        })
+        .await
+    }
+
+    /// A GET of the instance metadata service (`path` from `/metadata/...`, with its
+    /// query), within `budget`: the instance document or the Scheduled Events. No token:
+    /// IMDS answers only the VM itself.
+    pub async fn imds_get(
+        &self,
+        operation: &str,
+        path: &str,
+        budget: Duration,
+    ) -> Result<ArmResponse, AzureFailure> {
+        self.imds_call(operation, Method::GET, path, None, budget)
+            .await
+    }
+
+    /// A POST to the instance metadata service (Scheduled Events' `StartRequests`).
+    pub async fn imds_post(
+        &self,
+        operation: &str,
+        path: &str,
+        body: Value,
+        budget: Duration,
+    ) -> Result<ArmResponse, AzureFailure> {
+        self.imds_call(operation, Method::POST, path, Some(body), budget)
+            .await
+    }
+
+    async fn imds_call(
+        &self,
+        operation: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        budget: Duration,
+    ) -> Result<ArmResponse, AzureFailure> {
+        let end = clock::now() + budget.min(self.inner.settings.deadline.0);
+        let url = format!("{}{path}", self.inner.settings.imds());
+        retrying(operation, end, || async {
+            let mut rb = self
+                .inner
+                .imds_http
+                .request(method.clone(), &url)
+                .header("Metadata", "true");
+            if let Some(b) = &body {
+                rb = rb.json(b);
+            }
+            self.exchange(operation, rb, end).await
         })
         .await
     }

@@ -15,6 +15,7 @@ use baton_core::config::{AzureIdentity, AzureSection, Dur};
 use baton_core::events::Event;
 use baton_providers::aws::EventSink;
 use baton_providers::azure::dns::AzureDnsDriver;
+use baton_providers::azure::vip::AzureVipDriver;
 use baton_providers::azure::{AzureRegistry, AzureShared};
 use baton_providers::{
     ActionContext, CheckOutcome, Params, ProbeContext, ProviderError, Registry, ResourceDriver,
@@ -607,4 +608,232 @@ print(c.public_bytes(serialization.Encoding.PEM).decode(), end="")
     let text = String::from_utf8(out.stdout).unwrap();
     let (key, cert) = text.split_once("=====\n").unwrap();
     Some((key.to_string(), cert.to_string()))
+}
+
+// ----- azure-vip ---------------------------------------------------------------------
+
+const VIP: &str = "10.9.0.10";
+const ROUTE: &str = "baton-vip-10-9-0-10";
+
+fn vip(shared: &Arc<AzureShared>, extra: &str) -> AzureVipDriver {
+    let p =
+        format!("ip = '{VIP}'\nroute_tables = ['rt-a', 'rt-b']\nlocal_address = false\n{extra}")
+            .parse::<toml::Table>()
+            .unwrap();
+    AzureVipDriver::from_params(&p, shared.clone()).unwrap()
+}
+
+fn vip_probe(shared: &Arc<AzureShared>, extra: &str) -> Box<dyn baton_providers::Probe> {
+    let p =
+        format!("ip = '{VIP}'\nroute_tables = ['rt-a', 'rt-b']\nlocal_address = false\n{extra}")
+            .parse::<toml::Table>()
+            .unwrap();
+    AzureRegistry::from_shared(shared.clone())
+        .build_probe("azure-vip", &p)
+        .unwrap()
+}
+
+/// Two route tables: `rt-a` with a default route of its own, `rt-b` empty.
+fn tables(fake: &AzureFake) {
+    fake.route_table(
+        "rt-a",
+        json!([{"name": "default", "addressPrefix": "0.0.0.0/0", "nextHopType": "Internet"}]),
+    );
+    fake.route_table("rt-b", json!([]));
+}
+
+fn hops(fake: &AzureFake) -> Vec<(Option<String>, Option<String>)> {
+    ["rt-a", "rt-b"]
+        .iter()
+        .map(|t| fake.route_next_hop(t, ROUTE, "web"))
+        .collect()
+}
+
+fn some(hop: &str, mark: &str) -> (Option<String>, Option<String>) {
+    (Some(hop.to_string()), Some(mark.to_string()))
+}
+
+#[tokio::test]
+async fn azure_vip_routes_follow_a_failover_and_a_lower_epoch_is_refused() {
+    let Some(fx) = fixture() else { return };
+    tables(&fx.fake);
+    let (sh, mut rx) = shared(&fx.settings);
+    let d1 = vip(&sh, &format!("next_hop = '{IP1}'"));
+    let d2 = vip(&sh, &format!("next_hop = '{IP2}'"));
+    d1.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(hops(&fx.fake), vec![some(IP1, "1 node-1"); 2]);
+    // The table's own route is written back as it was.
+    let a = fx.fake.route_table_state("rt-a").unwrap();
+    assert_eq!(
+        a["routes"]["default"]["properties"]["nextHopType"],
+        "Internet"
+    );
+    assert_eq!(
+        a["routes"][ROUTE]["properties"]["nextHopType"],
+        "VirtualAppliance"
+    );
+    assert_eq!(
+        a["state"], "Succeeded",
+        "activation waited for the operation"
+    );
+    assert_eq!(
+        d1.check(&ctx("node-1", 1, T)).await.unwrap(),
+        CheckOutcome::Active
+    );
+    let p1 = vip_probe(&sh, &format!("next_hop = '{IP1}'"));
+    p1.probe(&probe_ctx("node-1")).await.unwrap();
+    // Activating again with the same claim writes nothing.
+    let before = fx.fake.requests().len();
+    d1.activate(&ctx("node-1", 1, T)).await.unwrap();
+    let writes = fx.fake.requests()[before..]
+        .iter()
+        .filter(|(m, _, _)| m == "PUT")
+        .count();
+    assert_eq!(writes, 0);
+    assert!(ids(&mut rx).contains(&"BTN-8010".to_string()));
+
+    // node-2 takes over at epoch 2.
+    d2.activate(&ctx("node-2", 2, T)).await.unwrap();
+    assert_eq!(hops(&fx.fake), vec![some(IP2, "2 node-2"); 2]);
+    assert_eq!(
+        d1.check(&ctx("node-1", 1, T)).await.unwrap(),
+        CheckOutcome::Inactive
+    );
+    let e = p1.probe(&probe_ctx("node-1")).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Unhealthy(_)), "{e:?}");
+    assert!(e.to_string().contains("not to 10.0.0.4"), "{e}");
+    assert!(ids(&mut rx).contains(&"BTN-8011".to_string()));
+    // node-1, back with its old epoch, is refused and changes nothing.
+    let e = d1.activate(&ctx("node-1", 1, T)).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Fenced { epoch: 2, .. }), "{e:?}");
+    assert_eq!(hops(&fx.fake), vec![some(IP2, "2 node-2"); 2]);
+    assert!(ids(&mut rx).contains(&"BTN-8006".to_string()));
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn azure_vip_route_changed_by_hand_is_reported_and_repaired() {
+    let Some(fx) = fixture() else { return };
+    tables(&fx.fake);
+    let (sh, mut rx) = shared(&fx.settings);
+    // No next_hop: this server's address comes from the instance metadata.
+    fx.fake
+        .vm("node-1", IP1, "11111111-0000-0000-0000-000000000001");
+    let d = vip(&sh, "");
+    d.activate(&ctx("node-1", 3, T)).await.unwrap();
+    assert_eq!(hops(&fx.fake), vec![some(IP1, "3 node-1"); 2]);
+    fx.fake.hand_edit_route(
+        "rt-b",
+        ROUTE,
+        json!({"nextHopType": "VirtualAppliance", "nextHopIpAddress": "10.0.0.99"}),
+    );
+    let p = vip_probe(&sh, "");
+    let e = p.probe(&probe_ctx("node-1")).await.unwrap_err();
+    assert!(
+        e.to_string().contains("rt-b") && e.to_string().contains("10.0.0.99"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("rt-a"), "{e}");
+    assert_eq!(
+        d.check(&ctx("node-1", 3, T)).await.unwrap(),
+        CheckOutcome::Degraded(
+            "route baton-vip-10-9-0-10 in table rt-b sends 10.9.0.10/32 to VirtualAppliance 10.0.0.99, not to 10.0.0.4; tag baton:web:epoch = 3 node-1".into()
+        )
+    );
+    // The recovery (a restart of the resource) writes it again.
+    d.activate(&ctx("node-1", 3, T)).await.unwrap();
+    assert_eq!(hops(&fx.fake), vec![some(IP1, "3 node-1"); 2]);
+    p.probe(&probe_ctx("node-1")).await.unwrap();
+    // A deleted route too.
+    fx.fake.control(
+        "DELETE",
+        "/_fake/routes",
+        Some(
+            json!({"subscription": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP,
+                    "routeTable": "rt-a", "name": ROUTE}),
+        ),
+    );
+    let e = p.probe(&probe_ctx("node-1")).await.unwrap_err();
+    assert!(e.to_string().contains("has no route"), "{e}");
+    d.activate(&ctx("node-1", 3, T)).await.unwrap();
+    assert_eq!(hops(&fx.fake), vec![some(IP1, "3 node-1"); 2]);
+    let ids = ids(&mut rx);
+    assert!(
+        ids.iter().filter(|i| *i == "BTN-8011").count() >= 1,
+        "{ids:?}"
+    );
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn azure_vip_second_writer_is_read_again_and_a_newer_claim_wins() {
+    let Some(fx) = fixture() else { return };
+    tables(&fx.fake);
+    let (sh, mut rx) = shared(&fx.settings);
+    // Someone adds a route to rt-a between our read and our write.
+    fx.fake.fault(json!({"kind": "second_writer", "method": "PUT", "path": "/routeTables/rt-a$",
+        "route": "to-onprem", "properties": {"addressPrefix": "192.168.0.0/16", "nextHopType": "VirtualNetworkGateway"}}));
+    let d1 = vip(&sh, &format!("next_hop = '{IP1}'"));
+    d1.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(hops(&fx.fake), vec![some(IP1, "1 node-1"); 2]);
+    let a = fx.fake.route_table_state("rt-a").unwrap();
+    assert_eq!(
+        a["routes"]["to-onprem"]["properties"]["nextHopType"], "VirtualNetworkGateway",
+        "the other writer's route is kept"
+    );
+    let statuses: Vec<u16> = fx
+        .fake
+        .requests()
+        .iter()
+        .filter(|(m, p, _)| m == "PUT" && p.ends_with("/routeTables/rt-a"))
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(statuses, [412, 200]);
+    assert!(ids(&mut rx).contains(&"BTN-8012".to_string()));
+    // A newer owner claims rt-b between our read and our write: after reading again
+    // we are fenced, and its claim stands.
+    fx.fake.fault(json!({"kind": "second_writer", "method": "PUT", "path": "/routeTables/rt-b$",
+        "route": ROUTE, "properties": {"addressPrefix": "10.9.0.10/32", "nextHopType": "VirtualAppliance", "nextHopIpAddress": "10.0.0.6"},
+        "tags": {"baton:web:epoch": "9 node-3"}}));
+    let d2 = vip(&sh, &format!("next_hop = '{IP2}'"));
+    let e = d2.activate(&ctx("node-2", 2, T)).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Fenced { epoch: 9, .. }), "{e:?}");
+    assert_eq!(
+        fx.fake.route_next_hop("rt-b", ROUTE, "web"),
+        some("10.0.0.6", "9 node-3")
+    );
+    fx.fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn azure_vip_throttling_and_busy_tables_are_retried_and_an_outage_is_an_api_error() {
+    let Some(fx) = fixture() else { return };
+    tables(&fx.fake);
+    let (sh, _rx) = shared(&fx.settings);
+    fx.fake.fault(json!({"method": "GET", "path": "/routeTables/rt-b$", "status": 429, "retry_after": 1, "count": 1}));
+    fx.fake.fault(json!({"method": "PUT", "path": "/routeTables/rt-a$", "status": 429, "code": "AnotherOperationInProgress", "retry_after": 1, "count": 1}));
+    let d = vip(&sh, &format!("next_hop = '{IP1}'"));
+    d.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(hops(&fx.fake), vec![some(IP1, "1 node-1"); 2]);
+    fx.fake
+        .fault(json!({"path": "/routeTables/", "status": 503, "count": -1}));
+    let e = d
+        .activate(&ctx("node-2", 2, Duration::from_secs(3)))
+        .await
+        .unwrap_err();
+    assert!(e.is_api_error(), "{e:?}");
+    let mut pc = probe_ctx("node-1");
+    pc.timeout = Duration::from_secs(2);
+    let e = vip_probe(&sh, &format!("next_hop = '{IP1}'"))
+        .probe(&pc)
+        .await
+        .unwrap_err();
+    assert!(e.is_api_error(), "{e:?}");
+    fx.fake.clear_faults();
+    assert_eq!(
+        hops(&fx.fake),
+        vec![some(IP1, "1 node-1"); 2],
+        "nothing changed"
+    );
+    fx.fake.assert_no_violations();
 }

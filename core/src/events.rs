@@ -460,6 +460,15 @@ catalogue! {
     AZURE_DNS_CONFLICT = 8009, Warning, "azure", "Azure DNS record changed while it was written",
         cause: "A conditional write (If-Match on the ETag read just before) was refused with 412: another writer changed the record set in between. Nothing was overwritten; the resource read it again and decided again.",
         action: "None if it is rare. If it recurs, look for another cluster or tool writing the same record.";
+    AZURE_VIP_ROUTED = 8010, Info, "azure", "Azure VIP routed to this server",
+        cause: "An `azure-vip` resource pointed the route for its VIP in every listed route table at this server's private address (with the group's epoch in the table's tag) and added the address locally; the event gives how many tables changed and the time it took, the long-running operations included.",
+        action: "None.";
+    AZURE_VIP_ROUTE_CHANGED = 8011, Warning, "azure", "Azure VIP route missing or changed by someone else",
+        cause: "The `azure-vip` monitor found a listed route table without the VIP's route, or with a route that sends the VIP elsewhere (another next hop, another type, another prefix); the event says what each table holds and who claimed it last.",
+        action: "None if recovery is configured: the `azure-vip` resource is restarted and writes the route again. Look for another cluster or a deployment (Terraform, a pipeline) that owns the same route table and rewrites it.";
+    AZURE_ROUTE_TABLE_CONFLICT = 8012, Warning, "azure", "Azure route table changed while it was written",
+        cause: "A conditional write of a route table (If-Match on the ETag read just before) was refused with 412: someone changed the table (a route, a tag, another server's claim) between the read and the write. Nothing was overwritten; the resource read it again and decided again.",
+        action: "None if it is rare. If it recurs, look for a tool that rewrites the table continuously.";
 }
 
 /// Look up a catalogue entry by numeric id.

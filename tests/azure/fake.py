@@ -300,7 +300,7 @@ class Fake:
                             "location": g["location"],
                             "dnsZones": {z["name"]: {"etag": z["etag"], "recordSets": {f"{rs['type']}/{rs['name']}": {"etag": rs["etag"], "properties": rs["props"]} for rs in z["records"].values()}} for z in g["dnsZones"].values()},
                             "privateDnsZones": {z["name"]: {"etag": z["etag"], "recordSets": {f"{rs['type']}/{rs['name']}": {"etag": rs["etag"], "properties": rs["props"]} for rs in z["records"].values()}} for z in g["privateDnsZones"].values()},
-                            "routeTables": {rt["name"]: {"etag": rt["etag"], "state": rt["state"], "routes": {r["name"]: {"etag": r["etag"], "state": r["state"], "properties": r["props"]} for r in rt["routes"].values()}} for rt in g["routeTables"].values()},
+                            "routeTables": {rt["name"]: {"etag": rt["etag"], "state": rt["state"], "tags": rt["tags"], "routes": {r["name"]: {"etag": r["etag"], "state": r["state"], "properties": r["props"]} for r in rt["routes"].values()}} for rt in g["routeTables"].values()},
                             "loadBalancers": {lb["name"]: lb["properties"] for lb in g["loadBalancers"].values()},
                             "networkInterfaces": {n["name"]: n["properties"] for n in g["networkInterfaces"].values()},
                             "permissions": g["permissions"],
@@ -338,7 +338,7 @@ class Fake:
         self.check_request(req, family, path, op, path_params)
         with self.lock:
             if fault.get("second_writer") is not None and op is not None:
-                self.second_writer(op, path_params, fault["second_writer"])
+                self.second_writer(op, path_params, fault["second_writer"], fault.get("second_writer_route"), fault.get("second_writer_tags"))
             try:
                 if fault.get("status"):
                     resp = self.fault_response(family, path, fault)
@@ -502,6 +502,8 @@ class Fake:
                     out["latency_ms"] = f["latency_ms"]
             elif kind == "second_writer":
                 out["second_writer"] = f.get("properties") or {}
+                out["second_writer_route"] = f.get("route")
+                out["second_writer_tags"] = f.get("tags")
             if f["count"] > 0:
                 f["count"] -= 1
         self.faults = [f for f in self.faults if f["count"] != 0]
@@ -525,7 +527,7 @@ class Fake:
         code = fault.get("code") or default_codes.get(status, "InternalServerError")
         return Response(status, {"error": {"code": code, "message": message}}, headers)
 
-    def second_writer(self, op, pp, properties):
+    def second_writer(self, op, pp, properties, route=None, tags=None):
         """Another writer changes the targeted record set or route right before this request."""
         name = op.spec.name
         if name in ("dns", "privatedns") and "relativeRecordSetName" in pp:
@@ -539,6 +541,17 @@ class Fake:
             rt = g and g["routeTables"].get(pp["routeTableName"].lower())
             if rt:
                 self.hand_edit_route(rt, pp["routeName"], properties)
+        elif name == "network" and "routeTableName" in pp:
+            # A write to the whole table: the other writer changes one of its routes
+            # (`route`, with `properties`) and/or merges `tags`; either changes its etag.
+            g = self.group(pp["subscriptionId"], pp["resourceGroupName"])
+            rt = g and g["routeTables"].get(pp["routeTableName"].lower())
+            if rt:
+                if route:
+                    self.hand_edit_route(rt, route, properties)
+                if tags:
+                    rt["tags"] = {**rt["tags"], **tags}
+                rt["etag"] = self.network_etag()
 
     # ----- long-running operations ------------------------------------------------------
 
@@ -1340,7 +1353,8 @@ class Fake:
         re.compile(doc.get("path") or "")
         f = {"id": guid(), "kind": kind, "method": doc.get("method"), "path": doc.get("path") or "", "count": int(doc.get("count", 1)),
              "status": doc.get("status"), "code": doc.get("code"), "message": doc.get("message"), "retry_after": doc.get("retry_after"),
-             "latency_ms": doc.get("latency_ms", 0), "properties": doc.get("properties") or doc.get("second_writer")}
+             "latency_ms": doc.get("latency_ms", 0), "properties": doc.get("properties") or doc.get("second_writer"),
+             "route": doc.get("route"), "tags": doc.get("tags")}
         if kind == "error" and not f["status"]:
             raise ApiError(400, {"error": "an error fault needs a status"})
         self.faults.append(f)

@@ -140,6 +140,59 @@ impl AzureFake {
         (!set.is_null()).then(|| set.clone())
     }
 
+    /// Seed a route table in the test subscription and group, with routes
+    /// (`{"name","addressPrefix","nextHopType","nextHopIpAddress"}`).
+    pub fn route_table(&self, name: &str, routes: Value) {
+        self.control(
+            "POST",
+            "/_fake/route-tables",
+            Some(
+                json!({"subscription": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP,
+                        "name": name, "location": "westeurope", "routes": routes}),
+            ),
+        );
+    }
+
+    /// Change (or create) a route as someone else would (new etags).
+    pub fn hand_edit_route(&self, table: &str, name: &str, properties: Value) {
+        self.control(
+            "POST",
+            "/_fake/routes",
+            Some(
+                json!({"subscription": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP,
+                        "routeTable": table, "name": name, "properties": properties}),
+            ),
+        );
+    }
+
+    /// A route table as the fake holds it (`{"etag","state","tags","routes":{name:
+    /// {"etag","state","properties"}}}`), from `/_fake/state`.
+    pub fn route_table_state(&self, table: &str) -> Option<Value> {
+        let state = self.control("GET", "/_fake/state", None);
+        let t = &state["subscriptions"][SUBSCRIPTION][RESOURCE_GROUP]["routeTables"][table];
+        (!t.is_null()).then(|| t.clone())
+    }
+
+    /// Where a table's route sends traffic (`nextHopIpAddress`), and the table's epoch
+    /// tag for group `group`.
+    pub fn route_next_hop(
+        &self,
+        table: &str,
+        route: &str,
+        group: &str,
+    ) -> (Option<String>, Option<String>) {
+        let Some(t) = self.route_table_state(table) else {
+            return (None, None);
+        };
+        let hop = t["routes"][route]["properties"]["nextHopIpAddress"]
+            .as_str()
+            .map(str::to_string);
+        let mark = t["tags"][format!("baton:{group}:epoch")]
+            .as_str()
+            .map(str::to_string);
+        (hop, mark)
+    }
+
     /// Register a service principal with a secret.
     pub fn client_secret(&self, client_id: &str, secret: &str) {
         self.control(

@@ -16,6 +16,7 @@
 //! Events (BTN-8001 to BTN-8099, module `azure`) go to the same sink as the AWS drivers'.
 
 pub mod dns;
+pub mod vip;
 
 use std::sync::Arc;
 
@@ -28,9 +29,9 @@ use crate::params::key_error;
 use crate::{ParamError, Params, Probe, ProviderError, Registry, ResourceDriver};
 
 /// Resource kinds of the Azure registry.
-pub const RESOURCE_KINDS: &[&str] = &["azure-dns"];
+pub const RESOURCE_KINDS: &[&str] = &["azure-dns", "azure-vip"];
 /// Monitor kinds of the Azure registry.
-pub const MONITOR_KINDS: &[&str] = &["azure-dns"];
+pub const MONITOR_KINDS: &[&str] = &["azure-dns", "azure-vip"];
 
 /// What every Azure driver and probe of one agent shares: the `[azure]` settings, the
 /// client (created on first use) and the event sink.
@@ -218,6 +219,10 @@ impl Registry for AzureRegistry {
                 params,
                 self.shared.clone(),
             )?)),
+            "azure-vip" => Ok(Box::new(vip::AzureVipDriver::from_params(
+                params,
+                self.shared.clone(),
+            )?)),
             other => Err(ParamError::new(
                 Some("kind".to_string()),
                 format!(
@@ -231,6 +236,10 @@ impl Registry for AzureRegistry {
     fn build_probe(&self, kind: &str, params: &Params) -> Result<Box<dyn Probe>, ParamError> {
         match kind {
             "azure-dns" => Ok(Box::new(dns::AzureDnsProbe::from_params(
+                params,
+                self.shared.clone(),
+            )?)),
+            "azure-vip" => Ok(Box::new(vip::AzureVipProbe::from_params(
                 params,
                 self.shared.clone(),
             )?)),
