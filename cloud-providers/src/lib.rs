@@ -90,6 +90,9 @@ pub struct ProbeContext {
     pub server: String,
     pub monitor: String,
     pub timeout: Duration,
+    /// The state on this server of the monitor's group (`group = ...`), at the poll;
+    /// `None` for a monitor without a group.
+    pub group_state: Option<baton_core::engine::GroupState>,
 }
 
 /// A healthy poll, with whatever detail is worth showing in `baton status`.

@@ -219,6 +219,7 @@ fn pctx() -> ProbeContext {
         server: "node-2".into(),
         monitor: "vipw".into(),
         timeout: Duration::from_secs(20),
+        group_state: None,
     }
 }
 

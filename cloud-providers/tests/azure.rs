@@ -98,6 +98,7 @@ fn probe_ctx(server: &str) -> ProbeContext {
         server: server.into(),
         monitor: "dnsw1".into(),
         timeout: Duration::from_secs(10),
+        group_state: None,
     }
 }
 
@@ -835,5 +836,211 @@ async fn azure_vip_throttling_and_busy_tables_are_retried_and_an_outage_is_an_ap
         vec![some(IP1, "1 node-1"); 2],
         "nothing changed"
     );
+    fx.fake.assert_no_violations();
+}
+
+// ----- azure-lb-probe ----------------------------------------------------------------
+
+fn lb_params(extra: &str) -> Params {
+    extra.parse::<toml::Table>().unwrap()
+}
+
+/// A port free on 127.0.0.11 and 127.0.0.12 at the time of asking.
+fn free_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.11:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.12", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+async fn answers(addr: std::net::SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+#[tokio::test]
+async fn azure_lb_probe_port_is_answered_by_exactly_one_server_through_a_move() {
+    // No Azure call: the resource only listens. Two "servers" on 127.0.0.11 and .12.
+    let sh = Arc::new(AzureShared::lenient());
+    let port = free_port();
+    let reg = AzureRegistry::from_shared(sh);
+    let d1 = reg
+        .build_resource(
+            "azure-lb-probe",
+            &lb_params(&format!("port = {port}\nbind = '127.0.0.11'")),
+        )
+        .unwrap();
+    let d2 = reg
+        .build_resource(
+            "azure-lb-probe",
+            &lb_params(&format!("port = {port}\nbind = '127.0.0.12'")),
+        )
+        .unwrap();
+    let a1: std::net::SocketAddr = format!("127.0.0.11:{port}").parse().unwrap();
+    let a2: std::net::SocketAddr = format!("127.0.0.12:{port}").parse().unwrap();
+    // A prober that connects to both every 20 ms, as the load balancer would.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (x, y) = tokio::join!(answers(a1), answers(a2));
+                seen.push((x, y));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        })
+    };
+    let c1 = ctx("node-1", 1, T);
+    let c2 = ctx("node-2", 2, T);
+    assert_eq!(d1.check(&c1).await.unwrap(), CheckOutcome::Inactive);
+    d1.activate(&c1).await.unwrap();
+    d1.activate(&c1).await.unwrap(); // again: still one listener
+    assert_eq!(d1.check(&c1).await.unwrap(), CheckOutcome::Active);
+    assert!(answers(a1).await && !answers(a2).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The move: stop here first, then start there.
+    d1.deactivate(&c1).await.unwrap();
+    assert!(!answers(a1).await, "closed at once");
+    d2.activate(&c2).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    d2.deactivate(&c2).await.unwrap();
+    assert_eq!(d2.check(&c2).await.unwrap(), CheckOutcome::Inactive);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = prober.await.unwrap();
+    assert!(seen.len() >= 10, "{}", seen.len());
+    assert!(
+        !seen.contains(&(true, true)),
+        "both answered at once: {seen:?}"
+    );
+    assert!(
+        seen.contains(&(true, false)) && seen.contains(&(false, true)),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn azure_lb_probe_answers_http_on_its_path_and_reports_a_taken_port() {
+    let (sink, mut rx) = EventSink::channel(16);
+    let sh = Arc::new(AzureShared::lenient().with_events(sink));
+    let port = free_port();
+    let reg = AzureRegistry::from_shared(sh);
+    let d = reg
+        .build_resource(
+            "azure-lb-probe",
+            &lb_params(&format!(
+                "port = {port}\nbind = '127.0.0.11'\nprotocol = 'http'\npath = '/up'"
+            )),
+        )
+        .unwrap();
+    d.activate(&ctx("node-1", 1, T)).await.unwrap();
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.11:{port}{path}");
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get("/up").await, 200);
+    assert_eq!(get("/up?probe=1").await, 200);
+    assert_eq!(get("/other").await, 404);
+    // A slow client that sends nothing does not block the next probe.
+    let _idle = tokio::net::TcpStream::connect(("127.0.0.11", port))
+        .await
+        .unwrap();
+    assert_eq!(get("/up").await, 200);
+    d.deactivate(&ctx("node-1", 1, T)).await.unwrap();
+    assert!(reqwest::get(format!("http://127.0.0.11:{port}/up"))
+        .await
+        .is_err());
+    // The port taken by another process: the activation fails and says so.
+    let _other = std::net::TcpListener::bind(("127.0.0.11", port)).unwrap();
+    let e = d.activate(&ctx("node-1", 1, T)).await.unwrap_err();
+    assert!(e.to_string().contains("cannot listen on probe port"), "{e}");
+    let ids = ids(&mut rx);
+    assert!(
+        ids.contains(&"BTN-8013".to_string()) && ids.contains(&"BTN-8014".to_string()),
+        "{ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn azure_lb_probe_monitor_checks_the_load_balancer_and_the_port() {
+    let Some(fx) = fixture() else { return };
+    let (sh, mut rx) = shared(&fx.settings);
+    let port = free_port();
+    let seed = |probe_port: u16, rule_probe: Option<&str>| {
+        let mut rule = json!({"name": "sql", "protocol": "Tcp", "frontendPort": 1433, "backendPort": 1433,
+            "backendAddressPool": "backend"});
+        if let Some(p) = rule_probe {
+            rule["probe"] = json!(p);
+        }
+        fx.fake.control(
+            "POST",
+            "/_fake/load-balancers",
+            Some(json!({"subscription": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP, "name": "ilb",
+                "frontendIPConfigurations": [{"name": "frontend", "privateIPAddress": "10.0.0.100"}],
+                "backendAddressPools": [{"name": "backend"}],
+                "probes": [{"name": "baton", "protocol": "Tcp", "port": probe_port}],
+                "loadBalancingRules": [rule]})),
+        );
+    };
+    seed(port, Some("baton"));
+    let keys = format!("port = {port}\nbind = '127.0.0.11'\nload_balancer = 'ilb'\nrule = 'sql'");
+    let reg = AzureRegistry::from_shared(sh.clone());
+    let monitor = reg
+        .build_probe("azure-lb-probe", &lb_params(&keys))
+        .unwrap();
+    let d = reg
+        .build_resource("azure-lb-probe", &lb_params(&keys))
+        .unwrap();
+    let mut pc = probe_ctx("node-1");
+    // Standby: the load balancer is checked, the port is not.
+    let ok = monitor.probe(&pc).await.unwrap();
+    assert!(ok.detail.unwrap().contains("probes port"));
+    // Active: the port must answer too.
+    pc.group_state = Some(baton_core::engine::GroupState::Online);
+    let e = monitor.probe(&pc).await.unwrap_err();
+    assert!(e.to_string().contains("does not answer here"), "{e}");
+    d.activate(&ctx("node-1", 1, T)).await.unwrap();
+    monitor.probe(&pc).await.unwrap();
+    // Someone moves the probe to another port, then detaches it from the rule.
+    seed(port + 1, Some("baton"));
+    let e = monitor.probe(&pc).await.unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "it has no probe on port {port} (probes: baton (Tcp {}))",
+            port + 1
+        )),
+        "{e}"
+    );
+    seed(port, None);
+    let e = monitor.probe(&pc).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("rule sql uses no probe, not probe baton"),
+        "{e}"
+    );
+    assert!(ids(&mut rx).contains(&"BTN-8015".to_string()));
+    // A load balancer that does not exist.
+    let gone = reg
+        .build_probe(
+            "azure-lb-probe",
+            &lb_params(&format!("port = {port}\nload_balancer = 'nope'")),
+        )
+        .unwrap();
+    let e = gone.probe(&pc).await.unwrap_err();
+    assert!(
+        !e.is_api_error() && e.to_string().contains("ResourceNotFound"),
+        "{e}"
+    );
+    d.deactivate(&ctx("node-1", 1, T)).await.unwrap();
     fx.fake.assert_no_violations();
 }

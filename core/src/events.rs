@@ -469,6 +469,15 @@ catalogue! {
     AZURE_ROUTE_TABLE_CONFLICT = 8012, Warning, "azure", "Azure route table changed while it was written",
         cause: "A conditional write of a route table (If-Match on the ETag read just before) was refused with 412: someone changed the table (a route, a tag, another server's claim) between the read and the write. Nothing was overwritten; the resource read it again and decided again.",
         action: "None if it is rare. If it recurs, look for a tool that rewrites the table continuously.";
+    AZURE_LB_PROBE_ANSWERING = 8013, Info, "azure", "Azure load balancer probe port opened or closed",
+        cause: "An `azure-lb-probe` resource started answering the load balancer's health probe on its port (activation), or stopped (deactivation: the socket and every probe connection are closed first, and the load balancer takes this server out after its unhealthy threshold).",
+        action: "None.";
+    AZURE_LB_PROBE_PORT_FAILED = 8014, Error, "azure", "Azure load balancer probe port cannot be opened",
+        cause: "An `azure-lb-probe` resource could not listen on its port: another process holds it, or `bind` is not an address of this server. The load balancer sees this server as down, so the activation fails.",
+        action: "Free the port (`ss -ltnp sport = :PORT`) or choose another one in both the load balancer's probe and the resource; check `bind`.";
+    AZURE_LB_MISCONFIGURED = 8015, Warning, "azure", "Azure load balancer does not probe the configured port",
+        cause: "The `azure-lb-probe` monitor read the load balancer and found no probe on the configured port (or not the named one, or another protocol or path), or no load-balancing rule using it: the load balancer would not follow the active server. The message lists what it found.",
+        action: "Correct the load balancer (probe port, protocol, path, the rule's probe) or the monitor's `port`, `probe` and `rule` keys. `baton cloud check` reports the same.";
 }
 
 /// Look up a catalogue entry by numeric id.

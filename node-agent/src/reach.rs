@@ -70,6 +70,7 @@ impl Reachability {
             server: String::new(),
             monitor: "quorum-reachability".into(),
             timeout: deadline,
+            group_state: None,
         };
         let checks = self.targets.iter().map(|(name, p)| {
             let ctx = &ctx;

@@ -16,6 +16,7 @@
 //! Events (BTN-8001 to BTN-8099, module `azure`) go to the same sink as the AWS drivers'.
 
 pub mod dns;
+pub mod lb_probe;
 pub mod vip;
 
 use std::sync::Arc;
@@ -29,9 +30,9 @@ use crate::params::key_error;
 use crate::{ParamError, Params, Probe, ProviderError, Registry, ResourceDriver};
 
 /// Resource kinds of the Azure registry.
-pub const RESOURCE_KINDS: &[&str] = &["azure-dns", "azure-vip"];
+pub const RESOURCE_KINDS: &[&str] = &["azure-dns", "azure-lb-probe", "azure-vip"];
 /// Monitor kinds of the Azure registry.
-pub const MONITOR_KINDS: &[&str] = &["azure-dns", "azure-vip"];
+pub const MONITOR_KINDS: &[&str] = &["azure-dns", "azure-lb-probe", "azure-vip"];
 
 /// What every Azure driver and probe of one agent shares: the `[azure]` settings, the
 /// client (created on first use) and the event sink.
@@ -219,6 +220,10 @@ impl Registry for AzureRegistry {
                 params,
                 self.shared.clone(),
             )?)),
+            "azure-lb-probe" => Ok(Box::new(lb_probe::AzureLbProbeDriver::from_params(
+                params,
+                self.shared.clone(),
+            )?)),
             "azure-vip" => Ok(Box::new(vip::AzureVipDriver::from_params(
                 params,
                 self.shared.clone(),
@@ -236,6 +241,10 @@ impl Registry for AzureRegistry {
     fn build_probe(&self, kind: &str, params: &Params) -> Result<Box<dyn Probe>, ParamError> {
         match kind {
             "azure-dns" => Ok(Box::new(dns::AzureDnsProbe::from_params(
+                params,
+                self.shared.clone(),
+            )?)),
+            "azure-lb-probe" => Ok(Box::new(lb_probe::AzureLbProbeMonitor::from_params(
                 params,
                 self.shared.clone(),
             )?)),

@@ -36,6 +36,7 @@ pub fn pctx(timeout: Duration) -> ProbeContext {
         server: "node-1".into(),
         monitor: "mon".into(),
         timeout,
+        group_state: None,
     }
 }
 

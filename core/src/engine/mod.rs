@@ -491,6 +491,16 @@ impl Engine {
     }
 
     /// The payload of this server's next heartbeat.
+    /// The state of group `name` on this server (`None` for an unknown group): what a
+    /// monitor with a group is told at each poll.
+    pub fn group_state(&self, name: &str) -> Option<GroupState> {
+        self.cfg
+            .groups
+            .iter()
+            .position(|g| g.name == name)
+            .map(|i| self.groups[i].local.state())
+    }
+
     pub fn peer_message(&self) -> PeerMessage {
         PeerMessage {
             digest: self.cfg.digest.clone(),

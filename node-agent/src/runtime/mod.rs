@@ -548,11 +548,17 @@ impl Runtime {
     fn spawn_probe(&self, id: u64, monitor: String, timeout_ms: u64) {
         let tx = self.tx.clone();
         let probe = self.probes.get(&monitor).cloned();
+        let group_state = self
+            .cfg
+            .monitor(&monitor)
+            .and_then(|m| m.group.as_deref())
+            .and_then(|g| self.engine.group_state(g));
         let ctx = ProbeContext {
             cluster: self.cfg.cluster_name.clone(),
             server: self.me.clone(),
             monitor: monitor.clone(),
             timeout: Duration::from_millis(timeout_ms),
+            group_state,
         };
         let span = info_span!("probe", monitor = %monitor, server = %self.me);
         let metrics = self

@@ -1,0 +1,653 @@
+//! `azure-lb-probe`: the probe-port pattern. An internal (or public) load balancer has
+//! a frontend address (the VIP), a rule that sends its traffic to a backend pool holding
+//! every server, and a health probe on a port no application uses. Only the active
+//! server answers that port, so the load balancer sends the VIP's traffic there alone
+//! (EXPRESSCLUSTER's Azure probe port resource; Pacemaker's `azure-lb`).
+//!
+//! The resource listens on `port` while the group is active here: a TCP probe succeeds
+//! on the handshake (the connection is closed at once), an HTTP probe gets `200` for
+//! `path` (and `404` for any other path). Deactivation closes the listening socket and
+//! every open probe connection before anything else, so the load balancer marks this
+//! server down after its `numberOfProbes` × `intervalInSeconds`; put the resource last
+//! in the group so that it starts last and stops first. The listener lives in the
+//! agent: an agent restart closes it until the group is adopted again (within one
+//! probe interval, the load balancer keeps the server for `numberOfProbes` failures).
+//!
+//! The monitor of the same name reads the load balancer through the Azure API and
+//! checks that a probe on `port` (of the configured protocol and path) exists and that a
+//! load-balancing rule uses it; while the group is active here (`timing = "active"`)
+//! it also connects to the port itself. What it finds wrong is said in its message and
+//! in BTN-8014.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use baton_cloud_client::azure::{ArmRequest, NETWORK_API_VERSION};
+use baton_core::events as ev;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tracing::Instrument as _;
+
+use super::vip::check_network_name;
+use super::{AzureShared, Scope};
+use crate::cloud::{Deadline, Latch, Subject};
+use crate::params::{key_error, parse_params};
+use crate::{
+    ActionContext, CheckOutcome, ParamError, Params, Probe, ProbeContext, ProbeOk, ProviderError,
+    ResourceDriver,
+};
+
+/// Probe connections answered at once; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 64;
+/// How long an HTTP prober may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest HTTP request head read.
+const MAX_HEAD: usize = 8 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeProtocol {
+    Tcp,
+    Http,
+}
+
+impl ProbeProtocol {
+    fn azure(self) -> &'static str {
+        match self {
+            ProbeProtocol::Tcp => "Tcp",
+            ProbeProtocol::Http => "Http",
+        }
+    }
+}
+
+/// Keys of an `azure-lb-probe` resource (and of the `azure-lb-probe` monitor).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureLbProbeParams {
+    /// Required. The port the load balancer's health probe connects to.
+    pub port: u16,
+    /// `tcp` (default: a completed handshake is healthy) or `http` (`200` for `path`).
+    #[serde(default = "default_protocol")]
+    pub protocol: ProbeProtocol,
+    /// For `http`: the probe's request path (default `/`).
+    pub path: Option<String>,
+    /// The local address to listen on (default `0.0.0.0`, every address).
+    pub bind: Option<String>,
+    /// The load balancer whose probe and rule the monitor checks (required for the
+    /// monitor; the resource does not call Azure).
+    pub load_balancer: Option<String>,
+    /// The probe's name in the load balancer (default: any probe on `port`).
+    pub probe: Option<String>,
+    /// A load-balancing rule that must use the probe (default: at least one does).
+    pub rule: Option<String>,
+    /// The load balancer's resource group (default: `[azure] resource_group`).
+    pub resource_group: Option<String>,
+    /// The load balancer's subscription (default: `[azure] subscription_id`).
+    pub subscription_id: Option<String>,
+}
+
+fn default_protocol() -> ProbeProtocol {
+    ProbeProtocol::Tcp
+}
+
+/// The checked keys shared by the resource and the monitor.
+#[derive(Debug, Clone)]
+struct Settings {
+    params: AzureLbProbeParams,
+    addr: SocketAddr,
+    path: String,
+}
+
+impl Settings {
+    fn from_params(params: &Params) -> Result<Settings, ParamError> {
+        let p: AzureLbProbeParams = parse_params(params)?;
+        if p.port == 0 {
+            return Err(key_error("port", "port must be between 1 and 65535"));
+        }
+        let ip: IpAddr = match &p.bind {
+            Some(b) => b.parse().map_err(|_| {
+                key_error(
+                    "bind",
+                    format!("invalid address `{b}`: expected a local IP address such as 10.0.1.4 or 0.0.0.0"),
+                )
+            })?,
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let path = match (&p.protocol, &p.path) {
+            (ProbeProtocol::Tcp, Some(_)) => {
+                return Err(key_error(
+                    "path",
+                    "`path` is for `protocol = \"http\"`; a TCP probe has no path",
+                ))
+            }
+            (_, Some(path)) if !path.starts_with('/') || path.contains(char::is_whitespace) => {
+                return Err(key_error(
+                    "path",
+                    format!("`{path}` is not a request path: it starts with `/` and has no spaces"),
+                ))
+            }
+            (_, Some(path)) => path.clone(),
+            (_, None) => "/".into(),
+        };
+        for (key, v, what) in [
+            ("load_balancer", &p.load_balancer, "a load balancer"),
+            ("probe", &p.probe, "a probe"),
+            ("rule", &p.rule, "a load-balancing rule"),
+        ] {
+            if let Some(v) = v {
+                check_network_name(key, v, what)?;
+            }
+        }
+        Ok(Settings {
+            addr: SocketAddr::new(ip, p.port),
+            path,
+            params: p,
+        })
+    }
+}
+
+/// A running listener: dropping it (or aborting the task) closes the socket and every
+/// connection the task holds.
+#[derive(Debug)]
+struct Listener {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The driver of an `azure-lb-probe` resource.
+#[derive(Debug)]
+pub struct AzureLbProbeDriver {
+    settings: Settings,
+    shared: Arc<AzureShared>,
+    listener: Mutex<Option<Listener>>,
+}
+
+impl AzureLbProbeDriver {
+    pub fn from_params(params: &Params, shared: Arc<AzureShared>) -> Result<Self, ParamError> {
+        let settings = Settings::from_params(params)?;
+        // The scope is checked here too, for the monitor sharing these keys.
+        Scope::resolve(
+            &shared,
+            settings.params.subscription_id.as_deref(),
+            settings.params.resource_group.as_deref(),
+        )?;
+        Ok(AzureLbProbeDriver {
+            settings,
+            shared,
+            listener: Mutex::new(None),
+        })
+    }
+
+    /// The address the probe port listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.settings.addr
+    }
+
+    fn running(&self) -> bool {
+        let guard = self.listener.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().is_some_and(|l| !l.task.is_finished())
+    }
+
+    fn bind(&self) -> std::io::Result<tokio::net::TcpListener> {
+        let addr = self.settings.addr;
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // A restarted agent binds again at once, whatever TIME_WAIT the last one left.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    }
+
+    async fn activate_inner(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        let subject = Subject::Action(ctx);
+        if self.running() {
+            return Ok(());
+        }
+        let listener = self.bind().map_err(|e| {
+            let msg = format!(
+                "{}: cannot listen on probe port {}: {e} (another process on the port, or `bind` not an address of this server)",
+                subject.name(),
+                self.settings.addr
+            );
+            self.shared
+                .raise(subject, None, &ev::AZURE_LB_PROBE_PORT_FAILED, msg.clone());
+            ProviderError::Other(msg)
+        })?;
+        let http = (self.settings.params.protocol == ProbeProtocol::Http)
+            .then(|| Arc::new(self.settings.path.clone()));
+        let task = tokio::spawn(serve(listener, http).instrument(tracing::info_span!(
+            "azure-lb-probe",
+            port = self.settings.addr.port()
+        )));
+        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Listener { task });
+        self.shared.events.emit(subject.event(
+            &ev::AZURE_LB_PROBE_ANSWERING,
+            format!(
+                "{}: answering the load balancer's {} probe on {}",
+                subject.name(),
+                self.settings.params.protocol.azure(),
+                self.settings.addr
+            ),
+        ));
+        Ok(())
+    }
+
+    fn deactivate_inner(&self, ctx: &ActionContext) {
+        let was = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(l) = was {
+            // Closing the socket first: the load balancer's next probe fails.
+            drop(l);
+            let subject = Subject::Action(ctx);
+            self.shared.events.emit(subject.event(
+                &ev::AZURE_LB_PROBE_ANSWERING,
+                format!(
+                    "{}: stopped answering the probe on {}",
+                    subject.name(),
+                    self.settings.addr
+                ),
+            ));
+        }
+    }
+}
+
+/// Accept probe connections until aborted; the connections are tasks of this one, so
+/// aborting it closes them all.
+async fn serve(listener: tokio::net::TcpListener, http: Option<Arc<String>>) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let (mut stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and the like: pause rather than spin.
+                tracing::warn!(error = %e, "probe port: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(path) = http.clone() else {
+            // TCP probe: the handshake was the answer.
+            drop(stream);
+            continue;
+        };
+        if conns.len() >= MAX_CONNECTIONS {
+            drop(stream);
+            continue;
+        }
+        conns.spawn(async move {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer_http(&mut stream, &path)).await;
+        });
+    }
+}
+
+/// Read one request head and answer `200` for `path`, `404` otherwise.
+async fn answer_http(stream: &mut tokio::net::TcpStream, path: &str) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let target = parts.next().unwrap_or_default();
+    let target = target.split(|&b| b == b'?').next().unwrap_or_default();
+    let ok = (method == b"GET" || method == b"HEAD") && target == path.as_bytes();
+    let reply: &[u8] = if ok {
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 7\r\nConnection: close\r\n\r\nactive\n"
+    } else {
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    };
+    stream.write_all(reply).await?;
+    stream.shutdown().await
+}
+
+fn span(ctx: &ActionContext, action: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "azure-lb-probe",
+        action,
+        group = %ctx.group,
+        resource = %ctx.resource,
+        server = %ctx.server,
+        epoch = ctx.epoch
+    )
+}
+
+#[async_trait]
+impl ResourceDriver for AzureLbProbeDriver {
+    fn kind(&self) -> &'static str {
+        "azure-lb-probe"
+    }
+
+    async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        self.activate_inner(ctx)
+            .instrument(span(ctx, "activate"))
+            .await
+    }
+
+    async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        let _g = span(ctx, "deactivate").entered();
+        self.deactivate_inner(ctx);
+        Ok(())
+    }
+
+    async fn check(&self, _ctx: &ActionContext) -> Result<CheckOutcome, ProviderError> {
+        Ok(if self.running() {
+            CheckOutcome::Active
+        } else {
+            CheckOutcome::Inactive
+        })
+    }
+}
+
+/// The `azure-lb-probe` monitor.
+#[derive(Debug)]
+pub struct AzureLbProbeMonitor {
+    settings: Settings,
+    load_balancer: String,
+    scope: Scope,
+    shared: Arc<AzureShared>,
+    latch: Latch,
+}
+
+/// What a load balancer says about the probe on our port.
+pub fn lb_problems(lb: &Value, p: &AzureLbProbeParams, path: &str) -> Vec<String> {
+    let props = &lb["properties"];
+    let empty = Vec::new();
+    let probes = props["probes"].as_array().unwrap_or(&empty);
+    let rules = props["loadBalancingRules"].as_array().unwrap_or(&empty);
+    let name_of = |v: &Value| v["name"].as_str().unwrap_or_default().to_string();
+    let mut problems = Vec::new();
+    let candidates: Vec<&Value> = match &p.probe {
+        Some(n) => probes
+            .iter()
+            .filter(|x| {
+                x["name"]
+                    .as_str()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(n))
+            })
+            .collect(),
+        None => probes
+            .iter()
+            .filter(|x| x["properties"]["port"].as_u64() == Some(u64::from(p.port)))
+            .collect(),
+    };
+    let listed = || {
+        if probes.is_empty() {
+            "none".to_string()
+        } else {
+            probes
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} ({} {})",
+                        name_of(x),
+                        x["properties"]["protocol"].as_str().unwrap_or("?"),
+                        x["properties"]["port"]
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let Some(probe) = candidates.first() else {
+        problems.push(match &p.probe {
+            Some(n) => format!("it has no probe named {n} (probes: {})", listed()),
+            None => format!("it has no probe on port {} (probes: {})", p.port, listed()),
+        });
+        return problems;
+    };
+    let pp = &probe["properties"];
+    let pname = name_of(probe);
+    if pp["port"].as_u64() != Some(u64::from(p.port)) {
+        problems.push(format!(
+            "probe {pname} checks port {}, not {}",
+            pp["port"], p.port
+        ));
+    }
+    let proto = pp["protocol"].as_str().unwrap_or_default();
+    if !proto.eq_ignore_ascii_case(p.protocol.azure()) {
+        problems.push(format!(
+            "probe {pname} is {proto}, not {}",
+            p.protocol.azure()
+        ));
+    } else if p.protocol == ProbeProtocol::Http && pp["requestPath"].as_str() != Some(path) {
+        problems.push(format!(
+            "probe {pname} requests {}, not {path}",
+            pp["requestPath"].as_str().unwrap_or("no path")
+        ));
+    }
+    let probe_id = probe["id"].as_str().unwrap_or_default();
+    let using: Vec<&Value> = rules
+        .iter()
+        .filter(|r| {
+            r["properties"]["probe"]["id"]
+                .as_str()
+                .is_some_and(|id| id.eq_ignore_ascii_case(probe_id))
+        })
+        .collect();
+    match &p.rule {
+        Some(rule) => {
+            match rules.iter().find(|r| {
+                r["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(rule))
+            }) {
+                None => problems.push(format!("it has no load-balancing rule named {rule}")),
+                Some(r) if !using.iter().any(|u| std::ptr::eq(*u, r)) => {
+                    let other = r["properties"]["probe"]["id"]
+                        .as_str()
+                        .and_then(|id| id.rsplit('/').next())
+                        .unwrap_or("no probe");
+                    problems.push(format!("rule {rule} uses {other}, not probe {pname}"));
+                }
+                Some(_) => {}
+            }
+        }
+        None if using.is_empty() => problems.push(format!(
+            "no load-balancing rule uses probe {pname}: the probe decides nothing"
+        )),
+        None => {}
+    }
+    problems
+}
+
+impl AzureLbProbeMonitor {
+    pub fn from_params(params: &Params, shared: Arc<AzureShared>) -> Result<Self, ParamError> {
+        let settings = Settings::from_params(params)?;
+        let Some(load_balancer) = settings.params.load_balancer.clone() else {
+            return Err(key_error(
+                "load_balancer",
+                "missing required key `load_balancer`: the monitor checks that load balancer's probe and rule",
+            ));
+        };
+        let scope = Scope::resolve(
+            &shared,
+            settings.params.subscription_id.as_deref(),
+            settings.params.resource_group.as_deref(),
+        )?;
+        Ok(AzureLbProbeMonitor {
+            settings,
+            load_balancer,
+            scope,
+            shared,
+            latch: Latch::default(),
+        })
+    }
+
+    /// Connect to our own probe port (the address it listens on, loopback for any).
+    async fn answers(&self, timeout: Duration) -> Result<(), String> {
+        let mut addr = self.settings.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("the probe port {addr} does not answer here: {e}")),
+            Err(_) => Err(format!("the probe port {addr} did not answer in time")),
+        }
+    }
+}
+
+#[async_trait]
+impl Probe for AzureLbProbeMonitor {
+    fn kind(&self) -> &'static str {
+        "azure-lb-probe"
+    }
+
+    async fn probe(&self, ctx: &ProbeContext) -> Result<ProbeOk, ProviderError> {
+        let subject = Subject::Probe(ctx);
+        let dl = Deadline::new(ctx.timeout);
+        let client = self
+            .shared
+            .client()
+            .await
+            .map_err(|f| self.shared.report(subject, Some(&self.latch), f))?;
+        let req = ArmRequest::new(
+            "LoadBalancers.Get",
+            Method::GET,
+            &format!(
+                "{}/Microsoft.Network/loadBalancers/{}",
+                self.scope.providers_path()?,
+                self.load_balancer
+            ),
+            NETWORK_API_VERSION,
+        );
+        let lb = client
+            .send(&req, dl.remaining()?)
+            .await
+            .map_err(|f| self.shared.report(subject, Some(&self.latch), f))?;
+        let problems = lb_problems(&lb.body, &self.settings.params, &self.settings.path);
+        if !problems.is_empty() {
+            let msg = format!(
+                "{}: load balancer {}: {}",
+                subject.name(),
+                self.load_balancer,
+                problems.join("; ")
+            );
+            self.shared.raise(
+                subject,
+                Some(&self.latch),
+                &ev::AZURE_LB_MISCONFIGURED,
+                msg.clone(),
+            );
+            return Err(ProviderError::Unhealthy(msg));
+        }
+        if ctx.group_state == Some(baton_core::engine::GroupState::Online) {
+            self.answers(dl.remaining()?)
+                .await
+                .map_err(|why| ProviderError::Unhealthy(format!("{}: {why}", subject.name())))?;
+        }
+        self.latch.reset();
+        Ok(ProbeOk {
+            detail: Some(format!(
+                "load balancer {} probes port {}",
+                self.load_balancer, self.settings.params.port
+            )),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn settings(s: &str) -> Result<Settings, ParamError> {
+        Settings::from_params(&s.parse::<toml::Table>().unwrap())
+    }
+
+    #[test]
+    fn params() {
+        let s = settings("port = 7080").unwrap();
+        assert_eq!(s.addr, "0.0.0.0:7080".parse().unwrap());
+        assert_eq!(s.params.protocol, ProbeProtocol::Tcp);
+        let s = settings("port = 7080\nprotocol = 'http'\npath = '/healthz'\nbind = '10.0.1.4'")
+            .unwrap();
+        assert_eq!(s.path, "/healthz");
+        for (text, key) in [
+            ("port = 0", "port"),
+            ("port = 70000", "port"),
+            ("port = 7080\npath = '/x'", "path"),
+            ("port = 7080\nprotocol = 'http'\npath = 'x'", "path"),
+            ("port = 7080\nprotocol = 'udp'", "protocol"),
+            ("port = 7080\nbind = 'eth0'", "bind"),
+            ("port = 7080\nload_balancer = 'lb/x'", "load_balancer"),
+            ("port = 7080\nprobe_name = 'x'", "probe_name"),
+        ] {
+            let e = settings(text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        }
+        let e = AzureLbProbeMonitor::from_params(
+            &"port = 7080".parse::<toml::Table>().unwrap(),
+            Arc::new(AzureShared::lenient()),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("load_balancer"));
+    }
+
+    fn lb(probe_port: u64, rule_probe: Option<&str>) -> Value {
+        let base =
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/loadBalancers/ilb";
+        let mut rule =
+            json!({"name": "sql", "properties": {"frontendPort": 1433, "backendPort": 1433}});
+        if let Some(p) = rule_probe {
+            rule["properties"]["probe"] = json!({"id": format!("{base}/probes/{p}")});
+        }
+        json!({"properties": {
+            "probes": [{"id": format!("{base}/probes/baton"), "name": "baton",
+                "properties": {"protocol": "Tcp", "port": probe_port}}],
+            "loadBalancingRules": [rule]}})
+    }
+
+    #[test]
+    fn load_balancer_problems_are_named() {
+        let p = settings("port = 26001").unwrap().params;
+        assert!(lb_problems(&lb(26001, Some("baton")), &p, "/").is_empty());
+        assert_eq!(
+            lb_problems(&lb(26002, Some("baton")), &p, "/"),
+            ["it has no probe on port 26001 (probes: baton (Tcp 26002))"]
+        );
+        assert_eq!(
+            lb_problems(&lb(26001, None), &p, "/"),
+            ["no load-balancing rule uses probe baton: the probe decides nothing"]
+        );
+        let named = settings("port = 26001\nprobe = 'baton'\nrule = 'sql'")
+            .unwrap()
+            .params;
+        assert_eq!(
+            lb_problems(&lb(26002, Some("other")), &named, "/"),
+            [
+                "probe baton checks port 26002, not 26001",
+                "rule sql uses other, not probe baton"
+            ]
+        );
+        let http = settings("port = 26001\nprotocol = 'http'\npath = '/up'")
+            .unwrap()
+            .params;
+        assert_eq!(
+            lb_problems(&lb(26001, Some("baton")), &http, "/up"),
+            ["probe baton is Tcp, not Http"]
+        );
+    }
+}
