@@ -1044,3 +1044,122 @@ async fn azure_lb_probe_monitor_checks_the_load_balancer_and_the_port() {
     d.deactivate(&ctx("node-1", 1, T)).await.unwrap();
     fx.fake.assert_no_violations();
 }
+
+// ----- azure-events ------------------------------------------------------------------
+
+#[tokio::test]
+async fn azure_events_move_the_group_first_and_approve_once_it_is_gone() {
+    use baton_core::engine::GroupState;
+    let Some(fx) = fixture() else { return };
+    fx.fake
+        .vm("node-1", IP1, "11111111-0000-0000-0000-000000000001");
+    fx.fake
+        .vm("node-2", IP2, "11111111-0000-0000-0000-000000000002");
+    let (sh1, mut rx1) = shared(&fx.settings);
+    let s2 = AzureSection {
+        imds_endpoint: Some(format!("{}/_vm/node-2", fx.fake.endpoint)),
+        ..fx.settings.clone()
+    };
+    let (sh2, mut rx2) = shared(&s2);
+    let p1 = AzureRegistry::from_shared(sh1)
+        .build_probe("azure-events", &lb_params(""))
+        .unwrap();
+    let p2 = AzureRegistry::from_shared(sh2)
+        .build_probe(
+            "azure-events",
+            &lb_params("acknowledge = false\nevents = ['Reboot', 'Redeploy']"),
+        )
+        .unwrap();
+    let mut on1 = probe_ctx("node-1");
+    on1.group_state = Some(GroupState::Online);
+    let mut off2 = probe_ctx("node-2");
+    off2.group_state = Some(GroupState::Offline);
+    assert!(p1
+        .probe(&on1)
+        .await
+        .unwrap()
+        .detail
+        .unwrap()
+        .contains("no scheduled event for node-1"));
+    // A reboot of node-1 in 5 minutes.
+    let e = fx.fake.control(
+        "POST",
+        "/_fake/scheduled-events",
+        Some(json!({"EventType": "Reboot", "Resources": ["node-1"], "not_before_s": 300})),
+    );
+    let id = e["EventId"].as_str().unwrap().to_string();
+    let err = p1.probe(&on1).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Unhealthy(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("Reboot {id} (Scheduled, not before")),
+        "{err}"
+    );
+    assert!(ids(&mut rx1).contains(&"BTN-8016".to_string()));
+    // node-2 is not concerned.
+    assert!(p2
+        .probe(&off2)
+        .await
+        .unwrap()
+        .detail
+        .unwrap()
+        .contains("no scheduled event for node-2"));
+    // The group moved: node-1 approves the event, once; the platform starts it.
+    let mut off1 = probe_ctx("node-1");
+    off1.group_state = Some(GroupState::Offline);
+    p1.probe(&off1).await.unwrap();
+    let doc = fx.fake.control("GET", "/_fake/scheduled-events", None);
+    assert_eq!(doc["Events"][0]["EventStatus"], "Started", "{doc}");
+    p1.probe(&off1).await.unwrap();
+    let posts = fx
+        .fake
+        .requests()
+        .iter()
+        .filter(|(m, p, _)| m == "POST" && p.ends_with("/metadata/scheduledevents"))
+        .count();
+    assert_eq!(posts, 1);
+    assert!(ids(&mut rx1).contains(&"BTN-8017".to_string()));
+    // node-2 does not approve, and ignores the types it is not told to watch.
+    fx.fake.control(
+        "POST",
+        "/_fake/scheduled-events",
+        Some(json!({"EventType": "Freeze", "Resources": ["node-2"], "not_before_s": 300})),
+    );
+    assert!(p2
+        .probe(&off2)
+        .await
+        .unwrap()
+        .detail
+        .unwrap()
+        .contains("no scheduled event"));
+    fx.fake.control(
+        "POST",
+        "/_fake/scheduled-events",
+        Some(json!({"EventType": "Redeploy", "Resources": ["node-2"], "not_before_s": 300})),
+    );
+    let ok = p2.probe(&off2).await.unwrap();
+    assert!(ok.detail.unwrap().contains("Redeploy"));
+    p2.probe(&off2).await.unwrap();
+    let noted: Vec<String> = ids(&mut rx2);
+    assert_eq!(
+        noted.iter().filter(|i| *i == "BTN-8018").count(),
+        1,
+        "{noted:?}"
+    );
+    let doc = fx.fake.control("GET", "/_fake/scheduled-events", None);
+    let redeploy = doc["Events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["EventType"] == "Redeploy")
+        .unwrap();
+    assert_eq!(redeploy["EventStatus"], "Scheduled");
+    // The metadata service down: an API error, for on_api_error to judge.
+    fx.fake
+        .fault(json!({"path": "/metadata/scheduledevents", "status": 503, "count": -1}));
+    let mut short = on1.clone();
+    short.timeout = Duration::from_secs(2);
+    assert!(p1.probe(&short).await.unwrap_err().is_api_error());
+    fx.fake.clear_faults();
+    fx.fake.assert_no_violations();
+}

@@ -478,6 +478,15 @@ catalogue! {
     AZURE_LB_MISCONFIGURED = 8015, Warning, "azure", "Azure load balancer does not probe the configured port",
         cause: "The `azure-lb-probe` monitor read the load balancer and found no probe on the configured port (or not the named one, or another protocol or path), or no load-balancing rule using it: the load balancer would not follow the active server. The message lists what it found.",
         action: "Correct the load balancer (probe port, protocol, path, the rule's probe) or the monitor's `port`, `probe` and `rule` keys. `baton cloud check` reports the same.";
+    AZURE_SCHEDULED_EVENT = 8016, Warning, "azure", "Azure maintenance scheduled on the active server",
+        cause: "The `azure-events` monitor found a Scheduled Event (Freeze, Reboot, Redeploy, Preempt or Terminate, as configured) for this VM while the monitor's group is held here. The poll fails so that the monitor's recovery moves the group away before the event's `NotBefore` time.",
+        action: "None if the monitor's recovery fails the group over (`failover_retries` ≥ 1; `restart_retries = 0` and `retries = 0` so that no time is lost). Otherwise move the group now: `baton group move GROUP`.";
+    AZURE_SCHEDULED_EVENT_APPROVED = 8017, Info, "azure", "Azure scheduled event approved",
+        cause: "The `azure-events` monitor approved a Scheduled Event for this VM (`StartRequests`) because the monitor's group is not held here: the platform may start the maintenance at once instead of waiting for its `NotBefore` time.",
+        action: "None. Set `acknowledge = false` to let every event wait for its time.";
+    AZURE_SCHEDULED_EVENT_NOTED = 8018, Info, "azure", "Azure scheduled event for a server that does not hold the group",
+        cause: "The `azure-events` monitor found a Scheduled Event for this VM while the monitor's group is not held here, and does not approve events (`acknowledge = false`), or the event has started already. Nothing needs to move; the server will be away during the event.",
+        action: "None. Expect this server to be down for the event's duration; the cluster keeps its quorum only if the others are up.";
 }
 
 /// Look up a catalogue entry by numeric id.

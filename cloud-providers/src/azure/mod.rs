@@ -16,6 +16,7 @@
 //! Events (BTN-8001 to BTN-8099, module `azure`) go to the same sink as the AWS drivers'.
 
 pub mod dns;
+pub mod events;
 pub mod lb_probe;
 pub mod vip;
 
@@ -32,7 +33,7 @@ use crate::{ParamError, Params, Probe, ProviderError, Registry, ResourceDriver};
 /// Resource kinds of the Azure registry.
 pub const RESOURCE_KINDS: &[&str] = &["azure-dns", "azure-lb-probe", "azure-vip"];
 /// Monitor kinds of the Azure registry.
-pub const MONITOR_KINDS: &[&str] = &["azure-dns", "azure-lb-probe", "azure-vip"];
+pub const MONITOR_KINDS: &[&str] = &["azure-dns", "azure-events", "azure-lb-probe", "azure-vip"];
 
 /// What every Azure driver and probe of one agent shares: the `[azure]` settings, the
 /// client (created on first use) and the event sink.
@@ -241,6 +242,10 @@ impl Registry for AzureRegistry {
     fn build_probe(&self, kind: &str, params: &Params) -> Result<Box<dyn Probe>, ParamError> {
         match kind {
             "azure-dns" => Ok(Box::new(dns::AzureDnsProbe::from_params(
+                params,
+                self.shared.clone(),
+            )?)),
+            "azure-events" => Ok(Box::new(events::AzureEventsProbe::from_params(
                 params,
                 self.shared.clone(),
             )?)),
