@@ -8,19 +8,12 @@
 //! credentials of [`crate::moto::aws_env`] in their environment. Dropping the cluster
 //! kills the agents (and prints their logs when the test is failing).
 
-use std::net::SocketAddr;
-use std::ops::Deref;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde::Deserialize;
 
-use crate::client::{tail, Baton};
-use crate::cluster::{addr, api_token, pick_port};
-use crate::config::ConfigText;
+use crate::cloud_cluster::CloudCluster;
 use crate::moto::{aws_env, python, Moto};
 use crate::wait_until;
 
@@ -158,48 +151,13 @@ impl AwsWorld {
     }
 }
 
-/// One agent.
-pub struct AwsNode {
-    pub name: String,
-    pub api: SocketAddr,
-    pub log: PathBuf,
-    pub state_dir: PathBuf,
-    child: Option<Child>,
-}
+/// The AWS scenarios' cluster.
+pub type AwsCluster = CloudCluster;
 
-/// Three agents (two for the groups, one vote) running a configuration with the given
-/// groups and monitors. Monitors need values for node-3 too (common values do). It is a
-/// [`Baton`] client of that configuration (`bin`, `config`, `ctl`, `alerts`, ...).
-pub struct AwsCluster {
-    pub dir: PathBuf,
-    pub nodes: Vec<AwsNode>,
-    baton: Baton,
-    pub token: String,
-    endpoint: String,
-    _tmp: tempfile::TempDir,
-}
-
-impl AwsCluster {
+impl CloudCluster {
     /// `body` is the TOML of the groups and monitors (group `web` on node-1, node-2).
-    pub fn start(world: &AwsWorld, name: &str, net: u8, body: &str) -> AwsCluster {
-        let bin = crate::bin::baton_bin();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!("baton-aws-{name}-"))
-            .tempdir()
-            .expect("temp dir");
-        let dir = tmp.path().to_path_buf();
-        let key = dir.join("cluster.key");
-        let config = dir.join("baton.toml");
-        let baton = Baton::new(&bin, &config);
-        baton.keygen(&key).unwrap_or_else(|e| panic!("{e}"));
-        let port = pick_port(net, 3, 1);
-        let mut text = ConfigText::new(
-            &format!("the baton AWS tests ({name})"),
-            &format!("aws-{name}"),
-        )
-        .heartbeat("100ms", "1s", "")
-        .host_safe(&dir, "20s", "")
-        .push(&format!(
+    pub fn start(world: &AwsWorld, name: &str, net: u8, body: &str) -> CloudCluster {
+        let preamble = format!(
             r#"[aws]
 region = "us-east-1"
 endpoint_url = "{ep}"
@@ -208,149 +166,15 @@ max_attempts = 4
 imds = false
 "#,
             ep = world.moto.endpoint,
-        ));
-        for (s, zone) in (1..=3).zip(["us-east-1a", "us-east-1b", "us-east-1c"]) {
-            text = text.server(
-                &format!("node-{s}"),
-                Some(zone),
-                &[addr(net, 0, s, port + 1).to_string()],
-                &addr(net, 0, s, port).to_string(),
-            );
-        }
-        std::fs::write(&config, text.push("\n").push(body).build()).expect("write config");
-        baton.check_config().unwrap_or_else(|e| panic!("{e}"));
-        let nodes = (1..=3)
-            .map(|s| AwsNode {
-                name: format!("node-{s}"),
-                api: addr(net, 0, s, port),
-                log: dir.join(format!("node-{s}.log")),
-                state_dir: dir.join(format!("state-{s}")),
-                child: None,
-            })
-            .collect();
-        let mut c = AwsCluster {
-            token: api_token(&key),
-            dir,
-            nodes,
-            baton,
-            endpoint: world.moto.endpoint.clone(),
-            _tmp: tmp,
-        };
-        for i in 0..3 {
-            c.spawn(i);
-        }
-        c
-    }
-
-    fn idx(&self, server: &str) -> usize {
-        self.nodes
-            .iter()
-            .position(|n| n.name == server)
-            .expect("known server")
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let n = &self.nodes[i];
-        let child = self
-            .baton
-            .agent(
-                &n.name,
-                &self.baton.config,
-                &n.state_dir,
-                &n.log,
-                &format!("=== harness: starting agent {} ===", n.name),
-            )
-            .unwrap_or_else(|e| panic!("{e}"))
-            .envs(aws_env(&self.endpoint))
-            .spawn()
-            .expect("start agent");
-        self.nodes[i].child = Some(child);
-    }
-
-    /// Start `server`'s agent again (same state directory).
-    pub fn restart(&mut self, server: &str) {
-        let i = self.idx(server);
-        self.spawn(i);
-    }
-
-    /// Wait until each of `server`'s monitors `names` has completed a healthy poll
-    /// (state `normal`, which a monitor reaches only from a successful poll).
-    pub fn wait_monitors_normal(&self, server: &str, names: &[&str], timeout: Duration) {
-        crate::wait_until(
-            &format!("{server}'s monitors {names:?} to report normal"),
-            timeout,
-            || {
-                let st = self.try_status_via(Some(server))?;
-                for n in names {
-                    match st.local.monitors.iter().find(|m| m.name == *n) {
-                        Some(m) if m.state == "normal" => {}
-                        Some(m) => return Err(format!("{n} is {}", m.state)),
-                        None => return Err(format!("no monitor {n} on {server}")),
-                    }
-                }
-                Ok(())
-            },
         );
-    }
-
-    /// Wait until group `group` is online on `on` alone; returns its epoch.
-    pub fn wait_owner(&self, group: &str, on: &str, timeout: Duration) -> u64 {
-        self.wait_group_owner(group, Some(on), timeout).1
-    }
-
-    /// Signal `server`'s agent; after SIGKILL also reap it.
-    pub fn kill(&mut self, server: &str, sig: Signal) {
-        let i = self.idx(server);
-        if let Some(c) = self.nodes[i].child.as_mut() {
-            let _ = kill(Pid::from_raw(i32::try_from(c.id()).unwrap_or(0)), sig);
-            if sig == Signal::SIGKILL {
-                let _ = c.wait();
-                self.nodes[i].child = None;
-            }
-        }
-    }
-
-    /// Wait for `server`'s agent to exit (after SIGTERM).
-    pub fn wait_exit(&mut self, server: &str, timeout: Duration) {
-        let i = self.idx(server);
-        if let Some(c) = self.nodes[i].child.as_mut() {
-            let start = Instant::now();
-            while matches!(c.try_wait(), Ok(None)) {
-                assert!(
-                    start.elapsed() < timeout,
-                    "agent {server} did not exit in {timeout:?}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        self.nodes[i].child = None;
-    }
-
-    pub fn dump(&self) {
-        for n in &self.nodes {
-            eprintln!("--- tail of {} ---\n{}", n.log.display(), tail(&n.log, 80));
-        }
-    }
-}
-
-impl Deref for AwsCluster {
-    type Target = Baton;
-
-    fn deref(&self) -> &Baton {
-        &self.baton
-    }
-}
-
-impl Drop for AwsCluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.dump();
-        }
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
+        CloudCluster::start_with(
+            "aws",
+            name,
+            net,
+            ["us-east-1a", "us-east-1b", "us-east-1c"],
+            &preamble,
+            aws_env(&world.moto.endpoint),
+            body,
+        )
     }
 }

@@ -28,6 +28,7 @@ pub mod aws;
 pub mod azure;
 pub mod bin;
 pub mod client;
+pub mod cloud_cluster;
 pub mod cluster;
 pub mod config;
 pub mod http;
