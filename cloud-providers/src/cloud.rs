@@ -117,3 +117,55 @@ impl Deadline {
         }
     }
 }
+
+// ----- preflight (`baton cloud check`) ------------------------------------------------
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// Works, but something deserves attention.
+    Warn,
+    /// Will fail at activation or monitoring.
+    Fail,
+    /// Could not be verified without changing something.
+    Skip,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+            Status::Skip => "skip",
+        }
+    }
+}
+
+/// One line of `baton cloud check`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// `resource failover1/awsvip1` or `monitor awsazw1`.
+    pub subject: String,
+    /// What was checked: `vpc`, `eni`, `route-table`, `permission:ReplaceRoute`, ...
+    pub check: String,
+    pub status: Status,
+    pub detail: String,
+}
+
+/// Worst status of a list (`Fail` > `Warn` > `Skip` > `Ok`).
+pub fn worst(findings: &[Finding]) -> Status {
+    let rank = |s: Status| match s {
+        Status::Ok => 0,
+        Status::Skip => 1,
+        Status::Warn => 2,
+        Status::Fail => 3,
+    };
+    findings
+        .iter()
+        .map(|f| f.status)
+        .max_by_key(|s| rank(*s))
+        .unwrap_or(Status::Ok)
+}

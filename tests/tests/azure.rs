@@ -340,3 +340,170 @@ vm_name = "node-3"
     );
     w.fake.assert_no_violations();
 }
+
+#[test]
+fn a3_cloud_check_and_the_custom_role_from_the_cli() {
+    let Some(w) = world() else { return };
+    w.fake.route_table("rt-a", json!([]));
+    w.fake.control(
+        "POST",
+        "/_fake/load-balancers",
+        Some(
+            json!({"subscription": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP, "name": "ilb",
+            "probes": [{"name": "baton", "protocol": "Tcp", "port": 26073}],
+            "loadBalancingRules": [{"name": "app", "frontendPort": 80, "probe": "baton"}]}),
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bin = baton_tests::bin::baton_bin();
+    let baton = baton_tests::Baton::new(&bin, &dir.path().join("baton.toml"));
+    baton.keygen(&dir.path().join("cluster.key")).unwrap();
+    let mut text = baton_tests::config::ConfigText::new("the baton Azure CLI test", "azure-cli")
+        .heartbeat("100ms", "1s", "")
+        .host_safe(dir.path(), "20s", "")
+        .push(&w.preamble);
+    for s in 1..=3u8 {
+        text = text.server(
+            &format!("node-{s}"),
+            None,
+            &[format!("127.73.0.{s}:27001")],
+            &format!("127.73.0.{s}:27000"),
+        );
+    }
+    let body = format!(
+        r#"{g}
+[[group.resource]]
+kind = "azure-dns"
+name = "dns"
+zone = "example.com"
+record = "db"
+{dns_ips}
+[[group.resource]]
+kind = "azure-vip"
+name = "vip"
+ip = "{VIP}"
+route_tables = ["rt-a", "rt-missing"]
+local_address = false
+{hops}
+[[monitor]]
+kind = "azure-lb-probe"
+name = "probew"
+port = 26073
+load_balancer = "ilb"
+rule = "app"
+[[monitor]]
+kind = "azure-events"
+name = "maint"
+"#,
+        g = group(),
+        dns_ips = per_server("group.resource", "ip"),
+        hops = per_server("group.resource", "next_hop"),
+    );
+    std::fs::write(&baton.config, text.push("\n").push(&body).build()).unwrap();
+    baton.check_config().unwrap_or_else(|e| panic!("{e}"));
+    let run = |args: &[&str]| {
+        std::process::Command::new(&bin)
+            .args(args)
+            .arg("-c")
+            .arg(&baton.config)
+            .output()
+            .expect("run baton")
+    };
+    let findings = |out: &std::process::Output| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {} {}",
+                    f["check"].as_str().unwrap(),
+                    f["status"].as_str().unwrap(),
+                    f["detail"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let has = |f: &[String], prefix: &str| f.iter().any(|x| x.starts_with(prefix));
+    let out = run(&["cloud", "check", "-s", "node-1", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "rt-missing does not exist");
+    let f = findings(&out);
+    for want in [
+        "zone ok example.com exists",
+        "record ok A db absent",
+        "route-table ok rt-a exists",
+        "route-table fail does not exist",
+        "load-balancer ok ilb probes port 26073",
+        "permission:Microsoft.Network/routeTables/write ok",
+        "permission:Microsoft.Network/dnsZones/A/write ok",
+        "scheduled-events ok",
+        "vm ok this VM is node-1",
+    ] {
+        assert!(has(&f, want), "{want}: {f:#?}");
+    }
+    // The least-privilege custom role, printed for the Azure kinds.
+    let out = run(&["cloud", "iam-policy", "--json"]);
+    let role: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actions: Vec<&str> = role["Actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "Microsoft.Network/dnsZones/A/delete",
+            "Microsoft.Network/dnsZones/A/read",
+            "Microsoft.Network/dnsZones/A/write",
+            "Microsoft.Network/dnsZones/read",
+            "Microsoft.Network/loadBalancers/read",
+            "Microsoft.Network/locations/operations/read",
+            "Microsoft.Network/routeTables/read",
+            "Microsoft.Network/routeTables/write",
+        ]
+    );
+    assert_eq!(
+        role["AssignableScopes"],
+        json!([format!(
+            "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"
+        )])
+    );
+    // The identity gets exactly that role: every permission check passes, and the
+    // reads it needs are allowed. With DNS rights only, the route tables are refused.
+    w.fake.control(
+        "POST",
+        "/_fake/permissions",
+        Some(
+            json!({"subscription": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP,
+            "permissions": [{"actions": role["Actions"], "notActions": []}]}),
+        ),
+    );
+    let f = findings(&run(&["cloud", "check", "-s", "node-2", "--json"]));
+    assert!(
+        !f.iter()
+            .any(|x| x.starts_with("permission:") && !x.contains(" ok ")),
+        "{f:#?}"
+    );
+    assert!(has(&f, "route-table ok rt-a exists"), "{f:#?}");
+    w.fake.control(
+        "POST",
+        "/_fake/permissions",
+        Some(
+            json!({"subscription": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP,
+            "permissions": [{"actions": ["Microsoft.Network/dnsZones/*"], "notActions": []}]}),
+        ),
+    );
+    let out = run(&["cloud", "check", "-s", "node-1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("permission:Microsoft.Network/routeTables/write")
+            && text.contains("not allowed on resource group rg-baton"),
+        "{text}"
+    );
+    assert!(text.contains("not authorized"), "{text}");
+    assert_eq!(out.status.code(), Some(1));
+    w.fake.assert_no_violations();
+}

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, Tag};
 use baton_core::config::Config;
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::az::{healthy_state, AwsAzParams};
@@ -21,40 +20,7 @@ use super::vip::{cidr_contains, AwsVipParams};
 use super::{call, AwsClients, AwsFailure};
 use crate::params::parse_params;
 
-/// The outcome of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    /// Works, but something deserves attention.
-    Warn,
-    /// Will fail at activation or monitoring.
-    Fail,
-    /// Could not be verified without changing something.
-    Skip,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Warn => "warn",
-            Status::Fail => "FAIL",
-            Status::Skip => "skip",
-        }
-    }
-}
-
-/// One line of `baton cloud check`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// `resource failover1/awsvip1` or `monitor awsazw1`.
-    pub subject: String,
-    /// What was checked: `vpc`, `eni`, `route-table`, `permission:ReplaceRoute`, ...
-    pub check: String,
-    pub status: Status,
-    pub detail: String,
-}
+pub use crate::cloud::{worst, Finding, Status};
 
 struct Report {
     subject: String,
@@ -503,21 +469,6 @@ async fn check_dns(rep: &mut Report, r53: &aws_sdk_route53::Client, p: &AwsDnsPa
         Status::Skip,
         "Route 53 has no DryRun: not verifiable without a change; attach the policy of `baton cloud iam-policy`",
     );
-}
-
-/// Worst status of a list (`Fail` > `Warn` > `Skip` > `Ok`).
-pub fn worst(findings: &[Finding]) -> Status {
-    let rank = |s: Status| match s {
-        Status::Ok => 0,
-        Status::Skip => 1,
-        Status::Warn => 2,
-        Status::Fail => 3,
-    };
-    findings
-        .iter()
-        .map(|f| f.status)
-        .max_by_key(|s| rank(*s))
-        .unwrap_or(Status::Ok)
 }
 
 /// The least-privilege IAM policy for every AWS resource and monitor of `cfg` (on every

@@ -18,6 +18,7 @@
 pub mod dns;
 pub mod events;
 pub mod lb_probe;
+pub mod preflight;
 pub mod vip;
 
 use std::sync::Arc;
