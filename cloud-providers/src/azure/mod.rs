@@ -3,13 +3,16 @@
 //! classification of failures are decided there once).
 //!
 //! Resource kinds: `azure-dns` ([`dns`]): an A record (or a CNAME) in an Azure DNS zone,
-//! public or private, holding the active server's address. Monitor kinds: `azure-dns`
-//! (the record as Azure has it, with the same keys as the resource).
+//! public or private, holding the active server's address; `azure-vip` ([`vip`]): the
+//! route for a VIP in route tables, pointing at the active server; `azure-lb-probe`
+//! ([`lb_probe`]): the load balancer's health probe answered by the active server.
+//! Monitor kinds: the same three, and `azure-events` ([`events`]): Scheduled Events.
+//! `baton cloud check` and the custom role are in [`preflight`].
 //!
 //! Every mutation is read-then-conditional-write with the group's epoch in the decision
-//! (design invariant 3): the record set carries its epoch mark in its own `metadata`, so
-//! the mark and the records change together under one ETag (`If-Match`), and a higher
-//! epoch found there is never overwritten (the decisions are in [`crate::fencing`]).
+//! (design invariant 3): a record set carries its epoch mark in its own `metadata`, a
+//! route table in its tags, so the mark and what it guards change together under one
+//! ETag (`If-Match`), and a higher epoch found there is never overwritten (the decisions are in [`crate::fencing`]).
 //! The client is created on the first call (`baton config check` never calls Azure) and
 //! shared by every driver of the agent through [`AzureShared`].
 //!

@@ -1,4 +1,4 @@
-//! `[azure]`: how every Azure caller (today the `azure-dns` resource and monitor) builds
+//! `[azure]`: how every Azure caller (the `azure-*` resources and monitors) builds
 //! its client: the cloud and its endpoints, the identity, the subscription and resource
 //! group defaults of the Azure kinds, timeouts. No secret is in the file: a service
 //! principal's secret or certificate is read from the file named here.
