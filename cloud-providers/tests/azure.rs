@@ -1163,3 +1163,170 @@ async fn azure_events_move_the_group_first_and_approve_once_it_is_gone() {
     fx.fake.clear_faults();
     fx.fake.assert_no_violations();
 }
+
+// ----- benchmark (bench/azure.sh) ----------------------------------------------------
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Per pattern: activation → the change visible at the fake (the end of the mutating
+/// request, from the fake's own log), the activation's total time (a route table's
+/// long-running operation included), the API calls per failover, and as the reference
+/// the raw latency of the same mutating calls through the client in the same run.
+#[tokio::test]
+#[ignore = "a benchmark: bash bench/azure.sh"]
+async fn bench_failover_per_pattern() {
+    let Some(fx) = fixture() else { return };
+    let rounds: u64 = std::env::var("BATON_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    tables(&fx.fake);
+    let (sh, _rx) = shared(&fx.settings);
+    let client = AzureClient::new(&fx.settings).unwrap();
+    let ips = [IP1, IP2];
+    let dns: Vec<AzureDnsDriver> = ips
+        .iter()
+        .map(|ip| driver(&sh, &format!("ip = '{ip}'")))
+        .collect();
+    let vips: Vec<AzureVipDriver> = ips
+        .iter()
+        .map(|ip| vip(&sh, &format!("next_hop = '{ip}'")))
+        .collect();
+    let port = free_port();
+    let reg = AzureRegistry::from_shared(sh.clone());
+    let probes: Vec<Box<dyn ResourceDriver>> = ["127.0.0.11", "127.0.0.12"]
+        .iter()
+        .map(|b| {
+            reg.build_resource(
+                "azure-lb-probe",
+                &lb_params(&format!("port = {port}\nbind = '{b}'")),
+            )
+            .unwrap()
+        })
+        .collect();
+    // Warm up: the token and the first calls outside the measurement.
+    dns[0].activate(&ctx("node-1", 1, T)).await.unwrap();
+    vips[0].activate(&ctx("node-1", 1, T)).await.unwrap();
+    let log = || fx.fake.control("GET", "/_fake/requests", None);
+    let mut rows = Vec::new();
+    for pattern in ["dns", "vip", "lb-probe"] {
+        let (mut visible, mut total, mut calls, mut raw) = (vec![], vec![], vec![], vec![]);
+        for i in 0..rounds {
+            let epoch = i + 2;
+            let who = usize::try_from(epoch % 2).unwrap();
+            let server = ["node-1", "node-2"][who];
+            fx.fake.control("DELETE", "/_fake/requests", None);
+            let c = ctx(server, epoch, T);
+            let t0 = now_s();
+            match pattern {
+                "dns" => dns[who].activate(&c).await.unwrap(),
+                "vip" => vips[who].activate(&c).await.unwrap(),
+                _ => {
+                    probes[1 - who].deactivate(&c).await.unwrap();
+                    probes[who].activate(&c).await.unwrap();
+                }
+            }
+            let t1 = now_s();
+            if pattern == "lb-probe" {
+                // Visible to a prober: the first connection that succeeds.
+                let addr = format!("127.0.0.{}:{port}", 11 + who);
+                while std::net::TcpStream::connect(&addr).is_err() {}
+                visible.push((now_s() - t0) * 1000.0);
+                calls.push(0.0);
+            } else {
+                let entries = log();
+                let entries = entries.as_array().unwrap();
+                let seen = entries
+                    .iter()
+                    .filter(|e| {
+                        e["method"] == "PUT" && e["status"].as_u64().is_some_and(|s| s < 300)
+                    })
+                    .map(|e| e["t"].as_f64().unwrap() + e["duration_ms"].as_f64().unwrap() / 1000.0)
+                    .fold(f64::NAN, f64::max);
+                visible.push((seen - t0) * 1000.0);
+                calls.push(entries.len() as f64);
+            }
+            total.push((t1 - t0) * 1000.0);
+            // Reference: the same mutating calls through the client, nothing else.
+            let r0 = now_s();
+            match pattern {
+                "dns" => {
+                    let path = format!(
+                        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Network/dnsZones/{ZONE}/A/raw{i}"
+                    );
+                    let req = ArmRequest::new("RecordSets.CreateOrUpdate", reqwest::Method::PUT, &path, baton_cloud_client::azure::DNS_API_VERSION)
+                        .json(json!({"properties": {"TTL": 60, "ARecords": [{"ipv4Address": "10.9.9.9"}]}}));
+                    client.send(&req, T).await.unwrap();
+                }
+                "vip" => {
+                    for t in ["rt-a", "rt-b"] {
+                        let path = format!(
+                            "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Network/routeTables/{t}/routes/raw{i}"
+                        );
+                        let req = ArmRequest::new("Routes.CreateOrUpdate", reqwest::Method::PUT, &path, NETWORK_API_VERSION)
+                            .json(json!({"properties": {"addressPrefix": format!("10.8.{i}.1/32"), "nextHopType": "VirtualAppliance", "nextHopIpAddress": ips[who]}}));
+                        // The fake refuses a write while the table's operation runs.
+                        while fx.fake.route_table_state(t).unwrap()["state"] != "Succeeded" {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        let s0 = now_s();
+                        client.send(&req, T).await.unwrap();
+                        raw.push((now_s() - s0) * 1000.0);
+                    }
+                    let n = raw.len();
+                    let pair = raw[n - 2] + raw[n - 1];
+                    raw.truncate(n - 2);
+                    raw.push(pair);
+                    // The next activation must not meet these writes' operations.
+                    for t in ["rt-a", "rt-b"] {
+                        while fx.fake.route_table_state(t).unwrap()["state"] != "Succeeded" {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    continue;
+                }
+                _ => {
+                    let l = std::net::TcpListener::bind("127.0.0.13:0").unwrap();
+                    let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                }
+            }
+            raw.push((now_s() - r0) * 1000.0);
+        }
+        rows.push((pattern, visible, total, calls, raw));
+    }
+    let med = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    let p90 = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[(s.len() * 9 / 10).min(s.len() - 1)]
+    };
+    println!("\nAzure failover per pattern against the Azure fake ({rounds} failovers each; times in ms, median / p90)");
+    println!(
+        "{:<9} {:>16} {:>16} {:>10} {:>16} {:>14}",
+        "pattern", "visible", "activation", "API calls", "raw calls", "visible / raw"
+    );
+    for (p, vis, tot, calls, raw) in &rows {
+        println!(
+            "{:<9} {:>7.1} / {:>6.1} {:>7.1} / {:>6.1} {:>10.1} {:>7.1} / {:>6.1} {:>14.2}",
+            p,
+            med(vis),
+            p90(vis),
+            med(tot),
+            p90(tot),
+            med(calls),
+            med(raw),
+            p90(raw),
+            med(vis) / med(raw)
+        );
+    }
+    fx.fake.assert_no_violations();
+}

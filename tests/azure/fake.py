@@ -1534,6 +1534,9 @@ ARM_HANDLERS.update({
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY the body waits for
+    # the client's delayed ACK (40 ms on Linux), a latency no Azure endpoint has.
+    disable_nagle_algorithm = True
     server_version = "BatonAzureFake/1"
     fake = None
     scheme = "http"

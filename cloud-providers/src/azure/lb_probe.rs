@@ -154,12 +154,25 @@ impl Settings {
 /// connection the task holds.
 #[derive(Debug)]
 struct Listener {
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Abort the task and wait until it is gone: the socket is closed on return (an
+    /// abort alone only asks; the task drops its future at its next turn).
+    async fn close(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
@@ -194,7 +207,10 @@ impl AzureLbProbeDriver {
 
     fn running(&self) -> bool {
         let guard = self.listener.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().is_some_and(|l| !l.task.is_finished())
+        guard
+            .as_ref()
+            .and_then(|l| l.task.as_ref())
+            .is_some_and(|t| !t.is_finished())
     }
 
     fn bind(&self) -> std::io::Result<tokio::net::TcpListener> {
@@ -230,7 +246,8 @@ impl AzureLbProbeDriver {
             "azure-lb-probe",
             port = self.settings.addr.port()
         )));
-        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Listener { task });
+        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Listener { task: Some(task) });
         self.shared.events.emit(subject.event(
             &ev::AZURE_LB_PROBE_ANSWERING,
             format!(
@@ -243,7 +260,7 @@ impl AzureLbProbeDriver {
         Ok(())
     }
 
-    fn deactivate_inner(&self, ctx: &ActionContext) {
+    async fn deactivate_inner(&self, ctx: &ActionContext) {
         let was = self
             .listener
             .lock()
@@ -251,7 +268,7 @@ impl AzureLbProbeDriver {
             .take();
         if let Some(l) = was {
             // Closing the socket first: the load balancer's next probe fails.
-            drop(l);
+            l.close().await;
             let subject = Subject::Action(ctx);
             self.shared.events.emit(subject.event(
                 &ev::AZURE_LB_PROBE_ANSWERING,
@@ -345,8 +362,9 @@ impl ResourceDriver for AzureLbProbeDriver {
     }
 
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        let _g = span(ctx, "deactivate").entered();
-        self.deactivate_inner(ctx);
+        self.deactivate_inner(ctx)
+            .instrument(span(ctx, "deactivate"))
+            .await;
         Ok(())
     }
 
