@@ -460,6 +460,33 @@ catalogue! {
     AZURE_DNS_CONFLICT = 8009, Warning, "azure", "Azure DNS record changed while it was written",
         cause: "A conditional write (If-Match on the ETag read just before) was refused with 412: another writer changed the record set in between. Nothing was overwritten; the resource read it again and decided again.",
         action: "None if it is rare. If it recurs, look for another cluster or tool writing the same record.";
+    GCP_API_UNAVAILABLE = 8101, Warning, "gcp", "Google Cloud API did not answer",
+        cause: "A Cloud DNS, Compute Engine, OAuth token or metadata server call failed after its retries with throttling (429, or 403 `rateLimitExceeded`), a 5xx error, a timeout or a network error, within `[gcp] deadline` and the action's timeout: the endpoint is down or unreachable (no route to Google APIs, Private Google Access off, firewall, proxy), or the project's quota is exhausted.",
+        action: "Check the path to the endpoint (`[gcp]` endpoints, Private Google Access on the subnetwork, egress firewall rules) and Google Cloud's service health. Monitors apply their `on_api_error` policy (default warn: no recovery).";
+    GCP_NOT_FOUND = 8102, Error, "gcp", "Google Cloud resource does not exist",
+        cause: "Google Cloud does not know a name from the configuration: the project, the managed zone, or another resource (the event quotes Google's reason and message).",
+        action: "Correct `project` and `zone` (the managed zone's name, not its DNS name) on the resource, or `[gcp] project`.";
+    GCP_PERMISSION_DENIED = 8103, Error, "gcp", "Not authorized to perform the Google Cloud operation",
+        cause: "Google Cloud refused an operation for lack of permission (403 `forbidden`, or `insufficientPermissions` when the VM's access scopes do not include the API): the service account has no role that grants it on the project or zone.",
+        action: "Grant the service account a role with the permissions the kind needs (for `gcp-dns`: `dns.changes.create`, `dns.changes.get`, `dns.resourceRecordSets.list`; see the least-privilege role in the Google Cloud page), and give the VM the `cloud-platform` access scope.";
+    GCP_CREDENTIALS = 8104, Error, "gcp", "Google Cloud credentials not usable",
+        cause: "No access token could be had, or Google refused it: no service account attached to the VM, an unreadable or malformed service-account key file, a deleted or disabled key (`invalid_grant`), an expired or revoked user login for application default credentials, or no application default credentials at all.",
+        action: "Check `[gcp] credentials` and `key_file`; on a VM, that a service account is attached; for `application-default`, run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS.";
+    GCP_REQUEST_REJECTED = 8105, Error, "gcp", "Google Cloud rejected the request",
+        cause: "Google Cloud answered a call with a client error not covered by a more specific event (the event quotes Google's reason and message), for example a record name outside the managed zone.",
+        action: "Read Google's message; correct the configuration or the Google Cloud set-up it names.";
+    GCP_STALE_EPOCH = 8106, Error, "gcp", "A newer owner holds the Google Cloud resource",
+        cause: "The epoch record (`_baton.<name>` TXT) beside a Cloud DNS record carries a Baton epoch newer than this activation's: another server took the group later. This server refused to overwrite it (fencing).",
+        action: "None: the newer owner keeps the resource. If it recurs, check `baton status` on every server for a split cluster.";
+    GCP_DNS_RECORD_CHANGED = 8107, Warning, "gcp", "Cloud DNS record missing or changed by someone else",
+        cause: "The A record of a `gcp-dns` resource does not exist, holds another address than the active server's, or its epoch record does not name this server (the event says what was found).",
+        action: "None if recovery is configured: the `gcp-dns` resource is restarted and writes the record again. Check that no other cluster or tool writes the same name.";
+    GCP_DNS_UPDATED = 8108, Info, "gcp", "Cloud DNS record updated",
+        cause: "A `gcp-dns` resource's change (the A record and its epoch record, or their deletion on deactivation) was applied and Cloud DNS reported it done; the event gives the time it took.",
+        action: "None.";
+    GCP_DNS_CONFLICT = 8109, Warning, "gcp", "Cloud DNS record changed while it was written",
+        cause: "A Cloud DNS change was refused because the records it named as deletions were no longer exactly those in the zone (412 `conditionNotMet`, 404 for a deleted one, 409 `alreadyExists` for a created one): another writer changed them between the read and the change. Nothing was overwritten; the resource read them again and decided again.",
+        action: "None if it is rare. If it recurs, look for another cluster or tool writing the same name.";
 }
 
 /// Look up a catalogue entry by numeric id.
