@@ -226,7 +226,12 @@ impl GcpRequest {
 
     /// A Compute request; `path` follows `/compute/v1/` (`projects/P/global/routes`).
     pub fn compute(operation: &str, method: Method, path: &str) -> Self {
-        GcpRequest::new(operation, method, Api::Compute, format!("/compute/v1/{path}"))
+        GcpRequest::new(
+            operation,
+            method,
+            Api::Compute,
+            format!("/compute/v1/{path}"),
+        )
     }
 
     fn new(operation: &str, method: Method, api: Api, path: String) -> Self {
@@ -289,7 +294,11 @@ pub struct AdcEnv {
 
 impl AdcEnv {
     pub fn from_process() -> AdcEnv {
-        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         AdcEnv {
             credentials_file: var("GOOGLE_APPLICATION_CREDENTIALS"),
             gcloud_dir: var("CLOUDSDK_CONFIG")
@@ -713,7 +722,10 @@ where
     let mut tries = 0u32;
     loop {
         if clock::now() >= end {
-            return Err(GcpFailure::unavailable(operation, "no time left for the call"));
+            return Err(GcpFailure::unavailable(
+                operation,
+                "no time left for the call",
+            ));
         }
         tries += 1;
         let (failure, after) = match attempt().await {
@@ -767,7 +779,12 @@ const RATE_LIMIT_REASONS: &[&str] = &["rateLimitExceeded", "userRateLimitExceede
 
 /// Classify one HTTP answer: success, retry (429, 5xx, rate-limit 403) or refusal, with
 /// its [`FailureKind`]. The one place a failure gets its class.
-fn classify(operation: &str, status: u16, headers: HeaderMap, bytes: &[u8]) -> Attempt<GcpResponse> {
+fn classify(
+    operation: &str,
+    status: u16,
+    headers: HeaderMap,
+    bytes: &[u8],
+) -> Attempt<GcpResponse> {
     let body: Value = if bytes.is_empty() {
         Value::Null
     } else {
@@ -782,7 +799,10 @@ fn classify(operation: &str, status: u16, headers: HeaderMap, bytes: &[u8]) -> A
         }));
     }
     let (reason, message) = error_of(&body);
-    let throttled = status == 403 && reason.as_deref().is_some_and(|r| RATE_LIMIT_REASONS.contains(&r));
+    let throttled = status == 403
+        && reason
+            .as_deref()
+            .is_some_and(|r| RATE_LIMIT_REASONS.contains(&r));
     if status == 429 || status >= 500 || throttled {
         return Attempt::Retry {
             after: retry_after(&headers),
@@ -938,7 +958,11 @@ fn credential(s: &GcpSection, env: &AdcEnv) -> Result<Credential, GcpFailure> {
 /// A service-account key or an `authorized_user` file (JSON).
 fn read_credential_file(path: &Path) -> Result<Credential, GcpFailure> {
     let bad = |m: String| {
-        GcpFailure::credentials("credential", "invalidKeyFile", format!("{}: {m}", path.display()))
+        GcpFailure::credentials(
+            "credential",
+            "invalidKeyFile",
+            format!("{}: {m}", path.display()),
+        )
     };
     let text = std::fs::read_to_string(path).map_err(|e| {
         GcpFailure::credentials(
@@ -1029,7 +1053,11 @@ fn assertion(
         &mut sig,
     )
     .map_err(|_| {
-        GcpFailure::credentials("credential", "invalidKeyFile", "signing the JWT assertion failed")
+        GcpFailure::credentials(
+            "credential",
+            "invalidKeyFile",
+            "signing the JWT assertion failed",
+        )
     })?;
     Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
 }
@@ -1062,7 +1090,11 @@ mod tests {
 
     #[test]
     fn answers_are_classified_once() {
-        match attempt(429, google(429, "rateLimitExceeded", "slow down"), Some("2")) {
+        match attempt(
+            429,
+            google(429, "rateLimitExceeded", "slow down"),
+            Some("2"),
+        ) {
             Attempt::Retry { failure, after } => {
                 assert_eq!(after, Some(Duration::from_secs(2)));
                 assert_eq!(
@@ -1086,7 +1118,11 @@ mod tests {
             (412, "conditionNotMet", FailureKind::Conflict),
             (409, "alreadyExists", FailureKind::Conflict),
             (403, "forbidden", FailureKind::PermissionDenied),
-            (403, "insufficientPermissions", FailureKind::PermissionDenied),
+            (
+                403,
+                "insufficientPermissions",
+                FailureKind::PermissionDenied,
+            ),
             (401, "authError", FailureKind::Credentials),
             (400, "invalid", FailureKind::Rejected),
         ] {
@@ -1103,7 +1139,10 @@ mod tests {
             panic!("an OAuth error is a refusal")
         };
         assert_eq!(f.kind(), FailureKind::Credentials);
-        assert_eq!(f.to_string(), "invalid_grant: dns.changes.create: Invalid JWT Signature.");
+        assert_eq!(
+            f.to_string(),
+            "invalid_grant: dns.changes.create: Invalid JWT Signature."
+        );
         assert_eq!(FailureKind::Conflict.code(), "conflict");
         let Attempt::Done(Ok(r)) = attempt(200, json!({"status": "done"}), None) else {
             panic!("200 is an answer")
@@ -1118,11 +1157,15 @@ mod tests {
             (Some("notFound".into()), Some("M".into()))
         );
         assert_eq!(
-            error_of(&json!({"error": {"code": 400, "message": "M", "status": "INVALID_ARGUMENT"}})),
+            error_of(
+                &json!({"error": {"code": 400, "message": "M", "status": "INVALID_ARGUMENT"}})
+            ),
             (Some("INVALID_ARGUMENT".into()), Some("M".into()))
         );
         assert_eq!(
-            error_of(&Value::String("Missing Metadata-Flavor:Google header.\n".into())),
+            error_of(&Value::String(
+                "Missing Metadata-Flavor:Google header.\n".into()
+            )),
             (None, Some("Missing Metadata-Flavor:Google header.".into()))
         );
         assert_eq!(error_of(&Value::Null), (None, None));

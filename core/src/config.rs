@@ -15,8 +15,8 @@ pub mod api;
 mod aws;
 mod azure;
 mod diagnostics;
-mod gcp;
 mod duration;
+mod gcp;
 mod model;
 mod notify;
 mod raw;
@@ -28,11 +28,11 @@ pub use azure::{
     is_guid, is_resource_group, AzureCloud, AzureIdentity, AzureSection, AZURE_IMDS_ENDPOINT,
 };
 pub use diagnostics::{ConfigError, Diagnostic, Level};
+pub use duration::{parse_duration, Dur, MAX_DURATION};
 pub use gcp::{
     is_location, is_project_id, GcpCredentials, GcpSection, GCP_COMPUTE_ENDPOINT, GCP_DNS_ENDPOINT,
     GCP_METADATA_ENDPOINT, GCP_TOKEN_ENDPOINT,
 };
-pub use duration::{parse_duration, Dur, MAX_DURATION};
 pub use model::*;
 pub use notify::{
     id_matches, CloudWatchSection, DeliverySection, LogSinkSection, MailSection, MailSecurity,

@@ -47,9 +47,9 @@ impl KindCatalog for ProviderCatalog<'_> {
 }
 
 /// Every kind this build knows (the providers' and mirroring's), the cloud clients built
-/// from the configuration's `[aws]` and `[azure]` on first use.
+/// from the configuration's `[aws]`, `[azure]` and `[gcp]` on first use.
 pub fn kinds(cfg: &Config) -> crate::mirror_kind::Kinds {
-    crate::mirror_kind::Kinds::new(baton_providers::registry(&cfg.aws, &cfg.azure))
+    crate::mirror_kind::Kinds::new(baton_providers::registry(&cfg.aws, &cfg.azure, &cfg.gcp))
 }
 
 /// [`kinds`] with the default `[aws]` settings (enough to validate configurations).

@@ -30,6 +30,7 @@ pub mod bin;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod gcp;
 pub mod http;
 pub mod lab;
 pub mod model;

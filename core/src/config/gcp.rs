@@ -112,13 +112,9 @@ fn trim(v: Option<&str>, default: &str) -> String {
 /// A project ID: 6 to 30 lower-case letters, digits and hyphens, starting with a letter,
 /// not ending with a hyphen (`google.com:` style domain-scoped IDs are accepted too).
 pub fn is_project_id(s: &str) -> bool {
-    let id = s.rsplit_once(':').map_or(s, |(domain, id)| {
-        if domain.is_empty() {
-            ""
-        } else {
-            id
-        }
-    });
+    let id = s
+        .rsplit_once(':')
+        .map_or(s, |(domain, id)| if domain.is_empty() { "" } else { id });
     (6..=30).contains(&id.len())
         && id.starts_with(|c: char| c.is_ascii_lowercase())
         && !id.ends_with('-')
@@ -133,9 +129,11 @@ pub fn is_location(s: &str, zone: bool) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     let want = if zone { 3 } else { 2 };
     parts.len() == want
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
         && parts[1].ends_with(|c: char| c.is_ascii_digit())
 }
 
@@ -170,10 +168,7 @@ pub(super) fn validate(d: &mut Diags<'_>, g: &GcpSection) {
     }
     if let (Some(z), Some(r)) = (&g.zone, &g.region) {
         if is_location(z, true) && !z.starts_with(&format!("{r}-")) {
-            d.err(
-                &at("zone"),
-                format!("zone `{z}` is not in region `{r}`"),
-            );
+            d.err(&at("zone"), format!("zone `{z}` is not in region `{r}`"));
         }
     }
     for (key, url) in [
@@ -320,7 +315,9 @@ api = "10.0.130.10:7420"
         assert_eq!(g.dns(), "http://127.0.0.1:9999");
         assert_eq!(g.project.as_deref(), Some("baton-test"));
         assert_eq!(g.deadline.ms(), 20_000);
-        let adc = ok("[gcp]\ncredentials = \"application-default\"\n").config.gcp;
+        let adc = ok("[gcp]\ncredentials = \"application-default\"\n")
+            .config
+            .gcp;
         assert_eq!(adc.credentials, GcpCredentials::ApplicationDefault);
     }
 

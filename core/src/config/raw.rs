@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{
-    AgentSection, ApiSection, AwsSection, AzureSection, Dur, FinalAction, GcpSection, HeartbeatSection,
-    MetricsSection, MonitorTiming, NotifySection, OnApiError, QuorumSection,
+    AgentSection, ApiSection, AwsSection, AzureSection, Dur, FinalAction, GcpSection,
+    HeartbeatSection, MetricsSection, MonitorTiming, NotifySection, OnApiError, QuorumSection,
 };
 
 #[derive(Debug, Deserialize)]
