@@ -536,6 +536,68 @@ impl GcpClient {
         .await
     }
 
+    /// Follow the Compute operation an answer started (`compute#operation`) until it is
+    /// `DONE`, within `budget`: `Ok` when it succeeded, its error classified like an
+    /// answer's (`RESOURCE_NOT_FOUND` 404, `RESOURCE_ALREADY_EXISTS` 409,
+    /// `CONDITION_NOT_MET` 412, ...) when it failed, unavailable when time ran out.
+    pub async fn wait_operation(
+        &self,
+        operation: &str,
+        project: &str,
+        started: &Value,
+        budget: Duration,
+    ) -> Result<(), GcpFailure> {
+        let end = clock::now() + budget;
+        let name = started["name"].as_str().unwrap_or_default();
+        let last = |v: &Value, k: &str| {
+            v[k].as_str()
+                .and_then(|l| l.rsplit('/').next())
+                .map(str::to_string)
+        };
+        let (op, path) = if let Some(zone) = last(started, "zone") {
+            (
+                "compute.zoneOperations.get",
+                format!("projects/{project}/zones/{zone}/operations/{name}"),
+            )
+        } else if let Some(region) = last(started, "region") {
+            (
+                "compute.regionOperations.get",
+                format!("projects/{project}/regions/{region}/operations/{name}"),
+            )
+        } else {
+            (
+                "compute.globalOperations.get",
+                format!("projects/{project}/global/operations/{name}"),
+            )
+        };
+        let req = GcpRequest::compute(op, Method::GET, &path);
+        let mut current = started.clone();
+        let mut pause = FIRST_BACKOFF;
+        loop {
+            if current["status"].as_str() == Some("DONE") {
+                return operation_result(operation, &current);
+            }
+            let left = end.saturating_duration_since(clock::now());
+            if left.is_zero() {
+                return Err(GcpFailure::unavailable(
+                    operation,
+                    format!(
+                        "the operation {name} was still {} after {} ms",
+                        current["status"].as_str().unwrap_or("?"),
+                        budget.as_millis()
+                    ),
+                ));
+            }
+            // Poll until the time is up (the last poll may come at the very end).
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+            let left = end.saturating_duration_since(clock::now());
+            if !left.is_zero() {
+                current = self.send(&req, left).await?.body;
+            }
+        }
+    }
+
     fn url(&self, req: &GcpRequest) -> String {
         let s = &self.inner.settings;
         let base = match req.api {
@@ -772,6 +834,44 @@ fn jitter(d: Duration) -> Duration {
     use rand::Rng as _;
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(2);
     Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
+}
+
+/// The outcome of a `DONE` Compute operation.
+fn operation_result(operation: &str, op: &Value) -> Result<(), GcpFailure> {
+    let Some(first) = op["error"]["errors"].get(0) else {
+        return Ok(());
+    };
+    let status = op["httpErrorStatusCode"]
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok());
+    let reason = first["code"]
+        .as_str()
+        .unwrap_or("OPERATION_FAILED")
+        .to_string();
+    let kind = match (status, reason.as_str()) {
+        (Some(404), _) | (_, "RESOURCE_NOT_FOUND") => FailureKind::NotFound,
+        (Some(409 | 412), _)
+        | (_, "RESOURCE_ALREADY_EXISTS" | "CONDITION_NOT_MET" | "IP_IN_USE_BY_ANOTHER_RESOURCE") => {
+            FailureKind::Conflict
+        }
+        (Some(403), _) => FailureKind::PermissionDenied,
+        (Some(s), _) if s == 429 || s >= 500 => {
+            return Err(GcpFailure::Unavailable {
+                operation: operation.to_string(),
+                reason: Some(reason),
+                status,
+                message: first["message"].as_str().unwrap_or_default().to_string(),
+            })
+        }
+        _ => FailureKind::Rejected,
+    };
+    Err(GcpFailure::Rejected {
+        operation: operation.to_string(),
+        kind,
+        reason,
+        status,
+        message: first["message"].as_str().unwrap_or_default().to_string(),
+    })
 }
 
 /// Reasons of a 403 that mean "slow down", not "not allowed".
@@ -1148,6 +1248,37 @@ mod tests {
             panic!("200 is an answer")
         };
         assert_eq!(r.body["status"], "done");
+    }
+
+    #[test]
+    fn operations_end_classified() {
+        assert!(operation_result("routes.insert", &json!({"status": "DONE"})).is_ok());
+        let failed = |code: &str, status: u16| {
+            operation_result(
+                "routes.insert",
+                &json!({"status": "DONE", "httpErrorStatusCode": status,
+                        "error": {"errors": [{"code": code, "message": "m"}]}}),
+            )
+            .unwrap_err()
+        };
+        let f = failed("RESOURCE_ALREADY_EXISTS", 409);
+        assert_eq!(
+            (f.kind(), f.reason()),
+            (FailureKind::Conflict, Some("RESOURCE_ALREADY_EXISTS"))
+        );
+        assert_eq!(
+            failed("RESOURCE_NOT_FOUND", 404).kind(),
+            FailureKind::NotFound
+        );
+        assert_eq!(
+            failed("CONDITION_NOT_MET", 412).kind(),
+            FailureKind::Conflict
+        );
+        assert_eq!(
+            failed("INTERNAL_ERROR", 500).kind(),
+            FailureKind::Unavailable
+        );
+        assert_eq!(failed("INVALID_USAGE", 400).kind(), FailureKind::Rejected);
     }
 
     #[test]

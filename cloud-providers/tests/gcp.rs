@@ -1,4 +1,4 @@
-//! Driver-level tests of the Google Cloud kinds (today `gcp-dns`) and of the Google Cloud
+//! Driver-level tests of the Google Cloud kinds (`gcp-dns`, `gcp-vip`) and of the Google Cloud
 //! client against the Google Cloud fake (`tests/gcp/fake.py`): real HTTP, Cloud DNS
 //! changes with exact deletions, metadata-server, service-account and application
 //! default credentials, faults and a second writer; every request and response checked
@@ -16,6 +16,7 @@ use baton_core::config::{Dur, GcpCredentials, GcpSection};
 use baton_core::events::Event;
 use baton_providers::cloud::EventSink;
 use baton_providers::gcp::dns::GcpDnsDriver;
+use baton_providers::gcp::vip::GcpVipDriver;
 use baton_providers::gcp::{GcpRegistry, GcpShared};
 use baton_providers::{
     ActionContext, CheckOutcome, Params, ProbeContext, ProviderError, Registry, ResourceDriver,
@@ -754,5 +755,248 @@ async fn refusals_are_classified_and_raise_their_events() {
         "{e:?}"
     );
     assert!(ids(&mut rx).contains(&"BTN-8105".to_string()));
+    fake.assert_no_violations();
+}
+
+// ---------------------------------------------------------------------------------------
+// gcp-vip (route pattern)
+// ---------------------------------------------------------------------------------------
+
+const VIP: &str = "10.1.0.20";
+const ROUTE: &str = "baton-10-1-0-20";
+
+fn vip(sh: &Arc<GcpShared>, extra: &str) -> GcpVipDriver {
+    GcpVipDriver::from_params(
+        &format!("ip = '{VIP}'\n{extra}")
+            .parse::<toml::Table>()
+            .unwrap(),
+        sh.clone(),
+    )
+    .unwrap()
+}
+
+/// The route as the fake holds it: (next hop instance name, description).
+fn route(fake: &GcpFake) -> Option<(String, String)> {
+    let state = fake.control("GET", "/_fake/state", None);
+    let r = &state["projects"][PROJECT]["routes"][ROUTE];
+    if r.is_null() {
+        return None;
+    }
+    let hop = r["nextHopInstance"]
+        .as_str()
+        .or(r["nextHopIp"].as_str())
+        .unwrap_or("")
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    Some((hop, r["description"].as_str().unwrap_or("").to_string()))
+}
+
+fn route_mark(epoch: u64, server: &str) -> String {
+    format!("baton epoch={epoch} server={server} group=web")
+}
+
+fn route_writes(fake: &GcpFake) -> usize {
+    fake.statuses("compute.routes.insert").len() + fake.statuses("compute.routes.delete").len()
+}
+
+#[tokio::test]
+async fn a_vip_route_follows_a_failover_to_each_vm() {
+    let Some(fake) = GcpFake::start() else { return };
+    // Instance and zone from each VM's metadata server.
+    let (sh1, mut rx) = shared(&settings(&fake, "node-1"));
+    let (sh2, _rx2) = shared(&settings(&fake, "node-2"));
+    let (v1, v2) = (vip(&sh1, ""), vip(&sh2, ""));
+    v1.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(
+        route(&fake),
+        Some(("node-1".into(), route_mark(1, "node-1")))
+    );
+    assert_eq!(
+        v1.check(&ctx("node-1", 1, T)).await.unwrap(),
+        CheckOutcome::Active
+    );
+    // Idempotent.
+    let before = route_writes(&fake);
+    v1.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(route_writes(&fake), before);
+    let probe = GcpRegistry::from_shared(sh1.clone())
+        .build_probe(
+            "gcp-vip",
+            &format!("ip = '{VIP}'").parse::<toml::Table>().unwrap(),
+        )
+        .unwrap();
+    let ok = probe.probe(&probe_ctx("node-1")).await.unwrap();
+    assert_eq!(
+        ok.detail.as_deref(),
+        Some("route baton-10-1-0-20 (10.1.0.20/32) -> instance node-1")
+    );
+    // Failover: node-2 replaces the route (delete, insert, each operation followed).
+    v2.activate(&ctx("node-2", 2, T)).await.unwrap();
+    assert_eq!(
+        route(&fake),
+        Some(("node-2".into(), route_mark(2, "node-2")))
+    );
+    assert_eq!(fake.statuses("compute.routes.delete"), [200]);
+    assert_eq!(fake.statuses("compute.routes.insert"), [200, 200]);
+    assert!(!fake.statuses("compute.globalOperations.get").is_empty());
+    // The old owner: inactive, its monitor says where the route went, its late
+    // deactivation leaves the new owner's route.
+    assert_eq!(
+        v1.check(&ctx("node-1", 1, T)).await.unwrap(),
+        CheckOutcome::Inactive
+    );
+    let e = probe.probe(&probe_ctx("node-1")).await.unwrap_err();
+    assert!(e.to_string().contains("expected instance node-1"), "{e}");
+    v1.deactivate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(
+        route(&fake),
+        Some(("node-2".into(), route_mark(2, "node-2")))
+    );
+    v2.deactivate(&ctx("node-2", 2, T)).await.unwrap();
+    assert_eq!(route(&fake), None);
+    let seen = ids(&mut rx);
+    assert!(seen.contains(&"BTN-8111".to_string()), "{seen:?}");
+    assert!(seen.contains(&"BTN-8110".to_string()), "{seen:?}");
+    fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_vip_route_of_a_newer_epoch_is_never_replaced() {
+    let Some(fake) = GcpFake::start() else { return };
+    let (sh1, mut rx) = shared(&settings(&fake, "node-1"));
+    let (sh2, _rx2) = shared(&settings(&fake, "node-2"));
+    vip(&sh2, "").activate(&ctx("node-2", 5, T)).await.unwrap();
+    let before = route_writes(&fake);
+    let e = vip(&sh1, "")
+        .activate(&ctx("node-1", 4, T))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::Fenced { epoch: 5, ours: 4, holder, .. } if holder == "node-2"),
+        "{e:?}"
+    );
+    assert_eq!(route_writes(&fake), before, "nothing deleted or inserted");
+    assert_eq!(
+        route(&fake),
+        Some(("node-2".into(), route_mark(5, "node-2")))
+    );
+    assert!(ids(&mut rx).contains(&"BTN-8106".to_string()));
+    fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_vip_route_changed_by_hand_is_reported_and_repaired() {
+    let Some(fake) = GcpFake::start() else { return };
+    let (sh, mut rx) = shared(&settings(&fake, "node-1"));
+    // Instance and zone given in the configuration this time.
+    let v = vip(&sh, "instance = 'node-1'\nzone = 'us-central1-a'");
+    v.activate(&ctx("node-1", 3, T)).await.unwrap();
+    fake.mutate(json!({"type": "route", "name": ROUTE, "delete": true}));
+    fake.mutate(
+        json!({"type": "route", "name": ROUTE, "destRange": format!("{VIP}/32"),
+                       "nextHopIp": "10.128.0.50"}),
+    );
+    let probe = GcpRegistry::from_shared(sh.clone())
+        .build_probe(
+            "gcp-vip",
+            &format!("ip = '{VIP}'\ninstance = 'node-1'\nzone = 'us-central1-a'")
+                .parse::<toml::Table>()
+                .unwrap(),
+        )
+        .unwrap();
+    let e = probe.probe(&probe_ctx("node-1")).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Unhealthy(_)), "{e:?}");
+    assert!(e.to_string().contains("10.128.0.50"), "{e}");
+    assert!(ids(&mut rx).contains(&"BTN-8110".to_string()));
+    // The recovery restarts the resource: the route by hand (no mark) is replaced.
+    v.activate(&ctx("node-1", 3, T)).await.unwrap();
+    assert_eq!(
+        route(&fake),
+        Some(("node-1".into(), route_mark(3, "node-1")))
+    );
+    probe.probe(&probe_ctx("node-1")).await.unwrap();
+    fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_vip_route_changed_while_it_is_moved_is_read_again() {
+    let Some(fake) = GcpFake::start() else { return };
+    let (sh1, mut rx) = shared(&settings(&fake, "node-1"));
+    // Someone creates the route just after we read it as absent: our insert is refused
+    // (409); read again, replace it.
+    fake.second_writer(
+        "GET",
+        "/global/routes/baton-10-1-0-20$",
+        json!({"type": "route", "name": ROUTE, "destRange": format!("{VIP}/32"),
+               "nextHopIp": "10.128.0.50"}),
+    );
+    vip(&sh1, "").activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(
+        route(&fake),
+        Some(("node-1".into(), route_mark(1, "node-1")))
+    );
+    assert_eq!(fake.statuses("compute.routes.insert"), [409, 200]);
+    // Someone deletes it just after we read it: our delete finds nothing (404); read
+    // again, insert.
+    fake.second_writer(
+        "GET",
+        "/global/routes/baton-10-1-0-20$",
+        json!({"type": "route", "name": ROUTE, "delete": true}),
+    );
+    let (sh2, _rx2) = shared(&settings(&fake, "node-2"));
+    vip(&sh2, "").activate(&ctx("node-2", 2, T)).await.unwrap();
+    assert_eq!(
+        route(&fake),
+        Some(("node-2".into(), route_mark(2, "node-2")))
+    );
+    assert_eq!(fake.statuses("compute.routes.delete"), [200, 404]);
+    let seen = ids(&mut rx);
+    assert!(seen.contains(&"BTN-8112".to_string()), "{seen:?}");
+    fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn vip_operations_are_followed_and_api_errors_retried_within_the_deadline() {
+    let Some(fake) = GcpFake::start() else { return };
+    fake.settings(json!({"operation_delay_ms": 800}));
+    let (sh1, _rx) = shared(&settings(&fake, "node-1"));
+    let (sh2, _rx2) = shared(&settings(&fake, "node-2"));
+    vip(&sh1, "").activate(&ctx("node-1", 1, T)).await.unwrap();
+    fake.fault(json!({"method": "GET", "path": "/global/routes/", "status": 503, "count": 2}));
+    fake.fault(json!({"path": "/global/operations/", "status": 429, "count": 1}));
+    let t0 = Instant::now();
+    vip(&sh2, "").activate(&ctx("node-2", 2, T)).await.unwrap();
+    // A delete and an insert, each DONE after 800 ms.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1600),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        route(&fake),
+        Some(("node-2".into(), route_mark(2, "node-2")))
+    );
+    assert_eq!(fake.statuses("fault").len(), 3);
+    // An operation outliving the action's timeout: a timeout, not a success.
+    let e = vip(&sh1, "")
+        .activate(&ctx("node-1", 3, Duration::from_millis(1000)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::Timeout(_)), "{e:?}");
+    // An operation that fails inside (Compute's error in the operation): refused.
+    fake.fault(json!({"method": "POST", "path": "/global/routes$", "count": 1,
+        "operation_error": {"code": "INVALID_USAGE", "message": "Next hop instance must have IP forwarding enabled.",
+                            "httpStatus": 400}}));
+    let e = vip(&sh1, "")
+        .activate(&ctx("node-1", 4, T))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::Rejected { code, .. } if code == "INVALID_USAGE"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("IP forwarding"), "{e}");
     fake.assert_no_violations();
 }

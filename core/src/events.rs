@@ -487,6 +487,15 @@ catalogue! {
     GCP_DNS_CONFLICT = 8109, Warning, "gcp", "Cloud DNS record changed while it was written",
         cause: "A Cloud DNS change was refused because the records it named as deletions were no longer exactly those in the zone (412 `conditionNotMet`, 404 for a deleted one, 409 `alreadyExists` for a created one): another writer changed them between the read and the change. Nothing was overwritten; the resource read them again and decided again.",
         action: "None if it is rare. If it recurs, look for another cluster or tool writing the same name.";
+    GCP_VIP_CHANGED = 8110, Warning, "gcp", "Google Cloud VIP route missing or changed by someone else",
+        cause: "The static route of a `gcp-vip` resource does not exist, sends the VIP to another instance, or its description does not carry this server's Baton epoch mark (the event says what was found).",
+        action: "None if recovery is configured: the `gcp-vip` resource is restarted and puts the route back. Check that no other cluster or tool manages a route of the same name or destination.";
+    GCP_VIP_MOVED = 8111, Info, "gcp", "Google Cloud VIP route moved",
+        cause: "A `gcp-vip` resource replaced its static route so that the VIP's next hop is this server's instance (or deleted it on deactivation); the Compute operations were done. The event gives the time it took.",
+        action: "None.";
+    GCP_VIP_CONFLICT = 8112, Warning, "gcp", "Google Cloud VIP route changed while it was moved",
+        cause: "While a `gcp-vip` resource replaced its route, the route was deleted or created by someone else (the delete found no route, or the insert found one: `RESOURCE_NOT_FOUND`, `RESOURCE_ALREADY_EXISTS`). The resource read it again and decided again.",
+        action: "None if it is rare. If it recurs, look for another cluster or tool managing the same route.";
 }
 
 /// Look up a catalogue entry by numeric id.

@@ -3,8 +3,9 @@
 //! classification of failures are decided there once).
 //!
 //! Resource kinds: `gcp-dns` ([`dns`]): an A record in a Cloud DNS managed zone, public
-//! or private, holding the active server's address. Monitor kinds: `gcp-dns` (the record
-//! as Cloud DNS has it, with the same keys as the resource).
+//! or private, holding the active server's address; `gcp-vip` ([`vip`]): a VPC static
+//! route for a VIP whose next hop is the active server's instance. Monitor kinds of the
+//! same names (what the API has, with the same keys as the resource).
 //!
 //! Every mutation is read-then-conditional-write with the group's epoch in the decision
 //! (design invariant 3): a Cloud DNS change names the exact record sets it replaces as
@@ -18,6 +19,7 @@
 //! Events (BTN-8101 to BTN-8199, module `gcp`) go to the same sink as the other clouds'.
 
 pub mod dns;
+pub mod vip;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +33,9 @@ use crate::params::key_error;
 use crate::{ParamError, Params, Probe, ProviderError, Registry, ResourceDriver};
 
 /// Resource kinds of the Google Cloud registry.
-pub const RESOURCE_KINDS: &[&str] = &["gcp-dns"];
+pub const RESOURCE_KINDS: &[&str] = &["gcp-dns", "gcp-vip"];
 /// Monitor kinds of the Google Cloud registry.
-pub const MONITOR_KINDS: &[&str] = &["gcp-dns"];
+pub const MONITOR_KINDS: &[&str] = &["gcp-dns", "gcp-vip"];
 
 /// What every Google Cloud driver and probe of one agent shares: the `[gcp]` settings,
 /// the client (created on first use) and the event sink.
@@ -223,6 +225,10 @@ impl Registry for GcpRegistry {
                 params,
                 self.shared.clone(),
             )?)),
+            "gcp-vip" => Ok(Box::new(vip::GcpVipDriver::from_params(
+                params,
+                self.shared.clone(),
+            )?)),
             other => Err(ParamError::new(
                 Some("kind".to_string()),
                 format!(
@@ -236,6 +242,10 @@ impl Registry for GcpRegistry {
     fn build_probe(&self, kind: &str, params: &Params) -> Result<Box<dyn Probe>, ParamError> {
         match kind {
             "gcp-dns" => Ok(Box::new(dns::GcpDnsProbe::from_params(
+                params,
+                self.shared.clone(),
+            )?)),
+            "gcp-vip" => Ok(Box::new(vip::GcpVipProbe::from_params(
                 params,
                 self.shared.clone(),
             )?)),
