@@ -1000,3 +1000,148 @@ async fn vip_operations_are_followed_and_api_errors_retried_within_the_deadline(
     assert!(e.to_string().contains("IP forwarding"), "{e}");
     fake.assert_no_violations();
 }
+
+// ---------------------------------------------------------------------------------------
+// gcp-vip (alias-IP pattern)
+// ---------------------------------------------------------------------------------------
+
+const ALIAS: &str = "10.128.0.100";
+
+/// The alias ranges of an instance's nic0 as the fake holds them.
+fn aliases(fake: &GcpFake, key: &str) -> Vec<String> {
+    let state = fake.control("GET", "/_fake/state", None);
+    state["projects"][PROJECT]["instances"][key]["networkInterfaces"][0]["aliasIpRanges"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["ipCidrRange"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn alias_vip(sh: &Arc<GcpShared>) -> GcpVipDriver {
+    GcpVipDriver::from_params(
+        &format!("ip = '{ALIAS}'\nmode = 'alias'")
+            .parse::<toml::Table>()
+            .unwrap(),
+        sh.clone(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_alias_ip_follows_a_failover_under_the_interfaces_fingerprints() {
+    let Some(fake) = GcpFake::start() else { return };
+    // node-1 already has another alias range, which stays.
+    fake.mutate(
+        json!({"type": "interface", "instance": "node-1", "aliasIpRanges": ["10.128.0.64/30"]}),
+    );
+    let (sh1, mut rx) = shared(&settings(&fake, "node-1"));
+    let (sh2, _rx2) = shared(&settings(&fake, "node-2"));
+    let (a1, a2) = (alias_vip(&sh1), alias_vip(&sh2));
+    a1.activate(&ctx("node-1", 1, T)).await.unwrap();
+    let range = format!("{ALIAS}/32");
+    assert_eq!(
+        aliases(&fake, "us-central1-a/node-1"),
+        ["10.128.0.64/30".to_string(), range.clone()]
+    );
+    assert_eq!(
+        a1.check(&ctx("node-1", 1, T)).await.unwrap(),
+        CheckOutcome::Active
+    );
+    // Idempotent.
+    a1.activate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(
+        fake.statuses("compute.instances.updateNetworkInterface"),
+        [200]
+    );
+    // Failover: taken from node-1 (its other range kept), then given to node-2.
+    a2.activate(&ctx("node-2", 2, T)).await.unwrap();
+    assert_eq!(aliases(&fake, "us-central1-a/node-1"), ["10.128.0.64/30"]);
+    assert_eq!(
+        aliases(&fake, "us-central1-b/node-2"),
+        std::slice::from_ref(&range)
+    );
+    assert!(!fake.statuses("compute.zoneOperations.get").is_empty());
+    assert_eq!(
+        a1.check(&ctx("node-1", 1, T)).await.unwrap(),
+        CheckOutcome::Inactive
+    );
+    let probe = GcpRegistry::from_shared(sh1.clone())
+        .build_probe(
+            "gcp-vip",
+            &format!("ip = '{ALIAS}'\nmode = 'alias'")
+                .parse::<toml::Table>()
+                .unwrap(),
+        )
+        .unwrap();
+    let e = probe.probe(&probe_ctx("node-1")).await.unwrap_err();
+    assert!(
+        e.to_string().contains("is not on nic0 of instance node-1"),
+        "{e}"
+    );
+    // The old owner's late deactivation changes nothing; the owner's removes it.
+    a1.deactivate(&ctx("node-1", 1, T)).await.unwrap();
+    assert_eq!(aliases(&fake, "us-central1-b/node-2"), [range]);
+    a2.deactivate(&ctx("node-2", 2, T)).await.unwrap();
+    assert!(aliases(&fake, "us-central1-b/node-2").is_empty());
+    let seen = ids(&mut rx);
+    assert!(seen.contains(&"BTN-8111".to_string()), "{seen:?}");
+    assert!(seen.contains(&"BTN-8110".to_string()), "{seen:?}");
+    fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn an_interface_changed_meanwhile_is_read_again_not_overwritten() {
+    let Some(fake) = GcpFake::start() else { return };
+    let (sh1, _rx1) = shared(&settings(&fake, "node-1"));
+    let (sh2, mut rx) = shared(&settings(&fake, "node-2"));
+    alias_vip(&sh1)
+        .activate(&ctx("node-1", 1, T))
+        .await
+        .unwrap();
+    // Someone changes node-1's interface (a new alias range) just after we listed the
+    // instances: our update under the old fingerprint is refused (412), nothing of
+    // theirs is lost, and after reading again the move succeeds.
+    fake.second_writer(
+        "GET",
+        "/aggregated/instances$",
+        json!({"type": "interface", "instance": "node-1",
+               "aliasIpRanges": [format!("{ALIAS}/32"), "10.128.0.64/30"]}),
+    );
+    alias_vip(&sh2)
+        .activate(&ctx("node-2", 2, T))
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.statuses("compute.instances.updateNetworkInterface"),
+        [200, 412, 200, 200]
+    );
+    assert_eq!(aliases(&fake, "us-central1-a/node-1"), ["10.128.0.64/30"]);
+    assert_eq!(
+        aliases(&fake, "us-central1-b/node-2"),
+        [format!("{ALIAS}/32")]
+    );
+    assert!(ids(&mut rx).contains(&"BTN-8112".to_string()));
+    // A fingerprint that changes after the request was accepted: the operation ends
+    // with CONDITION_NOT_MET, read again.
+    fake.second_writer(
+        "PATCH",
+        "/updateNetworkInterface$",
+        json!({"type": "fingerprint", "instance": "node-2"}),
+    );
+    let (sh3, mut rx3) = shared(&settings(&fake, "node-1"));
+    alias_vip(&sh3)
+        .activate(&ctx("node-1", 3, T))
+        .await
+        .unwrap();
+    assert_eq!(
+        aliases(&fake, "us-central1-a/node-1"),
+        ["10.128.0.64/30".to_string(), format!("{ALIAS}/32")]
+    );
+    assert!(aliases(&fake, "us-central1-b/node-2").is_empty());
+    let seen = ids(&mut rx3);
+    assert!(seen.contains(&"BTN-8112".to_string()), "{seen:?}");
+    fake.assert_no_violations();
+}

@@ -1,8 +1,23 @@
-//! `gcp-vip`: a virtual IP that follows the active server through a VPC static route
-//! (the `route` pattern, Pacemaker's gcp-vpc-move-route): a route for the VIP /32 in the
-//! VPC network whose next hop is the active server's instance. The VIP lies outside
-//! every subnetwork; the instances need IP forwarding (`canIpForward`) and the address
-//! on an interface (a `floating-ip` resource on the loopback, ordered before this one).
+//! `gcp-vip`: a virtual IP that follows the active server, in one of two patterns.
+//!
+//! **`route`** (default; Pacemaker's gcp-vpc-move-route): a VPC static route for the
+//! VIP /32 whose next hop is the active server's instance. The VIP lies outside every
+//! subnetwork; the instances need IP forwarding (`canIpForward`) and the address on an
+//! interface (a `floating-ip` resource on the loopback, ordered before this one).
+//!
+//! **`alias`** (Pacemaker's gcp-vpc-move-vip): the VIP /32 as an alias IP range of the
+//! active instance's network interface, inside the subnetwork's primary (or a named
+//! secondary) range. Activation lists the project's instances, takes the range from
+//! every other interface that has it, then adds it to this server's interface; every
+//! update (`instances.updateNetworkInterface`) carries the fingerprint of the interface
+//! as it was read, so a concurrent change of that interface makes the update fail (412
+//! `conditionNotMet`, or `CONDITION_NOT_MET` in the operation) instead of being
+//! overwritten, and the resource reads again (BTN-8112). A network interface has no
+//! field for an epoch mark: the alias pattern is fenced by the fingerprints and by the
+//! engine (quorum, epochs), not by a mark on the interface. Deactivation removes the
+//! range from this server's interface when it is there.
+//!
+//! ## The route pattern
 //!
 //! Routes cannot be changed, only deleted and inserted, and carry no fingerprint. The
 //! epoch mark is in the route's `description` (`"baton epoch=N server=S group=G"`, the
@@ -55,6 +70,8 @@ pub enum VipMode {
     /// A static route for the VIP /32 with the active instance as next hop.
     #[default]
     Route,
+    /// An alias IP range (the VIP /32) on the active instance's network interface.
+    Alias,
 }
 
 /// Keys of a `gcp-vip` resource (and of the `gcp-vip` monitor).
@@ -63,9 +80,16 @@ pub enum VipMode {
 pub struct GcpVipParams {
     /// Required. The virtual IP (IPv4), the same on every server.
     pub ip: String,
-    /// `route` (default): a static route.
+    /// `route` (default): a static route; `alias`: an alias IP range on the active
+    /// instance's network interface.
     #[serde(default)]
     pub mode: VipMode,
+    /// `alias`: the network interface of this server's instance (default `nic0`).
+    #[serde(default = "default_nic")]
+    pub nic: String,
+    /// `alias`: the subnetwork's secondary range the VIP is taken from (default: the
+    /// primary range).
+    pub subnetwork_range_name: Option<String>,
     /// The VPC network of the route (default `default`).
     #[serde(default = "default_network")]
     pub network: String,
@@ -91,6 +115,9 @@ fn default_network() -> String {
 }
 fn default_priority() -> u32 {
     1000
+}
+fn default_nic() -> String {
+    "nic0".into()
 }
 fn default_true() -> bool {
     true
@@ -172,6 +199,41 @@ impl GcpVipDriver {
                 "priority must be between 0 and 65535",
             ));
         }
+        match p.mode {
+            VipMode::Route => {
+                for (key, set) in [
+                    ("subnetwork_range_name", p.subnetwork_range_name.is_some()),
+                    ("nic", p.nic != "nic0"),
+                ] {
+                    if set {
+                        return Err(key_error(
+                            key,
+                            format!("`{key}` is only used with mode = \"alias\""),
+                        ));
+                    }
+                }
+            }
+            VipMode::Alias => {
+                if p.route_name.is_some() {
+                    return Err(key_error(
+                        "route_name",
+                        "`route_name` is only used with mode = \"route\"",
+                    ));
+                }
+                if !p.nic.starts_with("nic") || p.nic[3..].parse::<u8>().is_err() {
+                    return Err(key_error(
+                        "nic",
+                        format!(
+                            "`{}` is not a network interface name: nic0, nic1, ...",
+                            p.nic
+                        ),
+                    ));
+                }
+                if let Some(r) = &p.subnetwork_range_name {
+                    check_name("subnetwork_range_name", r)?;
+                }
+            }
+        }
         check_project(p.project.as_deref())?;
         let here = tokio::sync::OnceCell::new();
         let zone = p.zone.clone().or_else(|| shared.settings().zone.clone());
@@ -194,9 +256,12 @@ impl GcpVipDriver {
         &self.route_name
     }
 
-    /// `route baton-10-1-0-20 (10.1.0.20/32)`.
+    /// `route baton-10-1-0-20 (10.1.0.20/32)` or `alias IP range 10.128.0.100/32`.
     fn describe(&self) -> String {
-        format!("route {} ({}/32)", self.route_name, self.params.ip)
+        match self.params.mode {
+            VipMode::Route => format!("route {} ({}/32)", self.route_name, self.params.ip),
+            VipMode::Alias => format!("alias IP range {}/32", self.params.ip),
+        }
     }
 
     async fn client(&self, subject: Subject<'_>) -> Result<&GcpClient, ProviderError> {
@@ -383,6 +448,23 @@ impl GcpVipDriver {
     }
 
     async fn activate_inner(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        match self.params.mode {
+            VipMode::Route => self.route_activate(ctx).await,
+            VipMode::Alias => self.alias_activate(ctx).await,
+        }
+    }
+
+    async fn deactivate_inner(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        if !self.params.delete_on_deactivate {
+            return Ok(());
+        }
+        match self.params.mode {
+            VipMode::Route => self.route_deactivate(ctx).await,
+            VipMode::Alias => self.alias_deactivate(ctx).await,
+        }
+    }
+
+    async fn route_activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         let subject = Subject::Action(ctx);
         let started = crate::clock::now();
         let dl = Deadline::new(ctx.timeout);
@@ -479,10 +561,7 @@ impl GcpVipDriver {
         }
     }
 
-    async fn deactivate_inner(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        if !self.params.delete_on_deactivate {
-            return Ok(());
-        }
+    async fn route_deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         let subject = Subject::Action(ctx);
         let dl = Deadline::new(ctx.timeout);
         let client = self.client(subject).await?;
@@ -538,6 +617,302 @@ impl GcpVipDriver {
     }
 }
 
+/// One network interface of an instance, as Compute has it.
+#[derive(Debug, Clone, PartialEq)]
+struct Nic {
+    instance: String,
+    zone: String,
+    name: String,
+    fingerprint: String,
+    ranges: Vec<Value>,
+}
+
+impl Nic {
+    fn of(instance: &Value) -> Vec<Nic> {
+        let name = instance["name"].as_str().unwrap_or_default();
+        let zone = instance["zone"]
+            .as_str()
+            .and_then(|z| z.rsplit('/').next())
+            .unwrap_or_default();
+        instance["networkInterfaces"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| Nic {
+                        instance: name.to_string(),
+                        zone: zone.to_string(),
+                        name: n["name"].as_str().unwrap_or_default().to_string(),
+                        fingerprint: n["fingerprint"].as_str().unwrap_or_default().to_string(),
+                        ranges: n["aliasIpRanges"].as_array().cloned().unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn holds(&self, range: &str) -> bool {
+        self.ranges
+            .iter()
+            .any(|r| r["ipCidrRange"].as_str() == Some(range))
+    }
+
+    fn is(&self, here: &Here, nic: &str) -> bool {
+        self.instance == here.instance && self.zone == here.zone && self.name == nic
+    }
+}
+
+/// The alias-IP pattern.
+impl GcpVipDriver {
+    fn range(&self) -> String {
+        format!("{}/32", self.params.ip)
+    }
+
+    /// Every network interface of the project's instances (`instances.aggregatedList`).
+    async fn interfaces(
+        &self,
+        client: &GcpClient,
+        project: &str,
+        dl: &Deadline,
+        subject: Subject<'_>,
+    ) -> Result<Vec<Nic>, ProviderError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = GcpRequest::compute(
+                "compute.instances.aggregatedList",
+                Method::GET,
+                &format!("projects/{project}/aggregated/instances"),
+            );
+            if let Some(t) = &token {
+                req = req.query("pageToken", t);
+            }
+            let r = client
+                .send(&req, dl.remaining()?)
+                .await
+                .map_err(|f| self.shared.report(subject, None, f))?;
+            if let Some(scopes) = r.body["items"].as_object() {
+                for scope in scopes.values() {
+                    for inst in scope["instances"].as_array().into_iter().flatten() {
+                        out.extend(Nic::of(inst));
+                    }
+                }
+            }
+            match r.body["nextPageToken"].as_str() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// This server's interface (`instances.get`).
+    async fn own_nic(
+        &self,
+        client: &GcpClient,
+        project: &str,
+        here: &Here,
+        dl: &Deadline,
+        subject: Subject<'_>,
+        latch: Option<&Latch>,
+    ) -> Result<Nic, ProviderError> {
+        let req = GcpRequest::compute(
+            "compute.instances.get",
+            Method::GET,
+            &format!(
+                "projects/{project}/zones/{}/instances/{}",
+                here.zone, here.instance
+            ),
+        );
+        let r = client
+            .send(&req, dl.remaining()?)
+            .await
+            .map_err(|f| self.shared.report(subject, latch, f))?;
+        Nic::of(&r.body)
+            .into_iter()
+            .find(|n| n.is(here, &self.params.nic))
+            .ok_or_else(|| self.no_nic(here, subject, latch))
+    }
+
+    fn no_nic(&self, here: &Here, subject: Subject<'_>, latch: Option<&Latch>) -> ProviderError {
+        self.shared.report(
+            subject,
+            latch,
+            GcpFailure::Rejected {
+                operation: "compute.instances.get".into(),
+                kind: FailureKind::NotFound,
+                reason: "notFound".into(),
+                status: None,
+                message: format!(
+                    "instance {} in {} has no network interface {}",
+                    here.instance, here.zone, self.params.nic
+                ),
+            },
+        )
+    }
+
+    /// The update that sets an interface's alias ranges under its fingerprint.
+    fn ranges_request(&self, project: &str, nic: &Nic, ranges: Vec<Value>) -> GcpRequest {
+        GcpRequest::compute(
+            "compute.instances.updateNetworkInterface",
+            Method::PATCH,
+            &format!(
+                "projects/{project}/zones/{}/instances/{}/updateNetworkInterface",
+                nic.zone, nic.instance
+            ),
+        )
+        .query("networkInterface", &nic.name)
+        .json(json!({"fingerprint": nic.fingerprint, "aliasIpRanges": ranges}))
+    }
+
+    async fn alias_activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        let subject = Subject::Action(ctx);
+        let started = crate::clock::now();
+        let dl = Deadline::new(ctx.timeout);
+        let client = self.client(subject).await?;
+        let project = self
+            .shared
+            .project(
+                self.params.project.as_deref(),
+                client,
+                dl.remaining()?,
+                subject,
+                None,
+            )
+            .await?;
+        let here = self.here(client, &dl, subject, None).await?;
+        let range = self.range();
+        let mut conflicts = 0;
+        'again: loop {
+            let all = self.interfaces(client, &project, &dl, subject).await?;
+            let Some(mine) = all.iter().find(|n| n.is(&here, &self.params.nic)).cloned() else {
+                return Err(self.no_nic(&here, subject, None));
+            };
+            // Take it from every other interface first, each under its fingerprint.
+            let mut was = Vec::new();
+            for other in all.iter().filter(|n| *n != &mine && n.holds(&range)) {
+                let left: Vec<Value> = other
+                    .ranges
+                    .iter()
+                    .filter(|r| r["ipCidrRange"].as_str() != Some(range.as_str()))
+                    .cloned()
+                    .collect();
+                if !self
+                    .mutate(
+                        client,
+                        &project,
+                        self.ranges_request(&project, other, left),
+                        &dl,
+                        subject,
+                        &mut conflicts,
+                    )
+                    .await?
+                {
+                    continue 'again;
+                }
+                was.push(other.instance.clone());
+            }
+            if !mine.holds(&range) {
+                let mut ranges = mine.ranges.clone();
+                let mut entry = json!({ "ipCidrRange": range });
+                if let Some(r) = &self.params.subnetwork_range_name {
+                    entry["subnetworkRangeName"] = r.clone().into();
+                }
+                ranges.push(entry);
+                if !self
+                    .mutate(
+                        client,
+                        &project,
+                        self.ranges_request(&project, &mine, ranges),
+                        &dl,
+                        subject,
+                        &mut conflicts,
+                    )
+                    .await?
+                {
+                    continue 'again;
+                }
+            } else if was.is_empty() {
+                return Ok(());
+            }
+            let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let was = if was.is_empty() {
+                "absent".to_string()
+            } else {
+                was.join(", ")
+            };
+            self.shared.events.emit(
+                subject
+                    .event(
+                        &ev::GCP_VIP_MOVED,
+                        format!(
+                            "{}: {} now on {} of instance {} (was {was}); {took} ms",
+                            subject.name(),
+                            self.describe(),
+                            self.params.nic,
+                            here.instance
+                        ),
+                    )
+                    .field("took_ms", took),
+            );
+            return Ok(());
+        }
+    }
+
+    async fn alias_deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        let subject = Subject::Action(ctx);
+        let dl = Deadline::new(ctx.timeout);
+        let client = self.client(subject).await?;
+        let project = self
+            .shared
+            .project(
+                self.params.project.as_deref(),
+                client,
+                dl.remaining()?,
+                subject,
+                None,
+            )
+            .await?;
+        let here = self.here(client, &dl, subject, None).await?;
+        let range = self.range();
+        let mut conflicts = 0;
+        loop {
+            let mine = self
+                .own_nic(client, &project, &here, &dl, subject, None)
+                .await?;
+            if !mine.holds(&range) {
+                return Ok(());
+            }
+            let left: Vec<Value> = mine
+                .ranges
+                .iter()
+                .filter(|r| r["ipCidrRange"].as_str() != Some(range.as_str()))
+                .cloned()
+                .collect();
+            if self
+                .mutate(
+                    client,
+                    &project,
+                    self.ranges_request(&project, &mine, left),
+                    &dl,
+                    subject,
+                    &mut conflicts,
+                )
+                .await?
+            {
+                self.shared.events.emit(subject.event(
+                    &ev::GCP_VIP_MOVED,
+                    format!(
+                        "{}: {} removed from instance {} on deactivation",
+                        subject.name(),
+                        self.describe(),
+                        here.instance
+                    ),
+                ));
+                return Ok(());
+            }
+        }
+    }
+}
+
 fn span(ctx: &ActionContext, action: &'static str) -> tracing::Span {
     tracing::info_span!(
         "gcp-vip",
@@ -582,6 +957,16 @@ impl ResourceDriver for GcpVipDriver {
             )
             .await?;
         let here = self.here(client, &dl, subject, None).await?;
+        if self.params.mode == VipMode::Alias {
+            let mine = self
+                .own_nic(client, &project, &here, &dl, subject, None)
+                .await?;
+            return Ok(if mine.holds(&self.range()) {
+                CheckOutcome::Active
+            } else {
+                CheckOutcome::Inactive
+            });
+        }
         let current = self.read(client, &project, &dl, subject, None).await?;
         Ok(match current {
             Some(r) if self.is_ours(&r, &here, &Claim::from(ctx)) => CheckOutcome::Active,
@@ -629,8 +1014,23 @@ impl Probe for GcpVipProbe {
             )
             .await?;
         let here = d.here(client, &dl, subject, latch).await?;
-        let current = d.read(client, &project, &dl, subject, latch).await?;
-        if let Some(why) = d.mismatch(current.as_ref(), &here, &ctx.server) {
+        let why = if d.params.mode == VipMode::Alias {
+            let mine = d
+                .own_nic(client, &project, &here, &dl, subject, latch)
+                .await?;
+            (!mine.holds(&d.range())).then(|| {
+                format!(
+                    "{} is not on {} of instance {}",
+                    d.describe(),
+                    d.params.nic,
+                    here.instance
+                )
+            })
+        } else {
+            let current = d.read(client, &project, &dl, subject, latch).await?;
+            d.mismatch(current.as_ref(), &here, &ctx.server)
+        };
+        if let Some(why) = why {
             let msg = format!("{}: {why}", subject.name());
             d.shared
                 .raise(subject, latch, &ev::GCP_VIP_CHANGED, msg.clone());
@@ -670,7 +1070,13 @@ mod tests {
             ("ip = '10.1.0.20'\nnetwork = 'my_net'", "network"),
             ("ip = '10.1.0.20'\nzone = 'us-central1'", "zone"),
             ("ip = '10.1.0.20'\npriority = 70000", "priority"),
-            ("ip = '10.1.0.20'\nmode = 'alias'", "mode"),
+            ("ip = '10.1.0.20'\nmode = 'anycast'", "mode"),
+            (
+                "ip = '10.1.0.20'\nmode = 'alias'\nroute_name = 'r'",
+                "route_name",
+            ),
+            ("ip = '10.1.0.20'\nmode = 'alias'\nnic = 'eth0'", "nic"),
+            ("ip = '10.1.0.20'\nnic = 'nic1'", "nic"),
             ("ip = '10.1.0.20'\ninstance = 'Node_1'", "instance"),
             ("mode = 'route'", "ip"),
         ] {
