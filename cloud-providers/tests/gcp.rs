@@ -1,4 +1,4 @@
-//! Driver-level tests of the Google Cloud kinds (`gcp-dns`, `gcp-vip`) and of the Google Cloud
+//! Driver-level tests of the Google Cloud kinds (`gcp-dns`, `gcp-vip`, `gcp-lb-probe`) and of the Google Cloud
 //! client against the Google Cloud fake (`tests/gcp/fake.py`): real HTTP, Cloud DNS
 //! changes with exact deletions, metadata-server, service-account and application
 //! default credentials, faults and a second writer; every request and response checked
@@ -16,6 +16,7 @@ use baton_core::config::{Dur, GcpCredentials, GcpSection};
 use baton_core::events::Event;
 use baton_providers::cloud::EventSink;
 use baton_providers::gcp::dns::GcpDnsDriver;
+use baton_providers::gcp::lb::GcpLbProbeDriver;
 use baton_providers::gcp::vip::GcpVipDriver;
 use baton_providers::gcp::{GcpRegistry, GcpShared};
 use baton_providers::{
@@ -1143,5 +1144,187 @@ async fn an_interface_changed_meanwhile_is_read_again_not_overwritten() {
     assert!(aliases(&fake, "us-central1-b/node-2").is_empty());
     let seen = ids(&mut rx3);
     assert!(seen.contains(&"BTN-8112".to_string()), "{seen:?}");
+    fake.assert_no_violations();
+}
+
+// ---------------------------------------------------------------------------------------
+// gcp-lb-probe
+// ---------------------------------------------------------------------------------------
+
+/// A port free on 127.0.0.1 now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn answers(addr: &str) -> bool {
+    std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200)).is_ok()
+}
+
+fn lb_driver(sh: &Arc<GcpShared>, keys: &str) -> GcpLbProbeDriver {
+    GcpLbProbeDriver::from_params(&keys.parse::<toml::Table>().unwrap(), sh.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn exactly_one_server_answers_the_health_check() {
+    // No API is called: no fake needed. Two servers on one port, two addresses.
+    let port = free_port();
+    let sh = Arc::new(GcpShared::new(&GcpSection::default()));
+    let d1 = lb_driver(&sh, &format!("port = {port}\naddress = '127.0.0.1'"));
+    let d2 = lb_driver(&sh, &format!("port = {port}\naddress = '127.0.0.2'"));
+    let (a1, a2) = (format!("127.0.0.1:{port}"), format!("127.0.0.2:{port}"));
+    // A prober every 50 ms, as the load balancer's health checker would.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let (stop, a1, a2) = (stop.clone(), a1.clone(), a2.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push((answers(&a1), answers(&a2)));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        })
+    };
+    for _ in 0..3 {
+        d1.activate(&ctx("node-1", 1, T)).await.unwrap();
+        assert_eq!(
+            d1.check(&ctx("node-1", 1, T)).await.unwrap(),
+            CheckOutcome::Active
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Stop first: the port is closed when deactivation returns.
+        d1.deactivate(&ctx("node-1", 1, T)).await.unwrap();
+        assert!(!answers(&a1));
+        assert_eq!(
+            d1.check(&ctx("node-1", 1, T)).await.unwrap(),
+            CheckOutcome::Inactive
+        );
+        d2.activate(&ctx("node-2", 2, T)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        d2.deactivate(&ctx("node-2", 2, T)).await.unwrap();
+        assert!(!answers(&a2));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = prober.join().unwrap();
+    assert!(
+        seen.iter().all(|(x, y)| !(*x && *y)),
+        "both answered: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(x, _)| *x) && seen.iter().any(|(_, y)| *y),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_probe_port_answers_http_and_reports_a_port_in_use() {
+    let port = free_port();
+    let (sink, mut rx) = EventSink::channel(16);
+    let sh = Arc::new(GcpShared::new(&GcpSection::default()).with_events(sink));
+    let d = lb_driver(
+        &sh,
+        &format!("port = {port}\naddress = '127.0.0.1'\nprotocol = 'http'"),
+    );
+    d.activate(&ctx("node-1", 1, T)).await.unwrap();
+    // Idempotent.
+    d.activate(&ctx("node-1", 1, T)).await.unwrap();
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "OK\n");
+    // Another listener on the same port: refused, with its event.
+    let other = lb_driver(&sh, &format!("port = {port}\naddress = '127.0.0.1'"));
+    let e = other.activate(&ctx("node-1", 1, T)).await.unwrap_err();
+    assert!(e.to_string().contains("cannot listen"), "{e}");
+    assert!(ids(&mut rx).contains(&"BTN-8114".to_string()));
+    d.deactivate(&ctx("node-1", 1, T)).await.unwrap();
+    assert!(reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .is_err());
+}
+
+fn lb_monitor(sh: &Arc<GcpShared>, keys: &str) -> Box<dyn baton_providers::Probe> {
+    GcpRegistry::from_shared(sh.clone())
+        .build_probe("gcp-lb-probe", &keys.parse::<toml::Table>().unwrap())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_lb_probe_monitor_checks_the_backend_service_and_its_health_check() {
+    let Some(fake) = GcpFake::start() else { return };
+    // The default world: regional backend service baton-ilb, TCP health check baton-hc on
+    // port 7080; the region from [gcp].
+    let s = GcpSection {
+        region: Some("us-central1".into()),
+        ..settings(&fake, "node-1")
+    };
+    let (sh, mut rx) = shared(&s);
+    let ok = lb_monitor(&sh, "port = 7080\nbackend_service = 'baton-ilb'")
+        .probe(&probe_ctx("node-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.detail.as_deref(),
+        Some("backend service baton-ilb uses health check baton-hc (TCP port 7080)")
+    );
+    // Another port, another protocol, another health check named: the load balancer
+    // would not follow Baton.
+    for keys in [
+        "port = 8080\nbackend_service = 'baton-ilb'",
+        "port = 7080\nprotocol = 'http'\nbackend_service = 'baton-ilb'",
+        "port = 7080\nbackend_service = 'baton-ilb'\nhealth_check = 'other-hc'",
+    ] {
+        let e = lb_monitor(&sh, keys)
+            .probe(&probe_ctx("node-1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProviderError::Unhealthy(_)), "{keys}: {e:?}");
+        assert!(e.to_string().contains("baton-hc"), "{e}");
+    }
+    assert!(ids(&mut rx).contains(&"BTN-8113".to_string()));
+    // A backend service that does not exist: a refusal, not an API error.
+    let e = lb_monitor(&sh, "port = 7080\nbackend_service = 'nope'")
+        .probe(&probe_ctx("node-1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            ProviderError::Rejected {
+                status: Some(404),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(ids(&mut rx).contains(&"BTN-8102".to_string()));
+    // A global backend service with an HTTP health check.
+    fake.seed(json!({
+        "healthChecks": [{"name": "web-hc", "type": "HTTP", "port": 8081, "requestPath": "/healthz"}],
+        "backendServices": [{"name": "web-ilb", "healthChecks": ["web-hc"], "backends": []}]
+    }));
+    let (global, _rx) = shared(&settings(&fake, "node-1"));
+    lb_monitor(
+        &global,
+        "port = 8081\nprotocol = 'http'\nbackend_service = 'web-ilb'",
+    )
+    .probe(&probe_ctx("node-1"))
+    .await
+    .unwrap();
+    // The API down: an API error for on_api_error.
+    fake.fault(json!({"path": "/backendServices/", "status": 503, "count": -1}));
+    let mut pc = probe_ctx("node-1");
+    pc.timeout = Duration::from_secs(2);
+    let e = lb_monitor(&sh, "port = 7080\nbackend_service = 'baton-ilb'")
+        .probe(&pc)
+        .await
+        .unwrap_err();
+    assert!(e.is_api_error(), "{e:?}");
+    fake.clear_faults();
     fake.assert_no_violations();
 }

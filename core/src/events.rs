@@ -496,6 +496,12 @@ catalogue! {
     GCP_VIP_CONFLICT = 8112, Warning, "gcp", "Google Cloud VIP route changed while it was moved",
         cause: "While a `gcp-vip` resource replaced its route, the route was deleted or created by someone else (the delete found no route, or the insert found one: `RESOURCE_NOT_FOUND`, `RESOURCE_ALREADY_EXISTS`). The resource read it again and decided again.",
         action: "None if it is rare. If it recurs, look for another cluster or tool managing the same route.";
+    GCP_LB_PROBE_MISMATCH = 8113, Warning, "gcp", "Internal load balancer does not probe Baton's port",
+        cause: "The backend service of a `gcp-lb-probe` monitor uses no health check on the port the `gcp-lb-probe` resource answers (or not the health check named, or not with the protocol configured): the load balancer would not follow the active server (the event says what the backend service uses).",
+        action: "Point the backend service's health check at the resource's `port` (`gcloud compute health-checks update tcp NAME --port PORT`), or correct `port`, `health_check` or `backend_service`.";
+    GCP_LB_PROBE_FAILED = 8114, Error, "gcp", "Health-check port could not be opened",
+        cause: "A `gcp-lb-probe` resource could not listen on its port: another process holds it, the address is not on this server, or a port below 1024 without the privilege to bind it.",
+        action: "Free the port or choose another (and point the load balancer's health check at it); check `address`.";
 }
 
 /// Look up a catalogue entry by numeric id.

@@ -4,8 +4,10 @@
 //!
 //! Resource kinds: `gcp-dns` ([`dns`]): an A record in a Cloud DNS managed zone, public
 //! or private, holding the active server's address; `gcp-vip` ([`vip`]): a VPC static
-//! route for a VIP whose next hop is the active server's instance. Monitor kinds of the
-//! same names (what the API has, with the same keys as the resource).
+//! route for a VIP whose next hop is the active server's instance, or an alias IP range
+//! moved between network interfaces; `gcp-lb-probe` ([`lb`]): the active server answers
+//! the internal load balancer's health check. Monitor kinds of the same names (what the
+//! API has, with the same keys as the resource).
 //!
 //! Every mutation is read-then-conditional-write with the group's epoch in the decision
 //! (design invariant 3): a Cloud DNS change names the exact record sets it replaces as
@@ -19,6 +21,7 @@
 //! Events (BTN-8101 to BTN-8199, module `gcp`) go to the same sink as the other clouds'.
 
 pub mod dns;
+pub mod lb;
 pub mod vip;
 
 use std::sync::Arc;
@@ -33,9 +36,9 @@ use crate::params::key_error;
 use crate::{ParamError, Params, Probe, ProviderError, Registry, ResourceDriver};
 
 /// Resource kinds of the Google Cloud registry.
-pub const RESOURCE_KINDS: &[&str] = &["gcp-dns", "gcp-vip"];
+pub const RESOURCE_KINDS: &[&str] = &["gcp-dns", "gcp-vip", "gcp-lb-probe"];
 /// Monitor kinds of the Google Cloud registry.
-pub const MONITOR_KINDS: &[&str] = &["gcp-dns", "gcp-vip"];
+pub const MONITOR_KINDS: &[&str] = &["gcp-dns", "gcp-vip", "gcp-lb-probe"];
 
 /// What every Google Cloud driver and probe of one agent shares: the `[gcp]` settings,
 /// the client (created on first use) and the event sink.
@@ -229,6 +232,10 @@ impl Registry for GcpRegistry {
                 params,
                 self.shared.clone(),
             )?)),
+            "gcp-lb-probe" => Ok(Box::new(lb::GcpLbProbeDriver::from_params(
+                params,
+                self.shared.clone(),
+            )?)),
             other => Err(ParamError::new(
                 Some("kind".to_string()),
                 format!(
@@ -246,6 +253,10 @@ impl Registry for GcpRegistry {
                 self.shared.clone(),
             )?)),
             "gcp-vip" => Ok(Box::new(vip::GcpVipProbe::from_params(
+                params,
+                self.shared.clone(),
+            )?)),
+            "gcp-lb-probe" => Ok(Box::new(lb::GcpLbProbeMonitor::from_params(
                 params,
                 self.shared.clone(),
             )?)),
