@@ -475,25 +475,56 @@ impl GcpClient {
     /// Read a value of this VM's metadata server (`instance/network-interfaces/0/ip`),
     /// within `budget`.
     pub async fn metadata(&self, path: &str, budget: Duration) -> Result<String, GcpFailure> {
-        let end = clock::now() + budget.min(self.inner.settings.deadline.0);
+        self.metadata_watch(path, None, Duration::ZERO, budget)
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// Read a metadata value and its `ETag`. With `last_etag`, a hanging GET
+    /// (`wait_for_change=true`): the metadata server answers as soon as the value's ETag
+    /// differs from `last_etag` (at once when it differs already), or after `wait` with
+    /// the value unchanged. Within `budget`.
+    pub async fn metadata_watch(
+        &self,
+        path: &str,
+        last_etag: Option<&str>,
+        wait: Duration,
+        budget: Duration,
+    ) -> Result<(String, Option<String>), GcpFailure> {
+        let end = clock::now() + budget.min(self.inner.settings.deadline.0 + wait);
         let op = format!("metadata.{path}");
-        let url = format!(
+        let mut url = format!(
             "{}/computeMetadata/v1/{path}",
             self.inner.settings.metadata()
         );
+        let mut limit = self.inner.settings.call_timeout.0;
+        if let Some(etag) = last_etag {
+            let secs = wait.as_secs().max(1);
+            url.push_str(&format!(
+                "?wait_for_change=true&timeout_sec={secs}&last_etag={}",
+                escape(etag)
+            ));
+            limit += Duration::from_secs(secs);
+        }
         let r = retrying(&op, end, || async {
             let rb = self
                 .inner
                 .metadata_http
                 .get(&url)
                 .header("Metadata-Flavor", "Google");
-            self.exchange(&op, rb, end).await
+            self.exchange_within(&op, rb, end, limit).await
         })
         .await?;
-        Ok(match r.body {
+        let etag = r
+            .headers
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let value = match r.body {
             Value::String(s) => s,
             other => other.to_string(),
-        })
+        };
+        Ok((value, etag))
     }
 
     /// Send one request within `budget` (and `[gcp] deadline`), retries included.
@@ -621,8 +652,20 @@ impl GcpClient {
         rb: reqwest::RequestBuilder,
         end: Instant,
     ) -> Attempt<GcpResponse> {
+        self.exchange_within(operation, rb, end, self.inner.settings.call_timeout.0)
+            .await
+    }
+
+    /// One HTTP attempt, bounded by `limit` and `end`, classified.
+    async fn exchange_within(
+        &self,
+        operation: &str,
+        rb: reqwest::RequestBuilder,
+        end: Instant,
+        limit: Duration,
+    ) -> Attempt<GcpResponse> {
         let left = end.saturating_duration_since(clock::now());
-        let limit = left.min(self.inner.settings.call_timeout.0);
+        let limit = left.min(limit);
         let fut = async {
             let resp = rb.send().await?;
             let status = resp.status().as_u16();

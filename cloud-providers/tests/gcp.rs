@@ -1328,3 +1328,101 @@ async fn the_lb_probe_monitor_checks_the_backend_service_and_its_health_check() 
     fake.clear_faults();
     fake.assert_no_violations();
 }
+
+// ---------------------------------------------------------------------------------------
+// gcp-maintenance
+// ---------------------------------------------------------------------------------------
+
+fn maintenance_monitor(sh: &Arc<GcpShared>, keys: &str) -> Box<dyn baton_providers::Probe> {
+    GcpRegistry::from_shared(sh.clone())
+        .build_probe("gcp-maintenance", &keys.parse::<toml::Table>().unwrap())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_maintenance_event_wakes_the_hanging_poll_and_fails_the_monitor() {
+    let Some(fake) = GcpFake::start() else { return };
+    let (sh, mut rx) = shared(&settings(&fake, "node-1"));
+    let m = maintenance_monitor(&sh, "");
+    let mut pc = probe_ctx("node-1");
+    pc.timeout = Duration::from_secs(6);
+    // The first poll reads the value; the next ones wait (3 s here) for a change.
+    let ok = m.probe(&pc).await.unwrap();
+    assert_eq!(ok.detail.as_deref(), Some("maintenance-event NONE"));
+    let t0 = Instant::now();
+    m.probe(&pc).await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
+    // An event announced while a poll hangs: it answers at once.
+    fake.control(
+        "POST",
+        "/_fake/maintenance",
+        Some(
+            json!({"instance": "node-1", "maintenanceEvent": "TERMINATE_ON_HOST_MAINTENANCE",
+                    "after_ms": 500}),
+        ),
+    );
+    let t0 = Instant::now();
+    let e = m.probe(&pc).await.unwrap_err();
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(matches!(e, ProviderError::Unhealthy(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("TERMINATE_ON_HOST_MAINTENANCE"),
+        "{e}"
+    );
+    assert!(ids(&mut rx).contains(&"BTN-8115".to_string()));
+    // Another VM's metadata server knows nothing of it.
+    let (other, _rx) = shared(&settings(&fake, "node-2"));
+    maintenance_monitor(&other, "").probe(&pc).await.unwrap();
+    // Over: healthy again.
+    fake.control(
+        "POST",
+        "/_fake/maintenance",
+        Some(json!({"instance": "node-1", "maintenanceEvent": "NONE"})),
+    );
+    m.probe(&pc).await.unwrap();
+    // A live migration: moves the group unless told to ignore it.
+    fake.control(
+        "POST",
+        "/_fake/maintenance",
+        Some(json!({"instance": "node-1", "maintenanceEvent": "MIGRATE_ON_HOST_MAINTENANCE"})),
+    );
+    assert!(m.probe(&pc).await.is_err());
+    maintenance_monitor(&sh, "migrate = 'ignore'")
+        .probe(&pc)
+        .await
+        .unwrap();
+    fake.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_spot_preemption_fails_the_monitor_and_no_metadata_server_is_an_api_error() {
+    let Some(fake) = GcpFake::start() else { return };
+    fake.seed(
+        json!({"instances": [{"name": "spot-1", "zone": "us-central1-c",
+        "networkIP": "10.128.0.9", "spot": true}]}),
+    );
+    let (sh, _rx) = shared(&settings(&fake, "spot-1"));
+    let m = maintenance_monitor(&sh, "");
+    let mut pc = probe_ctx("spot-1");
+    pc.timeout = Duration::from_secs(2);
+    m.probe(&pc).await.unwrap();
+    fake.control(
+        "POST",
+        "/_fake/maintenance",
+        Some(json!({"instance": "spot-1", "preempted": true})),
+    );
+    let e = m.probe(&pc).await.unwrap_err();
+    assert!(e.to_string().contains("preempted"), "{e}");
+    // Not on Google Cloud (no metadata server): an API error, for on_api_error.
+    let (none, _rx) = shared(&GcpSection {
+        metadata_endpoint: Some("http://127.0.0.1:9".into()),
+        ..settings(&fake, "node-1")
+    });
+    let e = maintenance_monitor(&none, "").probe(&pc).await.unwrap_err();
+    assert!(e.is_api_error(), "{e:?}");
+    fake.assert_no_violations();
+}

@@ -502,6 +502,9 @@ catalogue! {
     GCP_LB_PROBE_FAILED = 8114, Error, "gcp", "Health-check port could not be opened",
         cause: "A `gcp-lb-probe` resource could not listen on its port: another process holds it, the address is not on this server, or a port below 1024 without the privilege to bind it.",
         action: "Free the port or choose another (and point the load balancer's health check at it); check `address`.";
+    GCP_MAINTENANCE = 8115, Warning, "gcp", "Google Cloud maintenance or preemption announced",
+        cause: "The metadata server of this server's VM announces a host maintenance event (`instance/maintenance-event` is MIGRATE_ON_HOST_MAINTENANCE or TERMINATE_ON_HOST_MAINTENANCE, about 60 s ahead) or a preemption of the Spot VM (`instance/preempted` is TRUE, about 30 s before it stops). The `gcp-maintenance` monitor reports it so the group moves first.",
+        action: "None if recovery is configured (the group moves to another server before the event). Set `migrate = \"ignore\"` if live migrations should not move the group.";
 }
 
 /// Look up a catalogue entry by numeric id.

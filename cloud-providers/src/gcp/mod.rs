@@ -7,7 +7,9 @@
 //! route for a VIP whose next hop is the active server's instance, or an alias IP range
 //! moved between network interfaces; `gcp-lb-probe` ([`lb`]): the active server answers
 //! the internal load balancer's health check. Monitor kinds of the same names (what the
-//! API has, with the same keys as the resource).
+//! API has, with the same keys as the resource), and `gcp-maintenance`
+//! ([`maintenance`]): a host maintenance event or a Spot VM preemption announced by the
+//! metadata server.
 //!
 //! Every mutation is read-then-conditional-write with the group's epoch in the decision
 //! (design invariant 3): a Cloud DNS change names the exact record sets it replaces as
@@ -22,6 +24,7 @@
 
 pub mod dns;
 pub mod lb;
+pub mod maintenance;
 pub mod vip;
 
 use std::sync::Arc;
@@ -38,7 +41,7 @@ use crate::{ParamError, Params, Probe, ProviderError, Registry, ResourceDriver};
 /// Resource kinds of the Google Cloud registry.
 pub const RESOURCE_KINDS: &[&str] = &["gcp-dns", "gcp-vip", "gcp-lb-probe"];
 /// Monitor kinds of the Google Cloud registry.
-pub const MONITOR_KINDS: &[&str] = &["gcp-dns", "gcp-vip", "gcp-lb-probe"];
+pub const MONITOR_KINDS: &[&str] = &["gcp-dns", "gcp-vip", "gcp-lb-probe", "gcp-maintenance"];
 
 /// What every Google Cloud driver and probe of one agent shares: the `[gcp]` settings,
 /// the client (created on first use) and the event sink.
@@ -257,6 +260,10 @@ impl Registry for GcpRegistry {
                 self.shared.clone(),
             )?)),
             "gcp-lb-probe" => Ok(Box::new(lb::GcpLbProbeMonitor::from_params(
+                params,
+                self.shared.clone(),
+            )?)),
+            "gcp-maintenance" => Ok(Box::new(maintenance::GcpMaintenanceProbe::from_params(
                 params,
                 self.shared.clone(),
             )?)),
