@@ -1426,3 +1426,99 @@ async fn a_spot_preemption_fails_the_monitor_and_no_metadata_server_is_an_api_er
     assert!(e.is_api_error(), "{e:?}");
     fake.assert_no_violations();
 }
+
+// ---------------------------------------------------------------------------------------
+// baton cloud check / iam-policy
+// ---------------------------------------------------------------------------------------
+
+fn preflight_config(fake: &GcpFake, kinds: &str) -> baton_core::config::Config {
+    let text = format!(
+        "[cluster]\nname = \"orders\"\nkey_file = \"k\"\n\n\
+         [[server]]\nname = \"node-1\"\ninterconnects = [\"10.0.0.1\"]\napi = \"10.0.0.1:7420\"\n\
+         [[server]]\nname = \"node-2\"\ninterconnects = [\"10.0.0.2\"]\napi = \"10.0.0.2:7420\"\n\
+         [[server]]\nname = \"node-3\"\ninterconnects = [\"10.0.0.3\"]\napi = \"10.0.0.3:7420\"\n\n\
+         [gcp]\nregion = \"us-central1\"\ndns_endpoint = \"{e}\"\ncompute_endpoint = \"{e}\"\n\
+         metadata_endpoint = \"{m}\"\ncall_timeout = \"2s\"\n\n\
+         [[group]]\nname = \"web\"\nservers = [\"node-1\", \"node-2\"]\n\n{kinds}",
+        e = fake.endpoint,
+        m = fake.vm_metadata("node-1"),
+    );
+    match baton_core::config::load_str("pf.toml", &text, &baton_core::config::AnyKind) {
+        Ok(l) => l.config,
+        Err(e) => panic!("{e}: {:?}", e.diagnostics),
+    }
+}
+
+#[tokio::test]
+async fn cloud_check_finds_what_exists_and_what_does_not() {
+    use baton_providers::aws::preflight::Status;
+    use baton_providers::gcp::preflight;
+    let Some(fake) = GcpFake::start() else { return };
+    let cfg = preflight_config(
+        &fake,
+        "[[group.resource]]\nkind = \"gcp-dns\"\nname = \"dns1\"\nzone = \"public-zone\"\n\
+         record_name = \"db.example.com.\"\n\n\
+         [[group.resource]]\nkind = \"gcp-dns\"\nname = \"dns2\"\nzone = \"public-zone\"\n\
+         record_name = \"db.other.org.\"\n\n\
+         [[group.resource]]\nkind = \"gcp-dns\"\nname = \"dns3\"\nzone = \"no-zone\"\n\
+         record_name = \"db.example.com.\"\n\n\
+         [[group.resource]]\nkind = \"gcp-vip\"\nname = \"vip1\"\nip = \"10.1.0.20\"\n\n\
+         [[group.resource]]\nkind = \"gcp-vip\"\nname = \"vip2\"\nip = \"10.128.0.100\"\n\
+         mode = \"alias\"\nnic = \"nic1\"\n\n\
+         [[group.resource]]\nkind = \"gcp-lb-probe\"\nname = \"ilb1\"\nport = 7080\n\n\
+         [[monitor]]\nkind = \"gcp-lb-probe\"\nname = \"ilbw1\"\nport = 7080\n\
+         backend_service = \"baton-ilb\"\n\n\
+         [[monitor]]\nkind = \"gcp-lb-probe\"\nname = \"ilbw2\"\nport = 9999\n\
+         backend_service = \"baton-ilb\"\n\n\
+         [[monitor]]\nkind = \"gcp-maintenance\"\nname = \"maintw1\"\n",
+    );
+    assert!(preflight::uses_gcp(&cfg));
+    let client = GcpClient::new(&cfg.gcp).unwrap();
+    let found = preflight::check(&cfg, "node-1", &client, Duration::from_secs(2)).await;
+    let status = |subject: &str, check: &str| {
+        found
+            .iter()
+            .find(|f| f.subject == subject && f.check == check)
+            .unwrap_or_else(|| panic!("no {subject} {check} in {found:#?}"))
+            .status
+    };
+    assert_eq!(status("resource web/dns1", "managed-zone"), Status::Ok);
+    assert_eq!(status("resource web/dns2", "managed-zone"), Status::Fail);
+    assert_eq!(status("resource web/dns3", "managed-zone"), Status::Fail);
+    // The fake has no IAM: testIamPermissions is not served (501), not verifiable.
+    assert_eq!(status("resource web/dns1", "permissions"), Status::Skip);
+    // node-1 (from its metadata server) forwards IP; it has no nic1.
+    assert_eq!(status("resource web/vip1", "instance"), Status::Ok);
+    assert_eq!(status("resource web/vip2", "instance"), Status::Fail);
+    assert_eq!(status("resource web/ilb1", "api"), Status::Ok);
+    assert_eq!(status("monitor ilbw1", "backend-service"), Status::Ok);
+    assert_eq!(status("monitor ilbw2", "backend-service"), Status::Fail);
+    assert_eq!(status("monitor maintw1", "metadata-server"), Status::Ok);
+    assert_eq!(baton_providers::aws::preflight::worst(&found), Status::Fail);
+    // The role: the permissions of the kinds in use, once each.
+    let role = preflight::custom_role(&cfg);
+    let perms: Vec<&str> = role["includedPermissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for p in [
+        "dns.changes.create",
+        "compute.routes.create",
+        "compute.networks.updatePolicy",
+        "compute.instances.updateNetworkInterface",
+        "compute.regionBackendServices.get",
+    ] {
+        assert!(perms.contains(&p), "{p} not in {perms:?}");
+    }
+    let mut sorted = perms.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(perms, sorted);
+    let yaml = preflight::custom_role_yaml(&role);
+    assert!(yaml.starts_with("title: \"Baton\"\n"), "{yaml}");
+    assert!(yaml.contains("\n- dns.changes.create\n"), "{yaml}");
+    // Only what the discovery documents describe was sent (testIamPermissions included).
+    fake.assert_no_violations();
+}

@@ -4,12 +4,16 @@
 //!   resources and monitors exist, and the credentials on this machine may change them
 //!   (DryRun where the API has it). Exit 0 when nothing failed, 1 otherwise.
 //! - `baton cloud iam-policy --config F [--json]`: the least-privilege IAM policy the
-//!   whole configuration needs (attach it to every server's instance role).
+//!   whole configuration needs (attach it to every server's instance role); for Google
+//!   Cloud kinds, the custom role (YAML for `gcloud iam roles create --file`, or JSON).
+//!
+//! Google Cloud kinds are checked too when the configuration has any.
 
 use std::time::Duration;
 
-use baton_providers::aws::preflight::{self, Status};
+use baton_providers::aws::preflight::{self, Finding, Status};
 use baton_providers::aws::AwsClients;
+use baton_providers::gcp::preflight as gcp_preflight;
 use clap::Subcommand;
 
 use crate::exit::Exit;
@@ -75,7 +79,10 @@ pub async fn run(op: CloudOp) -> Exit {
             }
             let clients = AwsClients::load(&cfg.aws).await;
             let per_call = Duration::from_millis(cfg.aws.call_timeout.ms());
-            let found = preflight::check(&cfg, &server, &clients, per_call).await;
+            let mut found = preflight::check(&cfg, &server, &clients, per_call).await;
+            if gcp_preflight::uses_gcp(&cfg) {
+                found.extend(gcp_check(&cfg, &server).await);
+            }
             let worst = preflight::worst(&found);
             let ok = worst != Status::Fail;
             if json {
@@ -84,7 +91,7 @@ pub async fn run(op: CloudOp) -> Exit {
                     serde_json::json!({"ok": ok, "server": server, "region": clients.region(), "findings": found})
                 );
             } else if found.is_empty() {
-                println!("no AWS resources or monitors run on {server}");
+                println!("no AWS or Google Cloud resources or monitors run on {server}");
             } else {
                 let w = found.iter().map(|f| f.subject.len()).max().unwrap_or(0);
                 let c = found.iter().map(|f| f.check.len()).max().unwrap_or(0);
@@ -122,7 +129,30 @@ pub async fn run(op: CloudOp) -> Exit {
                 Ok(c) => c,
                 Err(e) => return config_error(json, &e),
             };
-            let policy = preflight::iam_policy(&cfg);
+            let mut policy = preflight::iam_policy(&cfg);
+            if gcp_preflight::uses_gcp(&cfg) {
+                // Google Cloud: a custom role; with AWS kinds too, both.
+                let role = gcp_preflight::custom_role(&cfg);
+                let no_aws = policy["Statement"].as_array().is_none_or(Vec::is_empty);
+                if json {
+                    policy = if no_aws {
+                        role
+                    } else {
+                        serde_json::json!({"aws": policy, "gcp": role})
+                    };
+                } else {
+                    if !no_aws {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&policy)
+                                .unwrap_or_else(|_| policy.to_string())
+                        );
+                        println!("---");
+                    }
+                    print!("{}", gcp_preflight::custom_role_yaml(&role));
+                    return Exit::Ok;
+                }
+            }
             if json {
                 println!("{policy}");
             } else {
@@ -133,5 +163,19 @@ pub async fn run(op: CloudOp) -> Exit {
             }
             Exit::Ok
         }
+    }
+}
+
+/// The Google Cloud findings of `server` (a client that cannot be built is one failure).
+async fn gcp_check(cfg: &baton_core::config::Config, server: &str) -> Vec<Finding> {
+    let per_call = Duration::from_millis(cfg.gcp.call_timeout.ms());
+    match baton_cloud_client::gcp::GcpClient::new(&cfg.gcp) {
+        Ok(client) => gcp_preflight::check(cfg, server, &client, per_call).await,
+        Err(f) => vec![Finding {
+            subject: "[gcp]".into(),
+            check: "credentials".into(),
+            status: Status::Fail,
+            detail: f.to_string(),
+        }],
     }
 }

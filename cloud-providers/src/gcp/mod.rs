@@ -25,6 +25,7 @@
 pub mod dns;
 pub mod lb;
 pub mod maintenance;
+pub mod preflight;
 pub mod vip;
 
 use std::sync::Arc;
