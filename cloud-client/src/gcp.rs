@@ -282,10 +282,13 @@ impl GcpResponse {
     }
 }
 
-/// Where application default credentials are looked for: the process's environment
-/// ([`AdcEnv::from_process`]) or, in tests, given paths.
+/// What the environment says about credentials and the metadata server: the process's
+/// environment ([`AdcEnv::from_process`]) or, in tests, given values.
 #[derive(Debug, Clone, Default)]
 pub struct AdcEnv {
+    /// `GCE_METADATA_HOST` (`host[:port]`, as Google's client libraries read it): the
+    /// metadata server when `[gcp] metadata_endpoint` is not set.
+    pub metadata_host: Option<String>,
     /// `GOOGLE_APPLICATION_CREDENTIALS`.
     pub credentials_file: Option<PathBuf>,
     /// gcloud's configuration directory: `CLOUDSDK_CONFIG`, else `$HOME/.config/gcloud`.
@@ -300,6 +303,9 @@ impl AdcEnv {
                 .map(PathBuf::from)
         };
         AdcEnv {
+            metadata_host: std::env::var("GCE_METADATA_HOST")
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
             credentials_file: var("GOOGLE_APPLICATION_CREDENTIALS"),
             gcloud_dir: var("CLOUDSDK_CONFIG")
                 .or_else(|| var("HOME").map(|h| h.join(".config/gcloud"))),
@@ -374,6 +380,9 @@ struct Inner {
     /// Without a proxy: the metadata server is link-local.
     metadata_http: reqwest::Client,
     credential: Credential,
+    /// The metadata server, without a trailing slash: `[gcp] metadata_endpoint`, else
+    /// `GCE_METADATA_HOST`, else `http://169.254.169.254`.
+    metadata_base: String,
     token: tokio::sync::Mutex<Option<Token>>,
     project: tokio::sync::OnceCell<String>,
 }
@@ -424,6 +433,15 @@ impl GcpClient {
                 http: build(true)?,
                 metadata_http: build(false)?,
                 credential,
+                metadata_base: match (&settings.metadata_endpoint, &env.metadata_host) {
+                    (None, Some(host))
+                        if host.starts_with("http://") || host.starts_with("https://") =>
+                    {
+                        host.trim_end_matches('/').to_string()
+                    }
+                    (None, Some(host)) => format!("http://{}", host.trim_end_matches('/')),
+                    _ => settings.metadata(),
+                },
                 token: tokio::sync::Mutex::new(None),
                 project: tokio::sync::OnceCell::new(),
             }),
@@ -493,10 +511,7 @@ impl GcpClient {
     ) -> Result<(String, Option<String>), GcpFailure> {
         let end = clock::now() + budget.min(self.inner.settings.deadline.0 + wait);
         let op = format!("metadata.{path}");
-        let mut url = format!(
-            "{}/computeMetadata/v1/{path}",
-            self.inner.settings.metadata()
-        );
+        let mut url = format!("{}/computeMetadata/v1/{path}", self.inner.metadata_base);
         let mut limit = self.inner.settings.call_timeout.0;
         if let Some(etag) = last_etag {
             let secs = wait.as_secs().max(1);
@@ -733,7 +748,7 @@ impl GcpClient {
                 let op = "token.metadata";
                 let url = format!(
                     "{}/computeMetadata/v1/instance/service-accounts/default/token",
-                    self.inner.settings.metadata()
+                    self.inner.metadata_base
                 );
                 let r = retrying(op, end, || async {
                     let rb = self
@@ -1397,12 +1412,14 @@ mod tests {
             ..GcpSection::default()
         };
         let env = AdcEnv {
+            metadata_host: None,
             credentials_file: Some(user.clone()),
             gcloud_dir: None,
         };
         let c = GcpClient::with_env(&adc, &env).unwrap();
         assert!(c.identity().contains("adc.json"), "{}", c.identity());
         let env = AdcEnv {
+            metadata_host: None,
             credentials_file: None,
             gcloud_dir: Some(dir.join("nowhere")),
         };
@@ -1410,11 +1427,27 @@ mod tests {
         assert!(c.identity().contains("metadata server"), "{}", c.identity());
         std::fs::write(&user, r#"{"type": "external_account"}"#).unwrap();
         let env = AdcEnv {
+            metadata_host: None,
             credentials_file: Some(user),
             gcloud_dir: None,
         };
         let e = GcpClient::with_env(&adc, &env).unwrap_err();
         assert!(e.to_string().contains("external_account"), "{e}");
+        // GCE_METADATA_HOST, as Google's libraries read it, unless [gcp] names one.
+        let env = AdcEnv {
+            metadata_host: Some("127.0.0.1:8080/_vm/node-2".into()),
+            ..AdcEnv::default()
+        };
+        let c = GcpClient::with_env(&GcpSection::default(), &env).unwrap();
+        assert_eq!(c.inner.metadata_base, "http://127.0.0.1:8080/_vm/node-2");
+        let named = GcpSection {
+            metadata_endpoint: Some("http://10.0.0.9/".into()),
+            ..GcpSection::default()
+        };
+        let c = GcpClient::with_env(&named, &env).unwrap();
+        assert_eq!(c.inner.metadata_base, "http://10.0.0.9");
+        let c = GcpClient::with_env(&GcpSection::default(), &AdcEnv::default()).unwrap();
+        assert_eq!(c.inner.metadata_base, "http://169.254.169.254");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -637,6 +637,7 @@ async fn application_default_credentials_of_a_workstation() {
         ..settings(&fake, "node-1")
     };
     let env = AdcEnv {
+        metadata_host: None,
         credentials_file: None,
         gcloud_dir: Some(gcloud.clone()),
     };
@@ -656,6 +657,7 @@ async fn application_default_credentials_of_a_workstation() {
     let key = dir.path().join("sa.json");
     std::fs::write(&key, fake.service_account_key(SERVICE_ACCOUNT)).unwrap();
     let env = AdcEnv {
+        metadata_host: None,
         credentials_file: Some(key),
         gcloud_dir: Some(gcloud),
     };
@@ -683,6 +685,7 @@ async fn application_default_credentials_of_a_workstation() {
     )
     .unwrap();
     let env = AdcEnv {
+        metadata_host: None,
         credentials_file: Some(revoked),
         gcloud_dir: None,
     };

@@ -58,7 +58,8 @@ pub struct GcpSection {
     pub dns_endpoint: Option<String>,
     /// Compute Engine endpoint override.
     pub compute_endpoint: Option<String>,
-    /// Metadata server override (tests). Default `http://169.254.169.254`.
+    /// Metadata server override (tests). Default: `GCE_METADATA_HOST` from the
+    /// environment, else `http://169.254.169.254`.
     pub metadata_endpoint: Option<String>,
     /// OAuth token endpoint override (tests). Default: the key file's `token_uri`, else
     /// `https://oauth2.googleapis.com/token`.
