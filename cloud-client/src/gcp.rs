@@ -58,6 +58,8 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// First backoff pause when an answer names none; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// First pause before reading a pending operation again; doubles up to 2 s.
+const FIRST_POLL: Duration = Duration::from_millis(50);
 /// Lifetime of the JWT assertion (Google accepts at most one hour).
 const ASSERTION_LIFETIME_S: u64 = 3600;
 
@@ -548,7 +550,20 @@ impl GcpClient {
         req: &GcpRequest,
         budget: Duration,
     ) -> Result<GcpResponse, GcpFailure> {
-        let end = clock::now() + budget.min(self.inner.settings.deadline.0);
+        let s = &self.inner.settings;
+        self.send_within(req, budget.min(s.deadline.0), s.call_timeout.0)
+            .await
+    }
+
+    /// [`GcpClient::send`] within `budget`, each attempt bounded by `attempt` (a long
+    /// call such as an operation's `wait` may take more than `call_timeout`).
+    async fn send_within(
+        &self,
+        req: &GcpRequest,
+        budget: Duration,
+        attempt: Duration,
+    ) -> Result<GcpResponse, GcpFailure> {
+        let end = clock::now() + budget;
         let renewed = AtomicBool::new(false);
         let renewed = &renewed;
         let url = self.url(req);
@@ -565,7 +580,7 @@ impl GcpClient {
             if let Some(b) = &req.body {
                 rb = rb.json(b);
             }
-            match self.exchange(&req.operation, rb, end).await {
+            match self.exchange_within(&req.operation, rb, end, attempt).await {
                 Attempt::Done(Err(f))
                     if f.is_status(401) && !renewed.swap(true, Ordering::Relaxed) =>
                 {
@@ -586,6 +601,8 @@ impl GcpClient {
     /// `DONE`, within `budget`: `Ok` when it succeeded, its error classified like an
     /// answer's (`RESOURCE_NOT_FOUND` 404, `RESOURCE_ALREADY_EXISTS` 409,
     /// `CONDITION_NOT_MET` 412, ...) when it failed, unavailable when time ran out.
+    /// Uses the operation's `wait` method, which Compute answers as soon as the
+    /// operation is `DONE` (or after about two minutes): no polling interval is added.
     pub async fn wait_operation(
         &self,
         operation: &str,
@@ -602,23 +619,23 @@ impl GcpClient {
         };
         let (op, path) = if let Some(zone) = last(started, "zone") {
             (
-                "compute.zoneOperations.get",
-                format!("projects/{project}/zones/{zone}/operations/{name}"),
+                "compute.zoneOperations.wait",
+                format!("projects/{project}/zones/{zone}/operations/{name}/wait"),
             )
         } else if let Some(region) = last(started, "region") {
             (
-                "compute.regionOperations.get",
-                format!("projects/{project}/regions/{region}/operations/{name}"),
+                "compute.regionOperations.wait",
+                format!("projects/{project}/regions/{region}/operations/{name}/wait"),
             )
         } else {
             (
-                "compute.globalOperations.get",
-                format!("projects/{project}/global/operations/{name}"),
+                "compute.globalOperations.wait",
+                format!("projects/{project}/global/operations/{name}/wait"),
             )
         };
-        let req = GcpRequest::compute(op, Method::GET, &path);
+        let req = GcpRequest::compute(op, Method::POST, &path);
         let mut current = started.clone();
-        let mut pause = FIRST_BACKOFF;
+        let mut pause = FIRST_POLL;
         loop {
             if current["status"].as_str() == Some("DONE") {
                 return operation_result(operation, &current);
@@ -634,12 +651,14 @@ impl GcpClient {
                     ),
                 ));
             }
-            // Poll until the time is up (the last poll may come at the very end).
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
-            let left = end.saturating_duration_since(clock::now());
-            if !left.is_zero() {
-                current = self.send(&req, left).await?.body;
+            let asked = clock::now();
+            current = self.send_within(&req, left, left).await?.body;
+            // A wait that came back early and not DONE (a proxy, an old API): pause
+            // before asking again.
+            if current["status"].as_str() != Some("DONE") && asked.elapsed() < pause {
+                let left = end.saturating_duration_since(clock::now());
+                tokio::time::sleep(pause.min(left)).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
             }
         }
     }

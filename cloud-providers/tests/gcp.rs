@@ -844,7 +844,7 @@ async fn a_vip_route_follows_a_failover_to_each_vm() {
     );
     assert_eq!(fake.statuses("compute.routes.delete"), [200]);
     assert_eq!(fake.statuses("compute.routes.insert"), [200, 200]);
-    assert!(!fake.statuses("compute.globalOperations.get").is_empty());
+    assert!(!fake.statuses("compute.globalOperations.wait").is_empty());
     // The old owner: inactive, its monitor says where the route went, its late
     // deactivation leaves the new owner's route.
     assert_eq!(
@@ -1067,7 +1067,7 @@ async fn an_alias_ip_follows_a_failover_under_the_interfaces_fingerprints() {
         aliases(&fake, "us-central1-b/node-2"),
         std::slice::from_ref(&range)
     );
-    assert!(!fake.statuses("compute.zoneOperations.get").is_empty());
+    assert!(!fake.statuses("compute.zoneOperations.wait").is_empty());
     assert_eq!(
         a1.check(&ctx("node-1", 1, T)).await.unwrap(),
         CheckOutcome::Inactive
@@ -1523,5 +1523,187 @@ async fn cloud_check_finds_what_exists_and_what_does_not() {
     assert!(yaml.starts_with("title: \"Baton\"\n"), "{yaml}");
     assert!(yaml.contains("\n- dns.changes.create\n"), "{yaml}");
     // Only what the discovery documents describe was sent (testIamPermissions included).
+    fake.assert_no_violations();
+}
+
+// ---------------------------------------------------------------------------------------
+// bench/gcp.sh
+// ---------------------------------------------------------------------------------------
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Per pattern (Cloud DNS record, route VIP, alias IP): from "activate" to the mutating
+/// call arriving at the fake, the activation's total time (with the waits for `done`),
+/// API calls per failover (tokens and metadata included), and as the reference the raw
+/// latency of the same mutating call sent with a plain HTTP client in the same run. The
+/// fake's change and operation delays are set to 0: what is measured is Baton's own
+/// work. Run by `bench/gcp.sh` (`BATON_BENCH_ROUNDS` failovers per pattern, default 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with bench/gcp.sh"]
+async fn bench_failover_per_pattern() {
+    let Some(fake) = GcpFake::start() else { return };
+    let rounds: u64 = std::env::var("BATON_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    fake.settings(json!({"dns_change_delay_ms": 0, "operation_delay_ms": 0}));
+    fake.seed(json!({"instances": [{"name": "node-9", "zone": "us-central1-c", "networkIP": "10.128.0.9"}]}));
+    let (sh, _rx) = shared(&settings(&fake, "node-1"));
+    let servers = [
+        ("node-1", "us-central1-a", IP1),
+        ("node-2", "us-central1-b", IP2),
+    ];
+    let dns: Vec<GcpDnsDriver> = servers
+        .iter()
+        .map(|(_, _, ip)| driver(&sh, &format!("ip = '{ip}'")))
+        .collect();
+    let routes: Vec<GcpVipDriver> = servers
+        .iter()
+        .map(|(n, z, _)| vip(&sh, &format!("instance = '{n}'\nzone = '{z}'")))
+        .collect();
+    let alias: Vec<GcpVipDriver> = servers
+        .iter()
+        .map(|(n, z, _)| {
+            GcpVipDriver::from_params(
+                &format!("ip = '{ALIAS}'\nmode = 'alias'\ninstance = '{n}'\nzone = '{z}'")
+                    .parse::<toml::Table>()
+                    .unwrap(),
+                sh.clone(),
+            )
+            .unwrap()
+        })
+        .collect();
+    // First activations (token, project) outside the measurement, on node-2: the first
+    // round moves everything to node-1.
+    dns[1].activate(&ctx("node-2", 1, T)).await.unwrap();
+    routes[1].activate(&ctx("node-2", 1, T)).await.unwrap();
+    alias[1].activate(&ctx("node-2", 1, T)).await.unwrap();
+    let token = fake.control("POST", "/_fake/tokens", Some(json!({"principal": "bench"})))
+        ["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let http = reqwest::Client::new();
+    let base = format!("{}/", fake.endpoint);
+    let mut rows = Vec::new();
+    for (pattern, op) in [
+        ("dns", "dns.changes.create"),
+        ("route", "compute.routes.insert"),
+        ("alias", "compute.instances.updateNetworkInterface"),
+    ] {
+        let (mut visible, mut total, mut calls, mut raw) = (vec![], vec![], vec![], vec![]);
+        for i in 0..rounds {
+            let epoch = i + 2;
+            let who = usize::try_from(epoch % 2).unwrap();
+            let c = ctx(servers[who].0, epoch, T);
+            fake.control("DELETE", "/_fake/log", None);
+            fake.control("DELETE", "/_fake/calls", None);
+            let t0 = now_s();
+            match pattern {
+                "dns" => dns[who].activate(&c).await.unwrap(),
+                "route" => routes[who].activate(&c).await.unwrap(),
+                _ => alias[who].activate(&c).await.unwrap(),
+            }
+            let t1 = now_s();
+            let log = fake.control("GET", "/_fake/log", None);
+            let seen = log
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["op"] == op && e["status"] == 200)
+                .filter_map(|e| e["t"].as_f64())
+                .fold(f64::NAN, f64::max);
+            visible.push((seen - t0) * 1000.0);
+            total.push((t1 - t0) * 1000.0);
+            let n: u64 = fake
+                .control("GET", "/_fake/calls", None)
+                .as_object()
+                .unwrap()
+                .values()
+                .filter_map(serde_json::Value::as_u64)
+                .sum();
+            calls.push(n as f64);
+            // Reference: the same mutating call, plain.
+            let (method, url, body) = match pattern {
+                "dns" => (
+                    reqwest::Method::POST,
+                    format!("{base}dns/v1/projects/{PROJECT}/managedZones/{PUBLIC_ZONE}/changes"),
+                    json!({"additions": [{"name": format!("raw{i}.example.com."), "type": "A",
+                                          "ttl": 60, "rrdatas": ["10.9.9.9"]}]}),
+                ),
+                "route" => (
+                    reqwest::Method::POST,
+                    format!("{base}compute/v1/projects/{PROJECT}/global/routes"),
+                    json!({"name": format!("raw-{i}"), "network": format!("projects/{PROJECT}/global/networks/default"),
+                           "destRange": format!("10.2.0.{}/32", i % 250), "priority": 1000,
+                           "nextHopInstance": format!("projects/{PROJECT}/zones/us-central1-c/instances/node-9")}),
+                ),
+                _ => {
+                    let state = fake.control("GET", "/_fake/state", None);
+                    let fp = state["projects"][PROJECT]["instances"]["us-central1-c/node-9"]
+                        ["networkInterfaces"][0]["fingerprint"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                    (
+                        reqwest::Method::PATCH,
+                        format!("{base}compute/v1/projects/{PROJECT}/zones/us-central1-c/instances/node-9/updateNetworkInterface?networkInterface=nic0"),
+                        json!({"fingerprint": fp, "aliasIpRanges": [{"ipCidrRange": format!("10.128.1.{}/32", i % 250)}]}),
+                    )
+                }
+            };
+            let r0 = now_s();
+            let r = http
+                .request(method, &url)
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+            raw.push((now_s() - r0) * 1000.0);
+            if pattern == "alias" {
+                // Let the raw update's operation land before the next fingerprint read.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        rows.push((pattern, visible, total, calls, raw));
+    }
+    let med = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    let p90 = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[(s.len() * 9 / 10).min(s.len() - 1)]
+    };
+    println!(
+        "\nGoogle Cloud failover per pattern against the fake ({rounds} failovers each; times in ms, median / p90)"
+    );
+    println!(
+        "{:<8} {:>16} {:>16} {:>10} {:>16} {:>14}",
+        "pattern", "visible", "activation", "API calls", "raw call", "visible / raw"
+    );
+    for (p, vis, tot, calls, raw) in &rows {
+        println!(
+            "{:<8} {:>7.1} / {:>6.1} {:>7.1} / {:>6.1} {:>10.1} {:>7.1} / {:>6.1} {:>14.2}",
+            p,
+            med(vis),
+            p90(vis),
+            med(tot),
+            p90(tot),
+            med(calls),
+            med(raw),
+            p90(raw),
+            med(vis) / med(raw)
+        );
+    }
     fake.assert_no_violations();
 }

@@ -50,7 +50,7 @@ use crate::{
 /// the action gives up.
 const MAX_CONFLICTS: u32 = 5;
 /// First pause between two reads of a pending change; doubles up to [`MAX_POLL`].
-const FIRST_POLL: Duration = Duration::from_millis(200);
+const FIRST_POLL: Duration = Duration::from_millis(50);
 const MAX_POLL: Duration = Duration::from_secs(2);
 /// The metadata value that gives the default address.
 const IP_METADATA: &str = "instance/network-interfaces/0/ip";
