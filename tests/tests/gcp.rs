@@ -6,6 +6,8 @@
 //!    instance, both with the new epoch; a clean stop deletes the record and the route.
 //! 2. A maintenance event announced on the active server's VM moves the group first
 //!    (the old server is still up); an alias IP follows it.
+//! 3. The internal load balancer's health check: a prober every 50 ms never finds two
+//!    servers answering, through a move and a SIGKILL of the owner.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // Tests measure the real time of real processes and sockets: they read the clock directly.
 #![allow(clippy::disallowed_methods)]
@@ -190,5 +192,113 @@ recovery = {{ target = "web", restart_retries = 0, failover_retries = 1 }}
             Err(format!("node-1 {a1}, node-2 {a2}"))
         }
     });
+    fake.assert_no_violations();
+}
+
+/// `addr:port` answers a TCP connect within 200 ms.
+fn answers(addr: &str) -> bool {
+    std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200)).is_ok()
+}
+
+#[test]
+fn s3_exactly_one_server_answers_the_health_check_through_moves_and_a_crash() {
+    let _g = serial();
+    let Some(fake) = GcpFake::start() else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.93.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let body = format!(
+        r#"{g}
+[[group.resource]]
+kind = "gcp-lb-probe"
+name = "ilb"
+port = {port}
+[group.resource.server.node-1]
+address = "127.0.93.1"
+[group.resource.server.node-2]
+address = "127.0.93.2"
+
+[[monitor]]
+kind = "gcp-lb-probe"
+name = "ilbw"
+interval = "1s"
+timeout = "5s"
+retries = 0
+on_api_error = "warn"
+group = "web"
+timing = "active"
+port = 7080
+backend_service = "baton-ilb"
+region = "us-central1"
+recovery = {{ target = "web", restart_retries = 1 }}
+"#,
+        g = group()
+    );
+    let mut c = GcpCluster::start(&fake, "ilb", 93, &body);
+    c.wait_owner("web", "node-1", T);
+    let (a1, a2) = (format!("127.0.93.1:{port}"), format!("127.0.93.2:{port}"));
+    baton_tests::wait_until("node-1 answers the health check", T, || {
+        if answers(&a1) {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
+    // The load balancer's prober, every 50 ms, from here on.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let (stop, a1, a2) = (stop.clone(), a1.clone(), a2.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push((answers(&a1), answers(&a2)));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        })
+    };
+    // A move, then a crash of the owner.
+    let out = c.ctl(&["group", "move", "web", "--to", "node-2"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    c.wait_owner("web", "node-2", T);
+    baton_tests::wait_until("node-2 answers the health check", T, || {
+        if answers(&a2) {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
+    c.kill("node-2", Signal::SIGKILL);
+    c.wait_owner("web", "node-1", T);
+    baton_tests::wait_until("node-1 answers again", T, || {
+        if answers(&a1) {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = prober.join().unwrap();
+    assert!(
+        seen.iter().all(|(x, y)| !(*x && *y)),
+        "both servers answered at once: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(_, y)| *y),
+        "node-2 never answered: {seen:?}"
+    );
+    // The monitor (on the active server) found the backend service's health check on
+    // its port: no mismatch reported.
+    let alerts = c.alerts("node-1");
+    assert!(
+        !alerts.iter().any(|e| e.id == "BTN-8113"),
+        "{:?}",
+        alerts.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
     fake.assert_no_violations();
 }
