@@ -272,6 +272,8 @@ recovery = {{ target = "web", restart_retries = 1 }}
             Err("not yet".into())
         }
     });
+    // Long enough for the prober (one probe every 50 ms) to see node-2 answer.
+    std::thread::sleep(Duration::from_millis(300));
     c.kill("node-2", Signal::SIGKILL);
     c.wait_owner("web", "node-1", T);
     baton_tests::wait_until("node-1 answers again", T, || {
