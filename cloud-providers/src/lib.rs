@@ -20,6 +20,7 @@ pub mod clock;
 pub mod cloud;
 pub mod error;
 pub mod fencing;
+pub mod gcp;
 pub mod local;
 pub mod params;
 pub mod process;
@@ -171,13 +172,14 @@ impl Probe for ResourceProbe {
 
 pub use registry::ProviderRegistry;
 
-/// The registry of everything this crate implements, the AWS and Azure clients built
-/// from `aws` and `azure` on first use.
+/// The registry of everything this crate implements, the AWS, Azure and Google Cloud
+/// clients built from `aws`, `azure` and `gcp` on first use.
 pub fn registry(
     aws: &baton_core::config::AwsSection,
     azure: &baton_core::config::AzureSection,
+    gcp: &baton_core::config::GcpSection,
 ) -> ProviderRegistry {
-    ProviderRegistry::new(aws, azure)
+    ProviderRegistry::new(aws, azure, gcp)
 }
 
 /// A registry with the default `[aws]` and `[azure]` settings, enough to validate a

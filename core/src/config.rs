@@ -16,6 +16,7 @@ mod aws;
 mod azure;
 mod diagnostics;
 mod duration;
+mod gcp;
 mod model;
 mod notify;
 mod raw;
@@ -28,6 +29,10 @@ pub use azure::{
 };
 pub use diagnostics::{ConfigError, Diagnostic, Level};
 pub use duration::{parse_duration, Dur, MAX_DURATION};
+pub use gcp::{
+    is_location, is_project_id, GcpCredentials, GcpSection, GCP_COMPUTE_ENDPOINT, GCP_DNS_ENDPOINT,
+    GCP_METADATA_ENDPOINT, GCP_TOKEN_ENDPOINT,
+};
 pub use model::*;
 pub use notify::{
     id_matches, CloudWatchSection, DeliverySection, LogSinkSection, MailSection, MailSecurity,

@@ -487,6 +487,51 @@ catalogue! {
     AZURE_SCHEDULED_EVENT_NOTED = 8018, Info, "azure", "Azure scheduled event for a server that does not hold the group",
         cause: "The `azure-events` monitor found a Scheduled Event for this VM while the monitor's group is not held here, and does not approve events (`acknowledge = false`), or the event has started already. Nothing needs to move; the server will be away during the event.",
         action: "None. Expect this server to be down for the event's duration; the cluster keeps its quorum only if the others are up.";
+    GCP_API_UNAVAILABLE = 8101, Warning, "gcp", "Google Cloud API did not answer",
+        cause: "A Cloud DNS, Compute Engine, OAuth token or metadata server call failed after its retries with throttling (429, or 403 `rateLimitExceeded`), a 5xx error, a timeout or a network error, within `[gcp] deadline` and the action's timeout: the endpoint is down or unreachable (no route to Google APIs, Private Google Access off, firewall, proxy), or the project's quota is exhausted.",
+        action: "Check the path to the endpoint (`[gcp]` endpoints, Private Google Access on the subnetwork, egress firewall rules) and Google Cloud's service health. Monitors apply their `on_api_error` policy (default warn: no recovery).";
+    GCP_NOT_FOUND = 8102, Error, "gcp", "Google Cloud resource does not exist",
+        cause: "Google Cloud does not know a name from the configuration: the project, the managed zone, or another resource (the event quotes Google's reason and message).",
+        action: "Correct `project` and `zone` (the managed zone's name, not its DNS name) on the resource, or `[gcp] project`.";
+    GCP_PERMISSION_DENIED = 8103, Error, "gcp", "Not authorized to perform the Google Cloud operation",
+        cause: "Google Cloud refused an operation for lack of permission (403 `forbidden`, or `insufficientPermissions` when the VM's access scopes do not include the API): the service account has no role that grants it on the project or zone.",
+        action: "Grant the service account a role with the permissions the kind needs (for `gcp-dns`: `dns.changes.create`, `dns.changes.get`, `dns.resourceRecordSets.list`; see the least-privilege role in the Google Cloud page), and give the VM the `cloud-platform` access scope.";
+    GCP_CREDENTIALS = 8104, Error, "gcp", "Google Cloud credentials not usable",
+        cause: "No access token could be had, or Google refused it: no service account attached to the VM, an unreadable or malformed service-account key file, a deleted or disabled key (`invalid_grant`), an expired or revoked user login for application default credentials, or no application default credentials at all.",
+        action: "Check `[gcp] credentials` and `key_file`; on a VM, that a service account is attached; for `application-default`, run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS.";
+    GCP_REQUEST_REJECTED = 8105, Error, "gcp", "Google Cloud rejected the request",
+        cause: "Google Cloud answered a call with a client error not covered by a more specific event (the event quotes Google's reason and message), for example a record name outside the managed zone.",
+        action: "Read Google's message; correct the configuration or the Google Cloud set-up it names.";
+    GCP_STALE_EPOCH = 8106, Error, "gcp", "A newer owner holds the Google Cloud resource",
+        cause: "The epoch record (`_baton.<name>` TXT) beside a Cloud DNS record carries a Baton epoch newer than this activation's: another server took the group later. This server refused to overwrite it (fencing).",
+        action: "None: the newer owner keeps the resource. If it recurs, check `baton status` on every server for a split cluster.";
+    GCP_DNS_RECORD_CHANGED = 8107, Warning, "gcp", "Cloud DNS record missing or changed by someone else",
+        cause: "The A record of a `gcp-dns` resource does not exist, holds another address than the active server's, or its epoch record does not name this server (the event says what was found).",
+        action: "None if recovery is configured: the `gcp-dns` resource is restarted and writes the record again. Check that no other cluster or tool writes the same name.";
+    GCP_DNS_UPDATED = 8108, Info, "gcp", "Cloud DNS record updated",
+        cause: "A `gcp-dns` resource's change (the A record and its epoch record, or their deletion on deactivation) was applied and Cloud DNS reported it done; the event gives the time it took.",
+        action: "None.";
+    GCP_DNS_CONFLICT = 8109, Warning, "gcp", "Cloud DNS record changed while it was written",
+        cause: "A Cloud DNS change was refused because the records it named as deletions were no longer exactly those in the zone (412 `conditionNotMet`, 404 for a deleted one, 409 `alreadyExists` for a created one): another writer changed them between the read and the change. Nothing was overwritten; the resource read them again and decided again.",
+        action: "None if it is rare. If it recurs, look for another cluster or tool writing the same name.";
+    GCP_VIP_CHANGED = 8110, Warning, "gcp", "Google Cloud VIP route missing or changed by someone else",
+        cause: "The static route of a `gcp-vip` resource does not exist, sends the VIP to another instance, or its description does not carry this server's Baton epoch mark (the event says what was found).",
+        action: "None if recovery is configured: the `gcp-vip` resource is restarted and puts the route back. Check that no other cluster or tool manages a route of the same name or destination.";
+    GCP_VIP_MOVED = 8111, Info, "gcp", "Google Cloud VIP route moved",
+        cause: "A `gcp-vip` resource replaced its static route so that the VIP's next hop is this server's instance (or deleted it on deactivation); the Compute operations were done. The event gives the time it took.",
+        action: "None.";
+    GCP_VIP_CONFLICT = 8112, Warning, "gcp", "Google Cloud VIP route changed while it was moved",
+        cause: "While a `gcp-vip` resource replaced its route, the route was deleted or created by someone else (the delete found no route, or the insert found one: `RESOURCE_NOT_FOUND`, `RESOURCE_ALREADY_EXISTS`). The resource read it again and decided again.",
+        action: "None if it is rare. If it recurs, look for another cluster or tool managing the same route.";
+    GCP_LB_PROBE_MISMATCH = 8113, Warning, "gcp", "Internal load balancer does not probe Baton's port",
+        cause: "The backend service of a `gcp-lb-probe` monitor uses no health check on the port the `gcp-lb-probe` resource answers (or not the health check named, or not with the protocol configured): the load balancer would not follow the active server (the event says what the backend service uses).",
+        action: "Point the backend service's health check at the resource's `port` (`gcloud compute health-checks update tcp NAME --port PORT`), or correct `port`, `health_check` or `backend_service`.";
+    GCP_LB_PROBE_FAILED = 8114, Error, "gcp", "Health-check port could not be opened",
+        cause: "A `gcp-lb-probe` resource could not listen on its port: another process holds it, the address is not on this server, or a port below 1024 without the privilege to bind it.",
+        action: "Free the port or choose another (and point the load balancer's health check at it); check `address`.";
+    GCP_MAINTENANCE = 8115, Warning, "gcp", "Google Cloud maintenance or preemption announced",
+        cause: "The metadata server of this server's VM announces a host maintenance event (`instance/maintenance-event` is MIGRATE_ON_HOST_MAINTENANCE or TERMINATE_ON_HOST_MAINTENANCE, about 60 s ahead) or a preemption of the Spot VM (`instance/preempted` is TRUE, about 30 s before it stops). The `gcp-maintenance` monitor reports it so the group moves first.",
+        action: "None if recovery is configured (the group moves to another server before the event). Set `migrate = \"ignore\"` if live migrations should not move the group.";
 }
 
 /// Look up a catalogue entry by numeric id.

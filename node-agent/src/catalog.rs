@@ -47,9 +47,9 @@ impl KindCatalog for ProviderCatalog<'_> {
 }
 
 /// Every kind this build knows (the providers' and mirroring's), the cloud clients built
-/// from the configuration's `[aws]` and `[azure]` on first use.
+/// from the configuration's `[aws]`, `[azure]` and `[gcp]` on first use.
 pub fn kinds(cfg: &Config) -> crate::mirror_kind::Kinds {
-    crate::mirror_kind::Kinds::new(baton_providers::registry(&cfg.aws, &cfg.azure))
+    crate::mirror_kind::Kinds::new(baton_providers::registry(&cfg.aws, &cfg.azure, &cfg.gcp))
 }
 
 /// [`kinds`] with the default `[aws]` settings (enough to validate configurations).
@@ -142,6 +142,71 @@ mod tests {
             .1
             .unwrap_err();
         assert_eq!(e.diagnostics[0].key, "azure.identity", "{e}");
+    }
+
+    /// A `gcp-dns` resource in a three-server file, `keys` its kind keys.
+    fn gcp(
+        keys: &str,
+        gcp: &str,
+    ) -> (
+        String,
+        Result<baton_core::config::Loaded, baton_core::config::ConfigError>,
+    ) {
+        let text = format!(
+            "[cluster]\nname = \"c\"\nkey_file = \"k\"\n\n\
+             [[server]]\nname = \"a\"\ninterconnects = [\"10.0.0.1\"]\napi = \"10.0.0.1:7420\"\n\
+             [[server]]\nname = \"b\"\ninterconnects = [\"10.0.0.2\"]\napi = \"10.0.0.2:7420\"\n\
+             [[server]]\nname = \"c\"\ninterconnects = [\"10.0.0.3\"]\napi = \"10.0.0.3:7420\"\n\n\
+             {gcp}\n[[group]]\nname = \"web\"\nservers = [\"a\", \"b\"]\n\n\
+             [[group.resource]]\nkind = \"gcp-dns\"\nname = \"dns1\"\n{keys}\n"
+        );
+        let reg = super::default_kinds();
+        let r = baton_core::config::load_str("baton.toml", &text, &super::ProviderCatalog(&reg));
+        (text, r)
+    }
+
+    #[test]
+    fn gcp_dns_keys_are_checked_with_their_line() {
+        // The address may come from each VM's metadata server, the project from [gcp].
+        gcp(
+            "zone = \"public-zone\"\nrecord_name = \"db.example.com.\"",
+            "",
+        )
+        .1
+        .unwrap();
+        gcp(
+            "zone = \"public-zone\"\nrecord_name = \"db.example.com.\"\n[group.resource.server.a]\nip = \"10.0.0.1\"",
+            "[gcp]\nproject = \"baton-test\"\n",
+        )
+        .1
+        .unwrap();
+        let (text, r) = gcp(
+            "zone = \"example.com\"\nrecord_name = \"db.example.com.\"",
+            "",
+        );
+        let e = r.unwrap_err();
+        let d = &e.diagnostics[0];
+        assert_eq!(d.key, "group[0].resource[0].zone", "{d}");
+        let line = text.lines().position(|l| l.starts_with("zone =")).unwrap() + 1;
+        assert_eq!(d.line, line, "{d}");
+        assert!(d.message.contains("not its DNS name"), "{d}");
+        // Per server: the bad address is found for the server that has it.
+        let (text, r) = gcp(
+            "zone = \"public-zone\"\nrecord_name = \"db.example.com.\"\n[group.resource.server.b]\nip = \"10.0.0.300\"",
+            "",
+        );
+        let e = r.unwrap_err();
+        let d = &e.diagnostics[0];
+        assert!(d.message.contains("invalid address `10.0.0.300`"), "{d}");
+        let line = text.lines().position(|l| l.contains("10.0.0.300")).unwrap() + 1;
+        assert_eq!(d.line, line, "{d}");
+        let e = gcp(
+            "zone = \"public-zone\"\nrecord_name = \"db.example.com.\"",
+            "[gcp]\ncredentials = \"service-account\"\n",
+        )
+        .1
+        .unwrap_err();
+        assert_eq!(e.diagnostics[0].key, "gcp.credentials", "{e}");
     }
 
     #[test]

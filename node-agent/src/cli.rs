@@ -1260,7 +1260,7 @@ async fn resource_cmd(op: &str, t: &ResourceTarget<'_>) -> Exit {
             &format!("no resource `{resource}` in group `{group}`"),
         );
     };
-    let reg = baton_providers::registry(&cfg.aws, &cfg.azure);
+    let reg = baton_providers::registry(&cfg.aws, &cfg.azure, &cfg.gcp);
     let driver =
         match baton_providers::Registry::build_resource(&reg, &r.kind, &r.params_for(server)) {
             Ok(d) => d,

@@ -1,26 +1,30 @@
 //! `baton cloud`: preflight of a configuration's cloud resources.
 //!
-//! - `baton cloud check --config F --server S [--json]`: the AWS IDs and Azure
-//!   resources of server S's resources and monitors exist, and the credentials on this
-//!   machine may change them (AWS: DryRun where the API has it; Azure: the identity's
-//!   permissions on each resource group). Exit 0 when nothing failed, 1 otherwise.
-//! - `baton cloud iam-policy --config F [--cloud aws|azure] [--json]`: the
-//!   least-privilege IAM policy (AWS) or custom role (Azure) the whole configuration
-//!   needs (attach it to every server's instance role or identity).
+//! - `baton cloud check --config F --server S [--json]`: the cloud resources that server
+//!   S's resources and monitors name exist, and the credentials on this machine may
+//!   change them (AWS: DryRun where the API has it; Azure: the identity's permissions on
+//!   each resource group; Google Cloud: testIamPermissions). Exit 0 when nothing
+//!   failed, 1 otherwise.
+//! - `baton cloud iam-policy --config F [--cloud aws|azure|gcp] [--json]`: the
+//!   least-privilege IAM policy (AWS), custom role (Azure, JSON) or custom role (Google
+//!   Cloud: YAML for `gcloud iam roles create --file`, or JSON) the whole configuration
+//!   needs.
 
 use std::time::Duration;
 
-use baton_providers::aws::preflight::{self, Status};
+use baton_providers::aws::preflight::{self, Finding, Status};
 use baton_providers::aws::AwsClients;
 use baton_providers::azure::preflight as azure_preflight;
+use baton_providers::gcp::preflight as gcp_preflight;
 use clap::{Subcommand, ValueEnum};
 
 use crate::exit::Exit;
 
 #[derive(Subcommand, Debug)]
 pub enum CloudOp {
-    /// Check that this server's AWS IDs exist and that its credentials may change them
-    /// (run it on that server, `-s`: its credentials are the ones checked).
+    /// Check that the cloud resources this server's kinds name exist and that its
+    /// credentials may change them (run it on that server, `-s`: its credentials are the
+    /// ones checked).
     Check {
         #[command(flatten)]
         cfg: crate::args::ConfigArg,
@@ -29,13 +33,13 @@ pub enum CloudOp {
         #[arg(long)]
         json: bool,
     },
-    /// Print the least-privilege IAM policy (AWS) or custom role (Azure) the
-    /// configuration needs.
+    /// Print the least-privilege IAM policy (AWS) or custom role (Azure, Google Cloud)
+    /// the configuration needs.
     IamPolicy {
         #[command(flatten)]
         cfg: crate::args::ConfigArg,
         /// Which cloud's policy (default: the cloud whose kinds the configuration uses;
-        /// AWS when it uses none or both).
+        /// AWS when it uses none; required when it uses several).
         #[arg(long, value_enum)]
         cloud: Option<Cloud>,
         /// One line of JSON instead of the indented policy.
@@ -48,6 +52,19 @@ pub enum CloudOp {
 pub enum Cloud {
     Aws,
     Azure,
+    Gcp,
+}
+
+/// The clouds whose kinds the configuration uses.
+fn used_clouds(cfg: &baton_core::config::Config) -> Vec<Cloud> {
+    [
+        (uses_aws(cfg), Cloud::Aws),
+        (azure_preflight::uses_azure(cfg), Cloud::Azure),
+        (gcp_preflight::uses_gcp(cfg), Cloud::Gcp),
+    ]
+    .into_iter()
+    .filter_map(|(used, c)| used.then_some(c))
+    .collect()
 }
 
 fn uses_aws(cfg: &baton_core::config::Config) -> bool {
@@ -98,7 +115,7 @@ pub async fn run(op: CloudOp) -> Exit {
             }
             let clients = AwsClients::load(&cfg.aws).await;
             let mut found = Vec::new();
-            if uses_aws(&cfg) || !azure_preflight::uses_azure(&cfg) {
+            if uses_aws(&cfg) || used_clouds(&cfg).is_empty() {
                 let per_call = Duration::from_millis(cfg.aws.call_timeout.ms());
                 found.extend(preflight::check(&cfg, &server, &clients, per_call).await);
             }
@@ -108,13 +125,16 @@ pub async fn run(op: CloudOp) -> Exit {
                     Ok(client) => {
                         found.extend(azure_preflight::check(&cfg, &server, &client, per_call).await)
                     }
-                    Err(e) => found.push(baton_providers::cloud::Finding {
+                    Err(e) => found.push(Finding {
                         subject: "[azure]".into(),
                         check: "identity".into(),
                         status: Status::Fail,
                         detail: e.to_string(),
                     }),
                 }
+            }
+            if gcp_preflight::uses_gcp(&cfg) {
+                found.extend(gcp_check(&cfg, &server).await);
             }
             let worst = preflight::worst(&found);
             let ok = worst != Status::Fail;
@@ -163,14 +183,34 @@ pub async fn run(op: CloudOp) -> Exit {
                 Ok(c) => c,
                 Err(e) => return config_error(json, &e),
             };
-            let azure = match cloud {
-                Some(c) => c == Cloud::Azure,
-                None => azure_preflight::uses_azure(&cfg) && !uses_aws(&cfg),
+            let used = used_clouds(&cfg);
+            let cloud = match (cloud, used.as_slice()) {
+                (Some(c), _) => c,
+                (None, []) => Cloud::Aws,
+                (None, [one]) => *one,
+                (None, several) => {
+                    let names: Vec<String> = several
+                        .iter()
+                        .map(|c| format!("{c:?}").to_lowercase())
+                        .collect();
+                    eprintln!(
+                        "baton: the configuration uses kinds of several clouds ({}): choose one with --cloud",
+                        names.join(", ")
+                    );
+                    return Exit::Usage;
+                }
             };
-            let policy = if azure {
-                azure_preflight::custom_role(&cfg)
-            } else {
-                preflight::iam_policy(&cfg)
+            let policy = match cloud {
+                Cloud::Aws => preflight::iam_policy(&cfg),
+                Cloud::Azure => azure_preflight::custom_role(&cfg),
+                Cloud::Gcp => {
+                    let role = gcp_preflight::custom_role(&cfg);
+                    if !json {
+                        print!("{}", gcp_preflight::custom_role_yaml(&role));
+                        return Exit::Ok;
+                    }
+                    role
+                }
             };
             if json {
                 println!("{policy}");
@@ -182,5 +222,19 @@ pub async fn run(op: CloudOp) -> Exit {
             }
             Exit::Ok
         }
+    }
+}
+
+/// The Google Cloud findings of `server` (a client that cannot be built is one failure).
+async fn gcp_check(cfg: &baton_core::config::Config, server: &str) -> Vec<Finding> {
+    let per_call = Duration::from_millis(cfg.gcp.call_timeout.ms());
+    match baton_cloud_client::gcp::GcpClient::new(&cfg.gcp) {
+        Ok(client) => gcp_preflight::check(cfg, server, &client, per_call).await,
+        Err(f) => vec![Finding {
+            subject: "[gcp]".into(),
+            check: "credentials".into(),
+            status: Status::Fail,
+            detail: f.to_string(),
+        }],
     }
 }

@@ -31,6 +31,7 @@ pub mod client;
 pub mod cloud_cluster;
 pub mod cluster;
 pub mod config;
+pub mod gcp;
 pub mod http;
 pub mod lab;
 pub mod model;

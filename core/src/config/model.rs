@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{timing, ApiSection, AwsSection, AzureSection, Dur, MetricsSection, NotifySection};
+use super::{
+    timing, ApiSection, AwsSection, AzureSection, Dur, GcpSection, MetricsSection, NotifySection,
+};
 
 /// Default UDP port for heartbeats when an interconnect gives only an address.
 pub const DEFAULT_HEARTBEAT_PORT: u16 = 7421;
@@ -269,6 +271,7 @@ pub struct Config {
     pub metrics: MetricsSection,
     pub aws: AwsSection,
     pub azure: AzureSection,
+    pub gcp: GcpSection,
     pub api: ApiSection,
 }
 

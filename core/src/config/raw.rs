@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{
-    AgentSection, ApiSection, AwsSection, AzureSection, Dur, FinalAction, HeartbeatSection,
-    MetricsSection, MonitorTiming, NotifySection, OnApiError, QuorumSection,
+    AgentSection, ApiSection, AwsSection, AzureSection, Dur, FinalAction, GcpSection,
+    HeartbeatSection, MetricsSection, MonitorTiming, NotifySection, OnApiError, QuorumSection,
 };
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +37,8 @@ pub(super) struct RawFile {
     pub(super) aws: AwsSection,
     #[serde(default)]
     pub(super) azure: AzureSection,
+    #[serde(default)]
+    pub(super) gcp: GcpSection,
     #[serde(default)]
     pub(super) api: ApiSection,
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::diagnostics::{k, Diags, Seg};
 use super::raw::RawFile;
-use super::{api, aws, azure, notify, Config, Dur, Group, KindCatalog, Server};
+use super::{api, aws, azure, gcp, notify, Config, Dur, Group, KindCatalog, Server};
 
 mod agent;
 mod cluster;
@@ -49,6 +49,7 @@ pub(super) fn validate(
     notify::validate(d, &raw.notify, &raw.metrics, &monitors);
     aws::validate(d, &raw.aws);
     azure::validate(d, &raw.azure);
+    gcp::validate(d, &raw.gcp);
     api::validate(d, &raw.api);
     cluster::validate_accept_key_files(d, &raw.cluster);
 
@@ -68,6 +69,7 @@ pub(super) fn validate(
         metrics: raw.metrics,
         aws: raw.aws,
         azure: raw.azure,
+        gcp: raw.gcp,
         api: raw.api,
     };
     // Every heartbeat must fit in one datagram (issue 9): bounded uncompressed.
