@@ -173,7 +173,13 @@ imds = false
             net,
             ["us-east-1a", "us-east-1b", "us-east-1c"],
             &preamble,
-            aws_env(&world.moto.endpoint),
+            {
+                let env: Vec<_> = aws_env(&world.moto.endpoint)
+                    .into_iter()
+                    .map(|(k, v)| (k, Some(v)))
+                    .collect();
+                Box::new(move |_: &str| env.clone())
+            },
             body,
         )
     }

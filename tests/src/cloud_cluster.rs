@@ -15,6 +15,10 @@ use crate::client::{tail, Baton};
 use crate::cluster::{addr, api_token, pick_port};
 use crate::config::ConfigText;
 
+/// The environment of the agent of a server (by name): variables to set (`Some`) or to
+/// remove (`None`).
+pub type AgentEnv = Box<dyn Fn(&str) -> Vec<(&'static str, Option<String>)>>;
+
 /// One agent.
 pub struct CloudNode {
     pub name: String,
@@ -32,22 +36,22 @@ pub struct CloudCluster {
     pub nodes: Vec<CloudNode>,
     baton: Baton,
     pub token: String,
-    /// Environment of every agent (the emulator's endpoint, credentials).
-    env: Vec<(&'static str, String)>,
+    /// Each agent's environment (the emulator's endpoint, credentials).
+    env: AgentEnv,
     _tmp: tempfile::TempDir,
 }
 
 impl CloudCluster {
     /// Three servers in three zones on 127.`net`.0.x; `preamble` is the cloud's section
     /// (after the heartbeat and host-safe settings), `body` the TOML of the groups and
-    /// monitors; every agent gets `env`.
+    /// monitors; each agent gets `env` of its server's name.
     pub fn start_with(
         cloud: &str,
         name: &str,
         net: u8,
         zones: [&str; 3],
         preamble: &str,
-        env: Vec<(&'static str, String)>,
+        env: AgentEnv,
         body: &str,
     ) -> CloudCluster {
         let bin = crate::bin::baton_bin();
@@ -110,7 +114,7 @@ impl CloudCluster {
 
     fn spawn(&mut self, i: usize) {
         let n = &self.nodes[i];
-        let child = self
+        let mut cmd = self
             .baton
             .agent(
                 &n.name,
@@ -119,10 +123,14 @@ impl CloudCluster {
                 &n.log,
                 &format!("=== harness: starting agent {} ===", n.name),
             )
-            .unwrap_or_else(|e| panic!("{e}"))
-            .envs(self.env.iter().cloned())
-            .spawn()
-            .expect("start agent");
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (k, v) in (self.env)(&n.name) {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let child = cmd.spawn().expect("start agent");
         self.nodes[i].child = Some(child);
     }
 

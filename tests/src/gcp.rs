@@ -14,25 +14,19 @@
 //! [`GcpFake::start`] returns `None` (and records the skip) when python is missing,
 //! unless `BATON_REQUIRE_ALL=1`, where that is a failure.
 //!
-//! [`GcpCluster::start`] runs three real `baton agent` processes against the fake:
+//! [`start_cluster`] runs three real `baton agent` processes against the fake:
 //! `node-1` and `node-2` for the groups and `node-3` for the third vote, each with its own
 //! VM's metadata server (`GCE_METADATA_HOST` = the fake's `/_vm/<server>`), Cloud DNS and
 //! Compute at the fake. Dropping it kills the agents (their logs are printed when the
 //! test is failing).
 
 use std::net::SocketAddr;
-use std::ops::Deref;
-use std::path::PathBuf;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::client::{tail, Baton};
-use crate::cluster::{addr, api_token, pick_port};
-use crate::config::ConfigText;
+use crate::cloud_cluster::CloudCluster;
 use crate::http;
 
 /// The project of the default world.
@@ -265,175 +259,32 @@ impl Drop for GcpFake {
     }
 }
 
-/// One agent.
-pub struct GcpNode {
-    pub name: String,
-    pub api: SocketAddr,
-    pub log: PathBuf,
-    pub state_dir: PathBuf,
-    child: Option<Child>,
-}
-
-/// Three agents against the fake; a [`Baton`] client of their configuration.
-pub struct GcpCluster {
-    pub dir: PathBuf,
-    pub nodes: Vec<GcpNode>,
-    baton: Baton,
-    pub token: String,
-    fake_addr: String,
-    _tmp: tempfile::TempDir,
-}
-
-impl GcpCluster {
-    /// `body` is the TOML of the groups and monitors; the fake gets a VM `node-3` too.
-    pub fn start(fake: &GcpFake, name: &str, net: u8, body: &str) -> GcpCluster {
-        fake.seed(
-            json!({"instances": [{"name": "node-3", "zone": "us-central1-c",
-                                        "networkIP": "10.128.0.4"}]}),
-        );
-        let bin = crate::bin::baton_bin();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!("baton-gcp-{name}-"))
-            .tempdir()
-            .expect("temp dir");
-        let dir = tmp.path().to_path_buf();
-        let key = dir.join("cluster.key");
-        let config = dir.join("baton.toml");
-        let baton = Baton::new(&bin, &config);
-        baton.keygen(&key).unwrap_or_else(|e| panic!("{e}"));
-        let port = pick_port(net, 3, 1);
-        let mut text = ConfigText::new(
-            &format!("the baton Google Cloud tests ({name})"),
-            &format!("gcp-{name}"),
-        )
-        .heartbeat("100ms", "1s", "")
-        .host_safe(&dir, "20s", "")
-        .push(&format!(
-            "[gcp]\ndns_endpoint = \"{ep}\"\ncompute_endpoint = \"{ep}\"\ncall_timeout = \"3s\"\n\
-             deadline = \"15s\"\n",
-            ep = fake.endpoint,
-        ));
-        for (s, zone) in (1..=3).zip(["us-central1-a", "us-central1-b", "us-central1-c"]) {
-            text = text.server(
-                &format!("node-{s}"),
-                Some(zone),
-                &[addr(net, 0, s, port + 1).to_string()],
-                &addr(net, 0, s, port).to_string(),
-            );
-        }
-        std::fs::write(&config, text.push("\n").push(body).build()).expect("write config");
-        baton.check_config().unwrap_or_else(|e| panic!("{e}"));
-        let nodes = (1..=3)
-            .map(|s| GcpNode {
-                name: format!("node-{s}"),
-                api: addr(net, 0, s, port),
-                log: dir.join(format!("node-{s}.log")),
-                state_dir: dir.join(format!("state-{s}")),
-                child: None,
-            })
-            .collect();
-        let mut c = GcpCluster {
-            token: api_token(&key),
-            dir,
-            nodes,
-            baton,
-            fake_addr: fake.addr.to_string(),
-            _tmp: tmp,
-        };
-        for i in 0..3 {
-            c.spawn(i);
-        }
-        c
-    }
-
-    fn idx(&self, server: &str) -> usize {
-        self.nodes
-            .iter()
-            .position(|n| n.name == server)
-            .expect("known server")
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let n = &self.nodes[i];
-        let child = self
-            .baton
-            .agent(
-                &n.name,
-                &self.baton.config,
-                &n.state_dir,
-                &n.log,
-                &format!("=== harness: starting agent {} ===", n.name),
-            )
-            .unwrap_or_else(|e| panic!("{e}"))
-            // Each agent's own VM: its metadata server (credentials, address, instance).
-            .env(
-                "GCE_METADATA_HOST",
-                format!("{}/_vm/{}", self.fake_addr, n.name),
-            )
-            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-            .spawn()
-            .expect("start agent");
-        self.nodes[i].child = Some(child);
-    }
-
-    /// Wait until group `group` is online on `on` alone; returns its epoch.
-    pub fn wait_owner(&self, group: &str, on: &str, timeout: Duration) -> u64 {
-        self.wait_group_owner(group, Some(on), timeout).1
-    }
-
-    /// Signal `server`'s agent; after SIGKILL also reap it.
-    pub fn kill(&mut self, server: &str, sig: Signal) {
-        let i = self.idx(server);
-        if let Some(c) = self.nodes[i].child.as_mut() {
-            let _ = kill(Pid::from_raw(i32::try_from(c.id()).unwrap_or(0)), sig);
-            if sig == Signal::SIGKILL {
-                let _ = c.wait();
-                self.nodes[i].child = None;
-            }
-        }
-    }
-
-    /// Wait for `server`'s agent to exit (after SIGTERM).
-    pub fn wait_exit(&mut self, server: &str, timeout: Duration) {
-        let i = self.idx(server);
-        if let Some(c) = self.nodes[i].child.as_mut() {
-            let start = Instant::now();
-            while matches!(c.try_wait(), Ok(None)) {
-                assert!(
-                    start.elapsed() < timeout,
-                    "agent {server} did not exit in {timeout:?}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        self.nodes[i].child = None;
-    }
-
-    pub fn dump(&self) {
-        for n in &self.nodes {
-            eprintln!("--- tail of {} ---\n{}", n.log.display(), tail(&n.log, 80));
-        }
-    }
-}
-
-impl Deref for GcpCluster {
-    type Target = Baton;
-
-    fn deref(&self) -> &Baton {
-        &self.baton
-    }
-}
-
-impl Drop for GcpCluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.dump();
-        }
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
+/// Three agents against the fake (`node-3` is seeded as a VM too); each agent gets its
+/// own VM's metadata server (`GCE_METADATA_HOST`: credentials, address, instance).
+/// `body` is the TOML of the groups and monitors.
+pub fn start_cluster(fake: &GcpFake, name: &str, net: u8, body: &str) -> CloudCluster {
+    fake.seed(
+        json!({"instances": [{"name": "node-3", "zone": "us-central1-c",
+                                    "networkIP": "10.128.0.4"}]}),
+    );
+    let preamble = format!(
+        "[gcp]\ndns_endpoint = \"{ep}\"\ncompute_endpoint = \"{ep}\"\ncall_timeout = \"3s\"\n\
+         deadline = \"15s\"\n",
+        ep = fake.endpoint,
+    );
+    let fake_addr = fake.addr.to_string();
+    CloudCluster::start_with(
+        "gcp",
+        name,
+        net,
+        ["us-central1-a", "us-central1-b", "us-central1-c"],
+        &preamble,
+        Box::new(move |node: &str| {
+            vec![
+                ("GCE_METADATA_HOST", Some(format!("{fake_addr}/_vm/{node}"))),
+                ("GOOGLE_APPLICATION_CREDENTIALS", None),
+            ]
+        }),
+        body,
+    )
 }

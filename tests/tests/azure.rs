@@ -77,7 +77,7 @@ fn start(w: &World, name: &str, net: u8, body: &str) -> CloudCluster {
         net,
         ["1", "2", "3"],
         &w.preamble,
-        Vec::new(),
+        Box::new(|_: &str| Vec::new()),
         body,
     )
 }

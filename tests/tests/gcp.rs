@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use baton_tests::gcp::{GcpCluster, GcpFake, PROJECT, PUBLIC_ZONE};
+use baton_tests::gcp::{start_cluster, GcpFake, PROJECT, PUBLIC_ZONE};
 use baton_tests::{serial, Signal};
 use serde_json::json;
 
@@ -83,7 +83,7 @@ record_name = "{NAME}"
 "#,
         g = group()
     );
-    let mut c = GcpCluster::start(&fake, "fail", 91, &body);
+    let mut c = start_cluster(&fake, "fail", 91, &body);
     c.wait_owner("web", "node-1", T);
     baton_tests::wait_until("the record and the route are node-1's", T, || {
         let a = fake.rrdatas(PUBLIC_ZONE, NAME, "A");
@@ -158,7 +158,7 @@ recovery = {{ target = "web", restart_retries = 0, failover_retries = 1 }}
 "#,
         g = group()
     );
-    let c = GcpCluster::start(&fake, "maint", 92, &body);
+    let c = start_cluster(&fake, "maint", 92, &body);
     c.wait_owner("web", "node-1", T);
     let aliases = |key: &str| {
         let state = fake.control("GET", "/_fake/state", None);
@@ -238,7 +238,7 @@ recovery = {{ target = "web", restart_retries = 1 }}
 "#,
         g = group()
     );
-    let mut c = GcpCluster::start(&fake, "ilb", 93, &body);
+    let mut c = start_cluster(&fake, "ilb", 93, &body);
     c.wait_owner("web", "node-1", T);
     let (a1, a2) = (format!("127.0.93.1:{port}"), format!("127.0.93.2:{port}"));
     baton_tests::wait_until("node-1 answers the health check", T, || {
