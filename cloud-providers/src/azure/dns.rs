@@ -31,7 +31,6 @@ use baton_core::events as ev;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tracing::Instrument as _;
 
 use super::{AzureShared, Scope};
 use crate::cloud::{Deadline, Latch, Subject};
@@ -577,17 +576,6 @@ impl AzureDnsDriver {
     }
 }
 
-fn span(ctx: &ActionContext, action: &'static str) -> tracing::Span {
-    tracing::info_span!(
-        "azure-dns",
-        action,
-        group = %ctx.group,
-        resource = %ctx.resource,
-        server = %ctx.server,
-        epoch = ctx.epoch
-    )
-}
-
 #[async_trait]
 impl ResourceDriver for AzureDnsDriver {
     fn kind(&self) -> &'static str {
@@ -595,15 +583,11 @@ impl ResourceDriver for AzureDnsDriver {
     }
 
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        self.activate_inner(ctx)
-            .instrument(span(ctx, "activate"))
-            .await
+        self.activate_inner(ctx).await
     }
 
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        self.deactivate_inner(ctx)
-            .instrument(span(ctx, "deactivate"))
-            .await
+        self.deactivate_inner(ctx).await
     }
 
     async fn check(&self, ctx: &ActionContext) -> Result<CheckOutcome, ProviderError> {

@@ -338,17 +338,6 @@ async fn answer_http(stream: &mut tokio::net::TcpStream, path: &str) -> std::io:
     stream.shutdown().await
 }
 
-fn span(ctx: &ActionContext, action: &'static str) -> tracing::Span {
-    tracing::info_span!(
-        "azure-lb-probe",
-        action,
-        group = %ctx.group,
-        resource = %ctx.resource,
-        server = %ctx.server,
-        epoch = ctx.epoch
-    )
-}
-
 #[async_trait]
 impl ResourceDriver for AzureLbProbeDriver {
     fn kind(&self) -> &'static str {
@@ -356,15 +345,11 @@ impl ResourceDriver for AzureLbProbeDriver {
     }
 
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        self.activate_inner(ctx)
-            .instrument(span(ctx, "activate"))
-            .await
+        self.activate_inner(ctx).await
     }
 
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        self.deactivate_inner(ctx)
-            .instrument(span(ctx, "deactivate"))
-            .await;
+        self.deactivate_inner(ctx).await;
         Ok(())
     }
 

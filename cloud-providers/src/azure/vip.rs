@@ -28,7 +28,6 @@ use baton_core::events as ev;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tracing::Instrument as _;
 
 use super::{AzureShared, Scope};
 use crate::cloud::{Deadline, Latch, Subject};
@@ -521,17 +520,6 @@ impl AzureVipDriver {
     }
 }
 
-fn span(ctx: &ActionContext, action: &'static str) -> tracing::Span {
-    tracing::info_span!(
-        "azure-vip",
-        action,
-        group = %ctx.group,
-        resource = %ctx.resource,
-        server = %ctx.server,
-        epoch = ctx.epoch
-    )
-}
-
 #[async_trait]
 impl ResourceDriver for AzureVipDriver {
     fn kind(&self) -> &'static str {
@@ -539,20 +527,13 @@ impl ResourceDriver for AzureVipDriver {
     }
 
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        self.activate_inner(ctx)
-            .instrument(span(ctx, "activate"))
-            .await
+        self.activate_inner(ctx).await
     }
 
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         // The routes stay until the next owner points them at itself.
         match &self.local {
-            Some(local) => {
-                local
-                    .deactivate(ctx)
-                    .instrument(span(ctx, "deactivate"))
-                    .await
-            }
+            Some(local) => local.deactivate(ctx).await,
             None => Ok(()),
         }
     }

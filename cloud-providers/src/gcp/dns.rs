@@ -35,7 +35,6 @@ use baton_core::events as ev;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tracing::Instrument as _;
 
 use super::{check_project, GcpShared};
 use crate::cloud::{Deadline, Latch, Subject};
@@ -621,17 +620,6 @@ impl GcpDnsDriver {
     }
 }
 
-fn span(ctx: &ActionContext, action: &'static str) -> tracing::Span {
-    tracing::info_span!(
-        "gcp-dns",
-        action,
-        group = %ctx.group,
-        resource = %ctx.resource,
-        server = %ctx.server,
-        epoch = ctx.epoch
-    )
-}
-
 #[async_trait]
 impl ResourceDriver for GcpDnsDriver {
     fn kind(&self) -> &'static str {
@@ -639,15 +627,11 @@ impl ResourceDriver for GcpDnsDriver {
     }
 
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        self.activate_inner(ctx)
-            .instrument(span(ctx, "activate"))
-            .await
+        self.activate_inner(ctx).await
     }
 
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        self.deactivate_inner(ctx)
-            .instrument(span(ctx, "deactivate"))
-            .await
+        self.deactivate_inner(ctx).await
     }
 
     async fn check(&self, ctx: &ActionContext) -> Result<CheckOutcome, ProviderError> {

@@ -226,17 +226,6 @@ async fn answer(mut stream: tokio::net::TcpStream, protocol: ProbeProtocol) {
     let _ = stream.shutdown().await;
 }
 
-fn span(ctx: &ActionContext, action: &'static str) -> tracing::Span {
-    tracing::info_span!(
-        "gcp-lb-probe",
-        action,
-        group = %ctx.group,
-        resource = %ctx.resource,
-        server = %ctx.server,
-        epoch = ctx.epoch
-    )
-}
-
 #[async_trait]
 impl ResourceDriver for GcpLbProbeDriver {
     fn kind(&self) -> &'static str {
@@ -244,15 +233,11 @@ impl ResourceDriver for GcpLbProbeDriver {
     }
 
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        self.activate_inner(ctx)
-            .instrument(span(ctx, "activate"))
-            .await
+        self.activate_inner(ctx).await
     }
 
-    async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        self.deactivate_inner()
-            .instrument(span(ctx, "deactivate"))
-            .await
+    async fn deactivate(&self, _ctx: &ActionContext) -> Result<(), ProviderError> {
+        self.deactivate_inner().await
     }
 
     async fn check(&self, _ctx: &ActionContext) -> Result<CheckOutcome, ProviderError> {

@@ -49,7 +49,6 @@ use baton_core::events as ev;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tracing::Instrument as _;
 
 use super::{check_project, GcpShared};
 use crate::cloud::{Deadline, Latch, Subject};
@@ -913,17 +912,6 @@ impl GcpVipDriver {
     }
 }
 
-fn span(ctx: &ActionContext, action: &'static str) -> tracing::Span {
-    tracing::info_span!(
-        "gcp-vip",
-        action,
-        group = %ctx.group,
-        resource = %ctx.resource,
-        server = %ctx.server,
-        epoch = ctx.epoch
-    )
-}
-
 #[async_trait]
 impl ResourceDriver for GcpVipDriver {
     fn kind(&self) -> &'static str {
@@ -931,15 +919,11 @@ impl ResourceDriver for GcpVipDriver {
     }
 
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        self.activate_inner(ctx)
-            .instrument(span(ctx, "activate"))
-            .await
+        self.activate_inner(ctx).await
     }
 
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        self.deactivate_inner(ctx)
-            .instrument(span(ctx, "deactivate"))
-            .await
+        self.deactivate_inner(ctx).await
     }
 
     async fn check(&self, ctx: &ActionContext) -> Result<CheckOutcome, ProviderError> {
