@@ -23,6 +23,7 @@ pub mod fencing;
 pub mod gcp;
 pub mod local;
 pub mod params;
+pub mod probe_port;
 pub mod process;
 pub mod registry;
 pub mod witness;

@@ -1240,7 +1240,7 @@ async fn the_probe_port_answers_http_and_reports_a_port_in_use() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), "OK\n");
+    assert_eq!(r.text().await.unwrap(), "active\n");
     // Another listener on the same port: refused, with its event.
     let other = lb_driver(&sh, &format!("port = {port}\naddress = '127.0.0.1'"));
     let e = other.activate(&ctx("node-1", 1, T)).await.unwrap_err();

@@ -20,7 +20,7 @@
 //! in BTN-8014.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,24 +29,16 @@ use baton_core::events as ev;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tracing::Instrument as _;
 
 use super::vip::check_network_name;
 use super::{AzureShared, Scope};
 use crate::cloud::{Deadline, Latch, Subject};
 use crate::params::{key_error, parse_params};
+use crate::probe_port::{Answer, ProbePort};
 use crate::{
     ActionContext, CheckOutcome, ParamError, Params, Probe, ProbeContext, ProbeOk, ProviderError,
     ResourceDriver,
 };
-
-/// Probe connections answered at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 64;
-/// How long an HTTP prober may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest HTTP request head read.
-const MAX_HEAD: usize = 8 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -150,38 +142,12 @@ impl Settings {
     }
 }
 
-/// A running listener: dropping it (or aborting the task) closes the socket and every
-/// connection the task holds.
-#[derive(Debug)]
-struct Listener {
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Listener {
-    /// Abort the task and wait until it is gone: the socket is closed on return (an
-    /// abort alone only asks; the task drops its future at its next turn).
-    async fn close(mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
-    }
-}
-
 /// The driver of an `azure-lb-probe` resource.
 #[derive(Debug)]
 pub struct AzureLbProbeDriver {
     settings: Settings,
     shared: Arc<AzureShared>,
-    listener: Mutex<Option<Listener>>,
+    port: ProbePort,
 }
 
 impl AzureLbProbeDriver {
@@ -193,10 +159,16 @@ impl AzureLbProbeDriver {
             settings.params.subscription_id.as_deref(),
             settings.params.resource_group.as_deref(),
         )?;
+        let answer = match settings.params.protocol {
+            ProbeProtocol::Tcp => Answer::Tcp,
+            ProbeProtocol::Http => Answer::Http {
+                path: Some(settings.path.clone()),
+            },
+        };
         Ok(AzureLbProbeDriver {
+            port: ProbePort::new(settings.addr, answer),
             settings,
             shared,
-            listener: Mutex::new(None),
         })
     }
 
@@ -205,32 +177,9 @@ impl AzureLbProbeDriver {
         self.settings.addr
     }
 
-    fn running(&self) -> bool {
-        let guard = self.listener.lock().unwrap_or_else(|e| e.into_inner());
-        guard
-            .as_ref()
-            .and_then(|l| l.task.as_ref())
-            .is_some_and(|t| !t.is_finished())
-    }
-
-    fn bind(&self) -> std::io::Result<tokio::net::TcpListener> {
-        let addr = self.settings.addr;
-        let socket = match addr {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        // A restarted agent binds again at once, whatever TIME_WAIT the last one left.
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(1024)
-    }
-
     async fn activate_inner(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         let subject = Subject::Action(ctx);
-        if self.running() {
-            return Ok(());
-        }
-        let listener = self.bind().map_err(|e| {
+        let started = self.port.start().map_err(|e| {
             let msg = format!(
                 "{}: cannot listen on probe port {}: {e} (another process on the port, or `bind` not an address of this server)",
                 subject.name(),
@@ -240,35 +189,24 @@ impl AzureLbProbeDriver {
                 .raise(subject, None, &ev::AZURE_LB_PROBE_PORT_FAILED, msg.clone());
             ProviderError::Other(msg)
         })?;
-        let http = (self.settings.params.protocol == ProbeProtocol::Http)
-            .then(|| Arc::new(self.settings.path.clone()));
-        let task = tokio::spawn(serve(listener, http).instrument(tracing::info_span!(
-            "azure-lb-probe",
-            port = self.settings.addr.port()
-        )));
-        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Listener { task: Some(task) });
-        self.shared.events.emit(subject.event(
-            &ev::AZURE_LB_PROBE_ANSWERING,
-            format!(
-                "{}: answering the load balancer's {} probe on {}",
-                subject.name(),
-                self.settings.params.protocol.azure(),
-                self.settings.addr
-            ),
-        ));
+        if started {
+            self.shared.events.emit(subject.event(
+                &ev::AZURE_LB_PROBE_ANSWERING,
+                format!(
+                    "{}: answering the load balancer's {} probe on {}",
+                    subject.name(),
+                    self.settings.params.protocol.azure(),
+                    self.settings.addr
+                ),
+            ));
+        }
         Ok(())
     }
 
     async fn deactivate_inner(&self, ctx: &ActionContext) {
-        let was = self
-            .listener
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(l) = was {
-            // Closing the socket first: the load balancer's next probe fails.
-            l.close().await;
+        // Closing the socket and the probes in progress first: the load balancer's next
+        // probe fails.
+        if self.port.stop().await {
             let subject = Subject::Action(ctx);
             self.shared.events.emit(subject.event(
                 &ev::AZURE_LB_PROBE_ANSWERING,
@@ -280,62 +218,6 @@ impl AzureLbProbeDriver {
             ));
         }
     }
-}
-
-/// Accept probe connections until aborted; the connections are tasks of this one, so
-/// aborting it closes them all.
-async fn serve(listener: tokio::net::TcpListener, http: Option<Arc<String>>) {
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        while conns.try_join_next().is_some() {}
-        let (mut stream, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // EMFILE and the like: pause rather than spin.
-                tracing::warn!(error = %e, "probe port: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(path) = http.clone() else {
-            // TCP probe: the handshake was the answer.
-            drop(stream);
-            continue;
-        };
-        if conns.len() >= MAX_CONNECTIONS {
-            drop(stream);
-            continue;
-        }
-        conns.spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer_http(&mut stream, &path)).await;
-        });
-    }
-}
-
-/// Read one request head and answer `200` for `path`, `404` otherwise.
-async fn answer_http(stream: &mut tokio::net::TcpStream, path: &str) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let method = parts.next().unwrap_or_default();
-    let target = parts.next().unwrap_or_default();
-    let target = target.split(|&b| b == b'?').next().unwrap_or_default();
-    let ok = (method == b"GET" || method == b"HEAD") && target == path.as_bytes();
-    let reply: &[u8] = if ok {
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 7\r\nConnection: close\r\n\r\nactive\n"
-    } else {
-        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    };
-    stream.write_all(reply).await?;
-    stream.shutdown().await
 }
 
 #[async_trait]
@@ -354,7 +236,7 @@ impl ResourceDriver for AzureLbProbeDriver {
     }
 
     async fn check(&self, _ctx: &ActionContext) -> Result<CheckOutcome, ProviderError> {
-        Ok(if self.running() {
+        Ok(if self.port.running() {
             CheckOutcome::Active
         } else {
             CheckOutcome::Inactive

@@ -12,8 +12,7 @@
 //! follow the active server (BTN-8113). A failing API is `ProviderError::Api`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use baton_cloud_client::gcp::{GcpClient, GcpRequest};
@@ -21,19 +20,15 @@ use baton_core::events as ev;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tracing::Instrument as _;
 
 use super::{check_project, GcpShared};
 use crate::cloud::{Deadline, Latch, Subject};
 use crate::params::{key_error, parse_params};
+use crate::probe_port::{Answer, ProbePort};
 use crate::{
     ActionContext, CheckOutcome, ParamError, Params, Probe, ProbeContext, ProbeOk, ProviderError,
     ResourceDriver,
 };
-
-/// How long an HTTP health check may take to send its request.
-const REQUEST_WAIT: Duration = Duration::from_secs(2);
 
 /// What the health check speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -73,17 +68,11 @@ fn default_address() -> IpAddr {
     IpAddr::from([0, 0, 0, 0])
 }
 
-/// A running listener.
-#[derive(Debug)]
-struct Listening {
-    task: tokio::task::JoinHandle<()>,
-}
-
 /// The driver of a `gcp-lb-probe` resource.
 #[derive(Debug)]
 pub struct GcpLbProbeDriver {
     pub params: GcpLbProbeParams,
-    listening: Mutex<Option<Listening>>,
+    port: ProbePort,
     shared: Arc<GcpShared>,
 }
 
@@ -124,9 +113,13 @@ impl GcpLbProbeDriver {
             }
         }
         check_project(p.project.as_deref())?;
+        let answer = match p.protocol {
+            ProbeProtocol::Tcp => Answer::Tcp,
+            ProbeProtocol::Http => Answer::Http { path: None },
+        };
         Ok(GcpLbProbeDriver {
+            port: ProbePort::new(SocketAddr::new(p.address, p.port), answer),
             params: p,
-            listening: Mutex::new(None),
             shared,
         })
     }
@@ -136,19 +129,16 @@ impl GcpLbProbeDriver {
     }
 
     fn is_listening(&self) -> bool {
-        self.listening
-            .lock()
-            .map(|l| l.as_ref().is_some_and(|l| !l.task.is_finished()))
-            // A poisoned lock only means a panic elsewhere; say not listening.
-            .unwrap_or(false)
+        self.port.running()
     }
 
     async fn activate_inner(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        if self.is_listening() {
-            return Ok(());
-        }
-        let listener = match tokio::net::TcpListener::bind(self.addr()).await {
-            Ok(l) => l,
+        match self.port.start() {
+            Ok(true) => {
+                tracing::info!(addr = %self.addr(), protocol = ?self.params.protocol, "answering the load balancer's health check");
+                Ok(())
+            }
+            Ok(false) => Ok(()),
             Err(e) => {
                 let msg = format!(
                     "resource {}: cannot listen on {} for the load balancer's health check: {e}",
@@ -161,69 +151,18 @@ impl GcpLbProbeDriver {
                     &ev::GCP_LB_PROBE_FAILED,
                     msg.clone(),
                 );
-                return Err(ProviderError::Other(msg));
+                Err(ProviderError::Other(msg))
             }
-        };
-        let protocol = self.params.protocol;
-        let task = tokio::spawn(
-            async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, _)) => {
-                            tokio::spawn(answer(stream, protocol));
-                        }
-                        // Out of descriptors or a reset connection: not the listener's
-                        // end; pause so a persistent error does not spin.
-                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-            }
-            .instrument(tracing::info_span!("gcp-lb-probe listener")),
-        );
-        if let Ok(mut l) = self.listening.lock() {
-            *l = Some(Listening { task });
         }
-        tracing::info!(addr = %self.addr(), ?protocol, "answering the load balancer's health check");
-        Ok(())
     }
 
     async fn deactivate_inner(&self) -> Result<(), ProviderError> {
-        let running = self.listening.lock().ok().and_then(|mut l| l.take());
-        if let Some(l) = running {
-            l.task.abort();
-            // The listener is dropped (the port closed) when the task has ended.
-            let _ = l.task.await;
+        // The socket and every health check in progress are closed on return.
+        if self.port.stop().await {
             tracing::info!(addr = %self.addr(), "stopped answering the health check");
         }
         Ok(())
     }
-}
-
-/// Answer one health-check connection.
-async fn answer(mut stream: tokio::net::TcpStream, protocol: ProbeProtocol) {
-    if protocol == ProbeProtocol::Http {
-        // Read the request head (whatever it asks), then answer 200.
-        let mut buf = [0u8; 2048];
-        let mut seen = Vec::new();
-        let read = async {
-            while let Ok(n) = stream.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                seen.extend_from_slice(&buf[..n]);
-                if seen.windows(4).any(|w| w == b"\r\n\r\n") || seen.len() > 16 * 1024 {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(REQUEST_WAIT, read).await;
-        let _ = stream
-            .write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nOK\n",
-            )
-            .await;
-    }
-    let _ = stream.shutdown().await;
 }
 
 #[async_trait]
@@ -246,16 +185,6 @@ impl ResourceDriver for GcpLbProbeDriver {
         } else {
             CheckOutcome::Inactive
         })
-    }
-}
-
-impl Drop for GcpLbProbeDriver {
-    fn drop(&mut self) {
-        if let Ok(mut l) = self.listening.lock() {
-            if let Some(l) = l.take() {
-                l.task.abort();
-            }
-        }
     }
 }
 
