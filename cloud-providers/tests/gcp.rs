@@ -1489,8 +1489,8 @@ async fn cloud_check_finds_what_exists_and_what_does_not() {
     assert_eq!(status("resource web/dns1", "managed-zone"), Status::Ok);
     assert_eq!(status("resource web/dns2", "managed-zone"), Status::Fail);
     assert_eq!(status("resource web/dns3", "managed-zone"), Status::Fail);
-    // The fake has no IAM: testIamPermissions is not served (501), not verifiable.
-    assert_eq!(status("resource web/dns1", "permissions"), Status::Skip);
+    // The fake grants everything unless told otherwise: testIamPermissions says so.
+    assert_eq!(status("resource web/dns1", "permissions"), Status::Ok);
     // node-1 (from its metadata server) forwards IP; it has no nic1.
     assert_eq!(status("resource web/vip1", "instance"), Status::Ok);
     assert_eq!(status("resource web/vip2", "instance"), Status::Fail);
@@ -1523,6 +1523,38 @@ async fn cloud_check_finds_what_exists_and_what_does_not() {
     let yaml = preflight::custom_role_yaml(&role);
     assert!(yaml.starts_with("title: \"Baton\"\n"), "{yaml}");
     assert!(yaml.contains("\n- dns.changes.create\n"), "{yaml}");
+    // The identity may only read record sets: the check names what is missing, and the
+    // role printed above (given to it) is enough.
+    fake.control(
+        "POST",
+        "/_fake/iam",
+        Some(serde_json::json!({"principal": "*", "permissions": ["dns.resourceRecordSets.list", "dns.managedZones.get"]})),
+    );
+    let found = preflight::check(&cfg, "node-1", &client, Duration::from_secs(2)).await;
+    let dns1 = found
+        .iter()
+        .find(|f| f.subject == "resource web/dns1" && f.check == "permissions")
+        .unwrap();
+    assert_eq!(dns1.status, Status::Fail);
+    assert!(
+        dns1.detail.contains(
+            "not granted: dns.changes.create, dns.changes.get, dns.resourceRecordSets.create"
+        ),
+        "{}",
+        dns1.detail
+    );
+    let all = perms.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    fake.control(
+        "POST",
+        "/_fake/iam",
+        Some(serde_json::json!({"principal": "*", "permissions": all})),
+    );
+    let found = preflight::check(&cfg, "node-1", &client, Duration::from_secs(2)).await;
+    let dns1 = found
+        .iter()
+        .find(|f| f.subject == "resource web/dns1" && f.check == "permissions")
+        .unwrap();
+    assert_eq!(dns1.status, Status::Ok, "{}", dns1.detail);
     // Only what the discovery documents describe was sent (testIamPermissions included).
     fake.assert_no_violations();
 }
@@ -1706,5 +1738,83 @@ async fn bench_failover_per_pattern() {
             med(vis) / med(raw)
         );
     }
+    fake.assert_no_violations();
+}
+
+/// With exactly the permissions of the printed custom role, every kind does its work
+/// (the fake refuses a call whose permission is missing); without one, the call is
+/// refused with its permission named.
+#[tokio::test]
+async fn the_printed_role_is_enough_for_every_kind() {
+    use baton_providers::gcp::preflight;
+    let Some(fake) = GcpFake::start() else { return };
+    let cfg = preflight_config(
+        &fake,
+        &format!(
+            "[[group.resource]]\nkind = \"gcp-dns\"\nname = \"dns1\"\nzone = \"{PUBLIC_ZONE}\"\n\
+             record_name = \"{NAME}\"\n\n\
+             [[group.resource]]\nkind = \"gcp-vip\"\nname = \"vip1\"\nip = \"{VIP}\"\n\n\
+             [[group.resource]]\nkind = \"gcp-vip\"\nname = \"vip2\"\nip = \"{ALIAS}\"\nmode = \"alias\"\n\n\
+             [[monitor]]\nkind = \"gcp-lb-probe\"\nname = \"ilbw1\"\nport = 7080\n\
+             backend_service = \"baton-ilb\"\n"
+        ),
+    );
+    let role = preflight::custom_role(&cfg);
+    let perms: Vec<String> = role["includedPermissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    fake.control(
+        "POST",
+        "/_fake/iam",
+        Some(json!({"principal": "*", "permissions": perms})),
+    );
+    let (sh1, _rx1) = shared(&settings(&fake, "node-1"));
+    let (sh2, _rx2) = shared(&settings(&fake, "node-2"));
+    let c1 = ctx("node-1", 1, T);
+    let c2 = ctx("node-2", 2, T);
+    for (d1, d2) in [
+        (
+            Box::new(driver(&sh1, "")) as Box<dyn ResourceDriver>,
+            Box::new(driver(&sh2, "")) as Box<dyn ResourceDriver>,
+        ),
+        (Box::new(vip(&sh1, "")), Box::new(vip(&sh2, ""))),
+        (Box::new(alias_vip(&sh1)), Box::new(alias_vip(&sh2))),
+    ] {
+        d1.activate(&c1).await.unwrap();
+        assert_eq!(d1.check(&c1).await.unwrap(), CheckOutcome::Active);
+        d2.activate(&c2).await.unwrap();
+        assert_eq!(d2.check(&c2).await.unwrap(), CheckOutcome::Active);
+        d2.deactivate(&c2).await.unwrap();
+    }
+    GcpRegistry::from_shared(sh1.clone())
+        .build_probe(
+            "gcp-lb-probe",
+            &"port = 7080\nbackend_service = 'baton-ilb'\nregion = 'us-central1'"
+                .parse::<toml::Table>()
+                .unwrap(),
+        )
+        .unwrap()
+        .probe(&probe_ctx("node-1"))
+        .await
+        .unwrap();
+    // One permission less: the call that needs it is refused, and says which.
+    let fewer: Vec<&String> = perms
+        .iter()
+        .filter(|p| *p != "dns.changes.create")
+        .collect();
+    fake.control(
+        "POST",
+        "/_fake/iam",
+        Some(json!({"principal": "*", "permissions": fewer})),
+    );
+    let e = driver(&sh1, "")
+        .activate(&ctx("node-1", 3, T))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("dns.changes.create"), "{e}");
+    assert!(!e.is_api_error(), "a refusal, not an outage: {e:?}");
     fake.assert_no_violations();
 }

@@ -4,7 +4,7 @@
 use baton_agent::key::ClusterKey;
 use baton_agent::wire::{
     self, Compression, Envelope, WireError, HEADER_LEN, MAGIC, MAX_BODY, MAX_DATAGRAM, VERSION,
-    VERSION_DEFLATE,
+    VERSION_DEFLATE, VERSION_KEYED,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -156,11 +156,13 @@ proptest! {
         let i = idx.index(bytes.len());
         bytes[i] ^= x;
         let code = wire::decode::<Value>(&k, &bytes).unwrap_err().code();
-        // The version byte turned into the other known version fails at the MAC (it
-        // covers the version), any other value at the version check.
+        // The version byte turned into the other unkeyed version fails at the MAC (it
+        // covers the version); into the keyed version, at the key id the next bytes
+        // then spell (not one of the ring's); any other value at the version check.
         let other_known = i == 4 && (bytes[4] == VERSION || bytes[4] == VERSION_DEFLATE);
         let expected = match i {
             0..=3 => "bad-magic",
+            4 if bytes[4] == VERSION_KEYED => "unknown-key",
             4 if !other_known => "bad-version",
             _ => "bad-mac",
         };

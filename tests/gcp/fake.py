@@ -158,6 +158,9 @@ class State:
             self.calls = {}
             self.violations = []
             self.default_instance = None
+            # IAM: principal (or "*" for everyone) -> the permissions granted; a principal
+            # without an entry (and no "*") has them all.
+            self.iam = {}
             self.cond.notify_all()
 
     # -- links ---------------------------------------------------------------------------
@@ -1410,6 +1413,14 @@ def control(state, handler, method, path, query, body):
             elif method == "DELETE":
                 state.second_writers = []
             return Raw(200, state.second_writers)
+    if path == "/_fake/iam":
+        with state.lock:
+            if method == "POST":
+                perms = (body or {}).get("permissions")
+                state.iam[(body or {}).get("principal", "*")] = None if perms is None else set(perms)
+            elif method == "DELETE":
+                state.iam = {}
+            return Raw(200, {k: (None if v is None else sorted(v)) for k, v in state.iam.items()})
     if route == ("POST", "/_fake/mutate"):
         apply_action(state, body)
         return Raw(200, {"ok": True})
@@ -1446,7 +1457,41 @@ def control(state, handler, method, path, query, body):
 # HTTP plumbing
 # ---------------------------------------------------------------------------------------
 
+# The IAM permission a method needs, where it is not the method's own id.
+PERMISSION_OF = {
+    "compute.routes.insert": "compute.routes.create",
+    "compute.instances.aggregatedList": "compute.instances.list",
+    "compute.globalOperations.wait": "compute.globalOperations.get",
+    "compute.zoneOperations.wait": "compute.zoneOperations.get",
+    "compute.regionOperations.wait": "compute.regionOperations.get",
+    "dns.resourceRecordSets.patch": "dns.resourceRecordSets.update",
+    # Anyone may ask what they may do.
+    "dns.managedZones.testIamPermissions": None,
+}
+
+
+def permission_of(method_id):
+    return PERMISSION_OF.get(method_id, method_id)
+
+
+def granted(state, principal, permission):
+    perms = state.iam.get(principal, state.iam.get("*"))
+    return perms is None or permission in perms
+
+
+def dns_managed_zones_test_iam(state, ctx):
+    """The requested permissions the caller has on the zone; none for a zone that does not
+    exist (the method's documented behaviour: an empty set, not NOT_FOUND)."""
+    m = re.match(r"^projects/([^/]+)/managedZones/([^/]+)$", ctx.params["resource"])
+    project = state.projects.get(m.group(1)) if m else None
+    if project is None or m.group(2) not in project["zones"]:
+        return {}
+    have = [p for p in (ctx.body or {}).get("permissions", []) if granted(state, ctx.principal, p)]
+    return {"permissions": have} if have else {}
+
+
 HANDLERS = {
+    "dns.managedZones.testIamPermissions": dns_managed_zones_test_iam,
     "dns.managedZones.get": dns_managed_zones_get,
     "dns.managedZones.list": dns_managed_zones_list,
     "dns.resourceRecordSets.list": dns_rrsets_list,
@@ -1633,6 +1678,10 @@ class Handler(BaseHTTPRequestHandler):
         if problems:
             state.violation({"t": time.time(), "kind": "request", "method": method.id, "path": path, "messages": problems})
             return self.api_error(method, path, ApiError(400, "invalid", "Invalid request: " + "; ".join(problems)))
+        needed = permission_of(method.id)
+        if needed is not None and not granted(state, principal, needed):
+            return self.api_error(method, path, ApiError(
+                403, "forbidden", "Required '%s' permission for '%s'" % (needed, path)))
         handler = HANDLERS.get(method.id)
         if handler is None:
             return self.api_error(method, path, ApiError(501, "notImplemented",

@@ -193,6 +193,24 @@ def test_api_requires_bearer(f):
     google_error(status, b, 403, "insufficientPermissions")
 
 
+def test_iam(f):
+    want = ["dns.changes.create", "dns.resourceRecordSets.list"]
+    got = f.ok("POST", DNS + "/public-zone:testIamPermissions", {"permissions": want})
+    check(got == {"permissions": want}, "everything granted by default: %s" % got)
+    check(f.ok("POST", DNS + "/no-such-zone:testIamPermissions", {"permissions": want}) == {},
+          "a zone that does not exist: an empty set, not NOT_FOUND")
+    f.ctl("POST", "iam", {"principal": SA, "permissions": ["dns.resourceRecordSets.list", "dns.managedZones.get"]})
+    try:
+        got = f.ok("POST", DNS + "/public-zone:testIamPermissions", {"permissions": want})
+        check(got == {"permissions": ["dns.resourceRecordSets.list"]}, "restricted: %s" % got)
+        f.ok("GET", DNS + "/public-zone")
+        status, _, b = f.call("POST", DNS + "/public-zone/changes", {"additions": []})
+        google_error(status, b, 403, "forbidden")
+        check("dns.changes.create" in b["error"]["message"], "names the permission: %s" % b)
+    finally:
+        f.ctl("DELETE", "iam")
+
+
 def test_dns_zones(f):
     pub = f.ok("GET", DNS + "/public-zone")
     priv = f.ok("GET", DNS + "/private-zone")
@@ -576,6 +594,7 @@ def test_state_and_reset(f):
 
 TESTS = [
     test_oauth_jwt_bearer, test_key_file_from_control_api, test_oauth_refresh_token, test_api_requires_bearer,
+    test_iam,
     test_dns_zones, test_dns_change_pending_then_done, test_dns_exact_deletion, test_dns_second_writer,
     test_routes, test_alias_ip, test_load_balancer, test_metadata, test_maintenance_event, test_faults,
     test_no_violations_so_far, test_violations_recorded, test_official_client, test_state_and_reset,

@@ -26,6 +26,8 @@ use crate::{ProbeContext, Registry};
 pub const DNS_PERMISSIONS: &[&str] = &[
     "dns.changes.create",
     "dns.changes.get",
+    // `baton cloud check` reads the zone (its DNS name and visibility).
+    "dns.managedZones.get",
     "dns.resourceRecordSets.create",
     "dns.resourceRecordSets.delete",
     "dns.resourceRecordSets.list",
