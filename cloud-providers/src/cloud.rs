@@ -169,3 +169,49 @@ pub fn worst(findings: &[Finding]) -> Status {
         .max_by_key(|s| rank(*s))
         .unwrap_or(Status::Ok)
 }
+
+/// A cloud failure as a preflight reports a read that failed.
+pub trait PreflightFailure: std::fmt::Display {
+    /// The resource does not exist.
+    fn not_found(&self) -> bool;
+    /// The credentials may not read it.
+    fn denied(&self) -> bool;
+    /// What to do about a refusal (`attach the policy of ...`).
+    fn fix(&self) -> &'static str;
+}
+
+/// The findings about one subject (`resource web/vip`, `monitor azw`) of a preflight.
+pub struct Report {
+    pub subject: String,
+    pub out: Vec<Finding>,
+}
+
+impl Report {
+    pub fn new(subject: impl Into<String>) -> Report {
+        Report {
+            subject: subject.into(),
+            out: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, check: &str, status: Status, detail: impl Into<String>) {
+        self.out.push(Finding {
+            subject: self.subject.clone(),
+            check: check.to_string(),
+            status,
+            detail: detail.into(),
+        });
+    }
+
+    /// A read call failed: not found / not permitted (and what to do) / unreachable.
+    pub fn failed(&mut self, check: &str, f: &impl PreflightFailure) {
+        let detail = if f.not_found() {
+            format!("does not exist: {f}")
+        } else if f.denied() {
+            format!("not authorized: {f} ({})", f.fix())
+        } else {
+            f.to_string()
+        };
+        self.add(check, Status::Fail, detail);
+    }
+}

@@ -1455,7 +1455,7 @@ fn preflight_config(fake: &GcpFake, kinds: &str) -> baton_core::config::Config {
 
 #[tokio::test]
 async fn cloud_check_finds_what_exists_and_what_does_not() {
-    use baton_providers::aws::preflight::Status;
+    use baton_providers::cloud::Status;
     use baton_providers::gcp::preflight;
     let Some(fake) = GcpFake::start() else { return };
     let cfg = preflight_config(
@@ -1498,7 +1498,7 @@ async fn cloud_check_finds_what_exists_and_what_does_not() {
     assert_eq!(status("monitor ilbw1", "backend-service"), Status::Ok);
     assert_eq!(status("monitor ilbw2", "backend-service"), Status::Fail);
     assert_eq!(status("monitor maintw1", "metadata-server"), Status::Ok);
-    assert_eq!(baton_providers::aws::preflight::worst(&found), Status::Fail);
+    assert_eq!(baton_providers::cloud::worst(&found), Status::Fail);
     // The role: the permissions of the kinds in use, once each.
     let role = preflight::custom_role(&cfg);
     let perms: Vec<&str> = role["includedPermissions"]

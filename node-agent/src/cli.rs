@@ -176,7 +176,8 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Cloud preflight: `check` the AWS IDs and permissions, print the `iam-policy`.
+    /// Cloud preflight: `check` the cloud resources and permissions (AWS, Azure, Google
+    /// Cloud), print the `iam-policy` or custom role.
     Cloud {
         #[command(subcommand)]
         op: crate::cloud::CloudOp,

@@ -21,34 +21,21 @@ use super::{call, AwsClients, AwsFailure};
 use crate::params::parse_params;
 
 pub use crate::cloud::{worst, Finding, Status};
+use crate::cloud::{PreflightFailure, Report};
 
-struct Report {
-    subject: String,
-    out: Vec<Finding>,
+impl PreflightFailure for AwsFailure {
+    fn not_found(&self) -> bool {
+        self.code().is_some_and(is_not_found_code)
+    }
+    fn denied(&self) -> bool {
+        self.code().is_some_and(is_permission_code)
+    }
+    fn fix(&self) -> &'static str {
+        "attach the policy of `baton cloud iam-policy`"
+    }
 }
 
 impl Report {
-    fn add(&mut self, check: &str, status: Status, detail: impl Into<String>) {
-        self.out.push(Finding {
-            subject: self.subject.clone(),
-            check: check.to_string(),
-            status,
-            detail: detail.into(),
-        });
-    }
-
-    /// A read call failed: not found / not permitted / unreachable.
-    fn failed(&mut self, check: &str, f: &AwsFailure) {
-        let detail = match f.code() {
-            Some(c) if is_not_found_code(c) => format!("does not exist: {f}"),
-            Some(c) if is_permission_code(c) => {
-                format!("not authorized: {f} (attach the policy of `baton cloud iam-policy`)")
-            }
-            _ => f.to_string(),
-        };
-        self.add(check, Status::Fail, detail);
-    }
-
     /// The result of a DryRun call: `DryRunOperation` means it would have succeeded.
     fn dry_run<T>(&mut self, op: &str, r: Result<T, AwsFailure>) {
         let check = format!("permission:{op}");
@@ -86,10 +73,7 @@ pub async fn check(
             continue;
         }
         for r in &g.resources {
-            let mut rep = Report {
-                subject: format!("resource {}/{}", g.name, r.name),
-                out: Vec::new(),
-            };
+            let mut rep = Report::new(format!("resource {}/{}", g.name, r.name));
             let params = r.params_for(server);
             match r.kind.as_str() {
                 "aws-vip" => match parse_params::<AwsVipParams>(&params) {
@@ -113,10 +97,7 @@ pub async fn check(
         if m.kind != "aws-az" {
             continue;
         }
-        let mut rep = Report {
-            subject: format!("monitor {}", m.name),
-            out: Vec::new(),
-        };
+        let mut rep = Report::new(format!("monitor {}", m.name));
         match parse_params::<AwsAzParams>(&m.params_for(server)) {
             Ok(AwsAzParams { zone: Some(zone) }) => {
                 let r = call(

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::dns::AzureDnsParams;
 use super::lb_probe::{lb_problems, AzureLbProbeParams};
 use super::vip::{AzureVipParams, RouteTable};
-use crate::cloud::{Finding, Status};
+use crate::cloud::{Finding, PreflightFailure, Report, Status};
 use crate::params::parse_params;
 
 /// api-version of `Microsoft.Authorization/permissions` (the caller's own actions).
@@ -189,30 +189,15 @@ pub fn permitted(permissions: &Value, action: &str) -> bool {
     })
 }
 
-struct Report {
-    subject: String,
-    out: Vec<Finding>,
-}
-
-impl Report {
-    fn add(&mut self, check: &str, status: Status, detail: impl Into<String>) {
-        self.out.push(Finding {
-            subject: self.subject.clone(),
-            check: check.to_string(),
-            status,
-            detail: detail.into(),
-        });
+impl PreflightFailure for AzureFailure {
+    fn not_found(&self) -> bool {
+        self.status() == Some(404)
     }
-
-    fn failed(&mut self, check: &str, f: &AzureFailure) {
-        let detail = match f.status() {
-            Some(404) => format!("does not exist: {f}"),
-            Some(403) => format!(
-                "not authorized: {f} (assign the role of `baton cloud iam-policy --cloud azure`)"
-            ),
-            _ => f.to_string(),
-        };
-        self.add(check, Status::Fail, detail);
+    fn denied(&self) -> bool {
+        self.status() == Some(403)
+    }
+    fn fix(&self) -> &'static str {
+        "assign the role of `baton cloud iam-policy --cloud azure`"
     }
 }
 
@@ -239,10 +224,7 @@ pub async fn check(
     let mut all = Vec::new();
     let mut perms: BTreeMap<Rg, Result<Value, String>> = BTreeMap::new();
     for (subject, kind, params) in uses(cfg, Some(server)) {
-        let mut rep = Report {
-            subject,
-            out: Vec::new(),
-        };
+        let mut rep = Report::new(subject);
         let rg = needs(kind, &params, cfg);
         let prefix = rg.as_ref().map(|((s, g), _)| {
             format!("/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.Network")

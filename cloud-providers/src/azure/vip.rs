@@ -614,24 +614,7 @@ impl Probe for AzureVipProbe {
             return Err(ProviderError::Unhealthy(msg));
         }
         if let Some(local) = &d.local {
-            let actx = ActionContext {
-                cluster: ctx.cluster.clone(),
-                group: String::new(),
-                resource: ctx.monitor.clone(),
-                server: ctx.server.clone(),
-                epoch: 0,
-                timeout: dl.remaining()?,
-            };
-            match local.check(&actx).await? {
-                CheckOutcome::Active => {}
-                CheckOutcome::Inactive => {
-                    return Err(ProviderError::Unhealthy(format!(
-                        "the VIP {} is not on a local interface",
-                        d.ip
-                    )))
-                }
-                CheckOutcome::Degraded(why) => return Err(ProviderError::Unhealthy(why)),
-            }
+            local.probe_local(ctx, dl.remaining()?).await?;
         }
         self.latch.reset();
         Ok(ProbeOk {

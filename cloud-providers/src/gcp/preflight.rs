@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::dns::{check_record_name, GcpDnsParams};
 use super::vip::{GcpVipParams, VipMode};
 use super::GcpShared;
-use crate::aws::preflight::{Finding, Status};
+use crate::cloud::{Finding, PreflightFailure, Report, Status};
 use crate::params::parse_params;
 use crate::{ProbeContext, Registry};
 
@@ -57,30 +57,15 @@ pub const LB_PERMISSIONS: &[&str] = &[
     "compute.regionHealthChecks.get",
 ];
 
-struct Report {
-    subject: String,
-    out: Vec<Finding>,
-}
-
-impl Report {
-    fn add(&mut self, check: &str, status: Status, detail: impl Into<String>) {
-        self.out.push(Finding {
-            subject: self.subject.clone(),
-            check: check.to_string(),
-            status,
-            detail: detail.into(),
-        });
+impl PreflightFailure for GcpFailure {
+    fn not_found(&self) -> bool {
+        self.kind() == FailureKind::NotFound
     }
-
-    fn failed(&mut self, check: &str, f: &GcpFailure) {
-        let detail = match f.kind() {
-            FailureKind::NotFound => format!("does not exist: {f}"),
-            FailureKind::PermissionDenied => {
-                format!("not authorized: {f} (grant the role of `baton cloud iam-policy`)")
-            }
-            _ => f.to_string(),
-        };
-        self.add(check, Status::Fail, detail);
+    fn denied(&self) -> bool {
+        self.kind() == FailureKind::PermissionDenied
+    }
+    fn fix(&self) -> &'static str {
+        "grant the role of `baton cloud iam-policy`"
     }
 }
 
@@ -102,10 +87,7 @@ pub async fn check(
             if !r.kind.starts_with("gcp-") {
                 continue;
             }
-            let mut rep = Report {
-                subject: format!("resource {}/{}", g.name, r.name),
-                out: Vec::new(),
-            };
+            let mut rep = Report::new(format!("resource {}/{}", g.name, r.name));
             let params = r.params_for(server);
             let own_project = params
                 .get("project")
@@ -145,10 +127,7 @@ pub async fn check(
         if matches!(m.kind.as_str(), "gcp-dns" | "gcp-vip") {
             continue;
         }
-        let mut rep = Report {
-            subject: format!("monitor {}", m.name),
-            out: Vec::new(),
-        };
+        let mut rep = Report::new(format!("monitor {}", m.name));
         let params = m.params_for(server);
         match registry.build_probe(&m.kind, &params) {
             Err(e) => rep.add("keys", Status::Fail, e.to_string()),

@@ -137,6 +137,31 @@ impl FloatingIpDriver {
 
     /// Run every command inside the network namespace `ns` (for tests and embedding;
     /// not a config key).
+    /// For a monitor (the `aws-vip` and `azure-vip` monitors): healthy when the address
+    /// is on a local interface, unhealthy with the reason otherwise.
+    pub async fn probe_local(
+        &self,
+        ctx: &crate::ProbeContext,
+        timeout: Duration,
+    ) -> Result<(), ProviderError> {
+        let actx = ActionContext {
+            cluster: ctx.cluster.clone(),
+            group: String::new(),
+            resource: ctx.monitor.clone(),
+            server: ctx.server.clone(),
+            epoch: 0,
+            timeout,
+        };
+        match self.check(&actx).await? {
+            CheckOutcome::Active => Ok(()),
+            CheckOutcome::Inactive => Err(ProviderError::Unhealthy(format!(
+                "the VIP {} is not on a local interface",
+                self.ip
+            ))),
+            CheckOutcome::Degraded(why) => Err(ProviderError::Unhealthy(why)),
+        }
+    }
+
     pub fn with_netns(mut self, ns: impl Into<String>) -> Self {
         self.netns = Some(ns.into());
         self
