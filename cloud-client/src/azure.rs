@@ -29,7 +29,6 @@
 //!   `Azure-AsyncOperation` URL of an answer until `Succeeded` or `Failed`.
 
 use std::fmt::Display;
-use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -44,6 +43,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::clock::{self, Instant};
+use crate::retry::{noted, retrying, RetryFailure};
 
 /// api-version of Azure DNS (public zones) calls.
 pub const DNS_API_VERSION: &str = "2018-05-01";
@@ -60,9 +60,6 @@ pub const SCHEDULED_EVENTS_API_VERSION: &str = "2020-07-01";
 
 /// A token is fetched again this long before it expires (or at half its life).
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
-/// First backoff pause when an answer names none; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long an Azure CLI token is trusted when the CLI does not say (old versions).
 const CLI_TOKEN_FALLBACK: Duration = Duration::from_secs(300);
 
@@ -318,13 +315,31 @@ pub struct AzureClient {
     inner: Arc<Inner>,
 }
 
-/// What one attempt of a retried exchange gave.
-enum Attempt<T> {
-    Done(Result<T, AzureFailure>),
-    Retry {
-        failure: AzureFailure,
-        after: Option<Duration>,
-    },
+type Attempt<T> = crate::retry::Attempt<T, AzureFailure>;
+
+impl RetryFailure for AzureFailure {
+    fn out_of_time(operation: &str) -> Self {
+        AzureFailure::unavailable(operation, "no time left for the call")
+    }
+
+    fn with_note(self, note: &str) -> Self {
+        match self {
+            AzureFailure::Unavailable {
+                operation,
+                code,
+                status,
+                message,
+            } => AzureFailure::Unavailable {
+                operation,
+                code,
+                status,
+                message: noted(message, note),
+            },
+            // A 401 retried once with a new token that was refused again, or another
+            // refusal: its message says enough.
+            other => other,
+        }
+    }
 }
 
 impl AzureClient {
@@ -664,71 +679,6 @@ impl AzureClient {
         .await?;
         token_of(op, &resp.body)
     }
-}
-
-/// Run attempts until one is done, or time runs out (the last failure then).
-async fn retrying<T, F, Fut>(
-    operation: &str,
-    end: Instant,
-    mut attempt: F,
-) -> Result<T, AzureFailure>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Attempt<T>>,
-{
-    let mut backoff = FIRST_BACKOFF;
-    let mut tries = 0u32;
-    loop {
-        if clock::now() >= end {
-            return Err(AzureFailure::unavailable(
-                operation,
-                "no time left for the call",
-            ));
-        }
-        tries += 1;
-        let (failure, after) = match attempt().await {
-            Attempt::Done(r) => return r,
-            Attempt::Retry { failure, after } => (failure, after),
-        };
-        let pause = after.unwrap_or_else(|| jitter(backoff));
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        let left = end.saturating_duration_since(clock::now());
-        if pause >= left {
-            return Err(with_note(
-                failure,
-                &format!("gave up after {tries} attempt(s): the deadline comes first"),
-            ));
-        }
-        tokio::time::sleep(pause).await;
-    }
-}
-
-fn with_note(f: AzureFailure, note: &str) -> AzureFailure {
-    match f {
-        AzureFailure::Unavailable {
-            operation,
-            code,
-            status,
-            message,
-        } => AzureFailure::Unavailable {
-            operation,
-            code,
-            status,
-            message: if message.is_empty() {
-                note.to_string()
-            } else {
-                format!("{message} ({note})")
-            },
-        },
-        other => other,
-    }
-}
-
-/// Full jitter: a random pause between half of `d` and `d`.
-fn jitter(d: Duration) -> Duration {
-    use rand::Rng as _;
-    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(2);
-    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
 }
 
 /// Classify one HTTP answer: success, retry (429, 5xx) or refusal.

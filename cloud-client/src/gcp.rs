@@ -31,7 +31,6 @@
 //!   conflict, rejected) is decided in one place, [`classify`].
 
 use std::fmt::Display;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,6 +45,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::clock::{self, Instant};
+use crate::retry::{noted, retrying, RetryFailure};
 
 /// The OAuth scope Baton asks for: Google recommends `cloud-platform` with IAM roles
 /// doing the restricting.
@@ -55,9 +55,6 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// A token is fetched again this long before it expires (or at half its life).
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
-/// First backoff pause when an answer names none; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// First pause before reading a pending operation again; doubles up to 2 s.
 const FIRST_POLL: Duration = Duration::from_millis(50);
 /// Lifetime of the JWT assertion (Google accepts at most one hour).
@@ -395,13 +392,31 @@ pub struct GcpClient {
     inner: Arc<Inner>,
 }
 
-/// What one attempt of a retried exchange gave.
-enum Attempt<T> {
-    Done(Result<T, GcpFailure>),
-    Retry {
-        failure: GcpFailure,
-        after: Option<Duration>,
-    },
+type Attempt<T> = crate::retry::Attempt<T, GcpFailure>;
+
+impl RetryFailure for GcpFailure {
+    fn out_of_time(operation: &str) -> Self {
+        GcpFailure::unavailable(operation, "no time left for the call")
+    }
+
+    fn with_note(self, note: &str) -> Self {
+        match self {
+            GcpFailure::Unavailable {
+                operation,
+                reason,
+                status,
+                message,
+            } => GcpFailure::Unavailable {
+                operation,
+                reason,
+                status,
+                message: noted(message, note),
+            },
+            // A 401 retried once with a new token that was refused again, or another
+            // refusal: its message says enough.
+            other => other,
+        }
+    }
 }
 
 impl GcpClient {
@@ -849,68 +864,6 @@ impl GcpClient {
         .await?;
         token_of(op, &r.body)
     }
-}
-
-/// Run attempts until one is done, or time runs out (the last failure then).
-async fn retrying<T, F, Fut>(operation: &str, end: Instant, mut attempt: F) -> Result<T, GcpFailure>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Attempt<T>>,
-{
-    let mut backoff = FIRST_BACKOFF;
-    let mut tries = 0u32;
-    loop {
-        if clock::now() >= end {
-            return Err(GcpFailure::unavailable(
-                operation,
-                "no time left for the call",
-            ));
-        }
-        tries += 1;
-        let (failure, after) = match attempt().await {
-            Attempt::Done(r) => return r,
-            Attempt::Retry { failure, after } => (failure, after),
-        };
-        let pause = after.unwrap_or_else(|| jitter(backoff));
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        let left = end.saturating_duration_since(clock::now());
-        if pause >= left {
-            return Err(with_note(
-                failure,
-                &format!("gave up after {tries} attempt(s): the deadline comes first"),
-            ));
-        }
-        tokio::time::sleep(pause).await;
-    }
-}
-
-fn with_note(f: GcpFailure, note: &str) -> GcpFailure {
-    match f {
-        GcpFailure::Unavailable {
-            operation,
-            reason,
-            status,
-            message,
-        } => GcpFailure::Unavailable {
-            operation,
-            reason,
-            status,
-            message: if message.is_empty() {
-                note.to_string()
-            } else {
-                format!("{message} ({note})")
-            },
-        },
-        // A 401 retried once with a new token that was refused again.
-        other => other,
-    }
-}
-
-/// Full jitter: a random pause between half of `d` and `d`.
-fn jitter(d: Duration) -> Duration {
-    use rand::Rng as _;
-    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(2);
-    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
 }
 
 /// The outcome of a `DONE` Compute operation.

@@ -10,6 +10,7 @@ pub mod aws;
 pub mod azure;
 pub mod clock;
 pub mod gcp;
+mod retry;
 
 /// The text of an unanswered call: `OP: CODE (HTTP STATUS): MESSAGE` when the API answered
 /// with an error code (the status and message when known), else `OP: MESSAGE`.
