@@ -845,20 +845,9 @@ fn lb_params(extra: &str) -> Params {
     extra.parse::<toml::Table>().unwrap()
 }
 
-/// A port free on 127.0.0.11 and 127.0.0.12 at the time of asking, never the same twice
-/// in this process (tests run in parallel: a port asked of the kernel and released at
-/// once can be handed to the next test that asks).
+/// A port free on 127.0.0.11 and 127.0.0.12.
 fn free_port() -> u16 {
-    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let base = 30_000 + (std::process::id() % 1_000) as u16 * 20;
-    loop {
-        let port = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if std::net::TcpListener::bind(("127.0.0.11", port)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.12", port)).is_ok()
-        {
-            return port;
-        }
-    }
+    baton_tests::free_port(&["127.0.0.11", "127.0.0.12"])
 }
 
 async fn answers(addr: std::net::SocketAddr) -> bool {

@@ -1155,13 +1155,9 @@ async fn an_interface_changed_meanwhile_is_read_again_not_overwritten() {
 // gcp-lb-probe
 // ---------------------------------------------------------------------------------------
 
-/// A port free on 127.0.0.1 now.
+/// A port free on 127.0.0.1 and 127.0.0.2.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    baton_tests::free_port(&["127.0.0.1", "127.0.0.2"])
 }
 
 fn answers(addr: &str) -> bool {

@@ -50,6 +50,23 @@ pub use cluster::{Cluster, ClusterSpec, MonitorSpec, GROUP, MONITOR};
 pub use model::{AgentStatus, Claim, ClusterStatus, Event, Events};
 pub use nix::sys::signal::Signal;
 
+/// A TCP port free on every one of `hosts` (loopback addresses) at the time of asking,
+/// never the same twice in this process: tests run in parallel, and a port asked of the
+/// kernel (`:0`) and released at once can be handed to the next test that asks.
+pub fn free_port(hosts: &[&str]) -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 30_000 + u16::try_from(std::process::id() % 1_000).unwrap_or(0) * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10_000;
+        if hosts
+            .iter()
+            .all(|h| std::net::TcpListener::bind((*h, port)).is_ok())
+        {
+            return port;
+        }
+    }
+}
+
 /// Poll `f` every 100 ms until it returns `Ok`, or panic after `timeout` with `what` and
 /// the last reason `f` gave.
 pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
