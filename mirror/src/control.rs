@@ -99,6 +99,10 @@ pub struct ResyncStatus {
     pub total_bytes: u64,
     pub done_bytes: u64,
     pub sent_bytes: u64,
+    /// When this side's last resync started and ended in sync (unix ms): its duration,
+    /// without the time the link took to come up.
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
     pub rate_bytes_per_s: u64,
     pub remaining_s: Option<u64>,
 }
@@ -111,6 +115,8 @@ impl From<&Resync> for ResyncStatus {
             total_bytes: r.total_bytes,
             done_bytes: r.done_bytes,
             sent_bytes: r.sent_bytes,
+            started_ms: r.started_ms,
+            finished_ms: r.finished_ms,
             rate_bytes_per_s: r.rate_bytes_per_s,
             remaining_s: r.remaining_s,
         }

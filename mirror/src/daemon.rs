@@ -833,6 +833,8 @@ async fn status(d: &Arc<Daemon>) -> Status {
         ("queue_full", ld(&c.queue_full)),
         ("resync_bytes", ld(&c.resync_bytes)),
         ("link_bytes_sent", ld(&c.link_bytes_sent)),
+        ("link_raw_bytes_sent", ld(&c.link_raw_bytes_sent)),
+        ("compression_skipped", ld(&c.compression_skipped)),
         ("async_discarded_bytes", ld(&c.async_discarded_bytes)),
     ]
     .into_iter()

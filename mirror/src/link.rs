@@ -182,6 +182,48 @@ pub struct LinkCounters {
     pub frames: u64,
     /// Bytes of `data` before compression (sent) or after decompression (received).
     pub raw_bytes: u64,
+    /// Frames sent as is without trying to compress them, because the frames before them
+    /// did not compress ([`Skip`]).
+    pub compression_skipped: u64,
+}
+
+/// Adaptive compression: data that did not compress (random or already compressed data,
+/// encrypted volumes) is likely followed by more of the same, and trying costs CPU on a
+/// path that is CPU bound (a resync over a fast link). After a frame that saved less than
+/// 1/8 of its size, the next `backoff` frames go as is, the backoff doubling up to
+/// [`Skip::MAX`] while the data stays incompressible and dropping to zero at the first
+/// frame that compresses well. So incompressible data pays one attempt per
+/// [`Skip::MAX`] frames, and compressible data is compressed again at most that many
+/// frames after it starts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Skip {
+    left: u32,
+    backoff: u32,
+}
+
+impl Skip {
+    const MAX: u32 = 32;
+    /// Frames below this size are always tried and tell nothing about the data.
+    const MIN_LEN: usize = 4096;
+
+    /// Whether to try compressing the next frame (counting the frames skipped).
+    fn attempt(&mut self) -> bool {
+        if self.left > 0 {
+            self.left -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// The outcome of an attempt: `raw` bytes became `wire` bytes.
+    fn outcome(&mut self, raw: usize, wire: usize) {
+        if wire + raw / 8 > raw {
+            self.backoff = (self.backoff * 2).clamp(1, Self::MAX);
+            self.left = self.backoff;
+        } else {
+            self.backoff = 0;
+        }
+    }
 }
 
 /// Why a link failed.
@@ -519,6 +561,7 @@ pub struct LinkTx<W> {
     /// Compressed data.
     scratch: Vec<u8>,
     zstd: Option<(zstd::bulk::Compressor<'static>, i32)>,
+    skip: Skip,
     counters: LinkCounters,
     /// Set while an operation runs: still set when a cancelled operation left a frame half
     /// written, or after an error.
@@ -548,6 +591,7 @@ impl<W: AsyncWrite + Unpin> LinkTx<W> {
             plain: vec![0; MAX_PAYLOAD],
             scratch: Vec::new(),
             zstd: None,
+            skip: Skip::default(),
             counters: LinkCounters::default(),
             broken: false,
         }
@@ -564,7 +608,8 @@ impl<W: AsyncWrite + Unpin> LinkTx<W> {
     }
 
     /// Queues one frame: compresses `data` if asked (and sends it as is when compression
-    /// does not make it smaller), seals it and appends it to the write buffer, writing the
+    /// does not make it smaller, or when the frames before did not compress: [`Skip`]),
+    /// seals it and appends it to the write buffer, writing the
     /// buffer to the socket whenever it passes [`FLUSH_AT`] bytes. Call [`LinkTx::flush`]
     /// to send what is buffered.
     pub async fn send(
@@ -588,7 +633,19 @@ impl<W: AsyncWrite + Unpin> LinkTx<W> {
             )));
         }
         self.broken = true;
+        let judged = data.len() >= Skip::MIN_LEN;
+        let compression = if compression == Compression::None || data.is_empty() {
+            Compression::None
+        } else if !judged || self.skip.attempt() {
+            compression
+        } else {
+            self.counters.compression_skipped += 1;
+            Compression::None
+        };
         let (comp, wire_len) = compress(&mut self.scratch, &mut self.zstd, data, compression)?;
+        if compression != Compression::None && judged {
+            self.skip.outcome(data.len(), wire_len);
+        }
         let wire: &[u8] = if comp == COMP_NONE {
             data
         } else {

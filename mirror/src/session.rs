@@ -306,9 +306,13 @@ async fn send_loop<W: AsyncWrite + Unpin>(
             vol.kick(s);
             return;
         }
-        vol.counters
-            .link_bytes_sent
-            .store(tx.stats().wire_bytes, Ordering::Relaxed);
+        let stats = tx.stats();
+        let c = &vol.counters;
+        c.link_bytes_sent.store(stats.wire_bytes, Ordering::Relaxed);
+        c.link_raw_bytes_sent
+            .store(stats.raw_bytes, Ordering::Relaxed);
+        c.compression_skipped
+            .store(stats.compression_skipped, Ordering::Relaxed);
     }
 }
 
@@ -731,6 +735,7 @@ async fn resync_loop(vol: Arc<Volume>, session: u64, link: LinkSettings) {
                     st.in_sync = true;
                     let was = st.resync.running;
                     st.resync.running = false;
+                    st.resync.finished_ms = Some(crate::clock::unix_ms());
                     let r = &st.resync;
                     (
                         was,

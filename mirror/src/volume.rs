@@ -60,6 +60,8 @@ pub struct Resync {
     /// Bytes that went over the link (data regions; zero regions cost nothing).
     pub sent_bytes: u64,
     pub started_ms: u64,
+    /// When the last resync ended in sync (unix ms); `None` while one runs.
+    pub finished_ms: Option<u64>,
     pub rate_bytes_per_s: u64,
     pub remaining_s: Option<u64>,
 }
@@ -172,6 +174,11 @@ pub struct Counters {
     pub queue_full: AtomicU64,
     pub resync_bytes: AtomicU64,
     pub link_bytes_sent: AtomicU64,
+    /// Bytes of data sent in this session before compression (with `link_bytes_sent`, the
+    /// compression the link achieves).
+    pub link_raw_bytes_sent: AtomicU64,
+    /// Frames of this session sent as is because the data before them did not compress.
+    pub compression_skipped: AtomicU64,
     /// Async: bytes of regions written here as primary that the peer never confirmed,
     /// replaced by the peer's data after it took over (BTN-7020).
     pub async_discarded_bytes: AtomicU64,

@@ -198,7 +198,10 @@ async fn round_trip_every_size_and_compression() {
         }
     }
     let (tx, rx) = (ctx.stats(), rrx.stats());
-    assert_eq!(tx, rx, "both ends count the same");
+    assert_eq!(
+        tx, rx,
+        "both ends count the same (nothing was skipped: it compresses)"
+    );
     assert_eq!(tx.frames, 18);
     assert_eq!(
         tx.raw_bytes,
@@ -264,6 +267,64 @@ async fn many_small_frames_in_one_flush_cross_rekeys() {
         }
     };
     tokio::join!(sender, receiver);
+}
+
+#[tokio::test]
+async fn incompressible_data_skips_compression_until_data_compresses_again() {
+    let ((mut ctx, _crx), (_rtx, mut rrx)) = duplex_pair().await;
+    let mut frame = Frame::default();
+    for comp in [Compression::Lz4, Compression::Zstd(1)] {
+        // 200 frames of random data: tried once per up to Skip::MAX frames.
+        let before = ctx.stats();
+        for i in 0..200u64 {
+            let data = random(65536, i);
+            transfer(&mut ctx, &mut rrx, 1, b"", &data, comp, &mut frame)
+                .await
+                .unwrap();
+            assert!(frame.data == data);
+        }
+        let skipped = ctx.stats().compression_skipped - before.compression_skipped;
+        assert!(
+            skipped >= 200 - 200 / u64::from(Skip::MAX) - 6,
+            "{comp:?}: only {skipped} of 200 incompressible frames skipped compression"
+        );
+        // Then compressible data: compressed again within Skip::MAX + 1 frames, and from
+        // then on every frame.
+        let mut first = None;
+        for i in 0..(2 * Skip::MAX as usize) {
+            let data = compressible(65536, i as u64);
+            let before = ctx.stats();
+            transfer(&mut ctx, &mut rrx, 1, b"", &data, comp, &mut frame)
+                .await
+                .unwrap();
+            assert!(frame.data == data);
+            let wire = (ctx.stats().wire_bytes - before.wire_bytes) as usize;
+            match first {
+                None if wire < 65536 / 2 => first = Some(i),
+                None => assert!(
+                    i <= Skip::MAX as usize,
+                    "{comp:?}: frame {i} not compressed"
+                ),
+                Some(_) => assert!(wire < 65536 / 2, "{comp:?}: frame {i} sent as is again"),
+            }
+        }
+        assert!(first.is_some());
+    }
+    // Small frames never count: a 1-byte frame does not make the next large one skip.
+    let mut skip = Skip::default();
+    assert!(skip.attempt());
+    skip.outcome(65536, 65536);
+    assert!(
+        !skip.attempt(),
+        "one frame skipped after an incompressible one"
+    );
+    assert!(skip.attempt());
+    skip.outcome(65536, 1000);
+    assert_eq!(
+        skip,
+        Skip::default(),
+        "a frame that compresses well resets the backoff"
+    );
 }
 
 #[tokio::test]
@@ -354,8 +415,13 @@ async fn concurrent_both_directions_over_tcp() {
         t3.await.unwrap(),
         t4.await.unwrap(),
     );
-    assert_eq!(ctx.stats(), rrx.stats());
-    assert_eq!(rtx.stats(), crx.stats());
+    // Both ends count the same, but for the frames whose compression the sender skipped.
+    let sent = |s: LinkCounters| LinkCounters {
+        compression_skipped: 0,
+        ..s
+    };
+    assert_eq!(sent(ctx.stats()), rrx.stats());
+    assert_eq!(sent(rtx.stats()), crx.stats());
     assert_eq!(ctx.stats().frames, N);
 }
 
