@@ -127,6 +127,9 @@ socket_dir = "{d}/run"
 [[group]]
 name = "web"
 servers = ["node-1", "node-2", "node-3"]
+# The app stops with one kill: its self-fence deadline can be the heartbeat interval, so
+# the others take it over sooner than the agent-wide bound (docs/src/split-brain.md).
+fence_budget = "{interval}"
 
 [[group.resource]]
 kind = "exec"
@@ -139,7 +142,8 @@ deactivate_timeout = "10s"
 "#,
         exe = exe.display(),
         log = log.display(),
-        pid = pid.display()
+        pid = pid.display(),
+        interval = o.interval,
     ));
     for i in 1..=3u16 {
         s.push_str(&format!(

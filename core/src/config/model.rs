@@ -295,8 +295,31 @@ pub struct Group {
     pub startup_servers: Vec<String>,
     pub failback: bool,
     pub auto_start: bool,
+    /// How long this group's resources need to stop, declared (`fence_budget`); when not
+    /// declared, the sum over its resources of `(deactivate_retries + 1) ×
+    /// deactivate_timeout`. The group's self-fence deadline is the smaller of this and the
+    /// agent's `[quorum] fence_timeout` ([`Config::group_timing`]).
+    pub fence_budget: Option<Dur>,
     /// In activation order (dependencies first).
     pub resources: Vec<Resource>,
+}
+
+impl Group {
+    /// What the group's resources need to stop, in ms: the declared budget, or every
+    /// stop attempt of every resource (they stop one after the other) at its timeout.
+    pub fn stop_budget_ms(&self) -> u64 {
+        self.fence_budget.map(|d| d.ms()).unwrap_or_else(|| {
+            self.resources
+                .iter()
+                .map(|r| {
+                    r.deactivation
+                        .timeout
+                        .ms()
+                        .saturating_mul(u64::from(r.deactivation.retries) + 1)
+                })
+                .fold(0u64, u64::saturating_add)
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -403,6 +426,23 @@ impl Config {
     /// Votes in the cluster: one per server, plus one for a configured witness.
     pub fn votes(&self) -> usize {
         self.servers.len() + usize::from(self.quorum.witness != Witness::None)
+    }
+
+    /// The split-brain timing of group `gi` for a heartbeat timeout: the agent's
+    /// [`Config::timing`] with the self-fence deadline `F_g = min(F, the group's stop
+    /// budget)` and the takeover wait derived from `F_g` (a configured `takeover_wait`,
+    /// at least the agent-wide minimum, is kept). `F_g` is at least the heartbeat
+    /// interval, as `fence_timeout` is: an agent that restarts holding a group needs
+    /// about that long to hear its peers and regain quorum before the deadline counts
+    /// against it (a shorter one would reset a restarting server again and again).
+    pub fn group_timing(&self, gi: usize, timeout_ms: u64) -> timing::Timing {
+        let agent = self.timing(timeout_ms);
+        let budget = self
+            .groups
+            .get(gi)
+            .map_or(agent.fence_ms, |g| g.stop_budget_ms())
+            .max(self.heartbeat.interval.ms());
+        agent.for_group(budget, self.quorum.takeover_wait.map(|d| d.ms()))
     }
 
     /// The split-brain timing rules for a heartbeat timeout (`timeout_ms`: the configured

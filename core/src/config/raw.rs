@@ -75,6 +75,9 @@ pub(super) struct RawGroup {
     pub(super) failback: bool,
     #[serde(default = "yes")]
     pub(super) auto_start: bool,
+    /// Declared self-fence budget (see `Group::fence_budget`).
+    #[serde(default)]
+    pub(super) fence_budget: Option<Dur>,
     #[serde(default)]
     pub(super) resource: Vec<toml::Table>,
 }

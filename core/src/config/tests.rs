@@ -1292,6 +1292,59 @@ fn takeover_wait_below_the_derived_minimum_is_rejected_with_the_minimum() {
 }
 
 #[test]
+fn fence_budget_sets_the_group_timing_within_the_agent_bound() {
+    // Not declared: the resources' stop timeouts (60s each by default) exceed F, so the
+    // group has the agent's timing.
+    let l = ok(DESIGN);
+    assert_eq!(l.config.group_timing(0, 1000), l.config.timing(1000));
+    // Declared: F_g = 250 ms, and the takeover bound shrinks with it.
+    let text = replace(
+        DESIGN,
+        "failback = false",
+        "failback = false\nfence_budget = \"250ms\"",
+    );
+    let l = ok(&text);
+    let g = l.config.group_timing(0, 1000);
+    assert_eq!(g.fence_ms, 250);
+    assert!(g.takeover_after_ms() < l.config.timing(1000).takeover_after_ms());
+    // Derived from short stop timeouts (with retries), floored at the interval.
+    let text = replace(
+        DESIGN,
+        "depends_on = [\"awsvip1\"]",
+        "depends_on = [\"awsvip1\"]\ndeactivate_timeout = \"100ms\"\ndeactivate_retries = 1",
+    );
+    let text = text.replacen(
+        "vpc_id = \"vpc-1234abcd\"",
+        "vpc_id = \"vpc-1234abcd\"\ndeactivate_timeout = \"50ms\"",
+        1,
+    );
+    assert_eq!(ok(&text).config.group_timing(0, 1000).fence_ms, 250);
+    let text = text.replace("deactivate_retries = 1", "deactivate_retries = 0");
+    assert_eq!(
+        ok(&text).config.group_timing(0, 1000).fence_ms,
+        200,
+        "the interval"
+    );
+    // Out of range: below the interval, above F.
+    for (v, why) in [
+        ("100ms", "shorter than the heartbeat interval 200ms"),
+        (
+            "501ms",
+            "longer than the agent's self-fence deadline of 500 ms",
+        ),
+    ] {
+        let text = replace(
+            DESIGN,
+            "failback = false",
+            &format!("failback = false\nfence_budget = \"{v}\""),
+        );
+        let d = error(&text);
+        assert_at(&d, &text, "fence_budget", 0, "group[0].fence_budget");
+        assert!(d.message.contains(why), "{d}");
+    }
+}
+
+#[test]
 fn the_witness_is_a_vote() {
     let l = ok(DESIGN);
     assert_eq!(l.config.votes(), 3);

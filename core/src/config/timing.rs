@@ -15,6 +15,11 @@
 //! * self-fence deadline `F` (`[quorum] fence_timeout`, default `T/2`): a server that
 //!   loses quorum has deactivated its groups within `F` or escalates
 //!   (`[quorum] on_fence_timeout`);
+//! * per group, `F_g = min(F, what the group's resources need to stop)` (its
+//!   `fence_budget`, or the sum of its resources' stop timeouts and retries) and `W_g`
+//!   derived from `F_g` as `W` is from `F` ([`Timing::for_group`]): a holder cut off
+//!   from the majority has stopped group `g` within `F_g` or escalates then, so group
+//!   `g` may be taken over after `T + W_g`;
 //! * takeover wait `W` (`[quorum] takeover_wait`, default the smallest safe value): a
 //!   server activates a group only after every down server has been silent for `T + W`,
 //!   where `(T + W)(1 − ρ) ≥ (2L + F)(1 + ρ) + i`. A holder cut off at the worst moment
@@ -77,6 +82,25 @@ impl Timing {
         }
     }
 
+    /// The timing of one group whose resources need `budget_ms` to stop: the fence
+    /// deadline `F_g = min(F, budget)` and the smallest `W_g` that satisfies the rule with
+    /// `F_g` (or `takeover`, the configured wait, when larger). Lease, interval and
+    /// timeout stay the agent's. Since `F_g ≤ F`, `W_g ≤ W`: a group never waits longer
+    /// than the agent-wide rule says.
+    pub fn for_group(&self, budget_ms: u64, takeover: Option<u64>) -> Timing {
+        let fence_ms = self.fence_ms.min(budget_ms);
+        let min_takeover_wait_ms =
+            min_takeover_wait(self.interval_ms, self.timeout_ms, self.lease_ms, fence_ms);
+        Timing {
+            fence_ms,
+            min_takeover_wait_ms,
+            takeover_wait_ms: takeover
+                .unwrap_or(min_takeover_wait_ms)
+                .max(min_takeover_wait_ms),
+            ..*self
+        }
+    }
+
     /// Silence after which a lost server's groups may be activated elsewhere: `T + W`.
     pub fn takeover_after_ms(&self) -> u64 {
         self.timeout_ms.saturating_add(self.takeover_wait_ms)
@@ -114,6 +138,30 @@ mod tests {
                 "{i}/{t}: not minimal {tm:?}"
             );
             assert!(tm.witness_valid_ms < tm.lease_ms);
+        }
+    }
+
+    #[test]
+    fn group_timing_follows_the_group_budget_within_the_agent_bound() {
+        let agent = Timing::derive(200, 1000, None, None);
+        // A group that stops in 50 ms: F_g = 50, the smallest W_g with the rule.
+        let g = agent.for_group(50, None);
+        assert_eq!((g.fence_ms, g.lease_ms, g.timeout_ms), (50, 500, 1000));
+        assert_eq!(g.takeover_wait_ms, min_takeover_wait(200, 1000, 500, 50));
+        assert!(g.takeover_wait_ms < agent.takeover_wait_ms);
+        let lhs = (g.timeout_ms + g.takeover_wait_ms) as f64 * 0.99;
+        assert!(lhs >= (2 * g.lease_ms + g.fence_ms) as f64 * 1.01 + 200.0);
+        // A budget above F is cut to F: the agent's timing.
+        assert_eq!(agent.for_group(60_000, None), agent);
+        // A configured wait is kept when larger.
+        assert_eq!(agent.for_group(50, Some(5_000)).takeover_wait_ms, 5_000);
+        // Nothing to stop: the rule with F = 0.
+        let none = agent.for_group(0, None);
+        assert_eq!(none.fence_ms, 0);
+        assert_eq!(none.takeover_wait_ms, min_takeover_wait(200, 1000, 500, 0));
+        for b in [0, 1, 10, 100, 499, 500, 501, 10_000] {
+            let g = agent.for_group(b, None);
+            assert!(g.fence_ms <= agent.fence_ms && g.takeover_wait_ms <= agent.takeover_wait_ms);
         }
     }
 

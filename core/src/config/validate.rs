@@ -38,6 +38,7 @@ pub(super) fn validate(
         .map(|s| (s.name.clone(), s.interconnects.len()))
         .collect();
     let groups = groups::validate(d, &raw.group, &server_names, &paths, kinds);
+    groups::check_fence_budgets(d, &raw.group, &raw.quorum, &raw.heartbeat);
     let defined = Defined {
         servers: &servers,
         server_names: &server_names,

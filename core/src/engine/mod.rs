@@ -622,6 +622,12 @@ impl Engine {
         self.cfg.timing(self.hb_timeout())
     }
 
+    /// The timing of group `gi`: its own self-fence deadline `F_g` and takeover wait
+    /// `W_g` ([`Config::group_timing`](crate::config::Config::group_timing)).
+    pub(super) fn group_timing(&self, gi: usize) -> crate::config::timing::Timing {
+        self.cfg.group_timing(gi, self.hb_timeout())
+    }
+
     /// How recently a server must have been heard for its vote to count toward this
     /// server's quorum: half the heartbeat timeout, but at least 2.5 heartbeat intervals
     /// (one lost heartbeat never costs a vote).

@@ -153,8 +153,9 @@ impl Engine {
         }
     }
 
-    /// A server that lost quorum must have deactivated its groups within the fence
-    /// deadline; otherwise it escalates (`[quorum] on_fence_timeout`).
+    /// A server that lost quorum must have deactivated each group `g` within that group's
+    /// fence deadline `F_g` (at most the agent's `F`); otherwise it escalates (`[quorum]
+    /// on_fence_timeout`): the others take group `g` over after `T + W_g`.
     fn self_fence_deadline(&mut self) {
         let holding = self.groups.iter().any(|g| g.local.state().holds());
         if self.quorum || !holding {
@@ -163,28 +164,40 @@ impl Engine {
             return;
         }
         let started = *self.fence_started.get_or_insert(self.now);
-        let fence = self.timing().fence_ms;
-        if self.now.since(started) < fence || self.fence_escalated {
+        if self.fence_escalated {
             return;
         }
-        self.fence_escalated = true;
-        let held: Vec<String> = self
-            .groups
-            .iter()
-            .zip(&self.cfg.groups)
-            .filter(|(g, _)| g.local.state().holds())
-            .map(|(g, c)| format!("{} ({})", c.name, g.local.state().as_str()))
+        let lost_ms = self.now.since(started);
+        // The held groups past their own deadline, with it.
+        let late: Vec<(String, u64)> = (0..self.groups.len())
+            .filter(|&gi| self.groups[gi].local.state().holds())
+            .map(|gi| (gi, self.group_timing(gi).fence_ms))
+            .filter(|&(_, f)| lost_ms >= f)
+            .map(|(gi, f)| {
+                let st = self.groups[gi].local.state().as_str();
+                (
+                    format!("{} ({st}, deadline {f} ms)", self.cfg.groups[gi].name),
+                    f,
+                )
+            })
             .collect();
+        let Some(fence) = late.iter().map(|l| l.1).min() else {
+            return;
+        };
+        self.fence_escalated = true;
+        let held: Vec<String> = late.into_iter().map(|l| l.0).collect();
         let which = match self.cfg.quorum.on_fence_timeout {
             crate::config::OnFenceTimeout::Reboot => Some(FinalAction::Reboot),
             crate::config::OnFenceTimeout::Shutdown => Some(FinalAction::Shutdown),
             crate::config::OnFenceTimeout::None => None,
         };
         let msg = format!(
-            "quorum lost {} ms ago and still holding {}: self-fence deadline of {fence} ms missed; {}",
-            self.now.since(started),
+            "quorum lost {lost_ms} ms ago and still holding {}: self-fence deadline missed; {}",
             held.join(", "),
-            which.map_or("on_fence_timeout = none: only reporting".to_string(), |w| format!("running the {} command", w.as_str()))
+            which.map_or(
+                "on_fence_timeout = none: only reporting".to_string(),
+                |w| format!("running the {} command", w.as_str())
+            )
         );
         self.emit(&events::FENCE_DEADLINE_MISSED, msg.clone(), |e| {
             e.field("fence_ms", fence)
@@ -198,12 +211,13 @@ impl Engine {
         }
     }
 
-    /// Remaining self-fence budget while quorum is lost (None: quorum held).
-    pub(super) fn fence_remaining(&self) -> Option<u64> {
+    /// Remaining self-fence budget of group `gi` while quorum is lost (None: quorum
+    /// held).
+    pub(super) fn fence_remaining(&self, gi: usize) -> Option<u64> {
         if self.quorum {
             return None;
         }
-        let fence = self.timing().fence_ms;
+        let fence = self.group_timing(gi).fence_ms;
         Some(match self.fence_started {
             Some(t) => fence.saturating_sub(self.now.since(t)),
             None => fence,
@@ -211,14 +225,14 @@ impl Engine {
     }
 
     /// A server of group `gi` that is down and has not been silent long enough to have
-    /// fenced itself (`T + W`, counted from when this agent started for a server it never
+    /// stopped the group or fenced itself (`T + W_g`, counted from when this agent started for a server it never
     /// heard): (server, ms left).
     fn takeover_block(&self, gi: usize) -> Option<(String, u64)> {
         // Silence counts from the last sign of life, heard directly or reported by a
         // peer (`hears`), and never from before this server last gained quorum: a holder
         // this server could not hear may have kept quorum (through others, or the
         // witness) until this server gained it.
-        let after = self.timing().takeover_after_ms();
+        let after = self.group_timing(gi).takeover_after_ms();
         let floor = self.quorum_since.unwrap_or(self.now).max(self.started);
         self.cfg.groups[gi]
             .servers
@@ -721,8 +735,8 @@ impl Engine {
             if let Some((who, left)) = self.takeover_block(gi) {
                 if !self.groups[gi].takeover_wait_reported {
                     self.groups[gi].takeover_wait_reported = true;
-                    let tm = self.timing();
-                    self.emit(&events::TAKEOVER_WAIT, format!("group {gname}: waiting {left} ms more before activating, until server {who} has been silent for {} ms (heartbeat timeout {} + takeover wait {}) and has fenced itself", tm.takeover_after_ms(), tm.timeout_ms, tm.takeover_wait_ms), |e| e.group(gname).peer(&who).field("wait_ms", left));
+                    let tm = self.group_timing(gi);
+                    self.emit(&events::TAKEOVER_WAIT, format!("group {gname}: waiting {left} ms more before activating, until server {who} has been silent for {} ms (heartbeat timeout {} + the group's takeover wait {}, for its fence deadline {} ms) and has stopped the group or fenced itself", tm.takeover_after_ms(), tm.timeout_ms, tm.takeover_wait_ms, tm.fence_ms), |e| e.group(gname).peer(&who).field("wait_ms", left));
                 }
                 return;
             }
@@ -945,6 +959,10 @@ impl Engine {
                     epoch,
                 });
                 self.set_local(gi, Local::Claiming { epoch });
+                // The claim goes out at once, not with the next heartbeat: the peers
+                // acknowledge at once too, and the activation begins when the
+                // acknowledgements arrive (no interval is spent above the takeover floor).
+                self.urgent = true;
                 // The witness acknowledges epochs in its answers: ask it now.
                 self.witness_next_ask = self.now;
                 if self.claim_acks(gi, epoch) * 2 > self.cfg.votes() {
@@ -1126,7 +1144,7 @@ impl Engine {
                 epoch,
                 // While quorum is lost, a stop gets at most what is left of the fence
                 // deadline.
-                timeout_ms: match self.fence_remaining() {
+                timeout_ms: match self.fence_remaining(gi) {
                     Some(left) => r.deactivation.timeout.ms().min(left.max(1)),
                     None => r.deactivation.timeout.ms(),
                 },
@@ -1946,6 +1964,8 @@ impl Engine {
                     },
                     excluded_on,
                     per_server,
+                    fence_ms: self.group_timing(gi).fence_ms,
+                    takeover_after_ms: self.group_timing(gi).takeover_after_ms(),
                 }
             })
             .collect();

@@ -120,6 +120,11 @@ struct GroupSpec {
     deact_retries: u32,
     /// An `exec` monitor of the group (`m<group index>`) and its recovery ladder.
     monitor: Option<MonitorSpec>,
+    /// `fence_budget` of the group when declared (its self-fence deadline `F_g` and
+    /// takeover wait `W_g` follow from it), and the longest normal stop of its resources
+    /// then (within the budget; `SlowActions` faults go beyond it). `None`: `Params`.
+    fence_budget_ms: Option<u64>,
+    deact_max_ms: Option<u64>,
 }
 
 /// A group's monitor: healthy while every resource of the group runs on the server and
@@ -303,6 +308,8 @@ impl Schedule {
                     failback: rng.chance(30),
                     act_retries: rng.range(0, 1) as u32,
                     deact_retries: rng.range(0, 1) as u32,
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
                     monitor: rng.chance(60).then(|| MonitorSpec {
                         interval_ms: interval_ms * rng.range(2, 5),
                         retries: rng.range(0, 2) as u32,
@@ -344,6 +351,16 @@ impl Schedule {
         // Resources stop within the self-fence deadline (else the server escalates:
         // `SlowActions` faults cover that).
         let deact_max_ms = rng.range(0, fence * 4 / 5);
+        // Some groups declare a budget below F: their resources stop within it, and the
+        // others wait only T + W_g for them.
+        let mut groups: Vec<GroupSpec> = groups;
+        for g in &mut groups {
+            if rng.chance(40) {
+                let b = rng.range(interval_ms, fence);
+                g.fence_budget_ms = Some(b);
+                g.deact_max_ms = Some(rng.range(0, b * 4 / 5));
+            }
+        }
         let fail_pct = if rng.chance(20) { rng.range(1, 15) } else { 0 };
         let loss_pct = if rng.chance(30) { rng.range(1, 10) } else { 0 };
         // The agent reports a stalled loop (and stops feeding the watchdogs) after the
@@ -541,11 +558,15 @@ impl Schedule {
                 .collect();
             let _ = write!(
                 s,
-                "[[group]]\nname = \"{}\"\nservers = [{}]\nfailback = {}\n\n",
+                "[[group]]\nname = \"{}\"\nservers = [{}]\nfailback = {}\n",
                 group_name(gi),
                 servers.join(", "),
                 g.failback
             );
+            if let Some(b) = g.fence_budget_ms {
+                let _ = writeln!(s, "fence_budget = \"{b}ms\"");
+            }
+            s.push('\n');
             for ri in 0..g.resources {
                 let _ = write!(
                     s,
@@ -1616,7 +1637,9 @@ impl World {
             if matches!(op, Op::Activate) {
                 p.act_max_ms
             } else {
-                p.deact_max_ms
+                p.groups[self.res_group[res]]
+                    .deact_max_ms
+                    .unwrap_or(p.deact_max_ms)
             },
             p.fail_pct,
         );
@@ -2405,8 +2428,9 @@ fn sim_random_schedules() {
     #[allow(clippy::disallowed_methods)] // reports how long the exploration took; decides nothing
     let started = std::time::Instant::now();
     // Per thread: (events, simulated ms, failing (seed, violation), activations,
-    // activations on another server than the group's previous one, monitor figures).
-    type ThreadResult = (u64, u64, Vec<(u64, String)>, u64, u64, MonitorStats);
+    // activations on another server than the group's previous one, monitor figures,
+    // such moves of groups with a declared fence budget).
+    type ThreadResult = (u64, u64, Vec<(u64, String)>, u64, u64, MonitorStats, u64);
     let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -2414,12 +2438,16 @@ fn sim_random_schedules() {
                     let mut steps = 0;
                     let mut sim_ms = 0;
                     let mut failures = Vec::new();
-                    let (mut acts, mut moves) = (0, 0);
+                    let (mut acts, mut moves, mut budget_moves) = (0, 0, 0);
                     let mut mon = MonitorStats::default();
                     let mut i = t;
                     while i < count && failures.len() < max_failures {
                         let seed = base + i;
-                        let (_, out) = run_seed(seed, false);
+                        let (sched, out) = run_seed(seed, false);
+                        let budgeted: BTreeSet<String> = (0..sched.params.groups.len())
+                            .filter(|&gi| sched.params.groups[gi].fence_budget_ms.is_some())
+                            .map(group_name)
+                            .collect();
                         steps += out.steps;
                         sim_ms += out.sim_ms;
                         acts += out.activations.len() as u64;
@@ -2428,6 +2456,9 @@ fn sim_random_schedules() {
                         for (_, node, g, _) in &out.activations {
                             if last.insert(g, *node).is_some_and(|p| p != *node) {
                                 moves += 1;
+                                if budgeted.contains(g.as_str()) {
+                                    budget_moves += 1;
+                                }
                             }
                         }
                         if let Some(v) = out.violation {
@@ -2435,7 +2466,7 @@ fn sim_random_schedules() {
                         }
                         i += threads;
                     }
-                    (steps, sim_ms, failures, acts, moves, mon)
+                    (steps, sim_ms, failures, acts, moves, mon, budget_moves)
                 })
             })
             .collect();
@@ -2449,12 +2480,13 @@ fn sim_random_schedules() {
     let failures: Vec<&(u64, String)> = results.iter().flat_map(|r| &r.2).collect();
     let acts: u64 = results.iter().map(|r| r.3).sum();
     let moves: u64 = results.iter().map(|r| r.4).sum();
+    let budget_moves: u64 = results.iter().map(|r| r.6).sum();
     let mut mon = MonitorStats::default();
     for r in &results {
         mon += r.5;
     }
     println!(
-        "{count} schedules, {steps} events, {} s simulated, {acts} group activations ({moves} on another server than the previous one), monitors: {} failed polls, {} recovery scripts, {} restarts, {} failovers, in {:.1} s ({threads} threads)",
+        "{count} schedules, {steps} events, {} s simulated, {acts} group activations ({moves} on another server than the previous one, {budget_moves} of them groups with their own fence budget), monitors: {} failed polls, {} recovery scripts, {} restarts, {} failovers, in {:.1} s ({threads} threads)",
         sim_ms / 1000,
         mon.failed_probes,
         mon.scripts,
@@ -2489,6 +2521,11 @@ fn sim_random_schedules() {
         assert!(
             moves >= count / 5,
             "only {moves} moves to another server in {count} schedules: faults did not cause failovers"
+        );
+        // Groups with their own fence budget (a shorter takeover wait) must move too.
+        assert!(
+            budget_moves >= count / 20,
+            "only {budget_moves} moves of groups with a fence budget in {count} schedules"
         );
         // Application faults must reach the recovery ladder: failed polls, scripts,
         // restarts and monitor failovers. (10,000 schedules gave 8,178 failed polls, 577
@@ -2589,6 +2626,8 @@ fn sim_two_servers_and_a_witness_fail_over_after_a_crash() {
                 failback: false,
                 act_retries: 0,
                 deact_retries: 0,
+                fence_budget_ms: None,
+                deact_max_ms: None,
                 monitor: None,
             }],
             drift_ppm: vec![10_000, -10_000],
@@ -2641,6 +2680,8 @@ fn sim_detects_a_double_activation_when_the_watchdog_is_missing() {
                 failback: false,
                 act_retries: 0,
                 deact_retries: 0,
+                fence_budget_ms: None,
+                deact_max_ms: None,
                 monitor: None,
             }],
             drift_ppm: vec![0, 0, 0],
@@ -2694,6 +2735,8 @@ fn sim_regression_takeover_wait_ignores_second_hand_holder() {
                     failback: false,
                     act_retries: 0,
                     deact_retries: 1,
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
                     monitor: None,
                 },
                 GroupSpec {
@@ -2702,6 +2745,8 @@ fn sim_regression_takeover_wait_ignores_second_hand_holder() {
                     failback: false,
                     act_retries: 0,
                     deact_retries: 0,
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
                     monitor: None,
                 },
             ],
@@ -2780,6 +2825,8 @@ fn sim_regression_next_resource_started_on_a_stale_quorum() {
                     failback: false,
                     act_retries: 0,
                     deact_retries: 1,
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
                     monitor: None,
                 },
                 GroupSpec {
@@ -2788,6 +2835,8 @@ fn sim_regression_next_resource_started_on_a_stale_quorum() {
                     failback: true,
                     act_retries: 0,
                     deact_retries: 1,
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
                     monitor: None,
                 },
             ],
@@ -2850,6 +2899,8 @@ fn sim_regression_two_claims_of_one_epoch_both_acknowledged() {
                     failback: true,
                     act_retries: 0,
                     deact_retries: 1,
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
                     monitor: None,
                 },
                 GroupSpec {
@@ -2858,6 +2909,8 @@ fn sim_regression_two_claims_of_one_epoch_both_acknowledged() {
                     failback: false,
                     act_retries: 1,
                     deact_retries: 1,
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
                     monitor: None,
                 },
             ],
@@ -2924,6 +2977,8 @@ fn sim_regression_witness_hand_over_without_fence_wait() {
                     failback: false,
                     act_retries: 1,
                     deact_retries: 0,
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
                     monitor: None,
                 },
                 GroupSpec {
@@ -2932,6 +2987,8 @@ fn sim_regression_witness_hand_over_without_fence_wait() {
                     failback: false,
                     act_retries: 0,
                     deact_retries: 0,
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
                     monitor: None,
                 },
             ],
@@ -3010,6 +3067,8 @@ fn sim_regression_restarted_agent_reuses_an_intent_version() {
                 failback: false,
                 act_retries: 1,
                 deact_retries: 1,
+                fence_budget_ms: None,
+                deact_max_ms: None,
                 monitor: None,
             }],
             drift_ppm: vec![2788, -3084],
@@ -3078,6 +3137,8 @@ fn sim_regression_replayed_heartbeats_give_no_vote() {
                 failback: false,
                 act_retries: 0,
                 deact_retries: 0,
+                fence_budget_ms: None,
+                deact_max_ms: None,
                 monitor: None,
             }],
             drift_ppm: vec![0, 0, 0],

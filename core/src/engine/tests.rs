@@ -3063,6 +3063,41 @@ fn heartbeat_is_urgent_after_state_changes_only() {
 }
 
 #[test]
+fn a_claim_is_sent_at_once() {
+    let mut sim = started(&three(""));
+    let holder = sim.online_on("g1").expect("g1 online");
+    sim.kill(&holder);
+    // Step the others tick by tick: the step that enters Claiming asks for an immediate
+    // heartbeat (the claim), not the next interval's.
+    let mut claimed = false;
+    for _ in 0..((TIMEOUT * 4) / 10) {
+        sim.run(10);
+        for n in sim.nodes.iter_mut().filter(|n| n.name != holder) {
+            // Whatever made this step urgent before the claim is not the claim.
+            if n.eng.status().groups[0].per_server.get(&n.name) != Some(&GroupState::Claiming) {
+                n.eng.take_urgent();
+                continue;
+            }
+            let claiming =
+                n.eng.status().groups[0].per_server.get(&n.name) == Some(&GroupState::Claiming);
+            let urgent = n.eng.take_urgent();
+            if claiming && !claimed {
+                assert!(
+                    urgent,
+                    "{} entered Claiming without sending the claim at once",
+                    n.name
+                );
+                claimed = true;
+            }
+        }
+        if claimed {
+            break;
+        }
+    }
+    assert!(claimed, "no server claimed g1 after its holder died");
+}
+
+#[test]
 fn a_server_returning_on_one_path_only_reports_the_other_path_down() {
     let mut sim = started(&three(""));
     sim.kill("node-3");

@@ -433,6 +433,13 @@ pub struct GroupStatus {
     pub desired: String,
     pub excluded_on: Vec<String>,
     pub per_server: BTreeMap<String, GroupState>,
+    /// The group's self-fence deadline `F_g` and takeover bound `T + W_g` (ms): how long
+    /// a server cut off from the majority has to stop it, and how long the others wait
+    /// after losing its holder (docs/src/split-brain.md).
+    #[serde(default)]
+    pub fence_ms: u64,
+    #[serde(default)]
+    pub takeover_after_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -202,7 +202,7 @@ pub(super) fn drivers(
 
 /// Keep the mirror process of every `mirror-disk` resource of this server's groups
 /// running (or re-adopt it), renew its write lease while this server holds the group
-/// with quorum (for the self-fence deadline `F`: the peer cannot take over before it
+/// with quorum (for the group's self-fence deadline `F_g`: the peer cannot take over before it
 /// runs out), and raise its events.
 fn spawn_mirror_watch(
     cfg: &Config,
@@ -219,10 +219,18 @@ fn spawn_mirror_watch(
                 msg,
             }
         })?;
+        // The group's own fence deadline F_g: its takeover elsewhere waits T + W_g.
+        let fence_ms = cfg
+            .groups
+            .iter()
+            .position(|x| x.name == g)
+            .map_or(timing.fence_ms, |gi| {
+                cfg.group_timing(gi, timing.timeout_ms).fence_ms
+            });
         tokio::spawn(crate::mirror_kind::watch(
             launch,
             shared.clone(),
-            timing.fence_ms,
+            fence_ms,
             timing.timeout_ms,
             interval,
         ));

@@ -67,10 +67,43 @@ pub(super) fn validate(
             startup_servers: startup,
             failback: g.failback,
             auto_start: g.auto_start,
+            fence_budget: g.fence_budget,
             resources: ordered,
         });
     }
     out
+}
+
+/// `fence_budget`: from the heartbeat interval (as `fence_timeout`) to the
+/// agent's self-fence deadline `F` (`[quorum] fence_timeout`, default `T/2`), the bound
+/// no group goes beyond.
+pub(super) fn check_fence_budgets(
+    d: &mut Diags<'_>,
+    raw: &[RawGroup],
+    q: &crate::config::QuorumSection,
+    hb: &crate::config::HeartbeatSection,
+) {
+    let f = crate::config::timing::Timing::derive(
+        hb.interval.ms(),
+        hb.timeout.ms(),
+        q.fence_timeout.map(|d| d.ms()),
+        None,
+    )
+    .fence_ms;
+    for (gi, g) in raw.iter().enumerate() {
+        let Some(b) = g.fence_budget else { continue };
+        let p = [k("group"), Seg::Index(gi), k("fence_budget")];
+        if b.ms() < hb.interval.ms() {
+            d.err(&p, format!("fence_budget {b} is shorter than the heartbeat interval {}: a server that restarts holding the group could not regain quorum before it runs out", hb.interval));
+        } else if b.ms() > f {
+            d.err(
+                &p,
+                format!(
+                    "fence_budget {b} is longer than the agent's self-fence deadline of {f} ms ([quorum] fence_timeout, default half the heartbeat timeout), which bounds every group: lower it, or raise fence_timeout"
+                ),
+            );
+        }
+    }
 }
 
 /// The group's name: allowed, not reserved, not used by an earlier group (`names`).
