@@ -49,6 +49,11 @@ pub fn next_version(version: u64) -> Option<u64> {
 /// The first epoch or intent version in a heartbeat above its bound, described (for the
 /// event), or `None` when every value is in range.
 pub fn peer_message_violation(msg: &PeerMessage) -> Option<String> {
+    for (s, &ago) in msg.heard_ago.iter().flatten() {
+        if ago > MAX_DURATION_MS {
+            return Some(format!("heard_ago of server {s}: {ago} ms"));
+        }
+    }
     for r in &msg.groups {
         let acked = r.ack.as_ref().map_or(0, |a| a.1);
         let seen = r.seen_holder.as_ref().map_or(0, |h| h.1);

@@ -105,6 +105,12 @@ pub fn worst_case_message(cfg: &Config) -> PeerMessage {
         intents,
         hears: cfg.servers.iter().map(|s| s.name.clone()).collect(),
         heard: Some(cfg.servers.iter().map(|s| (s.name.clone(), max)).collect()),
+        heard_ago: Some(
+            cfg.servers
+                .iter()
+                .map(|s| (s.name.clone(), crate::bounds::MAX_DURATION_MS))
+                .collect(),
+        ),
         vote: false,
     }
 }

@@ -12,6 +12,10 @@ impl Millis {
     pub fn plus(self, ms: u64) -> Millis {
         Millis(self.0.saturating_add(ms))
     }
+    /// `ms` earlier (saturating at the agent's start).
+    pub fn minus(self, ms: u64) -> Millis {
+        Millis(self.0.saturating_sub(ms))
+    }
     pub fn since(self, earlier: Millis) -> u64 {
         self.0.saturating_sub(earlier.0)
     }

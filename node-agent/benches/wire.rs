@@ -66,6 +66,10 @@ fn message(groups: usize) -> Envelope<Timed<PeerMessage>> {
                     ("node-2".into(), 1_733_250_000_222_222),
                     ("node-3".into(), 1_733_250_000_333_333),
                 ])),
+                heard_ago: Some(BTreeMap::from([
+                    ("node-2".into(), 120),
+                    ("node-3".into(), 180),
+                ])),
                 vote: true,
             },
             rtt: None,

@@ -121,6 +121,7 @@ fn typical(servers: usize, groups: usize, len: usize, worst: bool) -> PeerMessag
                 .map(|n| (n.clone(), big(0x0000_0002_5555_0000)))
                 .collect(),
         ),
+        heard_ago: Some(names[1..].iter().map(|n| (n.clone(), big(150))).collect()),
         vote: true,
     }
 }

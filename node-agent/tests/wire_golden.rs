@@ -69,6 +69,8 @@ fn envelope() -> Envelope<Timed<PeerMessage>> {
                     ("node-2".into(), 9),
                     ("node-3".into(), 11),
                 ])),
+                // Absent, as from agents before it: the golden bytes stay as they were.
+                heard_ago: None,
                 vote: true,
             },
             rtt: Some(RttStamp {

@@ -532,6 +532,7 @@ impl Engine {
             intents: self.outgoing_intents(),
             hears: self.hears(),
             heard: Some(self.heard()),
+            heard_ago: Some(self.heard_ago()),
             vote: self.reach_ok,
         }
     }
@@ -665,6 +666,17 @@ impl Engine {
             .filter_map(|si| {
                 let inc = self.peers[si].msg.as_ref()?.incarnation;
                 Some((self.cfg.servers[si].name.clone(), inc))
+            })
+            .collect()
+    }
+
+    /// The servers of `hears` with how long ago (ms) they were last heard here.
+    fn heard_ago(&self) -> BTreeMap<String, u64> {
+        (0..self.peers.len())
+            .filter(|&si| si != self.me && self.heard_recently(si))
+            .filter_map(|si| {
+                let t = self.last_heard(si)?;
+                Some((self.cfg.servers[si].name.clone(), self.now.since(t)))
             })
             .collect()
     }
@@ -998,12 +1010,26 @@ impl Engine {
             return;
         }
         self.peers[si].paths[path] = Some(at);
+        let lease = self.quorum_lease();
         for h in &msg.hears {
             if let Some(hi) = self.server_idx(h) {
                 if hi != self.me && hi != si {
+                    // The sender heard `h` `ago` ms before it sent this (at most a lease:
+                    // it lists only servers heard within its lease). On this clock that
+                    // is at least ago·(1 − ρ)² before `at`, whatever the two clocks'
+                    // rates; without the field, `at` itself.
+                    let ago = msg
+                        .heard_ago
+                        .as_ref()
+                        .and_then(|m| m.get(h))
+                        .map_or(0, |&a| a.min(lease));
+                    let m = 1_000_000u64;
+                    let rho = crate::config::timing::DRIFT_PPM;
+                    let ago = ago.saturating_mul(m - rho) / m * (m - rho) / m;
+                    let t = at.minus(ago);
                     let r = &mut self.peers[hi].relayed;
-                    if r.is_none_or(|t| t < at) {
-                        *r = Some(at);
+                    if r.is_none_or(|x| x < t) {
+                        *r = Some(t);
                     }
                 }
             }

@@ -3012,6 +3012,38 @@ fn isolated_holder_self_fences_before_the_majority_takes_over() {
 }
 
 #[test]
+fn a_crashed_holder_is_taken_over_soon_after_the_floor_not_a_lease_later() {
+    // The third server kept listing the dead holder in `hears` for up to a lease after it
+    // last heard it; with `heard_ago` the claimer counts silence from that moment, so it
+    // claims within a couple of heartbeat intervals of the floor T + W (the relay alone
+    // used to add up to the lease, L = T/2 here).
+    let mut sim = started(&three(""));
+    let holder = sim.online_on("g1").expect("g1 online");
+    let tm = sim.eng("node-2").config().group_timing(0, TIMEOUT);
+    let killed = sim.now;
+    sim.kill(&holder);
+    let claimed = sim.run_until(tm.takeover_after_ms() + 3 * INTERVAL, |s| {
+        s.nodes.iter().filter(|n| n.alive).any(|n| {
+            matches!(
+                s.state(&n.name, "g1"),
+                GroupState::Claiming | GroupState::Activating | GroupState::Online
+            )
+        })
+    });
+    assert!(
+        claimed,
+        "no claim by {} ms after the crash",
+        sim.now - killed
+    );
+    assert!(
+        sim.now - killed <= tm.takeover_after_ms() + 2 * INTERVAL,
+        "claimed {} ms after the crash, floor {} ms",
+        sim.now - killed,
+        tm.takeover_after_ms()
+    );
+}
+
+#[test]
 fn one_lost_heartbeat_never_costs_quorum() {
     // Heartbeat loss on every path (but never two in a row from both peers at once)
     // keeps quorum: the lease is at least 2.5 intervals.

@@ -144,6 +144,13 @@ pub struct PeerMessage {
     /// upgrade): their `hears` is trusted as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heard: Option<BTreeMap<String, u64>>,
+    /// For every server in `hears`, how long ago (ms, the sender's clock) the sender last
+    /// heard it. A receiver that no longer hears that server counts its silence from
+    /// then (less the clock-rate allowance), not from when this heartbeat arrived, so a
+    /// crashed holder's groups are not held back by up to a lease while the others
+    /// still list it. `None` from agents that predate it: the arrival time counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heard_ago: Option<BTreeMap<String, u64>>,
     /// The sender counts its own vote (its `[quorum] ping` / `http` targets answer).
     #[serde(default = "yes")]
     pub vote: bool,
