@@ -772,7 +772,7 @@ impl Engine {
                 continue;
             }
             if let Some(m) = &p.msg {
-                if let Some(r) = m.groups.iter().find(|r| &r.name == name) {
+                if let Some(r) = m.group(gi, name) {
                     if r.state.holds() {
                         v.push((si, r.state, r.epoch));
                     }
@@ -821,11 +821,7 @@ impl Engine {
             if si == self.me || !p.up {
                 continue;
             }
-            let Some(r) = p
-                .msg
-                .as_ref()
-                .and_then(|m| m.groups.iter().find(|r| &r.name == name))
-            else {
+            let Some(r) = p.msg.as_ref().and_then(|m| m.group(gi, name)) else {
                 continue;
             };
             let Some((h, e)) = &r.seen_holder else {
@@ -853,7 +849,7 @@ impl Engine {
         self.peers[si]
             .msg
             .as_ref()
-            .and_then(|m| m.groups.iter().find(|r| &r.name == name))
+            .and_then(|m| m.group(gi, name))
             .is_some_and(|r| r.excluded)
     }
 
@@ -963,7 +959,7 @@ impl Engine {
         let mut m = self.groups[gi].max_epoch;
         for p in &self.peers {
             if let Some(msg) = &p.msg {
-                if let Some(r) = msg.groups.iter().find(|r| &r.name == name) {
+                if let Some(r) = msg.group(gi, name) {
                     m = m.max(r.max_epoch).max(r.epoch);
                 }
             }

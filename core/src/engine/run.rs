@@ -267,12 +267,7 @@ impl Engine {
         let best = (0..self.peers.len())
             .filter(|&si| si != self.me && self.peers[si].up)
             .filter_map(|si| {
-                let r = self.peers[si]
-                    .msg
-                    .as_ref()?
-                    .groups
-                    .iter()
-                    .find(|r| r.name == name)?;
+                let r = self.peers[si].msg.as_ref()?.group(gi, &name)?;
                 (r.state == GroupState::Claiming && r.epoch > acked_epoch).then_some((si, r.epoch))
             })
             .max_by_key(|&(si, e)| self.claim(si, e));
@@ -295,7 +290,7 @@ impl Engine {
             let acked = self.peers[si]
                 .msg
                 .as_ref()
-                .and_then(|m| m.groups.iter().find(|r| &r.name == name))
+                .and_then(|m| m.group(gi, name))
                 .is_some_and(|r| r.ack.as_ref().is_some_and(|(s, e)| *s == me && *e == epoch));
             acks += usize::from(acked);
         }
@@ -1930,7 +1925,7 @@ impl Engine {
                         self.peers[si]
                             .msg
                             .as_ref()
-                            .and_then(|m| m.groups.iter().find(|r| r.name == g.name))
+                            .and_then(|m| m.group(gi, &g.name))
                             .map_or(GroupState::Offline, |r| r.state)
                     } else {
                         GroupState::Offline
@@ -1953,7 +1948,7 @@ impl Engine {
                         Some(&(si, _, _)) if si != self.me => self.peers[si]
                             .msg
                             .as_ref()
-                            .and_then(|m| m.groups.iter().find(|r| r.name == g.name))
+                            .and_then(|m| m.group(gi, &g.name))
                             .map_or(0, |r| r.state_ms),
                         _ => now.since(self.groups[gi].since),
                     },

@@ -160,6 +160,20 @@ fn yes() -> bool {
     true
 }
 
+impl PeerMessage {
+    /// The report of group `name`, the `gi`-th group of the configuration. Every server
+    /// runs the same configuration (digest agreement), so it is almost always at index
+    /// `gi`: one comparison instead of a search through every group (the engine looks up
+    /// each group in each peer's message several times per step, which made a step
+    /// quadratic in the number of groups).
+    pub fn group(&self, gi: usize, name: &str) -> Option<&GroupReport> {
+        match self.groups.get(gi) {
+            Some(r) if r.name == name => Some(r),
+            _ => self.groups.iter().find(|r| r.name == name),
+        }
+    }
+}
+
 /// Result of a resource action or recovery script, as the shell reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
