@@ -68,6 +68,12 @@ pub enum Cmd {
     Status {
         #[command(flatten)]
         t: Target,
+        /// For monitoring systems: one line and the plugin convention's exit code, 0 OK,
+        /// 1 WARNING (degraded: a server or path down, a monitor failing, a mirror not in
+        /// sync), 2 CRITICAL (a group that should run does not or runs twice, no quorum,
+        /// split brain, no agent answers).
+        #[arg(long)]
+        check: bool,
     },
     /// Start, stop or move a failover group.
     Group {
@@ -577,7 +583,8 @@ pub async fn run(cli: Cli) -> Exit {
         | Cmd::MirrorDaemon { .. } => {
             Exit::Failure // handled in main
         }
-        Cmd::Status { t } => status(&t).await,
+        Cmd::Status { t, check: false } => status(&t).await,
+        Cmd::Status { t, check: true } => status_check(&t).await,
         Cmd::Group { op } => group_cmd(op).await,
         Cmd::Cluster { op } => cluster_cmd(op).await,
         Cmd::Monitor { op } => monitor_cmd(op).await,
@@ -990,6 +997,42 @@ async fn status(t: &Target) -> Exit {
             let (exit, code) = client_exit(&e);
             fail(t.json, exit, &code, &client_message(&e))
         }
+    }
+}
+
+/// `baton status --check`: the verdict of [`crate::health::judge`], printed as one line
+/// (or JSON), its level as the exit code.
+async fn status_check(t: &Target) -> Exit {
+    use crate::health::{judge, Health, Level};
+    let h = match connect(t) {
+        Ok((conn, _)) => match conn.get::<ClusterStatus>("/v1/cluster/status").await {
+            Ok(st) => judge(&st),
+            Err(e) => Health::unreachable(&client_message(&e)),
+        },
+        Err(Exit::ConfigInvalid) => {
+            println!("BATON UNKNOWN - the configuration is invalid (see above)");
+            return Exit::ConfigInvalid;
+        }
+        Err(_) => Health::unreachable("cannot reach or authenticate to any agent (see above)"),
+    };
+    if t.json {
+        let problems: Vec<serde_json::Value> = h
+            .problems
+            .iter()
+            .map(|(l, m)| serde_json::json!({"level": l, "problem": m}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"status": h.level, "code": h.level.code(), "summary": h.summary, "problems": problems, "line": h.line()})
+        );
+    } else {
+        println!("{}", h.line());
+    }
+    // The plugin convention's codes; they coincide with Exit's 0, 1 and 2.
+    match h.level {
+        Level::Ok => Exit::Ok,
+        Level::Warning => Exit::Failure,
+        Level::Critical => Exit::Usage,
     }
 }
 

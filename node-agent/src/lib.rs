@@ -13,6 +13,7 @@ pub mod cloud;
 pub mod demo;
 pub mod exit;
 pub mod files;
+pub mod health;
 pub mod key;
 pub mod listen;
 pub mod mirror_cmd;
