@@ -188,7 +188,7 @@ pub fn judge(st: &ClusterStatus) -> Health {
             }
         }
     }
-    p.sort_by(|a, b| b.0.cmp(&a.0));
+    p.sort_by_key(|x| std::cmp::Reverse(x.0));
     let level = p.first().map_or(Level::Ok, |x| x.0);
     let up = l.servers.iter().filter(|s| s.up).count();
     let online = l
