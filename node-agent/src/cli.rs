@@ -116,6 +116,18 @@ pub enum Cmd {
         #[command(subcommand)]
         op: crate::notify_cmd::NotifyOp,
     },
+    /// Print a shell completion script for `baton` (bash, zsh, fish, elvish, powershell)
+    ///
+    /// For example `baton completions bash > /usr/share/bash-completion/completions/baton`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page of `baton` (roff), or write one page per command into a directory
+    ///
+    /// `baton man | man -l -` reads it; `baton man --dir /usr/share/man/man1` installs
+    /// `baton.1` and `baton-COMMAND.1` for every command and subcommand.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Print the event catalogue.
     Events {
         /// As Markdown (the docs page).
@@ -594,6 +606,16 @@ pub async fn run(cli: Cli) -> Exit {
             op: ConfigOp::Check { file, json },
         } => config_check(&file, json),
         Cmd::Events { markdown, json } => events_cmd(markdown, json),
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into memory first: writing to a closed pipe (`| head`) is not a crash.
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "baton", &mut out);
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&out);
+            Exit::Ok
+        }
+        Cmd::Man { dir } => man_cmd(dir.as_deref()),
         Cmd::Notify { op } => crate::notify_cmd::run(op).await,
         Cmd::Mirror { op } => crate::mirror_cmd::run(op).await,
         Cmd::Keygen {
@@ -771,6 +793,72 @@ async fn timeout_cmd(op: TimeoutOp) -> Exit {
 }
 
 /// `baton events`: the catalogue as lines, Markdown (the docs page) or JSON.
+/// `baton man`: the whole CLI as roff, from its clap definition.
+fn man_cmd(dir: Option<&std::path::Path>) -> Exit {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match dir {
+        None => {
+            let mut out = Vec::new();
+            if let Err(e) = clap_mangen::Man::new(cmd).render(&mut out) {
+                return fail(
+                    false,
+                    Exit::Failure,
+                    "man",
+                    &format!("rendering the man page: {e}"),
+                );
+            }
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&out);
+            Exit::Ok
+        }
+        Some(d) => {
+            if let Err(e) = std::fs::create_dir_all(d) {
+                return fail(
+                    false,
+                    Exit::Failure,
+                    "man",
+                    &format!("creating {}: {e}", d.display()),
+                );
+            }
+            // One page for `baton`, then `baton-COMMAND[-SUB].1` for every (sub)command.
+            fn pages(
+                cmd: clap::Command,
+                name: String,
+                d: &std::path::Path,
+            ) -> std::io::Result<usize> {
+                let mut n = 0;
+                for sub in cmd
+                    .get_subcommands()
+                    .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+                {
+                    let sub_name = format!("{name}-{}", sub.get_name());
+                    n += pages(sub.clone(), sub_name, d)?;
+                }
+                let mut out = Vec::new();
+                clap_mangen::Man::new(cmd)
+                    .title(name.clone())
+                    .render(&mut out)?;
+                std::fs::write(d.join(format!("{name}.1")), out)?;
+                Ok(n + 1)
+            }
+            let mut cmd = cmd;
+            cmd.build();
+            match pages(cmd, "baton".into(), d) {
+                Ok(n) => {
+                    println!("wrote {n} man pages into {}", d.display());
+                    Exit::Ok
+                }
+                Err(e) => fail(
+                    false,
+                    Exit::Failure,
+                    "man",
+                    &format!("writing into {}: {e}", d.display()),
+                ),
+            }
+        }
+    }
+}
+
 fn events_cmd(markdown: bool, json: bool) -> Exit {
     if markdown {
         print!("{}", baton_core::events::catalogue_markdown());

@@ -218,3 +218,56 @@ fn keygen_token_and_resource_speak_json() {
     assert_eq!(v["reused_ca"], false);
     assert_eq!(v["servers"].as_array().map(Vec::len), Some(3), "{v}");
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_cli_definition() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = cli(&["completions", shell]);
+        assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
+        // (fish writes long options as `-l check`.)
+        for word in ["status", "group", "mirror", "check"] {
+            assert!(out.stdout.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    // The bash script is valid bash.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("baton.bash");
+    std::fs::write(&script, cli(&["completions", "bash"]).stdout).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    // An unknown shell is a usage error.
+    assert_eq!(cli(&["completions", "tcsh"]).code, 2);
+
+    let out = cli(&["man"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(".TH baton 1"),
+        "{}",
+        &out.stdout[..200.min(out.stdout.len())]
+    );
+    let man = dir.path().join("man1");
+    let out = cli(&["man", "--dir", &man.to_string_lossy()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for page in [
+        "baton.1",
+        "baton-status.1",
+        "baton-group-move.1",
+        "baton-mirror-force-primary.1",
+    ] {
+        let text = std::fs::read_to_string(man.join(page)).unwrap();
+        assert!(text.contains(".TH "), "{page}");
+    }
+    let status = std::fs::read_to_string(man.join("baton-status.1")).unwrap();
+    assert!(status.contains("check"), "the page documents --check");
+    // Hidden commands and clap's own help subcommands get no page.
+    assert!(!man.join("baton-mirror-daemon.1").exists());
+    assert!(!man.join("baton-help.1").exists());
+}
