@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use baton_core::config::{parse_duration, Config, Level};
-use baton_core::engine::Command;
+use baton_core::engine::{Command, GroupState};
 use baton_core::events::Event;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
@@ -267,12 +267,20 @@ pub enum GroupOp {
         group: String,
         #[arg(long)]
         on: Option<String>,
+        /// Return only when the cluster has done it (or fail with the state it reached):
+        /// `--wait` waits up to 60s, `--wait 5m` as long as given.
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "60s")]
+        wait: Option<String>,
         #[command(flatten)]
         t: Target,
     },
     /// Stop the group everywhere; it stays stopped until started.
     Stop {
         group: String,
+        /// Return only when the cluster has done it (or fail with the state it reached):
+        /// `--wait` waits up to 60s, `--wait 5m` as long as given.
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "60s")]
+        wait: Option<String>,
         #[command(flatten)]
         t: Target,
     },
@@ -281,6 +289,10 @@ pub enum GroupOp {
         group: String,
         #[arg(long)]
         to: Option<String>,
+        /// Return only when the cluster has done it (or fail with the state it reached):
+        /// `--wait` waits up to 60s, `--wait 5m` as long as given.
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "60s")]
+        wait: Option<String>,
         #[command(flatten)]
         t: Target,
     },
@@ -668,38 +680,185 @@ pub async fn run(cli: Cli) -> Exit {
 }
 
 async fn group_cmd(op: GroupOp) -> Exit {
-    match op {
-        GroupOp::Start { group, on, t } => {
-            send_command(
-                &t,
-                Command::GroupStart {
-                    group: group.clone(),
-                    on,
-                },
-                &format!("group {group}: start requested"),
+    let (t, group, cmd, done, wait) = match op {
+        GroupOp::Start { group, on, wait, t } => {
+            let want = Want::Online(on.clone());
+            let cmd = Command::GroupStart {
+                group: group.clone(),
+                on,
+            };
+            (
+                t,
+                group.clone(),
+                cmd,
+                format!("group {group}: start requested"),
+                wait.map(|w| (w, want)),
             )
-            .await
         }
-        GroupOp::Stop { group, t } => {
-            send_command(
-                &t,
-                Command::GroupStop {
-                    group: group.clone(),
-                },
-                &format!("group {group}: stop requested"),
+        GroupOp::Stop { group, wait, t } => {
+            let cmd = Command::GroupStop {
+                group: group.clone(),
+            };
+            (
+                t,
+                group.clone(),
+                cmd,
+                format!("group {group}: stop requested"),
+                wait.map(|w| (w, Want::Stopped)),
             )
-            .await
         }
-        GroupOp::Move { group, to, t } => {
-            send_command(
-                &t,
-                Command::GroupMove {
-                    group: group.clone(),
-                    to,
-                },
-                &format!("group {group}: move requested"),
+        GroupOp::Move { group, to, wait, t } => {
+            let cmd = Command::GroupMove {
+                group: group.clone(),
+                to: to.clone(),
+            };
+            let want = Want::Moved { to, from: None };
+            (
+                t,
+                group.clone(),
+                cmd,
+                format!("group {group}: move requested"),
+                wait.map(|w| (w, want)),
             )
-            .await
+        }
+    };
+    let Some((timeout, mut want)) = wait else {
+        return send_command(&t, cmd, &done).await;
+    };
+    let timeout = match parse_duration(&timeout) {
+        Ok(d) => d.0,
+        Err(e) => {
+            return fail(
+                t.json,
+                Exit::Usage,
+                "usage",
+                &format!("--wait {timeout}: {e}"),
+            )
+        }
+    };
+    let (conn, _) = match connect(&t) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    // Where the group is before a move: it must end up elsewhere.
+    if let Want::Moved { from, .. } = &mut want {
+        match conn.get::<ClusterStatus>("/v1/cluster/status").await {
+            Ok(st) => {
+                *from = st
+                    .local
+                    .engine
+                    .groups
+                    .iter()
+                    .find(|g| g.name == group)
+                    .and_then(|g| g.active_on.clone());
+            }
+            Err(e) => {
+                let (exit, code) = client_exit(&e);
+                return fail(t.json, exit, &code, &client_message(&e));
+            }
+        }
+    }
+    if let Err(e) = conn
+        .post::<_, serde_json::Value>("/v1/commands", &cmd)
+        .await
+    {
+        let (exit, code) = client_exit(&e);
+        return fail(t.json, exit, &code, &client_message(&e));
+    }
+    if !t.json {
+        println!("{done}; waiting up to {} s", timeout.as_secs_f64());
+    }
+    let started = crate::clock::now();
+    let mut last = String::from("no status yet");
+    loop {
+        if let Ok(st) = conn.get::<ClusterStatus>("/v1/cluster/status").await {
+            if let Some(g) = st.local.engine.groups.iter().find(|g| g.name == group) {
+                let here = format!(
+                    "{} on {} (epoch {})",
+                    g.state.as_str(),
+                    g.active_on.as_deref().unwrap_or("-"),
+                    g.epoch
+                );
+                let waited = crate::clock::now().duration_since(started);
+                if want.reached(g) {
+                    if t.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"ok": true, "command": cmd, "group": group, "state": g.state, "active_on": g.active_on, "epoch": g.epoch, "waited_ms": waited.as_millis() as u64})
+                        );
+                    } else {
+                        println!("group {group}: {here}, after {:.1} s", waited.as_secs_f64());
+                    }
+                    return Exit::Ok;
+                }
+                // A failed group will not get there by itself.
+                if matches!(g.state, GroupState::Failed | GroupState::Stuck)
+                    && !matches!(want, Want::Stopped)
+                {
+                    return fail(
+                        t.json,
+                        Exit::Failure,
+                        "wait-failed",
+                        &format!("group {group} is {here}: it will not reach {} by itself (see `baton alerts`)", want.describe()),
+                    );
+                }
+                last = here;
+            }
+        }
+        if crate::clock::now().duration_since(started) >= timeout {
+            return fail(
+                t.json,
+                Exit::Failure,
+                "wait-timeout",
+                &format!(
+                    "group {group} did not reach {} within {} s: it is {last}",
+                    want.describe(),
+                    timeout.as_secs_f64()
+                ),
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// What `group … --wait` waits for.
+#[derive(Debug, Clone)]
+enum Want {
+    /// Online (on this server, if given).
+    Online(Option<String>),
+    /// Offline everywhere.
+    Stopped,
+    /// Online on `to` (or on any server but `from`).
+    Moved {
+        to: Option<String>,
+        from: Option<String>,
+    },
+}
+
+impl Want {
+    fn reached(&self, g: &baton_core::engine::GroupStatus) -> bool {
+        let online = g.state == GroupState::Online;
+        match self {
+            Want::Online(None) => online,
+            Want::Online(Some(s)) => online && g.active_on.as_deref() == Some(s),
+            Want::Stopped => {
+                g.state == GroupState::Offline && g.per_server.values().all(|s| !s.holds())
+            }
+            Want::Moved { to: Some(s), .. } => online && g.active_on.as_deref() == Some(s),
+            Want::Moved { to: None, from } => online && g.active_on != *from,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Want::Online(None) => "online".into(),
+            Want::Online(Some(s)) => format!("online on {s}"),
+            Want::Stopped => "offline everywhere".into(),
+            Want::Moved { to: Some(s), .. } => format!("online on {s}"),
+            Want::Moved { to: None, from } => format!(
+                "online on another server than {}",
+                from.as_deref().unwrap_or("-")
+            ),
         }
     }
 }

@@ -1,0 +1,62 @@
+//! `baton group start|stop|move --wait` (issue 15): the command returns when the cluster
+//! has done it, with where the group is, or fails with the state it reached.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use baton_tests::{serial, Cluster, ClusterSpec, GROUP};
+
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn group_commands_wait_for_the_cluster() {
+    let _serial = serial();
+    let c = Cluster::start(ClusterSpec::new("wait", 189));
+    c.wait_owner(Some("node-1"), T);
+
+    // Move: returns once the group is online on the target, and says so.
+    let out = c.ctl(&["group", "move", GROUP, "--to", "node-2", "--wait", "30s"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!("group {GROUP}: online on node-2")),
+        "{out:?}"
+    );
+    let (owner, _, _) = c.wait_owner(None, Duration::from_secs(1));
+    assert_eq!(owner, "node-2", "already there when the command returned");
+
+    // Move without a target: anywhere but where it was.
+    let out = c.ctl(&["group", "move", GROUP, "--wait", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["state"], "online");
+    assert_ne!(v["active_on"], "node-2");
+    assert!(v["waited_ms"].as_u64().is_some());
+
+    // Stop: offline everywhere when it returns.
+    let out = c.ctl(&["group", "stop", GROUP, "--wait"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("offline on -"), "{out:?}");
+
+    // Start on a given server.
+    let out = c.ctl(&["group", "start", GROUP, "--on", "node-3", "--wait", "30s"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("online on node-3"), "{out:?}");
+
+    // A wait too short to see the stop through: it fails with the state reached.
+    let out = c.ctl(&["group", "stop", GROUP, "--wait", "1ms", "--json"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v["error"]["code"], "wait-timeout");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not reach offline everywhere within 0.001 s"),
+        "{v}"
+    );
+    // A bad duration is a usage error, and nothing is sent.
+    let out = c.ctl(&["group", "start", GROUP, "--wait", "soon"]);
+    assert_eq!(out.code, 2, "{out:?}");
+}
