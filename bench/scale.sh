@@ -56,9 +56,9 @@ def ticks(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return int(f[11]) + int(f[12])
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS:"):
     for l in open(f"/proc/{pid}/status"):
-        if l.startswith("VmRSS:"):
+        if l.startswith(field):
             return int(l.split()[1])
     return 0
 
@@ -176,7 +176,11 @@ def run(n, g, net):
         el = time.time() - w0
         cpu = [(ticks(a.pid) - t) / HZ / el * 100 for a, t in zip(agents, t_a)]
         rss = [rss_kib(a.pid) / 1024 for a in agents]
+        # Private memory: RSS less the pages of the binary and libraries, which the
+        # agents of one machine share (and a server runs one agent).
+        anon = [rss_kib(a.pid, "RssAnon:") / 1024 for a in agents]
         rcpu, rrss = (ticks(ref.pid) - t_r) / HZ / el * 100, rss_kib(ref.pid) / 1024
+        rrss_anon = rss_kib(ref.pid, "RssAnon:") / 1024
         c1 = counters()
         bps = None if c0 is None else (c1 - c0) / el / n
         # Failover: SIGKILL s1's agent; its groups are those whose order starts with s1.
@@ -198,7 +202,7 @@ def run(n, g, net):
                                 done.setdefault(m.group(1), t - kill_at)
             time.sleep(0.2)
         fo = sorted(done.values())
-        return dict(n=n, g=g, asked=asked, cpu=cpu, rss=rss, rcpu=rcpu, rrss=rrss, bps=bps,
+        return dict(n=n, g=g, asked=asked, cpu=cpu, rss=rss, anon=anon, rcpu=rcpu, rrss=rrss, rrss_anon=rrss_anon, bps=bps,
                     moved=len(fo), expected=len(mine),
                     fo_p50=fo[len(fo) // 2] * 1000 if fo else None,
                     fo_max=fo[-1] * 1000 if fo else None)
@@ -225,15 +229,21 @@ if only:
 import math
 floor = 1000 + max(0, math.ceil((math.ceil((2 * 500 + 200) * 1.01) + 200) / 0.99) - 1000)
 print(f"real agents: heartbeat 200 ms / 1 s, 2 interconnects, exec resources, one 1 s http monitor, {idle:.0f} s idle window")
-print(f"{'servers':>7} {'groups':>6}  {'CPU % avg':>9} {'max':>6}  {'RSS MiB avg':>11} {'max':>6}  {'hb bytes/s/server':>17}  {'failover p50 ms':>15} {'max':>6} {'moved':>7}")
+print(f"{'servers':>7} {'groups':>6}  {'CPU % avg':>9} {'max':>6}  {'RSS MiB avg':>11} {'max':>6} {'private':>7}  {'hb bytes/s/server':>17}  {'failover p50 ms':>15} {'max':>6} {'moved':>7}")
 ref = None
 for k, (n, g) in enumerate(clusters):
-    r = run(n, g, 2 * k)
-    ref = ref or (r["rcpu"], r["rrss"])
+    try:
+        r = run(n, g, 2 * k)
+    except SystemExit as e:
+        print(f"{n:>7} {g:>6}  not measured: {e}", flush=True)
+        continue
+    ref = ref or (r["rcpu"], r["rrss"], r["rrss_anon"])
     note = f"   ({r['asked']} refused by config check)" if r["g"] < r["asked"] else ""
     bps = f"{r['bps']:.0f}" if r["bps"] is not None else "n/a (root)"
     p50 = f"{r['fo_p50']:.0f}" if r["fo_p50"] is not None else "-"
     mx = f"{r['fo_max']:.0f}" if r["fo_max"] is not None else "-"
-    print(f"{n:>7} {r['g']:>6}  {sum(r['cpu'])/n:>9.2f} {max(r['cpu']):>6.2f}  {sum(r['rss'])/n:>11.1f} {max(r['rss']):>6.1f}  {bps:>17}  {p50:>15} {mx:>6} {r['moved']:>3}/{r['expected']:<3}{note}", flush=True)
-print(f"reference bare tokio HTTP process: CPU {ref[0]:.2f} %   RSS {ref[1]:.1f} MiB;  failover floor T + W_g = {floor} ms after the last heartbeat")
+    print(f"{n:>7} {r['g']:>6}  {sum(r['cpu'])/n:>9.2f} {max(r['cpu']):>6.2f}  {sum(r['rss'])/n:>11.1f} {max(r['rss']):>6.1f} {sum(r['anon'])/n:>7.1f}  {bps:>17}  {p50:>15} {mx:>6} {r['moved']:>3}/{r['expected']:<3}{note}", flush=True)
+if ref is None:
+    raise SystemExit("no cluster was measured")
+print(f"reference bare tokio HTTP process (the same binary): CPU {ref[0]:.2f} %   RSS {ref[1]:.1f} MiB, private {ref[2]:.1f} MiB;  failover floor T + W_g = {floor} ms after the last heartbeat")
 PY
