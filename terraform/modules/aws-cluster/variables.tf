@@ -177,7 +177,7 @@ variable "subnet_ids" {
 }
 
 variable "availability_zones" {
-  description = "Without vpc_id: the zones of the servers' subnets, in order; empty for the region's first ones."
+  description = "Without vpc_id: the zones of the servers' subnets, in order. Empty takes the region's first ones, for a first try: list them in production, so that a zone AWS adds never moves a server."
   type        = list(string)
   default     = []
 }
