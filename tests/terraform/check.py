@@ -292,7 +292,7 @@ def check_rendering(r, label, directory, prefix, cloud, var_files=(), mocks=None
         if i >= len(servers) or f"Environment=BATON_SERVER={servers[i]}\n" not in dropin:
             problems.append(f"server {i + 1}: BATON_SERVER is not its name in baton.toml")
         boot = files.get("/usr/local/sbin/baton-bootstrap", "")
-        if not re.search(r"(secretsmanager get-secret-value|ssm get-parameter|secrets versions access|keyvault secret show)", boot):
+        if not re.search(r"(secretsmanager get-secret-value|ssm get-parameter|vault\.azure\.net/secrets/cluster-key\?api-version=|secretmanager\.googleapis\.com/v1/.*/versions/latest:access)", boot):
             problems.append(f"server {i + 1}: the boot script does not fetch the cluster key from a secret store")
         if "systemctl enable --now baton.service" not in boot or "baton config check" not in boot:
             problems.append(f"server {i + 1}: the boot script does not check the configuration and start the agent")
@@ -445,8 +445,41 @@ def main():
     return 0 if failed == 0 else 1
 
 
-# Azure and Google Cloud modules register their checks here (below).
-EXTRA_CLOUDS = []
+AZURE_BASE = {"name": "orders", "location": "westeurope", "pattern": "lb-probe", "service_ports": [5432],
+              "admin_ssh_public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKbaton operator",
+              "package_url": "https://example.blob.core.windows.net/pkg/baton_0.1.0_amd64.deb"}
+
+AZURE_SETS = [
+    ("azure-cluster, lb-probe, 3 servers, PostgreSQL", {"app_unit": "postgresql.service"}),
+    ("azure-cluster, vip, given resource group, admin network", {"pattern": "vip", "vip_address": "10.9.0.10",
+                                                                 "resource_group_name": "rg-platform",
+                                                                 "admin_cidrs": ["192.0.2.0/24"]}),
+    ("azure-cluster, dns, 2 servers and an HTTP witness", {"pattern": "dns", "dns_zone_name": "orders.internal",
+                                                           "server_count": 2, "witness_url": "http://10.1.0.5:7430"}),
+]
+
+AZURE_CASES = [
+    ("an even server count without a witness (azure)", {"server_count": 4}, "an even number of servers needs a witness"),
+    ("a name too long for a key vault (azure)", {"name": "orders-production-eu"}, "name must be 2 to 16"),
+    ("a VIP pattern without a VIP (azure)", {"pattern": "vip"}, 'pattern "vip" needs vip_address'),
+    ("a DNS pattern without a zone (azure)", {"pattern": "dns"}, 'pattern "dns" needs dns_zone_name'),
+    ("a package URL that is not https (azure)", {"package_url": "http://example.com/baton.deb"}, "package_url must be"),
+]
+
+
+def check_azure(r):
+    d = TF / "modules" / "azure-cluster"
+    mocks = HERE / "mocks-azure.json"
+    for label, inputs in AZURE_SETS:
+        check_rendering(r, label, d, "local.", "azure", mocks=mocks,
+                        inputs=dict(AZURE_BASE, **inputs), policy_from="custom_role")
+    check_policy_wiring(d, "azurerm_role_definition.baton", "permissions", "custom_role", "custom_role")
+    check_no_key_in_user_data(d, ["azurerm_key_vault_secret.cluster_key"])
+    check_validation(r, d, mocks, AZURE_BASE, AZURE_CASES)
+
+
+# Azure and Google Cloud modules register their checks here.
+EXTRA_CLOUDS = [check_azure]
 
 if __name__ == "__main__":
     sys.exit(main())
