@@ -478,8 +478,39 @@ def check_azure(r):
     check_validation(r, d, mocks, AZURE_BASE, AZURE_CASES)
 
 
+GCP_BASE = {"name": "orders", "project": "orders-prod", "region": "us-central1",
+            "zones": ["us-central1-a", "us-central1-b", "us-central1-c"], "pattern": "dns",
+            "dns_name": "orders.internal.", "package_url": "https://storage.googleapis.com/pkg/baton_0.1.0_amd64.deb"}
+
+GCP_SETS = [
+    ("gcp-cluster, dns, 3 servers", {"service_ports": [5432]}),
+    ("gcp-cluster, vip route, PostgreSQL, admin network", {"pattern": "vip", "vip_address": "10.200.0.10",
+                                                           "app_unit": "postgresql.service", "admin_cidrs": ["192.0.2.0/24"]}),
+    ("gcp-cluster, lb-probe, 2 servers and an HTTP witness", {"pattern": "lb-probe", "service_ports": [443],
+                                                              "server_count": 2, "witness_url": "http://10.1.0.5:7430"}),
+]
+
+GCP_CASES = [
+    ("an even server count without a witness (gcp)", {"server_count": 2}, "an even number of servers needs a witness"),
+    ("a DNS pattern without a zone name (gcp)", {"dns_name": None}, 'pattern "dns" needs dns_name'),
+    ("a VIP pattern without a VIP (gcp)", {"pattern": "vip"}, 'pattern "vip" needs vip_address'),
+    ("no zones (gcp)", {"zones": []}, "zones must name at least one zone"),
+]
+
+
+def check_gcp(r):
+    d = TF / "modules" / "gcp-cluster"
+    mocks = HERE / "mocks-gcp.json"
+    for label, inputs in GCP_SETS:
+        check_rendering(r, label, d, "local.", "gcp", mocks=mocks,
+                        inputs=dict(GCP_BASE, **inputs), policy_from="role_permissions")
+    check_policy_wiring(d, "google_project_iam_custom_role.baton", "permissions", "role_permissions", "role_permissions")
+    check_no_key_in_user_data(d, ["google_secret_manager_secret_version.cluster_key"])
+    check_validation(r, d, mocks, GCP_BASE, GCP_CASES)
+
+
 # Azure and Google Cloud modules register their checks here.
-EXTRA_CLOUDS = [check_azure]
+EXTRA_CLOUDS = [check_azure, check_gcp]
 
 if __name__ == "__main__":
     sys.exit(main())
