@@ -55,12 +55,12 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# Everything the package could touch, before: compared after the purge.
+# Everything the package or its scripts could touch, before: compared after the purge.
+# (Only these places: other tests may change the rest of the machine meanwhile.)
 snapshot() {
-  find /etc /usr /lib /var/lib /run -xdev \
-    \( -path /var/lib/dpkg -o -path /var/lib/apt -o -path /var/lib/systemd/timers -o -path /run/user -o -path /run/systemd \
-       -o -path /etc/ld.so.cache -o -path /usr/lib/python3 -o -path /var/lib/ucf \) -prune \
-    -o -print 2>/dev/null | sort
+  find /etc/baton /etc/systemd /lib/systemd/system /usr/bin /usr/share/doc/baton /usr/share/man/man1 \
+    /usr/share/bash-completion /usr/share/zsh /usr/share/fish /var/lib/baton /var/lib/systemd /run/baton \
+    -xdev -print 2>/dev/null | grep -v '^/var/lib/systemd/timers' | sort
 }
 snapshot >"$work/before"
 
