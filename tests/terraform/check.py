@@ -464,6 +464,7 @@ AZURE_CASES = [
     ("a VIP pattern without a VIP (azure)", {"pattern": "vip"}, 'pattern "vip" needs vip_address'),
     ("a DNS pattern without a zone (azure)", {"pattern": "dns"}, 'pattern "dns" needs dns_zone_name'),
     ("a package URL that is not https (azure)", {"package_url": "http://example.com/baton.deb"}, "package_url must be"),
+    ("a load balancer without service ports (azure)", {"service_ports": []}, 'pattern "lb-probe" needs service_ports'),
 ]
 
 
@@ -495,6 +496,7 @@ GCP_CASES = [
     ("a DNS pattern without a zone name (gcp)", {"dns_name": None}, 'pattern "dns" needs dns_name'),
     ("a VIP pattern without a VIP (gcp)", {"pattern": "vip"}, 'pattern "vip" needs vip_address'),
     ("no zones (gcp)", {"zones": []}, "zones must name at least one zone"),
+    ("a load balancer without service ports (gcp)", {"pattern": "lb-probe"}, 'pattern "lb-probe" needs service_ports'),
 ]
 
 

@@ -8,7 +8,7 @@ resource "aws_s3_bucket" "witness" {
   #checkov:skip=CKV_AWS_144:A lease is meaningful in its region only; a replica would be a second, inconsistent lease.
   #checkov:skip=CKV2_AWS_62:Nothing reacts to lease writes; event notifications would only add cost.
   count         = var.witness == "s3" ? 1 : 0
-  bucket_prefix = "${var.name}-baton-witness-"
+  bucket_prefix = "${substr(var.name, 0, 20)}-baton-witness-" # at most 37 characters
   force_destroy = true
   tags          = local.tags
 }

@@ -169,6 +169,11 @@ variable "service_ports" {
     condition     = alltrue([for p in var.service_ports : p >= 1 && p <= 65535 && !contains([7420, 7421, 7790], p)])
     error_message = "service_ports must be 1 to 65535 and not Baton's own ports (7420, 7421, 7790)."
   }
+
+  validation {
+    condition     = var.pattern != "lb-probe" || length(var.service_ports) > 0
+    error_message = "pattern \"lb-probe\" needs service_ports: the load balancer forwards those ports."
+  }
 }
 
 variable "admin_cidrs" {
