@@ -43,14 +43,14 @@ echo "installed size: $(dpkg-deb -f "$deb" Installed-Size) KiB"
 measure() { # measure LABEL PREPARE COMMAND...
   local label="$1" prepare="$2"; shift 2
   if command -v hyperfine >/dev/null 2>&1; then
-    local args=(--style basic --export-json "$out/h.json" --runs 20)
+    local args=(--style basic -N --export-json "$out/h.json" --runs 20)
     if [ -n "$prepare" ]; then args+=(--prepare "$prepare"); else args+=(--warmup 3); fi
     hyperfine "${args[@]}" "$*" >/dev/null 2>&1
     python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print(f'{sys.argv[2]}: mean {r[\"mean\"]*1000:.1f} ms, median {r[\"median\"]*1000:.1f} ms, min {r[\"min\"]*1000:.1f} ms (hyperfine, 20 runs)')" "$out/h.json" "$label"
   else
     local total=0 t0 t1
     for _ in $(seq 20); do
-      [ -n "$prepare" ] && bash -c "$prepare"
+      [ -n "$prepare" ] && eval "$prepare"
       t0=$(date +%s%N); "$@" >/dev/null 2>&1 || true; t1=$(date +%s%N)
       total=$((total + t1 - t0))
     done
@@ -60,8 +60,9 @@ measure() { # measure LABEL PREPARE COMMAND...
 measure "warm start, baton --version" "" "$bin" --version
 measure "warm start, baton config check" "" "$bin" config check "$example"
 if [ "$(id -u)" = 0 ] && [ -w /proc/sys/vm/drop_caches ]; then
-  measure "cold start, baton --version" "sync; echo 3 > /proc/sys/vm/drop_caches" "$bin" --version
-  measure "cold start, baton config check" "sync; echo 3 > /proc/sys/vm/drop_caches" "$bin" config check "$example"
+  drop="sh -c 'sync; echo 3 > /proc/sys/vm/drop_caches'"
+  measure "cold start, baton --version" "$drop" "$bin" --version
+  measure "cold start, baton config check" "$drop" "$bin" config check "$example"
 else
   echo "cold start: needs root (drops the page cache before each run)"
 fi
