@@ -119,7 +119,8 @@ count_plain package "$pkg_out"
 step "Terraform modules: parse, format, references, docs, checkov, rendered configurations against baton (tests/terraform)"
 tf_out="$CARGO_TARGET_DIR/terraform-checks.txt"
 if iac_python="$(bash tests/moto/setup.sh --iac | tail -n 1)" && hcltool="$(bash tests/terraform/setup.sh | tail -n 1)"; then
-  "$iac_python" tests/terraform/check.py --hcltool "$hcltool" --baton "$CARGO_TARGET_DIR/debug/baton" 2>&1 | tee "$tf_out"
+  "$iac_python" tests/terraform/check.py --hcltool "$hcltool" --baton "$CARGO_TARGET_DIR/debug/baton" \
+    --schema-cache "$CARGO_TARGET_DIR/tf-schemas" 2>&1 | tee "$tf_out"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   count_plain terraform "$tf_out"
 else

@@ -18,7 +18,11 @@
    cluster key is fetched at boot and never rendered into user data, and the IAM policy
    (AWS) or custom role (Azure, Google Cloud) the module grants is what
    `baton cloud iam-policy` prints for that configuration;
-8. the validation blocks refuse bad inputs with their messages.
+8. the validation blocks refuse bad inputs with their messages;
+9. every resource and data block uses only arguments and blocks its provider's schema
+   has, and all the required ones (tests/terraform/schemas.py: the schemas come from the
+   npm registry's prebuilt CDK for Terraform provider packages, one provider version
+   each): what `terraform validate` says about names, without the providers.
 
 Prints one line per check and closes with "terraform: N passed, N failed".
 """
@@ -35,6 +39,8 @@ from pathlib import Path
 
 import hcl2
 import yaml
+
+import schemas
 
 REPO = Path(__file__).resolve().parents[2]
 TF = REPO / "terraform"
@@ -116,6 +122,20 @@ def check_refs(hcltool):
 
 def block_list(v):
     return v if isinstance(v, list) else [v]
+
+
+def check_schemas(cache):
+    try:
+        loaded = schemas.load(cache)
+    except (RuntimeError, OSError, KeyError, StopIteration) as e:
+        bad("provider schemas load (npm pack of the pinned @cdktf/provider-* packages)", e)
+        return
+    versions = ", ".join(f"{p} {v}" for p, (_, v) in schemas.PACKAGES.items())
+    by_file = schemas.check(tf_files(), loaded)
+    for d in module_dirs():
+        problems = [f"{rel(f)}: {p}" for f, ps in by_file.items() if Path(f).parent == d for p in ps]
+        check(f"arguments and blocks exist in the provider schemas, required ones given: {rel(d)}",
+              not problems, "\n".join(problems) + f"\n(schemas of the packages {versions})")
 
 
 def check_pins():
@@ -414,12 +434,14 @@ def main():
     ap.add_argument("--checkov", default=str(Path(sys.executable).parent / "checkov"))
     ap.add_argument("--fix-docs", action="store_true")
     ap.add_argument("--no-checkov", action="store_true", help="for quick hand runs only")
+    ap.add_argument("--schema-cache", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/baton-target")), "tf-schemas"))
     a = ap.parse_args()
 
     check_parse()
     check_fmt(a.hcltool)
     check_refs(a.hcltool)
     check_pins()
+    check_schemas(a.schema_cache)
     check_docs(a.hcltool, a.fix_docs)
     if not a.no_checkov:
         check_checkov(a.checkov)
