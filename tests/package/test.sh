@@ -108,7 +108,12 @@ if "$bin" completions bash >/dev/null 2>&1; then
   check "the bash completion is installed" test -s /usr/share/bash-completion/completions/baton
 fi
 if "$bin" man >/dev/null 2>&1; then
-  check "the man page is installed" test -s /usr/share/man/man1/baton.1.gz
+  check "the man page baton(1) is installed" test -s /usr/share/man/man1/baton.1.gz
+  check "the man pages are gzipped roff" bash -c 'for p in /usr/share/man/man1/baton*.1.gz; do zcat "$p" | grep -q "^\.TH " || exit 1; done'
+fi
+if "$bin" completions bash >/dev/null 2>&1; then
+  check "the zsh and fish completions are installed" \
+    test -s /usr/share/zsh/vendor-completions/_baton -a -s /usr/share/fish/vendor_completions.d/baton.fish
 fi
 
 # Upgrade over an edited conffile: the operator's agent.env stays.
