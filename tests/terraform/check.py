@@ -114,6 +114,18 @@ def check_fmt(hcltool):
               problems.get(f, "") + "\n(fix: tests/terraform/hcltool fmt -w FILE, or terraform fmt)")
 
 
+def check_terraform_fmt():
+    """Where a terraform binary happens to be installed, its own fmt must agree too."""
+    import shutil
+    tf = shutil.which("terraform")
+    if tf is None:
+        print("note   no terraform binary here: the terraform fmt cross-check does not run (hcltool fmt above does)")
+        return
+    env = dict(os.environ, TF_CLI_CONFIG_FILE=os.devnull)
+    r = subprocess.run([tf, "fmt", "-check", "-recursive", str(TF)], capture_output=True, text=True, env=env)
+    check(f"terraform fmt -check agrees ({tf})", r.returncode == 0, r.stdout + r.stderr)
+
+
 def check_refs(hcltool):
     for d in module_dirs():
         code, out, err = run([hcltool, "refs", "."], cwd=d)
@@ -439,6 +451,7 @@ def main():
 
     check_parse()
     check_fmt(a.hcltool)
+    check_terraform_fmt()
     check_refs(a.hcltool)
     check_pins()
     check_schemas(a.schema_cache)
