@@ -374,6 +374,46 @@ def check_no_key_in_user_data(module_dir, secret_resources):
           sorted(set(users)) == sorted(secret_resources), f"used by {users}, expected {secret_resources}")
 
 
+def check_terraform_renders_the_same(r, label, directory, cloud_mocks, inputs):
+    """Where a terraform binary is installed: Terraform's own templatefile renders the
+    module's baton.toml template, with the variables hcltool computed for it, to the
+    same text as hcltool (a cross-check of the evaluator on the real template)."""
+    import shutil
+    tf = shutil.which("terraform")
+    if tf is None:
+        return
+    name = f"{label}: terraform's templatefile renders the same baton.toml as hcltool"
+    src = (directory / "main.tf").read_text()
+    m = re.search(r'templatefile\("\$\{path\.module\}/templates/baton\.toml\.tftpl", (\{\n.*?\n  \})\)', src, re.S)
+    if not m:
+        bad(name, "main.tf has no templatefile(\"${path.module}/templates/baton.toml.tftpl\", {...}) to compare")
+        return
+    try:
+        vals, invalid = r.eval(directory, [m.group(1), "local.baton_toml"], mocks=cloud_mocks, inputs=inputs)
+    except RuntimeError as e:
+        bad(name, e)
+        return
+    if invalid:
+        bad(name, invalid)
+        return
+    env = dict(os.environ, TF_CLI_CONFIG_FILE=os.devnull, TF_IN_AUTOMATION="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "vars.json").write_text(json.dumps(vals[m.group(1)]))
+        template = (directory / "templates" / "baton.toml.tftpl").resolve()
+        (t / "main.tf").write_text(
+            f'output "out" {{\n  value = templatefile("{template}", jsondecode(file("${{path.module}}/vars.json")))\n}}\n')
+        steps = [[tf, "init", "-input=false", "-no-color"], [tf, "apply", "-auto-approve", "-input=false", "-no-color"],
+                 [tf, "output", "-json", "out"]]
+        for cmd in steps:
+            res = subprocess.run(cmd, cwd=t, capture_output=True, text=True, env=env)
+            if res.returncode != 0:
+                bad(name, f"{' '.join(cmd[1:])}: {res.stdout[-1500:]}{res.stderr[-1500:]}")
+                return
+        rendered = json.loads(res.stdout)
+    check(name, rendered == vals["local.baton_toml"], "terraform and hcltool differ")
+
+
 def check_policy_wiring(module_dir, resource, attribute, local_name, output):
     """The role/policy resource and the output both use the local the test compares."""
     found_res = found_out = None
@@ -469,6 +509,7 @@ def main():
     for label, inputs in AWS_SETS:
         check_rendering(r, label, aws, "local.", "aws", mocks=mocks_aws,
                         inputs=dict(AWS_BASE, **inputs), policy_from="baton_policy")
+    check_terraform_renders_the_same(r, AWS_SETS[0][0], aws, mocks_aws, dict(AWS_BASE, **AWS_SETS[0][1]))
     check_policy_wiring(aws, "aws_iam_role_policy.baton", "policy", "baton_policy", "iam_policy_json")
     check_no_key_in_user_data(aws, ["aws_secretsmanager_secret_version.key", "aws_ssm_parameter.key"])
     check_validation(r, aws, mocks_aws, AWS_BASE, AWS_CASES)
@@ -509,6 +550,7 @@ def check_azure(r):
     for label, inputs in AZURE_SETS:
         check_rendering(r, label, d, "local.", "azure", mocks=mocks,
                         inputs=dict(AZURE_BASE, **inputs), policy_from="custom_role")
+    check_terraform_renders_the_same(r, AZURE_SETS[1][0], d, mocks, dict(AZURE_BASE, **AZURE_SETS[1][1]))
     check_policy_wiring(d, "azurerm_role_definition.baton", "permissions", "custom_role", "custom_role")
     check_no_key_in_user_data(d, ["azurerm_key_vault_secret.cluster_key"])
     check_validation(r, d, mocks, AZURE_BASE, AZURE_CASES)
@@ -541,6 +583,7 @@ def check_gcp(r):
     for label, inputs in GCP_SETS:
         check_rendering(r, label, d, "local.", "gcp", mocks=mocks,
                         inputs=dict(GCP_BASE, **inputs), policy_from="role_permissions")
+    check_terraform_renders_the_same(r, GCP_SETS[0][0], d, mocks, dict(GCP_BASE, **GCP_SETS[0][1]))
     check_policy_wiring(d, "google_project_iam_custom_role.baton", "permissions", "role_permissions", "role_permissions")
     check_no_key_in_user_data(d, ["google_secret_manager_secret_version.cluster_key"])
     check_validation(r, d, mocks, GCP_BASE, GCP_CASES)
