@@ -24,6 +24,8 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v keepalived >/dev/null 2>&1 || need+=(keepalived)  # the fault lab's VRRP comparison
 command -v qemu-io >/dev/null 2>&1 || need+=(qemu-utils)  # NBD client of the mirror tests
 command -v npm >/dev/null 2>&1 || need+=(npm)  # fetches the Azure REST API specs (tests/azure/specs.sh)
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)  # the Debian package's dependencies (packaging/deb)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # verifies the package's units
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     step "installing Debian packages: ${need[*]}"
@@ -101,6 +103,30 @@ cargo clippy --workspace --all-targets -- -D warnings || { status=1; exit 1; }
 
 step "build the baton binary (the integration tests run it)"
 cargo build --bin baton || { status=1; exit 1; }
+
+# A closing "NAME: N passed, N failed" line of a script, counted like cargo's tests.
+count_plain() { # count_plain NAME FILE
+  awk -v n="$1" '$0 ~ "^" n ": [0-9]+ passed, [0-9]+ failed$" { printf "test result: %s. %d passed; %d failed; 0 ignored (%s)\n", ($4 == 0 ? "ok" : "FAILED"), $2, $4, n }' "$2" >>"$out"
+  grep -Eq "^$1: [0-9]+ passed, [0-9]+ failed$" "$2" || { echo "$1: the checks did not run to their end"; status=1; }
+}
+
+step "Debian package: build from the debug binary, install, verify the units, upgrade, purge (tests/package)"
+pkg_out="$CARGO_TARGET_DIR/package-test.txt"
+bash tests/package/test.sh --bin "$CARGO_TARGET_DIR/debug/baton" 2>&1 | tee "$pkg_out"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+count_plain package "$pkg_out"
+
+step "Terraform modules: parse, format, references, docs, checkov, rendered configurations against baton (tests/terraform)"
+tf_out="$CARGO_TARGET_DIR/terraform-checks.txt"
+if iac_python="$(bash tests/moto/setup.sh --iac | tail -n 1)" && hcltool="$(bash tests/terraform/setup.sh | tail -n 1)"; then
+  "$iac_python" tests/terraform/check.py --hcltool "$hcltool" --baton "$CARGO_TARGET_DIR/debug/baton" \
+    --schema-cache "$CARGO_TARGET_DIR/tf-schemas" 2>&1 | tee "$tf_out"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  count_plain terraform "$tf_out"
+else
+  echo "could not set up the Terraform checks' tools"
+  status=1
+fi
 
 step "docs/src/events.md is generated from the event catalogue"
 "$CARGO_TARGET_DIR/debug/baton" events --markdown | diff -u docs/src/events.md - \

@@ -4,11 +4,20 @@
 # for its discovery documents) into a local venv.
 # Idempotent: does nothing when the venv already has exactly tests/moto/requirements.txt.
 # Prints the venv's python on the last line.
+#
+# With --iac it makes the second venv instead, "$BATON_VENV-iac", for the Terraform checks
+# (tests/terraform/requirements.txt: checkov and the HCL2 parser), and prints its python:
+# checkov pins boto3/botocore to versions that would downgrade moto's.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="${BATON_VENV:-$HOME/.cache/baton-venv}"
+reqs="$here/requirements.txt"
+if [ "${1:-}" = "--iac" ]; then
+  venv="$venv-iac"
+  reqs="$here/../terraform/requirements.txt"
+fi
 stamp="$venv/.baton-requirements"
-if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$stamp" "$here/requirements.txt"; then
+if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$stamp" "$reqs"; then
   echo "$venv/bin/python"
   exit 0
 fi
@@ -21,6 +30,6 @@ if ! python3 -m venv "$venv" >/dev/null 2>&1; then
     echo "python3 -m venv failed (install python3-venv)" >&2; exit 1
   fi
 fi
-"$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt" >&2
-cp "$here/requirements.txt" "$stamp"
+"$venv/bin/pip" install -q --disable-pip-version-check -r "$reqs" >&2
+cp "$reqs" "$stamp"
 echo "$venv/bin/python"
