@@ -15,7 +15,8 @@ step() { printf '\n==> %s\n' "$*"; }
 # Debian packages used by the on-host providers and the network tests:
 #   iproute2 (ip, namespaces), iputils-ping (ping monitor), iputils-arping (gratuitous ARP),
 #   nftables (cutting one interconnect path in the integration tests), qemu-utils (qemu-io
-#   and qemu-img, the NBD clients of the mirror tests), npm (fetches the Azure API specs).
+#   and qemu-img, the NBD clients of the mirror tests), npm (fetches the Azure API specs),
+#   prometheus (promtool checks the agent's /metrics and docs' alerting rules).
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
@@ -24,6 +25,7 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v keepalived >/dev/null 2>&1 || need+=(keepalived)  # the fault lab's VRRP comparison
 command -v qemu-io >/dev/null 2>&1 || need+=(qemu-utils)  # NBD client of the mirror tests
 command -v npm >/dev/null 2>&1 || need+=(npm)  # fetches the Azure REST API specs (tests/azure/specs.sh)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # promtool: checks /metrics and the alerting rules
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     step "installing Debian packages: ${need[*]}"

@@ -138,6 +138,11 @@ pub fn parse_alerts_query(
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    // /metrics, /healthz and the Web UI check access themselves.
+    crate::web::routes(shared.clone()).merge(api_router(shared))
+}
+
+fn api_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/cluster/status", get(cluster_status))
