@@ -167,5 +167,139 @@ fn the_agent_answers_as_the_openapi_file_says() {
     assert_eq!(r.send(api, "GET", "/metrics", &[], None).status, 401);
     assert_eq!(r.send(api, "GET", "/healthz", &[], None).status, 200);
 
+    // The Web UI's endpoints.
+    assert_eq!(r.send(api, "GET", "/", &[], None).status, 303);
+    assert_eq!(r.send(api, "GET", "/ui", &[], None).status, 303);
+    assert_eq!(r.send(api, "GET", "/ui/login", &[], None).status, 200);
+    assert_eq!(
+        r.send(api, "GET", "/ui/login?expired=1", &[], None).status,
+        200
+    );
+    assert_eq!(
+        r.send(api, "GET", "/ui/static/app.js", &[], None).status,
+        200
+    );
+    assert_eq!(
+        r.send(api, "GET", "/ui/static/app.css", &[], None).status,
+        200
+    );
+    assert_eq!(r.send(api, "GET", "/ui/", &[], None).status, 303);
+    assert_eq!(r.send(api, "GET", "/ui/live", &[], None).status, 401);
+    let form: &[(&str, &str)] = &[("Content-Type", "application/x-www-form-urlencoded")];
+    assert_eq!(
+        r.send(api, "POST", "/ui/login", form, Some("user=eve&token=wrong"))
+            .status,
+        401
+    );
+    let op = c.ctl(&["token", "--role", "operator"]).ok("token").stdout;
+    let a = r.send(
+        api,
+        "POST",
+        "/ui/login",
+        form,
+        Some(&format!("user=ops&token={}", op.trim())),
+    );
+    assert_eq!(a.status, 303);
+    let cookie = a
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let with: &[(&str, &str)] = &[("Cookie", &cookie)];
+    let dash = r.send(api, "GET", "/ui/", with, None);
+    assert_eq!(dash.status, 200);
+    let i = dash.body.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = dash.body[i..i + 64].to_string();
+    let live = r.send(api, "GET", "/ui/live", with, None);
+    assert_eq!(live.status, 200);
+    let etag = live.header("etag").unwrap().to_string();
+    let cached: &[(&str, &str)] = &[("Cookie", &cookie), ("If-None-Match", &etag)];
+    assert_eq!(r.send(api, "GET", "/ui/live", cached, None).status, 304);
+    for page in [
+        "/ui/alerts",
+        "/ui/alerts?severity=warning&group=web&q=group",
+        "/ui/failovers",
+        "/ui/events",
+    ] {
+        assert_eq!(r.send(api, "GET", page, with, None).status, 200, "{page}");
+    }
+    let json_form: &[(&str, &str)] = &[
+        ("Cookie", &cookie),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Accept", "application/json"),
+    ];
+    let a = r.send(
+        api,
+        "POST",
+        "/ui/op",
+        json_form,
+        Some(&format!("csrf={csrf}&op=cluster-suspend&confirm=yes")),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = r.send(
+        api,
+        "POST",
+        "/ui/op",
+        json_form,
+        Some(&format!("csrf={csrf}&op=cluster-resume&confirm=yes")),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = r.send(
+        api,
+        "POST",
+        "/ui/op",
+        json_form,
+        Some(&format!(
+            "csrf={csrf}&op=group-move&group={GROUP}&to=node-9&confirm=yes"
+        )),
+    );
+    assert_eq!(a.status, 404, "{}", a.body);
+    let a = r.send(
+        api,
+        "POST",
+        "/ui/op",
+        json_form,
+        Some(&format!("csrf={csrf}&op=fly&confirm=yes")),
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    let a = r.send(
+        api,
+        "POST",
+        "/ui/op",
+        json_form,
+        Some("csrf=nope&op=cluster-suspend&confirm=yes"),
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
+    let plain_form: &[(&str, &str)] = &[
+        ("Cookie", &cookie),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let a = r.send(
+        api,
+        "POST",
+        "/ui/op",
+        plain_form,
+        Some(&format!("csrf={csrf}&op=cluster-suspend")),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = r.send(
+        api,
+        "POST",
+        "/ui/logout",
+        plain_form,
+        Some(&format!("csrf={csrf}")),
+    );
+    assert_eq!(a.status, 303);
+    let a = r.send(
+        api,
+        "POST",
+        "/ui/op",
+        json_form,
+        Some(&format!("csrf={csrf}&op=cluster-suspend&confirm=yes")),
+    );
+    assert_eq!(a.status, 401, "{}", a.body);
+
     r.check(&python, &c.dir);
 }
