@@ -608,7 +608,7 @@ fn live_html(s: &Shared, st: &AgentStatus, sess: &Session) -> String {
     }
     o.push_str("</section>");
     // Servers.
-    o.push_str("<section aria-labelledby=\"h-servers\"><h2 id=\"h-servers\">Servers</h2><div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Table (scrolls sideways on narrow screens)\"><table><thead><tr><th scope=\"col\">Server</th><th scope=\"col\">State</th><th scope=\"col\">Interconnect paths</th><th scope=\"col\">Quorum</th><th scope=\"col\">Config</th></tr></thead><tbody>");
+    o.push_str("<section aria-labelledby=\"h-servers\"><h2 id=\"h-servers\">Servers</h2><div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Servers table\"><table><thead><tr><th scope=\"col\">Server</th><th scope=\"col\">State</th><th scope=\"col\">Interconnect paths</th><th scope=\"col\">Quorum</th><th scope=\"col\">Config</th></tr></thead><tbody>");
     for srv in &e.servers {
         let paths: Vec<String> = srv
             .paths
@@ -661,7 +661,7 @@ fn live_html(s: &Shared, st: &AgentStatus, sess: &Session) -> String {
         }
         o.push_str("</dl>");
         if let Some(cfg) = cfg {
-            o.push_str("<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Table (scrolls sideways on narrow screens)\"><table><caption>Resources</caption><thead><tr><th scope=\"col\">Resource</th><th scope=\"col\">Kind</th><th scope=\"col\">State</th></tr></thead><tbody>");
+            o.push_str(&format!("<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Resources of group {}\"><table><caption>Resources</caption><thead><tr><th scope=\"col\">Resource</th><th scope=\"col\">Kind</th><th scope=\"col\">State</th></tr></thead><tbody>", esc(&g.name)));
             for r in &cfg.resources {
                 let rs = if g.active_on.is_some() && state == "online" {
                     "online".to_string()
@@ -720,7 +720,7 @@ fn live_html(s: &Shared, st: &AgentStatus, sess: &Session) -> String {
     if e.monitors.is_empty() {
         o.push_str("<p>No monitors.</p>");
     } else {
-        o.push_str("<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Table (scrolls sideways on narrow screens)\"><table><thead><tr><th scope=\"col\">Monitor</th><th scope=\"col\">Kind</th><th scope=\"col\">State</th><th scope=\"col\">Last poll</th><th scope=\"col\">Last error</th><th scope=\"col\">Recoveries</th>");
+        o.push_str("<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Monitors table\"><table><thead><tr><th scope=\"col\">Monitor</th><th scope=\"col\">Kind</th><th scope=\"col\">State</th><th scope=\"col\">Last poll</th><th scope=\"col\">Last error</th><th scope=\"col\">Recoveries</th>");
         if can {
             o.push_str("<th scope=\"col\"><span class=\"sr\">Action</span></th>");
         }
@@ -759,7 +759,7 @@ fn live_html(s: &Shared, st: &AgentStatus, sess: &Session) -> String {
     }
     o.push_str("</section>");
     if !st.mirrors.is_empty() {
-        o.push_str("<section aria-labelledby=\"h-mir\"><h2 id=\"h-mir\">Mirror disks</h2><div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Table (scrolls sideways on narrow screens)\"><table><thead><tr><th scope=\"col\">Resource</th><th scope=\"col\">Role</th><th scope=\"col\">Link</th><th scope=\"col\">Disk</th><th scope=\"col\">In sync</th></tr></thead><tbody>");
+        o.push_str("<section aria-labelledby=\"h-mir\"><h2 id=\"h-mir\">Mirror disks</h2><div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Mirror disks table\"><table><thead><tr><th scope=\"col\">Resource</th><th scope=\"col\">Role</th><th scope=\"col\">Link</th><th scope=\"col\">Disk</th><th scope=\"col\">In sync</th></tr></thead><tbody>");
         for m in &st.mirrors {
             o.push_str(&format!(
                 "<tr><th scope=\"row\">{}/{}</th><td>{}</td><td>{}</td><td>{} / peer {}</td><td>{}</td></tr>",
@@ -782,7 +782,7 @@ fn live_html(s: &Shared, st: &AgentStatus, sess: &Session) -> String {
     if st.sinks.is_empty() {
         o.push_str("<p>Events go to the alert log only.</p>");
     } else {
-        o.push_str("<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Table (scrolls sideways on narrow screens)\"><table><thead><tr><th scope=\"col\">Sink</th><th scope=\"col\">Delivered</th><th scope=\"col\">Dropped</th><th scope=\"col\">Queued</th><th scope=\"col\">Last error</th></tr></thead><tbody>");
+        o.push_str("<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Notification sinks table\"><table><thead><tr><th scope=\"col\">Sink</th><th scope=\"col\">Delivered</th><th scope=\"col\">Dropped</th><th scope=\"col\">Queued</th><th scope=\"col\">Last error</th></tr></thead><tbody>");
         for k in &st.sinks {
             o.push_str(&format!(
                 "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -1064,7 +1064,7 @@ async fn alerts(
         ));
     }
     o.push_str(&format!(
-        "<p>{} of the last {} events per server (newest first).</p><div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Table (scrolls sideways on narrow screens)\"><table class=\"alerts\"><thead><tr><th scope=\"col\">Time (UTC)</th><th scope=\"col\">Server</th><th scope=\"col\">Severity</th><th scope=\"col\">Event</th><th scope=\"col\">Message</th></tr></thead><tbody>",
+        "<p>{} of the last {} events per server (newest first).</p><div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Alert log table\"><table class=\"alerts\"><thead><tr><th scope=\"col\">Time (UTC)</th><th scope=\"col\">Server</th><th scope=\"col\">Severity</th><th scope=\"col\">Event</th><th scope=\"col\">Message</th></tr></thead><tbody>",
         shown.len(),
         limit
     ));
