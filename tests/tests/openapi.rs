@@ -96,6 +96,15 @@ fn the_agent_answers_as_the_openapi_file_says() {
         404
     );
 
+    // An oversized body: a JSON error, nothing done.
+    let big = format!(
+        r#"{{"command":"cluster-suspend","pad":"{}"}}"#,
+        "x".repeat(3 << 20)
+    );
+    let a = cmd(&mut r, &big);
+    assert_eq!(a.status, 413, "{}", &a.body[..a.body.len().min(200)]);
+    assert_eq!(a.json()["error"]["code"], "payload-too-large");
+
     // The group shortcuts.
     let path = format!("/v1/groups/{GROUP}/move");
     let a = r.send(api, "POST", &path, json_auth, Some(r#"{"to":"node-3"}"#));
