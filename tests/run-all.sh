@@ -15,7 +15,9 @@ step() { printf '\n==> %s\n' "$*"; }
 # Debian packages used by the on-host providers and the network tests:
 #   iproute2 (ip, namespaces), iputils-ping (ping monitor), iputils-arping (gratuitous ARP),
 #   nftables (cutting one interconnect path in the integration tests), qemu-utils (qemu-io
-#   and qemu-img, the NBD clients of the mirror tests), npm (fetches the Azure API specs).
+#   and qemu-img, the NBD clients of the mirror tests), npm (fetches the Azure API specs),
+#   prometheus (promtool checks the agent's /metrics and docs' alerting rules), chromium
+#   (the Web UI's browser test, driven by playwright-core without a browser download).
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
@@ -26,6 +28,8 @@ command -v qemu-io >/dev/null 2>&1 || need+=(qemu-utils)  # NBD client of the mi
 command -v npm >/dev/null 2>&1 || need+=(npm)  # fetches the Azure REST API specs (tests/azure/specs.sh)
 command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)  # the Debian package's dependencies (packaging/deb)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # verifies the package's units
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # promtool: checks /metrics and the alerting rules
+[ -x /usr/bin/chromium ] || need+=(chromium)  # the Web UI's browser test (tests/tests/browser.rs)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     step "installing Debian packages: ${need[*]}"
@@ -81,6 +85,10 @@ summary() {
 trap 'summary' EXIT
 # From here on a failing step is recorded and the next one still runs.
 set +e
+
+step "browser test packages (playwright-core, axe-core; pinned by tests/browser/package-lock.json)"
+BATON_BROWSER_NODE="$(bash tests/browser/setup.sh | tail -n 1)" || status=1
+export BATON_BROWSER_NODE
 
 step "Azure fake: Microsoft's API specs, and the fake's self-test against them"
 BATON_AZURE_SPECS="$(bash tests/azure/specs.sh | tail -n 1)"

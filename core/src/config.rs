@@ -22,6 +22,7 @@ mod notify;
 mod raw;
 pub mod timing;
 mod validate;
+pub mod web;
 pub use api::{ApiRole, ApiSection, Cidr};
 pub use aws::AwsSection;
 pub use azure::{
@@ -39,6 +40,7 @@ pub use notify::{
     MetricKind, MetricsSection, NotifySection, SnsSection, WebhookSection,
 };
 pub use validate::resources::topo_order;
+pub use web::{PrometheusSection, WebUiSection};
 
 use diagnostics::{escape_controls, finish_err, line_col, one_line, typed, Diags};
 use raw::RawFile;

@@ -292,6 +292,15 @@ catalogue! {
     API_TLS_RELOAD_FAILED = 4026, Warning, "api", "API TLS certificate not reloaded",
         cause: "The files of the API's TLS certificate changed but cannot be used (unreadable, not PEM, the key does not belong to the certificate, the key readable by others). The agent keeps serving the previous certificate; it reports a broken file once until the files change again.",
         action: "Fix what the message names (for example rerun `baton keygen --tls DIR -c CONFIG` and copy both files, then `chmod 600` the key), then send SIGHUP or wait 30 s.";
+    WEBUI_OPERATION = 4030, Info, "webui", "Operation from the Web UI",
+        cause: "An operator ran an operation from the Web UI (group start, stop or move, cluster suspend or resume, monitor suspend or resume, temporary timeouts). It went through the same API as `baton` and the engine raised its own event too; this one names who did it (the name given at login, the role of the token used, the browser's address) and whether the agent accepted it.",
+        action: "None. If the operation was not expected, look at who ran it and revoke the token used (a token file entry, or rotate the cluster key for the derived tokens).";
+    WEBUI_LOGIN = 4031, Info, "webui", "Web UI login",
+        cause: "Someone logged in to the Web UI with an API token of the `read` or `operator` role; the event names them and their address. Their session lasts `[api.webui] session_timeout`.",
+        action: "None.";
+    WEBUI_LOGIN_FAILED = 4032, Warning, "webui", "Web UI login refused",
+        cause: "A Web UI login was refused: the token is not one the API accepts, or it is the cluster key's own token (which never goes into a browser).",
+        action: "Log in with a role token (`baton token --role read|operator`) or an issued one; if the attempts are unexpected, look at the address.";
     EVENTS_DROPPED = 5001, Warning, "notifier", "Events dropped",
         cause: "A notification sink could not keep up or was unreachable and events were dropped for it. The alert log keeps every event.",
         action: "Check the sink's endpoint; counts are in `baton status`.";

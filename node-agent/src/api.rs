@@ -138,6 +138,11 @@ pub fn parse_alerts_query(
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    // /metrics, /healthz and the Web UI check access themselves.
+    crate::web::routes(shared.clone()).merge(api_router(shared))
+}
+
+fn api_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/cluster/status", get(cluster_status))
@@ -159,7 +164,25 @@ pub fn router(shared: Arc<Shared>) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .layer(middleware::map_response(json_too_large))
         .with_state(shared)
+}
+
+/// A body over axum's limit (2 MB) is refused by its extractor with a plain-text 413:
+/// answer the API's JSON error instead, like every other refusal.
+async fn json_too_large(r: Response) -> Response {
+    if r.status() != StatusCode::PAYLOAD_TOO_LARGE
+        || r.headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
+        return r;
+    }
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        "the request body is larger than the API accepts (2 MB): nothing was done",
+    )
 }
 
 async fn auth(

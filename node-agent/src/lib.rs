@@ -27,5 +27,6 @@ pub mod shared;
 pub mod state;
 pub mod tls;
 pub mod tokens;
+pub mod web;
 pub mod wire;
 pub mod witness;

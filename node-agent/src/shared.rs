@@ -90,6 +90,8 @@ pub struct Shared {
     /// The mirror processes of this server's `mirror-disk` resources: (group, resource,
     /// control socket).
     pub mirrors: Vec<(String, String, std::path::PathBuf)>,
+    /// The scrape token and the Web UI's sessions.
+    pub web: crate::web::WebState,
 }
 
 impl Shared {
@@ -156,6 +158,13 @@ impl Shared {
             mirrors: self.mirror_briefs().await,
             engine,
         })
+    }
+
+    /// The engine's status alone (no mirror queries): `/healthz`, the Web UI.
+    pub(crate) async fn engine_status(&self) -> Option<EngineStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(LoopMsg::Status { reply: tx }).await.ok()?;
+        rx.await.ok()
     }
 
     pub(crate) async fn command(&self, cmd: Command) -> Result<Result<(), CommandError>, ()> {

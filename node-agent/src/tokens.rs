@@ -156,7 +156,7 @@ pub fn load_tokens_file(path: &std::path::Path) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

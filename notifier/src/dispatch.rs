@@ -103,6 +103,8 @@ struct MetricsSlot {
 struct Inner {
     slots: Vec<Slot>,
     metrics: Option<MetricsSlot>,
+    /// `[metrics.prometheus]`: fed with every sample and event, read by `GET /metrics`.
+    prometheus: Option<Arc<crate::prometheus::Prometheus>>,
     /// `Some(deadline)` once shutdown was requested.
     shutdown_tx: watch::Sender<Option<Instant>>,
     /// Set to true by the supervisor when every sink task has ended.
@@ -133,6 +135,17 @@ impl Notifier {
     pub fn start_with_metrics(
         sinks: Vec<Arc<dyn EventSink>>,
         metrics: Option<MetricsPipeline>,
+        opts: NotifierOptions,
+    ) -> (NotifierHandle, JoinHandle<()>) {
+        Notifier::start_with_prometheus(sinks, metrics, None, opts)
+    }
+
+    /// [`Notifier::start_with_metrics`], plus the Prometheus figures, which get every
+    /// sample (every monitor's polling time) and every published event.
+    pub fn start_with_prometheus(
+        sinks: Vec<Arc<dyn EventSink>>,
+        metrics: Option<MetricsPipeline>,
+        prometheus: Option<Arc<crate::prometheus::Prometheus>>,
         opts: NotifierOptions,
     ) -> (NotifierHandle, JoinHandle<()>) {
         let opts = opts.normalized();
@@ -219,6 +232,7 @@ impl Notifier {
             inner: Arc::new(Inner {
                 slots,
                 metrics: metrics_slot,
+                prometheus,
                 shutdown_tx,
                 done_rx,
                 supervisor: supervisor.abort_handle(),
@@ -255,6 +269,9 @@ impl NotifierHandle {
     /// awaits (callable from sync code and any thread): a sink whose queue is full, or
     /// that is shut down, does not get the event and counts it as dropped.
     pub fn publish(&self, ev: Event) {
+        if let Some(p) = &self.inner.prometheus {
+            p.event(&ev);
+        }
         if let Some(m) = &self.inner.metrics {
             if m.opts.wants_event(&ev) {
                 if let Err(e) = m.tx.try_send(MetricInput::Event(Box::new(ev.clone()))) {
@@ -287,6 +304,9 @@ impl NotifierHandle {
     /// metric (and, for polling times, this monitor). Never blocks: a full queue drops
     /// the sample and counts it.
     pub fn metric(&self, s: Sample) {
+        if let Some(p) = &self.inner.prometheus {
+            p.sample(&s);
+        }
         let Some(m) = &self.inner.metrics else {
             return;
         };
@@ -304,20 +324,29 @@ impl NotifierHandle {
         }
     }
 
-    /// Is a metrics sink configured that sends `kind`?
+    /// Is a metrics sink configured that sends `kind` (or Prometheus, which keeps all)?
     pub fn wants_metric(&self, kind: MetricKind) -> bool {
-        self.inner
-            .metrics
-            .as_ref()
-            .is_some_and(|m| m.opts.sends(kind))
+        self.inner.prometheus.is_some()
+            || self
+                .inner
+                .metrics
+                .as_ref()
+                .is_some_and(|m| m.opts.sends(kind))
     }
 
-    /// Is the polling time of `monitor` sent?
+    /// Is the polling time of `monitor` sent (or kept for Prometheus)?
     pub fn wants_polling_time(&self, monitor: &str) -> bool {
-        self.inner
-            .metrics
-            .as_ref()
-            .is_some_and(|m| m.opts.monitor_opted_in(monitor))
+        self.inner.prometheus.is_some()
+            || self
+                .inner
+                .metrics
+                .as_ref()
+                .is_some_and(|m| m.opts.monitor_opted_in(monitor))
+    }
+
+    /// The Prometheus figures, when `[metrics.prometheus]` is configured.
+    pub fn prometheus(&self) -> Option<&Arc<crate::prometheus::Prometheus>> {
+        self.inner.prometheus.as_ref()
     }
 
     /// Every queue: the event sinks in the order given, then the metrics sink.

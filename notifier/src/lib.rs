@@ -12,6 +12,8 @@
 //! * [`metrics`]: monitor polling times, heartbeat round trips, group activity and
 //!   failover figures, aggregated and sent to Amazon CloudWatch
 //!   ([`cloudwatch::CloudWatchSink`]) in batches within the API's limits.
+//! * [`prometheus`]: the same figures (and the engine's at scrape time) for
+//!   `GET /metrics` (`[metrics.prometheus]`).
 //! * [`build`]: the sinks a configuration asks for.
 #![forbid(unsafe_code)]
 
@@ -24,6 +26,7 @@ pub mod dispatch;
 pub mod filter;
 pub mod mail;
 pub mod metrics;
+pub mod prometheus;
 pub mod render;
 pub mod sink;
 pub mod sns;

@@ -41,6 +41,7 @@ pub mod nft;
 pub mod notify;
 pub mod skip;
 pub mod watch;
+pub mod web;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -188,6 +188,8 @@ pub struct ApiSection {
     /// The CA (PEM) whose certificates the clients trust, and only those (`DIR/ca.crt` from
     /// `baton keygen --tls`). Without it, clients trust the public web roots.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// `[api.webui]`: the Web UI served at `/ui/`.
+    pub webui: super::web::WebUiSection,
 }
 
 /// The placeholder replaced by the server's name in `tls_cert_file` and `tls_key_file`.
@@ -238,6 +240,7 @@ impl Default for ApiSection {
             tls_cert_file: None,
             tls_key_file: None,
             tls_ca_file: None,
+            webui: super::web::WebUiSection::default(),
         }
     }
 }

@@ -262,6 +262,8 @@ impl Default for DeliverySection {
 pub struct MetricsSection {
     /// `[metrics.cloudwatch]`: send metrics to Amazon CloudWatch.
     pub cloudwatch: Option<CloudWatchSection>,
+    /// `[metrics.prometheus]`: serve `GET /metrics` on the API port.
+    pub prometheus: Option<super::web::PrometheusSection>,
 }
 
 /// The metrics Baton can send.

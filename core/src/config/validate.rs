@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::diagnostics::{k, Diags, Seg};
 use super::raw::RawFile;
-use super::{api, aws, azure, gcp, notify, Config, Dur, Group, KindCatalog, Server};
+use super::{api, aws, azure, gcp, notify, web, Config, Dur, Group, KindCatalog, Server};
 
 mod agent;
 mod cluster;
@@ -52,6 +52,7 @@ pub(super) fn validate(
     azure::validate(d, &raw.azure);
     gcp::validate(d, &raw.gcp);
     api::validate(d, &raw.api);
+    web::validate(d, raw.metrics.prometheus.as_ref(), &raw.api);
     cluster::validate_accept_key_files(d, &raw.cluster);
 
     let config = Config {

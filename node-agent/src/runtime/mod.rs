@@ -986,6 +986,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         notifier: notifier.clone(),
         started: crate::clock::now(),
         auth_failures: Mutex::new((0, None)),
+        web: crate::web::WebState::load(&cfg, &opts.config)?,
     });
     if let Some(ev) = l.fd_event {
         shared.raise(ev);

@@ -170,9 +170,24 @@ pub(super) async fn notifier(
         .unwrap_or(std::path::Path::new("."))
         .to_path_buf();
     let built = baton_notifier::build::build(cfg, me, &config_dir, None).await;
-    let (handle, task) = Notifier::start_with_metrics(
+    // `[metrics.prometheus]`: the figures for GET /metrics, fed like the CloudWatch sink.
+    let prometheus = cfg.metrics.prometheus.as_ref().map(|_| {
+        let groups: Vec<String> = cfg
+            .groups
+            .iter()
+            .filter(|g| g.servers.iter().any(|s| s == me))
+            .map(|g| g.name.clone())
+            .collect();
+        Arc::new(baton_notifier::prometheus::Prometheus::new(
+            &cfg.cluster_name,
+            me,
+            &groups,
+        ))
+    });
+    let (handle, task) = Notifier::start_with_prometheus(
         built.sinks,
         built.metrics,
+        prometheus,
         baton_notifier::build::options(&cfg.notify),
     );
     (handle, task, built.failures)
