@@ -192,7 +192,11 @@ enum Auth {
 }
 
 fn session(s: &Shared, headers: &HeaderMap) -> Auth {
-    match cookie_id(headers).map(|id| s.web.sessions.get(&id)) {
+    session_in(&s.web.sessions, headers)
+}
+
+fn session_in(sessions: &super::session::Sessions, headers: &HeaderMap) -> Auth {
+    match cookie_id(headers).map(|id| sessions.get(&id)) {
         Some(Lookup::Valid(sess)) => Auth::Ok(sess),
         Some(Lookup::Expired) => Auth::Expired,
         _ => Auth::None,
@@ -201,7 +205,14 @@ fn session(s: &Shared, headers: &HeaderMap) -> Auth {
 
 /// The session, or where to send the browser instead (the login page).
 fn require(s: &Shared, headers: &HeaderMap) -> Result<Session, &'static str> {
-    match session(s, headers) {
+    require_in(&s.web.sessions, headers)
+}
+
+fn require_in(
+    sessions: &super::session::Sessions,
+    headers: &HeaderMap,
+) -> Result<Session, &'static str> {
+    match session_in(sessions, headers) {
         Auth::Ok(x) => Ok(x),
         Auth::Expired => Err("/ui/login?expired=1"),
         Auth::None => Err("/ui/login"),
@@ -1563,6 +1574,35 @@ mod tests {
         );
         assert_eq!(t.total_ms, Some(2150));
         assert_eq!(t.epoch, Some(2));
+    }
+
+    #[test]
+    fn an_expired_or_unknown_session_goes_to_the_login_page() {
+        use super::super::session::Sessions;
+        let sessions = Sessions::new(Duration::from_secs(3600));
+        let (id, _) = sessions.create("alice", Caller::Operator, "127.0.0.1");
+        let with = |cookie: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, HeaderValue::from_str(cookie).unwrap());
+            h
+        };
+        let mine = with(&format!("theme=dark; {COOKIE}={id}"));
+        assert_eq!(require_in(&sessions, &mine).unwrap().user, "alice");
+        sessions.expire(&id);
+        assert_eq!(
+            require_in(&sessions, &mine).unwrap_err(),
+            "/ui/login?expired=1"
+        );
+        // Once seen expired it is gone: an unknown session.
+        assert_eq!(require_in(&sessions, &mine).unwrap_err(), "/ui/login");
+        assert_eq!(
+            require_in(&sessions, &with("baton_session=forged")).unwrap_err(),
+            "/ui/login"
+        );
+        assert_eq!(
+            require_in(&sessions, &HeaderMap::new()).unwrap_err(),
+            "/ui/login"
+        );
     }
 
     #[test]
