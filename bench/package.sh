@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Release package figures (not a test: it reports, it asserts nothing).
 #
-#   bash bench/package.sh                        # [profile.release]: build, package, measure
-#   bash bench/package.sh --profile release-lto  # the same with fat LTO, for comparison
+#   bash bench/package.sh                        # [profile.dist] (what ships): build, package, measure
+#   bash bench/package.sh --profile release      # the same without LTO, for comparison
 #   bash bench/package.sh --bin PATH             # measure a binary already built
 #
 # Builds `baton` with the profile (CARGO_TARGET_DIR, default ~/.cache/baton-target-release),
@@ -13,13 +13,13 @@
 # (apt-get install hyperfine), else a loop of 20 runs timed with date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-profile=release
+profile=dist
 bin=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
-    *) echo "usage: $0 [--profile release|release-lto] [--bin PATH]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--profile dist|release] [--bin PATH]" >&2; exit 2 ;;
   esac
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/baton-target-release}"

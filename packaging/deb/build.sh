@@ -3,8 +3,8 @@
 #
 #   bash packaging/deb/build.sh [--bin PATH] [--out DIR] [--version V]
 #
-# --bin      the binary to package (default: $CARGO_TARGET_DIR/release/baton; build it with
-#            `cargo build --release --bin baton`, which strips it: see [profile.release])
+# --bin      the binary to package (default: $CARGO_TARGET_DIR/dist/baton; build it with
+#            `cargo build --profile dist --bin baton`: stripped, fat LTO; see Cargo.toml)
 # --out      where the .deb goes (default: $CARGO_TARGET_DIR/deb)
 # --version  the package version (default: what `baton --version` prints)
 # --compress xz (default, for releases) or none (tests: a debug binary is 130 MB)
@@ -31,7 +31,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$repo/target}"
-bin="$target/release/baton"
+bin="$target/dist/baton"
 out="$target/deb"
 version=""
 compress=xz
@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--bin PATH] [--out DIR] [--version V] [--compress xz|none]" >&2; exit 2 ;;
   esac
 done
-[ -x "$bin" ] || { echo "no baton binary at $bin: build it first (cargo build --release --bin baton)" >&2; exit 1; }
+[ -x "$bin" ] || { echo "no baton binary at $bin: build it first (cargo build --profile dist --bin baton)" >&2; exit 1; }
 for tool in dpkg-deb dpkg-shlibdeps; do
   command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install dpkg-dev)" >&2; exit 1; }
 done
