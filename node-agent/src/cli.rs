@@ -105,6 +105,15 @@ pub enum Cmd {
         /// Show events after this sequence number (default: the last 20).
         #[arg(long)]
         after: Option<u64>,
+        /// Only events of this severity or worse (info, warning, error, critical).
+        #[arg(long, value_name = "SEVERITY")]
+        severity: Option<String>,
+        /// Only events about this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only events of the last DURATION (`10m`, `2h`, `1d`).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
     },
     /// Configuration commands.
     Config {
@@ -613,7 +622,20 @@ pub async fn run(cli: Cli) -> Exit {
         Cmd::Cluster { op } => cluster_cmd(op).await,
         Cmd::Monitor { op } => monitor_cmd(op).await,
         Cmd::Timeout { op } => timeout_cmd(op).await,
-        Cmd::Alerts { t, follow, after } => alerts(&t, follow, after).await,
+        Cmd::Alerts {
+            t,
+            follow,
+            after,
+            severity,
+            group,
+            since,
+        } => {
+            let filter = match AlertFilter::parse(severity, group, since) {
+                Ok(f) => f,
+                Err(msg) => return fail(t.json, Exit::Usage, "usage", &msg),
+            };
+            alerts(&t, follow, after, &filter).await
+        }
         Cmd::Config {
             op: ConfigOp::Check { file, json },
         } => config_check(&file, json),
@@ -1460,13 +1482,12 @@ fn print_event(e: &Event, json: bool) {
     if json {
         println!("{}", serde_json::to_string(e).unwrap_or_default());
     } else {
-        let secs = e.time_ms / 1000;
-        let ms = e.time_ms % 1000;
+        // ISO 8601, UTC, to the millisecond.
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(e.time_ms);
         println!(
-            "{:>6} {}.{:03} {:<8} {:<9} {}",
+            "{:>6} {} {:<8} {:<9} {}",
             e.seq,
-            secs,
-            ms,
+            humantime::format_rfc3339_millis(at),
             e.severity.as_str(),
             e.server,
             e.line()
@@ -1474,7 +1495,63 @@ fn print_event(e: &Event, json: bool) {
     }
 }
 
-async fn alerts(t: &Target, follow: bool, after: Option<u64>) -> Exit {
+/// `baton alerts --severity/--group/--since`: which events to show.
+#[derive(Debug, Default)]
+struct AlertFilter {
+    min: Option<baton_core::Severity>,
+    group: Option<String>,
+    /// Unix ms: nothing older.
+    since_ms: Option<u64>,
+}
+
+impl AlertFilter {
+    fn parse(
+        severity: Option<String>,
+        group: Option<String>,
+        since: Option<String>,
+    ) -> Result<AlertFilter, String> {
+        use baton_core::Severity;
+        let min = match severity.as_deref() {
+            None => None,
+            Some("info") => Some(Severity::Info),
+            Some("warning") => Some(Severity::Warning),
+            Some("error") => Some(Severity::Error),
+            Some("critical") => Some(Severity::Critical),
+            Some(other) => {
+                return Err(format!(
+                    "--severity {other}: use info, warning, error or critical"
+                ))
+            }
+        };
+        let since_ms = match since {
+            None => None,
+            Some(d) => {
+                let d = parse_duration(&d).map_err(|e| format!("--since {d}: {e}"))?;
+                Some(crate::clock::unix_ms().saturating_sub(d.ms()))
+            }
+        };
+        Ok(AlertFilter {
+            min,
+            group,
+            since_ms,
+        })
+    }
+
+    fn active(&self) -> bool {
+        self.min.is_some() || self.group.is_some() || self.since_ms.is_some()
+    }
+
+    fn keeps(&self, e: &Event) -> bool {
+        self.min.is_none_or(|m| e.severity >= m)
+            && self
+                .group
+                .as_ref()
+                .is_none_or(|g| e.group.as_deref() == Some(g.as_str()))
+            && self.since_ms.is_none_or(|t| e.time_ms >= t)
+    }
+}
+
+async fn alerts(t: &Target, follow: bool, after: Option<u64>, filter: &AlertFilter) -> Exit {
     let (mut conn, _) = match connect(t) {
         Ok(c) => c,
         Err(e) => return e,
@@ -1482,17 +1559,27 @@ async fn alerts(t: &Target, follow: bool, after: Option<u64>) -> Exit {
     if let Some(a) = conn.first_answering().await {
         conn.pin(a);
     }
-    // Without --after: the last 20 events, then everything after them.
+    // Without --after: the last 20 events (the last 20 that pass the filters, among the
+    // last 5000), then everything after them.
+    let tail = if filter.active() { 5000 } else { 20 };
     let path = |cursor: Option<u64>| match cursor {
         Some(c) => format!("/v1/alerts?after={c}&limit=1000"),
-        None => "/v1/alerts?tail=20".to_string(),
+        None => format!("/v1/alerts?tail={tail}"),
     };
     let mut cursor = after;
     loop {
         match conn.get::<Vec<Event>>(&path(cursor)).await {
             Ok(evs) => {
-                for e in &evs {
+                let kept: Vec<&Event> = evs.iter().filter(|e| filter.keeps(e)).collect();
+                let skip = if cursor.is_none() {
+                    kept.len().saturating_sub(20)
+                } else {
+                    0
+                };
+                for e in kept.into_iter().skip(skip) {
                     print_event(e, t.json);
+                }
+                for e in &evs {
                     cursor = Some(cursor.unwrap_or(0).max(e.seq));
                 }
                 cursor.get_or_insert(0);

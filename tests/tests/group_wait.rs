@@ -1,5 +1,6 @@
 //! `baton group start|stop|move --wait` (issue 15): the command returns when the cluster
-//! has done it, with where the group is, or fails with the state it reached.
+//! has done it, with where the group is, or fails with the state it reached; and
+//! `baton alerts` with its filters and ISO timestamps on the events those commands raised.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -58,5 +59,42 @@ fn group_commands_wait_for_the_cluster() {
     );
     // A bad duration is a usage error, and nothing is sent.
     let out = c.ctl(&["group", "start", GROUP, "--wait", "soon"]);
+    assert_eq!(out.code, 2, "{out:?}");
+
+    // The moves above left events: the alert filters (issue 15) pick them.
+    let json_events = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut v = vec!["alerts", "--json", "-s", "node-1"];
+        v.extend_from_slice(args);
+        let out = c.ctl(&v);
+        assert_eq!(out.code, 0, "{out:?}");
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let all = json_events(&[]);
+    assert!(!all.is_empty());
+    let of_group = json_events(&["--group", GROUP]);
+    assert!(
+        !of_group.is_empty(),
+        "the moves raised events about {GROUP}"
+    );
+    assert!(of_group.iter().all(|e| e["group"] == GROUP), "{of_group:?}");
+    let warnings = json_events(&["--severity", "warning"]);
+    assert!(
+        warnings.iter().all(|e| e["severity"] != "info"),
+        "{warnings:?}"
+    );
+    assert_eq!(json_events(&["--since", "1h"]).len(), all.len());
+    let out = c.ctl(&["alerts", "-s", "node-1", "--group", GROUP]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // ISO 8601 timestamps, UTC.
+    let line = out.stdout.lines().next().unwrap();
+    let ts = line.split_whitespace().nth(1).unwrap();
+    assert!(
+        ts.len() == 24 && ts.as_bytes()[10] == b'T' && ts.ends_with('Z'),
+        "{line}"
+    );
+    let out = c.ctl(&["alerts", "--severity", "loud"]);
     assert_eq!(out.code, 2, "{out:?}");
 }
