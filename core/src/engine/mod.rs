@@ -502,6 +502,7 @@ impl Engine {
     }
 
     pub fn peer_message(&self) -> PeerMessage {
+        let (heard, heard_ago) = self.heard();
         PeerMessage {
             digest: self.cfg.digest.clone(),
             incarnation: self.incarnation,
@@ -531,8 +532,8 @@ impl Engine {
                 .collect(),
             intents: self.outgoing_intents(),
             hears: self.hears(),
-            heard: Some(self.heard()),
-            heard_ago: Some(self.heard_ago()),
+            heard: Some(heard),
+            heard_ago: Some(heard_ago),
             vote: self.reach_ok,
         }
     }
@@ -659,26 +660,20 @@ impl Engine {
     }
 
     /// The servers of `hears` with the incarnation of their last heartbeat received
-    /// here (the echo that makes a peer's vote fresh, see [`PeerMessage::heard`]).
-    fn heard(&self) -> BTreeMap<String, u64> {
-        (0..self.peers.len())
-            .filter(|&si| si != self.me && self.heard_recently(si))
-            .filter_map(|si| {
-                let inc = self.peers[si].msg.as_ref()?.incarnation;
-                Some((self.cfg.servers[si].name.clone(), inc))
-            })
-            .collect()
-    }
-
-    /// The servers of `hears` with how long ago (ms) they were last heard here.
-    fn heard_ago(&self) -> BTreeMap<String, u64> {
-        (0..self.peers.len())
-            .filter(|&si| si != self.me && self.heard_recently(si))
-            .filter_map(|si| {
-                let t = self.last_heard(si)?;
-                Some((self.cfg.servers[si].name.clone(), self.now.since(t)))
-            })
-            .collect()
+    /// here (the echo that makes a peer's vote fresh, see [`PeerMessage::heard`]), and
+    /// with how long ago (ms) they were last heard ([`PeerMessage::heard_ago`]).
+    fn heard(&self) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+        let (mut inc, mut ago) = (BTreeMap::new(), BTreeMap::new());
+        for si in (0..self.peers.len()).filter(|&si| si != self.me && self.heard_recently(si)) {
+            let name = &self.cfg.servers[si].name;
+            if let Some(m) = &self.peers[si].msg {
+                inc.insert(name.clone(), m.incarnation);
+            }
+            if let Some(t) = self.last_heard(si) {
+                ago.insert(name.clone(), self.now.since(t));
+            }
+        }
+        (inc, ago)
     }
 
     /// Does `m` say that its sender hears this server, as this server is now? With the

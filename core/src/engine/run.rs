@@ -1912,6 +1912,7 @@ impl Engine {
         let groups = (0..self.groups.len())
             .map(|gi| {
                 let g = &self.cfg.groups[gi];
+                let tm = self.group_timing(gi);
                 let holders = self.holders(gi);
                 let mut per_server = BTreeMap::new();
                 let mut excluded_on = Vec::new();
@@ -1959,8 +1960,8 @@ impl Engine {
                     },
                     excluded_on,
                     per_server,
-                    fence_ms: self.group_timing(gi).fence_ms,
-                    takeover_after_ms: self.group_timing(gi).takeover_after_ms(),
+                    fence_ms: tm.fence_ms,
+                    takeover_after_ms: tm.takeover_after_ms(),
                 }
             })
             .collect();
