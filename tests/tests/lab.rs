@@ -1,4 +1,4 @@
-//! The fault lab's twelve scenarios, a short run of each (root only; see
+//! The fault lab's seventeen scenarios, a short run of each (root only; see
 //! `tests/src/lab` and docs/src/lab.md). Each test builds its own network namespaces,
 //! starts real agents, injects its fault and asserts the scenario's expectation plus,
 //! over the whole run, that the group was never active on two servers at once (agent
@@ -139,4 +139,29 @@ fn s11_mirror_disk_sigkill_under_writes_no_acknowledged_write_lost() {
 #[test]
 fn s12_mirror_disk_isolated_primary_acknowledges_nothing_the_new_primary_lacks() {
     run(12, Options::default());
+}
+
+#[test]
+fn s13_mirror_link_cut_differential_resync() {
+    run(13, Options::default());
+}
+
+#[test]
+fn s14_mirror_failover_reverse_differential_resync() {
+    run(14, Options::default());
+}
+
+#[test]
+fn s15_mirror_stale_side_refuses_forced_then_split_brain() {
+    run(15, Options::default());
+}
+
+#[test]
+fn s16_mirror_wrong_key_and_garbage_refused() {
+    run(16, Options::default());
+}
+
+#[test]
+fn s17_mirror_agent_restart_writes_go_on() {
+    run(17, Options::default());
 }

@@ -27,6 +27,8 @@ use super::observer::{ids, overlaps, Ms, Observed};
 use super::{server, Lab, LabSpec, GROUP, VIP};
 use crate::model::Event;
 
+mod mirror;
+
 /// Options of a run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -55,7 +57,7 @@ impl Default for Options {
 }
 
 /// The scenarios, by number.
-pub const SCENARIOS: [(u8, &str); 12] = [
+pub const SCENARIOS: [(u8, &str); 17] = [
     (1, "SIGKILL the active agent"),
     (2, "pause the active agent past the timeout, then resume it"),
     (
@@ -77,7 +79,24 @@ pub const SCENARIOS: [(u8, &str); 12] = [
         12,
         "isolate the active server of a group with a sync mirror disk under writes",
     ),
+    (
+        13,
+        "cut the mirror link under writes, heal: differential resync",
+    ),
+    (
+        14,
+        "fail over, write on the new primary, the old one returns: reverse resync",
+    ),
+    (
+        15,
+        "a stale mirror side refuses, is forced; both sides wrote: split brain",
+    ),
+    (16, "wrong key, random bytes and HTTP on the mirror port"),
+    (17, "restart the mirror primary's agent under writes"),
 ];
+
+/// The last scenario's number.
+pub const LAST: u8 = 17;
 
 pub fn title(n: u8) -> &'static str {
     if n == 0 {
@@ -188,7 +207,7 @@ fn spec_for(n: u8, o: &Options) -> LabSpec {
             s.servers = 2;
             s.witness = true;
         }
-        11 | 12 => {
+        11..=17 => {
             // Two servers hold the mirror, the third votes.
             s.servers = 3;
             s.witness = o.witness;
@@ -209,8 +228,8 @@ pub fn run(n: u8, o: &Options) -> ScenarioReport {
         title: title(n).into(),
         ..ScenarioReport::default()
     };
-    if !(1..=12).contains(&n) {
-        r.fail(format!("there is no scenario {n} (1 to 12)"));
+    if !(1..=LAST).contains(&n) {
+        r.fail(format!("there is no scenario {n} (1 to {LAST})"));
         return r;
     }
     let spec = spec_for(n, o);
@@ -240,8 +259,13 @@ pub fn run(n: u8, o: &Options) -> ScenarioReport {
             8 => s8_restart_all(&mut lab, o, &mut r),
             9 => s9_rolling(&mut lab, o, &mut r),
             10 => s10_heal(&mut lab, o, &mut r),
-            11 => s11_mirror_kill(&mut lab, o, &mut r),
-            _ => s12_mirror_isolated(&mut lab, o, &mut r),
+            11 => mirror::s11_kill(&mut lab, o, &mut r),
+            12 => mirror::s12_isolated(&mut lab, o, &mut r),
+            13 => mirror::s13_link_cut(&mut lab, o, &mut r),
+            14 => mirror::s14_reverse_resync(&mut lab, o, &mut r),
+            15 => mirror::s15_stale_and_split_brain(&mut lab, &mut r),
+            16 => mirror::s16_refused_peers(&mut lab, &mut r),
+            _ => mirror::s17_agent_restart(&mut lab, o, &mut r),
         });
     if let Err(e) = body {
         r.fail(format!("scenario aborted: {e}"));
@@ -1004,295 +1028,4 @@ pub fn summary(reports: &[ScenarioReport]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// One 4 KiB write of `pattern` at `off` through qemu's NBD client; true when it was
-/// acknowledged.
-fn nbd_write(sock: &std::path::Path, off: u64, pattern: u8) -> bool {
-    nbd_io(sock, &format!("write -P {pattern} {off} 4096"), "wrote")
-}
-
-/// Does the 4 KiB at `off` read back as `pattern`?
-fn nbd_reads(sock: &std::path::Path, off: u64, pattern: u8) -> bool {
-    nbd_io(sock, &format!("read -P {pattern} {off} 4096"), "read")
-}
-
-fn nbd_io(sock: &std::path::Path, cmd: &str, ok: &str) -> bool {
-    std::process::Command::new("qemu-io")
-        .args(["-f", "raw"])
-        .arg(format!(
-            "nbd+unix:///{}?socket={}",
-            super::MIRROR,
-            sock.display()
-        ))
-        .args(["-c", cmd])
-        .output()
-        .is_ok_and(|o| {
-            let t = String::from_utf8_lossy(&o.stdout).to_string()
-                + &String::from_utf8_lossy(&o.stderr);
-            o.status.success()
-                && t.contains(ok)
-                && !t.contains("failed")
-                && !t.contains("Pattern verification failed")
-        })
-}
-
-/// Scenario 11: a group with a sync `mirror-disk` on two of three servers, a writer
-/// recording every acknowledged write; the active server crashes (agent and mirror
-/// process SIGKILLed); the group fails over, every acknowledged write reads back on the
-/// new primary, and when the old server returns it is resynchronised by difference.
-/// Besides the lab's usual checks, the observer checks that the mirror was never
-/// writable (primary, not fenced, served) on two servers at once.
-fn s11_mirror_kill(lab: &mut Lab, o: &Options, r: &mut ScenarioReport) -> Result<(), String> {
-    need_qemu_io()?;
-    for round in 0..o.repeat.max(1) {
-        let (x, e) = lab.wait_owner(None, Duration::from_secs(30))?;
-        lab.wait_converged(Duration::from_secs(20))?;
-        wait_mirror_in_sync(lab, x)?;
-        let w = MirrorWriter::start(lab.mirror_socket(x), round as u64);
-        w.wait_acked(lab, 100)?;
-        let t = lab.crash(x)?;
-        lab.note(&format!(
-            "round {}: {} crashed under writes (agent and mirror process SIGKILLed)",
-            round + 1,
-            server(x)
-        ));
-        let acked = w.finish(Duration::from_secs(30))?;
-        let (y, e2) = lab.wait_owner(Some(x), Duration::from_secs(30))?;
-        if e2 <= e {
-            r.fail(format!("epoch did not grow on failover: {e} -> {e2}"));
-        }
-        let at = wait_event(lab, y, ids::ACTIVATED, t, Duration::from_secs(20))?;
-        r.failover_ms.push(at - t);
-        let lost = missing_on(&lab.mirror_socket(y), &acked);
-        if lost.is_empty() {
-            r.fact(format!(
-                "round {}: all {} acknowledged writes read back on {}",
-                round + 1,
-                acked.len(),
-                server(y)
-            ));
-        } else {
-            r.fail(format!(
-                "{} of {} acknowledged writes lost after the failover (offsets {:?})",
-                lost.len(),
-                acked.len(),
-                &lost[..lost.len().min(8)]
-            ));
-        }
-        lab.note(&format!(
-            "{GROUP} online on {} (epoch {e2}) with the mirror, {:.0} ms after the crash",
-            server(y),
-            at - t
-        ));
-        lab.start_agent(x)?;
-        wait_mirror_in_sync(lab, y)?;
-        if !stores_equal(lab, x, y) {
-            r.fail("the two stores differ after the resync");
-        }
-        match lab.sole_owner() {
-            Ok((z, e3)) if z == y && e3 == e2 => {}
-            other => r.fail(format!(
-                "after {} came back the group should stay on {} epoch {e2}: {other:?}",
-                server(x),
-                server(y)
-            )),
-        }
-    }
-    Ok(())
-}
-
-fn need_qemu_io() -> Result<(), String> {
-    if std::process::Command::new("sh")
-        .args(["-c", "command -v qemu-io"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        Ok(())
-    } else {
-        Err("qemu-io (Debian qemu-utils) is needed for the mirror scenarios".into())
-    }
-}
-
-/// Wait until server `i` (the primary) reports its mirror connected and in sync.
-fn wait_mirror_in_sync(lab: &Lab, i: usize) -> Result<(), String> {
-    lab.wait(
-        &format!("the mirror of {} is in sync", server(i)),
-        Duration::from_secs(60),
-        |lab| {
-            let ok = lab.status(i).is_some_and(|s| {
-                s.mirrors
-                    .iter()
-                    .any(|m| m.in_sync && m.connection == "connected")
-            });
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("{:?}", lab.status(i).map(|s| s.mirrors)))
-            }
-        },
-    )
-}
-
-fn stores_equal(lab: &Lab, a: usize, b: usize) -> bool {
-    matches!(
-        (std::fs::read(lab.mirror_store(a)), std::fs::read(lab.mirror_store(b))),
-        (Ok(x), Ok(y)) if x == y
-    )
-}
-
-/// Offsets of `acked` whose last acknowledged pattern does not read back on `sock`.
-fn missing_on(sock: &std::path::Path, acked: &BTreeMap<u64, u8>) -> Vec<u64> {
-    acked
-        .iter()
-        .filter(|(off, p)| !nbd_reads(sock, **off, **p))
-        .map(|(off, _)| *off)
-        .collect()
-}
-
-/// A thread writing 4 KiB blocks over the first 2 MiB of the lab's mirror disk through
-/// one server's NBD socket, recording the last acknowledged pattern of each offset; it
-/// stops at its first failed write (the server stopped serving) or when told to.
-struct MirrorWriter {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    acked: std::sync::Arc<std::sync::Mutex<BTreeMap<u64, u8>>>,
-    handle: std::thread::JoinHandle<()>,
-}
-
-impl MirrorWriter {
-    fn start(sock: PathBuf, seed: u64) -> MirrorWriter {
-        use std::sync::atomic::Ordering;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let acked: std::sync::Arc<std::sync::Mutex<BTreeMap<u64, u8>>> = Default::default();
-        let (s2, a2) = (stop.clone(), acked.clone());
-        let handle = std::thread::spawn(move || {
-            let mut k = 0u64;
-            while !s2.load(Ordering::SeqCst) {
-                let off = (k % 512) * 4096;
-                let pattern = (1 + (k + seed) % 250) as u8;
-                if !nbd_write(&sock, off, pattern) {
-                    return;
-                }
-                a2.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(off, pattern);
-                k += 1;
-            }
-        });
-        MirrorWriter {
-            stop,
-            acked,
-            handle,
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.acked.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    fn wait_acked(&self, lab: &Lab, n: usize) -> Result<(), String> {
-        lab.wait("writes are acknowledged", Duration::from_secs(20), |_| {
-            if self.count() >= n {
-                Ok(())
-            } else {
-                Err(format!("{} writes", self.count()))
-            }
-        })
-    }
-
-    /// Stop (a write in progress finishes or fails first, within `timeout`); what was
-    /// acknowledged.
-    fn finish(self, timeout: Duration) -> Result<BTreeMap<u64, u8>, String> {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let start = std::time::Instant::now();
-        while !self.handle.is_finished() {
-            if start.elapsed() > timeout {
-                return Err(format!(
-                    "a write through the mirror neither finished nor failed within {} s",
-                    timeout.as_secs()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.handle.join();
-        Ok(self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone())
-    }
-}
-
-/// Scenario 12: the active server of a group with a sync `mirror-disk` is cut off from
-/// every peer (heartbeats and mirror link) while a writer writes through it. It loses
-/// quorum and stops; the majority takes over. Whatever the isolated server acknowledged
-/// must be on the new primary (sync: it acknowledges nothing the peer does not have, and
-/// nothing at all once it has no lease). After the heal it rejoins as secondary and is
-/// resynchronised.
-fn s12_mirror_isolated(lab: &mut Lab, o: &Options, r: &mut ScenarioReport) -> Result<(), String> {
-    need_qemu_io()?;
-    let n = lab.spec.servers;
-    for round in 0..o.repeat.max(1) {
-        let (x, e) = lab.wait_owner(None, Duration::from_secs(30))?;
-        lab.wait_converged(Duration::from_secs(20))?;
-        wait_mirror_in_sync(lab, x)?;
-        let w = MirrorWriter::start(lab.mirror_socket(x), 100 + round as u64);
-        w.wait_acked(lab, 50)?;
-        let t = lab.now();
-        let rest: Vec<usize> = (0..n).filter(|i| *i != x).collect();
-        lab.partition(&[vec![x], rest])?;
-        lab.note(&format!(
-            "round {}: {} isolated under writes",
-            round + 1,
-            server(x)
-        ));
-        // (The isolated server's own view is stale: ask the majority.)
-        let y = lab.wait(
-            "the majority runs the group and the isolated server does not",
-            Duration::from_secs(30),
-            |lab| match lab.online().as_slice() {
-                [y] if *y != x => Ok(*y),
-                _ => Err(lab.summary()),
-            },
-        )?;
-        let e2 = lab
-            .status(y)
-            .and_then(|s| s.groups.iter().find(|g| g.name == GROUP).map(|g| g.epoch))
-            .unwrap_or(0);
-        if e2 <= e {
-            r.fail(format!("epoch did not grow on failover: {e} -> {e2}"));
-        }
-        if let Err(e) = wait_event(lab, x, ids::DEACTIVATED, t, Duration::from_secs(20)) {
-            r.fail(format!("the isolated server did not deactivate: {e}"));
-        }
-        let acked = w.finish(Duration::from_secs(150))?;
-        let lost = missing_on(&lab.mirror_socket(y), &acked);
-        if lost.is_empty() {
-            r.fact(format!(
-                "round {}: all {} writes the isolated {} acknowledged read back on {}",
-                round + 1,
-                acked.len(),
-                server(x),
-                server(y)
-            ));
-        } else {
-            r.fail(format!(
-                "{} of {} writes acknowledged by the isolated server are not on the new primary (offsets {:?})",
-                lost.len(),
-                acked.len(),
-                &lost[..lost.len().min(8)]
-            ));
-        }
-        lab.heal()?;
-        lab.note("partition healed");
-        lab.wait_converged(Duration::from_secs(20))?;
-        wait_mirror_in_sync(lab, y)?;
-        if !stores_equal(lab, x, y) {
-            r.fail("the two stores differ after the resync");
-        }
-        match lab.sole_owner() {
-            Ok((z, _)) if z == y => {}
-            other => r.fail(format!(
-                "after the heal the group should stay on {} alone: {other:?}",
-                server(y)
-            )),
-        }
-    }
-    Ok(())
 }
