@@ -68,6 +68,11 @@ pub fn peer_message_violation(msg: &PeerMessage) -> Option<String> {
             }
         }
     }
+    for (k, &v) in &msg.marks {
+        if !epoch_ok(v) {
+            return Some(format!("data mark {k} {v}"));
+        }
+    }
     intents_violation(&msg.intents)
 }
 

@@ -112,6 +112,10 @@ pub fn worst_case_message(cfg: &Config) -> PeerMessage {
                 .collect(),
         ),
         vote: false,
+        marks: crate::marks::keys(cfg)
+            .into_iter()
+            .map(|k| (k, crate::bounds::MAX_EPOCH))
+            .collect(),
     }
 }
 

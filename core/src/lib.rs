@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod heartbeat;
+pub mod marks;
 pub mod suggest;
 pub mod time;
 

@@ -71,6 +71,7 @@ fn message(groups: usize) -> Envelope<Timed<PeerMessage>> {
                     ("node-3".into(), 180),
                 ])),
                 vote: true,
+                marks: Default::default(),
             },
             rtt: None,
         },

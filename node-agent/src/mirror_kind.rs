@@ -24,6 +24,7 @@ use baton_providers::{
 };
 
 use crate::key::ClusterKey;
+use baton_core::marks::{self, Mark};
 
 pub const RESOURCE_KIND: &str = "mirror-disk";
 pub const MONITOR_KINDS: &[&str] = &["mirror-disk", "mirror-connect"];
@@ -401,6 +402,22 @@ impl Launch {
 #[derive(Debug)]
 pub struct MirrorDiskDriver {
     pub launch: Launch,
+    pub agent: AgentHandle,
+}
+
+/// The agent's loop, which the promotion asks for the data mark (`None` where no agent
+/// runs: unit tests).
+#[derive(Clone, Default)]
+pub struct AgentHandle(pub Option<Arc<crate::shared::Shared>>);
+
+impl std::fmt::Debug for AgentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "AgentHandle(agent)"
+        } else {
+            "AgentHandle(none)"
+        })
+    }
 }
 
 fn refused(code: String, message: String) -> ProviderError {
@@ -412,6 +429,45 @@ fn refused(code: String, message: String) -> ProviderError {
     }
 }
 
+impl MirrorDiskDriver {
+    /// Refuse to promote a copy that the cluster's data mark says is behind (its peer
+    /// wrote alone: `baton_core::marks`), unless the operator forced this side.
+    async fn check_mark(&self) -> Result<(), ProviderError> {
+        let Some(shared) = &self.agent.0 else {
+            return Ok(());
+        };
+        let l = &self.launch;
+        let key = marks::key(&l.group, &l.resource);
+        let e = shared.engine_status().await.ok_or_else(|| {
+            ProviderError::Other("the agent's loop did not answer for the data mark".into())
+        })?;
+        let m = e.marks.get(&key);
+        let mark = Mark::decode(m.map_or(0, |m| m.value));
+        if mark.includes(marks::bit(&l.server, &l.peer)) {
+            return Ok(());
+        }
+        let s = l.status().await?;
+        if s.force_primary {
+            return Ok(());
+        }
+        let msg = format!(
+            "refused to become primary: the cluster recorded (data mark {}, held by {}) that {} wrote data this side does not have; bring {} back, or accept this side's older data with `baton mirror force-primary {} --yes`",
+            m.map_or(0, |m| m.value),
+            m.map_or_else(String::new, |m| m.held_by.join(", ")),
+            l.peer,
+            l.peer,
+            l.resource
+        );
+        shared.raise(mirror_event(
+            shared,
+            l,
+            &baton_core::events::MIRROR_STALE_REFUSED,
+            msg.clone(),
+        ));
+        Err(refused("mirror_stale".into(), msg))
+    }
+}
+
 #[async_trait]
 impl ResourceDriver for MirrorDiskDriver {
     fn kind(&self) -> &'static str {
@@ -420,6 +476,7 @@ impl ResourceDriver for MirrorDiskDriver {
 
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         self.launch.ensure().await?;
+        self.check_mark().await?;
         match self
             .launch
             .call(&Request::Promote { epoch: ctx.epoch })
@@ -625,6 +682,7 @@ pub struct MirrorCtx {
     pub config_file: PathBuf,
     pub state_dir: PathBuf,
     pub keys: Vec<ClusterKey>,
+    pub agent: AgentHandle,
 }
 
 /// Build the `Launch` of a mirror resource.
@@ -681,8 +739,7 @@ pub async fn watch(
                 tracing::warn!(group = %launch.group, resource = %launch.resource, "mirror process: {e}");
             }
         }
-        if let Some(st) = shared.status().await {
-            let e = &st.engine;
+        if let Some(e) = shared.engine_status().await {
             let holds = e.quorum
                 && e.groups.iter().any(|g| {
                     g.name == launch.group
@@ -693,16 +750,36 @@ pub async fn watch(
                                 | Some(baton_core::engine::GroupState::Adopting)
                         )
                 });
-            if holds {
-                let peer_down = e
-                    .servers
+            let peer_down = holds
+                && e.servers
                     .iter()
                     .filter(|s| !s.is_self && s.name == launch.peer)
                     .all(|s| !s.up);
+            let key = marks::key(&launch.group, &launch.resource);
+            let known = e.marks.get(&key);
+            let mark = Mark::decode(known.map_or(0, |m| m.value));
+            let bit = marks::bit(&launch.server, &launch.peer);
+            if let Ok(s) = launch.status().await {
+                if let Some(value) =
+                    wanted_mark(mark, bit, &s, peer_down).and_then(|c| mark.raised(c))
+                {
+                    let _ = shared
+                        .tx
+                        .send(crate::shared::LoopMsg::Mark {
+                            key: key.clone(),
+                            value,
+                        })
+                        .await;
+                }
+            }
+            if holds {
+                // Sync writes go on without the peer only once a quorum remembers that
+                // this side alone holds the newest data (`baton_core::marks`).
+                let alone_known = mark.current == bit && known.is_some_and(|m| m.quorum);
                 let _ = launch
                     .call(&Request::Lease {
                         ms: lease_ms,
-                        peer_down,
+                        peer_down: peer_down && alone_known,
                         hold_ms,
                     })
                     .await;
@@ -718,6 +795,26 @@ pub async fn watch(
         }
         tokio::time::sleep(interval).await;
     }
+}
+
+/// The data mark this side wants recorded, from its mirror process's state. Only the
+/// primary raises it: `BOTH` when linked and in sync (its peer has every write it
+/// acknowledged); this side alone when it writes (or is about to write, `peer_down`)
+/// what the peer does not get: the link is down or paused with regions out of sync,
+/// or it was promoted while the mark excluded it (forced). `None`: leave it. (A
+/// secondary's "in sync" can be stale: cut off, it may not have noticed yet that the
+/// link is gone while the primary already writes alone.)
+fn wanted_mark(mark: Mark, bit: u8, s: &Status, peer_down: bool) -> Option<u8> {
+    use baton_mirror::volume::Conn;
+    if s.role != "primary" || s.fenced {
+        return None;
+    }
+    let connected = s.connection == Conn::Connected;
+    if connected && s.in_sync && !s.split_brain && !s.paused && !peer_down {
+        return Some(marks::BOTH);
+    }
+    let writes_alone = (!connected || s.paused) && (s.out_of_sync_bytes > 0 || !mark.includes(bit));
+    (peer_down || writes_alone).then_some(bit)
 }
 
 fn mirror_event(
@@ -738,6 +835,74 @@ fn mirror_event(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A mirror process's status: `role`, linked or not, in sync or not, bytes out of
+    /// sync, paused.
+    fn st(role: &str, connected: bool, in_sync: bool, dirty: u64, paused: bool) -> Status {
+        serde_json::from_value(serde_json::json!({
+            "cluster": "c", "group": "db", "resource": "data", "server": "a", "peer": "b",
+            "pid": 1, "role": role, "epoch": 1, "max_epoch": 1, "fenced": false,
+            "connection": if connected { "connected" } else { "disconnected" },
+            "mode": "sync", "disk": "up_to_date", "peer_disk": null, "in_sync": in_sync,
+            "out_of_sync_bytes": dirty, "size": 1, "region_size": 4096, "generation": "g",
+            "history": [], "split_brain": false, "paused": paused, "force_primary": false,
+            "lease_ms_left": null, "nbd": "", "nbd_serving": true,
+            "resync": {"running": false, "source": false, "total_bytes": 0, "done_bytes": 0,
+                       "sent_bytes": 0, "started_ms": 0, "finished_ms": null,
+                       "rate_bytes_per_s": 0, "remaining_s": null},
+            "counters": {}, "last_error": null, "events_seq": 0
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_primary_raises_the_data_mark_and_only_when_it_says_something_new() {
+        let none = Mark::decode(0);
+        let bit = marks::bit("a", "b");
+        let alone = Mark::decode(none.raised(bit).unwrap());
+        // Linked and in sync: both (already so with no mark).
+        assert_eq!(
+            wanted_mark(alone, bit, &st("primary", true, true, 0, false), false),
+            Some(marks::BOTH)
+        );
+        assert_eq!(none.raised(marks::BOTH), None);
+        // The peer's server is down: this side alone, before any write goes on.
+        assert_eq!(
+            wanted_mark(none, bit, &st("primary", true, true, 0, false), true),
+            Some(bit)
+        );
+        // Link down with writes the peer lacks, or paused with some: this side alone.
+        assert_eq!(
+            wanted_mark(none, bit, &st("primary", false, false, 4096, false), false),
+            Some(bit)
+        );
+        assert_eq!(
+            wanted_mark(none, bit, &st("primary", true, false, 4096, true), false),
+            Some(bit)
+        );
+        // Link down, nothing written yet: the mark stays (both still hold the newest data).
+        assert_eq!(
+            wanted_mark(none, bit, &st("primary", false, false, 0, false), false),
+            None
+        );
+        // Promoted (forced) while the mark excluded it: this side alone at once.
+        let other = Mark::decode(none.raised(marks::bit("b", "a")).unwrap());
+        assert_eq!(
+            wanted_mark(other, bit, &st("primary", false, false, 0, false), false),
+            Some(bit)
+        );
+        // A secondary never raises it, even when it believes it is in sync: cut off, it may
+        // not have noticed yet that the primary writes alone.
+        assert_eq!(
+            wanted_mark(
+                alone,
+                marks::bit("b", "a"),
+                &st("secondary", true, true, 0, false),
+                false
+            ),
+            None
+        );
+    }
 
     fn check(group_servers: &str, resource: &str, monitor: &str) -> Result<Config, String> {
         let text = format!(

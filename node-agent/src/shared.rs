@@ -63,6 +63,12 @@ pub(crate) enum LoopMsg {
         reply: oneshot::Sender<EngineStatus>,
     },
     Event(Box<Event>),
+    /// Raise a data mark (`baton_core::marks`): a mirror watcher records which server
+    /// holds the newest data.
+    Mark {
+        key: String,
+        value: u64,
+    },
     /// The state writer thread finished writes.
     Persisted(crate::persist::Done),
 }

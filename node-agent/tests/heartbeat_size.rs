@@ -123,6 +123,7 @@ fn typical(servers: usize, groups: usize, len: usize, worst: bool) -> PeerMessag
         ),
         heard_ago: Some(names[1..].iter().map(|n| (n.clone(), big(150))).collect()),
         vote: true,
+        marks: Default::default(),
     }
 }
 

@@ -72,6 +72,7 @@ fn envelope() -> Envelope<Timed<PeerMessage>> {
                 // Absent, as from agents before it: the golden bytes stay as they were.
                 heard_ago: None,
                 vote: true,
+                marks: Default::default(),
             },
             rtt: Some(RttStamp {
                 t: 123_456,

@@ -1,4 +1,4 @@
-//! The fault lab's seventeen scenarios, a short run of each (root only; see
+//! The fault lab's eighteen scenarios, a short run of each (root only; see
 //! `tests/src/lab` and docs/src/lab.md). Each test builds its own network namespaces,
 //! starts real agents, injects its fault and asserts the scenario's expectation plus,
 //! over the whole run, that the group was never active on two servers at once (agent
@@ -164,4 +164,9 @@ fn s16_mirror_wrong_key_and_garbage_refused() {
 #[test]
 fn s17_mirror_agent_restart_writes_go_on() {
     run(17, Options::default());
+}
+
+#[test]
+fn s18_mirror_stale_secondary_refuses_after_the_primary_wrote_alone_and_died() {
+    run(18, Options::default());
 }

@@ -237,6 +237,11 @@ pub struct Engine {
     /// When BTN-1140 (a value out of bounds refused) or BTN-1141 (epochs exhausted) was
     /// last raised, per source: at most once a minute each, not once per packet.
     bound_reported: BTreeMap<String, Millis>,
+    /// Data marks ([`crate::marks`]): the highest value seen per key.
+    marks: BTreeMap<String, u64>,
+    /// The keys of this configuration's `mirror-disk` resources; marks of other keys are
+    /// ignored.
+    mark_keys: std::collections::BTreeSet<String>,
 }
 
 /// Construction errors.
@@ -389,7 +394,17 @@ impl Engine {
             fence_started: None,
             fence_escalated: false,
             bound_reported: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            mark_keys: std::collections::BTreeSet::new(),
         };
+        e.mark_keys = crate::marks::keys(&e.cfg).into_iter().collect();
+        // Marks are persisted with the epochs (their keys contain a `/`).
+        e.marks = boot
+            .epochs
+            .iter()
+            .filter(|(k, _)| e.mark_keys.contains(*k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         // Self is always "up" on every path.
         e.peers[me].up = true;
         e.out = out;
@@ -451,6 +466,7 @@ impl Engine {
                 detail,
             } => self.on_witness_reply(sent_at, granted, epochs, detail),
             Input::Reachability { ok, detail } => self.on_reachability(ok, detail),
+            Input::Mark { key, value } => self.learn_mark(&key, value),
             Input::ActionDone { id, result } => self.on_action_done(id, result),
             Input::CheckDone { id, result, detail } => self.on_check_done(id, result, &detail),
             Input::ProbeDone { id, outcome } => self.on_probe_done(id, outcome),
@@ -535,7 +551,50 @@ impl Engine {
             heard: Some(heard),
             heard_ago: Some(heard_ago),
             vote: self.reach_ok,
+            marks: self.marks.clone(),
         }
+    }
+
+    /// Raise data mark `key` to `value` if that is higher than what this server knows
+    /// (persisted with the epochs, and sent at once so that peers echo it).
+    pub(super) fn learn_mark(&mut self, key: &str, value: u64) {
+        if !self.mark_keys.contains(key) || !bounds::epoch_ok(value) {
+            return;
+        }
+        if self.marks.get(key).is_some_and(|&v| v >= value) {
+            return;
+        }
+        self.marks.insert(key.to_string(), value);
+        self.urgent = true;
+        self.out.push(Action::PersistEpoch {
+            group: key.to_string(),
+            epoch: value,
+        });
+    }
+
+    /// Who holds data mark `key` at `value` or above, among the votes that count now
+    /// (this server, peers whose vote counts, the witness while its grant is valid).
+    pub(super) fn mark_holders(&self, key: &str, value: u64) -> Vec<String> {
+        let mut v = Vec::new();
+        for si in 0..self.peers.len() {
+            let has = if si == self.me {
+                self.marks.get(key).is_some_and(|&x| x >= value)
+            } else {
+                self.counts_vote(si)
+                    && self.peers[si]
+                        .msg
+                        .as_ref()
+                        .and_then(|m| m.marks.get(key))
+                        .is_some_and(|&x| x >= value)
+            };
+            if has && (si != self.me || self.reach_ok) {
+                v.push(self.cfg.servers[si].name.clone());
+            }
+        }
+        if self.witness_valid() && self.witness_epochs.get(key).is_some_and(|&x| x >= value) {
+            v.push("witness".into());
+        }
+        v
     }
 
     /// Intents as sent: a temporary timeout carries the time it has left here, so that a
@@ -1026,6 +1085,9 @@ impl Engine {
             }
         }
         self.merge_intents(&msg.intents);
+        for (k, &v) in &msg.marks {
+            self.learn_mark(k, v);
+        }
         // Learn epochs.
         for r in &msg.groups {
             if let Some(gi) = self.cfg.groups.iter().position(|g| g.name == r.name) {

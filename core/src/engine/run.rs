@@ -49,6 +49,10 @@ impl Engine {
                 );
             }
         }
+        // The witness keeps data marks like epochs (the maximum of each key).
+        for (k, &v) in &self.marks {
+            epochs.insert(k.clone(), v);
+        }
         self.out.push(Action::AskWitness {
             partition,
             lease_ms: self.quorum_lease(),
@@ -81,7 +85,13 @@ impl Engine {
                 }
                 None => (granted, epochs, detail),
             };
-        // Learn epochs the witness has recorded (a claim elsewhere this server missed).
+        // Learn epochs the witness has recorded (a claim elsewhere this server missed),
+        // and data marks.
+        for (key, &e) in &epochs {
+            if crate::marks::is_mark_key(key) {
+                self.learn_mark(key, e);
+            }
+        }
         for (key, e) in &epochs {
             let g = key.split_once('@').map_or(key.as_str(), |(g, _)| g);
             if let Some(gi) = self.cfg.groups.iter().position(|x| x.name == g) {
@@ -2021,6 +2031,22 @@ impl Engine {
             servers,
             groups,
             monitors,
+            marks: self
+                .marks
+                .iter()
+                .map(|(k, &v)| {
+                    let held_by = self.mark_holders(k, v);
+                    let quorum = held_by.len() * 2 > self.cfg.votes();
+                    (
+                        k.clone(),
+                        crate::engine::types::MarkStatus {
+                            value: v,
+                            held_by,
+                            quorum,
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::events::EventDef;
 use crate::time::Millis;
 
 mod bounds;
+mod marks;
 
 // ---------------------------------------------------------------------------------------
 // Configurations

@@ -154,6 +154,13 @@ pub struct PeerMessage {
     /// The sender counts its own vote (its `[quorum] ping` / `http` targets answer).
     #[serde(default = "yes")]
     pub vote: bool,
+    /// Data marks the sender knows: for each `mirror-disk` resource (`group/resource`),
+    /// a max-register the agents of its two servers raise to record which of them hold
+    /// the newest data ([`crate::marks`]). Every server keeps and echoes the highest
+    /// value it has seen, so a quorum remembers it across a double failure. Not sent
+    /// when empty (agents that predate it send none and ignore it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, u64>,
 }
 
 fn yes() -> bool {
@@ -344,6 +351,12 @@ pub enum Input {
         ok: bool,
         detail: String,
     },
+    /// The agent raises data mark `key` to `value` ([`crate::marks`]); a lower or equal
+    /// value, or a key that names no `mirror-disk` resource, changes nothing.
+    Mark {
+        key: String,
+        value: u64,
+    },
 }
 
 /// Everything the engine asks the shell to do, in order.
@@ -508,4 +521,18 @@ pub struct EngineStatus {
     pub servers: Vec<ServerStatus>,
     pub groups: Vec<GroupStatus>,
     pub monitors: Vec<MonitorStatus>,
+    /// Data marks this server knows, with whether a quorum holds each ([`crate::marks`]).
+    #[serde(default)]
+    pub marks: BTreeMap<String, MarkStatus>,
+}
+
+/// One data mark as this server knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkStatus {
+    pub value: u64,
+    /// Servers (this one included) and the witness whose votes count now and that hold
+    /// this value or a higher one: more than half of the cluster's votes means a quorum
+    /// remembers it.
+    pub held_by: Vec<String>,
+    pub quorum: bool,
 }

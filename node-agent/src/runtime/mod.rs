@@ -375,6 +375,15 @@ impl Runtime {
     /// A state write failed: refuse activations that would rely on it.
     fn write_failed(&mut self, what: PendingWrite, err: &str) {
         match what {
+            PendingWrite::Epoch { group, epoch } if baton_core::marks::is_mark_key(&group) => {
+                // A data mark: kept in memory and sent; the next write of the epochs
+                // file carries it again.
+                let ev = Event::new(
+                    &events::STATE_DIR_ERROR,
+                    format!("cannot persist data mark {epoch} of mirror {group}: {err}; it is kept in memory and written with the next epoch"),
+                );
+                self.record(ev);
+            }
             PendingWrite::Epoch { group, epoch } => {
                 let ev = Event::new(&events::STATE_DIR_ERROR, format!("cannot persist epoch {epoch} of group {group}: {err}; its activation is refused here")).group(&group);
                 self.record(ev);
@@ -881,7 +890,10 @@ fn build_drivers(
                 })?;
                 drivers.insert(
                     (g.name.clone(), r.name.clone()),
-                    Arc::new(mk::MirrorDiskDriver { launch }),
+                    Arc::new(mk::MirrorDiskDriver {
+                        launch,
+                        agent: mirror.agent.clone(),
+                    }),
                 );
                 continue;
             }
@@ -998,6 +1010,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
             use crate::key::Keys;
             shared.ring.all().cloned().collect()
         },
+        agent: crate::mirror_kind::AgentHandle(Some(shared.clone())),
     };
     let (drivers, probes) = start::drivers(&cfg, &me, &shared, &mirror)?;
     let t0 = crate::clock::now();

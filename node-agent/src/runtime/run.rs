@@ -186,6 +186,7 @@ impl Runtime {
                 self.record(*ev);
                 Vec::new()
             }
+            LoopMsg::Mark { key, value } => self.engine.step(now, Input::Mark { key, value }),
             LoopMsg::Persisted(done) => {
                 self.persisted(done);
                 Vec::new()

@@ -57,7 +57,7 @@ impl Default for Options {
 }
 
 /// The scenarios, by number.
-pub const SCENARIOS: [(u8, &str); 17] = [
+pub const SCENARIOS: [(u8, &str); 18] = [
     (1, "SIGKILL the active agent"),
     (2, "pause the active agent past the timeout, then resume it"),
     (
@@ -93,10 +93,14 @@ pub const SCENARIOS: [(u8, &str); 17] = [
     ),
     (16, "wrong key, random bytes and HTTP on the mirror port"),
     (17, "restart the mirror primary's agent under writes"),
+    (
+        18,
+        "the mirror's secondary cut off, the primary writes alone and dies: the stale side refuses",
+    ),
 ];
 
 /// The last scenario's number.
-pub const LAST: u8 = 17;
+pub const LAST: u8 = 18;
 
 pub fn title(n: u8) -> &'static str {
     if n == 0 {
@@ -207,7 +211,7 @@ fn spec_for(n: u8, o: &Options) -> LabSpec {
             s.servers = 2;
             s.witness = true;
         }
-        11..=17 => {
+        11..=18 => {
             // Two servers hold the mirror, the third votes.
             s.servers = 3;
             s.witness = o.witness;
@@ -265,7 +269,8 @@ pub fn run(n: u8, o: &Options) -> ScenarioReport {
             14 => mirror::s14_reverse_resync(&mut lab, o, &mut r),
             15 => mirror::s15_stale_and_split_brain(&mut lab, &mut r),
             16 => mirror::s16_refused_peers(&mut lab, &mut r),
-            _ => mirror::s17_agent_restart(&mut lab, o, &mut r),
+            17 => mirror::s17_agent_restart(&mut lab, o, &mut r),
+            _ => mirror::s18_stale_after_double_failure(&mut lab, &mut r),
         });
     if let Err(e) = body {
         r.fail(format!("scenario aborted: {e}"));

@@ -917,3 +917,105 @@ fn mirror_pids(lab: &Lab, i: usize) -> Vec<i32> {
     v.sort_unstable();
     v
 }
+
+/// Scenario 18: the double failure that the mirror's own generations cannot see. The
+/// secondary `y` is cut off from every peer (heartbeats and mirror link); the primary
+/// `x` and the third server keep quorum, `x` declares `y` down and, once the cluster
+/// has recorded that `x` alone holds the newest data (the data mark), goes on writing
+/// alone. Then `x` crashes and the partition heals: `y` regains quorum with the third
+/// server, but it must refuse to promote its stale copy (BTN-7007) and the group stays
+/// offline. When `x` returns and the operator starts the group there, every write `x`
+/// acknowledged alone reads back, and `y` is resynchronised from `x`.
+pub(super) fn s18_stale_after_double_failure(
+    lab: &mut Lab,
+    r: &mut ScenarioReport,
+) -> Result<(), String> {
+    need_qemu_io()?;
+    let (x, _) = lab.wait_owner(None, Duration::from_secs(30))?;
+    lab.wait_converged(Duration::from_secs(20))?;
+    wait_mirror_in_sync(lab, x)?;
+    let y = peer_of(x);
+    let z = 2;
+    let w = MirrorWriter::start_counting(lab.mirror_socket(x), 300);
+    w.wait_acked(lab, 20)?;
+    let t = lab.now();
+    lab.partition(&[vec![y], vec![x, z]])?;
+    lab.note(&format!(
+        "{} (the secondary) cut off from every peer under writes",
+        server(y)
+    ));
+    wait_event(lab, x, ids::SERVER_DOWN, t, Duration::from_secs(20))?;
+    let n0 = w.count_writes();
+    lab.wait("the primary writes alone", Duration::from_secs(30), |_| {
+        if w.count_writes() >= n0 + 20 {
+            Ok(())
+        } else {
+            Err(format!("{} writes", w.count_writes()))
+        }
+    })?;
+    let alone = w.count_writes() - n0;
+    let acked = w.finish(Duration::from_secs(30))?;
+    r.fact(format!(
+        "{} wrote alone ({alone} writes acknowledged after declaring {} down)",
+        server(x),
+        server(y)
+    ));
+    let t2 = lab.crash(x)?;
+    lab.note(&format!("{} crashed", server(x)));
+    lab.heal()?;
+    wait_event(lab, y, "BTN-7007", t2, Duration::from_secs(30))?;
+    r.fact(format!(
+        "{} regained quorum and refused to promote its stale copy (BTN-7007)",
+        server(y)
+    ));
+    lab.hold(Duration::from_secs(2), "the stale side stays passive");
+    if !lab.online().is_empty() {
+        r.fail(format!("the group runs on a stale copy: {}", lab.summary()));
+    }
+    let s = mirror_state(lab, y)?;
+    if s["role"] != "secondary" {
+        r.fail(format!("the stale side is not secondary: {s}"));
+    }
+    // The server with the newest data returns; the operator starts the group there.
+    lab.start_agent(x)?;
+    lab.note(&format!("{} back", server(x)));
+    lab.wait_converged(Duration::from_secs(30))?;
+    let via = lab.baton().in_netns(&lab.nodes[z]);
+    via.ctl(&["group", "stop", GROUP, "--wait", "30s"])
+        .check("baton group stop --wait")?;
+    via.ctl(&[
+        "group",
+        "start",
+        GROUP,
+        "--server",
+        &server(x),
+        "--wait",
+        "30s",
+    ])
+    .check("baton group start --wait")?;
+    lab.note(&format!("operator: group started on {}", server(x)));
+    let (o, _) = lab.wait_owner(None, Duration::from_secs(30))?;
+    if o != x {
+        r.fail(format!("the group started on {}", server(o)));
+    }
+    let lost = missing_on(&lab.mirror_socket(x), &acked);
+    if lost.is_empty() {
+        r.fact(format!(
+            "all {} acknowledged writes read back on {}",
+            acked.len(),
+            server(x)
+        ));
+    } else {
+        r.fail(format!(
+            "{} of {} acknowledged writes lost (offsets {:?})",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(8)]
+        ));
+    }
+    wait_mirror_in_sync(lab, x)?;
+    if !stores_equal(lab, x, y) {
+        r.fail("the two stores differ after the resync");
+    }
+    Ok(())
+}
