@@ -841,7 +841,8 @@ fn clear_env() {
     }
 }
 
-const SHELL_BLOCKS: [&str; 5] = ["sh", "console", "bash", "text", ""];
+/// Blocks whose lines may run `baton` (`ini`: a unit's `ExecStart=`).
+const SHELL_BLOCKS: [&str; 6] = ["sh", "console", "bash", "text", "ini", ""];
 
 #[test]
 fn every_baton_command_line_parses() {
