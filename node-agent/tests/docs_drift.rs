@@ -1263,3 +1263,45 @@ fn every_status_example_has_the_status_header() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(n >= 3, "only {n} status examples found");
 }
+
+/// The README's claim: every command takes `--json` except `agent`, `witness`,
+/// `completions` and `man`.
+#[test]
+fn every_command_but_the_named_ones_takes_json() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let claim = "every command takes\n  `--json` except `agent` and `witness` (long-running, logs), `completions` and `man`";
+    assert!(
+        readme.contains(claim),
+        "the README's --json claim changed: update this test"
+    );
+    let except = ["agent", "witness", "completions", "man"];
+    fn leaves(c: &clap::Command, path: String, out: &mut Vec<(String, bool)>) {
+        let subs: Vec<&clap::Command> = c.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+        if subs.is_empty() {
+            let json = c.get_arguments().any(|a| a.get_long() == Some("json"));
+            out.push((path.clone(), json));
+        }
+        for s in subs {
+            let p = if path.is_empty() {
+                s.get_name().to_string()
+            } else {
+                format!("{path} {}", s.get_name())
+            };
+            leaves(s, p, out);
+        }
+    }
+    let mut all = Vec::new();
+    leaves(&Cli::command(), String::new(), &mut all);
+    assert!(all.len() > 25, "{all:?}");
+    let wrong: Vec<String> = all
+        .iter()
+        .filter(|(p, json)| *json == except.contains(&p.as_str()))
+        .map(|(p, json)| {
+            format!(
+                "baton {p}: --json {}",
+                if *json { "present" } else { "missing" }
+            )
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
