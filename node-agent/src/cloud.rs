@@ -238,3 +238,64 @@ async fn gcp_check(cfg: &baton_core::config::Config, server: &str) -> Vec<Findin
         }],
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    fn policy(extra: &str) -> String {
+        let text = format!(
+            "[cluster]\nname = \"orders\"\nkey_file = \"k\"\n\n[aws]\nregion = \"eu-west-1\"\n\n\
+             [[server]]\nname = \"a\"\ninterconnects = [\"10.0.0.1\"]\napi = \"10.0.0.1:7420\"\n\
+             [[server]]\nname = \"b\"\ninterconnects = [\"10.0.0.2\"]\napi = \"10.0.0.2:7420\"\n\n{extra}"
+        );
+        let reg = crate::catalog::default_kinds();
+        let l = baton_core::config::load_str(
+            "baton.toml",
+            &text,
+            &crate::catalog::ProviderCatalog(&reg),
+        )
+        .unwrap();
+        super::preflight::iam_policy(&l.config).to_string()
+    }
+
+    /// `baton cloud iam-policy` covers what the agent calls besides the kinds: the
+    /// witness's object or item, the SNS topic, CloudWatch's namespace.
+    #[test]
+    fn the_policy_covers_the_witness_sns_and_cloudwatch() {
+        let p = policy(
+            "[quorum]\nwitness = { kind = \"s3\", bucket = \"w\", key = \"baton/orders.lease\" }\n",
+        );
+        assert!(
+            p.contains("\"s3:GetObject\",\"s3:PutObject\"")
+                && p.contains("arn:aws:s3:::w/baton/orders.lease"),
+            "{p}"
+        );
+        let p = policy("[quorum]\nwitness = { kind = \"dynamodb\", table = \"bw\" }\n");
+        assert!(
+            p.contains("arn:aws:dynamodb:eu-west-1:*:table/bw")
+                && p.contains("\"dynamodb:LeadingKeys\":[\"orders\"]"),
+            "{p}"
+        );
+        let p = policy(
+            "[quorum]\nwitness = { kind = \"dynamodb\", table = \"bw\", item = \"x\", region = \"us-east-2\" }\n\n\
+             [notify.sns]\ntopic_arn = \"arn:aws:sns:eu-west-1:123456789012:baton\"\n\n\
+             [metrics.cloudwatch]\nnamespace = \"Baton\"\n",
+        );
+        for want in [
+            "arn:aws:dynamodb:us-east-2:*:table/bw",
+            "\"dynamodb:LeadingKeys\":[\"x\"]",
+            "\"sns:Publish\"",
+            "arn:aws:sns:eu-west-1:123456789012:baton",
+            "\"cloudwatch:PutMetricData\"",
+            "\"cloudwatch:namespace\":\"Baton\"",
+        ] {
+            assert!(p.contains(want), "{want} missing from {p}");
+        }
+        // An HTTP witness and no AWS service: nothing of them.
+        let p = policy("[quorum]\nwitness = { kind = \"http\", url = \"http://10.0.0.9:7430\" }\n");
+        assert!(
+            !p.contains("s3:") && !p.contains("sns:") && !p.contains("cloudwatch:"),
+            "{p}"
+        );
+    }
+}

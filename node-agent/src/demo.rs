@@ -83,7 +83,9 @@ pub async fn run(o: DemoOptions) -> Exit {
     }
 }
 
-fn config_text(o: &DemoOptions, dir: &Path, exe: &Path) -> String {
+/// The demo's configuration (its group's timing is checked against the getting-started page by
+/// node-agent/tests/docs_drift.rs).
+pub fn config_text(o: &DemoOptions, dir: &Path, exe: &Path) -> String {
     let n = o.net;
     let mut s = format!(
         r#"# Written by `baton demo`: three servers on loopback addresses.

@@ -568,5 +568,41 @@ pub fn iam_policy(cfg: &Config) -> Value {
     if !zones.is_empty() {
         st.push(json!({"Sid": "BatonDnsChanges", "Effect": "Allow", "Action": ["route53:GetChange"], "Resource": "arn:aws:route53:::change/*"}));
     }
+    st.extend(service_statements(cfg, &region));
     json!({"Version": "2012-10-17", "Statement": st})
+}
+
+/// What the agent itself calls besides the kinds: the S3 or DynamoDB witness (the lease
+/// object or the cluster's item only), the SNS topic (`PublishBatch` needs
+/// `sns:Publish`), CloudWatch metrics (`PutMetricData` cannot be limited to a resource,
+/// only to its namespace).
+fn service_statements(cfg: &Config, region: &str) -> Vec<Value> {
+    use baton_core::config::Witness;
+    let mut st = Vec::new();
+    match &cfg.quorum.witness {
+        Witness::S3 { bucket, key, .. } => {
+            st.push(json!({"Sid": "BatonWitnessS3", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": format!("arn:aws:s3:::{bucket}/{key}")}));
+        }
+        Witness::Dynamodb {
+            table,
+            item,
+            region: r,
+        } => {
+            let r = r.as_deref().unwrap_or(region);
+            let item = item.clone().unwrap_or_else(|| cfg.cluster_name.clone());
+            st.push(json!({"Sid": "BatonWitnessDynamoDb", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem"],
+                "Resource": format!("arn:aws:dynamodb:{r}:*:table/{table}"),
+                "Condition": {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [item]}}}));
+        }
+        Witness::None | Witness::Http { .. } => {}
+    }
+    if let Some(sns) = &cfg.notify.sns {
+        st.push(json!({"Sid": "BatonNotifySns", "Effect": "Allow", "Action": ["sns:Publish"], "Resource": sns.topic_arn}));
+    }
+    if let Some(cw) = &cfg.metrics.cloudwatch {
+        st.push(json!({"Sid": "BatonMetricsCloudWatch", "Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": cw.namespace}}}));
+    }
+    st
 }
