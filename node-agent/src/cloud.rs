@@ -267,7 +267,9 @@ mod tests {
         );
         assert!(
             p.contains("\"s3:GetObject\",\"s3:PutObject\"")
-                && p.contains("arn:aws:s3:::w/baton/orders.lease"),
+                && p.contains("arn:aws:s3:::w/baton/orders.lease")
+                && p.contains("\"s3:ListBucket\"")
+                && p.contains("\"s3:prefix\":[\"baton/orders.lease\"]"),
             "{p}"
         );
         let p = policy("[quorum]\nwitness = { kind = \"dynamodb\", table = \"bw\" }\n");

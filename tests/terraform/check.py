@@ -476,6 +476,8 @@ AWS_SETS = [
     ("aws-cluster, dns in a given public zone, 5 servers, extra configuration",
      {"pattern": "dns", "dns_zone_id": "/hostedzone/Z9876543210ZYXWVUTSRQ", "dns_record_name": "app.example.com.",
       "server_count": 5, "extra_config": '[[monitor]]\nkind = "tcp"\nname = "app-port"\ngroup = "service"\nhost = "127.0.0.1"\nport = 8080\n'}),
+    ("aws-cluster, eip, dynamodb witness, 2 servers, alerts and metrics",
+     {"pattern": "eip", "server_count": 2, "witness": "dynamodb"}),
 ]
 
 

@@ -583,6 +583,13 @@ fn service_statements(cfg: &Config, region: &str) -> Vec<Value> {
         Witness::S3 { bucket, key, .. } => {
             st.push(json!({"Sid": "BatonWitnessS3", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
                 "Resource": format!("arn:aws:s3:::{bucket}/{key}")}));
+            // Without s3:ListBucket, S3 answers a missing object with 403 instead of
+            // NoSuchKey, and the first server could never create the lease object.
+            st.push(
+                json!({"Sid": "BatonWitnessS3List", "Effect": "Allow", "Action": ["s3:ListBucket"],
+                "Resource": format!("arn:aws:s3:::{bucket}"),
+                "Condition": {"StringEquals": {"s3:prefix": [key]}}}),
+            );
         }
         Witness::Dynamodb {
             table,

@@ -1,10 +1,11 @@
 # The servers' instance role. Three inline policies:
 #   baton     what `baton cloud iam-policy` prints for the rendered baton.toml, statement
-#             for statement (tests/terraform/check.py renders the configuration and
-#             compares the two);
+#             for statement: the pattern's EC2 or Route 53 calls, the S3 or DynamoDB
+#             witness, SNS and CloudWatch (tests/terraform/check.py renders the
+#             configuration and compares the two);
 #   bootstrap what the boot script needs: the cluster key and the package;
-#   services  the witness, SNS and CloudWatch, which `baton cloud iam-policy` does not
-#             print yet (their permissions are in docs/src/witness.md and notifications.md).
+#   services  the KMS key this module encrypts the witness and the topic with, which
+#             baton.toml does not name (so `baton cloud iam-policy` cannot print it).
 
 locals {
   ec2_arn = "arn:aws:ec2:${local.region}:*"
@@ -77,6 +78,43 @@ locals {
       },
       { Sid = "BatonDnsChanges", Effect = "Allow", Action = ["route53:GetChange"], Resource = "arn:aws:route53:::change/*" },
     ] : jsonencode(st)],
+    # What the agent calls besides the kinds, in the order and shape iam-policy prints.
+    var.witness != "s3" ? [] : [for st in [
+      {
+        Sid      = "BatonWitnessS3"
+        Effect   = "Allow"
+        Action   = ["s3:GetObject", "s3:PutObject"]
+        Resource = "arn:aws:s3:::${local.witness_bucket}/${local.witness_key}"
+      },
+      {
+        # Without it S3 answers a missing lease object with 403, not NoSuchKey.
+        Sid       = "BatonWitnessS3List"
+        Effect    = "Allow"
+        Action    = ["s3:ListBucket"]
+        Resource  = "arn:aws:s3:::${local.witness_bucket}"
+        Condition = { StringEquals = { "s3:prefix" = [local.witness_key] } }
+      },
+    ] : jsonencode(st)],
+    var.witness != "dynamodb" ? [] : [jsonencode({
+      Sid       = "BatonWitnessDynamoDb"
+      Effect    = "Allow"
+      Action    = ["dynamodb:GetItem", "dynamodb:PutItem"]
+      Resource  = "arn:aws:dynamodb:${local.region}:*:table/${local.witness_table}"
+      Condition = { "ForAllValues:StringEquals" = { "dynamodb:LeadingKeys" = [var.name] } }
+    })],
+    !var.notifications ? [] : [jsonencode({
+      Sid      = "BatonNotifySns"
+      Effect   = "Allow"
+      Action   = ["sns:Publish"]
+      Resource = local.sns_topic_arn
+    })],
+    !var.metrics ? [] : [jsonencode({
+      Sid       = "BatonMetricsCloudWatch"
+      Effect    = "Allow"
+      Action    = ["cloudwatch:PutMetricData"]
+      Resource  = "*"
+      Condition = { StringEquals = { "cloudwatch:namespace" = var.metrics_namespace } }
+    })],
   )
   baton_policy = jsonencode({ Version = "2012-10-17", Statement = [for st in local.baton_statements : jsondecode(st)] })
 
@@ -112,32 +150,6 @@ locals {
   )
 
   services_statements = concat(
-    var.witness != "s3" ? [] : [jsonencode({
-      Sid      = "WitnessLease"
-      Effect   = "Allow"
-      Action   = ["s3:GetObject", "s3:PutObject"]
-      Resource = ["${join("", aws_s3_bucket.witness[*].arn)}/${local.witness_key}"]
-    })],
-    var.witness != "dynamodb" ? [] : [jsonencode({
-      Sid       = "WitnessItem"
-      Effect    = "Allow"
-      Action    = ["dynamodb:GetItem", "dynamodb:PutItem"]
-      Resource  = aws_dynamodb_table.witness[*].arn
-      Condition = { "ForAllValues:StringEquals" = { "dynamodb:LeadingKeys" = [var.name] } }
-    })],
-    !var.notifications ? [] : [jsonencode({
-      Sid      = "Alerts"
-      Effect   = "Allow"
-      Action   = ["sns:Publish"]
-      Resource = [local.sns_topic_arn]
-    })],
-    !var.metrics ? [] : [jsonencode({
-      Sid       = "Metrics"
-      Effect    = "Allow"
-      Action    = ["cloudwatch:PutMetricData"]
-      Resource  = ["*"]
-      Condition = { StringEquals = { "cloudwatch:namespace" = var.metrics_namespace } }
-    })],
     var.witness != "s3" && var.witness != "dynamodb" && !var.notifications ? [] : [jsonencode({
       # The witness and the topic are encrypted with the cluster's KMS key.
       Sid      = "ServicesKms"
@@ -174,8 +186,8 @@ resource "aws_iam_instance_profile" "server" {
 }
 
 resource "aws_iam_role_policy" "baton" {
-  #checkov:skip=CKV_AWS_355:The ec2:Describe* calls cannot be limited to resources in IAM (baton cloud iam-policy prints them on "*"); every mutating action is limited.
-  #checkov:skip=CKV_AWS_290:The only actions on "*" are ec2:Describe* (read-only, not resource-scoped in IAM).
+  #checkov:skip=CKV_AWS_355:The ec2:Describe* calls and cloudwatch:PutMetricData cannot be limited to resources in IAM (baton cloud iam-policy prints them on "*"); PutMetricData is limited to the cluster's namespace by the cloudwatch:namespace condition, every mutating EC2 action to its resources.
+  #checkov:skip=CKV_AWS_290:The only write action on "*" is cloudwatch:PutMetricData, limited to the cluster's namespace by the cloudwatch:namespace condition (it has no resource type in IAM).
   name   = "baton"
   role   = aws_iam_role.server.id
   policy = local.baton_policy
@@ -188,8 +200,6 @@ resource "aws_iam_role_policy" "bootstrap" {
 }
 
 resource "aws_iam_role_policy" "services" {
-  #checkov:skip=CKV_AWS_355:cloudwatch:PutMetricData has no resource type in IAM; it is limited to the cluster's namespace by the cloudwatch:namespace condition.
-  #checkov:skip=CKV_AWS_290:cloudwatch:PutMetricData has no resource type in IAM; it is limited to the cluster's namespace by the cloudwatch:namespace condition.
   count  = length(local.services_statements) > 0 ? 1 : 0
   name   = "baton-services"
   role   = aws_iam_role.server.id
