@@ -274,7 +274,7 @@ async fn cluster_status(State(s): State<Arc<Shared>>) -> Response {
     };
     let client = s.peer_client.clone();
     let mut futs = Vec::new();
-    for srv in s.config.servers.iter().filter(|x| x.name != s.server) {
+    for srv in s.config().servers.iter().filter(|x| x.name != s.server) {
         let client = client.clone();
         let name = srv.name.clone();
         let addr = srv.api;
@@ -361,7 +361,7 @@ async fn command(
     let forwarded = caller == Caller::Peer && headers.contains_key(FORWARDED);
     if cmd == Command::ClusterStop && !forwarded {
         let client = s.peer_client.clone();
-        for srv in s.config.servers.iter().filter(|x| x.name != s.server) {
+        for srv in s.config().servers.iter().filter(|x| x.name != s.server) {
             let client = client.clone();
             let addr = srv.api;
             let me = s.server.clone();
