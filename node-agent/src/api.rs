@@ -150,7 +150,10 @@ fn api_router(shared: Arc<Shared>) -> Router {
         .route("/v1/groups/{group}/{op}", post(group_op))
         .route("/v1/alerts", get(alerts))
         .route("/v1/config", get(config_get).post(config_post))
-        .route("/v1/cluster/config", get(cluster_config_get).post(cluster_config_post))
+        .route(
+            "/v1/cluster/config",
+            get(cluster_config_get).post(cluster_config_post),
+        )
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -465,10 +468,7 @@ async fn config_get(
     Json(running_config(&s)).into_response()
 }
 
-async fn config_post(
-    State(s): State<Arc<Shared>>,
-    body: axum::body::Bytes,
-) -> Response {
+async fn config_post(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     let push: crate::api_types::ConfigPush = match serde_json::from_slice(&body) {
         Ok(p) => p,
         Err(e) => {
@@ -596,9 +596,7 @@ async fn cluster_config_post(State(s): State<Arc<Shared>>, body: axum::body::Byt
     };
     let checked = push_all(&s, &check, None).await;
     let new_digest = checked.iter().find_map(|r| r.new_digest.clone());
-    let refused = checked
-        .iter()
-        .any(|r| !r.ok && r.outcome != "unreachable");
+    let refused = checked.iter().any(|r| !r.ok && r.outcome != "unreachable");
     let missing: Vec<String> = checked
         .iter()
         .filter(|r| r.outcome == "unreachable")

@@ -604,11 +604,7 @@ impl Conn {
     ) -> Result<T, ClientError> {
         let mut last = None;
         for a in &self.addrs {
-            match self
-                .client
-                .post(*a, path, body, timeout)
-                .await
-            {
+            match self.client.post(*a, path, body, timeout).await {
                 Err(e @ ClientError::Unreachable { .. }) => last = Some(e),
                 r => return r,
             }
@@ -1829,17 +1825,14 @@ async fn config_push(
             return fail(t.json, exit, &code, &client_message(&e));
         }
     };
-    let invalid = report.servers.iter().any(|r| {
-        r.error
-            .as_ref()
-            .is_some_and(|e| e.code == "config-invalid")
-    });
+    let invalid = report
+        .servers
+        .iter()
+        .any(|r| r.error.as_ref().is_some_and(|e| e.code == "config-invalid"));
     let exit = match report.outcome.as_str() {
         _ if report.ok => Exit::Ok,
         _ if invalid => Exit::ConfigInvalid,
-        "refused" if report.servers.iter().all(|r| r.outcome == "unreachable") => {
-            Exit::Unreachable
-        }
+        "refused" if report.servers.iter().all(|r| r.outcome == "unreachable") => Exit::Unreachable,
         "refused" | "dry-run" => Exit::Refused,
         _ => Exit::Failure,
     };
@@ -1875,11 +1868,9 @@ async fn config_push(
     for r in &report.servers {
         let detail = match &r.error {
             Some(e) => format!("{}: {}", e.code, e.message),
-            None if r.outcome == "applied" => format!(
-                "{}… -> {}…",
-                short(&r.digest_before),
-                short(&r.digest)
-            ),
+            None if r.outcome == "applied" => {
+                format!("{}… -> {}…", short(&r.digest_before), short(&r.digest))
+            }
             None => format!("runs {}…", short(&r.digest)),
         };
         println!("  {:width$}  {:10} {detail}", r.server, r.outcome);
@@ -1938,8 +1929,11 @@ async fn config_diff(file: &std::path::Path, t: &Target) -> Exit {
         }
     };
     // One diff per distinct running configuration.
-    let mut by_digest: Vec<(String, Vec<String>, Vec<baton_core::config::changes::Change>)> =
-        Vec::new();
+    let mut by_digest: Vec<(
+        String,
+        Vec<String>,
+        Vec<baton_core::config::changes::Change>,
+    )> = Vec::new();
     for sc in &cluster.servers {
         let Some(c) = &sc.config else { continue };
         if let Some(e) = by_digest.iter_mut().find(|e| e.0 == c.digest) {

@@ -9,9 +9,9 @@
 //!
 //! What can change live, and why the rest cannot:
 //!
-//! * `[[monitor]]` (added, removed, changed), `[notify.*]`, `[metrics.*]`,
-//!   `[cluster] accept_key_files`, and a new `[[group]]` (without `mirror-disk`
-//!   resources): the agent swaps them in place; no group is restarted.
+//! * `[[monitor]]` (added, removed, changed), `[notify.*]`, `[metrics.*]`, and a new
+//!   `[[group]]` (without `mirror-disk` resources): the agent swaps them in place; no
+//!   group is restarted.
 //! * everything else needs every agent restarted, one after the other: see
 //!   [`restart_reason`].
 
@@ -129,6 +129,21 @@ fn diff_tables(prefix: &str, old: &toml::Table, new: &toml::Table, out: &mut Vec
         let path = join(prefix, k);
         match (old.get(k), new.get(k)) {
             (Some(o), Some(n)) => diff_values(&path, o, n, out),
+            // A named array of tables added or removed whole: entry by entry, as when
+            // the array was there (`monitor[m]`).
+            (None, Some(v @ toml::Value::Array(_))) | (Some(v @ toml::Value::Array(_)), None)
+                if v.as_array()
+                    .and_then(|a| names(a))
+                    .is_some_and(|n| !n.is_empty()) =>
+            {
+                let empty = toml::Value::Array(Vec::new());
+                let (o, n) = if old.contains_key(k) {
+                    (v, &empty)
+                } else {
+                    (&empty, v)
+                };
+                diff_values(&path, o, n, out);
+            }
             (None, Some(n)) => out.push(leaf(path, ChangeKind::Added, None, Some(n))),
             (Some(o), None) => out.push(leaf(path, ChangeKind::Removed, Some(o), None)),
             (None, None) => {}
@@ -143,7 +158,7 @@ fn diff_values(path: &str, o: &toml::Value, n: &toml::Value, out: &mut Vec<Chang
     match (o, n) {
         (toml::Value::Table(a), toml::Value::Table(b)) => diff_tables(path, a, b, out),
         (toml::Value::Array(a), toml::Value::Array(b)) => match (names(a), names(b)) {
-            (Some(na), Some(nb)) if !a.is_empty() || !b.is_empty() => {
+            (Some(na), Some(nb)) => {
                 let by_name = |arr: &[toml::Value], ns: &[&str]| -> BTreeMap<String, toml::Table> {
                     ns.iter()
                         .zip(arr)
@@ -243,7 +258,7 @@ pub fn restart_reason(c: &Change) -> Option<String> {
     let p = c.path.as_str();
     let top = p.split(['.', '[', ' ']).next().unwrap_or(p);
     let r: &str = match top {
-        "cluster" if p == "cluster.accept_key_files" => return None,
+        "cluster" if p == "cluster.accept_key_files" => "the keys are loaded when the agent starts: push with --stage and restart each agent in turn (the digest does not change, so the servers agree all along; docs: operations, Key rotation)",
         "cluster" => "the cluster name and key authenticate every heartbeat and API call: follow the key rotation procedure (docs: operations, Key rotation), or restart every agent with the new file",
         "heartbeat" => "heartbeat timing sets the quorum lease, the takeover wait and the self-fence deadline, which every server must apply at the same time (for a temporary change use `baton timeout set`)",
         "agent" => "the [agent] settings (state directory, fencing, watchdog, alert log, shutdown) are read when the agent starts",
@@ -375,24 +390,38 @@ secret = "s3cret"
     }
 
     #[test]
-    fn notify_metrics_and_accepted_keys_are_live() {
-        for (from, to, path) in [
-            (
-                "url = \"http://127.0.0.1:1/\"",
-                "url = \"http://127.0.0.1:2/\"",
-                "notify.webhook.url",
-            ),
-            (
-                "key_file = \"k\"",
-                "key_file = \"k\"\naccept_key_files = [\"next\"]",
-                "cluster.accept_key_files",
-            ),
-        ] {
-            let c = changes(from, to);
-            assert_eq!(c.len(), 1, "{c:?}");
-            assert_eq!(c[0].path, path);
-            assert!(c[0].live(), "{path}");
-        }
+    fn a_named_array_added_whole_is_listed_by_entry() {
+        let without = BASE.replace(
+            "[[monitor]]\nkind = \"exec\"\nname = \"m\"\ncommand = \"true\"\ninterval = \"5s\"\n",
+            "",
+        );
+        assert_ne!(without, BASE);
+        let c = diff_text(&without, BASE).unwrap();
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].path, "monitor[m]");
+        assert_eq!(c[0].kind, ChangeKind::Added);
+        let c = diff_text(BASE, &without).unwrap();
+        assert_eq!(c[0].path, "monitor[m]");
+        assert_eq!(c[0].kind, ChangeKind::Removed);
+        assert!(c[0].live());
+    }
+
+    #[test]
+    fn notify_and_metrics_are_live_accepted_keys_are_staged() {
+        let c = changes(
+            "url = \"http://127.0.0.1:1/\"",
+            "url = \"http://127.0.0.1:2/\"",
+        );
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].path, "notify.webhook.url");
+        assert!(c[0].live());
+        // Keys are loaded at start: staged, then a rolling restart.
+        let c = changes(
+            "key_file = \"k\"",
+            "key_file = \"k\"\naccept_key_files = [\"next\"]",
+        );
+        assert_eq!(c[0].path, "cluster.accept_key_files");
+        assert!(c[0].restart.as_deref().unwrap().contains("--stage"));
         let m = diff_text(BASE, &format!("{BASE}\n[metrics.prometheus]\n")).unwrap();
         assert_eq!(m[0].path, "metrics");
         assert!(m[0].live());
