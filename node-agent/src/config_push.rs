@@ -237,7 +237,9 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "baton.toml".into());
-    let tmp = dir.join(format!(".{name}.push.tmp"));
+    // Unique per process: servers sharing one directory (tests, a shared mount) must not
+    // write the same temporary file.
+    let tmp = dir.join(format!(".{name}.{}.push.tmp", std::process::id()));
     let res = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

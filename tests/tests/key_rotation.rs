@@ -189,7 +189,11 @@ fn key_rotation_with_config_push() {
         assert_eq!(out.code, 0, "{out:?}");
         let want = std::fs::read_to_string(&pushed).unwrap();
         for n in ["node-1", "node-2", "node-3"] {
-            assert_eq!(std::fs::read_to_string(&c.node(n).config).unwrap(), want, "{n}");
+            assert_eq!(
+                std::fs::read_to_string(&c.node(n).config).unwrap(),
+                want,
+                "{n}"
+            );
         }
     };
 
