@@ -1737,56 +1737,6 @@ async fn resource_cmd(op: &str, t: &ResourceTarget<'_>) -> Exit {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_are_pinned() {
-        // Scripts depend on these values; they are documented in docs/src/operations.md
-        // and may never change.
-        let pinned = [
-            (Exit::Ok, 0),
-            (Exit::Failure, 1),
-            (Exit::Usage, 2),
-            (Exit::ConfigInvalid, 3),
-            (Exit::Unreachable, 4),
-            (Exit::Refused, 5),
-            (Exit::Unauthorized, 6),
-            (Exit::KeyError, 7),
-        ];
-        for (e, v) in pinned {
-            assert_eq!(e.code(), v, "{e:?}");
-        }
-    }
-
-    #[test]
-    fn cli_parses_the_documented_commands() {
-        for args in [
-            vec!["baton", "status", "--json"],
-            vec!["baton", "group", "move", "web", "--to", "node-2"],
-            vec!["baton", "group", "start", "web", "--on", "node-1"],
-            vec!["baton", "cluster", "suspend"],
-            vec!["baton", "monitor", "resume", "web-http"],
-            vec![
-                "baton",
-                "timeout",
-                "set",
-                "--heartbeat",
-                "30s",
-                "--for",
-                "2h",
-            ],
-            vec!["baton", "alerts", "--follow"],
-            vec!["baton", "config", "check", "x.toml", "--json"],
-        ] {
-            assert!(Cli::try_parse_from(&args).is_ok(), "{args:?}");
-        }
-        let e = Cli::try_parse_from(["baton", "group", "explode", "web"]).unwrap_err();
-        assert!(e.use_stderr());
-    }
-}
-
 fn short(d: &str) -> &str {
     &d[..d.len().min(12)]
 }
@@ -2029,4 +1979,54 @@ async fn config_diff(file: &std::path::Path, t: &Target) -> Exit {
         }
     }
     Exit::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_pinned() {
+        // Scripts depend on these values; they are documented in docs/src/operations.md
+        // and may never change.
+        let pinned = [
+            (Exit::Ok, 0),
+            (Exit::Failure, 1),
+            (Exit::Usage, 2),
+            (Exit::ConfigInvalid, 3),
+            (Exit::Unreachable, 4),
+            (Exit::Refused, 5),
+            (Exit::Unauthorized, 6),
+            (Exit::KeyError, 7),
+        ];
+        for (e, v) in pinned {
+            assert_eq!(e.code(), v, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn cli_parses_the_documented_commands() {
+        for args in [
+            vec!["baton", "status", "--json"],
+            vec!["baton", "group", "move", "web", "--to", "node-2"],
+            vec!["baton", "group", "start", "web", "--on", "node-1"],
+            vec!["baton", "cluster", "suspend"],
+            vec!["baton", "monitor", "resume", "web-http"],
+            vec![
+                "baton",
+                "timeout",
+                "set",
+                "--heartbeat",
+                "30s",
+                "--for",
+                "2h",
+            ],
+            vec!["baton", "alerts", "--follow"],
+            vec!["baton", "config", "check", "x.toml", "--json"],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_ok(), "{args:?}");
+        }
+        let e = Cli::try_parse_from(["baton", "group", "explode", "web"]).unwrap_err();
+        assert!(e.use_stderr());
+    }
 }
