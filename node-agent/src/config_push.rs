@@ -152,9 +152,12 @@ pub async fn handle(s: &Arc<Shared>, push: ConfigPush) -> PushResult {
         r.outcome = "staged".into();
         return r;
     }
-    let sinks_changed = changes
-        .iter()
-        .any(|c| c.path.starts_with("notify") || c.path.starts_with("metrics"));
+    // A new group also gets its Prometheus figures from a new notifier.
+    let sinks_changed = changes.iter().any(|c| {
+        c.path.starts_with("notify")
+            || c.path.starts_with("metrics")
+            || (c.path.starts_with("group[") && cfg.metrics.prometheus.is_some())
+    });
     let notifier = if sinks_changed {
         let (h, _task, failures) =
             crate::runtime::build_notifier(&cfg, &s.server, &s.config_file).await;
