@@ -1793,11 +1793,13 @@ async fn config_push(
         );
         return exit;
     }
-    let nd = report.new_digest.as_deref().unwrap_or("");
+    let nd = match report.new_digest.as_deref() {
+        Some(d) => format!("digest {}…", short(d)),
+        None => "not valid".to_string(),
+    };
     println!(
-        "{}: digest {}… via {}: {}",
+        "{}: {nd} via {}: {}",
         file.display(),
-        short(nd),
         report.via,
         match report.outcome.as_str() {
             "refused" => "refused, nothing was changed on any server",

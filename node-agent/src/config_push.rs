@@ -71,8 +71,7 @@ pub async fn handle(s: &Arc<Shared>, push: ConfigPush) -> PushResult {
         Ok(l) => l,
         Err(e) => {
             r.diagnostics = e.diagnostics.iter().map(ToString::to_string).collect();
-            let first = r.diagnostics.first().cloned().unwrap_or_default();
-            return refuse(r, refusal("config-invalid", format!("{e}: {first}")));
+            return refuse(r, refusal("config-invalid", e.to_string()));
         }
     };
     let cfg = loaded.config;

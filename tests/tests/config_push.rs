@@ -141,6 +141,47 @@ fn push_applies_live_changes_and_refuses_the_rest_everywhere() {
     let diff = c.ctl(&["config", "diff", &new.to_string_lossy()]);
     assert_eq!(diff.stdout.matches(" same").count(), 3, "{diff:?}");
 
+    // 1b. A notification sink added: live.
+    let hook = c.dir.join("hook.toml");
+    let secret = c.dir.join("hook.secret");
+    std::fs::write(&secret, "pushed-s3cret\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let hook_text = format!(
+        "{old_text}{MONITOR}\n[[notify.webhook]]\nurl = \"http://127.0.0.1:9/\"\nsecret_file = \"hook.secret\"\n"
+    );
+    std::fs::write(&hook, &hook_text).unwrap();
+    let out = push(&c, &hook, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("+ notify"), "{out:?}");
+    for s in SERVERS {
+        let st = c.ctl(&["status", "--json", "-s", s]);
+        let v: serde_json::Value = serde_json::from_str(st.stdout.trim()).unwrap();
+        let sinks: Vec<&str> = v["local"]["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x["name"].as_str())
+            .collect();
+        assert!(sinks.contains(&"webhook"), "{s}: {sinks:?}");
+    }
+    let hook_digest = digest_of(&c, &hook);
+    for (s, d) in digests(&c) {
+        assert_eq!(d, hook_digest, "{s}");
+    }
+    // And back (the sink removed): the state of step 1.
+    let out = push(&c, &new, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for (s, d) in digests(&c) {
+        assert_eq!(d, new_digest, "{s}");
+    }
+    let st = c.status();
+    assert_eq!(st.group(GROUP).epoch, epoch);
+    assert_eq!(
+        c.app_events(),
+        app_before,
+        "the application was not restarted"
+    );
+
     // 2. A change that needs a rolling restart: refused with the reason, nothing changed.
     let hb = c.dir.join("heartbeat.toml");
     let hb_text =

@@ -232,9 +232,30 @@ fn render(path: &str, v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => format!("{s:?}"),
         toml::Value::Table(_) | toml::Value::Array(_) => {
-            serde_json::to_string(v).unwrap_or_else(|_| v.to_string())
+            let v = redacted(v);
+            serde_json::to_string(&v).unwrap_or_else(|_| v.to_string())
         }
         other => other.to_string(),
+    }
+}
+
+/// `v` with the values of secret keys inside it replaced (a whole section added).
+fn redacted(v: &toml::Value) -> toml::Value {
+    match v {
+        toml::Value::Table(t) => toml::Value::Table(
+            t.iter()
+                .map(|(k, x)| {
+                    let x = if secret_key(k) {
+                        toml::Value::String("(hidden)".into())
+                    } else {
+                        redacted(x)
+                    };
+                    (k.clone(), x)
+                })
+                .collect(),
+        ),
+        toml::Value::Array(a) => toml::Value::Array(a.iter().map(redacted).collect()),
+        other => other.clone(),
     }
 }
 
@@ -518,5 +539,9 @@ secret = "s3cret"
         assert_eq!(c[0].old.as_deref(), Some("(hidden)"));
         assert_eq!(c[0].new.as_deref(), Some("(hidden)"));
         assert!(!c[0].line().contains("s3cret"));
+        // Inside a section added whole, too.
+        let c = diff_text(&BASE.replace("[notify.webhook]", "[notify.webhookx]"), BASE).unwrap();
+        assert!(c.iter().all(|c| !c.line().contains("s3cret")), "{c:?}");
+        assert!(c.iter().any(|c| c.line().contains("(hidden)")), "{c:?}");
     }
 }
