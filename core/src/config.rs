@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 pub mod api;
 mod aws;
 mod azure;
+pub mod changes;
 mod diagnostics;
 mod duration;
 mod gcp;

@@ -99,10 +99,16 @@ catalogue! {
         action: "Check permissions and free space of the state directory. The agent refuses to activate groups until it can persist epochs.";
     CONFIG_DIGEST_MISMATCH = 1011, Error, "agent", "Configuration differs between servers",
         cause: "A heartbeat carried a configuration digest different from this server's: the servers do not run the same configuration file.",
-        action: "Copy the same configuration file to every server and restart the agents that run the old one. While digests differ, the server in the minority (or, on a tie, every server whose digest differs from the lowest-named server's) refuses to activate groups.";
+        action: "Push the configuration to every server (`baton config push FILE`), or copy the same file to every server and restart the agents that run the old one. While digests differ, the server in the minority (or, on a tie, every server whose digest differs from the lowest-named server's) refuses to activate groups.";
     ACTIVATION_REFUSED_DIGEST = 1012, Error, "agent", "Activation refused: configuration mismatch",
         cause: "This server would activate a group but its configuration digest differs from its peers'.",
         action: "Distribute the same configuration file to every server (see BTN-1011).";
+    CONFIG_APPLIED = 1013, Info, "agent", "Configuration applied",
+        cause: "`baton config push` sent a configuration that this agent checked, stored next to the running one (the previous file kept as `.prev`) and took live: monitors, notification sinks, metrics, accepted keys or new groups changed; no group was restarted. The event lists the changed keys and the new digest.",
+        action: "None. A new group starts once every up server runs a configuration that has it.";
+    CONFIG_REFUSED = 1014, Warning, "agent", "Configuration push refused",
+        cause: "`baton config push` sent a configuration that this agent did not take: it is invalid (the diagnostics name file, line and key), it changes something that needs a rolling restart (the reason is given), or its keys cannot be loaded. Nothing was changed.",
+        action: "Fix the file and push again, or make the change with a rolling restart (docs: operations, Configuration changes).";
     GROUP_READOPTED = 1020, Info, "agent", "Group re-adopted after restart",
         cause: "The agent restarted while it owned the group; every resource checked active, so the group was adopted without a restart.",
         action: "None.";

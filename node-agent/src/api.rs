@@ -149,6 +149,11 @@ fn api_router(shared: Arc<Shared>) -> Router {
         .route("/v1/commands", post(command))
         .route("/v1/groups/{group}/{op}", post(group_op))
         .route("/v1/alerts", get(alerts))
+        .route("/v1/config", get(config_get).post(config_post))
+        .route(
+            "/v1/cluster/config",
+            get(cluster_config_get).post(cluster_config_post),
+        )
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -274,7 +279,7 @@ async fn cluster_status(State(s): State<Arc<Shared>>) -> Response {
     };
     let client = s.peer_client.clone();
     let mut futs = Vec::new();
-    for srv in s.config.servers.iter().filter(|x| x.name != s.server) {
+    for srv in s.config().servers.iter().filter(|x| x.name != s.server) {
         let client = client.clone();
         let name = srv.name.clone();
         let addr = srv.api;
@@ -361,7 +366,7 @@ async fn command(
     let forwarded = caller == Caller::Peer && headers.contains_key(FORWARDED);
     if cmd == Command::ClusterStop && !forwarded {
         let client = s.peer_client.clone();
-        for srv in s.config.servers.iter().filter(|x| x.name != s.server) {
+        for srv in s.config().servers.iter().filter(|x| x.name != s.server) {
             let client = client.clone();
             let addr = srv.api;
             let me = s.server.clone();
@@ -428,4 +433,213 @@ async fn alerts(
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
+}
+
+/// Reading the configuration text needs the operator role (it may hold secrets), though
+/// it is a GET.
+fn needs_operator(caller: Caller) -> Option<Response> {
+    (caller < Caller::Operator).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "reading or pushing the configuration needs an operator token or the cluster key",
+        )
+    })
+}
+
+fn running_config(s: &Shared) -> crate::api_types::RunningConfig {
+    let r = s.running();
+    crate::api_types::RunningConfig {
+        server: s.server.clone(),
+        path: s.config_file.display().to_string(),
+        digest: r.config.digest.clone(),
+        text: (*r.text).clone(),
+        staged_digest: r.staged_digest,
+    }
+}
+
+async fn config_get(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Response {
+    if let Some(r) = needs_operator(caller) {
+        return r;
+    }
+    Json(running_config(&s)).into_response()
+}
+
+async fn config_post(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let push: crate::api_types::ConfigPush = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return Refused::bad_request(format!("the body is not a configuration push: {e}"))
+                .into_response()
+        }
+    };
+    let _one = s.push_lock.lock().await;
+    Json(crate::config_push::handle(&s, push).await).into_response()
+}
+
+async fn cluster_config_get(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Response {
+    use crate::api_types::{ClusterConfig, RunningConfig, ServerConfig};
+    if let Some(r) = needs_operator(caller) {
+        return r;
+    }
+    let mut futs = Vec::new();
+    for srv in s.config().servers.iter().filter(|x| x.name != s.server) {
+        let client = s.peer_client.clone();
+        let name = srv.name.clone();
+        let addr = srv.api;
+        futs.push(async move {
+            match client
+                .get::<RunningConfig>(addr, "/v1/config", Duration::from_secs(2))
+                .await
+            {
+                Ok(c) => ServerConfig {
+                    server: name,
+                    config: Some(c),
+                    error: None,
+                },
+                Err(e) => ServerConfig {
+                    server: name,
+                    config: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        });
+    }
+    let mut servers = vec![ServerConfig {
+        server: s.server.clone(),
+        config: Some(running_config(&s)),
+        error: None,
+    }];
+    servers.extend(futures_join_all(futs).await);
+    let order: Vec<String> = s.config().servers.iter().map(|x| x.name.clone()).collect();
+    servers.sort_by_key(|c| order.iter().position(|n| n == &c.server));
+    Json(ClusterConfig {
+        via: s.server.clone(),
+        servers,
+    })
+    .into_response()
+}
+
+/// Send `push` to every server (this one directly), in the configuration's order.
+async fn push_all(
+    s: &Arc<Shared>,
+    push: &crate::api_types::ConfigPush,
+    only: Option<&[String]>,
+) -> Vec<crate::api_types::PushResult> {
+    use crate::api_types::PushResult;
+    let cfg = s.config();
+    let mut futs = Vec::new();
+    for srv in cfg.servers.iter().filter(|x| x.name != s.server) {
+        if only.is_some_and(|o| !o.contains(&srv.name)) {
+            continue;
+        }
+        let client = s.peer_client.clone();
+        let name = srv.name.clone();
+        let addr = srv.api;
+        let push = push.clone();
+        futs.push(async move {
+            match client
+                .post::<_, PushResult>(addr, "/v1/config", &push, Duration::from_secs(20))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => PushResult {
+                    server: name,
+                    ok: false,
+                    outcome: "unreachable".into(),
+                    digest_before: String::new(),
+                    digest: String::new(),
+                    new_digest: None,
+                    changes: Vec::new(),
+                    error: Some(ApiError {
+                        code: "unreachable".into(),
+                        message: format!("{e}"),
+                    }),
+                    diagnostics: Vec::new(),
+                },
+            }
+        });
+    }
+    let mut out = Vec::new();
+    if only.is_none_or(|o| o.contains(&s.server)) {
+        let _one = s.push_lock.lock().await;
+        out.push(crate::config_push::handle(s, push.clone()).await);
+    }
+    out.extend(futures_join_all(futs).await);
+    let order: Vec<String> = cfg.servers.iter().map(|x| x.name.clone()).collect();
+    out.sort_by_key(|r| order.iter().position(|n| n == &r.server));
+    out
+}
+
+/// `POST /v1/cluster/config`: check the configuration on every server; if every server
+/// takes it (and every server answers, unless `allow_partial`), apply (or stage) it on
+/// each. A refusal anywhere changes nothing anywhere.
+async fn cluster_config_post(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    use crate::api_types::{ClusterPush, ConfigPush, PushMode, PushReport};
+    let req: ClusterPush = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return Refused::bad_request(format!("the body is not a configuration push: {e}"))
+                .into_response()
+        }
+    };
+    let check = ConfigPush {
+        text: req.text.clone(),
+        mode: PushMode::Check,
+        stage: req.stage,
+    };
+    let checked = push_all(&s, &check, None).await;
+    let new_digest = checked.iter().find_map(|r| r.new_digest.clone());
+    let refused = checked.iter().any(|r| !r.ok && r.outcome != "unreachable");
+    let missing: Vec<String> = checked
+        .iter()
+        .filter(|r| r.outcome == "unreachable")
+        .map(|r| r.server.clone())
+        .collect();
+    let report = |ok: bool, outcome: &str, servers| PushReport {
+        via: s.server.clone(),
+        ok,
+        outcome: outcome.into(),
+        new_digest: new_digest.clone(),
+        servers,
+    };
+    if req.dry_run {
+        let ok = !refused && missing.is_empty();
+        return Json(report(ok, "dry-run", checked)).into_response();
+    }
+    if refused || (!missing.is_empty() && !req.allow_partial) || missing.len() == checked.len() {
+        return Json(report(false, "refused", checked)).into_response();
+    }
+    let up: Vec<String> = checked
+        .iter()
+        .filter(|r| r.ok)
+        .map(|r| r.server.clone())
+        .collect();
+    let apply = ConfigPush {
+        text: req.text,
+        mode: if req.stage {
+            PushMode::Stage
+        } else {
+            PushMode::Apply
+        },
+        stage: false,
+    };
+    let mut done = push_all(&s, &apply, Some(&up)).await;
+    // The servers that did not answer the check are reported as such.
+    done.extend(checked.into_iter().filter(|r| r.outcome == "unreachable"));
+    let order: Vec<String> = s.config().servers.iter().map(|x| x.name.clone()).collect();
+    done.sort_by_key(|r| order.iter().position(|n| n == &r.server));
+    let all_ok = done.iter().all(|r| r.ok);
+    let outcome = match (all_ok, req.stage) {
+        (true, true) => "staged",
+        (true, false) => "applied",
+        (false, _) => "partial",
+    };
+    Json(report(all_ok, outcome, done)).into_response()
 }

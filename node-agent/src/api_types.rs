@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::wire::RejectCounters;
 
 /// An error answer: `{"error": {"code": "...", "message": "..."}}` (stable codes).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {
     pub code: String,
     pub message: String,
@@ -90,4 +90,113 @@ pub struct MirrorBrief {
     #[serde(default)]
     pub serving: bool,
     pub error: Option<String>,
+}
+
+/// `GET /v1/config`: the configuration this agent runs (operator role: the text may hold
+/// secrets).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunningConfig {
+    pub server: String,
+    /// The file the agent runs (`--config`).
+    pub path: String,
+    pub digest: String,
+    /// The text the agent runs (read at start or taken from a push).
+    pub text: String,
+    /// A configuration stored with `baton config push --stage`, waiting for the next
+    /// restart: its digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_digest: Option<String>,
+}
+
+/// `GET /v1/cluster/config`: every server's running configuration.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    pub via: String,
+    pub servers: Vec<ServerConfig>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServerConfig {
+    pub server: String,
+    pub config: Option<RunningConfig>,
+    pub error: Option<String>,
+}
+
+/// What a push does on a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PushMode {
+    /// Check only: valid, and every change can be taken live (or, with `stage`, stored).
+    Check,
+    /// Check, store and take live.
+    #[default]
+    Apply,
+    /// Check and store only, for the next restart (changes that need a rolling restart).
+    Stage,
+}
+
+/// `POST /v1/config`: a configuration for this server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigPush {
+    pub text: String,
+    #[serde(default)]
+    pub mode: PushMode,
+    /// With `check`: check it as `stage` would (restart-needed changes allowed).
+    #[serde(default)]
+    pub stage: bool,
+}
+
+/// A server's answer to a pushed configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushResult {
+    pub server: String,
+    /// Checked (and, unless `check`, stored and applied) without a refusal.
+    pub ok: bool,
+    /// `checked`, `applied`, `unchanged`, `staged` or `refused`.
+    pub outcome: String,
+    /// The digest the server ran before.
+    pub digest_before: String,
+    /// The digest it runs now (unchanged unless applied).
+    pub digest: String,
+    /// The pushed file's digest.
+    pub new_digest: Option<String>,
+    /// What differs from the configuration the server runs.
+    pub changes: Vec<baton_core::config::changes::Change>,
+    /// Why it was refused: a stable code (`config-invalid`, `restart-needed`,
+    /// `wrong-server`, `write-failed`, `unreachable`, ...) and a message.
+    pub error: Option<ApiError>,
+    /// For `config-invalid`: every problem as `file:line:column: key: message`.
+    #[serde(default)]
+    pub diagnostics: Vec<String>,
+}
+
+/// `POST /v1/cluster/config`: push a configuration to every server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterPush {
+    pub text: String,
+    /// Check on every server, change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Store for the next restart instead of applying (changes that need a rolling
+    /// restart, key rotation steps).
+    #[serde(default)]
+    pub stage: bool,
+    /// Push to the servers that answer even if some do not.
+    #[serde(default)]
+    pub allow_partial: bool,
+}
+
+/// The answer of `POST /v1/cluster/config`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PushReport {
+    pub via: String,
+    /// Every server that answered took it (and no server was missing, unless
+    /// `allow_partial`).
+    pub ok: bool,
+    /// `dry-run`, `applied`, `staged`, `refused` (nothing changed anywhere) or `partial`.
+    pub outcome: String,
+    pub new_digest: Option<String>,
+    pub servers: Vec<PushResult>,
 }

@@ -81,6 +81,13 @@ pub fn load(path: &std::path::Path) -> Result<Loaded, ConfigError> {
     }
 }
 
+/// Validate a configuration text as if it were the file at `path` (a pushed
+/// configuration: diagnostics name that file, relative paths are relative to it).
+pub fn load_text(path: &std::path::Path, text: &str) -> Result<Loaded, ConfigError> {
+    let reg = default_kinds();
+    config::load_str(&path.display().to_string(), text, &ProviderCatalog(&reg))
+}
+
 /// Load, returning only the config (warnings are printed by the caller if wanted).
 pub fn load_config(path: &std::path::Path) -> Result<Config, ConfigError> {
     load(path).map(|l| l.config)

@@ -369,6 +369,34 @@ pub enum ConfigOp {
         #[arg(long)]
         json: bool,
     },
+    /// Send a configuration file to every server: each checks it, stores it (keeping the
+    /// previous file as FILE.prev) and takes it live; refused everywhere, with the
+    /// reason, when any server refuses it (invalid, or a change that needs a rolling
+    /// restart) or does not answer.
+    Push {
+        /// The new configuration file.
+        file: PathBuf,
+        /// Store it on every server for the next restart instead of applying it (for
+        /// changes that need a rolling restart, and key rotation steps).
+        #[arg(long)]
+        stage: bool,
+        /// Push to the servers that answer even if some do not (they keep the old
+        /// configuration and refuse to activate groups until it is pushed to them).
+        #[arg(long)]
+        allow_partial: bool,
+        /// Check on every server and show what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Show what differs between a configuration file and what each server runs.
+    Diff {
+        /// The configuration file to compare.
+        file: PathBuf,
+        #[command(flatten)]
+        t: Target,
+    },
 }
 
 /// Print an error and return its exit code.
@@ -565,13 +593,18 @@ impl Conn {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
+        self.post_within(path, body, Duration::from_secs(5)).await
+    }
+
+    async fn post_within<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
         let mut last = None;
         for a in &self.addrs {
-            match self
-                .client
-                .post(*a, path, body, Duration::from_secs(5))
-                .await
-            {
+            match self.client.post(*a, path, body, timeout).await {
                 Err(e @ ClientError::Unreachable { .. }) => last = Some(e),
                 r => return r,
             }
@@ -639,6 +672,27 @@ pub async fn run(cli: Cli) -> Exit {
         Cmd::Config {
             op: ConfigOp::Check { file, json },
         } => config_check(&file, json),
+        Cmd::Config {
+            op:
+                ConfigOp::Push {
+                    file,
+                    stage,
+                    allow_partial,
+                    dry_run,
+                    t,
+                },
+        } => {
+            let opts = crate::api_types::ClusterPush {
+                text: String::new(),
+                dry_run,
+                stage,
+                allow_partial,
+            };
+            config_push(&file, opts, &t).await
+        }
+        Cmd::Config {
+            op: ConfigOp::Diff { file, t },
+        } => config_diff(&file, &t).await,
         Cmd::Events { markdown, json } => events_cmd(markdown, json),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -1681,6 +1735,252 @@ async fn resource_cmd(op: &str, t: &ResourceTarget<'_>) -> Exit {
         }
         Err(e) => fail(json, Exit::Failure, e.code(), &format!("{resource}: {e}")),
     }
+}
+
+fn short(d: &str) -> &str {
+    &d[..d.len().min(12)]
+}
+
+/// `baton config push FILE`.
+async fn config_push(
+    file: &std::path::Path,
+    mut opts: crate::api_types::ClusterPush,
+    t: &Target,
+) -> Exit {
+    use crate::api_types::PushReport;
+    opts.text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            return fail(
+                t.json,
+                Exit::ConfigInvalid,
+                "config-unreadable",
+                &format!("cannot read {}: {e}", file.display()),
+            )
+        }
+    };
+    let (conn, _) = match connect(t) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    // Every server checks, then applies: allow for the slowest peer's answers (20 s each
+    // way).
+    let report: PushReport = match conn
+        .post_within("/v1/cluster/config", &opts, Duration::from_secs(50))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let (exit, code) = client_exit(&e);
+            return fail(t.json, exit, &code, &client_message(&e));
+        }
+    };
+    let invalid = report
+        .servers
+        .iter()
+        .any(|r| r.error.as_ref().is_some_and(|e| e.code == "config-invalid"));
+    let exit = match report.outcome.as_str() {
+        _ if report.ok => Exit::Ok,
+        _ if invalid => Exit::ConfigInvalid,
+        "refused" if report.servers.iter().all(|r| r.outcome == "unreachable") => Exit::Unreachable,
+        "refused" | "dry-run" => Exit::Refused,
+        _ => Exit::Failure,
+    };
+    if t.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+        return exit;
+    }
+    let nd = match report.new_digest.as_deref() {
+        Some(d) => format!("digest {}…", short(d)),
+        None => "not valid".to_string(),
+    };
+    println!(
+        "{}: {nd} via {}: {}",
+        file.display(),
+        report.via,
+        match report.outcome.as_str() {
+            "refused" => "refused, nothing was changed on any server",
+            "partial" => "applied on some servers only",
+            "applied" => "applied on every server, no group restarted",
+            "staged" => "stored on every server for the next restart (restart each agent, one after the other)",
+            "dry-run" if report.ok => "every server would take it (dry run, nothing changed)",
+            "dry-run" => "not every server would take it (dry run, nothing changed)",
+            o => o,
+        }
+    );
+    let width = report
+        .servers
+        .iter()
+        .map(|r| r.server.len())
+        .max()
+        .unwrap_or(0);
+    for r in &report.servers {
+        let detail = match &r.error {
+            Some(e) => format!("{}: {}", e.code, e.message),
+            None if r.outcome == "applied" => {
+                format!("{}… -> {}…", short(&r.digest_before), short(&r.digest))
+            }
+            None => format!("runs {}…", short(&r.digest)),
+        };
+        println!("  {:width$}  {:10} {detail}", r.server, r.outcome);
+        for d in &r.diagnostics {
+            println!("      {d}");
+        }
+    }
+    if report.outcome == "partial" || (report.outcome == "refused" && !report.ok) {
+        let missing: Vec<&str> = report
+            .servers
+            .iter()
+            .filter(|r| r.outcome == "unreachable")
+            .map(|r| r.server.as_str())
+            .collect();
+        if !missing.is_empty() && report.outcome == "refused" {
+            println!("  not every server answered ({}): push again when they are up, or with --allow-partial", missing.join(", "));
+        } else if !missing.is_empty() {
+            println!("  {} keep the previous configuration and refuse to activate groups while the others run this one: push again once they are up", missing.join(", "));
+        }
+    }
+    if let Some(r) = report.servers.iter().find(|r| !r.changes.is_empty()) {
+        println!("changes (from what {} runs):", r.server);
+        for c in &r.changes {
+            println!("  {}", c.line());
+        }
+    }
+    exit
+}
+
+/// `baton config diff FILE`.
+async fn config_diff(file: &std::path::Path, t: &Target) -> Exit {
+    use crate::api_types::ClusterConfig;
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            return fail(
+                t.json,
+                Exit::ConfigInvalid,
+                "config-unreadable",
+                &format!("cannot read {}: {e}", file.display()),
+            )
+        }
+    };
+    let digest = crate::catalog::load_text(file, &text)
+        .map(|l| l.config.digest)
+        .ok();
+    let (conn, _) = match connect(t) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let cluster: ClusterConfig = match conn.get("/v1/cluster/config").await {
+        Ok(c) => c,
+        Err(e) => {
+            let (exit, code) = client_exit(&e);
+            return fail(t.json, exit, &code, &client_message(&e));
+        }
+    };
+    // One diff per distinct running configuration.
+    let mut by_digest: Vec<(
+        String,
+        Vec<String>,
+        Vec<baton_core::config::changes::Change>,
+    )> = Vec::new();
+    for sc in &cluster.servers {
+        let Some(c) = &sc.config else { continue };
+        if let Some(e) = by_digest.iter_mut().find(|e| e.0 == c.digest) {
+            e.1.push(sc.server.clone());
+            continue;
+        }
+        let changes = match baton_core::config::changes::diff_text(&c.text, &text) {
+            Ok(ch) => ch,
+            Err(e) => return fail(t.json, Exit::ConfigInvalid, "config-invalid", &e),
+        };
+        by_digest.push((c.digest.clone(), vec![sc.server.clone()], changes));
+    }
+    if t.json {
+        let servers: Vec<serde_json::Value> = cluster
+            .servers
+            .iter()
+            .map(|sc| match &sc.config {
+                Some(c) => serde_json::json!({
+                    "server": sc.server, "digest": c.digest,
+                    "same": Some(&c.digest) == digest.as_ref(),
+                    "staged_digest": c.staged_digest,
+                }),
+                None => serde_json::json!({"server": sc.server, "error": sc.error}),
+            })
+            .collect();
+        let diffs: Vec<serde_json::Value> = by_digest
+            .iter()
+            .map(|(d, s, c)| serde_json::json!({"digest": d, "servers": s, "changes": c}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "ok": true, "file": file.display().to_string(), "digest": digest,
+                "servers": servers, "diffs": diffs,
+            }))
+            .unwrap_or_default()
+        );
+        return Exit::Ok;
+    }
+    match &digest {
+        Some(d) => println!("{}: digest {}…", file.display(), short(d)),
+        None => println!(
+            "{}: not a valid configuration (baton config check {} says why)",
+            file.display(),
+            file.display()
+        ),
+    }
+    let width = cluster
+        .servers
+        .iter()
+        .map(|s| s.server.len())
+        .max()
+        .unwrap_or(0);
+    for sc in &cluster.servers {
+        match &sc.config {
+            Some(c) => {
+                let same = if Some(&c.digest) == digest.as_ref() {
+                    "same"
+                } else {
+                    "differs"
+                };
+                let staged = c
+                    .staged_digest
+                    .as_deref()
+                    .map(|s| format!(" (staged for restart: {}…)", short(s)))
+                    .unwrap_or_default();
+                println!(
+                    "  {:width$}  runs {}…  {same}{staged}",
+                    sc.server,
+                    short(&c.digest)
+                );
+            }
+            None => println!(
+                "  {:width$}  unreachable: {}",
+                sc.server,
+                sc.error.as_deref().unwrap_or("")
+            ),
+        }
+    }
+    for (d, servers, changes) in &by_digest {
+        if changes.is_empty() {
+            continue;
+        }
+        println!(
+            "{} from what {} run{} ({}…):",
+            file.display(),
+            servers.join(", "),
+            if servers.len() == 1 { "s" } else { "" },
+            short(d)
+        );
+        for c in changes {
+            println!("  {}", c.line());
+        }
+    }
+    Exit::Ok
 }
 
 #[cfg(test)]

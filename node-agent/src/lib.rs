@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod cloud;
+pub mod config_push;
 pub mod demo;
 pub mod exit;
 pub mod files;

@@ -826,7 +826,7 @@ fn mirror_event(
     let mut e = Event::new(def, message)
         .group(&launch.group)
         .resource(&launch.resource);
-    e.cluster = shared.config.cluster_name.clone();
+    e.cluster = shared.config().cluster_name.clone();
     e.server = shared.server.clone();
     e
 }

@@ -4,7 +4,7 @@
 
 use crate::clock::Instant;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use baton_core::config::Config;
 use baton_core::engine::{
@@ -71,11 +71,19 @@ pub(crate) enum LoopMsg {
     },
     /// The state writer thread finished writes.
     Persisted(crate::persist::Done),
+    /// Take a pushed configuration live (`POST /v1/config`, checked by the handler).
+    Reconfigure(Box<crate::config_push::Reconfigure>),
 }
 
 /// What the API handlers share with the main loop.
 pub struct Shared {
-    pub config: Config,
+    /// The configuration the agent runs (replaced by `baton config push`): read it with
+    /// [`Shared::config`].
+    pub running: std::sync::RwLock<Running>,
+    /// The file the agent runs (`--config`), where a push stores the new one.
+    pub config_file: std::path::PathBuf,
+    /// One configuration push at a time on this agent.
+    pub push_lock: tokio::sync::Mutex<()>,
     pub server: String,
     /// The tokens the API accepts (and the cluster key's, which the agent sends peers).
     pub tokens: crate::tokens::ApiTokens,
@@ -87,7 +95,7 @@ pub struct Shared {
     /// Reads the alert log for the API without taking `alert_log`'s lock.
     pub alert_reader: baton_notifier::AlertReader,
     pub counters: Mutex<RejectCounters>,
-    pub notifier: NotifierHandle,
+    pub notifier: SwapNotifier,
     pub started: Instant,
     pub auth_failures: Mutex<(u64, Option<Instant>)>,
     /// The client this agent asks its peers' APIs with (the cluster key's token, HTTPS
@@ -100,7 +108,88 @@ pub struct Shared {
     pub web: crate::web::WebState,
 }
 
+/// The running configuration, its text, and a configuration stored for the next
+/// restart (`baton config push --stage`).
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub config: Arc<Config>,
+    pub text: Arc<String>,
+    pub staged_digest: Option<String>,
+}
+
+/// The notifier, replaced when a pushed configuration changes the sinks or metrics.
+pub struct SwapNotifier(std::sync::RwLock<NotifierHandle>);
+
+impl SwapNotifier {
+    pub fn new(h: NotifierHandle) -> SwapNotifier {
+        SwapNotifier(std::sync::RwLock::new(h))
+    }
+
+    pub fn current(&self) -> NotifierHandle {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Put `h` in place; returns the one it replaces (to be shut down).
+    pub fn replace(&self, h: NotifierHandle) -> NotifierHandle {
+        let mut g = match self.0.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        std::mem::replace(&mut *g, h)
+    }
+
+    pub fn publish(&self, ev: Event) {
+        self.current().publish(ev);
+    }
+
+    pub fn metric(&self, s: baton_notifier::Sample) {
+        self.current().metric(s);
+    }
+
+    pub fn wants_metric(&self, k: baton_core::config::MetricKind) -> bool {
+        self.current().wants_metric(k)
+    }
+
+    pub fn wants_polling_time(&self, monitor: &str) -> bool {
+        self.current().wants_polling_time(monitor)
+    }
+
+    pub fn stats(&self) -> Vec<baton_notifier::SinkStats> {
+        self.current().stats()
+    }
+
+    pub fn drop_events(&self) -> Vec<Event> {
+        self.current().drop_events()
+    }
+
+    pub fn prometheus(&self) -> Option<Arc<baton_notifier::prometheus::Prometheus>> {
+        self.current().prometheus().cloned()
+    }
+}
+
 impl Shared {
+    /// The configuration the agent runs now.
+    pub fn config(&self) -> Arc<Config> {
+        self.running().config
+    }
+
+    pub fn running(&self) -> Running {
+        match self.running.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set_running(&self, r: Running) {
+        match self.running.write() {
+            Ok(mut g) => *g = r,
+            Err(p) => *p.into_inner() = r,
+        }
+    }
+
     /// Ask each local mirror process for its state (bounded: 2 s each).
     async fn mirror_briefs(&self) -> Vec<crate::api_types::MirrorBrief> {
         use baton_mirror::control::{call, Request, Response};

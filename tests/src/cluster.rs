@@ -73,6 +73,9 @@ pub struct ClusterSpec {
     /// The API serves HTTPS: `baton keygen --tls DIR/tls` before the agents start, and
     /// `[api] tls_*` pointing there (the harness then waits for the API with the CLI).
     pub tls: bool,
+    /// Every server runs its own copy of the configuration (`DIR/baton-SERVER.toml`), as
+    /// on separate machines (`baton config push` writes each server's file).
+    pub own_configs: bool,
 }
 
 impl ClusterSpec {
@@ -90,6 +93,7 @@ impl ClusterSpec {
             api_config: String::new(),
             heartbeat_config: String::new(),
             tls: false,
+            own_configs: false,
         }
     }
 
@@ -223,6 +227,11 @@ impl Cluster {
                 Some((s, f)) if *s == name => {
                     let p = dir.join(format!("baton-{name}.toml"));
                     std::fs::write(&p, f(&text)).expect("write variant config");
+                    p
+                }
+                _ if spec.own_configs => {
+                    let p = dir.join(format!("baton-{name}.toml"));
+                    std::fs::write(&p, &text).expect("write the server's config");
                     p
                 }
                 _ => config.clone(),

@@ -216,11 +216,13 @@ impl AgentStatus {
     }
 
     /// This server's own state of `group`.
+    /// (`offline` when the group is not in the server's configuration, e.g. one runs a
+    /// configuration pushed to the others only.)
     pub fn local_state(&self, group: &str) -> String {
-        self.group(group)
-            .per_server
-            .get(&self.server)
-            .cloned()
+        self.groups
+            .iter()
+            .find(|g| g.name == group)
+            .and_then(|g| g.per_server.get(&self.server).cloned())
             .unwrap_or_else(|| "offline".into())
     }
 

@@ -63,6 +63,11 @@ fn rolling_restart(c: &mut Cluster, when: &str) {
 }
 
 fn set_accept(c: &Cluster, files: &[&str]) {
+    set_accept_in(c, &c.config, files);
+}
+
+/// Write `file`: the cluster's configuration with `accept_key_files = FILES`.
+fn set_accept_in(c: &Cluster, file: &std::path::Path, files: &[&str]) {
     let text = std::fs::read_to_string(&c.config).unwrap();
     let kept: Vec<&str> = text
         .lines()
@@ -76,8 +81,8 @@ fn set_accept(c: &Cluster, files: &[&str]) {
             out.push(format!("accept_key_files = [{}]", list.join(", ")));
         }
     }
-    std::fs::write(&c.config, out.join("\n") + "\n").unwrap();
-    let check = c.cli(&["config", "check", &c.config.to_string_lossy()]);
+    std::fs::write(file, out.join("\n") + "\n").unwrap();
+    let check = c.cli(&["config", "check", &file.to_string_lossy()]);
     assert_eq!(check.code, 0, "{check:?}");
 }
 
@@ -157,4 +162,62 @@ fn key_rotation_in_three_rolling_steps_without_downtime() {
     assert_eq!(st.online_on(GROUP), vec![holder.to_string()]);
     let out = c.ctl(&["status", "-s", stray]);
     assert_eq!(out.code, 6, "{out:?}");
+}
+
+/// The same three steps with the files distributed by `baton config push --stage`
+/// (every server has its own copy of the configuration): each push is stored on every
+/// server without being applied (keys load at start; the digest does not change), then
+/// the rolling restart takes it.
+#[test]
+fn key_rotation_with_config_push() {
+    let _serial = serial();
+    let mut spec = ClusterSpec::new("rotate-push", 192);
+    spec.own_configs = true;
+    let mut c = Cluster::start(spec);
+    c.wait_owner(Some("node-1"), T);
+    c.watch();
+    let digest = c.status().local.digest.clone();
+    let dir = c.dir.clone();
+    let pushed = dir.join("pushed.toml");
+    let push = |c: &Cluster, files: &[&str]| {
+        set_accept_in(c, &pushed, files);
+        // Without --stage it is refused: the keys load at start.
+        let out = c.ctl(&["config", "push", &pushed.to_string_lossy()]);
+        assert_eq!(out.code, 5, "{out:?}");
+        assert!(out.stdout.contains("cluster.accept_key_files"), "{out:?}");
+        let out = c.ctl(&["config", "push", "--stage", &pushed.to_string_lossy()]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let want = std::fs::read_to_string(&pushed).unwrap();
+        for n in ["node-1", "node-2", "node-3"] {
+            assert_eq!(
+                std::fs::read_to_string(&c.node(n).config).unwrap(),
+                want,
+                "{n}"
+            );
+        }
+    };
+
+    // 1. A new key (copied to every server: here they share the directory), accepted.
+    let next = dir.join("next.key");
+    c.cli(&["keygen", &next.to_string_lossy()])
+        .ok("baton keygen next.key");
+    push(&c, &["next.key"]);
+    rolling_restart(&mut c, "step 1");
+
+    // 2. Swap the files on every server, push the list naming the old key, restart.
+    std::fs::rename(dir.join("cluster.key"), dir.join("prev.key")).unwrap();
+    std::fs::rename(&next, dir.join("cluster.key")).unwrap();
+    c.reload_token();
+    push(&c, &["prev.key"]);
+    rolling_restart(&mut c, "step 2");
+
+    // 3. Drop the old key.
+    push(&c, &[]);
+    rolling_restart(&mut c, "step 3");
+    for n in ["node-1", "node-2", "node-3"] {
+        assert_eq!(c.status_via(n).local.digest, digest, "{n}");
+    }
+    let rep = c.stop_watch();
+    rep.assert_never_two_online();
+    c.assert_claim_history();
 }

@@ -171,6 +171,62 @@ fn the_agent_answers_as_the_openapi_file_says() {
     assert_eq!(r.send(api, "DELETE", "/v1/status", auth, None).status, 405);
     assert_eq!(r.send(api, "GET", "/v1/commands", auth, None).status, 405);
 
+    // The configuration: read (operator role), pushed (checked, dry run, refused).
+    assert_eq!(r.send(api, "GET", "/v1/config", auth, None).status, 200);
+    let read_only: &[(&str, &str)] = &[("Authorization", &read)];
+    assert_eq!(
+        r.send(api, "GET", "/v1/config", read_only, None).status,
+        403
+    );
+    let a = r.send(api, "GET", "/v1/cluster/config", auth, None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        r.send(api, "GET", "/v1/cluster/config", read_only, None)
+            .status,
+        403
+    );
+    let text = std::fs::read_to_string(&c.config).unwrap();
+    let check = serde_json::json!({"text": text, "mode": "check"}).to_string();
+    let a = r.send(api, "POST", "/v1/config", json_auth, Some(&check));
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["outcome"], "checked");
+    let bad = serde_json::json!({"text": "[cluster]\nname = 1\n", "mode": "check"}).to_string();
+    let a = r.send(api, "POST", "/v1/config", json_auth, Some(&bad));
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["error"]["code"], "config-invalid");
+    assert_eq!(
+        r.send(api, "POST", "/v1/config", json_auth, Some(r#"{"txt":""}"#))
+            .status,
+        400
+    );
+    assert_eq!(
+        r.send(api, "POST", "/v1/config", read_json, Some(&check))
+            .status,
+        403
+    );
+    let more = format!(
+        "{text}\n[[monitor]]\nkind = \"exec\"\nname = \"openapi-extra\"\ncommand = \"true\"\n"
+    );
+    let dry = serde_json::json!({"text": more, "dry_run": true}).to_string();
+    let a = r.send(api, "POST", "/v1/cluster/config", json_auth, Some(&dry));
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["outcome"], "dry-run");
+    assert_eq!(a.json()["ok"], true);
+    let restart = serde_json::json!({"text": text.replacen("interval = \"100ms\"", "interval = \"150ms\"", 1)}).to_string();
+    let a = r.send(api, "POST", "/v1/cluster/config", json_auth, Some(&restart));
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["outcome"], "refused");
+    assert_eq!(
+        r.send(api, "POST", "/v1/cluster/config", json_auth, Some("{}"))
+            .status,
+        400
+    );
+    assert_eq!(
+        r.send(api, "POST", "/v1/cluster/config", read_json, Some(&dry))
+            .status,
+        403
+    );
+
     // Metrics and health.
     assert_eq!(r.send(api, "GET", "/metrics", auth, None).status, 200);
     assert_eq!(r.send(api, "GET", "/metrics", &[], None).status, 401);

@@ -186,6 +186,48 @@ struct MonitorRt {
     seen_activation: Option<Millis>,
 }
 
+impl GroupRt {
+    fn offline(now: Millis, max_epoch: u64) -> GroupRt {
+        GroupRt {
+            local: Local::Offline,
+            since: now,
+            online_since: None,
+            max_epoch,
+            last_epoch: 0,
+            excluded: false,
+            act_failovers: BTreeMap::new(),
+            cleared_version: 0,
+            no_server_warned: false,
+            suppressed_warned: false,
+            suppressed_version: None,
+            last_holder: None,
+            takeover_wait_reported: false,
+            acked: None,
+        }
+    }
+}
+
+impl MonitorRt {
+    fn new(next_due: Millis) -> MonitorRt {
+        MonitorRt {
+            state: MonState::Init,
+            next_due,
+            inflight: None,
+            script_inflight: None,
+            fail_streak: 0,
+            scripts: 0,
+            restarts: 0,
+            failovers: 0,
+            exhausted: false,
+            normal_since: None,
+            last_latency: None,
+            last_error: None,
+            api_warned: false,
+            seen_activation: None,
+        }
+    }
+}
+
 /// The engine for one server.
 #[derive(Debug)]
 pub struct Engine {
@@ -242,6 +284,19 @@ pub struct Engine {
     /// The keys of this configuration's `mirror-disk` resources; marks of other keys are
     /// ignored.
     mark_keys: std::collections::BTreeSet<String>,
+}
+
+/// Why [`Engine::reconfigure`] refused a configuration. `code()` is stable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReconfigureError {
+    #[error("{0} differs from the running configuration and cannot change without a restart")]
+    Needs(String),
+}
+
+impl ReconfigureError {
+    pub fn code(&self) -> &'static str {
+        "restart-needed"
+    }
 }
 
 /// Construction errors.
@@ -342,22 +397,7 @@ impl Engine {
         let monitors = cfg
             .monitors
             .iter()
-            .map(|m| MonitorRt {
-                state: MonState::Init,
-                next_due: now.plus(m.wait_to_start.ms()),
-                inflight: None,
-                script_inflight: None,
-                fail_streak: 0,
-                scripts: 0,
-                restarts: 0,
-                failovers: 0,
-                exhausted: false,
-                normal_since: None,
-                last_latency: None,
-                last_error: None,
-                api_warned: false,
-                seen_activation: None,
-            })
+            .map(|m| MonitorRt::new(now.plus(m.wait_to_start.ms())))
             .collect();
         let mut e = Engine {
             cfg,
@@ -417,6 +457,89 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Run `cfg` from now on, keeping the runtime state of what it shares with the
+    /// running configuration (`baton config push`): groups carry over by name (none is
+    /// restarted), a new group starts offline, monitors whose definition is unchanged keep
+    /// their state, new and changed ones start over (their `wait_to_start` counts from
+    /// now), removed ones are dropped (a probe still running for them is ignored when it
+    /// ends). Only what can change live may differ: the cluster name, the servers, the
+    /// heartbeat, quorum and agent settings and every existing group must be equal
+    /// (`Err`, nothing changed, otherwise). The new digest goes out in the next
+    /// heartbeat; a new group is not activated until every up server runs it
+    /// (`offline_logic`).
+    pub fn reconfigure(
+        &mut self,
+        now: Millis,
+        cfg: Config,
+    ) -> Result<Vec<Action>, ReconfigureError> {
+        let old = &self.cfg;
+        if cfg.cluster_name != old.cluster_name {
+            return Err(ReconfigureError::Needs("the cluster name".into()));
+        }
+        if cfg.servers != old.servers {
+            return Err(ReconfigureError::Needs("the servers".into()));
+        }
+        if cfg.heartbeat != old.heartbeat {
+            return Err(ReconfigureError::Needs("[heartbeat]".into()));
+        }
+        if cfg.quorum != old.quorum {
+            return Err(ReconfigureError::Needs("[quorum]".into()));
+        }
+        if cfg.agent != old.agent {
+            return Err(ReconfigureError::Needs("[agent]".into()));
+        }
+        for g in &old.groups {
+            match cfg.group(&g.name) {
+                Some(n) if n == g => {}
+                Some(_) => return Err(ReconfigureError::Needs(format!("group {}", g.name))),
+                None => {
+                    return Err(ReconfigureError::Needs(format!(
+                        "group {} (removed)",
+                        g.name
+                    )))
+                }
+            }
+        }
+        if now > self.now {
+            self.now = now;
+        }
+        let mut old_groups: BTreeMap<String, GroupRt> = old
+            .groups
+            .iter()
+            .map(|g| g.name.clone())
+            .zip(std::mem::take(&mut self.groups))
+            .collect();
+        self.groups = cfg
+            .groups
+            .iter()
+            .map(|g| {
+                old_groups
+                    .remove(&g.name)
+                    .unwrap_or_else(|| GroupRt::offline(self.now, 0))
+            })
+            .collect();
+        let mut old_monitors: BTreeMap<String, (crate::config::Monitor, MonitorRt)> = old
+            .monitors
+            .iter()
+            .cloned()
+            .zip(std::mem::take(&mut self.monitors))
+            .map(|(c, m)| (c.name.clone(), (c, m)))
+            .collect();
+        self.monitors = cfg
+            .monitors
+            .iter()
+            .map(|m| match old_monitors.remove(&m.name) {
+                Some((c, rt)) if &c == m => rt,
+                _ => MonitorRt::new(self.now.plus(m.wait_to_start.ms())),
+            })
+            .collect();
+        self.cfg = cfg;
+        self.mark_keys = crate::marks::keys(&self.cfg).into_iter().collect();
+        self.urgent = true;
+        self.evaluate();
+        Ok(std::mem::take(&mut self.out))
     }
 
     pub fn server_name(&self) -> &str {

@@ -556,6 +556,16 @@ impl Engine {
         self.refused = refused;
     }
 
+    /// Every up peer has group `gi` in its configuration (reports it in its heartbeats).
+    pub(super) fn known_everywhere(&self, gi: usize) -> bool {
+        let name = &self.cfg.groups[gi].name;
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|&(si, p)| si != self.me && p.up)
+            .all(|(_, p)| p.msg.as_ref().is_some_and(|m| m.group(gi, name).is_some()))
+    }
+
     /// The group must not run here now (operator stop, cluster stop, shutdown, no quorum).
     fn must_stop(&self, gi: usize) -> bool {
         !self.group_run(gi) || self.stopping() || self.leaving || !self.quorum
@@ -693,6 +703,12 @@ impl Engine {
         must_stop: bool,
     ) {
         if !holders.is_empty() || must_stop || !self.ready() || !self.views_agree(gi) {
+            return;
+        }
+        // A group never activated (one just added by `baton config push`) waits until
+        // every up server has it in its configuration: a server still on the previous
+        // one does not report the group, so nobody could tell whether it runs there.
+        if self.known_max_epoch(gi) == 0 && !self.known_everywhere(gi) {
             return;
         }
         // Held by a server this one cannot hear, as a peer reports (partial

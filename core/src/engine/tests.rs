@@ -565,8 +565,13 @@ impl Sim {
     // ----- observation -----
 
     fn state(&self, s: &str, g: &str) -> GroupState {
-        let r = self.report(s, g);
-        r.state
+        // A group the server's configuration does not have (yet) is offline there.
+        self.eng(s)
+            .peer_message()
+            .groups
+            .into_iter()
+            .find(|r| r.name == g)
+            .map_or(GroupState::Offline, |r| r.state)
     }
 
     fn report(&self, s: &str, g: &str) -> GroupReport {
@@ -3455,4 +3460,131 @@ fn a_fenced_failure_names_the_holder_in_its_event() {
     let e = super::run::failure_fields(Event::new(def, "x"), &fail("exit 1"));
     assert_eq!(e.fields["code"], "command-failed");
     assert!(!e.fields.contains_key("holder"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Live reconfiguration (`baton config push`)
+// ---------------------------------------------------------------------------------------
+
+impl Sim {
+    fn reconfigure(&mut self, s: &str, cfg: Config) -> Result<(), crate::engine::ReconfigureError> {
+        let i = self.idx(s);
+        let acts = self.nodes[i]
+            .eng
+            .reconfigure(Millis(self.now), cfg.clone())?;
+        self.nodes[i].cfg = cfg;
+        for g in &self.nodes[i].cfg.groups {
+            if !self.groups.contains(&g.name) {
+                self.groups.push(g.name.clone());
+            }
+        }
+        self.record(i, acts);
+        self.settle(i);
+        Ok(())
+    }
+}
+
+const G2: &str = r#"
+[[group]]
+name = "g2"
+servers = ["node-2", "node-1", "node-3"]
+
+[[group.resource]]
+kind = "exec"
+name = "app2"
+start = "/bin/app2 start"
+"#;
+
+const M1: &str = r#"
+[[monitor]]
+kind = "exec"
+name = "m1"
+command = "/bin/check"
+interval = "1s"
+"#;
+
+#[test]
+fn reconfigure_adds_a_monitor_without_touching_the_group() {
+    let mut sim = started(&three(""));
+    let epoch = sim.report("node-1", "g1").epoch;
+    let before = sim.activations("node-1").len();
+    let new = parse(&three(M1));
+    for s in ["node-1", "node-2", "node-3"] {
+        sim.reconfigure(s, new.clone()).unwrap();
+    }
+    sim.run(5_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert_eq!(sim.report("node-1", "g1").epoch, epoch);
+    assert_eq!(
+        sim.activations("node-1").len(),
+        before,
+        "no resource restarted"
+    );
+    assert!(sim.deactivations("node-1").is_empty());
+    assert!(sim.probes_sent("node-1", "m1") > 0, "the new monitor runs");
+    for s in ["node-1", "node-2", "node-3"] {
+        assert_eq!(sim.eng(s).status().digest, new.digest);
+        assert!(!sim.eng(s).status().refused);
+    }
+}
+
+#[test]
+fn reconfigure_refuses_what_needs_a_restart_and_changes_nothing() {
+    let mut sim = started(&three(""));
+    let old = sim.eng("node-1").config().digest.clone();
+    for (text, what) in [
+        (three("").replace("10.1.0.20", "10.1.0.21"), "group g1"),
+        (
+            three("").replace(&format!("timeout = \"{TIMEOUT}ms\""), "timeout = \"5s\""),
+            "[heartbeat]",
+        ),
+        (cluster(3, ""), "group g1 (removed)"),
+    ] {
+        let err = sim.reconfigure("node-1", parse(&text)).unwrap_err();
+        assert!(err.to_string().starts_with(what), "{err}");
+        assert_eq!(err.code(), "restart-needed");
+        assert_eq!(sim.eng("node-1").config().digest, old);
+    }
+}
+
+#[test]
+fn a_pushed_group_starts_only_once_every_up_server_has_it() {
+    let mut sim = started(&three(""));
+    let epoch = sim.report("node-1", "g1").epoch;
+    let new = parse(&three(G2));
+    // Two of three servers run the new configuration: they are the majority (no
+    // refusal), but node-3 does not know g2 yet.
+    sim.reconfigure("node-1", new.clone()).unwrap();
+    sim.reconfigure("node-2", new.clone()).unwrap();
+    sim.run(5_000);
+    assert_eq!(sim.online_on("g2"), None, "g2 must wait for node-3");
+    assert!(sim.activations("node-2").is_empty());
+    assert_eq!(sim.report("node-1", "g1").epoch, epoch);
+    assert!(sim.eng("node-3").status().refused);
+    sim.reconfigure("node-3", new).unwrap();
+    sim.run(5_000);
+    assert_eq!(sim.online_on("g2").as_deref(), Some("node-2"));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    assert_eq!(sim.report("node-1", "g1").epoch, epoch, "g1 not restarted");
+}
+
+#[test]
+fn a_pushed_group_starts_without_a_down_server_and_is_never_run_by_it() {
+    let mut sim = started(&three(""));
+    sim.kill("node-3");
+    sim.run(3_000);
+    let new = parse(&three(G2));
+    sim.reconfigure("node-1", new.clone()).unwrap();
+    sim.reconfigure("node-2", new).unwrap();
+    sim.run(5_000);
+    assert_eq!(sim.online_on("g2").as_deref(), Some("node-2"));
+    // node-3 comes back on the old configuration: it is the minority, refuses, and does
+    // not know g2 at all; nothing moves.
+    let boot = sim.boot_state("node-3");
+    sim.restart("node-3", boot);
+    sim.run(STARTUP + 3_000);
+    assert!(sim.eng("node-3").status().refused);
+    assert!(sim.has("node-3", &events::ACTIVATION_REFUSED_DIGEST));
+    assert_eq!(sim.online_on("g2").as_deref(), Some("node-2"));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
 }

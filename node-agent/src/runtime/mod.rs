@@ -31,8 +31,11 @@ use crate::state::{OwnedGroup, Ownership, StateDir};
 use crate::wire::{self, Acceptor, Envelope, RejectCounters};
 use baton_providers::witness::{VoteRequest, WitnessClient, WitnessError};
 
+mod reconf;
 mod run;
 mod start;
+
+pub(crate) use start::notifier as build_notifier;
 
 /// Errors that stop the agent from starting. `code()` is stable.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +173,8 @@ struct Runtime {
     hb_encode_failed: bool,
     /// The server is fencing itself: the watchdog device is no longer fed (nor disarmed).
     fencing: bool,
+    /// What the mirror drivers need (to build those of a pushed configuration).
+    mirror: crate::mirror_kind::MirrorCtx,
 }
 
 /// Write one SysRq command key (`b`: reset now, `o`: power off now) to the trigger file.
@@ -574,7 +579,7 @@ impl Runtime {
             .shared
             .notifier
             .wants_polling_time(&monitor)
-            .then(|| self.shared.notifier.clone());
+            .then(|| self.shared.notifier.current());
         tokio::spawn(
             async move {
                 let started = crate::clock::now();
@@ -985,7 +990,13 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         .collect();
     let shared = Arc::new(Shared {
         mirrors,
-        config: cfg.clone(),
+        running: std::sync::RwLock::new(crate::shared::Running {
+            config: Arc::new(cfg.clone()),
+            text: Arc::new(l.text.clone()),
+            staged_digest: None,
+        }),
+        config_file: opts.config.clone(),
+        push_lock: tokio::sync::Mutex::new(()),
         server: me.clone(),
         peer_client: crate::client::Client::new(l.tokens.peer(), &l.client_tls),
         tokens: l.tokens,
@@ -995,7 +1006,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         alert_reader: l.alert_log.reader(),
         alert_log: Mutex::new(l.alert_log),
         counters: Mutex::new(RejectCounters::default()),
-        notifier: notifier.clone(),
+        notifier: crate::shared::SwapNotifier::new(notifier.clone()),
         started: crate::clock::now(),
         auth_failures: Mutex::new((0, None)),
         web: crate::web::WebState::load(&cfg, &opts.config)?,
@@ -1048,6 +1059,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         watchdog_dev,
         hb_encode_failed: false,
         fencing: false,
+        mirror,
     };
     rt.announce_start(&sink_failures);
 
@@ -1056,10 +1068,10 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     start::spawn_stall_watch(&shared, progress, t0)?;
     let reason = run::main_loop(&mut rt, &mut rx, &mut timers).await;
+    drop(notifier);
     let tasks = run::Tasks {
         api,
         socket,
-        notifier,
         notifier_task,
     };
     run::shutdown(rt, tasks, reason).await

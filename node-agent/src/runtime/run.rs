@@ -191,6 +191,7 @@ impl Runtime {
                 self.persisted(done);
                 Vec::new()
             }
+            LoopMsg::Reconfigure(r) => self.reconfigure(*r),
         }
     }
 }
@@ -199,7 +200,6 @@ impl Runtime {
 pub(super) struct Tasks {
     pub api: tokio::task::JoinHandle<()>,
     pub socket: Option<tokio::task::JoinHandle<()>>,
-    pub notifier: baton_notifier::NotifierHandle,
     pub notifier_task: tokio::task::JoinHandle<()>,
 }
 
@@ -241,8 +241,10 @@ pub(super) async fn shutdown(
             let _ = std::fs::remove_file(p);
         }
     }
-    let _ = tasks
+    let _ = rt
+        .shared
         .notifier
+        .current()
         .shutdown(cfg.notify.delivery.shutdown_timeout.0)
         .await;
     tasks.notifier_task.abort();

@@ -9,6 +9,9 @@ use super::*;
 /// What the agent reads before it binds anything.
 pub(super) struct Loaded {
     pub cfg: Config,
+    /// The text of the configuration file (what `GET /v1/config` shows and a push
+    /// compares with).
+    pub text: String,
     pub me: String,
     pub server: baton_core::config::Server,
     pub key: ClusterKey,
@@ -28,7 +31,10 @@ pub(super) struct Loaded {
 
 /// Read the configuration, the keys, the tokens, the TLS files and the state directory.
 pub(super) fn load(opts: &AgentOptions) -> Result<Loaded, AgentError> {
-    let loaded = crate::catalog::load(&opts.config)?;
+    let text = std::fs::read_to_string(&opts.config).map_err(|e| {
+        baton_core::config::ConfigError::unreadable(&opts.config.display().to_string(), &e)
+    })?;
+    let loaded = crate::catalog::load_text(&opts.config, &text)?;
     for w in &loaded.warnings {
         warn!("{w}");
     }
@@ -74,6 +80,7 @@ pub(super) fn load(opts: &AgentOptions) -> Result<Loaded, AgentError> {
     )?;
     Ok(Loaded {
         cfg,
+        text,
         me,
         server,
         key,
@@ -156,7 +163,7 @@ pub(super) async fn bind(
 /// The notification sinks and metrics (`[notify.*]`, `[metrics.*]`), started; a sink
 /// that cannot be set up is left out and returned, to be reported (BTN-5004) once the
 /// agent runs.
-pub(super) async fn notifier(
+pub(crate) async fn notifier(
     cfg: &Config,
     me: &str,
     config_file: &std::path::Path,
@@ -279,7 +286,7 @@ pub(super) fn spawn_receivers(
     shared: &Arc<Shared>,
     t0: Instant,
 ) -> wire::SharedRtt {
-    let cfg = &shared.config;
+    let cfg = shared.config();
     let peers: Vec<String> = cfg
         .servers
         .iter()
@@ -403,8 +410,8 @@ pub(super) fn spawn_api(
     if let Some(cert) = server_cert {
         tokio::spawn(reload_tls(cert, shared.clone()));
     }
-    let cfg = &shared.config;
-    let socket_task = match bind_api_socket(cfg, &shared.server) {
+    let cfg = shared.config();
+    let socket_task = match bind_api_socket(&cfg, &shared.server) {
         Ok(None) => None,
         Ok(Some((listener, path))) => {
             info!(socket = %path.display(), role = cfg.api.socket_role.as_str(), "API: listening on the Unix socket");
@@ -509,7 +516,7 @@ pub(super) fn spawn_stall_watch(
     t0: Instant,
 ) -> Result<(), AgentError> {
     let shared = shared.clone();
-    let cfg = &shared.config;
+    let cfg = shared.config();
     let limit = cfg.timing(cfg.heartbeat.timeout.ms()).lease_ms.max(100);
     std::thread::Builder::new()
         .name("baton-stall-watch".into())
@@ -524,7 +531,7 @@ pub(super) fn spawn_stall_watch(
                     reported = true;
                     let mut ev = Event::new(&events::LOOP_STALLED, format!("agent main loop has not run for {stalled} ms (limit {limit} ms): the watchdog is no longer fed"))
                         .field("stalled_ms", stalled);
-                    ev.cluster = shared.config.cluster_name.clone();
+                    ev.cluster = shared.config().cluster_name.clone();
                     ev.server = shared.server.clone();
                     ev.time_ms = unix_ms();
                     tracing::error!(stalled_ms = stalled, "agent main loop stalled");

@@ -22,7 +22,8 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
 
 /// Why a scrape is let in, or `None`.
 fn scrape_allowed(s: &Shared, req: &Request) -> Option<&'static str> {
-    let p = s.config.metrics.prometheus.as_ref()?;
+    let cfg = s.config();
+    let p = cfg.metrics.prometheus.as_ref()?;
     if req.extensions().get::<LocalCaller>().is_some() {
         return Some("unix socket");
     }
@@ -46,7 +47,7 @@ fn scrape_allowed(s: &Shared, req: &Request) -> Option<&'static str> {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>, req: Request) -> Response {
-    let Some(prom) = s.notifier.prometheus().cloned() else {
+    let Some(prom) = s.notifier.prometheus() else {
         return error(
             StatusCode::NOT_FOUND,
             "not-found",

@@ -77,7 +77,7 @@ impl WebState {
 /// The routes outside the API's token check.
 pub fn routes(shared: Arc<Shared>) -> Router {
     let mut r = metrics::routes();
-    if shared.config.api.webui.enabled {
+    if shared.config().api.webui.enabled {
         r = r.merge(ui::routes());
     }
     r.with_state(shared)

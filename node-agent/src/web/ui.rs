@@ -258,7 +258,7 @@ fn page(s: &Shared, title: &str, sess: Option<&Session>, current: &str, body: &s
          <div class=\"actions\"><button value=\"cancel\" type=\"submit\">Cancel</button> <button value=\"ok\" type=\"submit\" class=\"danger\" id=\"confirm-ok\">Confirm</button></div></form></dialog>\
          </body></html>\n",
         t = esc(title),
-        c = esc(&s.config.cluster_name),
+        c = esc(&s.config().cluster_name),
         srv = esc(&s.server),
     )
 }
@@ -429,7 +429,7 @@ async fn login(State(s): State<Arc<Shared>>, req: Request) -> Response {
         .field("role", role.as_str())
         .field("from", from),
     );
-    let secure = if s.config.api.tls() { "; Secure" } else { "" };
+    let secure = if s.config().api.tls() { "; Secure" } else { "" };
     let cookie = format!(
         "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         s.web.sessions.ttl().as_secs()
@@ -650,7 +650,8 @@ fn live_html(s: &Shared, st: &AgentStatus, sess: &Session) -> String {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        let cfg = s.config.groups.iter().find(|x| x.name == g.name);
+        let running = s.config();
+        let cfg = running.groups.iter().find(|x| x.name == g.name);
         o.push_str(&format!(
             "<article class=\"group\" data-group=\"{n}\" aria-labelledby=\"g-{n}\"><h3 id=\"g-{n}\">{n} {}</h3><dl class=\"facts\">",
             badge(&state),
@@ -949,7 +950,7 @@ async fn all_alerts(s: &Shared, n: usize) -> (Vec<Event>, Vec<String>) {
         .unwrap_or_default();
     let mut missing = Vec::new();
     let mut futs = Vec::new();
-    for srv in s.config.servers.iter().filter(|x| x.name != s.server) {
+    for srv in s.config().servers.iter().filter(|x| x.name != s.server) {
         let client = s.peer_client.clone();
         let (name, addr) = (srv.name.clone(), srv.api);
         futs.push(tokio::spawn(async move {
@@ -977,7 +978,7 @@ async fn all_alerts(s: &Shared, n: usize) -> (Vec<Event>, Vec<String>) {
 
 fn doc_link(s: &Shared, id: &str) -> String {
     let anchor = id.to_lowercase();
-    match &s.config.notify.docs_url {
+    match &s.config().notify.docs_url {
         Some(u) => format!("{}#{anchor}", u.trim_end_matches('#')),
         None => format!("/ui/events#{anchor}"),
     }
@@ -1049,8 +1050,8 @@ async fn alerts(
                 || e.id.to_lowercase().contains(&needle)
         })
         .collect();
-    let groups: Vec<String> = s.config.groups.iter().map(|g| g.name.clone()).collect();
-    let servers: Vec<String> = s.config.servers.iter().map(|g| g.name.clone()).collect();
+    let groups: Vec<String> = s.config().groups.iter().map(|g| g.name.clone()).collect();
+    let servers: Vec<String> = s.config().servers.iter().map(|g| g.name.clone()).collect();
     let sevs: Vec<String> = ["info", "warning", "error", "critical"]
         .iter()
         .map(|x| x.to_string())
