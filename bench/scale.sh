@@ -5,6 +5,9 @@
 #   bash bench/scale.sh --bin PATH           # use an existing baton binary for the agents
 #   bash bench/scale.sh --idle 10            # seconds of idle measurement per cluster
 #   bash bench/scale.sh --only 8x50          # one cluster (SERVERSxGROUPS)
+#   BATON_BENCH_PARSE_EVERY_DATAGRAM=1 bash bench/scale.sh ...
+#                                            # reference: agents parse every heartbeat
+#                                            # datagram, not once per send (alternate runs)
 #
 # 1. The engine alone (`cargo bench -p baton-core --bench scale`): steady-state step time
 #    for a heartbeat and a tick, heartbeat body size, and engine time per second of an

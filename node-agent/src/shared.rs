@@ -30,6 +30,13 @@ pub(crate) enum LoopMsg {
         /// No packet with a higher sequence number came from this sender on any path.
         newest: bool,
     },
+    /// Another datagram of a heartbeat already sent as [`LoopMsg::Heartbeat`]: its path
+    /// is alive.
+    PathHeard {
+        from: String,
+        path: usize,
+        arrived: Instant,
+    },
     WitnessReply {
         sent_at: Millis,
         granted: bool,

@@ -582,6 +582,7 @@ impl Engine {
                 msg,
                 newest,
             } => self.on_heartbeat(&from, path, *msg, newest, at),
+            Input::PathHeard { from, path } => self.on_path_heard(&from, path, at),
             Input::WitnessReply {
                 sent_at,
                 granted,
@@ -1155,6 +1156,20 @@ impl Engine {
     // --------------------------------------------------------------------------------
     // Inputs
     // --------------------------------------------------------------------------------
+
+    /// A repeat of a heartbeat already processed, on another path: only the path's clock.
+    fn on_path_heard(&mut self, from: &str, path: usize, at: Millis) {
+        let Some(si) = self.server_idx(from) else {
+            return;
+        };
+        if si == self.me || path >= self.peers[si].paths.len() || self.peers[si].msg.is_none() {
+            return;
+        }
+        if self.peers[si].paths[path].is_some_and(|t| t > at) {
+            return;
+        }
+        self.peers[si].paths[path] = Some(at);
+    }
 
     fn on_heartbeat(
         &mut self,

@@ -3588,3 +3588,40 @@ fn a_pushed_group_starts_without_a_down_server_and_is_never_run_by_it() {
     assert_eq!(sim.online_on("g2").as_deref(), Some("node-2"));
     assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
 }
+
+/// A repeat of a heartbeat on another path (the agent parses one datagram per send)
+/// keeps only that path alive; it is ignored from a server never heard in full.
+#[test]
+fn a_path_heard_repeat_keeps_its_path_up() {
+    let mut sim = Sim::new(&three(""));
+    sim.run(STARTUP + 1_000);
+    // Path 1 between node-1 and node-2 carries only repeats from node-2 from now on.
+    sim.cut("node-1", "node-2", 1);
+    let i = sim.idx("node-1");
+    for _ in 0..(2 * TIMEOUT / INTERVAL) {
+        sim.run(INTERVAL);
+        sim.feed(
+            i,
+            Input::PathHeard {
+                from: "node-2".into(),
+                path: 1,
+            },
+        );
+    }
+    let st = sim.eng("node-1").status();
+    let n2 = st.servers.iter().find(|s| s.name == "node-2").unwrap();
+    assert!(n2.paths[1].up, "{n2:?}");
+    assert!(!sim.has("node-1", &events::PATH_DOWN));
+    // A repeat from an unknown server, from itself or on a path that does not exist:
+    // nothing.
+    for (from, path) in [("node-9", 0), ("node-1", 0), ("node-2", 7)] {
+        sim.feed(
+            i,
+            Input::PathHeard {
+                from: from.into(),
+                path,
+            },
+        );
+    }
+    assert!(sim.eng("node-1").status().quorum);
+}

@@ -337,6 +337,13 @@ pub enum Input {
         id: ActionId,
         outcome: ProbeOutcome,
     },
+    /// Another datagram of a heartbeat already given as [`Input::Heartbeat`] (the same
+    /// message, sent on another path in the same send): it proves only that `path` to
+    /// `from` is alive.
+    PathHeard {
+        from: String,
+        path: usize,
+    },
     /// The witness answered an [`Action::AskWitness`] (or did not: `granted: false`).
     WitnessReply {
         /// When the request was sent, on this server's clock: a grant counts from then.

@@ -10,8 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use baton_core::config::{Config, FinalAction};
 use baton_core::engine::{
-    Action, Boot, CheckResult, Command, Engine, Failure, GroupState, Input, PeerMessage,
-    ProbeOutcome,
+    Action, Boot, CheckResult, Command, Engine, Failure, GroupState, Input, ProbeOutcome,
 };
 use baton_core::events::{self, Event};
 use baton_core::time::Millis;
@@ -760,6 +759,9 @@ impl Runtime {
         let msg = self.engine.peer_message();
         // A copy of the socket list (Arcs), so that events can be recorded in the loop.
         let sockets = self.sockets.clone();
+        // One message, one datagram per path in path order with consecutive sequence
+        // numbers (`seq = first + path`): receivers parse it once per send
+        // (`wire::Acceptor::accept_heartbeat`). Keep it so.
         for (p, sock) in sockets.iter().enumerate() {
             self.seq += 1;
             let env = Envelope {

@@ -125,6 +125,16 @@ impl Runtime {
                 };
                 self.engine.step(at.min(now), input)
             }
+            LoopMsg::PathHeard {
+                from,
+                path,
+                arrived,
+            } => {
+                let since = arrived.saturating_duration_since(self.t0).as_millis();
+                let at = Millis(u64::try_from(since).unwrap_or(0));
+                self.engine
+                    .step(at.min(now), Input::PathHeard { from, path })
+            }
             LoopMsg::WitnessReply {
                 sent_at,
                 granted,

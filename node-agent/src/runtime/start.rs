@@ -293,7 +293,13 @@ pub(super) fn spawn_receivers(
         .filter(|s| s.name != shared.server)
         .map(|s| s.name.clone())
         .collect();
-    let acceptor = Arc::new(Mutex::new(Acceptor::new(cfg.cluster_name.clone(), peers)));
+    let mut acceptor = Acceptor::new(cfg.cluster_name.clone(), peers);
+    // The reference of `bench/scale.sh --parse-every-datagram`: every datagram's body
+    // parsed, as before heartbeats were parsed once per send.
+    if std::env::var_os("BATON_BENCH_PARSE_EVERY_DATAGRAM").is_some() {
+        acceptor.parse_every_datagram();
+    }
+    let acceptor = Arc::new(Mutex::new(acceptor));
     let rtt: wire::SharedRtt = shared
         .notifier
         .wants_metric(baton_core::config::MetricKind::HeartbeatRtt)
@@ -338,7 +344,7 @@ fn spawn_receiver(
             };
             let (res, newest) = {
                 let Ok(mut a) = acceptor.lock() else { continue };
-                let r = a.accept::<wire::Timed<PeerMessage>>(&shared.ring, &buf[..n], path8);
+                let r = a.accept_heartbeat(&shared.ring, &buf[..n], path8);
                 if let Ok(mut c) = shared.counters.lock() {
                     *c = *a.counters();
                 }
@@ -358,12 +364,19 @@ fn spawn_receiver(
                 }
             };
             let now_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let (msg, stamp) = match env.body {
+                wire::HeartbeatBody::Full(t) => {
+                    let t = *t;
+                    (Some(t.body), t.rtt)
+                }
+                wire::HeartbeatBody::Repeat { rtt } => (None, rtt),
+            };
             if let Some(ms) = wire::rtt_observe(
                 &rtt,
                 &shared.server,
                 &env.from,
                 path8,
-                env.body.rtt.as_ref(),
+                stamp.as_ref(),
                 now_us,
             ) {
                 shared.notifier.metric(Sample::HeartbeatRtt {
@@ -372,12 +385,20 @@ fn spawn_receiver(
                     ms,
                 });
             }
-            let msg = LoopMsg::Heartbeat {
-                from: env.from,
-                path: p,
-                msg: Box::new(env.body.body),
-                arrived,
-                newest,
+            let msg = match msg {
+                Some(m) => LoopMsg::Heartbeat {
+                    from: env.from,
+                    path: p,
+                    msg: Box::new(m),
+                    arrived,
+                    newest,
+                },
+                // The same message as the datagram of this send parsed already.
+                None => LoopMsg::PathHeard {
+                    from: env.from,
+                    path: p,
+                    arrived,
+                },
             };
             if tx.send(msg).await.is_err() {
                 break;
