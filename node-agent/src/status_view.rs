@@ -44,12 +44,19 @@ pub fn clock(unix_ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
-/// The latest event among `events` with one of `ids` that `pred` accepts.
-fn latest<'a>(events: &'a [Event], ids: &[&str], pred: impl Fn(&Event) -> bool) -> Option<&'a Event> {
+/// The latest event among `events` with one of `ids` that `pred` accepts (events are in
+/// the order the servers' logs were read, the answering server's first: its own event is
+/// preferred when several servers logged the same thing).
+fn latest<'a>(
+    events: &'a [Event],
+    ids: &[&str],
+    pred: impl Fn(&Event) -> bool,
+) -> Option<&'a Event> {
+    let first = events.first().map(|e| e.server.as_str());
     events
         .iter()
         .filter(|e| ids.contains(&e.id.as_str()) && pred(e))
-        .max_by_key(|e| (e.time_ms, e.seq))
+        .max_by_key(|e| (Some(e.server.as_str()) == first, e.time_ms, e.seq))
 }
 
 /// Every server's own status: the answering one first, then each peer that answered.
@@ -74,11 +81,16 @@ pub fn problems<'a>(st: &ClusterStatus, events: &'a [Event]) -> Vec<Problem<'a>>
                 "no quorum on {} ({}/{} votes)",
                 l.server, l.votes_heard, l.votes_total
             ),
-            latest(events, &["BTN-1120", "BTN-1131", "BTN-1133"], |e| e.server == l.server),
+            latest(events, &["BTN-1120", "BTN-1131", "BTN-1133"], |e| {
+                e.server == l.server
+            }),
         );
     }
     if l.suspended {
-        add("cluster suspended: no monitoring, no failover".into(), latest(events, &["BTN-4001"], |_| true));
+        add(
+            "cluster suspended: no monitoring, no failover".into(),
+            latest(events, &["BTN-4001"], |_| true),
+        );
     }
     for srv in &l.servers {
         if srv.is_self {
@@ -87,7 +99,10 @@ pub fn problems<'a>(st: &ClusterStatus, events: &'a [Event]) -> Vec<Problem<'a>>
         let name = srv.name.as_str();
         let about = |e: &Event| e.peer.as_deref() == Some(name);
         if !srv.up {
-            add(format!("server {name} down"), latest(events, &["BTN-1102"], about));
+            add(
+                format!("server {name} down"),
+                latest(events, &["BTN-1102"], about),
+            );
             continue;
         }
         for p in srv.paths.iter().filter(|p| !p.up) {
@@ -104,7 +119,9 @@ pub fn problems<'a>(st: &ClusterStatus, events: &'a [Event]) -> Vec<Problem<'a>>
         }
     }
     for p in &st.peers {
-        if let Some(e) = &p.error {
+        // A server known down is said above; this is one that is up but gave no status.
+        let down = l.servers.iter().any(|x| x.name == p.server && !x.up);
+        if let Some(e) = p.error.as_ref().filter(|_| !down) {
             let name = p.server.as_str();
             add(
                 format!("no status from {name}: {e}"),
@@ -159,9 +176,11 @@ pub fn problems<'a>(st: &ClusterStatus, events: &'a [Event]) -> Vec<Problem<'a>>
                             .map(|e| format!(": {e}"))
                             .unwrap_or_default()
                     ),
-                    latest(events, &["BTN-3001", "BTN-3003", "BTN-3013", "BTN-3004"], |e| {
-                        e.monitor.as_deref() == Some(mname) && e.server == srv
-                    }),
+                    latest(
+                        events,
+                        &["BTN-3001", "BTN-3003", "BTN-3013", "BTN-3004"],
+                        |e| e.monitor.as_deref() == Some(mname) && e.server == srv,
+                    ),
                 );
             }
         }
@@ -175,7 +194,11 @@ fn cell(s: &str, w: usize) -> String {
 }
 
 fn width<'a>(title: &str, items: impl Iterator<Item = &'a str>) -> usize {
-    items.map(|s| s.chars().count()).chain([title.len()]).max().unwrap_or(0)
+    items
+        .map(|s| s.chars().count())
+        .chain([title.len()])
+        .max()
+        .unwrap_or(0)
 }
 
 /// The text of `baton status`: `now_ms` is the Unix time the status was read at.
@@ -227,7 +250,13 @@ pub fn render(st: &ClusterStatus, events: &[Event], now_ms: u64) -> String {
     };
     let w = width("SERVER", l.servers.iter().map(|x| x.name.as_str()));
     let _ = writeln!(s, "\nSERVERS");
-    let _ = writeln!(s, "  {}  {:<5}  {:<8}  PATHS", cell("SERVER", w), "STATE", "READY");
+    let _ = writeln!(
+        s,
+        "  {}  {:<5}  {:<8}  PATHS",
+        cell("SERVER", w),
+        "STATE",
+        "READY"
+    );
     for srv in &l.servers {
         let paths: Vec<String> = srv
             .paths
@@ -284,7 +313,11 @@ pub fn render(st: &ClusterStatus, events: &[Event], now_ms: u64) -> String {
         l.groups
             .iter()
             .map(|g| g.name.as_str())
-            .chain(l.groups.iter().flat_map(|g| g.resources.iter().map(|r| r.name.as_str())))
+            .chain(
+                l.groups
+                    .iter()
+                    .flat_map(|g| g.resources.iter().map(|r| r.name.as_str())),
+            )
             .map(|x| x.trim_end())
             .collect::<Vec<_>>()
             .into_iter(),
@@ -379,11 +412,13 @@ pub fn render(st: &ClusterStatus, events: &[Event], now_ms: u64) -> String {
     let w = width("SERVER", all.iter().map(|(n, _)| *n));
     let wm = width(
         "MONITOR",
-        all.iter().flat_map(|(_, a)| a.engine.monitors.iter().map(|m| m.name.as_str())),
+        all.iter()
+            .flat_map(|(_, a)| a.engine.monitors.iter().map(|m| m.name.as_str())),
     );
     let wk = width(
         "KIND",
-        all.iter().flat_map(|(_, a)| a.engine.monitors.iter().map(|m| m.kind.as_str())),
+        all.iter()
+            .flat_map(|(_, a)| a.engine.monitors.iter().map(|m| m.kind.as_str())),
     );
     let _ = writeln!(
         s,
@@ -418,7 +453,11 @@ pub fn render(st: &ClusterStatus, events: &[Event], now_ms: u64) -> String {
 
     // Notification sinks per server: delivered, dropped (counted, never silent), queued.
     let _ = writeln!(s, "\nNOTIFICATIONS");
-    let wk = width("SINK", all.iter().flat_map(|(_, a)| a.sinks.iter().map(|k| k.name.as_str())));
+    let wk = width(
+        "SINK",
+        all.iter()
+            .flat_map(|(_, a)| a.sinks.iter().map(|k| k.name.as_str())),
+    );
     for (srv, a) in &all {
         for k in &a.sinks {
             let _ = writeln!(
@@ -448,21 +487,27 @@ pub fn render(st: &ClusterStatus, events: &[Event], now_ms: u64) -> String {
             Some(e) => {
                 let _ = writeln!(
                     s,
-                    "  {}  ({} on {} at {}, {} ago; baton alerts --after {})",
+                    "  {}  ({} on {} at {}, {} ago; baton alerts -s {} --after {})",
                     p.what,
                     e.id,
                     e.server,
                     clock(e.time_ms),
                     ago(now_ms.saturating_sub(e.time_ms)),
+                    e.server,
                     e.seq.saturating_sub(1)
                 );
             }
             None => {
-                let _ = writeln!(s, "  {}  (no explaining event in the recent alert logs)", p.what);
+                let _ = writeln!(
+                    s,
+                    "  {}  (no explaining event in the recent alert logs)",
+                    p.what
+                );
             }
         }
     }
-    s
+    // Empty last columns leave no trailing blanks.
+    s.lines().map(|l| format!("{}\n", l.trim_end())).collect()
 }
 
 /// `baton status --json`: the API's answer unchanged, with fields added (never renamed):

@@ -182,7 +182,15 @@ mod erased {
 /// The local agent's journal (the `baton` unit), when on a server with systemd.
 fn local_journal() -> Result<Vec<u8>, String> {
     let out = std::process::Command::new("journalctl")
-        .args(["-u", "baton", "-n", JOURNAL_LINES, "--no-pager", "-o", "short-iso"])
+        .args([
+            "-u",
+            "baton",
+            "-n",
+            JOURNAL_LINES,
+            "--no-pager",
+            "-o",
+            "short-iso",
+        ])
         .output()
         .map_err(|e| {
             format!("the API serves no agent log, and journalctl could not run here ({e})")
@@ -235,7 +243,11 @@ fn header(name: &str, size: usize, mtime: u64) -> std::io::Result<[u8; 512]> {
 }
 
 /// Write `files` as a gzip-compressed ustar archive, atomically (a temporary file renamed).
-fn write_tar_gz(path: &std::path::Path, files: &[(String, Vec<u8>)], mtime: u64) -> std::io::Result<()> {
+fn write_tar_gz(
+    path: &std::path::Path,
+    files: &[(String, Vec<u8>)],
+    mtime: u64,
+) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let f = std::fs::File::create(&tmp)?;
     let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
@@ -271,8 +283,18 @@ mod tests {
             .arg(d.path())
             .output()
             .expect("the tar program (part of every Debian system) reads the archive");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(std::fs::read(d.path().join("top/a.txt")).unwrap(), b"hello\n");
-        assert_eq!(std::fs::read(d.path().join(&long)).unwrap(), vec![7u8; 1000]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(d.path().join("top/a.txt")).unwrap(),
+            b"hello\n"
+        );
+        assert_eq!(
+            std::fs::read(d.path().join(&long)).unwrap(),
+            vec![7u8; 1000]
+        );
     }
 }

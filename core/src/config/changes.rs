@@ -305,9 +305,7 @@ fn bundle_redacted(v: &toml::Value, key: &str, in_notify: bool) -> toml::Value {
                 .map(|x| bundle_redacted(x, key, in_notify))
                 .collect(),
         ),
-        toml::Value::String(_) if bundle_secret_key(key) => {
-            toml::Value::String("(hidden)".into())
-        }
+        toml::Value::String(_) if bundle_secret_key(key) => toml::Value::String("(hidden)".into()),
         toml::Value::String(s) if s.contains("://") => {
             toml::Value::String(redact_url(s, in_notify))
         }
@@ -614,7 +612,16 @@ health = "http://a:b@127.0.0.1/x?y=z"
 derived_tokens = true
 "#;
         let r = super::redact_for_bundle(t).unwrap();
-        for s in ["abc123", "s3cret", "smtp-pass", "pw@", "XXXX", "k=1", "a:b", "y=z"] {
+        for s in [
+            "abc123",
+            "s3cret",
+            "smtp-pass",
+            "pw@",
+            "XXXX",
+            "k=1",
+            "a:b",
+            "y=z",
+        ] {
             assert!(!r.contains(s), "{s} in {r}");
         }
         assert!(r.contains("/etc/p"), "{r}");
