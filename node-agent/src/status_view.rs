@@ -555,6 +555,155 @@ pub fn json(st: &ClusterStatus, events: &[Event], now_ms: u64) -> serde_json::Va
 mod tests {
     use super::*;
 
+    const LONG: &str = "a-server-with-a-rather-long-name";
+
+    fn engine(server: &str, quorum: bool, group_on_2: &str, monitor: &str) -> serde_json::Value {
+        serde_json::json!({
+            "cluster": "c", "server": server, "digest": "0123456789abcdef", "ready": true,
+            "quorum": quorum, "votes_heard": if quorum { 2 } else { 1 }, "votes_total": 3,
+            "witness": "none", "refused": false, "suspended": false, "stopping": false,
+            "heartbeat_timeout_ms": 1000, "timeout_override_remaining_ms": null,
+            "monitor_factor_pct": 100,
+            "servers": [
+                {"name": "node-1", "is_self": server == "node-1", "up": true, "ready": true,
+                 "quorum": quorum, "refused": false, "digest_matches": true,
+                 "paths": [{"path": 0, "up": true, "last_heard_ms_ago": 0}]},
+                {"name": "node-2", "is_self": server == "node-2", "up": true, "ready": true,
+                 "quorum": quorum, "refused": false, "digest_matches": true,
+                 "paths": [{"path": 0, "up": true, "last_heard_ms_ago": 12}]},
+                {"name": LONG, "is_self": false, "up": false, "ready": false,
+                 "quorum": false, "refused": false, "digest_matches": true,
+                 "paths": [{"path": 0, "up": false, "last_heard_ms_ago": 133000}]},
+            ],
+            "groups": [{
+                "name": "web", "state": group_on_2, "active_on": "node-2", "epoch": 4,
+                "since_ms_ago": 133000, "desired": "running", "excluded_on": [],
+                "per_server": {"node-1": "offline", "node-2": group_on_2, LONG: "offline"},
+                "resources": [
+                    {"name": "vip", "kind": "floating-ip",
+                     "state": if server == "node-2" { "online" } else { "offline" }},
+                    {"name": "app", "kind": "exec",
+                     "state": if server == "node-2" { "failed" } else { "offline" }},
+                ],
+            }],
+            "monitors": [{"name": "http", "kind": "http", "state": monitor,
+                          "last_latency_ms": 3, "last_error": "HTTP 500", "fail_streak": 2,
+                          "scripts": 0, "restarts": 0, "failovers": 0}],
+        })
+    }
+
+    fn agent(engine: serde_json::Value) -> AgentStatus {
+        let mut v = serde_json::json!({
+            "version": "0.1.0", "pid": 1, "uptime_ms": 1,
+            "packets_rejected": crate::wire::RejectCounters::default(),
+            "sinks": [],
+        });
+        for (k, x) in engine.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn event(id: &str, server: &str, seq: u64, time_ms: u64, extra: serde_json::Value) -> Event {
+        let mut v = serde_json::json!({"id": id, "severity": "error", "module": "m",
+            "message": format!("{id} message"), "server": server, "seq": seq,
+            "time_ms": time_ms});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn problems_carry_the_event_that_explains_them() {
+        let now = 1_700_000_531_000;
+        let st = ClusterStatus {
+            via: "node-1".into(),
+            local: agent(engine("node-1", false, "failed", "normal")),
+            peers: vec![
+                crate::api_types::PeerStatus {
+                    server: "node-2".into(),
+                    status: Some(agent(engine("node-2", true, "failed", "error"))),
+                    error: None,
+                },
+                crate::api_types::PeerStatus {
+                    server: LONG.into(),
+                    status: None,
+                    error: Some("connection refused".into()),
+                },
+            ],
+        };
+        let events = vec![
+            // The answering server's log first.
+            event(
+                "BTN-1102",
+                "node-1",
+                7,
+                now - 132_000,
+                serde_json::json!({"peer": LONG}),
+            ),
+            event("BTN-1120", "node-1", 8, now - 5_000, serde_json::json!({})),
+            event(
+                "BTN-1102",
+                "node-2",
+                3,
+                now - 131_000,
+                serde_json::json!({"peer": LONG}),
+            ),
+            event(
+                "BTN-2202",
+                "node-2",
+                9,
+                now - 60_000,
+                serde_json::json!({"group": "web", "resource": "app"}),
+            ),
+            event(
+                "BTN-3001",
+                "node-2",
+                10,
+                now - 10_000,
+                serde_json::json!({"monitor": "http"}),
+            ),
+        ];
+        let text = render(&st, &events, now);
+        for want in [
+            format!("  server {LONG} down  (BTN-1102 on node-1 at 22:19:59, 2m12s ago; baton alerts -s node-1 --after 6)"),
+            "  no quorum on node-1 (1/3 votes)  (BTN-1120 on node-1".into(),
+            "  group web failed on node-2  (BTN-2202 on node-2".into(),
+            "  monitor http on node-2 error: HTTP 500  (BTN-3001 on node-2".into(),
+            // The holder's view of the resources.
+            format!("    app    failed        {:<w$}  exec", "node-2", w = LONG.len()),
+            format!("    vip    online        {:<w$}  floating-ip", "node-2", w = LONG.len()),
+            "since 22:19:58 (2m13s ago)".into(),
+        ] {
+            assert!(text.contains(&want), "`{want}` not in\n{text}");
+        }
+        // A server known down is not said twice.
+        assert!(!text.contains("no status from"), "{text}");
+        // Columns fit the long name.
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("  node-1 ") && l.contains("ready"))
+            .collect();
+        assert_eq!(rows.len(), 1, "{text}");
+        assert!(
+            rows[0].starts_with(&format!("  {:<w$}  up", "node-1", w = LONG.len())),
+            "{text}"
+        );
+
+        let v = json(&st, &events, now);
+        assert_eq!(v["at"], "2023-11-14T22:22:11Z");
+        assert_eq!(v["local"]["groups"][0]["since"], "2023-11-14T22:19:58Z");
+        assert_eq!(v["local"]["groups"][0]["since_ms_ago"], 133000);
+        let p = v["problems"].as_array().unwrap();
+        assert!(
+            p.iter()
+                .any(|p| p["event"]["id"] == "BTN-2202"
+                    && p["event"]["time"] == "2023-11-14T22:21:11Z"),
+            "{v}"
+        );
+    }
+
     #[test]
     fn human_times() {
         assert_eq!(ago(133_000), "2m13s");
