@@ -157,7 +157,11 @@ pub async fn collect(
         readme.push_str(&format!("  {m}\n"));
     }
     files.insert(0, (format!("{top}/README.txt"), readme.into_bytes()));
-    write_tar_gz(&path, &files, now / 1000).map_err(|e| format!("{}: {e}", path.display()))?;
+    write_tar_gz(&path, &files, now / 1000).map_err(|e| {
+        // Nothing half-written is left behind.
+        let _ = std::fs::remove_file(path.with_extension("tmp"));
+        format!("{}: {e}", path.display())
+    })?;
     Ok(Bundle {
         path,
         reached,
