@@ -74,6 +74,19 @@ pub enum Cmd {
         /// split brain, no agent answers).
         #[arg(long)]
         check: bool,
+        /// Redraw every INTERVAL (default 2s) until Ctrl-C: the screen is cleared on a
+        /// terminal, else the snapshots follow each other, separated by a line.
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s", conflicts_with = "check")]
+        watch: Option<String>,
+    },
+    /// Collect, from every reachable server, status, recent events, the configuration with
+    /// secrets removed and versions into one .tar.gz for a bug report.
+    SupportBundle {
+        /// Where to write it (default: baton-support-CLUSTER-TIME.tar.gz here).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        t: Target,
     },
     /// Start, stop or move a failover group.
     Group {
@@ -649,8 +662,13 @@ pub async fn run(cli: Cli) -> Exit {
         | Cmd::MirrorDaemon { .. } => {
             Exit::Failure // handled in main
         }
-        Cmd::Status { t, check: false } => status(&t).await,
-        Cmd::Status { t, check: true } => status_check(&t).await,
+        Cmd::Status {
+            t,
+            check: false,
+            watch,
+        } => status(&t, watch.as_deref()).await,
+        Cmd::Status { t, check: true, .. } => status_check(&t).await,
+        Cmd::SupportBundle { output, t } => support_bundle(&t, output).await,
         Cmd::Group { op } => group_cmd(op).await,
         Cmd::Cluster { op } => cluster_cmd(op).await,
         Cmd::Monitor { op } => monitor_cmd(op).await,
@@ -1302,24 +1320,125 @@ fn config_check(file: &std::path::Path, json: bool) -> Exit {
     }
 }
 
-async fn status(t: &Target) -> Exit {
-    let (conn, _) = match connect(t) {
+async fn status(t: &Target, watch: Option<&str>) -> Exit {
+    use std::io::{IsTerminal, Write};
+    let (conn, cfg) = match connect(t) {
         Ok(c) => c,
         Err(e) => return e,
     };
-    match conn.get::<ClusterStatus>("/v1/cluster/status").await {
-        Ok(st) => {
-            if t.json {
-                println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
-            } else {
-                print!("{}", render_status(&st));
+    let every = match watch.map(parse_duration) {
+        None => None,
+        Some(Ok(d)) if d.0 >= Duration::from_millis(100) => Some(d.0),
+        Some(_) => {
+            return fail(
+                t.json,
+                Exit::Usage,
+                "usage",
+                "--watch takes an interval of at least 100ms, e.g. 2s",
+            )
+        }
+    };
+    let tty = std::io::stdout().is_terminal();
+    let mut first = true;
+    loop {
+        match conn.get::<ClusterStatus>("/v1/cluster/status").await {
+            Ok(st) => {
+                let events = status_events(&conn, &cfg, &st).await;
+                let now = crate::clock::unix_ms();
+                if t.json {
+                    let v = crate::status_view::json(&st, &events, now);
+                    if every.is_some() {
+                        println!("{}", serde_json::to_string(&v).unwrap_or_default());
+                    } else {
+                        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    }
+                } else {
+                    let text = crate::status_view::render(&st, &events, now);
+                    if every.is_some() && tty {
+                        print!("\x1b[H\x1b[2J{text}");
+                    } else {
+                        if !first {
+                            println!("{}", "-".repeat(72));
+                        }
+                        print!("{text}");
+                    }
+                }
             }
-            Exit::Ok
+            Err(e) => {
+                let (exit, code) = client_exit(&e);
+                if every.is_none() {
+                    return fail(t.json, exit, &code, &client_message(&e));
+                }
+                // Watching: say it and keep trying (the cluster may come back).
+                eprintln!("{}: {}", code, client_message(&e));
+            }
         }
-        Err(e) => {
-            let (exit, code) = client_exit(&e);
-            fail(t.json, exit, &code, &client_message(&e))
+        let _ = std::io::stdout().flush();
+        first = false;
+        match every {
+            Some(d) => tokio::time::sleep(d).await,
+            None => return Exit::Ok,
         }
+    }
+}
+
+/// The recent events of every server that answered (they explain what is not healthy).
+/// Through the local Unix socket only the local server's log can be read.
+async fn status_events(conn: &Conn, cfg: &Config, st: &ClusterStatus) -> Vec<Event> {
+    let mut names = vec![st.via.clone()];
+    if !conn.client.is_unix() {
+        names.extend(
+            st.peers
+                .iter()
+                .filter(|p| p.status.is_some())
+                .map(|p| p.server.clone()),
+        );
+    }
+    let mut out = Vec::new();
+    for n in names {
+        let Some(s) = cfg.server(&n) else { continue };
+        if let Ok(mut evs) = conn
+            .client
+            .get::<Vec<Event>>(s.api, "/v1/alerts?tail=500", Duration::from_secs(3))
+            .await
+        {
+            out.append(&mut evs);
+        }
+    }
+    out
+}
+
+async fn support_bundle(t: &Target, output: Option<PathBuf>) -> Exit {
+    let (conn, cfg) = match connect(t) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let servers: Vec<(String, SocketAddr)> = cfg
+        .servers
+        .iter()
+        .filter(|s| t.server.as_ref().is_none_or(|n| &s.name == n))
+        .map(|s| (s.name.clone(), s.api))
+        .collect();
+    match crate::support_bundle::collect(&conn.client, &cfg, &servers, output).await {
+        Ok(b) => {
+            if t.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"path": b.path, "servers": b.reached, "missing": b.missing})
+                );
+            } else {
+                for m in &b.missing {
+                    eprintln!("not collected: {m}");
+                }
+                println!("{}", b.path.display());
+            }
+            if b.reached.is_empty() {
+                Exit::Failure
+            } else {
+                Exit::Ok
+            }
+        }
+        Err(e) => fail(t.json, Exit::Failure, "bundle-write-failed", &e),
     }
 }
 
@@ -1359,177 +1478,10 @@ async fn status_check(t: &Target) -> Exit {
     }
 }
 
-/// Human-readable status.
+/// Human-readable status (without the events that explain problems; `baton status`
+/// reads them too).
 pub fn render_status(st: &ClusterStatus) -> String {
-    use std::fmt::Write;
-    let l = &st.local.engine;
-    let mut s = String::new();
-    let quorum = format!(
-        "{} ({}/{} votes{}{})",
-        if l.quorum { "yes" } else { "NO" },
-        l.votes_heard,
-        l.votes_total,
-        if l.witness == "none" {
-            String::new()
-        } else {
-            format!(", witness {}", l.witness)
-        },
-        if l.reachable {
-            ""
-        } else {
-            ", ping/http targets unreachable: own vote given up"
-        }
-    );
-    let _ = writeln!(
-        s,
-        "Cluster {} (via {})  config {}…  quorum {}  {}{}",
-        l.cluster,
-        st.via,
-        l.digest.chars().take(12).collect::<String>(),
-        quorum,
-        if l.suspended { "SUSPENDED  " } else { "" },
-        match l.timeout_override_remaining_ms {
-            Some(ms) => format!(
-                "temporary heartbeat timeout {} ms ({} s left)",
-                l.heartbeat_timeout_ms,
-                ms / 1000
-            ),
-            None => String::new(),
-        }
-    );
-    let _ = writeln!(s, "\nSERVERS");
-    for srv in &l.servers {
-        let paths: Vec<String> = srv
-            .paths
-            .iter()
-            .map(|p| format!("path{}={}", p.path, if p.up { "up" } else { "down" }))
-            .collect();
-        let _ = writeln!(
-            s,
-            "  {:<12} {:<5} {:<9} {}{}{}",
-            srv.name,
-            if srv.up { "up" } else { "DOWN" },
-            if srv.ready {
-                "ready"
-            } else if srv.up {
-                "starting"
-            } else {
-                "-"
-            },
-            paths.join(" "),
-            if srv.digest_matches {
-                ""
-            } else {
-                "  CONFIG DIFFERS"
-            },
-            if srv.is_self { "  (this server)" } else { "" },
-        );
-    }
-    let _ = writeln!(s, "\nGROUPS");
-    for g in &l.groups {
-        let _ = writeln!(
-            s,
-            "  {:<12} {:<12} on {:<10} epoch {:<4} since {:>6.1}s  desired {}{}",
-            g.name,
-            g.state.as_str(),
-            g.active_on.as_deref().unwrap_or("-"),
-            g.epoch,
-            g.since_ms_ago as f64 / 1000.0,
-            g.desired,
-            if g.excluded_on.is_empty() {
-                String::new()
-            } else {
-                format!("  excluded on {}", g.excluded_on.join(","))
-            }
-        );
-    }
-    let mut all = vec![(&st.via, &st.local)];
-    for p in &st.peers {
-        if let Some(ps) = &p.status {
-            all.push((&p.server, ps));
-        }
-    }
-    if all.iter().any(|(_, a)| !a.mirrors.is_empty()) {
-        let _ = writeln!(s, "\nMIRRORS");
-        for (srv, a) in &all {
-            for m in &a.mirrors {
-                let mut flags = Vec::new();
-                if let Some(p) = m.resync_pct {
-                    flags.push(format!("resync {p}%"));
-                }
-                if m.paused {
-                    flags.push("PAUSED".into());
-                }
-                if m.fenced {
-                    flags.push("FENCED".into());
-                }
-                if m.split_brain {
-                    flags.push("SPLIT BRAIN".into());
-                }
-                if !m.in_sync && m.out_of_sync_bytes > 0 {
-                    flags.push(format!("{} bytes out of sync", m.out_of_sync_bytes));
-                }
-                if let Some(e) = &m.error {
-                    flags.push(e.clone());
-                }
-                let _ = writeln!(
-                    s,
-                    "  {:<12} {:<14} {:<10} {:<6} {:<13} disk {}/{}  {}",
-                    srv,
-                    format!("{}/{}", m.group, m.resource),
-                    m.role,
-                    m.mode,
-                    m.connection,
-                    m.disk,
-                    m.peer_disk.as_deref().unwrap_or("?"),
-                    flags.join(", ")
-                );
-            }
-        }
-    }
-    let _ = writeln!(s, "\nMONITORS");
-    for (srv, a) in &all {
-        for m in &a.engine.monitors {
-            let _ = writeln!(
-                s,
-                "  {:<12} {:<14} {:<9} {:<10} {:>7}  {}",
-                srv,
-                m.name,
-                m.kind,
-                m.state,
-                m.last_latency_ms
-                    .map(|l| format!("{l} ms"))
-                    .unwrap_or_else(|| "-".into()),
-                m.last_error.as_deref().unwrap_or("")
-            );
-        }
-    }
-    for p in &st.peers {
-        if let Some(e) = &p.error {
-            let _ = writeln!(s, "  {:<12} (no status: {e})", p.server);
-        }
-    }
-    // Notification sinks per server: what was delivered, dropped (counted, never
-    // silent) and is still queued.
-    let _ = writeln!(s, "\nNOTIFICATIONS");
-    for (srv, a) in &all {
-        for k in &a.sinks {
-            let _ = writeln!(
-                s,
-                "  {:<12} {:<14} delivered {:<7} dropped {:<6} queued {:<5}{}",
-                srv,
-                k.name,
-                k.delivered,
-                k.dropped,
-                k.queued,
-                k.last_error
-                    .as_deref()
-                    .map(|e| format!(" last error: {e}"))
-                    .unwrap_or_default()
-            );
-        }
-    }
-    s
+    crate::status_view::render(st, &[], crate::clock::unix_ms())
 }
 
 fn print_event(e: &Event, json: bool) {

@@ -113,6 +113,12 @@ impl Client {
         }
     }
 
+    /// Whether this client talks through the local agent's Unix socket (every address
+    /// then reaches that one agent).
+    pub fn is_unix(&self) -> bool {
+        self.socket.is_some()
+    }
+
     pub async fn get<T: DeserializeOwned>(
         &self,
         addr: SocketAddr,

@@ -513,7 +513,11 @@ async fn demo_body(
     );
     if let Some(st) = cluster_status(client, nodes, Some(&first_owner)).await {
         say(json, "");
-        say(json, &render_status(&st));
+        // With the new owner's events: its BTN-1102 explains the server down.
+        say(
+            json,
+            &crate::status_view::render(&st, &events, crate::clock::unix_ms()),
+        );
     }
     Ok(Timeline {
         killed: first_owner,

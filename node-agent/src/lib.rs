@@ -26,6 +26,8 @@ pub mod runtime;
 pub mod rxstamp;
 pub mod shared;
 pub mod state;
+pub mod status_view;
+pub mod support_bundle;
 pub mod tls;
 pub mod tokens;
 pub mod web;

@@ -259,6 +259,70 @@ fn redacted(v: &toml::Value) -> toml::Value {
     }
 }
 
+/// Whether a key's string value is a secret in a copy of the configuration given away
+/// (a support bundle): wider than [`secret_key`] (any key naming a password, secret or
+/// token, except the files and endpoints that only point at one).
+fn bundle_secret_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    (k.contains("password") || k.contains("secret") || k.contains("token"))
+        && !k.ends_with("_file")
+        && !k.ends_with("_endpoint")
+        && !k.ends_with("_files")
+}
+
+/// A URL without what may authenticate: its userinfo, query and fragment are dropped,
+/// and, inside `[notify]` (incoming-webhook URLs carry their token in the path), the path.
+fn redact_url(s: &str, in_notify: bool) -> String {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return s.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let path = tail.split(['?', '#']).next().unwrap_or("");
+    let changed = host.len() != authority.len() || path.len() != tail.len();
+    let path = if in_notify && !path.is_empty() && path != "/" {
+        "/(hidden)"
+    } else {
+        path
+    };
+    let mut out = format!("{scheme}://{host}{path}");
+    if changed && !in_notify {
+        out.push_str(" (credentials hidden)");
+    }
+    out
+}
+
+fn bundle_redacted(v: &toml::Value, key: &str, in_notify: bool) -> toml::Value {
+    match v {
+        toml::Value::Table(t) => toml::Value::Table(
+            t.iter()
+                .map(|(k, x)| (k.clone(), bundle_redacted(x, k, in_notify || k == "notify")))
+                .collect(),
+        ),
+        toml::Value::Array(a) => toml::Value::Array(
+            a.iter()
+                .map(|x| bundle_redacted(x, key, in_notify))
+                .collect(),
+        ),
+        toml::Value::String(_) if bundle_secret_key(key) => toml::Value::String("(hidden)".into()),
+        toml::Value::String(s) if s.contains("://") => {
+            toml::Value::String(redact_url(s, in_notify))
+        }
+        other => other.clone(),
+    }
+}
+
+/// A configuration text with its secrets removed, for a support bundle: inline passwords,
+/// secrets and tokens replaced by `(hidden)`, URLs without userinfo or query (and webhook
+/// paths), comments dropped (they may quote a secret). Key and token *files* are only
+/// named, never read. `None` when the text is not TOML (nothing of it is given then).
+pub fn redact_for_bundle(text: &str) -> Option<String> {
+    let v: toml::Value = toml::from_str(text).ok()?;
+    let r = bundle_redacted(&v, "", false);
+    toml::to_string_pretty(&r).ok()
+}
+
 fn leaf(
     path: String,
     kind: ChangeKind,
@@ -530,6 +594,39 @@ secret = "s3cret"
             c.iter().any(|c| c.path == "server (order)" && !c.live()),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn bundle_copy_has_no_secret() {
+        let t = r#"
+# token abc123 in a comment
+cluster_name = "c"
+[notify.webhook]
+url = "https://u:pw@hooks.example/T000/B000/XXXX?k=1"
+secret = "s3cret"
+[notify.email]
+password = "smtp-pass"
+password_file = "/etc/p"
+[api]
+health = "http://a:b@127.0.0.1/x?y=z"
+derived_tokens = true
+"#;
+        let r = super::redact_for_bundle(t).unwrap();
+        for s in [
+            "abc123",
+            "s3cret",
+            "smtp-pass",
+            "pw@",
+            "XXXX",
+            "k=1",
+            "a:b",
+            "y=z",
+        ] {
+            assert!(!r.contains(s), "{s} in {r}");
+        }
+        assert!(r.contains("/etc/p"), "{r}");
+        assert!(r.contains("http://127.0.0.1/x (credentials hidden)"), "{r}");
+        assert!(r.contains("derived_tokens = true"), "{r}");
     }
 
     #[test]

@@ -157,6 +157,9 @@ struct GroupRt {
     /// (server, epoch). Never changes for the same epoch, so two claims of one epoch are
     /// never both acknowledged by the same voter.
     acked: Option<(String, u64)>,
+    /// The resource whose activation or deactivation failed last (what `Failed` and
+    /// `Stuck` point at in status).
+    last_failed: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +206,7 @@ impl GroupRt {
             last_holder: None,
             takeover_wait_reported: false,
             acked: None,
+            last_failed: None,
         }
     }
 }
@@ -391,6 +395,7 @@ impl Engine {
                     last_holder: None,
                     takeover_wait_reported: false,
                     acked: None,
+                    last_failed: None,
                 }
             })
             .collect();

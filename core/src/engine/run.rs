@@ -1250,6 +1250,7 @@ impl Engine {
                             format!("resource {} of group {gname} failed to activate (attempt {} of {}): {}", res.name, attempt + 1, res.activation.retries + 1, f.message),
                             |e| failure_fields(e.group(&gname).resource(&res.name).epoch(epoch), &f),
                         );
+                        self.groups[gi].last_failed = Some(ri);
                         if self.must_stop(gi) {
                             // No retry (nor failover count) once the group may not run
                             // here any more: undo what is up and let it go.
@@ -1336,6 +1337,7 @@ impl Engine {
                             format!("resource {} of group {gname} failed to deactivate (attempt {} of {}): {}", res.name, attempt + 1, res.deactivation.retries + 1, f.message),
                             |e| failure_fields(e.group(&gname).resource(&res.name).epoch(epoch), &f),
                         );
+                        self.groups[gi].last_failed = Some(ri);
                         if attempt < res.deactivation.retries {
                             let id = self.issue(gi, false, ri, epoch, attempt + 1);
                             self.groups[gi].local = Local::Deactivating {
@@ -1889,6 +1891,57 @@ impl Engine {
     // Status
     // --------------------------------------------------------------------------------
 
+    /// Each resource of group `gi` with its state on this server, from where the group's
+    /// activation or deactivation plan stands.
+    fn resource_states(&self, gi: usize) -> Vec<ResourceStatus> {
+        let g = &self.cfg.groups[gi];
+        let rt = &self.groups[gi];
+        let n = g.resources.len();
+        let mut st = vec![ResourceState::Offline; n];
+        match &rt.local {
+            Local::Offline | Local::Claiming { .. } => {}
+            Local::Adopting { .. } => st = vec![ResourceState::Checking; n],
+            Local::Online { .. } => st = vec![ResourceState::Online; n],
+            Local::Activating { plan, pos, .. } => {
+                for (k, &ri) in plan.iter().enumerate() {
+                    if let Some(s) = st.get_mut(ri) {
+                        *s = match k.cmp(pos) {
+                            std::cmp::Ordering::Less => ResourceState::Online,
+                            std::cmp::Ordering::Equal => ResourceState::Activating,
+                            std::cmp::Ordering::Greater => ResourceState::Offline,
+                        };
+                    }
+                }
+            }
+            Local::Deactivating { plan, pos, .. } => {
+                for (k, &ri) in plan.iter().enumerate() {
+                    if let Some(s) = st.get_mut(ri) {
+                        *s = match k.cmp(pos) {
+                            std::cmp::Ordering::Less => ResourceState::Offline,
+                            std::cmp::Ordering::Equal => ResourceState::Deactivating,
+                            std::cmp::Ordering::Greater => ResourceState::Online,
+                        };
+                    }
+                }
+            }
+            Local::Failed { .. } | Local::Stuck { .. } => {
+                st = vec![ResourceState::Unknown; n];
+                if let Some(s) = rt.last_failed.and_then(|ri| st.get_mut(ri)) {
+                    *s = ResourceState::Failed;
+                }
+            }
+        }
+        g.resources
+            .iter()
+            .zip(st)
+            .map(|(r, state)| ResourceStatus {
+                name: r.name.clone(),
+                kind: r.kind.clone(),
+                state,
+            })
+            .collect()
+    }
+
     pub fn status(&self) -> EngineStatus {
         let now = self.now;
         let timeout = self.hb_timeout();
@@ -1988,6 +2041,7 @@ impl Engine {
                     per_server,
                     fence_ms: tm.fence_ms,
                     takeover_after_ms: tm.takeover_after_ms(),
+                    resources: self.resource_states(gi),
                 }
             })
             .collect();

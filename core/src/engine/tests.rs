@@ -1190,6 +1190,16 @@ fn failover_threshold_reached_runs_the_final_action() {
     assert_eq!(fa.group.as_deref(), Some("g1"));
     // Final action `none`: held as failed on node-1, never moved.
     assert_eq!(sim.state("node-1", "g1"), GroupState::Failed);
+    // Status points at the resource that failed.
+    let res = sim.group_status("node-1", "g1").resources;
+    let app = res.iter().find(|r| r.name == "app").unwrap();
+    assert_eq!(app.state, ResourceState::Failed, "{res:?}");
+    assert!(
+        res.iter()
+            .filter(|r| r.name != "app")
+            .all(|r| r.state == ResourceState::Unknown),
+        "{res:?}"
+    );
     assert_eq!(sim.report("node-1", "g1").epoch, 4);
     sim.run(5_000);
     assert_eq!(sim.holders("g1"), ["node-1"]);
@@ -2983,6 +2993,23 @@ fn restarted_server_gets_only_the_remaining_temporary_timeout() {
         .status()
         .timeout_override_remaining_ms
         .is_none());
+}
+
+#[test]
+fn status_shows_each_resource_on_the_holder() {
+    let mut sim = started(&three(""));
+    sim.run(2_000);
+    let holder = sim.online_on("g1").expect("g1 online");
+    for s in ["node-1", "node-2", "node-3"] {
+        let res = sim.group_status(s, "g1").resources;
+        assert!(!res.is_empty());
+        let want = if s == holder {
+            ResourceState::Online
+        } else {
+            ResourceState::Offline
+        };
+        assert!(res.iter().all(|r| r.state == want), "{s}: {res:?}");
+    }
 }
 
 #[test]

@@ -481,6 +481,48 @@ pub struct GroupStatus {
     pub fence_ms: u64,
     #[serde(default)]
     pub takeover_after_ms: u64,
+    /// The group's resources with their state on the server that reports (the holder's
+    /// report is the one that tells where they run).
+    #[serde(default)]
+    pub resources: Vec<ResourceStatus>,
+}
+
+/// One resource of a group as the reporting server knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceStatus {
+    pub name: String,
+    pub kind: String,
+    pub state: ResourceState,
+}
+
+/// A resource's state on one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceState {
+    Offline,
+    /// A restarted agent checks whether it is still active.
+    Checking,
+    Activating,
+    Online,
+    Deactivating,
+    /// Its activation or deactivation failed (the group is failed or stuck).
+    Failed,
+    /// The group is failed or stuck and this resource was not the one that failed.
+    Unknown,
+}
+
+impl ResourceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceState::Offline => "offline",
+            ResourceState::Checking => "checking",
+            ResourceState::Activating => "activating",
+            ResourceState::Online => "online",
+            ResourceState::Deactivating => "deactivating",
+            ResourceState::Failed => "failed",
+            ResourceState::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
