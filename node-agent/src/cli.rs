@@ -20,7 +20,7 @@ pub use crate::exit::Exit;
 #[derive(Parser, Debug)]
 #[command(
     name = "baton",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BATON_COMMIT"), ")"),
     about = "Baton: high-availability cluster for the cloud",
     propagate_version = true
 )]
@@ -332,6 +332,11 @@ pub enum ClusterOp {
     },
     /// Stop every group and every agent of the cluster.
     Stop {
+        /// Return only when no agent of the cluster answers any more (every group
+        /// stopped, every agent exited), or fail naming those still running: `--wait`
+        /// waits up to 60s, `--wait 5m` as long as given.
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "60s")]
+        wait: Option<String>,
         #[command(flatten)]
         t: Target,
     },
@@ -965,7 +970,7 @@ async fn cluster_cmd(op: ClusterOp) -> Exit {
         ClusterOp::Resume { t } => {
             send_command(&t, Command::ClusterResume, "cluster resumed").await
         }
-        ClusterOp::Stop { t } => {
+        ClusterOp::Stop { t, wait: None } => {
             send_command(
                 &t,
                 Command::ClusterStop,
@@ -973,6 +978,97 @@ async fn cluster_cmd(op: ClusterOp) -> Exit {
             )
             .await
         }
+        ClusterOp::Stop { t, wait: Some(w) } => cluster_stop_wait(&t, &w).await,
+    }
+}
+
+/// `cluster stop --wait`: request the stop, then poll until no agent answers.
+async fn cluster_stop_wait(t: &Target, timeout: &str) -> Exit {
+    let timeout = match parse_duration(timeout) {
+        Ok(d) => d.0,
+        Err(e) => {
+            return fail(
+                t.json,
+                Exit::Usage,
+                "usage",
+                &format!("--wait {timeout}: {e}"),
+            )
+        }
+    };
+    let (conn, _) = match connect(t) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    if let Err(e) = conn
+        .post::<_, serde_json::Value>("/v1/commands", &Command::ClusterStop)
+        .await
+    {
+        let (exit, code) = client_exit(&e);
+        return fail(t.json, exit, &code, &client_message(&e));
+    }
+    if !t.json {
+        println!(
+            "cluster stop requested: every agent stops its groups and exits; waiting up to {} s",
+            timeout.as_secs_f64()
+        );
+    }
+    let started = crate::clock::now();
+    let mut last: String;
+    loop {
+        match conn.get::<ClusterStatus>("/v1/cluster/status").await {
+            // No agent of the configuration answers any more: all have exited.
+            Err(ClientError::Unreachable { .. }) => {
+                let waited = crate::clock::now().duration_since(started);
+                if t.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"ok": true, "command": "cluster-stop", "waited_ms": waited.as_millis() as u64})
+                    );
+                } else {
+                    println!(
+                        "cluster stopped: no agent answers, after {:.1} s",
+                        waited.as_secs_f64()
+                    );
+                }
+                return Exit::Ok;
+            }
+            Err(e) => last = client_message(&e),
+            Ok(st) => {
+                let e = &st.local.engine;
+                let running: Vec<&str> = e
+                    .servers
+                    .iter()
+                    .filter(|s| s.up)
+                    .map(|s| s.name.as_str())
+                    .collect();
+                let online: Vec<String> = e
+                    .groups
+                    .iter()
+                    .filter_map(|g| g.active_on.as_ref().map(|on| format!("{} on {on}", g.name)))
+                    .collect();
+                last = format!(
+                    "agents still running: {}; groups online: {}",
+                    running.join(", "),
+                    if online.is_empty() {
+                        "none".into()
+                    } else {
+                        online.join(", ")
+                    }
+                );
+            }
+        }
+        if crate::clock::now().duration_since(started) >= timeout {
+            return fail(
+                t.json,
+                Exit::Failure,
+                "wait-timeout",
+                &format!(
+                    "the cluster did not stop within {} s: {last}",
+                    timeout.as_secs_f64()
+                ),
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 

@@ -81,8 +81,8 @@ if ! dpkg -i "$deb" >"$work/install.log" 2>&1; then
   finish
 fi
 ok "dpkg -i installs the package"
-check "/usr/bin/baton --version prints the package's version" \
-  test "$(/usr/bin/baton --version)" = "baton $version"
+check "/usr/bin/baton --version prints the package's version and the commit" \
+  test "$(/usr/bin/baton --version | cut -d' ' -f1-2)" = "baton $version"
 check "baton config check accepts the shipped example" \
   /usr/bin/baton config check /usr/share/doc/baton/examples/baton.toml
 check "/etc/baton is a root-owned 0755 directory" test "$(stat -c '%U:%G %a' /etc/baton)" = "root:root 755"

@@ -98,3 +98,24 @@ fn group_commands_wait_for_the_cluster() {
     let out = c.ctl(&["alerts", "--severity", "loud"]);
     assert_eq!(out.code, 2, "{out:?}");
 }
+
+/// `baton cluster stop --wait` returns once no agent answers: every agent has exited.
+#[test]
+fn cluster_stop_waits_until_every_agent_has_exited() {
+    let _serial = serial();
+    let mut c = Cluster::start(ClusterSpec::new("stopwait", 169));
+    c.wait_owner(Some("node-1"), T);
+    let out = c.ctl(&["cluster", "stop", "--wait", "60s"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("cluster stopped: no agent answers"),
+        "{out:?}"
+    );
+    // Already gone when the command returned.
+    for s in ["node-1", "node-2", "node-3"] {
+        c.wait_exit(s, Duration::from_secs(1));
+    }
+    // Nobody left to ask: a second stop with --wait says so and fails.
+    let out = c.ctl(&["cluster", "stop", "--wait", "--json"]);
+    assert_ne!(out.code, 0, "{out:?}");
+}
