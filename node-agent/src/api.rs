@@ -150,6 +150,7 @@ fn api_router(shared: Arc<Shared>) -> Router {
         .route("/v1/groups/{group}/{op}", post(group_op))
         .route("/v1/alerts", get(alerts))
         .route("/v1/config", get(config_get).post(config_post))
+        .route("/v1/logs", get(logs))
         .route(
             "/v1/cluster/config",
             get(cluster_config_get).post(cluster_config_post),
@@ -466,6 +467,29 @@ async fn config_get(
         return r;
     }
     Json(running_config(&s)).into_response()
+}
+
+/// `?lines=N` of `GET /v1/logs` (default 500, at most what the agent keeps).
+#[derive(Debug, serde::Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+}
+
+/// The agent's own recent log lines, oldest first (operator role: they name paths,
+/// addresses and commands).
+async fn logs(
+    axum::Extension(caller): axum::Extension<Caller>,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+) -> Response {
+    if let Some(r) = needs_operator(caller) {
+        return r;
+    }
+    let n = q.lines.unwrap_or(500).min(crate::logbuf::KEPT);
+    Json(serde_json::json!({
+        "lines": crate::logbuf::tail(n),
+        "kept": crate::logbuf::KEPT,
+    }))
+    .into_response()
 }
 
 async fn config_post(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {

@@ -17,6 +17,7 @@ pub mod files;
 pub mod health;
 pub mod key;
 pub mod listen;
+pub mod logbuf;
 pub mod mirror_cmd;
 pub mod mirror_kind;
 pub mod notify_cmd;

@@ -6,7 +6,9 @@ use baton_agent::cli::{Cli, Cmd};
 use baton_agent::exit::Exit;
 use clap::Parser;
 
-fn init_tracing(json: bool) {
+/// Logs go to stderr; the agent's (`keep`) also into its recent-lines buffer for
+/// `GET /v1/logs`.
+fn init_tracing(json: bool, keep: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: journald and log files get plain text.
@@ -14,12 +16,12 @@ fn init_tracing(json: bool) {
         && std::env::var_os("NO_COLOR").is_none();
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
+        .with_ansi(ansi);
+    match (keep, json) {
+        (true, true) => b.with_writer(baton_agent::logbuf::Tee).json().init(),
+        (true, false) => b.with_writer(baton_agent::logbuf::Tee).init(),
+        (false, true) => b.with_writer(std::io::stderr).json().init(),
+        (false, false) => b.with_writer(std::io::stderr).init(),
     }
 }
 
@@ -54,7 +56,7 @@ fn main() -> ExitCode {
                 state_dir,
                 log_format,
             } => {
-                init_tracing(log_format == "json");
+                init_tracing(log_format == "json", true);
                 match baton_agent::runtime::run_agent(baton_agent::runtime::AgentOptions {
                     config,
                     server,
@@ -95,7 +97,7 @@ fn main() -> ExitCode {
             }
             Cmd::DemoApp { listen, name } => baton_agent::demo::app(listen, name).await,
             Cmd::MirrorDaemon { a } => {
-                init_tracing(false);
+                init_tracing(false, false);
                 baton_agent::mirror_cmd::daemon(a).await
             }
             Cmd::Witness {
@@ -105,7 +107,7 @@ fn main() -> ExitCode {
                 limits,
                 log_format,
             } => {
-                init_tracing(log_format == "json");
+                init_tracing(log_format == "json", false);
                 baton_agent::witness::run_cli(listen, key_file, &startup_quiet, &limits).await
             }
             _ => baton_agent::cli::run(cli).await,

@@ -3,9 +3,11 @@
 //!
 //! Through the API (with the CLI's token): each server's status, its recent events (the
 //! alert log), its running configuration with secrets removed
-//! ([`baton_core::config::changes::redact_for_bundle`]), its version and digest. The API
-//! serves no agent log: when run on a server, the local journal of the `baton` unit is
-//! added if `journalctl` gives it; `README.txt` in the bundle says what was not collected.
+//! ([`baton_core::config::changes::redact_for_bundle`]), its version and digest, and its
+//! agent's recent log lines (`GET /v1/logs`, [`crate::logbuf`]). When run on a server,
+//! the local journal of the `baton` unit is added too if `journalctl` gives it (older
+//! lines, what the agent's children printed); `README.txt` in the bundle says what was
+//! not collected.
 //!
 //! The archive is written with `flate2` (gzip) and a small ustar writer (a few regular
 //! files, names under 100 bytes), so no `tar` program is needed.
@@ -32,6 +34,13 @@ pub struct Bundle {
 
 /// Events taken from each server's alert log.
 const EVENTS: usize = 2000;
+/// Agent log lines taken from each server (`GET /v1/logs`).
+const LOG_LINES: usize = crate::logbuf::KEPT;
+/// The answer of `GET /v1/logs`.
+#[derive(serde::Deserialize)]
+struct AgentLog {
+    lines: Vec<String>,
+}
 /// Journal lines taken on the local server.
 const JOURNAL_LINES: &str = "5000";
 
@@ -62,6 +71,7 @@ pub async fn collect(
         );
     }
     let mut cluster_done = false;
+    let mut logs_ok = 0usize;
     for (name, addr) in servers {
         let dir = format!("{top}/servers/{name}");
         match client.get::<AgentStatus>(*addr, "/v1/status", t).await {
@@ -103,6 +113,20 @@ pub async fn collect(
             Ok(evs) => files.push((format!("{dir}/events.json"), pretty(&evs))),
             Err(e) => missing.push(format!("{name}: events ({e})")),
         }
+        match client
+            .get::<AgentLog>(*addr, &format!("/v1/logs?lines={LOG_LINES}"), t)
+            .await
+        {
+            Ok(l) => {
+                logs_ok += 1;
+                let mut text = l.lines.join("\n");
+                text.push('\n');
+                files.push((format!("{dir}/agent.log"), text.into_bytes()));
+            }
+            Err(e) => missing.push(format!(
+                "{name}: agent log ({e}; reading it needs the operator role)"
+            )),
+        }
         match client.get::<RunningConfig>(*addr, "/v1/config", t).await {
             Ok(rc) => {
                 match baton_core::config::changes::redact_for_bundle(&rc.text) {
@@ -130,14 +154,18 @@ pub async fn collect(
             )),
         }
     }
+    // The journal adds older lines and what the agent's children printed; without it
+    // the logs from the API are enough.
     match local_journal() {
         Ok(j) => files.push((format!("{top}/local/journal.txt"), j)),
-        Err(why) => missing.push(format!("agent logs: {why}")),
+        Err(why) if logs_ok == 0 => missing.push(format!("agent logs: {why}")),
+        Err(_) => {}
     }
     let mut readme = format!(
         "Baton support bundle of cluster {} made {} by baton {}\n\n\
          servers/NAME/: status.json (GET /v1/status), events.json (its last {EVENTS} alert \
-         log events), config.toml (its running configuration, secrets removed: inline \
+         log events), agent.log (its agent's last log lines), config.toml (its running \
+         configuration, secrets removed: inline \
          passwords, secrets and tokens hidden, URLs without credentials, comments dropped; \
          key and token files are never read), config-info.json, version.txt.\n\
          cluster-status.txt / .json: the cluster status as one server saw it.\n\n\
@@ -197,12 +225,12 @@ fn local_journal() -> Result<Vec<u8>, String> {
         ])
         .output()
         .map_err(|e| {
-            format!("the API serves no agent log, and journalctl could not run here ({e})")
+            format!("no agent log came through the API, and journalctl could not run here ({e})")
         })?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || text.lines().all(|l| l.starts_with("-- ")) {
         return Err(
-            "the API serves no agent log, and the local journal has none for unit baton \
+            "no agent log came through the API, and the local journal has none for unit baton \
              (not run on a server, or the agent logs elsewhere); add the agent's log by hand"
                 .into(),
         );

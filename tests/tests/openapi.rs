@@ -174,6 +174,10 @@ fn the_agent_answers_as_the_openapi_file_says() {
     // The configuration: read (operator role), pushed (checked, dry run, refused).
     assert_eq!(r.send(api, "GET", "/v1/config", auth, None).status, 200);
     let read_only: &[(&str, &str)] = &[("Authorization", &read)];
+    // The agent's log lines (operator role too).
+    let a = r.send(api, "GET", "/v1/logs?lines=20", auth, None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(r.send(api, "GET", "/v1/logs", read_only, None).status, 403);
     assert_eq!(
         r.send(api, "GET", "/v1/config", read_only, None).status,
         403

@@ -160,6 +160,9 @@ min_severity = "critical"
         assert!(cfg.contains("hidden"), "{cfg}");
         assert!(cfg.contains(&smtp_file.display().to_string()), "{cfg}");
         assert!(find(&format!("servers/{n}/version.txt")).starts_with("baton "));
+        // Its agent's own log lines, through GET /v1/logs.
+        let log = find(&format!("servers/{n}/agent.log"));
+        assert!(log.contains("BTN-1001"), "{n}: {log}");
     }
     let readme = find("README.txt");
     assert!(readme.contains("Not collected:"), "{readme}");
