@@ -305,8 +305,8 @@ catalogue! {
         cause: "Someone logged in to the Web UI with an API token of the `read` or `operator` role; the event names them and their address. Their session lasts `[api.webui] session_timeout`.",
         action: "None.";
     WEBUI_LOGIN_FAILED = 4032, Warning, "webui", "Web UI login refused",
-        cause: "A Web UI login was refused: the token is not one the API accepts, or it is the cluster key's own token (which never goes into a browser).",
-        action: "Log in with a role token (`baton token --role read|operator`) or an issued one; if the attempts are unexpected, look at the address.";
+        cause: "A Web UI login was refused: the token is not one the API accepts, or it is the cluster key's own token (which never goes into a browser). After 5 failed logins from one address within 60 s, every login from that address (even with a right token) is refused with HTTP 429 for 60 s; that block is reported once, with the field `blocked_s`.",
+        action: "Log in with a role token (`baton token --role read|operator`) or an issued one; if the attempts are unexpected, look at the address (`from`), and block it in front of the agent if they go on. A blocked address can log in again when the block ends (`Retry-After`); restarting the agent also clears it.";
     EVENTS_DROPPED = 5001, Warning, "notifier", "Events dropped",
         cause: "A notification sink could not keep up or was unreachable and events were dropped for it. The alert log keeps every event.",
         action: "Check the sink's endpoint; counts are in `baton status`.";

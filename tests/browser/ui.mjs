@@ -155,6 +155,16 @@ await step("the failover timeline", async () => {
   }
   const total = await t.locator(".total").textContent();
   console.log(`FIGURE failover_total_in_ui ${total}`);
+  // The move from the UI has its timeline too: the old server stopped the group first
+  // (its claim and activation were recorded by node-2, killed since: the HTTP test
+  // checks the whole move timeline on a cluster where every server answers).
+  const mv = page.locator('article.timeline[data-group="web"][data-kind="move"]').first();
+  await mv.waitFor();
+  const mtext = await mv.textContent();
+  assert(mtext.includes("node-1 → node-2"), `move timeline: ${mtext}`);
+  for (const phase of ["Request", "Deactivation"]) {
+    assert(mtext.includes(phase), `no ${phase} in ${mtext}`);
+  }
   await axe("failovers");
   await shot("06-failovers");
 });

@@ -2,7 +2,8 @@
 //! token, the cluster key's token refused), security headers, the live part with ETags,
 //! an operation through the UI moves the group and is recorded naming who, and bad input
 //! (CSRF attempt, a read-only session, a move to an unknown server, an oversized form, a
-//! session that is gone) gets a clear answer and changes nothing.
+//! session that is gone, too many failed logins from one address) gets a clear answer
+//! and changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -133,6 +134,9 @@ fn the_web_ui_logs_in_operates_and_refuses_bad_input() {
         "data-group=\"web\"",
         "Move to",
         "app-check",
+        // Every server's monitors, not only this one's.
+        "<tr data-monitor-server=\"node-2\"><th scope=\"row\">app-check",
+        "<tr data-monitor-server=\"node-3\"><th scope=\"row\">app-check",
     ] {
         assert!(dash.body.contains(want), "{want} missing");
     }
@@ -240,6 +244,27 @@ fn the_web_ui_logs_in_operates_and_refuses_bad_input() {
     );
     assert!(ev.message.contains("accepted"), "{}", ev.message);
 
+    // The move's timeline: request, deactivation on node-1, claim and activation on node-2.
+    let a = get(ui, "/ui/failovers", Some(&sid), &[]);
+    assert_eq!(a.status, 200);
+    let i = a
+        .body
+        .find("data-kind=\"move\"")
+        .unwrap_or_else(|| panic!("no move timeline: {}", a.body));
+    let t = &a.body[i..a.body[i..]
+        .find("</article>")
+        .map_or(a.body.len(), |j| i + j)];
+    for want in [
+        "node-1 → node-2 (move)",
+        "Online again after",
+        "Request",
+        "Deactivation",
+        "Claim",
+        "Activation",
+    ] {
+        assert!(t.contains(want), "{want} missing from {t}");
+    }
+
     // Alert log (every server's), filters, links to the events reference.
     let a = get(ui, "/ui/alerts?severity=info&group=web", Some(&sid), &[]);
     assert_eq!(a.status, 200);
@@ -266,4 +291,28 @@ fn the_web_ui_logs_in_operates_and_refuses_bad_input() {
     );
     assert_eq!(a.status, 401);
     assert_eq!(c.wait_owner(Some("node-2"), T).0, "node-2");
+
+    // Five failed logins from one address: every login from it is refused for a while,
+    // even with a right token; the block is one more event, the refusals during it none.
+    let ui3 = c.node("node-3").api;
+    for _ in 0..5 {
+        let a = login(ui3, "mallory", &"1".repeat(64));
+        assert_eq!(a.status, 401, "{}", a.body);
+    }
+    for _ in 0..2 {
+        let a = login(ui3, "alice", &op_token);
+        assert_eq!(a.status, 429, "{}", a.body);
+        assert!(a.body.contains("Too many failed logins"), "{}", a.body);
+        let secs: u64 = a.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&secs), "{secs}");
+        assert!(a.header("set-cookie").is_none());
+    }
+    let evs = c.wait_event("node-3", "BTN-4032", T, |e| {
+        e.fields.contains_key("blocked_s")
+    });
+    let refused: Vec<_> = evs.iter().filter(|e| e.id == "BTN-4032").collect();
+    assert_eq!(refused.len(), 6, "{refused:?}");
+    // Another agent still lets the same address in (the limit is per agent).
+    let a = login(ui, "alice", &op_token);
+    assert_eq!(a.status, 303, "{}", a.body);
 }

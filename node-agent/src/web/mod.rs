@@ -23,6 +23,8 @@ pub struct WebState {
     /// `[metrics.prometheus] bearer_token_file`'s token.
     pub scrape_token: Option<String>,
     pub sessions: session::Sessions,
+    /// Failed logins per source address.
+    pub logins: session::LoginGuard,
 }
 
 impl WebState {
@@ -62,6 +64,7 @@ impl WebState {
         Ok(WebState {
             scrape_token,
             sessions: session::Sessions::new(cfg.api.webui.session_timeout.0),
+            logins: session::LoginGuard::default(),
         })
     }
 
@@ -70,6 +73,7 @@ impl WebState {
         WebState {
             scrape_token: None,
             sessions: session::Sessions::new(std::time::Duration::from_secs(8 * 3600)),
+            logins: session::LoginGuard::default(),
         }
     }
 }

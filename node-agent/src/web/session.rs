@@ -133,6 +133,115 @@ impl Sessions {
     }
 }
 
+/// Failed logins from one address within [`LOGIN_WINDOW`] after which that address is
+/// refused for [`LOGIN_BLOCK`], even with a right token (API tokens are too long to
+/// guess; the limit keeps a script from filling the alert log and the CPU).
+pub const LOGIN_FAILURES: u32 = 5;
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+pub const LOGIN_BLOCK: Duration = Duration::from_secs(60);
+/// Addresses tracked at most (the oldest is forgotten beyond).
+pub const MAX_TRACKED: usize = 1024;
+
+#[derive(Debug, Clone)]
+struct Failures {
+    count: u32,
+    first: Instant,
+    blocked_until: Option<Instant>,
+    /// The refusal while blocked has been reported (once per block).
+    reported: bool,
+}
+
+/// What the guard says about a login attempt from an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admit {
+    Yes,
+    /// Refused for `retry_after`; `report` is true for the first refusal of this block.
+    Blocked {
+        retry_after: Duration,
+        report: bool,
+    },
+}
+
+/// Failed Web UI logins per source address (in memory; a restart forgets them).
+#[derive(Debug, Default)]
+pub struct LoginGuard {
+    map: Mutex<HashMap<String, Failures>>,
+}
+
+impl LoginGuard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failures>> {
+        match self.map.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// May `from` try to log in at `now`?
+    pub fn admit(&self, from: &str, now: Instant) -> Admit {
+        let mut m = self.lock();
+        let Some(f) = m.get_mut(from) else {
+            return Admit::Yes;
+        };
+        match f.blocked_until {
+            Some(until) if until > now => {
+                let report = !f.reported;
+                f.reported = true;
+                Admit::Blocked {
+                    retry_after: until.saturating_duration_since(now),
+                    report,
+                }
+            }
+            Some(_) => {
+                m.remove(from);
+                Admit::Yes
+            }
+            None => Admit::Yes,
+        }
+    }
+
+    /// A failed login from `from` at `now`; true when it starts a block.
+    pub fn failed(&self, from: &str, now: Instant) -> bool {
+        let mut m = self.lock();
+        if !m.contains_key(from) && m.len() >= MAX_TRACKED {
+            m.retain(|_, f| {
+                f.blocked_until.is_some_and(|u| u > now)
+                    || now.saturating_duration_since(f.first) < LOGIN_WINDOW
+            });
+            while m.len() >= MAX_TRACKED {
+                let oldest = m
+                    .iter()
+                    .min_by_key(|(_, f)| f.first)
+                    .map(|(k, _)| k.clone());
+                match oldest {
+                    Some(k) => m.remove(&k),
+                    None => break,
+                };
+            }
+        }
+        let f = m.entry(from.to_string()).or_insert(Failures {
+            count: 0,
+            first: now,
+            blocked_until: None,
+            reported: false,
+        });
+        if now.saturating_duration_since(f.first) >= LOGIN_WINDOW {
+            f.count = 0;
+            f.first = now;
+        }
+        f.count += 1;
+        if f.count >= LOGIN_FAILURES && f.blocked_until.is_none() {
+            f.blocked_until = Some(now + LOGIN_BLOCK);
+            return true;
+        }
+        false
+    }
+
+    /// A successful login from `from`: its failures are forgotten.
+    pub fn succeeded(&self, from: &str) {
+        self.lock().remove(from);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -154,5 +263,52 @@ mod tests {
         assert!(s.lock().len() <= MAX_SESSIONS);
         assert!(matches!(s.get(ids.last().unwrap()), Lookup::Valid(_)));
         assert_eq!(sess.who(), "alice (operator token, Web UI from 127.0.0.1)");
+    }
+
+    #[test]
+    fn failed_logins_block_an_address_for_a_while() {
+        let g = LoginGuard::default();
+        let t0 = crate::clock::now();
+        for k in 1..LOGIN_FAILURES {
+            assert_eq!(g.admit("10.0.0.9", t0), Admit::Yes);
+            assert!(!g.failed("10.0.0.9", t0 + Duration::from_secs(u64::from(k))));
+        }
+        // The fifth failure within the window starts the block.
+        let t = t0 + Duration::from_secs(10);
+        assert!(g.failed("10.0.0.9", t));
+        assert_eq!(
+            g.admit("10.0.0.9", t + Duration::from_secs(1)),
+            Admit::Blocked {
+                retry_after: LOGIN_BLOCK - Duration::from_secs(1),
+                report: true
+            }
+        );
+        // Reported once per block; another address is not affected.
+        assert!(matches!(
+            g.admit("10.0.0.9", t + Duration::from_secs(2)),
+            Admit::Blocked { report: false, .. }
+        ));
+        assert_eq!(g.admit("10.0.0.8", t), Admit::Yes);
+        // The block ends; the count starts again.
+        assert_eq!(g.admit("10.0.0.9", t + LOGIN_BLOCK), Admit::Yes);
+        assert!(!g.failed("10.0.0.9", t + LOGIN_BLOCK));
+        // Fewer than five failures in every window never block.
+        let g = LoginGuard::default();
+        for k in 0..20u64 {
+            assert!(!g.failed("10.0.0.7", t0 + Duration::from_secs(16 * k)));
+        }
+        // A success forgets the failures.
+        let g = LoginGuard::default();
+        for _ in 1..LOGIN_FAILURES {
+            g.failed("a", t0);
+        }
+        g.succeeded("a");
+        assert!(!g.failed("a", t0));
+        // Bounded memory.
+        let g = LoginGuard::default();
+        for k in 0..MAX_TRACKED + 10 {
+            g.failed(&format!("10.1.{}.{}", k / 256, k % 256), t0);
+        }
+        assert!(g.lock().len() <= MAX_TRACKED);
     }
 }

@@ -400,7 +400,41 @@ async fn login(State(s): State<Arc<Shared>>, req: Request) -> Response {
         );
     }
     let user = f.user.trim().to_string();
+    let now = crate::clock::now();
+    if let super::session::Admit::Blocked {
+        retry_after,
+        report,
+    } = s.web.logins.admit(&from, now)
+    {
+        let secs = retry_after.as_secs().max(1);
+        if report {
+            s.raise(
+                Event::new(
+                    &events::WEBUI_LOGIN_FAILED,
+                    format!("Web UI login of `{user}` from {from} refused: {} failed logins from this address within {} s; every login from it is refused for {secs} s more (reported once)", super::session::LOGIN_FAILURES, super::session::LOGIN_WINDOW.as_secs()),
+                )
+                .field("user", user.clone())
+                .field("from", from.clone())
+                .field("blocked_s", secs),
+            );
+        }
+        let mut r = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            login_form(
+                &s,
+                Some((
+                    "error",
+                    &format!("Too many failed logins from your address: try again in {secs} s. Nothing was changed."),
+                )),
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let refused = |why: &str, msg: &str| {
+        s.web.logins.failed(&from, now);
         s.raise(
             Event::new(
                 &events::WEBUI_LOGIN_FAILED,
@@ -419,6 +453,7 @@ async fn login(State(s): State<Arc<Shared>>, req: Request) -> Response {
         Some(Caller::Peer) => return refused("the cluster key's token", "The cluster key's own token is not accepted in a browser: use `baton token --role operator` (or read)."),
         Some(r) => r,
     };
+    s.web.logins.succeeded(&from);
     let (id, sess) = s.web.sessions.create(&user, role, &from);
     s.raise(
         Event::new(
@@ -524,8 +559,41 @@ fn op_form(
     )
 }
 
+/// Another server's status as the dashboard shows it (`None`: its agent did not answer).
+struct PeerView {
+    server: String,
+    status: Option<AgentStatus>,
+}
+
+/// Every other server's status (`GET /v1/status`, in parallel, 800 ms each), in the
+/// configuration's order.
+async fn peer_views(s: &Shared) -> Vec<PeerView> {
+    let mut futs = Vec::new();
+    for srv in s.config().servers.iter().filter(|x| x.name != s.server) {
+        let client = s.peer_client.clone();
+        let (name, addr) = (srv.name.clone(), srv.api);
+        futs.push((
+            name,
+            tokio::spawn(async move {
+                client
+                    .get::<AgentStatus>(addr, "/v1/status", Duration::from_millis(800))
+                    .await
+                    .ok()
+            }),
+        ));
+    }
+    let mut out = Vec::new();
+    for (server, f) in futs {
+        out.push(PeerView {
+            server,
+            status: f.await.ok().flatten(),
+        });
+    }
+    out
+}
+
 /// The live part of the dashboard (what `/ui/live` serves and the page embeds).
-fn live_html(s: &Shared, st: &AgentStatus, sess: &Session) -> String {
+fn live_html(s: &Shared, st: &AgentStatus, peers: &[PeerView], sess: &Session) -> String {
     let e = &st.engine;
     let can = sess.role >= Caller::Operator;
     let csrf = sess.csrf.as_str();
@@ -724,23 +792,43 @@ fn live_html(s: &Shared, st: &AgentStatus, sess: &Session) -> String {
         o.push_str("</article>");
     }
     o.push_str("</section>");
-    // Monitors.
-    o.push_str(&format!(
-        "<section aria-labelledby=\"h-mon\"><h2 id=\"h-mon\">Monitors on {}</h2>",
-        esc(&s.server)
-    ));
-    if e.monitors.is_empty() {
+    // Monitors of every server that answers (this one first).
+    o.push_str("<section aria-labelledby=\"h-mon\"><h2 id=\"h-mon\">Monitors</h2>");
+    let mut per_server: Vec<(&str, Option<&[baton_core::engine::MonitorStatus]>)> =
+        vec![(s.server.as_str(), Some(e.monitors.as_slice()))];
+    for p in peers {
+        per_server.push((
+            p.server.as_str(),
+            p.status.as_ref().map(|x| x.engine.monitors.as_slice()),
+        ));
+    }
+    if per_server
+        .iter()
+        .all(|(_, m)| m.is_some_and(<[_]>::is_empty))
+    {
         o.push_str("<p>No monitors.</p>");
     } else {
-        o.push_str("<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Monitors table\"><table><thead><tr><th scope=\"col\">Monitor</th><th scope=\"col\">Kind</th><th scope=\"col\">State</th><th scope=\"col\">Last poll</th><th scope=\"col\">Last error</th><th scope=\"col\">Recoveries</th>");
+        o.push_str("<div class=\"table-wrap\" tabindex=\"0\" role=\"region\" aria-label=\"Monitors table\"><table><thead><tr><th scope=\"col\">Monitor</th><th scope=\"col\">Server</th><th scope=\"col\">Kind</th><th scope=\"col\">State</th><th scope=\"col\">Last poll</th><th scope=\"col\">Last error</th><th scope=\"col\">Recoveries</th>");
         if can {
             o.push_str("<th scope=\"col\"><span class=\"sr\">Action</span></th>");
         }
         o.push_str("</tr></thead><tbody>");
-        for m in &e.monitors {
-            o.push_str(&format!(
-                "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} restart(s), {} failover(s)</td>",
+        let cols = if can { 8 } else { 7 };
+        for (srv, mons) in &per_server {
+            let Some(mons) = mons else {
+                o.push_str(&format!(
+                    "<tr data-monitor-server=\"{srv}\"><td colspan=\"{cols}\">{srv}: {} (its agent does not answer)</td></tr>",
+                    badge("down"),
+                    srv = esc(srv)
+                ));
+                continue;
+            };
+            for m in mons.iter() {
+                o.push_str(&format!(
+                "<tr data-monitor-server=\"{}\"><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} restart(s), {} failover(s)</td>",
+                esc(srv),
                 esc(&m.name),
+                esc(srv),
                 esc(&m.kind),
                 badge(&m.state),
                 m.last_latency_ms.map(|l| format!("{l} ms")).unwrap_or_else(|| "—".into()),
@@ -748,24 +836,25 @@ fn live_html(s: &Shared, st: &AgentStatus, sess: &Session) -> String {
                 m.restarts,
                 m.failovers
             ));
-            if can {
-                let (op, label) = if m.state == "suspended" {
-                    ("monitor-resume", "Resume")
-                } else {
-                    ("monitor-suspend", "Suspend")
-                };
-                o.push_str(&format!(
-                    "<td>{}</td>",
-                    op_form(
-                        csrf,
-                        &[("op", op), ("monitor", &m.name)],
-                        label,
-                        &format!("{label} monitor {} on every server?", m.name),
-                        op == "monitor-suspend"
-                    )
-                ));
+                if can {
+                    let (op, label) = if m.state == "suspended" {
+                        ("monitor-resume", "Resume")
+                    } else {
+                        ("monitor-suspend", "Suspend")
+                    };
+                    o.push_str(&format!(
+                        "<td>{}</td>",
+                        op_form(
+                            csrf,
+                            &[("op", op), ("monitor", &m.name)],
+                            label,
+                            &format!("{label} monitor {} on every server?", m.name),
+                            op == "monitor-suspend"
+                        )
+                    ));
+                }
+                o.push_str("</tr>");
             }
-            o.push_str("</tr>");
         }
         o.push_str("</tbody></table></div>");
     }
@@ -812,7 +901,7 @@ fn live_html(s: &Shared, st: &AgentStatus, sess: &Session) -> String {
 }
 
 /// The status with the moving parts (ages) removed: what the live part's ETag is over.
-fn etag_basis(st: &AgentStatus, role: Caller) -> String {
+fn etag_basis(st: &AgentStatus, peers: &[PeerView], role: Caller) -> String {
     let mut v = serde_json::to_value(&st.engine).unwrap_or_default();
     if let Some(groups) = v.get_mut("groups").and_then(|g| g.as_array_mut()) {
         for g in groups {
@@ -842,7 +931,17 @@ fn etag_basis(st: &AgentStatus, role: Caller) -> String {
     }
     let sinks = serde_json::to_string(&st.sinks).unwrap_or_default();
     let mirrors = serde_json::to_string(&st.mirrors).unwrap_or_default();
-    format!("{v}{sinks}{mirrors}{}", role.as_str())
+    let peer_monitors: Vec<(&str, Option<&Vec<baton_core::engine::MonitorStatus>>)> = peers
+        .iter()
+        .map(|p| {
+            (
+                p.server.as_str(),
+                p.status.as_ref().map(|x| &x.engine.monitors),
+            )
+        })
+        .collect();
+    let peer_monitors = serde_json::to_string(&peer_monitors).unwrap_or_default();
+    format!("{v}{sinks}{mirrors}{peer_monitors}{}", role.as_str())
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -879,8 +978,9 @@ async fn dashboard(
         Some(Flash { msg: Some(m), .. }) => format!("<p class=\"ok\">{}</p>", esc(&m)),
         _ => String::new(),
     };
-    let live = live_html(&s, &st, &sess);
-    let etag = etag_of(&etag_basis(&st, sess.role));
+    let peers = peer_views(&s).await;
+    let live = live_html(&s, &st, &peers, &sess);
+    let etag = etag_of(&etag_basis(&st, &peers, sess.role));
     let body = format!(
         "<div id=\"flash\" role=\"status\" aria-live=\"polite\">{flash}</div>\
          <p class=\"note\">Updated every 2 seconds. <span id=\"updated\"></span></p>\
@@ -918,7 +1018,8 @@ async fn live(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             "the agent is stopping",
         );
     };
-    let etag = etag_of(&etag_basis(&st, sess.role));
+    let peers = peer_views(&s).await;
+    let etag = etag_of(&etag_basis(&st, &peers, sess.role));
     let tag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
     let matches = headers
         .get(header::IF_NONE_MATCH)
@@ -929,7 +1030,7 @@ async fn live(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         r.headers_mut().insert(header::ETAG, tag);
         return r;
     }
-    let body = live_html(&s, &st, &sess);
+    let body = live_html(&s, &st, &peers, &sess);
     let mut r = html(StatusCode::OK, body);
     r.headers_mut().insert(header::ETAG, tag);
     r
@@ -1110,6 +1211,9 @@ pub struct Timeline {
     pub phases: Vec<(&'static str, u64)>,
     pub total_ms: Option<u64>,
     pub epoch: Option<u64>,
+    /// `failover` (the group's server was lost) or `move` (an operator's move or a
+    /// failback: the old server stopped the group first).
+    pub kind: &'static str,
 }
 
 /// Failovers from events (any order, any servers): the same phases as the metrics.
@@ -1167,9 +1271,88 @@ pub fn timelines(evs: &[Event]) -> Vec<Timeline> {
             total_ms: ok.then(|| activated.map_or(0, |b| b.time_ms.saturating_sub(start))),
             phases,
             epoch: activated.and_then(|b| b.epoch),
+            kind: "failover",
         });
     }
+    out.extend(move_timelines(&evs));
+    out.sort_by_key(|t| t.start_ms);
     out.reverse();
+    out
+}
+
+/// Moves (an operator's `group move`, a failback) from events sorted by time: the
+/// request, the old server stopping the group, the new one claiming and starting it.
+/// Phases span servers, so they are as exact as the servers' clocks agree.
+fn move_timelines(evs: &[&Event]) -> Vec<Timeline> {
+    let mut out = Vec::new();
+    for (i, mv) in evs.iter().enumerate() {
+        if mv.id != events::GROUP_MOVE.code() {
+            continue;
+        }
+        let group = mv.group.clone().unwrap_or_default();
+        let Some(to) = mv
+            .fields
+            .get("to")
+            .and_then(serde_json::Value::as_str)
+            .map(String::from)
+        else {
+            continue;
+        };
+        let ours = |e: &&&Event, def: &baton_core::EventDef| {
+            e.group.as_deref() == Some(group.as_str()) && e.id == def.code()
+        };
+        // Up to the group's next move or failover: what follows belongs to that one.
+        let after = &evs[i + 1..];
+        let end = after
+            .iter()
+            .position(|e| ours(&e, &events::GROUP_MOVE) || ours(&e, &events::GROUP_FAILOVER))
+            .unwrap_or(after.len());
+        let after = &after[..end];
+        // The first stop of the group elsewhere than the target, after the request.
+        let Some((di, deactivating)) = after
+            .iter()
+            .enumerate()
+            .find(|(_, e)| ours(e, &events::GROUP_DEACTIVATING) && e.server != to)
+        else {
+            continue;
+        };
+        let from = deactivating.server.clone();
+        let rest = &after[di + 1..];
+        let deactivated = rest
+            .iter()
+            .find(|e| ours(e, &events::GROUP_DEACTIVATED) && e.server == from);
+        let activating = rest
+            .iter()
+            .find(|e| ours(e, &events::GROUP_ACTIVATING) && e.server == to);
+        let activated = rest.iter().find(|e| {
+            e.server == to
+                && (ours(e, &events::GROUP_ACTIVATED) || ours(e, &events::GROUP_ACTIVATION_FAILED))
+        });
+        let mut phases = vec![("Request", deactivating.time_ms.saturating_sub(mv.time_ms))];
+        if let Some(d) = deactivated {
+            phases.push((
+                "Deactivation",
+                d.time_ms.saturating_sub(deactivating.time_ms),
+            ));
+            if let Some(a) = activating {
+                phases.push(("Claim", a.time_ms.saturating_sub(d.time_ms)));
+                if let Some(b) = activated {
+                    phases.push(("Activation", b.time_ms.saturating_sub(a.time_ms)));
+                }
+            }
+        }
+        let ok = activated.is_some_and(|b| b.id == events::GROUP_ACTIVATED.code());
+        out.push(Timeline {
+            group,
+            from: Some(from),
+            to,
+            start_ms: mv.time_ms,
+            total_ms: ok.then(|| activated.map_or(0, |b| b.time_ms.saturating_sub(mv.time_ms))),
+            phases,
+            epoch: activated.and_then(|b| b.epoch),
+            kind: "move",
+        });
+    }
     out
 }
 
@@ -1180,7 +1363,7 @@ async fn failovers(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response
     };
     let (evs, missing) = all_alerts(&s, 2000).await;
     let tls = timelines(&evs);
-    let mut o = String::from("<p>Each failover as the server taking the group over recorded it: detection (the heartbeat timeout), decision (takeover wait and placement), claim (the new epoch acknowledged by a quorum), activation (the resources started). The same phases as the <code>baton_failover_phase_seconds</code> metric.</p>");
+    let mut o = String::from("<p>Each failover as the server taking the group over recorded it: detection (the heartbeat timeout), decision (takeover wait and placement), claim (the new epoch acknowledged by a quorum), activation (the resources started). The same phases as the <code>baton_failover_phase_seconds</code> metric. Each move (an operator's move, a failback): request (until the old server begins to stop the group), deactivation, claim, activation; its phases span two servers' clocks.</p>");
     if !missing.is_empty() {
         o.push_str(&format!(
             "<p class=\"warn\">Not answering, their failovers are missing: {}</p>",
@@ -1195,7 +1378,7 @@ async fn failovers(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response
             .total_ms
             .unwrap_or_else(|| t.phases.iter().map(|p| p.1).sum());
         o.push_str(&format!(
-            "<article class=\"timeline\" data-group=\"{g}\"><h2>Group {g}: {} → {} <small>{} UTC</small></h2><p>{}{}</p><ol class=\"phases\">",
+            "<article class=\"timeline\" data-group=\"{g}\" data-kind=\"{kind}\"><h2>Group {g}: {} → {} ({kind}) <small>{} UTC</small></h2><p>{}{}</p><ol class=\"phases\">",
             esc(t.from.as_deref().unwrap_or("?")),
             esc(&t.to),
             utc(t.start_ms),
@@ -1205,6 +1388,7 @@ async fn failovers(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response
             },
             t.epoch.map(|e| format!(", epoch {e}")).unwrap_or_default(),
             g = esc(&t.group),
+            kind = t.kind,
         ));
         for (name, ms) in &t.phases {
             let pct = (ms * 100).checked_div(total.max(1)).unwrap_or(0).min(100);
@@ -1575,6 +1759,49 @@ mod tests {
         );
         assert_eq!(t.total_ms, Some(2150));
         assert_eq!(t.epoch, Some(2));
+        assert_eq!(t.kind, "failover");
+    }
+
+    #[test]
+    fn move_timelines_from_events() {
+        // alice moves web from node-1 to node-2 (the request is recorded on node-3).
+        let mut mv = ev(&events::GROUP_MOVE, "node-3", 20_000);
+        mv.fields.insert("to".into(), "node-2".into());
+        let stopping = ev(&events::GROUP_DEACTIVATING, "node-1", 20_030);
+        let stopped = ev(&events::GROUP_DEACTIVATED, "node-1", 20_230);
+        let claiming = ev(&events::GROUP_ACTIVATING, "node-2", 20_260);
+        let mut started = ev(&events::GROUP_ACTIVATED, "node-2", 20_300);
+        started.epoch = Some(5);
+        // A later move back that never started: a timeline of its own, not activated.
+        let mut back = ev(&events::GROUP_MOVE, "node-3", 30_000);
+        back.fields.insert("to".into(), "node-1".into());
+        let stopping2 = ev(&events::GROUP_DEACTIVATING, "node-2", 30_010);
+        let t = timelines(&[started, stopping2, back, claiming, stopped, stopping, mv]);
+        assert_eq!(t.len(), 2);
+        let (later, first) = (&t[0], &t[1]);
+        assert_eq!(first.kind, "move");
+        assert_eq!(
+            (first.from.as_deref(), first.to.as_str()),
+            (Some("node-1"), "node-2")
+        );
+        assert_eq!(
+            first.phases,
+            vec![
+                ("Request", 30),
+                ("Deactivation", 200),
+                ("Claim", 30),
+                ("Activation", 40)
+            ]
+        );
+        assert_eq!((first.total_ms, first.epoch), (Some(300), Some(5)));
+        assert_eq!(
+            (later.from.as_deref(), later.to.as_str(), later.total_ms),
+            (Some("node-2"), "node-1", None)
+        );
+        // A move that stopped nothing (already there) is no timeline.
+        let mut noop = ev(&events::GROUP_MOVE, "node-1", 40_000);
+        noop.fields.insert("to".into(), "node-1".into());
+        assert!(timelines(&[noop]).is_empty());
     }
 
     #[test]
