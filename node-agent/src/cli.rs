@@ -29,6 +29,67 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+impl Cli {
+    /// Parse the command line, accepting `--json` anywhere, also before the command
+    /// (`baton --json status`): see [`json_after_command`].
+    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        <Cli as clap::Parser>::try_parse_from(json_after_command(args))
+    }
+}
+
+/// `--json` given before the command goes after it, where every command that prints
+/// JSON declares it: `baton --json group move web` is `baton group move --json web`.
+/// Left where it is (and refused by the parser as before) when the command has no
+/// `--json` or no command follows.
+pub fn json_after_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let Some(pos) = args
+        .iter()
+        .skip(1)
+        .position(|a| a == "--json")
+        .map(|p| p + 1)
+    else {
+        return args;
+    };
+    // Only the leading options, before the first word.
+    if args[1..pos]
+        .iter()
+        .any(|a| !a.to_string_lossy().starts_with('-'))
+    {
+        return args;
+    }
+    let mut cmd = Cli::command();
+    let mut at = None;
+    for (i, a) in args.iter().enumerate().skip(pos + 1) {
+        let word = a.to_string_lossy();
+        if word.starts_with('-') {
+            break;
+        }
+        match cmd.find_subcommand(word.as_ref()) {
+            Some(sub) => {
+                let sub = sub.clone();
+                cmd = sub;
+                at = Some(i);
+            }
+            None => break,
+        }
+    }
+    let Some(at) = at else {
+        return args;
+    };
+    if !cmd.get_arguments().any(|a| a.get_long() == Some("json")) {
+        return args;
+    }
+    let flag = args.remove(pos);
+    args.insert(at, flag);
+    args
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Target {
     #[command(flatten)]
@@ -2078,5 +2139,32 @@ mod tests {
         }
         let e = Cli::try_parse_from(["baton", "group", "explode", "web"]).unwrap_err();
         assert!(e.use_stderr());
+    }
+
+    #[test]
+    fn json_goes_anywhere() {
+        for args in [
+            vec!["baton", "--json", "status"],
+            vec!["baton", "--json", "group", "move", "web", "--to", "node-2"],
+            vec!["baton", "--json", "config", "check", "x.toml"],
+            vec!["baton", "status", "--json"],
+        ] {
+            let cli = Cli::parse_args(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let printed = format!("{cli:?}");
+            assert!(printed.contains("json: true"), "{args:?}: {printed}");
+        }
+        // A command without --json, or no command: refused as before.
+        assert!(Cli::parse_args(["baton", "--json", "keygen-nothing"]).is_err());
+        assert!(Cli::parse_args(["baton", "--json"]).is_err());
+        assert_eq!(
+            json_after_command(
+                ["baton", "--json", "group", "stop", "web"]
+                    .map(Into::into)
+                    .to_vec()
+            ),
+            ["baton", "group", "stop", "--json", "web"]
+                .map(std::ffi::OsString::from)
+                .to_vec()
+        );
     }
 }

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use baton_agent::cli::{Cli, Cmd};
 use baton_agent::exit::Exit;
-use clap::Parser;
 
 /// Logs go to stderr; the agent's (`keep`) also into its recent-lines buffer for
 /// `GET /v1/logs`.
@@ -26,7 +25,7 @@ fn init_tracing(json: bool, keep: bool) {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use baton_agent::catalog;
 use baton_agent::cli::Cli;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 // ---------------------------------------------------------------------------------
 // Markdown extraction
@@ -762,7 +762,7 @@ fn expand(args: &[String]) -> Vec<Vec<String>> {
 /// value may be missing (a command named in prose or a usage line).
 fn parse(args: &[String], reference: bool) -> Result<(), String> {
     let argv = std::iter::once("baton".to_string()).chain(args.iter().cloned());
-    match Cli::try_parse_from(argv) {
+    match Cli::parse_args(argv) {
         Ok(_) => Ok(()),
         Err(e) => match e.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Ok(()),

@@ -106,6 +106,13 @@ min_severity = "critical"
         at.len() == 20 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
         "{at}"
     );
+    // The same with --json before the command.
+    let early = c.ctl(&["--json", "status"]).ok("baton --json status");
+    let w: serde_json::Value = serde_json::from_str(&early.stdout).unwrap();
+    assert_eq!(
+        w["local"]["groups"][0]["name"],
+        v["local"]["groups"][0]["name"]
+    );
     let g = &v["local"]["groups"][0];
     assert!(g["since_ms_ago"].is_u64(), "{g}");
     assert!(g["since"].as_str().unwrap().ends_with('Z'), "{g}");
