@@ -132,4 +132,39 @@ fn main() {
             );
         }
     }
+    // The receiver's parse of a heartbeat body: serde's `flatten` (the reference) and
+    // the one-pass parse the agent uses (`wire::parse_timed_message`).
+    println!("\nheartbeat body parse, {n} iterations each");
+    println!(
+        "{:>6}  {:<28} {:>10} {:>7}",
+        "groups", "parse", "us/op", "ratio"
+    );
+    for groups in [1, 10, 50] {
+        let env = message(groups);
+        let text = serde_json::to_vec(&env.body).expect("encode");
+        let flat = || {
+            let t = Instant::now();
+            for _ in 0..n {
+                let m: Timed<PeerMessage> = serde_json::from_slice(&text).expect("parse");
+                std::hint::black_box(m);
+            }
+            t.elapsed() / n
+        };
+        let one = || {
+            let t = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(wire::parse_timed_message(&text).expect("parse"));
+            }
+            t.elapsed() / n
+        };
+        flat();
+        let (f, o) = (flat(), one());
+        for (what, t) in [("flatten (reference)", f), ("one pass", o)] {
+            println!(
+                "{groups:>6}  {what:<28} {:>10.2} {:>7.2}",
+                t.as_secs_f64() * 1e6,
+                t.as_secs_f64() / f.as_secs_f64()
+            );
+        }
+    }
 }

@@ -850,7 +850,7 @@ impl<'de> serde::de::Visitor<'de> for HeartbeatSeed<'_> {
                             rtt: map.next_value::<RttOnly>()?.rtt,
                         }
                     } else {
-                        HeartbeatBody::Full(Box::new(map.next_value()?))
+                        HeartbeatBody::Full(Box::new(map.next_value_seed(TimedMessageSeed)?))
                     });
                 }
                 Field::Other => {
@@ -865,6 +865,129 @@ impl<'de> serde::de::Visitor<'de> for HeartbeatSeed<'_> {
             seq: seq.ok_or_else(|| A::Error::missing_field("seq"))?,
             body: body.ok_or_else(|| A::Error::missing_field("body"))?,
         })
+    }
+}
+
+/// Parse a heartbeat body as [`Acceptor::accept_heartbeat`] does: the same result as
+/// `serde_json::from_slice::<Timed<PeerMessage>>`, without serde's `flatten`.
+pub fn parse_timed_message(
+    json: &[u8],
+) -> Result<Timed<baton_core::engine::PeerMessage>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let t = serde::de::DeserializeSeed::deserialize(TimedMessageSeed, &mut de)?;
+    de.end()?;
+    Ok(t)
+}
+
+/// `Timed<PeerMessage>` read in one pass. serde's `flatten` (the derived
+/// `Deserialize` of [`Timed`]) first copies every value of the message into an
+/// intermediate tree of owned strings and maps, then deserializes the message from that
+/// copy: the costliest part of receiving a heartbeat. Here the message's own
+/// `Deserialize` reads the map directly, and `rtt` is taken aside on the way.
+struct TimedMessageSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for TimedMessageSeed {
+    type Value = Timed<baton_core::engine::PeerMessage>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TimedMessageSeed {
+    type Value = Timed<baton_core::engine::PeerMessage>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a heartbeat body")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let mut rtt = None;
+        let body = <baton_core::engine::PeerMessage as Deserialize>::deserialize(
+            serde::de::value::MapAccessDeserializer::new(RttAside {
+                inner: map,
+                rtt: &mut rtt,
+            }),
+        )?;
+        Ok(Timed { body, rtt })
+    }
+}
+
+/// The body's map as the message sees it: every entry but `rtt`, which goes aside.
+struct RttAside<'a, A> {
+    inner: A,
+    rtt: &'a mut Option<RttStamp>,
+}
+
+/// A map key, borrowed from the datagram when it has no escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+struct KeySeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = Key<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeySeed {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key::Borrowed(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key::Owned(v.to_string()))
+    }
+}
+
+impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for RttAside<'_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        loop {
+            let Some(key) = self.inner.next_key_seed(KeySeed)? else {
+                return Ok(None);
+            };
+            if key.as_str() == "rtt" {
+                *self.rtt = self.inner.next_value()?;
+                continue;
+            }
+            return seed
+                .deserialize(serde::de::IntoDeserializer::<A::Error>::into_deserializer(
+                    key.as_str(),
+                ))
+                .map(Some);
+        }
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
+        self.inner.next_value_seed(seed)
     }
 }
 
@@ -1465,6 +1588,51 @@ mod tests {
         let p: P = serde_json::from_str(&text).unwrap();
         assert_eq!(p, P { a: 2 });
         assert_eq!(serde_json::from_str::<Timed<P>>(&text).unwrap(), stamped);
+    }
+
+    #[test]
+    fn the_one_pass_body_parse_equals_the_flattened_one() {
+        use baton_core::engine::PeerMessage;
+        let msg: PeerMessage = serde_json::from_value(serde_json::json!({
+            "digest": "d", "incarnation": 7, "ready": true, "quorum": true,
+            "refused": false, "leaving": false,
+            "groups": [{"name": "web", "state": "online", "epoch": 3, "max_epoch": 3,
+                        "excluded": false, "seen_holder": ["node-1", 3], "ack": null}],
+            "intents": serde_json::to_value(baton_core::engine::Intents::default()).unwrap(),
+            "hears": ["node-2"], "heard": {"node-2": 9}, "heard_ago": {"node-2": 40},
+            "marks": {"web/data": 2}
+        }))
+        .unwrap();
+        let stamp = RttStamp {
+            t: 11,
+            echo: [("node-2".to_string(), (5, 6))].into_iter().collect(),
+        };
+        for rtt in [None, Some(stamp)] {
+            let t = Timed {
+                body: msg.clone(),
+                rtt,
+            };
+            let text = serde_json::to_string(&t).unwrap();
+            let flat: Timed<PeerMessage> = serde_json::from_str(&text).unwrap();
+            assert_eq!(parse_timed_message(text.as_bytes()).unwrap(), flat);
+            assert_eq!(flat, t);
+            // `rtt` first, and a key with an escape, read the same.
+            if let Some(r) = &t.rtt {
+                let mut v = serde_json::to_value(&t.body).unwrap();
+                let obj = v.as_object_mut().unwrap();
+                obj.remove("digest");
+                let rest = serde_json::to_string(&v).unwrap();
+                let moved = format!(
+                    "{{\"rtt\":{},\"dig\\u0065st\":\"d\",{}",
+                    serde_json::to_string(r).unwrap(),
+                    &rest[1..]
+                );
+                assert_eq!(parse_timed_message(moved.as_bytes()).unwrap(), t);
+            }
+        }
+        // Not a message: an error, as before.
+        assert!(parse_timed_message(b"{\"rtt\":{\"t\":1}}").is_err());
+        assert!(parse_timed_message(b"[1]").is_err());
     }
 
     #[test]
