@@ -10,6 +10,10 @@
 #   bash bench/lab.sh                       # 20 runs + 120 s soak, debug build
 #   bash bench/lab.sh --runs 5 --soak 30    # shorter
 #   bash bench/lab.sh --release             # release build of baton and baton-lab
+#   bash bench/lab.sh --search --release    # loss-proof search: for each of Baton and
+#       keepalived the tightest timing with no false failover, self-fence or double
+#       holder in a 600 s soak of 20 % loss + 50 ± 50 ms delay, then 20 failovers of each
+#       at those settings (about an hour; --soak SECS and --runs N shorten it)
 #   (any other option is passed to `baton-lab bench`: --servers N --interval MS
 #    --timeout MS --advert MS --dad --keep)
 set -euo pipefail
@@ -20,9 +24,11 @@ cargo_flags=()
 args=()
 runs=20
 soak=120
+cmd=bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --release) profile=release; cargo_flags=(--release); shift ;;
+    --search) cmd=search; soak=600; shift ;;
     --runs) runs="$2"; shift 2 ;;
     --soak) soak="$2"; shift 2 ;;
     *) args+=("$1"); shift ;;
@@ -35,5 +41,5 @@ command -v keepalived >/dev/null 2>&1 || {
   echo "keepalived is missing: apt-get install keepalived (tests/run-all.sh installs it)"; exit 1; }
 cargo build "${cargo_flags[@]}" --bin baton >&2
 cargo build "${cargo_flags[@]}" -p baton-tests --bin baton-lab >&2
-echo "baton-lab bench --runs $runs --soak $soak ${args[*]} ($profile build, $(nproc) cores, kernel $(uname -r))"
-BATON_LAB_QUIET=1 "$CARGO_TARGET_DIR/$profile/baton-lab" bench --runs "$runs" --soak "$soak" "${args[@]}"
+echo "baton-lab $cmd --runs $runs --soak $soak ${args[*]} ($profile build, $(nproc) cores, kernel $(uname -r))"
+BATON_LAB_QUIET=1 "$CARGO_TARGET_DIR/$profile/baton-lab" "$cmd" --runs "$runs" --soak "$soak" "${args[@]}"

@@ -157,6 +157,17 @@ pub type AwsCluster = CloudCluster;
 impl CloudCluster {
     /// `body` is the TOML of the groups and monitors (group `web` on node-1, node-2).
     pub fn start(world: &AwsWorld, name: &str, net: u8, body: &str) -> CloudCluster {
+        Self::start_aws(world, name, net, body, Some(("100ms", "1s")))
+    }
+
+    /// As [`CloudCluster::start`] with the heartbeat given (`None`: the defaults).
+    pub fn start_aws(
+        world: &AwsWorld,
+        name: &str,
+        net: u8,
+        body: &str,
+        heartbeat: Option<(&str, &str)>,
+    ) -> CloudCluster {
         let preamble = format!(
             r#"[aws]
 region = "us-east-1"
@@ -167,7 +178,7 @@ imds = false
 "#,
             ep = world.moto.endpoint,
         );
-        CloudCluster::start_with(
+        CloudCluster::start_with_heartbeat(
             "aws",
             name,
             net,
@@ -181,6 +192,7 @@ imds = false
                 Box::new(move |_: &str| env.clone())
             },
             body,
+            heartbeat,
         )
     }
 }

@@ -44,7 +44,7 @@ pub struct CloudCluster {
 impl CloudCluster {
     /// Three servers in three zones on 127.`net`.0.x; `preamble` is the cloud's section
     /// (after the heartbeat and host-safe settings), `body` the TOML of the groups and
-    /// monitors; each agent gets `env` of its server's name.
+    /// monitors; each agent gets `env` of its server's name. Heartbeat 100 ms / 1 s.
     pub fn start_with(
         cloud: &str,
         name: &str,
@@ -53,6 +53,31 @@ impl CloudCluster {
         preamble: &str,
         env: AgentEnv,
         body: &str,
+    ) -> CloudCluster {
+        Self::start_with_heartbeat(
+            cloud,
+            name,
+            net,
+            zones,
+            preamble,
+            env,
+            body,
+            Some(("100ms", "1s")),
+        )
+    }
+
+    /// As [`CloudCluster::start_with`], with the heartbeat interval and timeout given
+    /// (`None`: the defaults, no `[heartbeat]` table).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_heartbeat(
+        cloud: &str,
+        name: &str,
+        net: u8,
+        zones: [&str; 3],
+        preamble: &str,
+        env: AgentEnv,
+        body: &str,
+        heartbeat: Option<(&str, &str)>,
     ) -> CloudCluster {
         let bin = crate::bin::baton_bin();
         let tmp = tempfile::Builder::new()
@@ -68,10 +93,11 @@ impl CloudCluster {
         let mut text = ConfigText::new(
             &format!("the baton {cloud} tests ({name})"),
             &format!("{cloud}-{name}"),
-        )
-        .heartbeat("100ms", "1s", "")
-        .host_safe(&dir, "20s", "")
-        .push(preamble);
+        );
+        if let Some((interval, timeout)) = heartbeat {
+            text = text.heartbeat(interval, timeout, "");
+        }
+        let mut text = text.host_safe(&dir, "20s", "").push(preamble);
         for (s, zone) in (1..=3).zip(zones) {
             text = text.server(
                 &format!("node-{s}"),

@@ -467,3 +467,214 @@ fn s8_cloud_check_and_iam_policy_from_the_cli() {
         "{text}"
     );
 }
+
+/// Benchmark (issue 14, benchmark 2), not a test: `bash bench/aws.sh` runs it. A group of
+/// `aws-vip` + `aws-eip` + `aws-dns` at the default heartbeat (200 ms / 1 s); per run
+/// the owner's agent is SIGKILLed and the time until all three are visible at moto (the
+/// completion of the last mutating call, from moto's own log) is measured beside the
+/// floor: the instant the survivor may activate, `T + W_g` after the lost server's last
+/// heartbeat (from its BTN-1136: raised at `t` with `wait_ms` left). Twice: the group as
+/// configured (the takeover wait from its resources' stop timeouts) and with
+/// `fence_budget = "200ms"` (these resources stop in milliseconds).
+#[test]
+#[ignore]
+fn bench_takeover_vip_eip_dns() {
+    let _g = serial();
+    let rounds: usize = std::env::var("BATON_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let resources = |w: &World| {
+        format!(
+            r#"
+[[group.resource]]
+kind = "aws-vip"
+name = "vip"
+ip = "{VIP}"
+vpc_id = "{vpc}"
+local_address = false
+[group.resource.server.node-1]
+eni_id = "{e1}"
+[group.resource.server.node-2]
+eni_id = "{e2}"
+
+[[group.resource]]
+kind = "aws-eip"
+name = "eip"
+allocation_id = "{alloc}"
+[group.resource.server.node-1]
+eni_id = "{e1}"
+[group.resource.server.node-2]
+eni_id = "{e2}"
+
+[[group.resource]]
+kind = "aws-dns"
+name = "dns"
+hosted_zone_id = "{zone}"
+record_name = "db.example.internal."
+ttl = 60
+[group.resource.server.node-1]
+ip = "{ip1}"
+[group.resource.server.node-2]
+ip = "{ip2}"
+"#,
+            vpc = w.vpc,
+            alloc = w.alloc,
+            zone = w.zone,
+            e1 = w.enis[0],
+            e2 = w.enis[1],
+            ip1 = w.ips[0],
+            ip2 = w.ips[1],
+        )
+    };
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    println!("AWS takeover: aws-vip + aws-eip + aws-dns, heartbeat 200 ms / 1 s (defaults), {rounds} runs, SIGKILL of the owner's agent");
+    for (label, extra) in [
+        ("as configured", ""),
+        ("fence_budget = \"200ms\"", "fence_budget = \"200ms\"\n"),
+    ] {
+        // A world of its own: the routes carry the epochs of the last cluster's group,
+        // which a new cluster (epochs from 1) must not overwrite (BTN-6012).
+        let Some(world) = AwsWorld::create() else {
+            panic!("moto is not installed: run `bash tests/moto/setup.sh` first");
+        };
+        let w = world.w.clone();
+        let body = format!(
+            "\n[[group]]\nname = \"web\"\nservers = [\"node-1\", \"node-2\"]\n{extra}{}",
+            resources(&w)
+        );
+        let mut c = AwsCluster::start_aws(&world, "bench", 69, &body, None);
+        let mut owner = "node-1".to_string();
+        c.wait_owner("web", &owner, T);
+        let (mut visible, mut floor, mut above) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut to_claimed, mut activation) = (Vec::new(), Vec::new());
+        let mut takeover_after = String::new();
+        for run in 0..rounds {
+            let idx = usize::from(owner == "node-2");
+            let other = if idx == 0 { "node-2" } else { "node-1" };
+            // Everything in place on the owner, and every agent up and ready.
+            world.wait_routes(&w.enis[idx], T);
+            baton_tests::wait_until("the EIP and the record are on the owner", T, || {
+                match (world.eip()?, world.record()?) {
+                    (Some(e), Some(r)) if e == w.enis[idx] && r == [w.ips[idx].clone()] => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            });
+            baton_tests::wait_until("every agent sees every server up", T, || {
+                let st = c.try_status()?;
+                let all = |s: &baton_tests::model::AgentStatus| {
+                    s.ready && s.quorum && s.servers.iter().all(|x| x.up && x.ready)
+                };
+                if all(&st.local) && st.peers.iter().all(|p| p.status.as_ref().is_some_and(all)) {
+                    Ok(())
+                } else {
+                    Err("not yet".to_string())
+                }
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            let t_kill = unix();
+            c.kill(&owner, Signal::SIGKILL);
+            c.wait_owner("web", other, T);
+            world.wait_routes(&w.enis[1 - idx], T);
+            baton_tests::wait_until("the EIP and the record moved", T, || {
+                match (world.eip()?, world.record()?) {
+                    (Some(e), Some(r)) if e == w.enis[1 - idx] && r == [w.ips[1 - idx].clone()] => {
+                        Ok(())
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            });
+            let log = world.moto.log();
+            let last = |op: &str| {
+                log.iter()
+                    .filter(|(t, o, s)| *t >= t_kill && o.ends_with(op) && *s == 200)
+                    .map(|(t, _, _)| *t)
+                    .fold(None, |a: Option<f64>, t| Some(a.map_or(t, |a| a.max(t))))
+            };
+            let done = [
+                "ReplaceRoute",
+                "AssociateAddress",
+                "ChangeResourceRecordSets",
+            ]
+            .iter()
+            .map(|op| {
+                last(op).unwrap_or_else(|| panic!("no successful {op} after the kill at moto"))
+            })
+            .fold(0.0, f64::max);
+            let alerts = c.alerts(other);
+            let after_kill = |id: &str| {
+                alerts
+                    .iter()
+                    .rev()
+                    .find(|e| e.id == id && e.time_ms as f64 >= t_kill * 1000.0 - 1.0)
+                    .cloned()
+            };
+            let ev = after_kill("BTN-1136")
+                .unwrap_or_else(|| panic!("{other} raised no BTN-1136 after the kill"));
+            let activating = after_kill("BTN-2101").expect("BTN-2101 after the kill");
+            let activated = after_kill("BTN-2102").expect("BTN-2102 after the kill");
+            if takeover_after.is_empty() {
+                takeover_after = ev
+                    .message
+                    .split("silent for ")
+                    .nth(1)
+                    .and_then(|s| s.split(" ms").next())
+                    .unwrap_or("?")
+                    .to_string();
+            }
+            let wait = ev
+                .fields
+                .get("wait_ms")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0);
+            let floor_at = ev.time_ms as f64 / 1000.0 + wait / 1000.0;
+            let v_ms = (done - t_kill) * 1000.0;
+            let f_ms = (floor_at - t_kill) * 1000.0;
+            visible.push(v_ms);
+            floor.push(f_ms);
+            above.push(v_ms - f_ms);
+            to_claimed.push(activating.time_ms as f64 - floor_at * 1000.0);
+            activation.push(activated.time_ms as f64 - activating.time_ms as f64);
+            eprintln!(
+                "  run {}: {owner} -> {other}: visible {v_ms:.0} ms, floor {f_ms:.0} ms",
+                run + 1
+            );
+            c.restart(&owner);
+            owner = other.to_string();
+        }
+        let p =
+            |v: &[f64], q: f64| baton_tests::lab::scenarios::percentile(v, q).unwrap_or(f64::NAN);
+        let ratio: Vec<f64> = above.iter().zip(&floor).map(|(a, f)| a / f).collect();
+        println!("{label} (T + W_g = {takeover_after} ms after the last heartbeat):");
+        println!(
+            "  SIGKILL -> all three visible at moto: p50 {:.0} ms  p99 {:.0} ms  min {:.0}  max {:.0}",
+            p(&visible, 50.0),
+            p(&visible, 99.0),
+            visible.iter().copied().fold(f64::INFINITY, f64::min),
+            visible.iter().copied().fold(0.0, f64::max)
+        );
+        println!(
+            "  SIGKILL -> the floor (T + W_g after the last heartbeat): p50 {:.0} ms  p99 {:.0} ms",
+            p(&floor, 50.0),
+            p(&floor, 99.0)
+        );
+        println!(
+            "  above the floor: p50 {:.0} ms  p99 {:.0} ms  ({:.1} % / {:.1} % of the floor)",
+            p(&above, 50.0),
+            p(&above, 99.0),
+            100.0 * p(&ratio, 50.0),
+            100.0 * p(&ratio, 99.0)
+        );
+        println!(
+            "    of which: the floor -> the claim acknowledged (BTN-2101) p50 {:.0} ms, the group's activation (BTN-2101 -> BTN-2102, three resources one after the other) p50 {:.0} ms",
+            p(&to_claimed, 50.0),
+            p(&activation, 50.0)
+        );
+        drop(c);
+    }
+}

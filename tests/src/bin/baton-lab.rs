@@ -5,6 +5,8 @@
 //! baton-lab run --all [...]
 //! baton-lab bench [--runs N] [--soak SECS] [--servers N] [--interval MS] [--timeout MS]
 //!                 [--advert MS] [--dad] [--keep]
+//! baton-lab search [--soak SECS] [--runs N] [--servers N] [--baton MS/MS,...]
+//!                  [--adverts MS,...] [--keep]
 //! baton-lab list
 //! ```
 //!
@@ -15,13 +17,14 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use baton_tests::lab::bench::{self, BenchOptions};
+use baton_tests::lab::bench::{self, BenchOptions, SearchOptions};
 use baton_tests::lab::scenarios::{self, Options, SCENARIOS};
 
 const USAGE: &str = "usage:
   baton-lab run --scenario N [--servers N] [--repeat N] [--duration SECS] [--witness] [--keep]
   baton-lab run --all [--servers N] [--repeat N] [--duration SECS] [--witness] [--keep]
   baton-lab bench [--runs N] [--soak SECS] [--servers N] [--interval MS] [--timeout MS] [--advert MS] [--dad] [--keep]
+  baton-lab search [--soak SECS] [--runs N] [--servers N] [--baton MS/MS,...] [--adverts MS,...] [--keep]
   baton-lab list
 
   run       build the lab (network namespaces, root only), run the scenario(s), print
@@ -29,7 +32,13 @@ const USAGE: &str = "usage:
   --repeat  fault cycles in one lab (scenarios 1, 2, 5, 8, 9, 10, 11, 12) or, with --all, rounds
   --duration  length of the loss/jitter soak of scenario 6 (default 30)
   bench     scenario 1 failover time of Baton and keepalived side by side, then false
-            failovers of both under 20% loss + 50±50 ms delay (--soak SECS, 0 = none)";
+            failovers of both under 20% loss + 50±50 ms delay (--soak SECS, 0 = none)
+  search    the loss-proof settings: the tightest Baton heartbeat/timeout (--baton, tried
+            in order, default 100/300,100/500,200/600,200/1000,300/1500,500/2500,1000/5000)
+            and keepalived advert_int (--adverts, all at once, default 200 ms to 40 s)
+            with no false failover, self-fence or double holder in a soak of 20% loss +
+            50±50 ms delay (--soak SECS, default 600), then --runs failovers of each at
+            those settings (default 20)";
 
 fn num<T: std::str::FromStr>(
     args: &mut impl Iterator<Item = String>,
@@ -125,6 +134,43 @@ fn real_main() -> Result<ExitCode, String> {
                 }
             }
             let r = bench::run(&o)?;
+            println!("{r}");
+            Ok(ExitCode::SUCCESS)
+        }
+        "search" => {
+            let mut o = SearchOptions::default();
+            while let Some(a) = args.next() {
+                match a.as_str() {
+                    "--runs" => o.runs = num(&mut args, &a)?,
+                    "--soak" => o.soak = Duration::from_secs(num(&mut args, &a)?),
+                    "--servers" => o.servers = num(&mut args, &a)?,
+                    "--baton" => {
+                        let v = args.next().ok_or("--baton needs a value")?;
+                        o.baton = v
+                            .split(',')
+                            .map(|p| {
+                                let (i, t) = p.split_once('/').ok_or_else(|| {
+                                    format!("--baton: {p} is not INTERVAL/TIMEOUT")
+                                })?;
+                                Ok((
+                                    i.parse().map_err(|_| format!("--baton: {i}"))?,
+                                    t.parse().map_err(|_| format!("--baton: {t}"))?,
+                                ))
+                            })
+                            .collect::<Result<_, String>>()?;
+                    }
+                    "--adverts" => {
+                        let v = args.next().ok_or("--adverts needs a value")?;
+                        o.adverts = v
+                            .split(',')
+                            .map(|x| x.parse().map_err(|_| format!("--adverts: {x}")))
+                            .collect::<Result<_, String>>()?;
+                    }
+                    "--keep" => o.keep = true,
+                    _ => return Err(format!("unknown argument {a}")),
+                }
+            }
+            let r = bench::search(&o)?;
             println!("{r}");
             Ok(ExitCode::SUCCESS)
         }

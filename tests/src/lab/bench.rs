@@ -203,7 +203,12 @@ fn start_probe(
 }
 
 /// Wait until exactly one server holds `addr` and keeps holding it for `stable`.
-fn wait_single_holder(lab: &Lab, addr: Ipv4Addr, stable: Duration) -> Result<usize, String> {
+fn wait_single_holder_for(
+    lab: &Lab,
+    addr: Ipv4Addr,
+    stable: Duration,
+    timeout: Duration,
+) -> Result<usize, String> {
     let start = Instant::now();
     let mut since: Option<(usize, Instant)> = None;
     loop {
@@ -217,7 +222,7 @@ fn wait_single_holder(lab: &Lab, addr: Ipv4Addr, stable: Duration) -> Result<usi
             ([x], _) => since = Some((*x, Instant::now())),
             _ => since = None,
         }
-        if start.elapsed() > Duration::from_secs(30) {
+        if start.elapsed() > timeout {
             return Err(format!("{addr} is not held by exactly one server: {h:?}"));
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -260,8 +265,12 @@ fn bench_in(lab: &mut Lab, o: &BenchOptions) -> Result<BenchReport, String> {
     lab.note("Baton agents and keepalived started on every node");
     lab.wait_owner(None, Duration::from_secs(30))?;
     lab.wait_converged(Duration::from_secs(20))?;
-    wait_single_holder(lab, KA_VIP, Duration::from_secs(1))?;
-    let probe_timeout = Duration::from_secs(20);
+    // keepalived's first master, and its failovers, take three advertisement
+    // intervals and the skew: long ones when the search found a long interval.
+    let ka_wait = Duration::from_millis(4 * o.advert_ms).max(Duration::from_secs(20));
+    wait_single_holder_for(lab, KA_VIP, Duration::from_secs(1), ka_wait + ka_wait)?;
+    let probe_timeout =
+        ka_wait.max(Duration::from_millis(4 * o.timeout_ms)) + Duration::from_secs(10);
     for run in 0..o.runs {
         // Baton.
         let (x, _) = lab.wait_owner(None, Duration::from_secs(20))?;
@@ -297,7 +306,7 @@ fn bench_in(lab: &mut Lab, o: &BenchOptions) -> Result<BenchReport, String> {
         lab.wait_converged(Duration::from_secs(20))?;
 
         // keepalived.
-        let h = wait_single_holder(lab, KA_VIP, Duration::from_secs(1))?;
+        let h = wait_single_holder_for(lab, KA_VIP, Duration::from_secs(1), ka_wait)?;
         let rx = start_probe(client.clone(), KA_VIP, server(h), probe_timeout)?;
         std::thread::sleep(Duration::from_millis(100));
         let t_kill = Instant::now();
@@ -323,9 +332,9 @@ fn bench_in(lab: &mut Lab, o: &BenchOptions) -> Result<BenchReport, String> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // It preempts back if it has the highest priority; wait for calm.
+        // `nopreempt`: the new master keeps the address.
         std::thread::sleep(Duration::from_millis(500));
-        wait_single_holder(lab, KA_VIP, Duration::from_secs(2))?;
+        wait_single_holder_for(lab, KA_VIP, Duration::from_secs(2), ka_wait)?;
     }
     if !o.soak.is_zero() {
         soak(lab, o, &mut rep)?;
@@ -337,7 +346,8 @@ fn bench_in(lab: &mut Lab, o: &BenchOptions) -> Result<BenchReport, String> {
 fn soak(lab: &mut Lab, o: &BenchOptions, rep: &mut BenchReport) -> Result<(), String> {
     lab.wait_owner(None, Duration::from_secs(20))?;
     lab.wait_converged(Duration::from_secs(20))?;
-    wait_single_holder(lab, KA_VIP, Duration::from_secs(1))?;
+    let ka_wait = Duration::from_millis(4 * o.advert_ms).max(Duration::from_secs(20));
+    wait_single_holder_for(lab, KA_VIP, Duration::from_secs(1), ka_wait)?;
     let t: Ms = lab.now();
     lab.netem_all(20, 50, 50)?;
     lab.hold(
@@ -416,4 +426,349 @@ fn soak(lab: &mut Lab, o: &BenchOptions, rep: &mut BenchReport) -> Result<(), St
         rep.baton_false, rep.keepalived_false
     ));
     Ok(())
+}
+
+// --- The loss-proof search ------------------------------------------------------------
+
+/// The loss-proof takeover benchmark: for Baton and for keepalived, the tightest timing
+/// at which a soak of loss and jitter on every interconnect has no false failover, no
+/// self-fence and no time with two holders; then the failover time of both at those
+/// settings.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    pub servers: usize,
+    /// Length of the soak a setting must pass.
+    pub soak: Duration,
+    /// Failovers of each at the settings found (0: search only).
+    pub runs: usize,
+    /// Baton's candidates (heartbeat interval, timeout in ms), tightest first.
+    pub baton: Vec<(u64, u64)>,
+    /// keepalived's candidates (advertisement interval in ms), tightest first.
+    pub adverts: Vec<u64>,
+    pub loss_pct: u32,
+    pub delay_ms: u32,
+    pub jitter_ms: u32,
+    pub keep: bool,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            servers: 3,
+            soak: Duration::from_secs(600),
+            runs: 20,
+            baton: vec![
+                (100, 300),
+                (100, 500),
+                (200, 600),
+                (200, 1000),
+                (300, 1500),
+                (500, 2500),
+                (1000, 5000),
+            ],
+            adverts: vec![200, 500, 1000, 2000, 5000, 10000, 20000, 40000],
+            loss_pct: 20,
+            delay_ms: 50,
+            jitter_ms: 50,
+            keep: false,
+        }
+    }
+}
+
+/// One candidate setting and what its soak showed.
+#[derive(Debug, Clone)]
+pub struct Trial {
+    pub setting: String,
+    /// Seconds soaked (less than the soak when it failed early).
+    pub soaked_s: f64,
+    /// What went wrong (empty: passed).
+    pub failures: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SearchReport {
+    pub options: Option<SearchOptions>,
+    pub baton_trials: Vec<Trial>,
+    pub keepalived_trials: Vec<Trial>,
+    /// The tightest passing settings.
+    pub baton: Option<(u64, u64)>,
+    pub advert: Option<u64>,
+    /// Failovers at those settings.
+    pub failover: Option<BenchReport>,
+}
+
+impl std::fmt::Display for SearchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let o = self.options.clone().unwrap_or_default();
+        writeln!(
+            f,
+            "loss-proof search: {} servers, soak {} s of {} % loss + {} ± {} ms delay on every interconnect",
+            o.servers,
+            o.soak.as_secs(),
+            o.loss_pct,
+            o.delay_ms,
+            o.jitter_ms
+        )?;
+        for (who, trials) in [
+            ("Baton", &self.baton_trials),
+            ("keepalived", &self.keepalived_trials),
+        ] {
+            for t in trials {
+                writeln!(
+                    f,
+                    "  {who:<10} {:<28} {:>5.0} s  {}",
+                    t.setting,
+                    t.soaked_s,
+                    if t.failures.is_empty() {
+                        "passed".to_string()
+                    } else {
+                        format!("FAILED: {}", t.failures.join("; "))
+                    }
+                )?;
+            }
+        }
+        match self.baton {
+            Some((i, t)) => writeln!(
+                f,
+                "  tightest passing: Baton heartbeat {i} ms / timeout {t} ms"
+            )?,
+            None => writeln!(f, "  tightest passing: Baton none of the candidates")?,
+        }
+        match self.advert {
+            Some(a) => writeln!(
+                f,
+                "  tightest passing: keepalived advert_int {:.1} s",
+                a as f64 / 1000.0
+            )?,
+            None => writeln!(f, "  tightest passing: keepalived none of the candidates")?,
+        }
+        if let Some(r) = &self.failover {
+            writeln!(f, "failover at the settings found (clean network):")?;
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The address of keepalived's `k`-th search instance.
+fn search_vip(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 231, 0, 110 + u8::try_from(k).unwrap_or(0))
+}
+
+pub fn search(o: &SearchOptions) -> Result<SearchReport, String> {
+    if !crate::netns::have("keepalived") {
+        return Err("keepalived is missing; install the Debian package keepalived".into());
+    }
+    if o.adverts.len() > 40 {
+        return Err("at most 40 keepalived candidates".into());
+    }
+    let mut rep = SearchReport {
+        options: Some(o.clone()),
+        ..SearchReport::default()
+    };
+    // keepalived: every candidate at once, one VRRP instance each, for the whole soak.
+    {
+        let mut spec = LabSpec::new("bench");
+        spec.servers = o.servers;
+        let mut lab = Lab::build(spec)?;
+        let instances: Vec<(Ipv4Addr, u64)> = o
+            .adverts
+            .iter()
+            .enumerate()
+            .map(|(k, a)| (search_vip(k), *a))
+            .collect();
+        lab.observe_also = instances.iter().map(|(a, _)| *a).collect();
+        lab.observe()?;
+        for i in 0..o.servers {
+            lab.start_keepalived_instances(i, &instances)?;
+        }
+        lab.note("keepalived started with every candidate interval side by side");
+        // A backup becomes master after three intervals without one (plus the skew).
+        for (a, advert) in &instances {
+            let first = Duration::from_millis(4 * advert + 10_000);
+            wait_single_holder_for(&lab, *a, Duration::from_secs(2), first)?;
+        }
+        let t = lab.now();
+        lab.netem_all(o.loss_pct, o.delay_ms, o.jitter_ms)?;
+        lab.hold(o.soak, "keepalived soak: every candidate interval");
+        let t_end = lab.now();
+        lab.netem_clear()?;
+        let obs = lab
+            .observer
+            .as_ref()
+            .map(|ob| ob.snapshot())
+            .ok_or_else(|| "no observer".to_string())?;
+        for (addr, advert) in &instances {
+            let (moves, double) = holder_changes(&obs, *addr, t, t_end);
+            let mut failures = Vec::new();
+            if moves > 0 {
+                failures.push(format!("{moves} new masters"));
+            }
+            if double > 0.0 {
+                failures.push(format!("{double:.0} ms with two holders"));
+            }
+            rep.keepalived_trials.push(Trial {
+                setting: format!("advert_int {:.1} s", *advert as f64 / 1000.0),
+                soaked_s: (t_end - t) / 1000.0,
+                failures,
+            });
+        }
+        lab.stop_keepalived();
+        if o.keep {
+            println!("lab directory kept: {}", lab.keep_dir().display());
+        }
+    }
+    rep.advert = rep
+        .keepalived_trials
+        .iter()
+        .zip(&o.adverts)
+        .find(|(t, _)| t.failures.is_empty())
+        .map(|(_, a)| *a);
+    println!("{rep}");
+    // Baton: one candidate at a time, tightest first, until one passes the whole soak.
+    for &(interval, timeout) in &o.baton {
+        let trial = baton_trial(o, interval, timeout)?;
+        println!(
+            "  Baton {} {:.0} s {}",
+            trial.setting,
+            trial.soaked_s,
+            if trial.failures.is_empty() {
+                "passed".to_string()
+            } else {
+                trial.failures.join("; ")
+            }
+        );
+        let passed = trial.failures.is_empty();
+        rep.baton_trials.push(trial);
+        if passed {
+            rep.baton = Some((interval, timeout));
+            break;
+        }
+    }
+    if o.runs > 0 {
+        if let (Some((interval_ms, timeout_ms)), Some(advert_ms)) = (rep.baton, rep.advert) {
+            let b = BenchOptions {
+                runs: o.runs,
+                servers: o.servers,
+                interval_ms,
+                timeout_ms,
+                advert_ms,
+                dad: false,
+                soak: Duration::ZERO,
+                keep: o.keep,
+            };
+            rep.failover = Some(run(&b)?);
+        }
+    }
+    Ok(rep)
+}
+
+/// New holders of `addr` between `t` and `t_end`, and the time two servers held it.
+fn holder_changes(
+    obs: &super::observer::Observed,
+    addr: Ipv4Addr,
+    t: Ms,
+    t_end: Ms,
+) -> (usize, f64) {
+    let per: Vec<(String, Vec<(Ms, Ms)>)> = obs
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let iv = obs.logs[i].held.get(&addr).cloned().unwrap_or_default();
+            (
+                s.clone(),
+                iv.iter()
+                    .filter(|(lo, hi)| *hi >= t && *lo <= t_end)
+                    .map(|(lo, hi)| (lo.max(t), hi.min(t_end)))
+                    .collect(),
+            )
+        })
+        .collect();
+    let moves = obs
+        .logs
+        .iter()
+        .map(|l| {
+            l.held.get(&addr).map_or(0, |v| {
+                v.iter().filter(|(lo, _)| *lo > t && *lo <= t_end).count()
+            })
+        })
+        .sum();
+    let double = overlaps(&per)
+        .iter()
+        .map(|(_, _, lo, hi)| hi - lo)
+        .fold(0.0, |a, b| a + b);
+    (moves, double)
+}
+
+/// Soak one Baton setting; stop at the first sign of failure.
+fn baton_trial(o: &SearchOptions, interval: u64, timeout: u64) -> Result<Trial, String> {
+    let setting = format!("heartbeat {interval} ms / timeout {timeout} ms");
+    let mut spec = LabSpec::new("bench");
+    spec.servers = o.servers;
+    spec.interval_ms = interval;
+    spec.timeout_ms = timeout;
+    let mut lab = Lab::build(spec)?;
+    lab.observe()?;
+    lab.start_all()?;
+    lab.wait_owner(None, Duration::from_secs(30))?;
+    lab.wait_converged(Duration::from_secs(30))?;
+    let t = lab.now();
+    lab.netem_all(o.loss_pct, o.delay_ms, o.jitter_ms)?;
+    lab.note(&format!("Baton soak: {setting}"));
+    let mut failures = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < o.soak && failures.is_empty() {
+        std::thread::sleep(Duration::from_secs(1));
+        failures = baton_failures(&lab, t, lab.now())?;
+    }
+    let t_end = lab.now();
+    lab.netem_clear()?;
+    // Events of the last second reach the observer a little later.
+    std::thread::sleep(Duration::from_millis(1500));
+    if failures.is_empty() {
+        failures = baton_failures(&lab, t, t_end)?;
+    }
+    if o.keep {
+        println!("lab directory kept: {}", lab.keep_dir().display());
+    }
+    Ok(Trial {
+        setting,
+        soaked_s: (t_end - t) / 1000.0,
+        failures,
+    })
+}
+
+/// What counts against a Baton setting in a soak: a new activation (false failover),
+/// a deactivation (the owner gave the group up: quorum lost), a self-fence or a missed
+/// fence deadline, time with two holders of the VIP.
+fn baton_failures(lab: &Lab, t: Ms, t_end: Ms) -> Result<Vec<String>, String> {
+    let obs = lab
+        .observer
+        .as_ref()
+        .map(|ob| ob.snapshot())
+        .ok_or_else(|| "no observer".to_string())?;
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for i in 0..lab.spec.servers {
+        for e in &obs.logs[i].events {
+            let at = lab.event_ms(e);
+            if at < t || at > t_end + 1000.0 {
+                continue;
+            }
+            let what = match e.id.as_str() {
+                "BTN-2101" => "activations (false failover)",
+                "BTN-2103" => "deactivations",
+                "BTN-1005" => "self-fences",
+                "BTN-1135" => "fence deadlines missed",
+                _ => continue,
+            };
+            *counts.entry(what).or_default() += 1;
+        }
+    }
+    let mut v: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+    let (_, double) = holder_changes(&obs, VIP, t, t_end);
+    if double > 0.0 {
+        v.push(format!("{double:.0} ms with two holders"));
+    }
+    Ok(v)
 }

@@ -171,6 +171,8 @@ pub struct Lab {
     pub unix0: u64,
     notes: Arc<Mutex<Vec<(Ms, String)>>>,
     pub observer: Option<Observer>,
+    /// More addresses for the observer to watch (set before [`Lab::observe`]).
+    pub observe_also: Vec<Ipv4Addr>,
     /// Lab times at which a server crashed with its resources removed.
     pub crashes: BTreeMap<usize, Vec<Ms>>,
     pub exempt: Exemptions,
@@ -228,6 +230,7 @@ impl Lab {
             unix0: unix_ms(),
             notes: Arc::new(Mutex::new(Vec::new())),
             observer: None,
+            observe_also: Vec::new(),
             crashes: BTreeMap::new(),
             exempt: Exemptions::default(),
             quiet: std::env::var_os("BATON_LAB_QUIET").is_some(),
@@ -439,7 +442,10 @@ deactivate_timeout = "20s"
                 server: server(i),
                 netns: self.nodes[i].clone(),
                 api: SocketAddr::from((node_addr(NET_M, i), API_PORT)),
-                addrs: vec![VIP, KA_VIP],
+                addrs: [VIP, KA_VIP]
+                    .into_iter()
+                    .chain(self.observe_also.iter().copied())
+                    .collect(),
             })
             .collect();
         self.observer = Some(Observer::start(
@@ -1093,39 +1099,59 @@ deactivate_timeout = "20s"
 
     // --- keepalived (benchmark) -----------------------------------------------------
 
-    /// Write server `i`'s keepalived configuration: one VRRP instance on `ea` for
-    /// [`KA_VIP`], advertisement interval `advert_ms`.
-    fn keepalived_conf(&self, i: usize, advert_ms: u64) -> Result<PathBuf, String> {
+    /// Write server `i`'s keepalived configuration: one VRRP instance on `ea` per
+    /// `(address, advertisement interval in ms)`, virtual router ids 51, 52, ...
+    fn keepalived_conf(&self, i: usize, instances: &[(Ipv4Addr, u64)]) -> Result<PathBuf, String> {
         let prio = 200 - 10 * i;
-        let text = format!(
+        let mut text = format!(
             r#"global_defs {{
   router_id {name}
   vrrp_version 3
   script_user root
   enable_script_security
 }}
-vrrp_instance lab {{
+"#,
+            name = server(i),
+        );
+        for (k, (addr, advert_ms)) in instances.iter().enumerate() {
+            text.push_str(&format!(
+                r#"vrrp_instance lab{k} {{
   state BACKUP
+  nopreempt
   interface ea
-  virtual_router_id 51
+  virtual_router_id {vrid}
   priority {prio}
   advert_int {adv:.3}
   virtual_ipaddress {{
-    {KA_VIP}/24 dev ea
+    {addr}/24 dev ea
   }}
 }}
 "#,
-            name = server(i),
-            adv = advert_ms as f64 / 1000.0,
-        );
+                vrid = 51 + k,
+                adv = *advert_ms as f64 / 1000.0,
+            ));
+        }
         let p = self.dir.join(format!("keepalived-{}.conf", server(i)));
         std::fs::write(&p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
         Ok(p)
     }
 
-    /// Start keepalived (VRRP only, in the foreground) in server `i`'s namespace.
+    /// Start keepalived (VRRP only, in the foreground) in server `i`'s namespace, one
+    /// VRRP instance for [`KA_VIP`] with advertisement interval `advert_ms`.
     pub fn start_keepalived(&mut self, i: usize, advert_ms: u64) -> Result<(), String> {
-        let conf = self.keepalived_conf(i, advert_ms)?;
+        self.start_keepalived_instances(i, &[(KA_VIP, advert_ms)])
+    }
+
+    /// Start keepalived in server `i`'s namespace with one VRRP instance per
+    /// `(address, advertisement interval in ms)` (the loss-proof search runs several
+    /// intervals side by side; [`Lab::observe_also`] makes the observer watch their
+    /// addresses).
+    pub fn start_keepalived_instances(
+        &mut self,
+        i: usize,
+        instances: &[(Ipv4Addr, u64)],
+    ) -> Result<(), String> {
+        let conf = self.keepalived_conf(i, instances)?;
         let n = server(i);
         let (out, err) = self.open_log(&format!("keepalived-{n}.log"))?;
         let child = netns::command_in(&self.nodes[i], "keepalived")
