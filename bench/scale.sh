@@ -8,6 +8,9 @@
 #   BATON_BENCH_PARSE_EVERY_DATAGRAM=1 bash bench/scale.sh ...
 #                                            # reference: agents parse every heartbeat
 #                                            # datagram, not once per send (alternate runs)
+#   BATON_BENCH_FLATTEN_PARSE=1 bash bench/scale.sh ...
+#                                            # reference: bodies parsed through serde's
+#                                            # flatten, not in one pass (alternate runs)
 #
 # 1. The engine alone (`cargo bench -p baton-core --bench scale`): steady-state step time
 #    for a heartbeat and a tick, heartbeat body size, and engine time per second of an

@@ -589,6 +589,7 @@ pub struct Acceptor {
     parsed: std::collections::HashMap<String, (u64, u8)>,
     /// Parse every datagram in full (a benchmark's reference).
     parse_every: bool,
+    flatten: bool,
 }
 
 impl Acceptor {
@@ -609,6 +610,7 @@ impl Acceptor {
             counters: RejectCounters::default(),
             parsed: std::collections::HashMap::new(),
             parse_every: false,
+            flatten: false,
         }
     }
 
@@ -665,6 +667,12 @@ impl Acceptor {
         self.parsed.clear();
     }
 
+    /// Parse bodies through serde's `flatten`, as before the one-pass parse (the
+    /// reference of `BATON_BENCH_FLATTEN_PARSE=1 bash bench/scale.sh`).
+    pub fn flatten_parse(&mut self) {
+        self.flatten = true;
+    }
+
     /// [`Acceptor::accept`] for a heartbeat, parsing its body only once per send: an
     /// agent sends the same message on every path in one go, numbering the datagrams
     /// in path order (`seq = first + path`), so `seq - path` names the send. The first
@@ -696,6 +704,7 @@ impl Acceptor {
         let env = serde::de::DeserializeSeed::deserialize(
             HeartbeatSeed {
                 parsed: &self.parsed,
+                flatten: self.flatten,
             },
             &mut de,
         )
@@ -793,6 +802,8 @@ struct RttOnly {
 /// `parsed` names for its sender (the envelope's fields come before its body).
 struct HeartbeatSeed<'a> {
     parsed: &'a std::collections::HashMap<String, (u64, u8)>,
+    /// Through `flatten` (benchmark reference).
+    flatten: bool,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for HeartbeatSeed<'_> {
@@ -849,6 +860,8 @@ impl<'de> serde::de::Visitor<'de> for HeartbeatSeed<'_> {
                         HeartbeatBody::Repeat {
                             rtt: map.next_value::<RttOnly>()?.rtt,
                         }
+                    } else if self.flatten {
+                        HeartbeatBody::Full(Box::new(map.next_value()?))
                     } else {
                         HeartbeatBody::Full(Box::new(map.next_value_seed(TimedMessageSeed)?))
                     });

@@ -299,6 +299,10 @@ pub(super) fn spawn_receivers(
     if std::env::var_os("BATON_BENCH_PARSE_EVERY_DATAGRAM").is_some() {
         acceptor.parse_every_datagram();
     }
+    // The reference of the one-pass parse: bodies through serde's `flatten`.
+    if std::env::var_os("BATON_BENCH_FLATTEN_PARSE").is_some() {
+        acceptor.flatten_parse();
+    }
     let acceptor = Arc::new(Mutex::new(acceptor));
     let rtt: wire::SharedRtt = shared
         .notifier
