@@ -23,17 +23,21 @@ profile=debug
 cargo_flags=()
 args=()
 runs=20
-soak=120
+soak=""
 cmd=bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --release) profile=release; cargo_flags=(--release); shift ;;
-    --search) cmd=search; soak=600; shift ;;
+    --search) cmd=search; shift ;;
     --runs) runs="$2"; shift 2 ;;
     --soak) soak="$2"; shift 2 ;;
     *) args+=("$1"); shift ;;
   esac
 done
+# The soak: 120 s beside the failover runs, 600 s per candidate in the search.
+if [ -z "$soak" ]; then
+  if [ "$cmd" = search ]; then soak=600; else soak=120; fi
+fi
 if [ "$(id -u)" != 0 ]; then
   echo "SKIPPED: the fault lab needs root (network namespaces, nftables)"; exit 0
 fi

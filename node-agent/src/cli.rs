@@ -885,16 +885,9 @@ async fn group_cmd(op: GroupOp) -> Exit {
     let Some((timeout, mut want)) = wait else {
         return send_command(&t, cmd, &done).await;
     };
-    let timeout = match parse_duration(&timeout) {
-        Ok(d) => d.0,
-        Err(e) => {
-            return fail(
-                t.json,
-                Exit::Usage,
-                "usage",
-                &format!("--wait {timeout}: {e}"),
-            )
-        }
+    let timeout = match wait_timeout(&t, &timeout) {
+        Ok(d) => d,
+        Err(exit) => return exit,
     };
     let (conn, _) = match connect(&t) {
         Ok(c) => c,
@@ -1043,18 +1036,23 @@ async fn cluster_cmd(op: ClusterOp) -> Exit {
     }
 }
 
+/// The value of `--wait`, or the usage error to exit with.
+fn wait_timeout(t: &Target, timeout: &str) -> Result<std::time::Duration, Exit> {
+    parse_duration(timeout).map(|d| d.0).map_err(|e| {
+        fail(
+            t.json,
+            Exit::Usage,
+            "usage",
+            &format!("--wait {timeout}: {e}"),
+        )
+    })
+}
+
 /// `cluster stop --wait`: request the stop, then poll until no agent answers.
 async fn cluster_stop_wait(t: &Target, timeout: &str) -> Exit {
-    let timeout = match parse_duration(timeout) {
-        Ok(d) => d.0,
-        Err(e) => {
-            return fail(
-                t.json,
-                Exit::Usage,
-                "usage",
-                &format!("--wait {timeout}: {e}"),
-            )
-        }
+    let timeout = match wait_timeout(t, timeout) {
+        Ok(d) => d,
+        Err(exit) => return exit,
     };
     let (conn, _) = match connect(t) {
         Ok(c) => c,

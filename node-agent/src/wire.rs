@@ -635,6 +635,12 @@ impl Acceptor {
         received_on: u8,
     ) -> Result<Envelope<T>, WireError> {
         let env: Envelope<T> = decode(key, bytes)?;
+        self.admit(env, received_on)
+    }
+
+    /// The checks after decoding, for every kind of body: this cluster, a known sender,
+    /// the path it came in on, not a replay (recorded).
+    fn admit<T>(&mut self, env: Envelope<T>, received_on: u8) -> Result<Envelope<T>, WireError> {
         if env.cluster != self.cluster {
             return Err(WireError::WrongCluster {
                 expected: self.cluster.clone(),
@@ -712,22 +718,7 @@ impl Acceptor {
         .map_err(|e| WireError::Malformed {
             reason: e.to_string(),
         })?;
-        if env.cluster != self.cluster {
-            return Err(WireError::WrongCluster {
-                expected: self.cluster.clone(),
-                found: env.cluster,
-            });
-        }
-        if self.peers.binary_search(&env.from).is_err() {
-            return Err(WireError::UnknownSender { from: env.from });
-        }
-        if env.path != received_on {
-            return Err(WireError::BadPath {
-                claimed: env.path,
-                received: received_on,
-            });
-        }
-        self.guard.check_and_record(&env.from, env.path, env.seq)?;
+        let env = self.admit(env, received_on)?;
         if matches!(env.body, HeartbeatBody::Full(_)) && !self.parse_every {
             let send = env.seq.wrapping_sub(u64::from(env.path));
             match self.parsed.get_mut(&env.from) {

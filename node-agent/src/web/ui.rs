@@ -565,18 +565,21 @@ struct PeerView {
     status: Option<AgentStatus>,
 }
 
-/// Every other server's status (`GET /v1/status`, in parallel, 800 ms each), in the
-/// configuration's order.
-async fn peer_views(s: &Shared) -> Vec<PeerView> {
+/// `GET path` from every other server's agent at once (800 ms each), in the
+/// configuration's order; `None` for one that did not answer.
+async fn from_peers<T: serde::de::DeserializeOwned + Send + 'static>(
+    s: &Shared,
+    path: &str,
+) -> Vec<(String, Option<T>)> {
     let mut futs = Vec::new();
     for srv in s.config().servers.iter().filter(|x| x.name != s.server) {
         let client = s.peer_client.clone();
-        let (name, addr) = (srv.name.clone(), srv.api);
+        let (addr, path) = (srv.api, path.to_string());
         futs.push((
-            name,
+            srv.name.clone(),
             tokio::spawn(async move {
                 client
-                    .get::<AgentStatus>(addr, "/v1/status", Duration::from_millis(800))
+                    .get::<T>(addr, &path, Duration::from_millis(800))
                     .await
                     .ok()
             }),
@@ -584,12 +587,18 @@ async fn peer_views(s: &Shared) -> Vec<PeerView> {
     }
     let mut out = Vec::new();
     for (server, f) in futs {
-        out.push(PeerView {
-            server,
-            status: f.await.ok().flatten(),
-        });
+        out.push((server, f.await.ok().flatten()));
     }
     out
+}
+
+/// Every other server's status (`GET /v1/status`).
+async fn peer_views(s: &Shared) -> Vec<PeerView> {
+    from_peers::<AgentStatus>(s, "/v1/status")
+        .await
+        .into_iter()
+        .map(|(server, status)| PeerView { server, status })
+        .collect()
 }
 
 /// The live part of the dashboard (what `/ui/live` serves and the page embeds).
@@ -1050,27 +1059,10 @@ async fn all_alerts(s: &Shared, n: usize) -> (Vec<Event>, Vec<String>) {
         .and_then(Result::ok)
         .unwrap_or_default();
     let mut missing = Vec::new();
-    let mut futs = Vec::new();
-    for srv in s.config().servers.iter().filter(|x| x.name != s.server) {
-        let client = s.peer_client.clone();
-        let (name, addr) = (srv.name.clone(), srv.api);
-        futs.push(tokio::spawn(async move {
-            let r = client
-                .get::<Vec<Event>>(
-                    addr,
-                    &format!("/v1/alerts?tail={n}"),
-                    Duration::from_millis(800),
-                )
-                .await;
-            (name, r)
-        }));
-    }
-    for f in futs {
-        if let Ok((name, r)) = f.await {
-            match r {
-                Ok(evs) => out.extend(evs),
-                Err(_) => missing.push(name),
-            }
+    for (name, r) in from_peers::<Vec<Event>>(s, &format!("/v1/alerts?tail={n}")).await {
+        match r {
+            Some(evs) => out.extend(evs),
+            None => missing.push(name),
         }
     }
     out.sort_by(|a, b| b.time_ms.cmp(&a.time_ms).then(b.seq.cmp(&a.seq)));

@@ -377,44 +377,9 @@ fn soak(lab: &mut Lab, o: &BenchOptions, rep: &mut BenchReport) -> Result<(), St
         }
     }
     // Holder changes and double holding of each VIP during the soak.
-    let window = |iv: &Vec<(Ms, Ms)>| -> Vec<(Ms, Ms)> {
-        iv.iter()
-            .filter(|(lo, hi)| *hi >= t && *lo <= t_end)
-            .map(|(lo, hi)| (lo.max(t), hi.min(t_end)))
-            .collect()
-    };
-    let per = |addr: Ipv4Addr| -> Vec<(String, Vec<(Ms, Ms)>)> {
-        obs.servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                (
-                    s.clone(),
-                    window(&obs.logs[i].held.get(&addr).cloned().unwrap_or_default()),
-                )
-            })
-            .collect()
-    };
-    let acquisitions = |addr: Ipv4Addr| -> usize {
-        obs.logs
-            .iter()
-            .map(|l| {
-                l.held.get(&addr).map_or(0, |v| {
-                    v.iter().filter(|(lo, _)| *lo > t && *lo <= t_end).count()
-                })
-            })
-            .sum()
-    };
-    let double = |addr: Ipv4Addr| -> f64 {
-        overlaps(&per(addr))
-            .iter()
-            .map(|(_, _, lo, hi)| hi - lo)
-            .fold(0.0, |a, b| a + b)
-    };
-    rep.keepalived_false = acquisitions(KA_VIP);
-    rep.keepalived_double_ms = double(KA_VIP);
-    rep.baton_double_ms = double(VIP);
-    let vip_moves = acquisitions(VIP);
+    (rep.keepalived_false, rep.keepalived_double_ms) = holder_changes(&obs, KA_VIP, t, t_end);
+    let (vip_moves, baton_double_ms) = holder_changes(&obs, VIP, t, t_end);
+    rep.baton_double_ms = baton_double_ms;
     if vip_moves != rep.baton_false {
         rep.notes.push(format!(
             "Baton's VIP was acquired {vip_moves} times during the soak for {} activations",
@@ -519,11 +484,7 @@ impl std::fmt::Display for SearchReport {
                     "  {who:<10} {:<28} {:>5.0} s  {}",
                     t.setting,
                     t.soaked_s,
-                    if t.failures.is_empty() {
-                        "passed".to_string()
-                    } else {
-                        format!("FAILED: {}", t.failures.join("; "))
-                    }
+                    verdict(t)
                 )?;
             }
         }
@@ -547,6 +508,15 @@ impl std::fmt::Display for SearchReport {
             write!(f, "{r}")?;
         }
         Ok(())
+    }
+}
+
+/// `passed`, or `FAILED: ` and why.
+fn verdict(t: &Trial) -> String {
+    if t.failures.is_empty() {
+        "passed".to_string()
+    } else {
+        format!("FAILED: {}", t.failures.join("; "))
     }
 }
 
@@ -624,7 +594,14 @@ pub fn search(o: &SearchOptions) -> Result<SearchReport, String> {
         .zip(&o.adverts)
         .find(|(t, _)| t.failures.is_empty())
         .map(|(_, a)| *a);
-    println!("{rep}");
+    for t in &rep.keepalived_trials {
+        println!(
+            "  keepalived {} {:.0} s {}",
+            t.setting,
+            t.soaked_s,
+            verdict(t)
+        );
+    }
     // Baton: one candidate at a time, tightest first, until one passes the whole soak.
     for &(interval, timeout) in &o.baton {
         let trial = baton_trial(o, interval, timeout)?;
@@ -632,11 +609,7 @@ pub fn search(o: &SearchOptions) -> Result<SearchReport, String> {
             "  Baton {} {:.0} s {}",
             trial.setting,
             trial.soaked_s,
-            if trial.failures.is_empty() {
-                "passed".to_string()
-            } else {
-                trial.failures.join("; ")
-            }
+            verdict(&trial)
         );
         let passed = trial.failures.is_empty();
         rep.baton_trials.push(trial);
