@@ -300,11 +300,62 @@ pub struct Group {
     /// deactivate_timeout`. The group's self-fence deadline is the smaller of this and the
     /// agent's `[quorum] fence_timeout` ([`Config::group_timing`]).
     pub fence_budget: Option<Dur>,
+    /// `sequential` (default): one resource at a time, dependencies first, then file
+    /// order. `parallel`: only `depends_on` orders them; resources whose dependencies
+    /// are active start together, and stop together in reverse.
+    pub resource_order: ResourceOrder,
     /// In activation order (dependencies first).
     pub resources: Vec<Resource>,
 }
 
+/// How a group's resources are started and stopped (`resource_order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceOrder {
+    /// One at a time, in activation order; stops in reverse.
+    #[default]
+    Sequential,
+    /// By dependency depth: every resource of a depth at once, the next depth when all
+    /// of them are active; stops by depth in reverse.
+    Parallel,
+}
+
 impl Group {
+    /// The steps that activate the resources `plan` (indices in activation order, a
+    /// subset of the group's): each step is a set of resources started together, the
+    /// next step once all of them are active. Sequential: one resource per step.
+    /// Parallel: one step per dependency depth (a resource's depth is one more than
+    /// the deepest resource it depends on), in activation order within the step. Stops
+    /// run the steps of the same plan in reverse.
+    pub fn activation_steps(&self, plan: &[usize]) -> Vec<Vec<usize>> {
+        match self.resource_order {
+            ResourceOrder::Sequential => plan.iter().map(|&ri| vec![ri]).collect(),
+            ResourceOrder::Parallel => {
+                // Activation order puts every dependency first, so one pass finds depths.
+                let mut depth = vec![0usize; self.resources.len()];
+                for (ri, r) in self.resources.iter().enumerate() {
+                    depth[ri] = r
+                        .depends_on
+                        .iter()
+                        .filter_map(|d| self.resources[..ri].iter().position(|x| &x.name == d))
+                        .map(|di| depth[di] + 1)
+                        .max()
+                        .unwrap_or(0);
+                }
+                let mut steps: Vec<(usize, Vec<usize>)> = Vec::new();
+                for &ri in plan {
+                    let Some(&dp) = depth.get(ri) else { continue };
+                    match steps.iter_mut().find(|(d, _)| *d == dp) {
+                        Some((_, s)) => s.push(ri),
+                        None => steps.push((dp, vec![ri])),
+                    }
+                }
+                steps.sort_by_key(|(d, _)| *d);
+                steps.into_iter().map(|(_, s)| s).collect()
+            }
+        }
+    }
+
     /// What the group's resources need to stop, in ms: the declared budget, or every
     /// stop attempt of every resource (they stop one after the other) at its timeout.
     pub fn stop_budget_ms(&self) -> u64 {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::{
     AgentSection, ApiSection, AwsSection, AzureSection, Dur, FinalAction, GcpSection,
     HeartbeatSection, MetricsSection, MonitorTiming, NotifySection, OnApiError, QuorumSection,
+    ResourceOrder,
 };
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +79,9 @@ pub(super) struct RawGroup {
     /// Declared self-fence budget (see `Group::fence_budget`).
     #[serde(default)]
     pub(super) fence_budget: Option<Dur>,
+    /// How the group's resources are started and stopped (see `Group::resource_order`).
+    #[serde(default)]
+    pub(super) resource_order: ResourceOrder,
     #[serde(default)]
     pub(super) resource: Vec<toml::Table>,
 }

@@ -582,6 +582,47 @@ fn wrong_type() {
 }
 
 #[test]
+fn resource_order_sets_the_activation_steps() {
+    let c = ok(DESIGN).config;
+    let g = &c.groups[0];
+    assert_eq!(g.resource_order, ResourceOrder::Sequential);
+    let n = g.resources.len();
+    let all: Vec<usize> = (0..n).collect();
+    assert_eq!(
+        g.activation_steps(&all),
+        all.iter().map(|&i| vec![i]).collect::<Vec<_>>()
+    );
+    let text = replace(
+        DESIGN,
+        "failback = false\n",
+        "failback = false\nresource_order = \"parallel\"\n",
+    );
+    let c = ok(&text).config;
+    let g = &c.groups[0];
+    assert_eq!(g.resource_order, ResourceOrder::Parallel);
+    // One step per dependency depth: app depends on awsvip1.
+    assert_eq!(g.activation_steps(&all), [vec![0], vec![1]]);
+    assert_eq!(g.resources[1].name, "app");
+    // Without the dependency both start (and stop) together; a subset keeps the steps.
+    let text = replace(&text, "depends_on = [\"awsvip1\"]\n", "");
+    let c = ok(&text).config;
+    let g = &c.groups[0];
+    assert_eq!(g.activation_steps(&all), [vec![0, 1]]);
+    assert_eq!(g.activation_steps(&[1]), [vec![1]]);
+    let text = replace(
+        DESIGN,
+        "failback = false\n",
+        "failback = false\nresource_order = \"random\"\n",
+    );
+    let d = error(&text);
+    assert_at(&d, &text, "resource_order", 0, "group[0].resource_order");
+    assert_eq!(
+        d.message,
+        "unknown value `random`; expected one of: sequential or parallel"
+    );
+}
+
+#[test]
 fn missing_required_key() {
     let text = replace(DESIGN, "api = \"10.0.120.10:7420\"", "");
     let d = error(&text);

@@ -63,6 +63,22 @@ enum After {
     Reactivate(Vec<usize>),
 }
 
+/// One resource of the activation or deactivation step under way.
+#[derive(Debug, Clone, PartialEq)]
+struct Slot {
+    ri: usize,
+    attempt: u32,
+    /// The action under way; `None` once the resource is done (`failed` says how).
+    inflight: Option<ActionId>,
+    failed: bool,
+}
+
+impl Slot {
+    fn busy(slots: &[Slot]) -> bool {
+        slots.iter().any(|s| s.inflight.is_some())
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Local {
     Offline,
@@ -75,12 +91,13 @@ enum Local {
         ok: bool,
         checked: bool,
     },
+    /// Starting the resources step by step ([`crate::config::Group::activation_steps`]):
+    /// `slots` are the resources of step `pos`, started together.
     Activating {
         epoch: u64,
-        plan: Vec<usize>,
+        steps: Vec<Vec<usize>>,
         pos: usize,
-        attempt: u32,
-        inflight: ActionId,
+        slots: Vec<Slot>,
     },
     Online {
         epoch: u64,
@@ -89,12 +106,12 @@ enum Local {
     Claiming {
         epoch: u64,
     },
+    /// Stopping the resources, the activation steps in reverse.
     Deactivating {
         epoch: u64,
-        plan: Vec<usize>,
+        steps: Vec<Vec<usize>>,
         pos: usize,
-        attempt: u32,
-        inflight: ActionId,
+        slots: Vec<Slot>,
         after: After,
     },
     Failed {
@@ -258,6 +275,10 @@ pub struct Engine {
     /// Something peers decide on changed (membership, a group's state here, an intent):
     /// the shell should send a heartbeat now rather than at the next interval.
     urgent: bool,
+    /// The earliest instant at which a decision that waits for time may change (the
+    /// end of a takeover wait): the shell steps the engine then instead of at its next
+    /// tick ([`Engine::next_wake`]).
+    wake: Option<Millis>,
     /// Version of a `cluster stop` learned during this agent's startup wait: issued before
     /// it started, so it does not apply to it.
     stopping_ignored: u64,
@@ -426,6 +447,7 @@ impl Engine {
             out: Vec::new(),
             last_ownership: BTreeMap::new(),
             urgent: false,
+            wake: None,
             quorum_since: None,
             stopping_ignored: 0,
             deactivating_reason: None,
@@ -626,6 +648,17 @@ impl Engine {
         }
         self.report_out_of_bounds(source, what);
         std::mem::take(&mut self.out)
+    }
+
+    /// When the engine wants to be stepped next for a deadline of its own (the end of a
+    /// takeover wait), if before anything else would step it: the shell sleeps until
+    /// then, so the group is claimed when the floor is reached, not at the next tick.
+    pub fn next_wake(&self) -> Option<Millis> {
+        self.wake.filter(|&w| w > self.now)
+    }
+
+    pub(super) fn wake_at(&mut self, at: Millis) {
+        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
     }
 
     /// True (once) when this server's heartbeat content changed in a way its peers act on
@@ -1022,6 +1055,23 @@ impl Engine {
         }
         v.sort_by_key(|&(si, e)| std::cmp::Reverse(self.claim(si, e)));
         v
+    }
+
+    /// An up peer among group `gi`'s servers whose last heartbeat does not echo this
+    /// agent's current incarnation ([`Engine::hears_me`]): what it reports may predate this
+    /// agent's start (or be a replay of such a heartbeat), so its report of the group
+    /// does not prove the group is not running there.
+    pub(super) fn unconfirmed_peer(&self, gi: usize) -> Option<usize> {
+        let g = &self.cfg.groups[gi];
+        (0..self.peers.len()).find(|&si| {
+            si != self.me
+                && self.peers[si].up
+                && g.servers.contains(&self.cfg.servers[si].name)
+                && self.peers[si]
+                    .msg
+                    .as_ref()
+                    .is_some_and(|m| !self.hears_me(m))
+        })
     }
 
     fn peer_excluded(&self, si: usize, gi: usize) -> bool {

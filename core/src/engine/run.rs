@@ -7,6 +7,7 @@ use super::*;
 impl Engine {
     /// Re-evaluate everything after an input. Deterministic in (state, now).
     pub(super) fn evaluate(&mut self) {
+        self.wake = None;
         self.update_timeout_override();
         self.update_membership();
         self.recompute_quorum();
@@ -571,13 +572,36 @@ impl Engine {
         !self.group_run(gi) || self.stopping() || self.leaving || !self.quorum
     }
 
-    /// Resources that are (or may be) active when a plan stops at `pos`: those of the plan
-    /// up to and including `pos`, plus those outside the plan (a resource restart leaves
-    /// the rest of the group running). In activation order.
-    fn touched(&self, gi: usize, plan: &[usize], pos: usize) -> Vec<usize> {
+    /// Resources that are (or may be) active when an activation stops at step `pos`:
+    /// those of the steps up to and including `pos`, plus those outside the plan (a
+    /// resource restart leaves the rest of the group running). In activation order.
+    fn touched(&self, gi: usize, steps: &[Vec<usize>], pos: usize) -> Vec<usize> {
+        let upto = steps.get(..=pos).unwrap_or(steps);
         (0..self.cfg.groups[gi].resources.len())
-            .filter(|i| plan[..=pos].contains(i) || !plan.contains(i))
+            .filter(|i| upto.iter().any(|s| s.contains(i)) || !steps.iter().any(|s| s.contains(i)))
             .collect()
+    }
+
+    /// The slots of one step, each with the id of the action that will start (or stop)
+    /// its resource.
+    fn new_slots(&mut self, step: &[usize]) -> Vec<Slot> {
+        step.iter()
+            .map(|&ri| Slot {
+                ri,
+                attempt: 0,
+                inflight: Some(self.id()),
+                failed: false,
+            })
+            .collect()
+    }
+
+    /// Issue the actions of a step's slots.
+    fn push_slots(&mut self, gi: usize, activate: bool, epoch: u64, slots: &[Slot]) {
+        for s in slots {
+            if let Some(id) = s.inflight {
+                self.push_resource_action(id, gi, activate, s.ri, epoch, s.attempt);
+            }
+        }
     }
 
     fn set_local(&mut self, gi: usize, l: Local) {
@@ -716,6 +740,13 @@ impl Engine {
         if !self.unheard_holders(gi).is_empty() {
             return;
         }
+        // A server that may run the group and whose last heartbeat does not echo this
+        // agent's current incarnation may be showing an old state: a heartbeat recorded
+        // before this agent restarted and replayed to it says the group is offline there
+        // while it runs. Wait until it answers this incarnation.
+        if self.unconfirmed_peer(gi).is_some() {
+            return;
+        }
         let lost = self.groups[gi]
             .last_holder
             .clone()
@@ -754,6 +785,7 @@ impl Engine {
         }
         if target == Some(self.me) {
             if let Some((who, left)) = self.takeover_block(gi) {
+                self.wake_at(self.now.plus(left));
                 if !self.groups[gi].takeover_wait_reported {
                     self.groups[gi].takeover_wait_reported = true;
                     let tm = self.group_timing(gi);
@@ -1019,20 +1051,19 @@ impl Engine {
         }
         // The group is recorded as held here (ownership persisted) before its first
         // resource is touched, so that a crash at any point is re-adopted or cleaned up.
-        let id = self.id();
-        let first = plan[0];
+        let steps = self.cfg.groups[gi].activation_steps(&plan);
+        let slots = self.new_slots(&steps[0]);
         self.set_local(
             gi,
             Local::Activating {
                 epoch,
-                plan,
+                steps,
                 pos: 0,
-                attempt: 0,
-                inflight: id,
+                slots: slots.clone(),
             },
         );
         self.persist_ownership();
-        self.push_resource_action(id, gi, true, first, epoch, 0);
+        self.push_slots(gi, true, epoch, &slots);
     }
 
     fn finish_activation(&mut self, gi: usize, epoch: u64) {
@@ -1050,8 +1081,8 @@ impl Engine {
         );
     }
 
-    /// Begin deactivating: all resources in reverse order, or (`subset`, activation order)
-    /// only those, in reverse.
+    /// Begin deactivating: all resources, or (`subset`, activation order) only those, by
+    /// the activation steps in reverse.
     fn start_deactivation(
         &mut self,
         gi: usize,
@@ -1060,9 +1091,13 @@ impl Engine {
         subset: Option<Vec<usize>>,
     ) {
         let gname = self.cfg.groups[gi].name.clone();
-        let mut plan: Vec<usize> =
+        let plan: Vec<usize> =
             subset.unwrap_or_else(|| (0..self.cfg.groups[gi].resources.len()).collect());
-        plan.reverse();
+        let mut steps = self.cfg.groups[gi].activation_steps(&plan);
+        steps.reverse();
+        for s in &mut steps {
+            s.reverse();
+        }
         let reason = self.deactivating_reason.take();
         if matches!(after, After::Release { .. }) {
             let msg = reason
@@ -1071,19 +1106,19 @@ impl Engine {
                 e.group(&gname).epoch(epoch)
             });
         }
-        if plan.is_empty() {
+        if steps.is_empty() {
             self.finish_deactivation(gi, epoch, after);
             return;
         }
-        let id = self.issue(gi, false, plan[0], epoch, 0);
+        let slots = self.new_slots(&steps[0]);
+        self.push_slots(gi, false, epoch, &slots);
         self.set_local(
             gi,
             Local::Deactivating {
                 epoch,
-                plan,
+                steps,
                 pos: 0,
-                attempt: 0,
-                inflight: id,
+                slots,
                 after,
             },
         );
@@ -1196,8 +1231,8 @@ impl Engine {
             return;
         }
         let Some(gi) = self.groups.iter().position(|g| match &g.local {
-            Local::Activating { inflight, .. } | Local::Deactivating { inflight, .. } => {
-                *inflight == id
+            Local::Activating { slots, .. } | Local::Deactivating { slots, .. } => {
+                slots.iter().any(|s| s.inflight == Some(id))
             }
             _ => false,
         }) else {
@@ -1207,13 +1242,16 @@ impl Engine {
         match self.groups[gi].local.clone() {
             Local::Activating {
                 epoch,
-                plan,
+                steps,
                 pos,
-                attempt,
-                ..
+                mut slots,
             } => {
-                let ri = plan[pos];
+                let Some(k) = slots.iter().position(|s| s.inflight == Some(id)) else {
+                    return;
+                };
+                let (ri, attempt) = (slots[k].ri, slots[k].attempt);
                 let res = self.cfg.groups[gi].resources[ri].clone();
+                slots[k].inflight = None;
                 match result {
                     Ok(()) => {
                         self.emit(
@@ -1221,28 +1259,6 @@ impl Engine {
                             format!("resource {} of group {gname} activated", res.name),
                             |e| e.group(&gname).resource(&res.name).epoch(epoch),
                         );
-                        if self.must_stop(gi) {
-                            // Quorum lost (or stop / shutdown) during the activation: do
-                            // not start the next resource, undo what is up.
-                            let touched = self.touched(gi, &plan, pos);
-                            self.start_deactivation(
-                                gi,
-                                epoch,
-                                After::Release { exclude: false },
-                                Some(touched),
-                            );
-                        } else if pos + 1 == plan.len() {
-                            self.finish_activation(gi, epoch);
-                        } else {
-                            let id = self.issue(gi, true, plan[pos + 1], epoch, 0);
-                            self.groups[gi].local = Local::Activating {
-                                epoch,
-                                plan,
-                                pos: pos + 1,
-                                attempt: 0,
-                                inflight: id,
-                            };
-                        }
                     }
                     Err(f) => {
                         self.emit(
@@ -1251,65 +1267,41 @@ impl Engine {
                             |e| failure_fields(e.group(&gname).resource(&res.name).epoch(epoch), &f),
                         );
                         self.groups[gi].last_failed = Some(ri);
-                        if self.must_stop(gi) {
-                            // No retry (nor failover count) once the group may not run
-                            // here any more: undo what is up and let it go.
-                            let touched = self.touched(gi, &plan, pos);
-                            self.start_deactivation(
-                                gi,
-                                epoch,
-                                After::Release { exclude: false },
-                                Some(touched),
-                            );
-                            return;
-                        }
-                        if attempt < res.activation.retries {
-                            let id = self.issue(gi, true, ri, epoch, attempt + 1);
-                            self.groups[gi].local = Local::Activating {
-                                epoch,
-                                plan,
-                                pos,
-                                attempt: attempt + 1,
-                                inflight: id,
-                            };
-                            return;
-                        }
-                        // Undo what this plan touched, up to and including the failed
-                        // resource, and what stayed up outside the plan (resource restart).
-                        let touched = self.touched(gi, &plan, pos);
-                        let count = self.groups[gi].act_failovers.get(&ri).copied().unwrap_or(0);
-                        if count < res.failover_threshold {
-                            self.groups[gi].act_failovers.insert(ri, count + 1);
-                            self.emit(&events::GROUP_ACTIVATION_FAILED, format!("group {gname} could not be activated on {} because resource {} failed; handing it to the next server", self.me_name(), res.name), |e| e.group(&gname).resource(&res.name).epoch(epoch));
-                            self.start_deactivation(
-                                gi,
-                                epoch,
-                                After::Release { exclude: true },
-                                Some(touched),
-                            );
+                        // No retry once the group may not run here any more.
+                        if !self.must_stop(gi) && attempt < res.activation.retries {
+                            slots[k].attempt = attempt + 1;
+                            slots[k].inflight = Some(self.issue(gi, true, ri, epoch, attempt + 1));
                         } else {
-                            self.emit(&events::GROUP_ACTIVATION_FAILED, format!("group {gname} could not be activated on {} because resource {} failed; failover threshold {} reached", self.me_name(), res.name, res.failover_threshold), |e| e.group(&gname).resource(&res.name).epoch(epoch));
-                            self.final_action(
-                                res.activation.final_action,
-                                Some(gi),
-                                epoch,
-                                format!("activation of resource {} failed", res.name),
-                                Some(touched),
-                            );
+                            slots[k].failed = true;
                         }
                     }
+                }
+                if Slot::busy(&slots) {
+                    // The rest of the step is still starting: nothing is decided (nor
+                    // undone) before every action of the step has ended.
+                    self.groups[gi].local = Local::Activating {
+                        epoch,
+                        steps,
+                        pos,
+                        slots,
+                    };
+                } else {
+                    self.step_activated(gi, epoch, steps, pos, &slots);
                 }
             }
             Local::Deactivating {
                 epoch,
-                plan,
+                steps,
                 pos,
-                attempt,
+                mut slots,
                 after,
-                ..
             } => {
-                let ri = plan[pos];
+                let Some(k) = slots.iter().position(|s| s.inflight == Some(id)) else {
+                    return;
+                };
+                let (ri, attempt) = (slots[k].ri, slots[k].attempt);
                 let res = self.cfg.groups[gi].resources[ri].clone();
+                slots[k].inflight = None;
                 match result {
                     Ok(()) => {
                         self.emit(
@@ -1317,19 +1309,6 @@ impl Engine {
                             format!("resource {} of group {gname} deactivated", res.name),
                             |e| e.group(&gname).resource(&res.name).epoch(epoch),
                         );
-                        if pos + 1 == plan.len() {
-                            self.finish_deactivation(gi, epoch, after);
-                        } else {
-                            let id = self.issue(gi, false, plan[pos + 1], epoch, 0);
-                            self.groups[gi].local = Local::Deactivating {
-                                epoch,
-                                plan,
-                                pos: pos + 1,
-                                attempt: 0,
-                                inflight: id,
-                                after,
-                            };
-                        }
                     }
                     Err(f) => {
                         self.emit(
@@ -1339,32 +1318,104 @@ impl Engine {
                         );
                         self.groups[gi].last_failed = Some(ri);
                         if attempt < res.deactivation.retries {
-                            let id = self.issue(gi, false, ri, epoch, attempt + 1);
-                            self.groups[gi].local = Local::Deactivating {
-                                epoch,
-                                plan,
-                                pos,
-                                attempt: attempt + 1,
-                                inflight: id,
-                                after,
-                            };
+                            slots[k].attempt = attempt + 1;
+                            slots[k].inflight = Some(self.issue(gi, false, ri, epoch, attempt + 1));
+                        } else {
+                            // At once, even while other stops of the step run: the group
+                            // stays held here and the final action is not delayed.
+                            self.set_local(gi, Local::Stuck { epoch });
+                            self.emit(&events::GROUP_DEACTIVATION_FAILED, format!("group {gname} could not be deactivated on {}: resource {} is still up; the group stays held here", self.me_name(), res.name), |e| e.group(&gname).resource(&res.name).epoch(epoch));
+                            if res.deactivation.final_action != FinalAction::None {
+                                self.final_action(
+                                    res.deactivation.final_action,
+                                    None,
+                                    epoch,
+                                    format!("deactivation of resource {} failed", res.name),
+                                    None,
+                                );
+                            }
                             return;
-                        }
-                        self.set_local(gi, Local::Stuck { epoch });
-                        self.emit(&events::GROUP_DEACTIVATION_FAILED, format!("group {gname} could not be deactivated on {}: resource {} is still up; the group stays held here", self.me_name(), res.name), |e| e.group(&gname).resource(&res.name).epoch(epoch));
-                        if res.deactivation.final_action != FinalAction::None {
-                            self.final_action(
-                                res.deactivation.final_action,
-                                None,
-                                epoch,
-                                format!("deactivation of resource {} failed", res.name),
-                                None,
-                            );
                         }
                     }
                 }
+                if Slot::busy(&slots) {
+                    self.groups[gi].local = Local::Deactivating {
+                        epoch,
+                        steps,
+                        pos,
+                        slots,
+                        after,
+                    };
+                } else if pos + 1 == steps.len() {
+                    self.finish_deactivation(gi, epoch, after);
+                } else {
+                    let slots = self.new_slots(&steps[pos + 1]);
+                    self.push_slots(gi, false, epoch, &slots);
+                    self.groups[gi].local = Local::Deactivating {
+                        epoch,
+                        steps,
+                        pos: pos + 1,
+                        slots,
+                        after,
+                    };
+                }
             }
             _ => {}
+        }
+    }
+
+    /// Every action of activation step `pos` has ended: go on with the next step, or
+    /// finish, or undo what is (or may be) up when the group may not run here any more or
+    /// a resource of the step failed for good.
+    fn step_activated(
+        &mut self,
+        gi: usize,
+        epoch: u64,
+        steps: Vec<Vec<usize>>,
+        pos: usize,
+        slots: &[Slot],
+    ) {
+        let gname = self.cfg.groups[gi].name.clone();
+        if self.must_stop(gi) {
+            // Quorum lost (or stop / shutdown) during the activation: do not start the
+            // next step, undo what is up.
+            let touched = self.touched(gi, &steps, pos);
+            self.start_deactivation(gi, epoch, After::Release { exclude: false }, Some(touched));
+            return;
+        }
+        let Some(ri) = slots.iter().find(|s| s.failed).map(|s| s.ri) else {
+            if pos + 1 == steps.len() {
+                self.finish_activation(gi, epoch);
+            } else {
+                let slots = self.new_slots(&steps[pos + 1]);
+                self.push_slots(gi, true, epoch, &slots);
+                self.groups[gi].local = Local::Activating {
+                    epoch,
+                    steps,
+                    pos: pos + 1,
+                    slots,
+                };
+            }
+            return;
+        };
+        // Undo what this plan touched, up to and including the failed resource's step,
+        // and what stayed up outside the plan (resource restart).
+        let res = self.cfg.groups[gi].resources[ri].clone();
+        let touched = self.touched(gi, &steps, pos);
+        let count = self.groups[gi].act_failovers.get(&ri).copied().unwrap_or(0);
+        if count < res.failover_threshold {
+            self.groups[gi].act_failovers.insert(ri, count + 1);
+            self.emit(&events::GROUP_ACTIVATION_FAILED, format!("group {gname} could not be activated on {} because resource {} failed; handing it to the next server", self.me_name(), res.name), |e| e.group(&gname).resource(&res.name).epoch(epoch));
+            self.start_deactivation(gi, epoch, After::Release { exclude: true }, Some(touched));
+        } else {
+            self.emit(&events::GROUP_ACTIVATION_FAILED, format!("group {gname} could not be activated on {} because resource {} failed; failover threshold {} reached", self.me_name(), res.name, res.failover_threshold), |e| e.group(&gname).resource(&res.name).epoch(epoch));
+            self.final_action(
+                res.activation.final_action,
+                Some(gi),
+                epoch,
+                format!("activation of resource {} failed", res.name),
+                Some(touched),
+            );
         }
     }
 
@@ -1902,25 +1953,48 @@ impl Engine {
             Local::Offline | Local::Claiming { .. } => {}
             Local::Adopting { .. } => st = vec![ResourceState::Checking; n],
             Local::Online { .. } => st = vec![ResourceState::Online; n],
-            Local::Activating { plan, pos, .. } => {
-                for (k, &ri) in plan.iter().enumerate() {
-                    if let Some(s) = st.get_mut(ri) {
-                        *s = match k.cmp(pos) {
-                            std::cmp::Ordering::Less => ResourceState::Online,
-                            std::cmp::Ordering::Equal => ResourceState::Activating,
-                            std::cmp::Ordering::Greater => ResourceState::Offline,
-                        };
+            Local::Activating {
+                steps, pos, slots, ..
+            } => {
+                for (k, step) in steps.iter().enumerate() {
+                    for &ri in step {
+                        if let Some(s) = st.get_mut(ri) {
+                            *s = match k.cmp(pos) {
+                                std::cmp::Ordering::Less => ResourceState::Online,
+                                std::cmp::Ordering::Greater => ResourceState::Offline,
+                                std::cmp::Ordering::Equal => {
+                                    match slots.iter().find(|x| x.ri == ri) {
+                                        Some(x) if x.inflight.is_some() => {
+                                            ResourceState::Activating
+                                        }
+                                        Some(x) if x.failed => ResourceState::Failed,
+                                        _ => ResourceState::Online,
+                                    }
+                                }
+                            };
+                        }
                     }
                 }
             }
-            Local::Deactivating { plan, pos, .. } => {
-                for (k, &ri) in plan.iter().enumerate() {
-                    if let Some(s) = st.get_mut(ri) {
-                        *s = match k.cmp(pos) {
-                            std::cmp::Ordering::Less => ResourceState::Offline,
-                            std::cmp::Ordering::Equal => ResourceState::Deactivating,
-                            std::cmp::Ordering::Greater => ResourceState::Online,
-                        };
+            Local::Deactivating {
+                steps, pos, slots, ..
+            } => {
+                for (k, step) in steps.iter().enumerate() {
+                    for &ri in step {
+                        if let Some(s) = st.get_mut(ri) {
+                            *s = match k.cmp(pos) {
+                                std::cmp::Ordering::Less => ResourceState::Offline,
+                                std::cmp::Ordering::Greater => ResourceState::Online,
+                                std::cmp::Ordering::Equal => {
+                                    match slots.iter().find(|x| x.ri == ri) {
+                                        Some(x) if x.inflight.is_some() => {
+                                            ResourceState::Deactivating
+                                        }
+                                        _ => ResourceState::Offline,
+                                    }
+                                }
+                            };
+                        }
                     }
                 }
             }

@@ -125,6 +125,10 @@ struct GroupSpec {
     /// then (within the budget; `SlowActions` faults go beyond it). `None`: `Params`.
     fence_budget_ms: Option<u64>,
     deact_max_ms: Option<u64>,
+    /// `resource_order = "parallel"`: resources 0 and 1 have no dependency and start
+    /// (and stop) together; resource 2, when there is one, depends on resource 0.
+    /// Otherwise each resource depends on the one before it.
+    parallel: bool,
 }
 
 /// A group's monitor: healthy while every resource of the group runs on the server and
@@ -310,6 +314,7 @@ impl Schedule {
                     deact_retries: rng.range(0, 1) as u32,
                     fence_budget_ms: None,
                     deact_max_ms: None,
+                    parallel: false,
                     monitor: rng.chance(60).then(|| MonitorSpec {
                         interval_ms: interval_ms * rng.range(2, 5),
                         retries: rng.range(0, 2) as u32,
@@ -359,6 +364,11 @@ impl Schedule {
                 let b = rng.range(interval_ms, fence);
                 g.fence_budget_ms = Some(b);
                 g.deact_max_ms = Some(rng.range(0, b * 4 / 5));
+            }
+            // Some groups start independent resources together.
+            if rng.chance(35) {
+                g.parallel = true;
+                g.resources = rng.range(2, 3) as usize;
             }
         }
         let fail_pct = if rng.chance(20) { rng.range(1, 15) } else { 0 };
@@ -566,6 +576,9 @@ impl Schedule {
             if let Some(b) = g.fence_budget_ms {
                 let _ = writeln!(s, "fence_budget = \"{b}ms\"");
             }
+            if g.parallel {
+                let _ = writeln!(s, "resource_order = \"parallel\"");
+            }
             s.push('\n');
             for ri in 0..g.resources {
                 let _ = write!(
@@ -577,8 +590,13 @@ impl Schedule {
                     p.deact_timeout_ms,
                     g.deact_retries
                 );
-                if ri > 0 {
-                    let _ = writeln!(s, "depends_on = [\"{}\"]", resource_name(gi, ri - 1));
+                let dep = match (g.parallel, ri) {
+                    (_, 0) | (true, 1) => None,
+                    (true, _) => Some(0),
+                    (false, _) => Some(ri - 1),
+                };
+                if let Some(d) = dep {
+                    let _ = writeln!(s, "depends_on = [\"{}\"]", resource_name(gi, d));
                 }
                 s.push('\n');
             }
@@ -972,6 +990,11 @@ struct World {
     next_rule: usize,
     /// Per resource (global index), the nodes on which it is (possibly) active.
     active: Vec<BTreeSet<usize>>,
+    /// Per resource, the nodes whose agent was told its activation ended well and that
+    /// issued no stop since (what a dependent may start on).
+    ready: Vec<BTreeSet<usize>>,
+    /// Per resource, the resources it depends on (global indices).
+    res_deps: Vec<Vec<usize>>,
     /// Per resource: its group.
     res_group: Vec<usize>,
     res_index: BTreeMap<String, usize>,
@@ -1075,6 +1098,12 @@ impl World {
                 res_group.push(gi);
             }
         }
+        let res_deps = cfg
+            .groups
+            .iter()
+            .flat_map(|g| &g.resources)
+            .map(|r| r.depends_on.iter().map(|d| res_index[d]).collect())
+            .collect();
         let ngroups = cfg.groups.len();
         let mut w = World {
             cfg,
@@ -1087,6 +1116,8 @@ impl World {
             rules: Vec::new(),
             next_rule: 0,
             active: vec![BTreeSet::new(); res_group.len()],
+            ready: vec![BTreeSet::new(); res_group.len()],
+            res_deps,
             res_group,
             res_index,
             group_index,
@@ -1253,6 +1284,10 @@ impl World {
                 if self.nodes[node].inc != inc {
                     // The agent died: its action was killed with it (or the node reset).
                     return;
+                }
+                // The agent learns that the start ended well: dependents may start.
+                if matches!(op, Op::Activate) && ok {
+                    self.ready[res].insert(node);
                 }
                 let rname = self.res_name(res);
                 let input = match op {
@@ -1495,6 +1530,7 @@ impl World {
                 } => {
                     self.check_activation(n, &group, &resource, epoch);
                     let res = self.res_index[&resource];
+                    self.check_order(n, res, true);
                     self.active[res].insert(n);
                     self.log(|| {
                         format!(
@@ -1513,6 +1549,8 @@ impl World {
                     ..
                 } => {
                     let res = self.res_index[&resource];
+                    self.check_order(n, res, false);
+                    self.ready[res].remove(&n);
                     self.log(|| {
                         format!(
                             "{} deactivate {resource} of {group} epoch {epoch}",
@@ -1826,7 +1864,7 @@ impl World {
         node.inc += 1;
         node.gen += 1;
         node.inbox.clear();
-        for a in &mut self.active {
+        for a in self.active.iter_mut().chain(self.ready.iter_mut()) {
             a.remove(&n);
         }
     }
@@ -2046,6 +2084,8 @@ impl World {
             Fault::AppDies { group } => {
                 for r in 0..self.active.len() {
                     if self.res_group[r] == group {
+                        // `ready` stays: the agent was told the start ended well, and
+                        // learns of the death from its monitor, not before.
                         let died = std::mem::take(&mut self.active[r]);
                         let name = self.res_name(r);
                         self.log(|| format!("{name} DIED on {died:?}"));
@@ -2285,6 +2325,36 @@ impl World {
         }
     }
 
+    /// Dependency order: a resource starts on node `n` only once every resource it
+    /// depends on has started there (and not been stopped since); it stops there only
+    /// once no resource depending on it is (possibly) active there.
+    fn check_order(&mut self, n: usize, res: usize, activate: bool) {
+        if self.violation.is_some() {
+            return;
+        }
+        let name = self.res_name(res);
+        if activate {
+            if let Some(&d) = self.res_deps[res]
+                .iter()
+                .find(|&&d| !self.ready[d].contains(&n))
+            {
+                let dep = self.res_name(d);
+                self.violation = Some(format!(
+                    "dependency order: {} starts {name} while {dep}, which it depends on, is not active there",
+                    server_name(n)
+                ));
+            }
+        } else if let Some(r) = (0..self.res_deps.len())
+            .find(|&r| self.res_deps[r].contains(&res) && self.active[r].contains(&n))
+        {
+            let dependent = self.res_name(r);
+            self.violation = Some(format!(
+                "dependency order: {} stops {name} while {dependent}, which depends on it, may be active there",
+                server_name(n)
+            ));
+        }
+    }
+
     /// Invariant 1: a group's resources are (possibly) active on one server at most.
     fn check_physical(&mut self) {
         for gi in 0..self.cfg.groups.len() {
@@ -2429,8 +2499,18 @@ fn sim_random_schedules() {
     let started = std::time::Instant::now();
     // Per thread: (events, simulated ms, failing (seed, violation), activations,
     // activations on another server than the group's previous one, monitor figures,
-    // such moves of groups with a declared fence budget).
-    type ThreadResult = (u64, u64, Vec<(u64, String)>, u64, u64, MonitorStats, u64);
+    // such moves of groups with a declared fence budget, and of groups whose resources
+    // start in parallel).
+    type ThreadResult = (
+        u64,
+        u64,
+        Vec<(u64, String)>,
+        u64,
+        u64,
+        MonitorStats,
+        u64,
+        u64,
+    );
     let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -2438,7 +2518,7 @@ fn sim_random_schedules() {
                     let mut steps = 0;
                     let mut sim_ms = 0;
                     let mut failures = Vec::new();
-                    let (mut acts, mut moves, mut budget_moves) = (0, 0, 0);
+                    let (mut acts, mut moves, mut budget_moves, mut parallel_moves) = (0, 0, 0, 0);
                     let mut mon = MonitorStats::default();
                     let mut i = t;
                     while i < count && failures.len() < max_failures {
@@ -2446,6 +2526,10 @@ fn sim_random_schedules() {
                         let (sched, out) = run_seed(seed, false);
                         let budgeted: BTreeSet<String> = (0..sched.params.groups.len())
                             .filter(|&gi| sched.params.groups[gi].fence_budget_ms.is_some())
+                            .map(group_name)
+                            .collect();
+                        let parallel: BTreeSet<String> = (0..sched.params.groups.len())
+                            .filter(|&gi| sched.params.groups[gi].parallel)
                             .map(group_name)
                             .collect();
                         steps += out.steps;
@@ -2459,6 +2543,9 @@ fn sim_random_schedules() {
                                 if budgeted.contains(g.as_str()) {
                                     budget_moves += 1;
                                 }
+                                if parallel.contains(g.as_str()) {
+                                    parallel_moves += 1;
+                                }
                             }
                         }
                         if let Some(v) = out.violation {
@@ -2466,7 +2553,16 @@ fn sim_random_schedules() {
                         }
                         i += threads;
                     }
-                    (steps, sim_ms, failures, acts, moves, mon, budget_moves)
+                    (
+                        steps,
+                        sim_ms,
+                        failures,
+                        acts,
+                        moves,
+                        mon,
+                        budget_moves,
+                        parallel_moves,
+                    )
                 })
             })
             .collect();
@@ -2481,12 +2577,13 @@ fn sim_random_schedules() {
     let acts: u64 = results.iter().map(|r| r.3).sum();
     let moves: u64 = results.iter().map(|r| r.4).sum();
     let budget_moves: u64 = results.iter().map(|r| r.6).sum();
+    let parallel_moves: u64 = results.iter().map(|r| r.7).sum();
     let mut mon = MonitorStats::default();
     for r in &results {
         mon += r.5;
     }
     println!(
-        "{count} schedules, {steps} events, {} s simulated, {acts} group activations ({moves} on another server than the previous one, {budget_moves} of them groups with their own fence budget), monitors: {} failed polls, {} recovery scripts, {} restarts, {} failovers, in {:.1} s ({threads} threads)",
+        "{count} schedules, {steps} events, {} s simulated, {acts} group activations ({moves} on another server than the previous one, {budget_moves} of them groups with their own fence budget, {parallel_moves} groups that start resources in parallel), monitors: {} failed polls, {} recovery scripts, {} restarts, {} failovers, in {:.1} s ({threads} threads)",
         sim_ms / 1000,
         mon.failed_probes,
         mon.scripts,
@@ -2526,6 +2623,11 @@ fn sim_random_schedules() {
         assert!(
             budget_moves >= count / 20,
             "only {budget_moves} moves of groups with a fence budget in {count} schedules"
+        );
+        // So must groups whose independent resources start and stop together.
+        assert!(
+            parallel_moves >= count / 20,
+            "only {parallel_moves} moves of groups with resource_order = \"parallel\" in {count} schedules"
         );
         // Application faults must reach the recovery ladder: failed polls, scripts,
         // restarts and monitor failovers. (10,000 schedules gave 8,178 failed polls, 577
@@ -2628,6 +2730,7 @@ fn sim_two_servers_and_a_witness_fail_over_after_a_crash() {
                 deact_retries: 0,
                 fence_budget_ms: None,
                 deact_max_ms: None,
+                parallel: false,
                 monitor: None,
             }],
             drift_ppm: vec![10_000, -10_000],
@@ -2682,6 +2785,7 @@ fn sim_detects_a_double_activation_when_the_watchdog_is_missing() {
                 deact_retries: 0,
                 fence_budget_ms: None,
                 deact_max_ms: None,
+                parallel: false,
                 monitor: None,
             }],
             drift_ppm: vec![0, 0, 0],
@@ -2737,6 +2841,7 @@ fn sim_regression_takeover_wait_ignores_second_hand_holder() {
                     deact_retries: 1,
                     fence_budget_ms: None,
                     deact_max_ms: None,
+                    parallel: false,
                     monitor: None,
                 },
                 GroupSpec {
@@ -2747,6 +2852,7 @@ fn sim_regression_takeover_wait_ignores_second_hand_holder() {
                     deact_retries: 0,
                     fence_budget_ms: None,
                     deact_max_ms: None,
+                    parallel: false,
                     monitor: None,
                 },
             ],
@@ -2827,6 +2933,7 @@ fn sim_regression_next_resource_started_on_a_stale_quorum() {
                     deact_retries: 1,
                     fence_budget_ms: None,
                     deact_max_ms: None,
+                    parallel: false,
                     monitor: None,
                 },
                 GroupSpec {
@@ -2837,6 +2944,7 @@ fn sim_regression_next_resource_started_on_a_stale_quorum() {
                     deact_retries: 1,
                     fence_budget_ms: None,
                     deact_max_ms: None,
+                    parallel: false,
                     monitor: None,
                 },
             ],
@@ -2901,6 +3009,7 @@ fn sim_regression_two_claims_of_one_epoch_both_acknowledged() {
                     deact_retries: 1,
                     fence_budget_ms: None,
                     deact_max_ms: None,
+                    parallel: false,
                     monitor: None,
                 },
                 GroupSpec {
@@ -2911,6 +3020,7 @@ fn sim_regression_two_claims_of_one_epoch_both_acknowledged() {
                     deact_retries: 1,
                     fence_budget_ms: None,
                     deact_max_ms: None,
+                    parallel: false,
                     monitor: None,
                 },
             ],
@@ -2979,6 +3089,7 @@ fn sim_regression_witness_hand_over_without_fence_wait() {
                     deact_retries: 0,
                     fence_budget_ms: None,
                     deact_max_ms: None,
+                    parallel: false,
                     monitor: None,
                 },
                 GroupSpec {
@@ -2989,6 +3100,7 @@ fn sim_regression_witness_hand_over_without_fence_wait() {
                     deact_retries: 0,
                     fence_budget_ms: None,
                     deact_max_ms: None,
+                    parallel: false,
                     monitor: None,
                 },
             ],
@@ -3069,6 +3181,7 @@ fn sim_regression_restarted_agent_reuses_an_intent_version() {
                 deact_retries: 1,
                 fence_budget_ms: None,
                 deact_max_ms: None,
+                parallel: false,
                 monitor: None,
             }],
             drift_ppm: vec![2788, -3084],
@@ -3139,6 +3252,7 @@ fn sim_regression_replayed_heartbeats_give_no_vote() {
                 deact_retries: 0,
                 fence_budget_ms: None,
                 deact_max_ms: None,
+                parallel: false,
                 monitor: None,
             }],
             drift_ppm: vec![0, 0, 0],
@@ -3171,6 +3285,117 @@ fn sim_regression_replayed_heartbeats_give_no_vote() {
                     node: 0,
                     from: 1,
                     ms: 10_000,
+                },
+            ),
+        ],
+    });
+    assert!(out.violation.is_none());
+}
+
+/// A replay after a restart, seen from the placement side: an attacker restarts s2's
+/// agent (empty replay guard), blocks s3's heartbeats to it and replays s3's heartbeats
+/// recorded before, which show g2 offline on s3. Meanwhile s3 starts g2 and an operator
+/// moves g2 to s2: s2 took the replayed reports as s3's current state and claimed the
+/// group while it ran on s3 (twice active). A report that does not echo s2's current
+/// incarnation no longer proves that the group is not running there.
+#[test]
+fn sim_regression_replayed_heartbeats_hide_a_holder() {
+    let out = check_schedule(Schedule {
+        seed: 123428,
+        params: Params {
+            servers: 7,
+            paths: 1,
+            witness: false,
+            interval_ms: 200,
+            timeout_ms: 1200,
+            groups: vec![
+                GroupSpec {
+                    servers: vec![4, 6, 5, 0],
+                    resources: 1,
+                    failback: false,
+                    act_retries: 1,
+                    deact_retries: 0,
+                    monitor: Some(MonitorSpec {
+                        interval_ms: 400,
+                        retries: 2,
+                        script: false,
+                        script_retries: 0,
+                        restart_retries: 1,
+                        failover_retries: 0,
+                        final_action: "stop-group",
+                    }),
+                    fence_budget_ms: Some(390),
+                    deact_max_ms: Some(267),
+                    parallel: false,
+                },
+                GroupSpec {
+                    servers: vec![2, 1, 3, 5],
+                    resources: 1,
+                    failback: false,
+                    act_retries: 0,
+                    deact_retries: 0,
+                    monitor: Some(MonitorSpec {
+                        interval_ms: 600,
+                        retries: 1,
+                        script: false,
+                        script_retries: 1,
+                        restart_retries: 2,
+                        failover_retries: 2,
+                        final_action: "reboot",
+                    }),
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
+                    parallel: false,
+                },
+            ],
+            drift_ppm: vec![-10000, 10000, -6623, 10000, -1696, -6011, 10000],
+            witness_drift_ppm: -10000,
+            witness_model: WitnessModel::Simple,
+            act_timeout_ms: 3400,
+            deact_timeout_ms: 2600,
+            act_max_ms: 1133,
+            deact_max_ms: 192,
+            fail_pct: 6,
+            loss_pct: 0,
+            reach: true,
+            fence_timeout_ms: None,
+            takeover_wait_ms: Some(2496),
+            watchdog_ms: 600,
+            window_ms: 6073,
+        },
+        faults: vec![
+            (
+                228,
+                Fault::Replay {
+                    node: 1,
+                    from: 2,
+                    ms: 2000,
+                },
+            ),
+            (
+                686,
+                Fault::MonitorFails {
+                    group: 1,
+                    everywhere: true,
+                    ms: 4552,
+                },
+            ),
+            (
+                1862,
+                Fault::Replay {
+                    node: 4,
+                    from: 0,
+                    ms: 5655,
+                },
+            ),
+            (1881, Fault::Move { node: 3, group: 1 }),
+            (4571, Fault::ReachLost { node: 5, ms: 3275 }),
+            (
+                4878,
+                Fault::MonitorFails {
+                    group: 1,
+                    everywhere: false,
+                    ms: 2195,
                 },
             ),
         ],

@@ -277,6 +277,41 @@ impl Sim {
         self.nodes[i].queue.iter().cloned().collect()
     }
 
+    /// Answer the queued start or stop of `resource` on a manual node; returns it.
+    fn answer_resource(&mut self, s: &str, resource: &str) -> Action {
+        let i = self.idx(s);
+        let k = self.nodes[i]
+            .queue
+            .iter()
+            .position(|a| match a {
+                Action::Activate { resource: r, .. } | Action::Deactivate { resource: r, .. } => {
+                    r == resource
+                }
+                _ => false,
+            })
+            .unwrap_or_else(|| panic!("no action queued for {resource} on {s}"));
+        let a = self.nodes[i]
+            .queue
+            .remove(k)
+            .expect("position is in the queue");
+        if let Some(input) = self.answer(i, &a) {
+            self.feed(i, input);
+        }
+        a
+    }
+
+    /// The resources of the queued starts (true) or stops (false) of a node.
+    fn queued(&mut self, s: &str, activate: bool) -> Vec<String> {
+        self.pending(s)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Activate { resource, .. } if activate => Some(resource),
+                Action::Deactivate { resource, .. } if !activate => Some(resource),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn set_manual(&mut self, s: &str, manual: bool) {
         let i = self.idx(s);
         self.nodes[i].manual = manual;
@@ -762,19 +797,32 @@ impl Sim {
     }
 
     fn check_one_action_per_group(&self) {
-        // One resource action at a time per group and server.
+        // One resource action at a time per group and server (one per resource of a step
+        // for a group with `resource_order = "parallel"`), never a start beside a stop.
         for n in &self.nodes {
             for g in &self.groups {
-                let inflight = n
+                let acts: Vec<(bool, &String)> = n
                     .queue
                     .iter()
-                    .filter(|a| {
-                        matches!(a, Action::Activate { group, .. } | Action::Deactivate { group, .. } if group == g)
+                    .filter_map(|a| match a {
+                        Action::Activate {
+                            group, resource, ..
+                        } if group == g => Some((true, resource)),
+                        Action::Deactivate {
+                            group, resource, ..
+                        } if group == g => Some((false, resource)),
+                        _ => None,
                     })
-                    .count();
+                    .collect();
+                let parallel = n.cfg.groups.iter().any(|x| {
+                    &x.name == g && x.resource_order == crate::config::ResourceOrder::Parallel
+                });
+                let distinct: BTreeSet<&String> = acts.iter().map(|a| a.1).collect();
                 assert!(
-                    inflight <= 1,
-                    "t={} ms: {} has {inflight} resource actions of {g} in flight",
+                    (acts.len() <= 1 || parallel)
+                        && distinct.len() == acts.len()
+                        && acts.iter().all(|a| a.0 == acts[0].0),
+                    "t={} ms: {} has these resource actions of {g} in flight: {acts:?}",
                     self.now,
                     n.name
                 );
@@ -1116,6 +1164,162 @@ fn activation_in_dependency_order_one_at_a_time_and_reverse_deactivation() {
     // Stopped means stopped: nobody starts it.
     sim.run(3_000);
     assert!(sim.holders("g1").is_empty());
+}
+
+fn parallel_group(extra: &str) -> String {
+    cluster(
+        3,
+        &format!(
+            r#"
+[[group]]
+name = "g1"
+servers = ["node-1", "node-2", "node-3"]
+resource_order = "parallel"
+
+[[group.resource]]
+kind = "exec"
+name = "app"
+depends_on = ["vip", "route"]
+
+[[group.resource]]
+kind = "floating-ip"
+name = "vip"
+{extra}
+
+[[group.resource]]
+kind = "exec"
+name = "route"
+"#
+        ),
+    )
+}
+
+fn resource_states(sim: &Sim, s: &str) -> Vec<(String, ResourceState)> {
+    sim.group_status(s, "g1")
+        .resources
+        .into_iter()
+        .map(|r| (r.name, r.state))
+        .collect()
+}
+
+#[test]
+fn parallel_group_starts_independent_resources_together_and_stops_them_in_reverse() {
+    let mut sim = Sim::new(&parallel_group(""));
+    sim.set_manual("node-1", true);
+    sim.run(STARTUP + 100);
+    // vip and route depend on nothing: both start at once; app waits for both.
+    assert_eq!(sim.queued("node-1", true), ["vip", "route"]);
+    assert_eq!(
+        resource_states(&sim, "node-1"),
+        [
+            ("vip".to_string(), ResourceState::Activating),
+            ("route".to_string(), ResourceState::Activating),
+            ("app".to_string(), ResourceState::Offline),
+        ]
+    );
+    sim.answer_resource("node-1", "route");
+    assert_eq!(sim.queued("node-1", true), ["vip"]);
+    assert_eq!(
+        resource_states(&sim, "node-1")[1],
+        ("route".to_string(), ResourceState::Online)
+    );
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Activating);
+    sim.answer_resource("node-1", "vip");
+    assert_eq!(sim.queued("node-1", true), ["app"]);
+    sim.answer_resource("node-1", "app");
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Online);
+    assert!(sim.pending("node-1").is_empty());
+    // Stop: app first, then vip and route together.
+    sim.cmd("node-2", Command::GroupStop { group: "g1".into() })
+        .unwrap();
+    sim.run(500);
+    assert_eq!(sim.queued("node-1", false), ["app"]);
+    sim.answer_resource("node-1", "app");
+    assert_eq!(sim.queued("node-1", false), ["route", "vip"]);
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Deactivating);
+    sim.answer_resource("node-1", "vip");
+    assert_eq!(sim.queued("node-1", false), ["route"]);
+    assert_eq!(
+        resource_states(&sim, "node-1"),
+        [
+            ("vip".to_string(), ResourceState::Offline),
+            ("route".to_string(), ResourceState::Deactivating),
+            ("app".to_string(), ResourceState::Offline),
+        ]
+    );
+    sim.answer_resource("node-1", "route");
+    sim.run(500);
+    assert!(sim.holders("g1").is_empty());
+    assert!(sim.has("node-1", &events::GROUP_DEACTIVATED));
+}
+
+#[test]
+fn parallel_step_failure_waits_for_the_rest_of_the_step_then_hands_over() {
+    let mut sim = Sim::new(&parallel_group(""));
+    sim.fail_activate("node-1", "vip", u32::MAX);
+    sim.set_manual("node-1", true);
+    sim.run(STARTUP + 100);
+    assert_eq!(sim.queued("node-1", true), ["vip", "route"]);
+    // vip fails for good (no retries) while route is still starting: nothing is undone
+    // (and route is not stopped) before route's start has ended.
+    sim.answer_resource("node-1", "vip");
+    assert!(sim.has("node-1", &events::RESOURCE_ACTIVATION_FAILED));
+    assert!(sim.queued("node-1", false).is_empty());
+    assert_eq!(sim.queued("node-1", true), ["route"]);
+    assert_eq!(
+        resource_states(&sim, "node-1")[0],
+        ("vip".to_string(), ResourceState::Failed)
+    );
+    sim.answer_resource("node-1", "route");
+    // Then both are stopped together, app (never started) is not touched.
+    assert_eq!(sim.queued("node-1", false), ["route", "vip"]);
+    assert!(sim.has("node-1", &events::GROUP_ACTIVATION_FAILED));
+    sim.set_manual("node-1", false);
+    sim.run(3_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
+    assert!(!sim.activations("node-1").iter().any(|(r, _, _)| r == "app"));
+}
+
+#[test]
+fn parallel_step_retries_one_resource_while_the_other_is_up() {
+    let mut sim = Sim::new(&parallel_group("activate_retries = 1"));
+    sim.fail_activate("node-1", "vip", 1);
+    sim.set_manual("node-1", true);
+    sim.run(STARTUP + 100);
+    sim.answer_resource("node-1", "route");
+    sim.answer_resource("node-1", "vip");
+    // The retry of vip, alone; app still waits.
+    assert_eq!(sim.queued("node-1", true), ["vip"]);
+    sim.answer_resource("node-1", "vip");
+    assert_eq!(sim.queued("node-1", true), ["app"]);
+    sim.answer_resource("node-1", "app");
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Online);
+    assert_eq!(
+        sim.activations("node-1"),
+        [
+            ("vip".to_string(), 1, 0),
+            ("route".to_string(), 1, 0),
+            ("vip".to_string(), 1, 1),
+            ("app".to_string(), 1, 0),
+        ]
+    );
+}
+
+#[test]
+fn parallel_step_under_way_when_quorum_is_lost_is_undone_once_it_ends() {
+    let mut sim = Sim::new(&parallel_group(""));
+    sim.set_manual("node-1", true);
+    sim.run(STARTUP + 100);
+    assert_eq!(sim.queued("node-1", true), ["vip", "route"]);
+    sim.isolate("node-1");
+    sim.run(1_000);
+    assert!(!sim.eng("node-1").status().quorum);
+    sim.answer_resource("node-1", "vip");
+    // The step is still under way (route): nothing is stopped yet, nothing new starts.
+    assert!(sim.queued("node-1", false).is_empty());
+    sim.answer_resource("node-1", "route");
+    assert_eq!(sim.queued("node-1", true), Vec::<String>::new());
+    assert_eq!(sim.queued("node-1", false), ["route", "vip"]);
 }
 
 #[test]
@@ -2587,6 +2791,36 @@ fn takeover_waits_until_the_cut_off_holder_has_fenced_itself() {
         sim.run_until(4 * INTERVAL + TIMEOUT, |s| s.online_on("g1").as_deref()
             == Some("node-2"))
     );
+}
+
+#[test]
+fn takeover_wait_asks_to_be_woken_at_its_end() {
+    // The shell steps the engine at `next_wake` instead of its next tick: the group is
+    // claimed exactly when the floor is reached, not up to a tick later.
+    let mut sim = started(&three(""));
+    sim.kill("node-1");
+    assert!(sim.run_until(5_000, |s| s.has("node-2", &events::TAKEOVER_WAIT)));
+    let wake = sim
+        .eng("node-2")
+        .next_wake()
+        .expect("a wake at the end of the takeover wait");
+    assert!(wake.0 > sim.now + INTERVAL, "{wake:?} at {}", sim.now);
+    // Up to just before the wake (heartbeats keep flowing), then step node-2 by hand.
+    while sim.now + sim.step_ms < wake.0 - 1 {
+        sim.round();
+    }
+    assert_eq!(sim.eng("node-2").next_wake(), Some(wake));
+    let i = sim.idx("node-2");
+    let claims = |acts: &[Action]| {
+        acts.iter()
+            .any(|a| matches!(a, Action::PersistEpoch { .. }))
+    };
+    let before = sim.nodes[i].eng.step(Millis(wake.0 - 1), Input::Tick);
+    assert!(!claims(&before), "{before:?}");
+    assert_eq!(sim.eng("node-2").next_wake(), Some(wake));
+    let at = sim.nodes[i].eng.step(wake, Input::Tick);
+    assert!(claims(&at), "{at:?}");
+    assert_eq!(sim.eng("node-2").next_wake(), None);
 }
 
 // ---------------------------------------------------------------------------------------

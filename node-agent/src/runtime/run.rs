@@ -61,7 +61,17 @@ pub(super) async fn main_loop(
     t: &mut Timers,
 ) -> String {
     loop {
+        // A deadline of the engine's own (the end of a takeover wait) before the next
+        // tick: step it then, so a group is claimed when its floor is reached.
+        let wake = rt
+            .engine
+            .next_wake()
+            .map(|w| rt.t0 + Duration::from_millis(w.0));
         let actions: Vec<Action> = tokio::select! {
+            _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
+                let now = rt.now();
+                rt.engine.step(now, Input::Tick)
+            }
             _ = t.tick.tick() => {
                 rt.maybe_report_rejects();
                 rt.maybe_report_drops();

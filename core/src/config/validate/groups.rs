@@ -68,6 +68,7 @@ pub(super) fn validate(
             failback: g.failback,
             auto_start: g.auto_start,
             fence_budget: g.fence_budget,
+            resource_order: g.resource_order,
             resources: ordered,
         });
     }
