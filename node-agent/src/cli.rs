@@ -316,6 +316,11 @@ pub enum Cmd {
         /// Grant nothing for this long after start (must cover the longest lease).
         #[arg(long, default_value = "60s")]
         startup_quiet: String,
+        /// Keep the epochs and data marks this witness acknowledges in this file (written
+        /// before each reply that acknowledges a new one), so a restart does not forget
+        /// them. Without it they live in memory only (a warning at start).
+        #[arg(long)]
+        state_file: Option<PathBuf>,
         #[command(flatten)]
         limits: crate::listen::LimitArgs,
         /// Log format on stderr.

@@ -103,11 +103,13 @@ fn main() -> ExitCode {
                 listen,
                 key_file,
                 startup_quiet,
+                state_file,
                 limits,
                 log_format,
             } => {
                 init_tracing(log_format == "json", false);
-                baton_agent::witness::run_cli(listen, key_file, &startup_quiet, &limits).await
+                baton_agent::witness::run_cli(listen, key_file, &startup_quiet, state_file, &limits)
+                    .await
             }
             _ => baton_agent::cli::run(cli).await,
         }

@@ -17,10 +17,13 @@
 //! given to `--key-file` still works for this release (deprecated, logged).
 //!
 //! The grant rules live in [`Book`], a pure state machine with injected time. The
-//! witness keeps everything in memory: after a restart it has forgotten the grants it
+//! witness keeps its grants in memory: after a restart it has forgotten the grants it
 //! gave, so it denies every request for a quiet period at least as long as the longest
 //! lease ([`MAX_LEASE`], default 60 s) — by then every grant it gave before the restart
-//! has lapsed.
+//! has lapsed. The epochs (and data marks) it acknowledged are kept in `--state-file`
+//! ([`StateFile`]), written before the reply that acknowledges them: a server that
+//! claimed an epoch through the witness and is down when the witness restarts must not
+//! see its epoch claimed again by another server with the restarted witness's help.
 
 use crate::clock::Instant;
 use std::collections::{BTreeMap, HashMap};
@@ -252,6 +255,27 @@ impl Book {
             started,
             quiet,
             clusters: HashMap::new(),
+        }
+    }
+
+    /// The epoch table of `cluster` (None: no request of it yet).
+    pub fn epochs(&self, cluster: &str) -> Option<&BTreeMap<String, u64>> {
+        self.clusters.get(cluster).map(|c| &c.epochs)
+    }
+
+    /// Every cluster's epoch table (what the state file keeps).
+    pub fn all_epochs(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        self.clusters
+            .iter()
+            .map(|(n, c)| (n.clone(), c.epochs.clone()))
+            .collect()
+    }
+
+    /// Start from stored epoch tables (grants are never stored: the quiet period covers
+    /// them).
+    pub fn restore(&mut self, epochs: BTreeMap<String, BTreeMap<String, u64>>) {
+        for (name, e) in epochs {
+            self.clusters.entry(name).or_default().epochs = e;
         }
     }
 
@@ -750,6 +774,8 @@ pub enum WitnessServerError {
     },
     #[error("the witness server failed: {0}")]
     Serve(std::io::Error),
+    #[error("witness state file {path}: {message}")]
+    State { path: PathBuf, message: String },
 }
 
 impl WitnessServerError {
@@ -759,6 +785,7 @@ impl WitnessServerError {
             WitnessServerError::Keys(k) => k.code(),
             WitnessServerError::Listen { .. } => "listen-failed",
             WitnessServerError::Serve(_) => "serve-failed",
+            WitnessServerError::State { .. } => "state-file",
         }
     }
 }
@@ -773,11 +800,122 @@ pub struct WitnessOptions {
     pub startup_quiet: Duration,
     /// Allow-list, connection caps and timeouts of the HTTP server.
     pub limits: crate::listen::Limits,
+    /// Where the acknowledged epochs are kept across restarts (`--state-file`).
+    pub state_file: Option<PathBuf>,
 }
 
 struct ServerState {
     keys: WitnessKeys,
-    book: Mutex<Book>,
+    book: Mutex<Ledger>,
+    state: Option<StateFile>,
+}
+
+/// The book and whether its epochs changed since they were last written.
+struct Ledger {
+    book: Book,
+    dirty: bool,
+}
+
+/// The witness's state file: the epoch table of every cluster, as JSON
+/// (`{"version": 1, "clusters": {"NAME": {"epochs": {"GROUP": N, ...}}}}`), replaced
+/// atomically (a temporary file, fsync, rename, fsync of the directory).
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateDoc {
+    version: u32,
+    clusters: BTreeMap<String, StateCluster>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateCluster {
+    epochs: BTreeMap<String, u64>,
+}
+
+/// Largest state file read (256 clusters of 1024 epochs fit with room to spare).
+const MAX_STATE_FILE: u64 = 64 * 1024 * 1024;
+
+impl StateFile {
+    pub fn new(path: PathBuf) -> StateFile {
+        StateFile { path }
+    }
+
+    fn err(&self, message: impl Into<String>) -> WitnessServerError {
+        WitnessServerError::State {
+            path: self.path.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// The epoch table of every cluster; empty when the file does not exist yet.
+    pub fn load(&self) -> Result<BTreeMap<String, BTreeMap<String, u64>>, WitnessServerError> {
+        use std::io::Read;
+        let f = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(self.err(format!("cannot read it: {e}"))),
+        };
+        let mut text = String::new();
+        f.take(MAX_STATE_FILE + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| self.err(format!("cannot read it: {e}")))?;
+        if text.len() as u64 > MAX_STATE_FILE {
+            return Err(self.err(format!("larger than {MAX_STATE_FILE} bytes")));
+        }
+        let doc: StateDoc = serde_json::from_str(&text).map_err(|e| {
+            self.err(format!(
+                "not a witness state file ({e}); move it away to start with an empty epoch table, after checking that no cluster relies on the epochs it held"
+            ))
+        })?;
+        if doc.version != 1 {
+            return Err(self.err(format!("version {} is not 1", doc.version)));
+        }
+        if doc.clusters.len() > MAX_CLUSTERS {
+            return Err(self.err(format!("more than {MAX_CLUSTERS} clusters")));
+        }
+        let mut out = BTreeMap::new();
+        for (name, c) in doc.clusters {
+            baton_providers::witness::check_epochs(&format!("cluster {name}"), &c.epochs)
+                .map_err(|e| self.err(e.to_string()))?;
+            out.insert(name, c.epochs);
+        }
+        Ok(out)
+    }
+
+    /// Replace the file with `clusters`' epoch tables, durably.
+    pub fn save(&self, clusters: &BTreeMap<String, BTreeMap<String, u64>>) -> std::io::Result<()> {
+        use std::io::Write;
+        let doc = StateDoc {
+            version: 1,
+            clusters: clusters
+                .iter()
+                .map(|(n, e)| (n.clone(), StateCluster { epochs: e.clone() }))
+                .collect(),
+        };
+        let body = serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "state".into());
+        let tmp = dir.join(format!(".{name}.tmp"));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    }
 }
 
 fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -793,11 +931,24 @@ fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Respons
         .into_response()
 }
 
-/// The witness's HTTP routes (exposed for tests).
+/// The witness's HTTP routes (exposed for tests), without a state file.
 pub fn router(keys: WitnessKeys, quiet: Duration) -> Router {
+    router_with_state(keys, quiet, None, BTreeMap::new())
+}
+
+/// The witness's HTTP routes, keeping the epochs in `state` (loaded as `epochs`).
+pub fn router_with_state(
+    keys: WitnessKeys,
+    quiet: Duration,
+    state: Option<StateFile>,
+    epochs: BTreeMap<String, BTreeMap<String, u64>>,
+) -> Router {
+    let mut book = Book::new(crate::clock::now(), quiet);
+    book.restore(epochs);
     let state = Arc::new(ServerState {
         keys,
-        book: Mutex::new(Book::new(crate::clock::now(), quiet)),
+        book: Mutex::new(Ledger { book, dirty: false }),
+        state,
     });
     Router::new()
         .route("/v1/vote", post(vote_handler))
@@ -920,9 +1071,10 @@ async fn vote_handler(State(s): State<Arc<ServerState>>, req: Request) -> Respon
     }
     let now = crate::clock::now();
     let outcome = {
-        let mut book = s.book.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ledger = s.book.lock().unwrap_or_else(|p| p.into_inner());
+        let book = &mut ledger.book;
         if let Err(r) = book.check_seq(&wire.cluster, &wire.server, &wire.session, wire.seq, now) {
-            drop(book);
+            drop(ledger);
             tracing::warn!(code = r.code, %peer, cluster = %wire.cluster, server = %wire.server, "witness: {}", r.message);
             let status = if r.code == "replayed" {
                 StatusCode::CONFLICT
@@ -931,7 +1083,30 @@ async fn vote_handler(State(s): State<Arc<ServerState>>, req: Request) -> Respon
             };
             return refuse(status, r.code, r.message);
         }
-        book.vote(&vreq, &partition, now)
+        let before = book.epochs(&wire.cluster).cloned();
+        let outcome = book.vote(&vreq, &partition, now);
+        if book.epochs(&wire.cluster) != before.as_ref() {
+            ledger.dirty = true;
+        }
+        // Written before the reply that acknowledges the epochs (under the lock, so a
+        // later reply never acknowledges what an earlier write has not stored). Rare: only
+        // a claim or a data mark changes the table. Until a write succeeds nothing is
+        // answered, so no acknowledgement outlives a restart.
+        if let (true, Some(st)) = (ledger.dirty, &s.state) {
+            match st.save(&ledger.book.all_epochs()) {
+                Ok(()) => ledger.dirty = false,
+                Err(e) => {
+                    drop(ledger);
+                    tracing::error!(code = "state-file", path = %st.path.display(), "witness: cannot write the state file: {e}; answering nothing until it can");
+                    return refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "state-file",
+                        format!("the witness cannot store acknowledged epochs: {e}"),
+                    );
+                }
+            }
+        }
+        outcome
     };
     if let Some((from, to)) = &outcome.moved {
         tracing::info!(cluster = %wire.cluster, by = %wire.server, %peer, from = ?from, to = ?to, "witness: vote granted to a new partition");
@@ -985,7 +1160,22 @@ pub async fn run_witness(opts: WitnessOptions) -> Result<(), WitnessServerError>
     tracing::info!(listen = %local, clusters = %clusters, quiet_ms = opts.startup_quiet.as_millis() as u64, "witness: listening; granting nothing during the startup quiet period");
     // Tests wait for this line.
     eprintln!("baton witness: listening on {local}");
-    let app = router(keys, opts.startup_quiet);
+    let (state, epochs) = match &opts.state_file {
+        Some(p) => {
+            let st = StateFile::new(p.clone());
+            let epochs = st.load()?;
+            // The directory must take a write now, not at the first claim.
+            st.save(&epochs)
+                .map_err(|e| st.err(format!("cannot write it: {e}")))?;
+            tracing::info!(path = %p.display(), clusters = epochs.len(), "witness: epochs kept in the state file");
+            (Some(st), epochs)
+        }
+        None => {
+            tracing::warn!("witness: no --state-file: the epochs and data marks this witness acknowledges are forgotten when it restarts; a server that claimed an epoch through it and is down then could see that epoch claimed again");
+            (None, BTreeMap::new())
+        }
+    };
+    let app = router_with_state(keys, opts.startup_quiet, state, epochs);
     crate::listen::serve_witness(listener, app, opts.limits, async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -1005,6 +1195,7 @@ pub async fn run_cli(
     listen: SocketAddr,
     key_files: Vec<PathBuf>,
     startup_quiet: &str,
+    state_file: Option<PathBuf>,
     limits: &crate::listen::LimitArgs,
 ) -> crate::exit::Exit {
     use crate::exit::Exit;
@@ -1027,6 +1218,7 @@ pub async fn run_cli(
         key_files,
         startup_quiet: quiet,
         limits,
+        state_file,
     })
     .await
     {
@@ -1036,6 +1228,8 @@ pub async fn run_cli(
             eprintln!("baton witness: {e}");
             if matches!(e, WitnessServerError::Key(_) | WitnessServerError::Keys(_)) {
                 Exit::KeyError
+            } else if matches!(e, WitnessServerError::State { .. }) {
+                Exit::ConfigInvalid
             } else {
                 Exit::Failure
             }

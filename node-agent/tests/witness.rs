@@ -156,6 +156,89 @@ async fn a_restarted_witness_is_quiet_first() {
     drop(w);
 }
 
+/// The witness with a state file: the epochs it acknowledged are there after a restart
+/// (SIGKILL), while the grant is not (quiet period first).
+#[tokio::test]
+async fn a_restarted_witness_keeps_the_epochs_of_its_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = key_file(dir.path(), "cluster.key", KEY_A);
+    let state = dir.path().join("state.json");
+    let start = |listen: &str, quiet: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
+        cmd.args(["witness", "--listen", listen, "--startup-quiet", quiet])
+            .arg("--key-file")
+            .arg(&kf)
+            .arg("--state-file")
+            .arg(&state);
+        WitnessProc::spawn(cmd)
+    };
+    let w = start("127.0.0.1:0", "200ms");
+    let addr = w.addr;
+    let a = HttpWitness::new(&w.url(), &key(KEY_A)).unwrap();
+    // A claims epoch 7 of its group; the reply acknowledges it.
+    let claim = vote_request("orders", "a", &["a"], LEASE, 7);
+    until_granted(&a, &claim, Duration::from_secs(5)).await;
+    let r = a.vote(&claim, DEADLINE).await.unwrap();
+    assert_eq!(r.epochs.get("g-a"), Some(&7), "{r:?}");
+    // On disk before the reply: the file holds it.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(doc["clusters"]["orders"]["epochs"]["g-a"], 7, "{doc}");
+    drop(w); // SIGKILL
+    let w = start(&addr.to_string(), "1500ms");
+    // B, which never heard of epoch 7, asks: even the quiet period's denial carries it.
+    let b = HttpWitness::new(&w.url(), &key(KEY_A)).unwrap();
+    let mut ask = vote_request("orders", "b", &["b"], LEASE, 1);
+    ask.epochs.insert("g-a".into(), 0);
+    let r = b.vote(&ask, DEADLINE).await.unwrap();
+    assert!(!r.granted, "{r:?}");
+    assert_eq!(r.epochs.get("g-a"), Some(&7), "{r:?}");
+    assert!(w
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("epochs kept in the state file")));
+    drop(w);
+}
+
+/// A state file that is not one stops the witness with exit status 3, naming the file,
+/// and leaves the file as it was; one in a directory it cannot write stops it too.
+#[test]
+fn a_bad_state_file_stops_the_witness() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = key_file(dir.path(), "cluster.key", KEY_A);
+    let state = dir.path().join("state.json");
+    std::fs::write(
+        &state,
+        "{\"version\": 1, \"clusters\": {\"orders\": {\"epochs\": {\"g\": \"x\"}}}}",
+    )
+    .unwrap();
+    let run = |path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["witness", "--listen", "127.0.0.1:0"])
+            .arg("--key-file")
+            .arg(&kf)
+            .arg("--state-file")
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = run(&state);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!("witness state file {}", state.display()))
+            && err.contains("not a witness state file"),
+        "{err}"
+    );
+    assert!(std::fs::read_to_string(&state).unwrap().contains("\"x\""));
+    let out = run(&dir.path().join("missing-dir").join("state.json"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("cannot write it"), "{err}");
+}
+
 fn wire(server: &str, seq: u64) -> WireVote {
     WireVote {
         cluster: "orders".into(),

@@ -960,12 +960,19 @@ impl WitnessSim {
         }
     }
 
-    /// A restart: it remembers nothing.
+    /// A restart: it remembers no grant; the epochs (and data marks) it acknowledged
+    /// are kept, as `baton witness --state-file` keeps them (written before the reply
+    /// that acknowledges them). Without them a server that claimed an epoch through the
+    /// witness and is down at the restart could see the epoch claimed again.
     fn restart(&mut self, now_true: u64) {
         self.up = true;
         self.gen += 1;
         self.started_us = self.clock.local_us(now_true);
-        self.st = WitnessState::default();
+        let epochs = std::mem::take(&mut self.st.epochs);
+        self.st = WitnessState {
+            epochs,
+            ..WitnessState::default()
+        };
     }
 }
 
@@ -1416,7 +1423,7 @@ impl World {
                 if let Some(w) = &mut self.witness {
                     if w.gen == gen && !w.up {
                         w.restart(self.now);
-                        self.log(|| "witness up (restarted, no state)".into());
+                        self.log(|| "witness up (restarted: no grant, its epochs kept)".into());
                     }
                 }
             }
@@ -3396,6 +3403,87 @@ fn sim_regression_replayed_heartbeats_hide_a_holder() {
                     group: 1,
                     everywhere: false,
                     ms: 2195,
+                },
+            ),
+        ],
+    });
+    assert!(out.violation.is_none());
+}
+
+/// Two servers and the witness: s1 claims g1 with epoch 1 through the witness (s2 is
+/// down), then loses quorum and is reset; the witness restarts; s2, which never heard of
+/// epoch 1, claims epoch 1 again with the restarted witness's acknowledgement. A witness
+/// that forgets the epochs it acknowledged lets one epoch be claimed twice; it keeps them
+/// (`baton witness --state-file`, written before the acknowledging reply).
+#[test]
+fn sim_regression_restarted_witness_forgets_an_acknowledged_epoch() {
+    let out = check_schedule(Schedule {
+        seed: 107740,
+        params: Params {
+            servers: 2,
+            paths: 2,
+            witness: true,
+            interval_ms: 200,
+            timeout_ms: 1200,
+            groups: vec![GroupSpec {
+                servers: vec![0, 1],
+                resources: 2,
+                failback: true,
+                act_retries: 1,
+                deact_retries: 1,
+                monitor: Some(MonitorSpec {
+                    interval_ms: 800,
+                    retries: 2,
+                    script: false,
+                    script_retries: 1,
+                    restart_retries: 1,
+                    failover_retries: 2,
+                    final_action: "stop-group",
+                }),
+                fence_budget_ms: None,
+                deact_max_ms: None,
+                parallel: false,
+            }],
+            drift_ppm: vec![-10000, 10000],
+            witness_drift_ppm: 7563,
+            witness_model: WitnessModel::Simple,
+            act_timeout_ms: 2800,
+            deact_timeout_ms: 1800,
+            act_max_ms: 680,
+            deact_max_ms: 249,
+            fail_pct: 0,
+            loss_pct: 2,
+            reach: true,
+            fence_timeout_ms: Some(388),
+            takeover_wait_ms: None,
+            watchdog_ms: 600,
+            window_ms: 7837,
+        },
+        faults: vec![
+            (
+                1095,
+                Fault::AgentCrash {
+                    node: 1,
+                    restart_ms: 792,
+                },
+            ),
+            (2181, Fault::WitnessDown { ms: 4843 }),
+            (3903, Fault::WitnessRestart),
+            (5357, Fault::Loss { pct: 43, ms: 5622 }),
+            (
+                6178,
+                Fault::MonitorFails {
+                    group: 0,
+                    everywhere: false,
+                    ms: 393,
+                },
+            ),
+            (
+                7193,
+                Fault::Partition {
+                    sides: 2,
+                    witness_side: 0,
+                    ms: 4639,
                 },
             ),
         ],

@@ -533,11 +533,16 @@ deactivate_timeout = "20s"
         // A restarted witness grants nothing for a quiet time that must cover the
         // longest lease it may have granted before; the lab's leases are a few
         // heartbeat timeouts at most, so a minute (the default) is not needed.
-        if self.witness_has_quiet() {
+        if self.witness_takes("--startup-quiet") {
             cmd.args([
                 "--startup-quiet",
                 &format!("{}ms", (3 * self.spec.timeout_ms).max(2000)),
             ]);
+        }
+        // The epochs it acknowledged survive a restart of the witness, as in production.
+        if self.witness_takes("--state-file") {
+            cmd.arg("--state-file")
+                .arg(self.dir.join("witness-state.json"));
         }
         let child = cmd
             .env("BATON_LOG", "info")
@@ -551,13 +556,13 @@ deactivate_timeout = "20s"
         Ok(())
     }
 
-    /// Does `baton witness` take `--startup-quiet`?
-    fn witness_has_quiet(&self) -> bool {
+    /// Does `baton witness` take `flag` (an older binary may not)?
+    fn witness_takes(&self, flag: &str) -> bool {
         Command::new(&self.bin)
             .args(["witness", "--help"])
             .stdin(Stdio::null())
             .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--startup-quiet"))
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
     }
 
     /// SIGKILL the witness.
