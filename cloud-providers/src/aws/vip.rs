@@ -482,40 +482,49 @@ impl ResourceDriver for AwsVipDriver {
                 .await
                 .map_err(|f| self.shared.report(subject, None, f))?;
         }
-        let mut changed = Vec::new();
-        for t in &tables {
-            if t.eni.as_deref() == Some(eni.as_str()) {
-                continue;
+        // Every table that points elsewhere changes at once: one API round trip for the
+        // routes however many tables the VIP is in (each change is independent; the
+        // fencing tags above are written first and read back below either way).
+        let pending: Vec<&TableView> = tables
+            .iter()
+            .filter(|t| t.eni.as_deref() != Some(eni.as_str()))
+            .collect();
+        let changes = pending.iter().map(|t| {
+            let ec2 = &ec2;
+            let (dl, eni) = (&dl, &eni);
+            async move {
+                if t.has_route {
+                    call(
+                        "ReplaceRoute",
+                        dl.remaining()?,
+                        ec2.replace_route()
+                            .route_table_id(&t.id)
+                            .destination_cidr_block(&self.cidr)
+                            .network_interface_id(eni)
+                            .send(),
+                    )
+                    .await
+                    .map_err(|f| self.shared.report(subject, None, f))?;
+                    tracing::info!(table = %t.id, from = %t.target, to = %eni, vip = %self.ip, "VIP route replaced");
+                } else {
+                    call(
+                        "CreateRoute",
+                        dl.remaining()?,
+                        ec2.create_route()
+                            .route_table_id(&t.id)
+                            .destination_cidr_block(&self.cidr)
+                            .network_interface_id(eni)
+                            .send(),
+                    )
+                    .await
+                    .map_err(|f| self.shared.report(subject, None, f))?;
+                    tracing::info!(table = %t.id, to = %eni, vip = %self.ip, "VIP route created");
+                }
+                Ok::<(), ProviderError>(())
             }
-            if t.has_route {
-                call(
-                    "ReplaceRoute",
-                    dl.remaining()?,
-                    ec2.replace_route()
-                        .route_table_id(&t.id)
-                        .destination_cidr_block(&self.cidr)
-                        .network_interface_id(&eni)
-                        .send(),
-                )
-                .await
-                .map_err(|f| self.shared.report(subject, None, f))?;
-                tracing::info!(table = %t.id, from = %t.target, to = %eni, vip = %self.ip, "VIP route replaced");
-            } else {
-                call(
-                    "CreateRoute",
-                    dl.remaining()?,
-                    ec2.create_route()
-                        .route_table_id(&t.id)
-                        .destination_cidr_block(&self.cidr)
-                        .network_interface_id(&eni)
-                        .send(),
-                )
-                .await
-                .map_err(|f| self.shared.report(subject, None, f))?;
-                tracing::info!(table = %t.id, to = %eni, vip = %self.ip, "VIP route created");
-            }
-            changed.push(t.id.clone());
-        }
+        });
+        futures_util::future::try_join_all(changes).await?;
+        let changed: Vec<String> = pending.iter().map(|t| t.id.clone()).collect();
         if !changed.is_empty() || !to_tag.is_empty() {
             // Read back: a newer claim written meanwhile wins, and we say so.
             let after = self.read_tables(&ec2, &dl, subject, None).await?;
