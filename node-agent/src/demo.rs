@@ -33,6 +33,9 @@ pub struct Timeline {
     pub killed: String,
     pub new_owner: String,
     pub detected_ms: Option<u64>,
+    /// The floor: when the new owner may activate, `T + W_g` after the killed server's
+    /// last heartbeat (its BTN-1136 plus the wait it announced).
+    pub floor_ms: Option<u64>,
     pub activating_ms: Option<u64>,
     pub activated_ms: u64,
     pub total_ms: u64,
@@ -467,6 +470,10 @@ async fn demo_body(
             .map(|e| e.time_ms - killed_at)
     };
     let detected = after_kill("BTN-1102");
+    let floor = events
+        .iter()
+        .find(|e| e.id == "BTN-1136" && e.time_ms >= killed_at && e.group.as_deref() == Some("web"))
+        .and_then(|e| Some(e.time_ms + e.fields.get("wait_ms")?.as_u64()? - killed_at));
     let activating = after_kill("BTN-2101");
     let activated = after_kill("BTN-2102").ok_or("no activation event found on the new owner")?;
     let app = nodes
@@ -523,6 +530,7 @@ async fn demo_body(
         killed: first_owner,
         new_owner,
         detected_ms: detected,
+        floor_ms: floor,
         activating_ms: activating,
         activated_ms: activated,
         total_ms: activated,

@@ -1205,6 +1205,7 @@ fn the_demo_transcript_matches_the_demo() {
         killed: String::new(),
         new_owner: String::new(),
         detected_ms: None,
+        floor_ms: None,
         activating_ms: None,
         activated_ms: 0,
         total_ms: 0,
