@@ -56,13 +56,24 @@ fn main() -> ExitCode {
                 log_format,
             } => {
                 init_tracing(log_format == "json", true);
-                match baton_agent::runtime::run_agent(baton_agent::runtime::AgentOptions {
-                    config,
-                    server,
-                    state_dir,
-                })
-                .await
-                {
+                // On a worker of the runtime, not on this thread: the main loop then runs
+                // where the socket receivers and timers wake it (no hand-off to another
+                // thread for each heartbeat; measured in docs/src/benchmarks.md).
+                let agent = tokio::spawn(baton_agent::runtime::run_agent(
+                    baton_agent::runtime::AgentOptions {
+                        config,
+                        server,
+                        state_dir,
+                    },
+                ));
+                let result = match agent.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("baton agent: the agent stopped abnormally: {e}");
+                        return Exit::Failure;
+                    }
+                };
+                match result {
                     Ok(_) => Exit::Ok,
                     Err(e) => {
                         tracing::error!(code = e.code(), "{e}");

@@ -12,8 +12,16 @@ impl Engine {
         self.update_membership();
         self.recompute_quorum();
         self.update_refusal();
+        // Most steps see no claim at all: then no group has a peer's claim to acknowledge.
+        let peer_claims = self.peers.iter().enumerate().any(|(si, p)| {
+            si != self.me
+                && p.up
+                && p.msg
+                    .as_ref()
+                    .is_some_and(|m| m.groups.iter().any(|r| r.state == GroupState::Claiming))
+        });
         for gi in 0..self.groups.len() {
-            self.update_ack(gi);
+            self.update_ack(gi, peer_claims);
             self.group_logic(gi);
         }
         for mi in 0..self.monitors.len() {
@@ -263,17 +271,19 @@ impl Engine {
 
     /// Acknowledge at most one claim per epoch: the best claim of a new epoch by another
     /// server, unless this server holds the group itself.
-    fn update_ack(&mut self, gi: usize) {
-        let name = self.cfg.groups[gi].name.clone();
+    /// `peer_claims`: whether any up peer reports a group in `claiming` (else there is
+    /// nothing to acknowledge).
+    fn update_ack(&mut self, gi: usize, peer_claims: bool) {
         if let Local::Claiming { epoch } = self.groups[gi].local {
             if self.groups[gi].acked.as_ref().is_none_or(|a| a.1 < epoch) {
                 self.groups[gi].acked = Some((self.me_name(), epoch));
             }
             return;
         }
-        if self.groups[gi].local.state().holds() {
+        if !peer_claims || self.groups[gi].local.state().holds() {
             return;
         }
+        let name = self.cfg.groups[gi].name.clone();
         let acked_epoch = self.groups[gi].acked.as_ref().map_or(0, |a| a.1);
         let best = (0..self.peers.len())
             .filter(|&si| si != self.me && self.peers[si].up)
