@@ -1965,49 +1965,10 @@ impl Engine {
             Local::Online { .. } => st = vec![ResourceState::Online; n],
             Local::Activating {
                 steps, pos, slots, ..
-            } => {
-                for (k, step) in steps.iter().enumerate() {
-                    for &ri in step {
-                        if let Some(s) = st.get_mut(ri) {
-                            *s = match k.cmp(pos) {
-                                std::cmp::Ordering::Less => ResourceState::Online,
-                                std::cmp::Ordering::Greater => ResourceState::Offline,
-                                std::cmp::Ordering::Equal => {
-                                    match slots.iter().find(|x| x.ri == ri) {
-                                        Some(x) if x.inflight.is_some() => {
-                                            ResourceState::Activating
-                                        }
-                                        Some(x) if x.failed => ResourceState::Failed,
-                                        _ => ResourceState::Online,
-                                    }
-                                }
-                            };
-                        }
-                    }
-                }
-            }
+            } => plan_states(&mut st, steps, *pos, slots, true),
             Local::Deactivating {
                 steps, pos, slots, ..
-            } => {
-                for (k, step) in steps.iter().enumerate() {
-                    for &ri in step {
-                        if let Some(s) = st.get_mut(ri) {
-                            *s = match k.cmp(pos) {
-                                std::cmp::Ordering::Less => ResourceState::Offline,
-                                std::cmp::Ordering::Greater => ResourceState::Online,
-                                std::cmp::Ordering::Equal => {
-                                    match slots.iter().find(|x| x.ri == ri) {
-                                        Some(x) if x.inflight.is_some() => {
-                                            ResourceState::Deactivating
-                                        }
-                                        _ => ResourceState::Offline,
-                                    }
-                                }
-                            };
-                        }
-                    }
-                }
-            }
+            } => plan_states(&mut st, steps, *pos, slots, false),
             Local::Failed { .. } | Local::Stuck { .. } => {
                 st = vec![ResourceState::Unknown; n];
                 if let Some(s) = rt.last_failed.and_then(|ri| st.get_mut(ri)) {
@@ -2214,5 +2175,44 @@ pub(super) fn failure_fields(e: Event, f: &Failure) -> Event {
             .field("holder", holder.clone())
             .field("holder_epoch", *epoch),
         _ => e,
+    }
+}
+
+/// The states of the resources of a plan of `steps` standing at step `pos` (`slots`: the
+/// resources of that step): the steps before it done, those after it not begun.
+fn plan_states(
+    st: &mut [ResourceState],
+    steps: &[Vec<usize>],
+    pos: usize,
+    slots: &[Slot],
+    activate: bool,
+) {
+    let (done, todo, busy) = if activate {
+        (
+            ResourceState::Online,
+            ResourceState::Offline,
+            ResourceState::Activating,
+        )
+    } else {
+        (
+            ResourceState::Offline,
+            ResourceState::Online,
+            ResourceState::Deactivating,
+        )
+    };
+    for (k, step) in steps.iter().enumerate() {
+        for &ri in step {
+            if let Some(s) = st.get_mut(ri) {
+                *s = match k.cmp(&pos) {
+                    std::cmp::Ordering::Less => done,
+                    std::cmp::Ordering::Greater => todo,
+                    std::cmp::Ordering::Equal => match slots.iter().find(|x| x.ri == ri) {
+                        Some(x) if x.inflight.is_some() => busy,
+                        Some(x) if x.failed => ResourceState::Failed,
+                        _ => done,
+                    },
+                };
+            }
+        }
     }
 }
