@@ -5,8 +5,7 @@
 //! What may change live is decided by [`baton_core::config::changes`]; the engine checks
 //! it again ([`baton_core::engine::Engine::reconfigure`]). A refusal changes nothing.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -214,11 +213,11 @@ pub fn write_config(path: &Path, text: &str) -> std::io::Result<()> {
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o640);
     match std::fs::read(path) {
-        Ok(old) => write_atomic(&prev_path(path), &old, mode)?,
+        Ok(old) => crate::files::write_atomic(&prev_path(path), &old, mode)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    write_atomic(path, text.as_bytes(), mode)
+    crate::files::write_atomic(path, text.as_bytes(), mode)
 }
 
 /// Put `FILE.prev` back as `FILE` (a push whose apply failed after the file was stored).
@@ -227,39 +226,7 @@ pub fn restore_prev(path: &Path) -> std::io::Result<()> {
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o640);
-    write_atomic(path, &old, mode)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "baton.toml".into());
-    // Unique per process: servers sharing one directory (tests, a shared mount) must not
-    // write the same temporary file.
-    let tmp = dir.join(format!(".{name}.{}.push.tmp", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // `mode` at creation is masked by the umask: set it exactly.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    crate::files::write_atomic(path, &old, mode)
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 //! meanwhile), never more than a bound, and a secret only when group and others have no
 //! access. Each caller turns a [`ReadError`] into its own error, naming the file.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Why a file was not read.
 #[derive(Debug)]
@@ -49,4 +49,39 @@ pub fn read_bounded(path: &Path, max: u64, secret: bool) -> Result<Vec<u8>, Read
         return Err(ReadError::TooLarge);
     }
     Ok(raw)
+}
+
+/// Replace `path` with `bytes` (mode `mode`) durably: a temporary file in the same
+/// directory, fsync, rename, fsync of the directory. A reader sees the old or the new
+/// file, never half of one; on failure the temporary file is removed.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "file".into());
+    // Unique per process: servers sharing one directory (tests, a shared mount) must not
+    // write the same temporary file.
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // `mode` at creation is masked by the umask: set it exactly.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
 }

@@ -889,7 +889,6 @@ impl StateFile {
 
     /// Replace the file with `clusters`' epoch tables, durably.
     pub fn save(&self, clusters: &BTreeMap<String, BTreeMap<String, u64>>) -> std::io::Result<()> {
-        use std::io::Write;
         let doc = StateDoc {
             version: 1,
             clusters: clusters
@@ -898,23 +897,7 @@ impl StateFile {
                 .collect(),
         };
         let body = serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?;
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "state".into());
-        let tmp = dir.join(format!(".{name}.tmp"));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        std::fs::File::open(&dir)?.sync_all()
+        crate::files::write_atomic(&self.path, &body, 0o600)
     }
 }
 
