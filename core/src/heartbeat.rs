@@ -46,14 +46,14 @@ pub fn worst_case_message(cfg: &Config) -> PeerMessage {
         .groups
         .iter()
         .map(|g| GroupReport {
-            name: g.name.clone(),
+            name: g.name.as_str().into(),
             state: GroupState::Deactivating,
             epoch: max,
             max_epoch: max,
             excluded: false,
-            seen_holder: Some((server.clone(), max)),
+            seen_holder: Some((server.as_str().into(), max)),
             state_ms: max,
-            ack: Some((server.clone(), max)),
+            ack: Some((server.as_str().into(), max)),
         })
         .collect();
     let flag = FlagIntent {
@@ -121,7 +121,8 @@ pub fn worst_case_message(cfg: &Config) -> PeerMessage {
 
 /// Upper bound of the size in bytes of an uncompressed heartbeat datagram of `cfg`: the
 /// header, the envelope (cluster, longest sender name, path, sequence number) and the
-/// body ([`worst_case_message`] with a round-trip stamp echoing every server).
+/// body ([`worst_case_message`] with a round-trip stamp echoing every server, the version
+/// of its group reports and those it holds of every server).
 pub fn worst_case_datagram_len(cfg: &Config) -> usize {
     let server = longest(cfg.servers.iter().map(|s| &s.name));
     let Ok(mut body) = serde_json::to_value(worst_case_message(cfg)) else {
@@ -134,6 +135,10 @@ pub fn worst_case_datagram_len(cfg: &Config) -> usize {
         .collect();
     if let Value::Object(m) = &mut body {
         m.insert("rtt".into(), json!({ "t": u64::MAX, "echo": echo }));
+        // The version of the group reports, and those held of every server (a brief
+        // body, without the reports, is smaller).
+        m.insert("gv".into(), json!({ "v": u64::MAX, "at": u64::MAX }));
+        m.insert("gvs".into(), json!(echo));
     }
     let env = json!({
         "cluster": cfg.cluster_name,

@@ -31,7 +31,7 @@ fn message(groups: usize) -> Envelope<Timed<PeerMessage>> {
                 leaving: false,
                 groups: (0..groups)
                     .map(|i| GroupReport {
-                        name: name(i),
+                        name: name(i).into(),
                         state: if i % 3 == 0 {
                             GroupState::Online
                         } else {
@@ -74,6 +74,8 @@ fn message(groups: usize) -> Envelope<Timed<PeerMessage>> {
                 marks: Default::default(),
             },
             rtt: None,
+            gv: None,
+            gvs: None,
         },
     }
 }

@@ -36,8 +36,17 @@ fn main() -> ExitCode {
             });
         }
     };
+    // The agent runs on one worker: its main loop, socket receivers, timers and API then
+    // share the thread epoll wakes, with no hand-off between threads for each heartbeat
+    // or tick (an idle agent's largest cost, docs/src/benchmarks.md). Blocking work goes
+    // to the blocking pool or threads of its own (state writer, stall watcher).
+    let workers = if matches!(cli.cmd, Cmd::Agent { .. }) {
+        1
+    } else {
+        2
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
     {

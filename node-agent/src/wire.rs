@@ -210,10 +210,19 @@ pub fn encode_with<T: Serialize>(
     env: &Envelope<T>,
     compression: Compression,
 ) -> Result<Vec<u8>, WireError> {
-    let key = keys.primary();
     let json = serde_json::to_vec(env).map_err(|e| WireError::Malformed {
         reason: format!("cannot serialise envelope: {e}"),
     })?;
+    seal_json(keys, json, compression)
+}
+
+/// [`encode_with`] of an envelope already serialised.
+fn seal_json(
+    keys: &(impl Keys + ?Sized),
+    json: Vec<u8>,
+    compression: Compression,
+) -> Result<Vec<u8>, WireError> {
+    let key = keys.primary();
     let want = match compression {
         Compression::Never => false,
         Compression::Auto => json.len() > COMPRESS_ABOVE,
@@ -639,6 +648,23 @@ pub struct Acceptor {
     /// Parse every datagram in full (a benchmark's reference).
     parse_every: bool,
     flatten: bool,
+    /// This node's name (what peers' `gvs` echo about it); `None`: echoes are not read,
+    /// so peers are never told to leave their reports out.
+    me: Option<String>,
+    /// Per sender, the group reports of its newest full body ("Group reports by change").
+    held: std::collections::HashMap<String, HeldReports>,
+    /// Per sender, the (incarnation, version) of this node's reports it says it holds.
+    echoes: std::collections::HashMap<String, (u64, u64)>,
+    /// Brief bodies dropped because their reports were not held.
+    unknown: u64,
+}
+
+/// The group reports a receiver holds for one sender.
+#[derive(Debug, Clone)]
+struct HeldReports {
+    incarnation: u64,
+    tag: GroupsTag,
+    groups: Vec<baton_core::engine::GroupReport>,
 }
 
 impl Acceptor {
@@ -660,7 +686,17 @@ impl Acceptor {
             parsed: std::collections::HashMap::new(),
             parse_every: false,
             flatten: false,
+            me: None,
+            held: std::collections::HashMap::new(),
+            echoes: std::collections::HashMap::new(),
+            unknown: 0,
         }
+    }
+
+    /// Read what peers say they hold of `me`'s group reports (their `gvs`), so that
+    /// [`Acceptor::echoed`] can answer; see "Group reports by change".
+    pub fn set_me(&mut self, me: impl Into<String>) {
+        self.me = Some(me.into());
     }
 
     /// Decode and check a datagram received on path `received_on`.
@@ -767,7 +803,15 @@ impl Acceptor {
         .map_err(|e| WireError::Malformed {
             reason: e.to_string(),
         })?;
-        let env = self.admit(env, received_on)?;
+        let mut env = self.admit(env, received_on)?;
+        let newest = self.guard.newest(&env.from) == Some(env.seq);
+        if let HeartbeatBody::Full(t) = &mut env.body {
+            if !self.groups_by_change(&env.from, t, newest) {
+                self.unknown = self.unknown.saturating_add(1);
+                env.body = HeartbeatBody::Unknown;
+                return Ok(env);
+            }
+        }
         if matches!(env.body, HeartbeatBody::Full(_)) && !self.parse_every {
             let send = env.seq.wrapping_sub(u64::from(env.path));
             match self.parsed.get_mut(&env.from) {
@@ -778,6 +822,95 @@ impl Acceptor {
             }
         }
         Ok(env)
+    }
+
+    /// A full body's group reports: a brief one gets those held for its sender (false
+    /// when they are not held: the body must be dropped), a complete one from the
+    /// sender's newest send replaces them. Records what the sender says it holds of
+    /// this node's reports.
+    fn groups_by_change(
+        &mut self,
+        from: &str,
+        t: &mut Timed<baton_core::engine::PeerMessage>,
+        newest: bool,
+    ) -> bool {
+        let Some(tag) = t.gv.clone() else {
+            // An agent that predates group reports by change: complete, no echo.
+            if newest {
+                self.held.remove(from);
+                self.echoes.remove(from);
+            }
+            return true;
+        };
+        if tag.brief {
+            let Some(h) = self
+                .held
+                .get(from)
+                .filter(|h| h.incarnation == t.body.incarnation && h.tag.v == tag.v)
+            else {
+                return false;
+            };
+            let later = tag.at.saturating_sub(h.tag.at);
+            t.body.groups = h.groups.clone();
+            for r in &mut t.body.groups {
+                r.state_ms = r.state_ms.saturating_add(later);
+            }
+        } else if newest && !self.flatten {
+            let h = HeldReports {
+                incarnation: t.body.incarnation,
+                tag: GroupsTag {
+                    brief: false,
+                    ..tag
+                },
+                groups: t.body.groups.clone(),
+            };
+            match self.held.get_mut(from) {
+                Some(old) => *old = h,
+                None => {
+                    self.held.insert(from.to_string(), h);
+                }
+            }
+        }
+        if newest {
+            let echo = self
+                .me
+                .as_deref()
+                .and_then(|me| t.gvs.as_ref()?.get(me).copied());
+            match echo {
+                Some(e) => {
+                    self.echoes.insert(from.to_string(), e);
+                }
+                None => {
+                    self.echoes.remove(from);
+                }
+            }
+        }
+        true
+    }
+
+    /// Per sender, the (incarnation, version) of the group reports this node holds: the
+    /// `gvs` of its heartbeats. `None` while this node parses through serde's `flatten`
+    /// (a benchmark's reference, which cannot read brief bodies).
+    pub fn held(&self) -> Option<BTreeMap<String, (u64, u64)>> {
+        if self.flatten {
+            return None;
+        }
+        Some(
+            self.held
+                .iter()
+                .map(|(k, h)| (k.clone(), (h.incarnation, h.tag.v)))
+                .collect(),
+        )
+    }
+
+    /// What `peer` last said it holds of this node's group reports (incarnation, version).
+    pub fn echoed(&self, peer: &str) -> Option<(u64, u64)> {
+        self.echoes.get(peer).copied()
+    }
+
+    /// Brief bodies dropped because this node did not hold their reports.
+    pub fn unknown_reports(&self) -> u64 {
+        self.unknown
     }
 
     pub fn counters(&self) -> &RejectCounters {
@@ -798,10 +931,132 @@ impl Acceptor {
             if peers.binary_search(old).is_err() {
                 self.guard.forget(old);
                 self.parsed.remove(old);
+                self.held.remove(old);
+                self.echoes.remove(old);
             }
         }
         self.peers = peers;
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Group reports by change
+// ---------------------------------------------------------------------------------------
+//
+// A heartbeat carries a report of every group of the configuration (90 % of its body at
+// 50 groups), and in a steady cluster they do not change from one heartbeat to the next
+// but for how long each group has been in its state. So:
+//
+// - a sender numbers its reports: the version (`gv.v`, from 1 in each incarnation) goes
+//   up whenever a report changes in anything but the time it has been in its state
+//   (compared as the time it entered it, so a state entered again counts as a change);
+//   `gv.at` is the sender's clock (ms) when the message was made;
+// - a receiver keeps the reports of each sender's newest complete body, and says in
+//   its own heartbeats what it holds (`gvs`: sender -> (incarnation, version));
+// - a sender leaves the reports out (`gv.brief`, no `groups` entry) only for a peer
+//   whose newest heartbeat says it holds the sender's current incarnation and version;
+//   every other peer, and every peer after a change, gets them complete;
+// - a receiver completes a brief body with the reports it holds when they have that
+//   incarnation and version (their times in state moved on by the difference of the two
+//   `gv.at`), and otherwise drops the datagram as if it were lost
+//   ([`HeartbeatBody::Unknown`]): it says what it holds in its next heartbeat and gets
+//   complete reports from then on.
+//
+// So the engine receives exactly the messages the sender made, or loses some: the
+// simulation's lossy network covers this. An agent that predates it sends no `gv` and
+// no `gvs`, so it always gets complete reports; one that would receive a brief body
+// rejects it (no `groups`: malformed) instead of misreading it.
+
+/// The version of a sender's group reports ([`Timed::gv`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupsTag {
+    /// Goes up whenever a report changes (from 1 in each incarnation).
+    pub v: u64,
+    /// The sender's clock when the message was made, in ms (meaningful to the sender).
+    pub at: u64,
+    /// The body leaves the reports out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub brief: bool,
+}
+
+/// The sender's side: numbers its group reports.
+#[derive(Debug, Clone, Default)]
+pub struct GroupVersions {
+    v: u64,
+    at: u64,
+    last: Vec<baton_core::engine::GroupReport>,
+}
+
+impl GroupVersions {
+    pub fn new() -> GroupVersions {
+        GroupVersions::default()
+    }
+
+    /// The tag of `groups`, made at `at` (ms): a new version when a report changed since
+    /// the previous call.
+    pub fn tag(&mut self, groups: &[baton_core::engine::GroupReport], at: u64) -> GroupsTag {
+        let same = self.v > 0
+            && groups.len() == self.last.len()
+            && groups
+                .iter()
+                .zip(&self.last)
+                .all(|(a, b)| same_report(a, at, b, self.at));
+        if !same {
+            self.v += 1;
+            self.at = at;
+            self.last = groups.to_vec();
+        }
+        GroupsTag {
+            v: self.v,
+            at,
+            brief: false,
+        }
+    }
+}
+
+use baton_core::engine::GroupReport;
+
+/// `a` (made at `a_at`) and `b` (made at `b_at`) say the same but for the time in state:
+/// every field compared (a new field of [`GroupReport`] does not compile here until it
+/// is), the time in state as the time the state was entered.
+fn same_report(a: &GroupReport, a_at: u64, b: &GroupReport, b_at: u64) -> bool {
+    let GroupReport {
+        name,
+        state,
+        epoch,
+        max_epoch,
+        excluded,
+        seen_holder,
+        state_ms,
+        ack,
+    } = a;
+    *name == b.name
+        && *state == b.state
+        && *epoch == b.epoch
+        && *max_epoch == b.max_epoch
+        && *excluded == b.excluded
+        && *seen_holder == b.seen_holder
+        && a_at.saturating_sub(*state_ms) == b_at.saturating_sub(b.state_ms)
+        && *ack == b.ack
+}
+
+/// Encode a body without its group reports for the peers that hold them: `env`'s
+/// message must have no groups (they are left out of the JSON) and its `gv` must be
+/// brief. `None` when the body cannot be made brief (then send the complete one).
+pub fn encode_brief(
+    keys: &(impl Keys + ?Sized),
+    env: &Envelope<Timed<&baton_core::engine::PeerMessage>>,
+) -> Option<Vec<u8>> {
+    if !env.body.body.groups.is_empty() || !env.body.gv.as_ref().is_some_and(|g| g.brief) {
+        return None;
+    }
+    let mut json = serde_json::to_vec(env).ok()?;
+    // The message's first entries are a string and scalars, so the first `,"groups":[],"`
+    // is its own: a quote inside a JSON string is always escaped (`\"`), never `,"`.
+    const EMPTY: &[u8] = b",\"groups\":[],";
+    let at = json.windows(EMPTY.len()).position(|w| w == EMPTY)?;
+    json.drain(at..at + EMPTY.len() - 1);
+    seal_json(keys, json, Compression::Auto).ok()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -813,12 +1068,34 @@ impl Acceptor {
 /// `rtt` is flattened next to the payload's own fields, so the JSON stays a superset of
 /// the plain payload: a receiver that does not know `rtt` ignores it, and a datagram
 /// without it decodes with `rtt = None`.
+///
+/// `gv` and `gvs` carry group reports by change (see "Group reports by change" below),
+/// beside the payload in the same way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timed<T> {
     #[serde(flatten)]
     pub body: T,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt: Option<RttStamp>,
+    /// The version of the sender's group reports, and whether this body leaves them out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gv: Option<GroupsTag>,
+    /// Per sender, the (incarnation, version) of the group reports this node holds for
+    /// it: a sender leaves its reports out only for a peer that holds its current ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gvs: Option<BTreeMap<String, (u64, u64)>>,
+}
+
+impl<T> Timed<T> {
+    /// A body with nothing beside the payload.
+    pub fn plain(body: T) -> Timed<T> {
+        Timed {
+            body,
+            rtt: None,
+            gv: None,
+            gvs: None,
+        }
+    }
 }
 
 /// A heartbeat's body as [`Acceptor::accept_heartbeat`] returns it.
@@ -829,6 +1106,11 @@ pub enum HeartbeatBody {
     /// Another datagram of a send already parsed in full (same message, another path):
     /// only its round-trip stamp.
     Repeat { rtt: Option<RttStamp> },
+    /// A body without its group reports ([`GroupsTag::brief`]) whose reports this node
+    /// does not hold (it restarted, or the sender's version moved on): not a message
+    /// the engine may see. It is dropped like a lost datagram; the sender sends its
+    /// reports again once this node's heartbeats say what it holds.
+    Unknown,
 }
 
 /// Only the round-trip stamp of a heartbeat body (the rest is skipped unparsed).
@@ -955,21 +1237,40 @@ impl<'de> serde::de::Visitor<'de> for TimedMessageSeed {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let mut rtt = None;
+        let mut aside = Aside::default();
         let body = <baton_core::engine::PeerMessage as Deserialize>::deserialize(
             serde::de::value::MapAccessDeserializer::new(RttAside {
                 inner: map,
-                rtt: &mut rtt,
+                aside: &mut aside,
             }),
         )?;
-        Ok(Timed { body, rtt })
+        Ok(Timed {
+            body,
+            rtt: aside.rtt,
+            gv: aside.gv,
+            gvs: aside.gvs,
+        })
     }
 }
 
-/// The body's map as the message sees it: every entry but `rtt`, which goes aside.
+/// The wire's own entries of a body, taken aside while the message is parsed.
+#[derive(Default)]
+struct Aside {
+    rtt: Option<RttStamp>,
+    gv: Option<GroupsTag>,
+    gvs: Option<BTreeMap<String, (u64, u64)>>,
+    /// The body had a `groups` entry.
+    groups: bool,
+    /// A `groups` entry was supplied (empty) at the end of a brief body.
+    supplied: bool,
+}
+
+/// The body's map as the message sees it: every entry but the wire's own (`rtt`, `gv`,
+/// `gvs`), which go aside; a brief body (no `groups`) gets an empty `groups` at its end,
+/// filled from the reports held for the sender ([`Acceptor::accept_heartbeat`]).
 struct RttAside<'a, A> {
     inner: A,
-    rtt: &'a mut Option<RttStamp>,
+    aside: &'a mut Aside,
 }
 
 /// A map key, borrowed from the datagram when it has no escapes.
@@ -1021,12 +1322,35 @@ impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for RttAside<'
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
         loop {
+            if self.aside.supplied {
+                return Ok(None);
+            }
             let Some(key) = self.inner.next_key_seed(KeySeed)? else {
+                if !self.aside.groups && self.aside.gv.as_ref().is_some_and(|g| g.brief) {
+                    self.aside.supplied = true;
+                    return seed
+                        .deserialize(serde::de::IntoDeserializer::<A::Error>::into_deserializer(
+                            "groups",
+                        ))
+                        .map(Some);
+                }
                 return Ok(None);
             };
-            if key.as_str() == "rtt" {
-                *self.rtt = self.inner.next_value()?;
-                continue;
+            match key.as_str() {
+                "rtt" => {
+                    self.aside.rtt = self.inner.next_value()?;
+                    continue;
+                }
+                "gv" => {
+                    self.aside.gv = self.inner.next_value()?;
+                    continue;
+                }
+                "gvs" => {
+                    self.aside.gvs = self.inner.next_value()?;
+                    continue;
+                }
+                "groups" => self.aside.groups = true,
+                _ => {}
             }
             return seed
                 .deserialize(serde::de::IntoDeserializer::<A::Error>::into_deserializer(
@@ -1040,6 +1364,11 @@ impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for RttAside<'
         &mut self,
         seed: V,
     ) -> Result<V::Value, A::Error> {
+        if self.aside.supplied {
+            return seed.deserialize(serde::de::value::SeqDeserializer::<_, A::Error>::new(
+                std::iter::empty::<u8>(),
+            ));
+        }
         self.inner.next_value_seed(seed)
     }
 }
@@ -1440,10 +1769,255 @@ mod tests {
                         t,
                         echo: BTreeMap::new(),
                     }),
+                    gv: None,
+                    gvs: None,
                 },
             },
         )
         .unwrap()
+    }
+
+    fn report(name: &str, state: GroupState, epoch: u64, state_ms: u64) -> GroupReport {
+        GroupReport {
+            name: name.into(),
+            state,
+            epoch,
+            max_epoch: epoch,
+            excluded: false,
+            seen_holder: Some(("node-a".into(), epoch)),
+            state_ms,
+            ack: None,
+        }
+    }
+
+    use baton_core::engine::GroupState;
+
+    /// A heartbeat of node-a made at `at` ms with `groups`, complete or brief, telling
+    /// what it holds of node-b's reports (`gvs`).
+    fn hb_groups(
+        seq: u64,
+        path: u8,
+        incarnation: u64,
+        groups: Vec<GroupReport>,
+        tag: GroupsTag,
+        gvs: Option<BTreeMap<String, (u64, u64)>>,
+    ) -> Vec<u8> {
+        let mut msg = peer_msg(incarnation);
+        msg.groups = groups;
+        let env = Envelope {
+            cluster: "prod".into(),
+            from: "node-a".into(),
+            path,
+            seq,
+            body: Timed {
+                body: &msg,
+                rtt: None,
+                gv: Some(tag.clone()),
+                gvs,
+            },
+        };
+        if tag.brief {
+            encode_brief(&key(), &env).expect("a brief body")
+        } else {
+            encode(&key(), &env).unwrap()
+        }
+    }
+
+    #[test]
+    fn group_versions_change_with_the_reports_not_with_the_time_in_state() {
+        let mut v = GroupVersions::new();
+        let g = |ms_web, ms_db| {
+            vec![
+                report("web", GroupState::Online, 3, ms_web),
+                report("db", GroupState::Offline, 1, ms_db),
+            ]
+        };
+        assert_eq!(v.tag(&g(100, 50), 1_000).v, 1);
+        // 200 ms later, both 200 ms longer in their states: the same reports.
+        let t = v.tag(&g(300, 250), 1_200);
+        assert_eq!((t.v, t.at, t.brief), (1, 1_200, false));
+        // web entered its state again (a restart in place): a change.
+        assert_eq!(v.tag(&g(10, 450), 1_400).v, 2);
+        // Any field: an acknowledgement, an epoch, a group more.
+        let mut acked = g(210, 650);
+        acked[1].ack = Some(("node-c".into(), 2));
+        assert_eq!(v.tag(&acked, 1_600).v, 3);
+        let mut newer = acked.clone();
+        for r in &mut newer {
+            r.state_ms += 200;
+        }
+        assert_eq!(v.tag(&newer, 1_800).v, 3);
+        newer[0].epoch = 4;
+        assert_eq!(v.tag(&newer, 1_800).v, 4);
+        newer.push(report("mail", GroupState::Offline, 0, 0));
+        assert_eq!(v.tag(&newer, 1_800).v, 5);
+        assert_eq!(v.tag(&[], 1_800).v, 6);
+        assert_eq!(v.tag(&[], 2_000).v, 6);
+    }
+
+    #[test]
+    fn a_brief_body_is_completed_with_the_reports_held_or_dropped_as_lost() {
+        let k = key();
+        let mut acc = Acceptor::new("prod", ["node-a"]);
+        acc.set_me("node-b");
+        let groups = vec![
+            report("web", GroupState::Online, 3, 1_000),
+            report("db", GroupState::Offline, 1, 20),
+        ];
+        let tag = |v, at, brief| GroupsTag { v, at, brief };
+        let echo = |inc, v| Some(BTreeMap::from([("node-b".to_string(), (inc, v))]));
+        // Nothing held yet: a brief body is dropped, and its other path's copy is not
+        // taken for a repeat of a delivered message.
+        let b = hb_groups(10, 0, 7, vec![], tag(1, 5_000, true), None);
+        assert_eq!(
+            acc.accept_heartbeat(&k, &b, 0).unwrap().body,
+            HeartbeatBody::Unknown
+        );
+        let b = hb_groups(11, 1, 7, vec![], tag(1, 5_000, true), None);
+        assert_eq!(
+            acc.accept_heartbeat(&k, &b, 1).unwrap().body,
+            HeartbeatBody::Unknown
+        );
+        assert_eq!(acc.unknown_reports(), 2);
+        assert_eq!(acc.held(), Some(BTreeMap::new()));
+        // A complete body: delivered as is, held, and node-a's echo of node-b's reports.
+        let b = hb_groups(12, 0, 7, groups.clone(), tag(1, 5_200, false), echo(9, 4));
+        let HeartbeatBody::Full(t) = acc.accept_heartbeat(&k, &b, 0).unwrap().body else {
+            panic!("complete body")
+        };
+        assert_eq!(t.body.groups, groups);
+        assert_eq!(
+            acc.held(),
+            Some(BTreeMap::from([("node-a".to_string(), (7, 1))]))
+        );
+        assert_eq!(acc.echoed("node-a"), Some((9, 4)));
+        // Brief, same version, 400 ms later: the held reports, 400 ms longer in state.
+        let b = hb_groups(14, 0, 7, vec![], tag(1, 5_600, true), echo(9, 5));
+        let HeartbeatBody::Full(t) = acc.accept_heartbeat(&k, &b, 0).unwrap().body else {
+            panic!("completed body")
+        };
+        let mut later = groups.clone();
+        later[0].state_ms = 1_400;
+        later[1].state_ms = 420;
+        assert_eq!(t.body.groups, later);
+        assert_eq!(t.gv, Some(tag(1, 5_600, true)));
+        assert_eq!(acc.echoed("node-a"), Some((9, 5)));
+        // Its copy on path 1 is a repeat as before.
+        let b = hb_groups(15, 1, 7, vec![], tag(1, 5_600, true), echo(9, 5));
+        assert!(matches!(
+            acc.accept_heartbeat(&k, &b, 1).unwrap().body,
+            HeartbeatBody::Repeat { .. }
+        ));
+        // A version this node does not hold (the complete body was lost): dropped.
+        let b = hb_groups(16, 0, 7, vec![], tag(2, 5_800, true), None);
+        assert_eq!(
+            acc.accept_heartbeat(&k, &b, 0).unwrap().body,
+            HeartbeatBody::Unknown
+        );
+        // Another incarnation with the same version (the sender restarted): dropped.
+        let b = hb_groups(18, 0, 8, vec![], tag(1, 100, true), None);
+        assert_eq!(
+            acc.accept_heartbeat(&k, &b, 0).unwrap().body,
+            HeartbeatBody::Unknown
+        );
+        // An older send's complete body overtaken on the other path does not replace the
+        // newer reports held.
+        let b = hb_groups(20, 0, 7, groups.clone(), tag(3, 6_000, false), None);
+        assert!(matches!(
+            acc.accept_heartbeat(&k, &b, 0).unwrap().body,
+            HeartbeatBody::Full(_)
+        ));
+        let b = hb_groups(19, 1, 7, groups.clone(), tag(2, 5_800, false), None);
+        assert!(matches!(
+            acc.accept_heartbeat(&k, &b, 1).unwrap().body,
+            HeartbeatBody::Full(_)
+        ));
+        assert_eq!(
+            acc.held(),
+            Some(BTreeMap::from([("node-a".to_string(), (7, 3))]))
+        );
+        // No echo in the newest body: none recorded.
+        assert_eq!(acc.echoed("node-a"), None);
+        // A complete body from an agent that predates versions: nothing held any more.
+        let b = hb(22, 0, 7, 0);
+        assert!(matches!(
+            acc.accept_heartbeat(&k, &b, 0).unwrap().body,
+            HeartbeatBody::Full(_)
+        ));
+        assert_eq!(acc.held(), Some(BTreeMap::new()));
+        // Dropping brief bodies is not a rejection.
+        assert_eq!(acc.counters().total(), 0);
+    }
+
+    #[test]
+    fn a_brief_body_has_no_groups_entry_so_older_agents_reject_it() {
+        let b = hb_groups(
+            10,
+            0,
+            7,
+            vec![],
+            GroupsTag {
+                v: 1,
+                at: 0,
+                brief: true,
+            },
+            None,
+        );
+        // What an agent that predates versions does with it: `groups` is missing.
+        let e = decode::<Timed<baton_core::engine::PeerMessage>>(&key(), &b).unwrap_err();
+        assert_eq!(e.code(), "malformed");
+        assert!(e.to_string().contains("groups"), "{e}");
+        // The operator intents' own `groups` map is kept.
+        let json = open(&key(), &b).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert!(v["body"].get("groups").is_none());
+        assert!(v["body"]["intents"].get("groups").is_some());
+        // Only a message without groups and with a brief tag is made brief.
+        let msg = peer_msg(7);
+        let mut env = Envelope {
+            cluster: "prod".into(),
+            from: "node-a".into(),
+            path: 0,
+            seq: 1,
+            body: Timed {
+                body: &msg,
+                rtt: None,
+                gv: Some(GroupsTag {
+                    v: 1,
+                    at: 0,
+                    brief: false,
+                }),
+                gvs: None,
+            },
+        };
+        assert!(encode_brief(&key(), &env).is_none());
+        env.body.gv = None;
+        assert!(encode_brief(&key(), &env).is_none());
+        let mut with = peer_msg(7);
+        with.groups = vec![report("web", GroupState::Online, 3, 0)];
+        let env = Envelope {
+            body: Timed {
+                body: &with,
+                rtt: None,
+                gv: Some(GroupsTag {
+                    v: 1,
+                    at: 0,
+                    brief: true,
+                }),
+                gvs: None,
+            },
+            ..env
+        };
+        assert!(encode_brief(&key(), &env).is_none());
+    }
+
+    #[test]
+    fn a_parser_through_flatten_never_asks_for_brief_bodies() {
+        let mut acc = Acceptor::new("prod", ["node-a"]);
+        acc.set_me("node-b");
+        assert_eq!(acc.held(), Some(BTreeMap::new()));
+        acc.flatten_parse();
+        assert_eq!(acc.held(), None);
     }
 
     #[test]
@@ -1452,7 +2026,7 @@ mod tests {
         let mut acc = Acceptor::new("prod", ["node-a", "node-b"]);
         let full = |b: &HeartbeatBody| match b {
             HeartbeatBody::Full(t) => Some(t.body.incarnation),
-            HeartbeatBody::Repeat { .. } => None,
+            HeartbeatBody::Repeat { .. } | HeartbeatBody::Unknown => None,
         };
         // Send 10 (seq 10 on path 0, 11 on path 1), in order.
         let e = acc.accept_heartbeat(&k, &hb(10, 0, 1, 100), 0).unwrap();
@@ -1642,7 +2216,9 @@ mod tests {
             t,
             Timed {
                 body: P { a: 1 },
-                rtt: None
+                rtt: None,
+                gv: None,
+                gvs: None,
             }
         );
         let stamped = Timed {
@@ -1651,6 +2227,8 @@ mod tests {
                 t: 5,
                 echo: BTreeMap::new(),
             }),
+            gv: None,
+            gvs: None,
         };
         let text = serde_json::to_string(&stamped).unwrap();
         assert_eq!(text, r#"{"a":2,"rtt":{"t":5}}"#);
@@ -1681,6 +2259,8 @@ mod tests {
             let t = Timed {
                 body: msg.clone(),
                 rtt,
+                gv: None,
+                gvs: None,
             };
             let text = serde_json::to_string(&t).unwrap();
             let flat: Timed<PeerMessage> = serde_json::from_str(&text).unwrap();

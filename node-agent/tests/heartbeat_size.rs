@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use baton_agent::key::ClusterKey;
-use baton_agent::wire::{self, Compression, Envelope, RttStamp, Timed, MAX_DATAGRAM};
+use baton_agent::wire::{self, Compression, Envelope, GroupsTag, RttStamp, Timed, MAX_DATAGRAM};
 use baton_core::config::{load_str, AnyKind};
 use baton_core::engine::{
     FlagIntent, GroupIntent, GroupReport, GroupState, Intents, PeerMessage, TimeoutIntent,
@@ -88,7 +88,7 @@ fn typical(servers: usize, groups: usize, len: usize, worst: bool) -> PeerMessag
             let holder = &names[g % servers];
             let here = g % servers == 0;
             GroupReport {
-                name,
+                name: name.into(),
                 state: if worst {
                     GroupState::Deactivating
                 } else if here {
@@ -99,9 +99,9 @@ fn typical(servers: usize, groups: usize, len: usize, worst: bool) -> PeerMessag
                 epoch: big(if here { 12 } else { 0 }),
                 max_epoch: big(12),
                 excluded: false,
-                seen_holder: Some((holder.clone(), big(12))),
+                seen_holder: Some((holder.as_str().into(), big(12))),
                 state_ms: big(86_400_000 + g as u64),
-                ack: worst.then(|| (holder.clone(), u64::MAX)),
+                ack: worst.then(|| (holder.as_str().into(), u64::MAX)),
             }
         })
         .collect();
@@ -143,6 +143,17 @@ fn envelope(servers: usize, len: usize, msg: &PeerMessage) -> Envelope<Timed<&Pe
                     .map(|n| (n.clone(), (86_399_000_000, 150_000)))
                     .collect::<BTreeMap<_, _>>(),
             }),
+            gv: Some(GroupsTag {
+                v: 86_400,
+                at: 86_400_000,
+                brief: false,
+            }),
+            gvs: Some(
+                names[1..]
+                    .iter()
+                    .map(|n| (n.clone(), (u64::MAX / 3, 86_400)))
+                    .collect(),
+            ),
         },
     }
 }
@@ -221,6 +232,17 @@ fn worst_case_bound_covers_a_real_datagram() {
                         .map(|s| (s.name.clone(), (u64::MAX, u64::MAX)))
                         .collect(),
                 }),
+                gv: Some(GroupsTag {
+                    v: u64::MAX,
+                    at: u64::MAX,
+                    brief: false,
+                }),
+                gvs: Some(
+                    cfg.servers
+                        .iter()
+                        .map(|s| (s.name.clone(), (u64::MAX, u64::MAX)))
+                        .collect(),
+                ),
             },
         };
         let plain = wire::encode_with(&key(), &env, Compression::Never).unwrap();

@@ -78,6 +78,8 @@ fn envelope() -> Envelope<Timed<PeerMessage>> {
                 t: 123_456,
                 echo: BTreeMap::from([("node-2".into(), (99_000, 250))]),
             }),
+            gv: None,
+            gvs: None,
         },
     }
 }

@@ -45,11 +45,26 @@ struct Peer {
     up_since: Option<Millis>,
     up: bool,
     msg: Option<PeerMessage>,
+    /// `msg` reports the groups of this server's configuration in its order, so a
+    /// group's report is at the group's index (checked once per message, not per lookup).
+    aligned: bool,
     digest_warned: Option<String>,
     /// Last time an up peer reported hearing this server (second-hand liveness): a
     /// server known alive only through others is not silent just because this one
     /// cannot hear it.
     relayed: Option<Millis>,
+}
+
+impl Peer {
+    /// The peer's report of group `name`, the `gi`-th group of this configuration.
+    fn report(&self, gi: usize, name: &str) -> Option<&GroupReport> {
+        let m = self.msg.as_ref()?;
+        if self.aligned {
+            m.groups.get(gi)
+        } else {
+            m.group(gi, name)
+        }
+    }
 }
 
 /// What happens after a deactivation plan completes.
@@ -279,6 +294,11 @@ pub struct Engine {
     /// end of a takeover wait): the shell steps the engine then instead of at its next
     /// tick ([`Engine::next_wake`]).
     wake: Option<Millis>,
+    /// When the engine last evaluated every group and monitor (see [`Engine::tick_every`]).
+    evaluated_at: Millis,
+    /// The quorum and which servers were up at that evaluation.
+    evaluated_quorum: bool,
+    evaluated_up: Vec<bool>,
     /// Version of a `cluster stop` learned during this agent's startup wait: issued before
     /// it started, so it does not apply to it.
     stopping_ignored: u64,
@@ -347,6 +367,7 @@ impl Engine {
                 up_since: None,
                 up: false,
                 msg: None,
+                aligned: false,
                 digest_warned: None,
                 relayed: None,
             })
@@ -448,6 +469,9 @@ impl Engine {
             last_ownership: BTreeMap::new(),
             urgent: false,
             wake: None,
+            evaluated_at: now,
+            evaluated_quorum: false,
+            evaluated_up: Vec::new(),
             quorum_since: None,
             stopping_ignored: 0,
             deactivating_reason: None,
@@ -563,6 +587,11 @@ impl Engine {
             })
             .collect();
         self.cfg = cfg;
+        // The groups' indexes may have moved: reports are searched by name until each
+        // peer's next message is checked against the new order.
+        for p in &mut self.peers {
+            p.aligned = false;
+        }
         self.mark_keys = crate::marks::keys(&self.cfg).into_iter().collect();
         self.urgent = true;
         self.evaluate();
@@ -601,6 +630,11 @@ impl Engine {
             self.recompute_quorum();
         }
         let at = if now < self.now { now } else { self.now };
+        if let Input::PathHeard { from, path } = &input {
+            if self.path_heard_quietly(from, *path, at) {
+                return std::mem::take(&mut self.out);
+            }
+        }
         match input {
             Input::Tick => {}
             Input::Heartbeat {
@@ -650,6 +684,11 @@ impl Engine {
         std::mem::take(&mut self.out)
     }
 
+    /// The time of the latest step (what [`Engine::peer_message`] reports times from).
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
     /// When the engine wants to be stepped next for a deadline of its own (the end of a
     /// takeover wait), if before anything else would step it: the shell sleeps until
     /// then, so the group is claimed when the floor is reached, not at the next tick.
@@ -695,7 +734,7 @@ impl Engine {
                 .zip(&self.groups)
                 .enumerate()
                 .map(|(gi, (g, rt))| GroupReport {
-                    name: g.name.clone(),
+                    name: g.name.as_str().into(),
                     state: rt.local.state(),
                     epoch: rt.local.epoch().max(rt.last_epoch),
                     max_epoch: rt.max_epoch,
@@ -703,9 +742,9 @@ impl Engine {
                     seen_holder: self
                         .holders(gi)
                         .first()
-                        .map(|&(si, _, e)| (self.cfg.servers[si].name.clone(), e)),
+                        .map(|&(si, _, e)| (self.cfg.servers[si].name.as_str().into(), e)),
                     state_ms: self.now.since(rt.since),
-                    ack: rt.acked.clone(),
+                    ack: rt.acked.as_ref().map(|(s, e)| (s.as_str().into(), *e)),
                 })
                 .collect(),
             intents: self.outgoing_intents(),
@@ -987,11 +1026,9 @@ impl Engine {
             if !p.up {
                 continue;
             }
-            if let Some(m) = &p.msg {
-                if let Some(r) = m.group(gi, name) {
-                    if r.state.holds() {
-                        v.push((si, r.state, r.epoch));
-                    }
+            if let Some(r) = p.report(gi, name) {
+                if r.state.holds() {
+                    v.push((si, r.state, r.epoch));
                 }
             }
         }
@@ -1037,7 +1074,7 @@ impl Engine {
             if si == self.me || !p.up {
                 continue;
             }
-            let Some(r) = p.msg.as_ref().and_then(|m| m.group(gi, name)) else {
+            let Some(r) = p.report(gi, name) else {
                 continue;
             };
             let Some((h, e)) = &r.seen_holder else {
@@ -1079,11 +1116,7 @@ impl Engine {
             return self.groups[gi].excluded;
         }
         let name = &self.cfg.groups[gi].name;
-        self.peers[si]
-            .msg
-            .as_ref()
-            .and_then(|m| m.group(gi, name))
-            .is_some_and(|r| r.excluded)
+        self.peers[si].report(gi, name).is_some_and(|r| r.excluded)
     }
 
     /// May server `si` be chosen to activate groups now (from this server's view)?
@@ -1141,7 +1174,7 @@ impl Engine {
                 let theirs = m
                     .groups
                     .iter()
-                    .find(|r| &r.name == name)
+                    .find(|r| *r.name == **name)
                     .map_or(0, |r| r.max_epoch.max(r.epoch));
                 intent(&m.intents) == mine && theirs == epoch
             })
@@ -1191,10 +1224,8 @@ impl Engine {
         let name = &self.cfg.groups[gi].name;
         let mut m = self.groups[gi].max_epoch;
         for p in &self.peers {
-            if let Some(msg) = &p.msg {
-                if let Some(r) = msg.group(gi, name) {
-                    m = m.max(r.max_epoch).max(r.epoch);
-                }
+            if let Some(r) = p.report(gi, name) {
+                m = m.max(r.max_epoch).max(r.epoch);
             }
         }
         m
@@ -1213,6 +1244,46 @@ impl Engine {
     // --------------------------------------------------------------------------------
 
     /// A repeat of a heartbeat already processed, on another path: only the path's clock.
+    /// The longest the shell lets the engine go without an evaluation: it steps the
+    /// engine with a tick when no input did for this long (a quarter of the heartbeat
+    /// interval, 10 to 100 ms).
+    pub fn tick_every(&self) -> Millis {
+        Millis((self.cfg.heartbeat.interval.ms() / 4).clamp(10, 100))
+    }
+
+    /// When the engine last evaluated (the shell's tick comes [`Engine::tick_every`]
+    /// after it at the latest).
+    pub fn evaluated_at(&self) -> Millis {
+        self.evaluated_at
+    }
+
+    /// The copy of a heartbeat on another path, heard right after an evaluation, on a
+    /// path and from a server that were up and stay up, with this server's quorum as it
+    /// was: only the path's time moves, and evaluating again would decide nothing new but
+    /// what time alone decides. That is left to the next step, at most
+    /// [`Engine::tick_every`] after the last evaluation (the shell's tick), the bound a
+    /// fixed tick gives as well. True when the copy was taken so.
+    fn path_heard_quietly(&mut self, from: &str, path: usize, at: Millis) -> bool {
+        let Some(si) = self.server_idx(from) else {
+            return false;
+        };
+        let quiet = si != self.me
+            && self.peers[si].up
+            && self.peers[si].path_up.get(path).copied().unwrap_or(false)
+            && self.peers[si].msg.is_some()
+            && self.now.since(self.evaluated_at) < self.tick_every().0
+            && self.quorum == self.evaluated_quorum
+            && self
+                .peers
+                .iter()
+                .map(|p| p.up)
+                .eq(self.evaluated_up.iter().copied());
+        if quiet {
+            self.on_path_heard(from, path, at);
+        }
+        quiet
+    }
+
     fn on_path_heard(&mut self, from: &str, path: usize, at: Millis) {
         let Some(si) = self.server_idx(from) else {
             return;
@@ -1282,15 +1353,20 @@ impl Engine {
             self.learn_mark(k, v);
         }
         // Learn epochs.
-        for r in &msg.groups {
-            if let Some(gi) = self.cfg.groups.iter().position(|g| g.name == r.name) {
+        for (ri, r) in msg.groups.iter().enumerate() {
+            // Same configuration, same order (digest agreement): one comparison.
+            let gi = match self.cfg.groups.get(ri) {
+                Some(g) if *g.name == *r.name => Some(ri),
+                _ => self.cfg.groups.iter().position(|g| *g.name == *r.name),
+            };
+            if let Some(gi) = gi {
                 let known = r.max_epoch.max(r.epoch);
                 if known > self.groups[gi].max_epoch {
                     self.groups[gi].max_epoch = known;
                     // Acknowledge a claim at once (the claimer waits for a quorum of us).
                     self.urgent = true;
                     self.out.push(Action::PersistEpoch {
-                        group: r.name.clone(),
+                        group: r.name.to_string(),
                         epoch: known,
                     });
                 }
@@ -1315,6 +1391,12 @@ impl Engine {
         // Epochs (a maximum) and intents (by version) above are learnt from any heartbeat;
         // the sender's state only from its newest one.
         if newest || self.peers[si].msg.is_none() {
+            self.peers[si].aligned = msg.groups.len() == self.cfg.groups.len()
+                && msg
+                    .groups
+                    .iter()
+                    .zip(&self.cfg.groups)
+                    .all(|(r, g)| *r.name == *g.name);
             self.peers[si].msg = Some(msg);
         }
     }

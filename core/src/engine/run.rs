@@ -31,6 +31,11 @@ impl Engine {
         self.ask_witness();
         self.maybe_exit();
         self.persist_ownership();
+        self.evaluated_at = self.now;
+        self.evaluated_quorum = self.quorum;
+        self.evaluated_up.clear();
+        let up = self.peers.iter().map(|p| p.up);
+        self.evaluated_up.extend(up);
     }
 
     /// About once per heartbeat interval (and at once while a claim waits for its
@@ -288,7 +293,7 @@ impl Engine {
         let best = (0..self.peers.len())
             .filter(|&si| si != self.me && self.peers[si].up)
             .filter_map(|si| {
-                let r = self.peers[si].msg.as_ref()?.group(gi, &name)?;
+                let r = self.peers[si].report(gi, &name)?;
                 (r.state == GroupState::Claiming && r.epoch > acked_epoch).then_some((si, r.epoch))
             })
             .max_by_key(|&(si, e)| self.claim(si, e));
@@ -308,11 +313,11 @@ impl Engine {
             if si == self.me || !self.counts_vote(si) {
                 continue;
             }
-            let acked = self.peers[si]
-                .msg
-                .as_ref()
-                .and_then(|m| m.group(gi, name))
-                .is_some_and(|r| r.ack.as_ref().is_some_and(|(s, e)| *s == me && *e == epoch));
+            let acked = self.peers[si].report(gi, name).is_some_and(|r| {
+                r.ack
+                    .as_ref()
+                    .is_some_and(|(s, e)| **s == *me && *e == epoch)
+            });
             acks += usize::from(acked);
         }
         if self.witness_valid() {
@@ -371,7 +376,6 @@ impl Engine {
             if si == self.me {
                 continue;
             }
-            let name = self.cfg.servers[si].name.clone();
             let npaths = self.peers[si].paths.len();
             let was_up = self.peers[si].up;
             let mut any = false;
@@ -388,10 +392,12 @@ impl Engine {
                 self.peers[si].up_since = any.then_some(now);
             }
             if any && !was_up {
+                let name = self.cfg.servers[si].name.clone();
                 self.emit(&events::SERVER_UP, format!("server {name} is up"), |e| {
                     e.peer(&name)
                 });
             } else if !any && was_up {
+                let name = self.cfg.servers[si].name.clone();
                 self.emit(
                     &events::SERVER_DOWN,
                     format!("server {name} is down: no heartbeat on any of {npaths} interconnect path(s) for {timeout} ms"),
@@ -412,6 +418,7 @@ impl Engine {
                 let reported_down = self.peers[si].path_reported_down[p];
                 if up && reported_down {
                     self.peers[si].path_reported_down[p] = false;
+                    let name = self.cfg.servers[si].name.clone();
                     self.emit(
                         &events::PATH_UP,
                         format!("interconnect path {p} to {name} is up"),
@@ -419,6 +426,7 @@ impl Engine {
                     );
                 } else if !up && !reported_down && settled {
                     self.peers[si].path_reported_down[p] = true;
+                    let name = self.cfg.servers[si].name.clone();
                     self.emit(
                         &events::PATH_DOWN,
                         format!("interconnect path {p} to {name} is down (silent for {timeout} ms); other paths still work"),
@@ -574,7 +582,7 @@ impl Engine {
             .iter()
             .enumerate()
             .filter(|&(si, p)| si != self.me && p.up)
-            .all(|(_, p)| p.msg.as_ref().is_some_and(|m| m.group(gi, name).is_some()))
+            .all(|(_, p)| p.report(gi, name).is_some())
     }
 
     /// The group must not run here now (operator stop, cluster stop, shutdown, no quorum).
@@ -629,7 +637,11 @@ impl Engine {
         let others: Vec<(usize, GroupState, u64)> =
             holders.iter().copied().filter(|h| h.0 != self.me).collect();
         if let Some(h) = others.first() {
-            self.groups[gi].last_holder = Some(self.cfg.servers[h.0].name.clone());
+            let name = &self.cfg.servers[h.0].name;
+            // Most groups of a step are held elsewhere, by the same server as before.
+            if self.groups[gi].last_holder.as_ref() != Some(name) {
+                self.groups[gi].last_holder = Some(name.clone());
+            }
             self.groups[gi].no_server_warned = false;
         }
         let must_stop = self.must_stop(gi);
@@ -1935,6 +1947,20 @@ impl Engine {
     }
 
     fn persist_ownership(&mut self) {
+        // Most steps change nothing here: compare before building the map.
+        let held = self
+            .groups
+            .iter()
+            .filter(|rt| rt.local.state().holds())
+            .count();
+        if held == self.last_ownership.len()
+            && self.cfg.groups.iter().zip(&self.groups).all(|(g, rt)| {
+                let st = rt.local.state();
+                !st.holds() || self.last_ownership.get(&g.name) == Some(&(rt.local.epoch(), st))
+            })
+        {
+            return;
+        }
         let mut m = BTreeMap::new();
         for (g, rt) in self.cfg.groups.iter().zip(&self.groups) {
             let st = rt.local.state();
@@ -2048,9 +2074,7 @@ impl Engine {
                         self.groups[gi].local.state()
                     } else if self.peers[si].up {
                         self.peers[si]
-                            .msg
-                            .as_ref()
-                            .and_then(|m| m.group(gi, &g.name))
+                            .report(gi, &g.name)
                             .map_or(GroupState::Offline, |r| r.state)
                     } else {
                         GroupState::Offline
@@ -2070,11 +2094,9 @@ impl Engine {
                     active_on,
                     epoch,
                     since_ms_ago: match holders.first() {
-                        Some(&(si, _, _)) if si != self.me => self.peers[si]
-                            .msg
-                            .as_ref()
-                            .and_then(|m| m.group(gi, &g.name))
-                            .map_or(0, |r| r.state_ms),
+                        Some(&(si, _, _)) if si != self.me => {
+                            self.peers[si].report(gi, &g.name).map_or(0, |r| r.state_ms)
+                        }
                         _ => now.since(self.groups[gi].since),
                     },
                     desired: if self.group_run(gi) {

@@ -2184,7 +2184,7 @@ impl World {
             let g = group_name(gi);
             let stuck = self.nodes.iter().filter_map(|n| n.eng.as_ref()).any(|e| {
                 let m = e.peer_message();
-                let st = m.groups.iter().find(|r| r.name == g).map(|r| r.state);
+                let st = m.groups.iter().find(|r| *r.name == *g).map(|r| r.state);
                 let stopped = m.intents.groups.get(&g).is_some_and(|i| !i.run);
                 stopped || matches!(st, Some(GroupState::Stuck | GroupState::Failed))
             });
@@ -2400,7 +2400,7 @@ impl World {
                     .peer_message()
                     .groups
                     .into_iter()
-                    .find(|r| r.name == g.name)
+                    .find(|r| *r.name == *g.name)
                     .map(|r| r.state);
                 match st {
                     Some(GroupState::Online) => online.push(i),

@@ -605,7 +605,7 @@ impl Sim {
             .peer_message()
             .groups
             .into_iter()
-            .find(|r| r.name == g)
+            .find(|r| &*r.name == g)
             .map_or(GroupState::Offline, |r| r.state)
     }
 
@@ -614,7 +614,7 @@ impl Sim {
             .peer_message()
             .groups
             .into_iter()
-            .find(|r| r.name == g)
+            .find(|r| &*r.name == g)
             .unwrap()
     }
 
@@ -758,7 +758,7 @@ impl Sim {
                         .peer_message()
                         .groups
                         .into_iter()
-                        .find(|r| &r.name == g)?;
+                        .find(|r| *r.name == **g)?;
                     matches!(r.state, GroupState::Online | GroupState::Activating)
                         .then_some((n.name.as_str(), r.epoch))
                 })
@@ -3885,4 +3885,56 @@ fn a_path_heard_repeat_keeps_its_path_up() {
         );
     }
     assert!(sim.eng("node-1").status().quorum);
+}
+
+/// The copy of a heartbeat on another path, right after an evaluation, only moves its
+/// path's clock; the next evaluation comes at most `tick_every` after the last one, and
+/// at once when the step finds a server gone or the quorum changed.
+#[test]
+fn a_repeat_right_after_an_evaluation_only_moves_its_path_clock() {
+    let mut sim = Sim::new(&three(""));
+    sim.run(STARTUP + 1_000);
+    let i = sim.idx("node-1");
+    let every = sim.eng("node-1").tick_every().0;
+    assert_eq!(every, INTERVAL / 4);
+    let repeat = || Input::PathHeard {
+        from: "node-2".into(),
+        path: 1,
+    };
+    let t = sim.now;
+    sim.feed(i, Input::Tick);
+    assert_eq!(sim.eng("node-1").evaluated_at(), Millis(t));
+    sim.now = t + 5;
+    sim.feed(i, repeat());
+    assert_eq!(sim.eng("node-1").evaluated_at(), Millis(t));
+    assert_eq!(sim.eng("node-1").now(), Millis(t + 5));
+    // `tick_every` after the evaluation a repeat evaluates.
+    sim.now = t + every;
+    sim.feed(i, repeat());
+    assert_eq!(sim.eng("node-1").evaluated_at(), Millis(t + every));
+    // node-3 stops; node-1 hears only node-2's repeats, one a millisecond. The step that
+    // finds node-3 down evaluates, whatever the time since the last evaluation.
+    sim.kill("node-3");
+    let mut quiet = 0;
+    let mut down_at = None;
+    for _ in 0..(TIMEOUT + 500) {
+        sim.now += 1;
+        let before = sim.eng("node-1").evaluated_at();
+        sim.feed(i, repeat());
+        let after = sim.eng("node-1").evaluated_at();
+        assert!(sim.now - after.0 < every, "no evaluation for {every} ms");
+        if after == before {
+            quiet += 1;
+        }
+        if down_at.is_none() && sim.has("node-1", &events::SERVER_DOWN) {
+            down_at = Some(sim.now);
+            assert_eq!(
+                after,
+                Millis(sim.now),
+                "the step that found node-3 down evaluated"
+            );
+        }
+    }
+    assert!(down_at.is_some());
+    assert!(quiet > 1_000, "{quiet} quiet repeats");
 }

@@ -1,6 +1,7 @@
 //! Inputs, actions, the heartbeat payload and the status report of the engine.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +50,9 @@ impl GroupState {
 /// One group as a server reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupReport {
-    pub name: String,
+    /// Shared, not copied: a receiver keeps a sender's reports and completes its brief
+    /// heartbeats with them (50 groups, 35 heartbeats a second at 8 servers).
+    pub name: Arc<str>,
     pub state: GroupState,
     /// Epoch of the current (or last) activation on the reporting server.
     pub epoch: u64,
@@ -62,13 +65,13 @@ pub struct GroupReport {
     /// epoch. Lets a server that cannot hear the holder (a partial partition) know that
     /// the group is held all the same.
     #[serde(default)]
-    pub seen_holder: Option<(String, u64)>,
+    pub seen_holder: Option<(Arc<str>, u64)>,
     /// How long the reporting server has had the group in `state`, in ms.
     #[serde(default)]
     pub state_ms: u64,
     /// The claim (server, epoch) the reporter acknowledged: at most one per epoch.
     #[serde(default)]
-    pub ack: Option<(String, u64)>,
+    pub ack: Option<(Arc<str>, u64)>,
 }
 
 /// Operator intent for a group: a last-writer-wins register spread by heartbeats.
@@ -175,8 +178,8 @@ impl PeerMessage {
     /// quadratic in the number of groups).
     pub fn group(&self, gi: usize, name: &str) -> Option<&GroupReport> {
         match self.groups.get(gi) {
-            Some(r) if r.name == name => Some(r),
-            _ => self.groups.iter().find(|r| r.name == name),
+            Some(r) if *r.name == *name => Some(r),
+            _ => self.groups.iter().find(|r| *r.name == *name),
         }
     }
 }

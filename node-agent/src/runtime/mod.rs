@@ -163,6 +163,10 @@ struct Runtime {
     unpersisted: HashMap<String, u64>,
     /// Heartbeat round-trip measurement (when a metrics sink wants it).
     rtt: wire::SharedRtt,
+    /// The receivers' acceptor: which peers hold this server's group reports.
+    acceptor: Arc<Mutex<wire::Acceptor>>,
+    /// The version of this server's group reports (`wire`, "Group reports by change").
+    versions: wire::GroupVersions,
     /// `[quorum] witness` client and whether a request is in flight.
     witness: Option<Arc<dyn WitnessClient>>,
     witness_busy: Arc<std::sync::atomic::AtomicBool>,
@@ -756,64 +760,132 @@ impl Runtime {
     }
 
     async fn send_heartbeats(&mut self) {
-        let msg = self.engine.peer_message();
+        let mut msg = self.engine.peer_message();
+        let tag = self.versions.tag(&msg.groups, self.engine.now().0);
+        // Which peers hold this server's current group reports (they get the message
+        // without them: `wire`, "Group reports by change"), and what this server holds
+        // of theirs.
+        let (held, brief_to): (_, Vec<bool>) = match self.acceptor.lock() {
+            Ok(a) => (
+                a.held(),
+                self.cfg
+                    .servers
+                    .iter()
+                    .map(|s| {
+                        s.name != self.me && a.echoed(&s.name) == Some((msg.incarnation, tag.v))
+                    })
+                    .collect(),
+            ),
+            Err(_) => (None, vec![false; self.cfg.servers.len()]),
+        };
+        let any_brief = brief_to.iter().any(|b| *b);
+        let any_full = self
+            .cfg
+            .servers
+            .iter()
+            .zip(&brief_to)
+            .any(|(s, b)| s.name != self.me && !b);
         // A copy of the socket list (Arcs), so that events can be recorded in the loop.
         let sockets = self.sockets.clone();
         // One message, one datagram per path in path order with consecutive sequence
         // numbers (`seq = first + path`): receivers parse it once per send
         // (`wire::Acceptor::accept_heartbeat`). Keep it so.
-        for (p, sock) in sockets.iter().enumerate() {
-            self.seq += 1;
-            let env = Envelope {
-                cluster: self.cfg.cluster_name.clone(),
-                from: self.me.clone(),
-                path: u8::try_from(p).unwrap_or(u8::MAX),
-                seq: self.seq,
+        let first = self.seq + 1;
+        self.seq += sockets.len() as u64;
+        let now_us = u64::try_from(self.t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        fn envelope<'m>(
+            rt: &Runtime,
+            p: usize,
+            seq: u64,
+            now_us: u64,
+            held: &Option<BTreeMap<String, (u64, u64)>>,
+            msg: &'m baton_core::engine::PeerMessage,
+            gv: wire::GroupsTag,
+        ) -> Envelope<wire::Timed<&'m baton_core::engine::PeerMessage>> {
+            let path = u8::try_from(p).unwrap_or(u8::MAX);
+            Envelope {
+                cluster: rt.cfg.cluster_name.clone(),
+                from: rt.me.clone(),
+                path,
+                seq,
                 body: wire::Timed {
-                    body: &msg,
-                    rtt: wire::rtt_stamp(
-                        &self.rtt,
-                        u8::try_from(p).unwrap_or(u8::MAX),
-                        u64::try_from(self.t0.elapsed().as_micros()).unwrap_or(u64::MAX),
-                    ),
+                    body: msg,
+                    rtt: wire::rtt_stamp(&rt.rtt, path, now_us),
+                    gv: Some(gv),
+                    gvs: held.clone(),
                 },
+            }
+        }
+        let mut brief = vec![None; sockets.len()];
+        if any_brief {
+            let groups = std::mem::take(&mut msg.groups);
+            let gv = wire::GroupsTag {
+                brief: true,
+                ..tag.clone()
             };
-            let bytes = match wire::encode(&self.shared.ring, &env) {
-                Ok(b) => {
-                    if std::mem::take(&mut self.hb_encode_failed) {
-                        self.record(Event::new(
-                            &events::HEARTBEAT_SENDING,
-                            format!("heartbeats fit in a datagram again ({} bytes)", b.len()),
-                        ));
-                    }
-                    b
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot encode heartbeat");
-                    if !self.hb_encode_failed {
-                        self.hb_encode_failed = true;
-                        self.record(
-                            Event::new(
-                                &events::HEARTBEAT_TOO_LARGE,
-                                format!(
-                                    "cannot send heartbeats: {e}; peers stop hearing this server"
-                                ),
-                            )
-                            .field("code", e.code()),
-                        );
-                    }
-                    continue;
-                }
-            };
-            for s in &self.cfg.servers {
+            for (p, b) in brief.iter_mut().enumerate() {
+                let env = envelope(self, p, first + p as u64, now_us, &held, &msg, gv.clone());
+                *b = wire::encode_brief(&self.shared.ring, &env);
+            }
+            msg.groups = groups;
+        }
+        let envs: Vec<_> = (0..sockets.len())
+            .map(|p| {
+                (any_full || brief[p].is_none())
+                    .then(|| envelope(self, p, first + p as u64, now_us, &held, &msg, tag.clone()))
+            })
+            .collect();
+        let mut full = Vec::with_capacity(envs.len());
+        for env in envs {
+            full.push(env.and_then(|e| self.encode_heartbeat(&e)));
+        }
+        for (p, sock) in sockets.iter().enumerate() {
+            for (s, b) in self.cfg.servers.iter().zip(&brief_to) {
                 if s.name == self.me {
                     continue;
                 }
+                let bytes = match (b, &brief[p], &full[p]) {
+                    (true, Some(x), _) | (_, _, Some(x)) => x,
+                    _ => continue,
+                };
                 if let Some(addr) = s.interconnects.get(p) {
-                    if let Err(e) = sock.send_to(&bytes, addr).await {
+                    if let Err(e) = sock.send_to(bytes, addr).await {
                         tracing::debug!(peer = %s.name, path = p, error = %e, "heartbeat send failed");
                     }
                 }
+            }
+        }
+    }
+
+    /// Encode a heartbeat, raising BTN-1111 when it cannot be (and BTN-1112 when it can
+    /// again).
+    fn encode_heartbeat(
+        &mut self,
+        env: &Envelope<wire::Timed<&baton_core::engine::PeerMessage>>,
+    ) -> Option<Vec<u8>> {
+        match wire::encode(&self.shared.ring, env) {
+            Ok(b) => {
+                if std::mem::take(&mut self.hb_encode_failed) {
+                    self.record(Event::new(
+                        &events::HEARTBEAT_SENDING,
+                        format!("heartbeats fit in a datagram again ({} bytes)", b.len()),
+                    ));
+                }
+                Some(b)
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot encode heartbeat");
+                if !self.hb_encode_failed {
+                    self.hb_encode_failed = true;
+                    self.record(
+                        Event::new(
+                            &events::HEARTBEAT_TOO_LARGE,
+                            format!("cannot send heartbeats: {e}; peers stop hearing this server"),
+                        )
+                        .field("code", e.code()),
+                    );
+                }
+                None
             }
         }
     }
@@ -1027,7 +1099,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
     };
     let (drivers, probes) = start::drivers(&cfg, &me, &shared, &mirror)?;
     let t0 = crate::clock::now();
-    let rtt = start::spawn_receivers(&sockets, &shared, t0);
+    let (rtt, acceptor) = start::spawn_receivers(&sockets, &shared, t0);
     let (api, socket) = start::spawn_api(&shared, api_listener, l.api_limits, l.server_cert)?;
     let witness = start::witness(&cfg, &l.key).await;
     start::spawn_reachability(&cfg, tx.clone());
@@ -1056,6 +1128,8 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         last_drop_check: crate::clock::now(),
         unpersisted: HashMap::new(),
         rtt,
+        acceptor,
+        versions: wire::GroupVersions::new(),
         witness,
         witness_busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         watchdog_dev,

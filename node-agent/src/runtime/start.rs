@@ -285,7 +285,7 @@ pub(super) fn spawn_receivers(
     sockets: &[Arc<UdpSocket>],
     shared: &Arc<Shared>,
     t0: Instant,
-) -> wire::SharedRtt {
+) -> (wire::SharedRtt, Arc<Mutex<Acceptor>>) {
     let cfg = shared.config();
     let peers: Vec<String> = cfg
         .servers
@@ -294,6 +294,7 @@ pub(super) fn spawn_receivers(
         .map(|s| s.name.clone())
         .collect();
     let mut acceptor = Acceptor::new(cfg.cluster_name.clone(), peers);
+    acceptor.set_me(shared.server.clone());
     // The reference of `bench/scale.sh --parse-every-datagram`: every datagram's body
     // parsed, as before heartbeats were parsed once per send.
     if std::env::var_os("BATON_BENCH_PARSE_EVERY_DATAGRAM").is_some() {
@@ -318,7 +319,7 @@ pub(super) fn spawn_receivers(
             t0,
         );
     }
-    rtt
+    (rtt, acceptor)
 }
 
 /// Receive heartbeats on path `p`: check each datagram (MAC, cluster, sender, path,
@@ -374,6 +375,10 @@ fn spawn_receiver(
                     (Some(t.body), t.rtt)
                 }
                 wire::HeartbeatBody::Repeat { rtt } => (None, rtt),
+                wire::HeartbeatBody::Unknown => {
+                    tracing::debug!(peer = %env.from, path = p, "heartbeat without the group reports held for its sender: dropped until it sends them again");
+                    continue;
+                }
             };
             if let Some(ms) = wire::rtt_observe(
                 &rtt,

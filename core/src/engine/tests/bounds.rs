@@ -21,7 +21,7 @@ fn forged(sim: &Sim, from: &str, f: impl FnOnce(&mut PeerMessage)) -> Input {
 
 fn with_g1_epoch(e: u64) -> impl FnOnce(&mut PeerMessage) {
     move |m| {
-        let r = m.groups.iter_mut().find(|r| r.name == "g1").unwrap();
+        let r = m.groups.iter_mut().find(|r| &*r.name == "g1").unwrap();
         r.max_epoch = e;
         r.epoch = e;
     }
