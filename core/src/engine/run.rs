@@ -698,8 +698,14 @@ impl Engine {
         }
     }
 
-    /// Re-adoption after an agent restart, once every resource was checked and the
-    /// startup wait is over: keep the group if all is well, else clean it up.
+    /// Re-adoption after an agent restart, once every resource was checked: keep the
+    /// group if all is well and, after the startup wait, it is not held elsewhere and may
+    /// run here; else clean it up. A group with a resource that did not check active is
+    /// cleaned up at once, without the startup wait: it is cleaned up whatever that wait
+    /// would show, and a server without quorum must have stopped it within the group's
+    /// fence deadline, counted from the agent's start (an agent that waited, fenced itself
+    /// by a reboot and came back to the same stopped resources would reboot again and
+    /// again while its peers were down).
     #[allow(clippy::too_many_arguments)]
     fn adopting_logic(
         &mut self,
@@ -712,7 +718,8 @@ impl Engine {
         others: &[(usize, GroupState, u64)],
         must_stop: bool,
     ) {
-        if !checked || self.now.since(self.started) < self.cfg.heartbeat.startup_wait().ms() {
+        let waited = self.now.since(self.started) >= self.cfg.heartbeat.startup_wait().ms();
+        if !checked || (ok && !waited) {
             return;
         }
         let elsewhere = !others.is_empty();
@@ -730,10 +737,10 @@ impl Engine {
         } else {
             let why = if elsewhere {
                 format!("server {} now holds it", self.cfg.servers[others[0].0].name)
-            } else if must_stop {
-                "it should not run here now".to_string()
-            } else {
+            } else if !ok {
                 format!("not every resource checked active: {}", findings.join(", "))
+            } else {
+                "it should not run here now".to_string()
             };
             self.emit(&events::GROUP_READOPT_CLEANUP, format!("group {gname} was held before the restart but {why}; deactivating its resources here"), |e| e.group(gname).epoch(epoch));
             self.start_deactivation(gi, epoch, After::Release { exclude: false }, None);

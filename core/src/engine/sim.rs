@@ -3490,3 +3490,118 @@ fn sim_regression_restarted_witness_forgets_an_acknowledged_epoch() {
     });
     assert!(out.violation.is_none());
 }
+
+/// Two servers restart their agents at once while holding groups (the `Replay` faults
+/// restart an agent in place), then a long delay of the network keeps them apart. Without
+/// quorum each had to stop its re-adopted groups within their fence deadline, counted from
+/// its start, but it waited for the startup wait before deciding: it missed the deadline
+/// and rebooted. After each reboot its resources checked inactive, yet it waited again,
+/// missed the deadline again and rebooted again, the two servers in turn, long after the
+/// repair (no convergence: invariant 4). A group with a resource that does not check
+/// active is now cleaned up at once.
+#[test]
+fn sim_regression_re_adoption_of_stopped_resources_reboots_again_and_again() {
+    let out = check_schedule(Schedule {
+        seed: 410838,
+        params: Params {
+            servers: 2,
+            paths: 2,
+            witness: false,
+            interval_ms: 150,
+            timeout_ms: 750,
+            groups: vec![
+                GroupSpec {
+                    servers: vec![1, 0],
+                    resources: 1,
+                    failback: false,
+                    act_retries: 1,
+                    deact_retries: 0,
+                    monitor: Some(MonitorSpec {
+                        interval_ms: 750,
+                        retries: 1,
+                        script: true,
+                        script_retries: 0,
+                        restart_retries: 1,
+                        failover_retries: 2,
+                        final_action: "stop-group",
+                    }),
+                    fence_budget_ms: Some(321),
+                    deact_max_ms: Some(5),
+                    parallel: false,
+                },
+                GroupSpec {
+                    servers: vec![0, 1],
+                    resources: 2,
+                    failback: false,
+                    act_retries: 1,
+                    deact_retries: 0,
+                    monitor: Some(MonitorSpec {
+                        interval_ms: 750,
+                        retries: 0,
+                        script: false,
+                        script_retries: 0,
+                        restart_retries: 1,
+                        failover_retries: 2,
+                        final_action: "stop-group",
+                    }),
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
+                    parallel: false,
+                },
+                GroupSpec {
+                    servers: vec![1, 0],
+                    resources: 1,
+                    failback: false,
+                    act_retries: 0,
+                    deact_retries: 1,
+                    monitor: Some(MonitorSpec {
+                        interval_ms: 450,
+                        retries: 2,
+                        script: true,
+                        script_retries: 0,
+                        restart_retries: 2,
+                        failover_retries: 2,
+                        final_action: "reboot",
+                    }),
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
+                    parallel: false,
+                },
+            ],
+            drift_ppm: vec![-8285, 10000],
+            witness_drift_ppm: 2561,
+            witness_model: WitnessModel::Simple,
+            act_timeout_ms: 1800,
+            deact_timeout_ms: 3600,
+            act_max_ms: 166,
+            deact_max_ms: 177,
+            fail_pct: 0,
+            loss_pct: 0,
+            reach: false,
+            fence_timeout_ms: None,
+            takeover_wait_ms: None,
+            watchdog_ms: 375,
+            window_ms: 9190,
+        },
+        faults: vec![
+            (
+                3511,
+                Fault::Replay {
+                    node: 0,
+                    from: 1,
+                    ms: 183,
+                },
+            ),
+            (
+                3522,
+                Fault::Replay {
+                    node: 1,
+                    from: 0,
+                    ms: 359,
+                },
+            ),
+            (4938, Fault::Delay { ms: 5271 }),
+        ],
+    });
+    assert!(out.violation.is_none());
+}

@@ -2634,6 +2634,58 @@ fn readoption_cleans_up_when_another_server_holds_the_group() {
 }
 
 #[test]
+fn a_server_fenced_while_re_adopting_without_quorum_does_not_fence_again_after_its_reboot() {
+    // node-1 holds g1; its agent restarts in place (resources up) while node-2 and
+    // node-3 are down. Without quorum it must have stopped g1 within the fence deadline,
+    // counted from its start, which ends before the startup wait: it reboots.
+    let mut sim = started(&three(""));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    sim.kill("node-2");
+    sim.kill("node-3");
+    let boot = sim.boot_state("node-1");
+    sim.clear_logs();
+    sim.restart("node-1", boot);
+    assert!(sim.run_until(STARTUP, |s| s.has("node-1", &events::FENCE_DEADLINE_MISSED)));
+    // The reboot stops its resources. The next start finds them stopped: it cleans the
+    // group up at once, before the startup wait and the fence deadline, instead of
+    // re-adopting, missing the deadline and rebooting again for as long as its peers
+    // stay down.
+    sim.kill("node-1");
+    let boot = sim.boot_state("node-1");
+    assert!(boot.owned.contains_key("g1"), "{:?}", boot.owned);
+    sim.clear_logs();
+    sim.restart("node-1", boot);
+    sim.run(STARTUP + 3_000);
+    assert!(
+        !sim.has("node-1", &events::FENCE_DEADLINE_MISSED),
+        "{:?}",
+        sim.events("node-1")
+    );
+    assert!(!sim
+        .actions("node-1")
+        .iter()
+        .any(|a| matches!(a, Action::SystemCommand { .. })));
+    let ev = sim
+        .events("node-1")
+        .into_iter()
+        .find(|e| e.id == events::GROUP_READOPT_CLEANUP.code())
+        .unwrap();
+    assert!(
+        ev.message.contains("not every resource checked active"),
+        "{}",
+        ev.message
+    );
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Offline);
+    assert!(sim.activations("node-1").is_empty());
+    // Its peers come back: the group runs again, under a new epoch.
+    let boot = sim.boot_state("node-2");
+    sim.restart("node-2", boot);
+    let boot = sim.boot_state("node-3");
+    sim.restart("node-3", boot);
+    assert!(sim.run_until(STARTUP + 5_000, |s| s.online_on("g1").is_some()));
+}
+
+#[test]
 fn readoption_cleans_up_when_a_resource_is_not_active() {
     let mut sim = started(&three(""));
     let boot = sim.boot_state("node-1");
@@ -2641,8 +2693,10 @@ fn readoption_cleans_up_when_a_resource_is_not_active() {
         .insert(("node-1".into(), "app".into()), CheckResult::Degraded);
     sim.clear_logs();
     sim.restart("node-1", boot);
-    // node-1 holds it (adopting) meanwhile: nobody else starts it.
-    assert_eq!(sim.state("node-1", "g1"), GroupState::Adopting);
+    // node-1 cleans it up at once (the check answered at once), before the startup
+    // wait: the cleanup does not depend on what that wait would show.
+    assert_eq!(sim.state("node-1", "g1"), GroupState::Offline);
+    assert!(sim.has("node-1", &events::GROUP_READOPT_CLEANUP));
     sim.run(STARTUP + 3_000);
     let ev = sim
         .events("node-1")
