@@ -63,6 +63,7 @@ impl Cluster {
                     incarnation: 1 + i as u64,
                     epochs: BTreeMap::new(),
                     owned: BTreeMap::new(),
+                    fencing: false,
                 };
                 Engine::new(cfg.clone(), &format!("s{i}"), boot, Millis(0)).expect("engine")
             })

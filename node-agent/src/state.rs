@@ -106,6 +106,21 @@ pub struct OwnedGroup {
 pub struct Ownership {
     #[serde(default, deserialize_with = "unique_keys")]
     pub groups: BTreeMap<String, OwnedGroup>,
+    /// Set while the agent's self-fence clock runs (it lost quorum while holding groups
+    /// and has not stopped them): the machine's boot id ([`host_boot_id`]). An agent that
+    /// starts on the same boot and finds it set escalates at once for the groups it still
+    /// holds without quorum (`baton_core::engine::Boot::fencing`); after a reboot of the
+    /// machine it means nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing_boot: Option<String>,
+}
+
+/// The kernel's id of this boot of the machine (`/proc/sys/kernel/random/boot_id`), or
+/// None where there is none (then `Ownership::fencing_boot` is never set).
+pub fn host_boot_id() -> Option<String> {
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_string())
 }
 
 /// Small facts about previous runs.
@@ -368,7 +383,10 @@ mod tests {
                 state: "activating".into(),
             },
         );
-        Ownership { groups }
+        Ownership {
+            groups,
+            fencing_boot: Some("0b7c1d2e-5f60-4a1b-9c8d-7e6f5a4b3c2d".into()),
+        }
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //!   harness configuration points every agent there, so no test can reach the real
 //!   `/proc/sysrq-trigger`) — right when it loses quorum, and falls back to
 //!   `force_reboot_command` when that write fails.
+//! * An agent that crashes while its self-fence clock runs (quorum lost, a stop hanging)
+//!   and is started again on the same boot escalates at its first step: the ownership
+//!   record carries the boot id (`fencing_boot`), so the new run does not count a fresh
+//!   fence deadline from its start.
 //! * A slow state directory (`BATON_TEST_STATE_DELAY_MS`: every state write of the agent
 //!   takes that long) does not delay heartbeats: no peer ever sees the writer down.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -192,4 +196,106 @@ fn slow_state_writes_do_not_delay_heartbeats() {
         online.saturating_sub(activating),
         started.elapsed().as_millis()
     );
+}
+
+#[test]
+fn an_agent_restarted_while_its_fence_clock_runs_escalates_at_its_first_step() {
+    let _serial = serial();
+    let mut spec = ClusterSpec::new("fenceclock", 243);
+    // A second group whose stop hangs; the escalation only reports (no reset request),
+    // so the agent keeps running with its fence clock on.
+    spec.extra_config = r#"
+[quorum]
+on_fence_timeout = "none"
+
+[[group]]
+name = "slow"
+servers = ["node-1", "node-2", "node-3"]
+
+[[group.resource]]
+kind = "exec"
+name = "slowstop"
+start = "true"
+stop = "sleep 30"
+deactivate_timeout = "20s"
+"#
+    .into();
+    let mut c = Cluster::start(spec);
+    c.wait_group_owner("slow", Some("node-1"), T);
+    wait_quorum_everywhere(&c);
+    let ownership = c.nodes[0].state_dir.join("ownership.json");
+    assert!(
+        !read(&ownership).contains("fencing_boot"),
+        "{}",
+        read(&ownership)
+    );
+    let s1 = c.alerts("node-1").last_seq();
+
+    // node-1 loses quorum holding "slow", whose stop hangs: its fence clock runs, the
+    // record says so (with this boot's id), and the deadline passes (reported only).
+    c.kill("node-2", Signal::SIGKILL);
+    c.kill("node-3", Signal::SIGKILL);
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_string();
+    wait_until("node-1 records its running fence clock", T, || {
+        let o = read(&ownership);
+        let v: serde_json::Value = serde_json::from_str(&o).unwrap_or_default();
+        if v["fencing_boot"].as_str() == Some(boot_id.as_str()) {
+            Ok(())
+        } else {
+            Err(o)
+        }
+    });
+    wait_until(
+        "node-1 misses the fence deadline (reported only)",
+        T,
+        || {
+            let ev = c.alerts("node-1").after(s1);
+            if ev.has("BTN-1135", |e| e.message.contains("only reporting")) {
+                Ok(())
+            } else {
+                Err(ev.lines())
+            }
+        },
+    );
+
+    // The agent crashes and comes back on the same boot: it escalates at its first step
+    // instead of counting a new deadline from its start.
+    let s2 = c.alerts("node-1").last_seq();
+    c.kill("node-1", Signal::SIGKILL);
+    let started = Instant::now();
+    c.restart("node-1");
+    let ev = wait_until("the restarted node-1 escalates", T, || {
+        let ev = c.alerts("node-1").after(s2);
+        if ev.has("BTN-1135", |_| true) {
+            Ok(ev)
+        } else {
+            Err(ev.lines())
+        }
+    });
+    let fence = ev.iter().find(|e| e.id == "BTN-1135").unwrap();
+    assert!(
+        fence.message.contains("before this agent restarted"),
+        "{}",
+        fence.message
+    );
+    eprintln!(
+        "BTN-1135 {} ms after the restart was requested",
+        started.elapsed().as_millis()
+    );
+
+    // Quorum back: the record loses the flag.
+    c.restart("node-2");
+    c.restart("node-3");
+    wait_quorum_everywhere(&c);
+    wait_until("node-1's record no longer says fencing", T, || {
+        let o = read(&ownership);
+        if o.contains("fencing_boot") {
+            Err(o)
+        } else {
+            Ok(())
+        }
+    });
 }

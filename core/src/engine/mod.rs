@@ -32,6 +32,11 @@ pub struct Boot {
     pub epochs: BTreeMap<String, u64>,
     /// Groups this server held when it stopped: group → epoch.
     pub owned: BTreeMap<String, u64>,
+    /// The agent's previous run on this boot of the machine had lost quorum while it held
+    /// groups and had not stopped them (its self-fence clock was running when it ended).
+    /// Its fence deadline may have passed since: see `Engine::fence_carried`. The shell
+    /// keeps this only within one boot of the machine (a reset stops local resources).
+    pub fencing: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -321,6 +326,15 @@ pub struct Engine {
     /// When this server last lost quorum while holding groups (self-fence clock).
     fence_started: Option<Millis>,
     fence_escalated: bool,
+    /// The previous run of this agent (same machine boot) ended with its self-fence clock
+    /// running (`Boot::fencing`): it may have lost quorum long before this start, so the
+    /// deadline of every group it held may be over. Until this server holds quorum or
+    /// nothing, a held group without quorum escalates at once instead of getting a fresh
+    /// `F_g` from this start (an agent crash between quorum loss and a stop, with a restart
+    /// inside the watchdog's bound, would otherwise extend the deadline past a takeover).
+    fence_carried: bool,
+    /// The `fencing` flag of the last `PersistOwnership`.
+    last_fencing: bool,
     /// When BTN-1140 (a value out of bounds refused) or BTN-1141 (epochs exhausted) was
     /// last raised, per source: at most once a minute each, not once per packet.
     bound_reported: BTreeMap<String, Millis>,
@@ -484,6 +498,8 @@ impl Engine {
             reach_detail: String::new(),
             fence_started: None,
             fence_escalated: false,
+            fence_carried: boot.fencing,
+            last_fencing: boot.fencing,
             bound_reported: BTreeMap::new(),
             marks: BTreeMap::new(),
             mark_keys: std::collections::BTreeSet::new(),

@@ -185,6 +185,7 @@ impl Engine {
         if self.quorum || !holding {
             self.fence_started = None;
             self.fence_escalated = false;
+            self.fence_carried = false;
             return;
         }
         let started = *self.fence_started.get_or_insert(self.now);
@@ -192,11 +193,13 @@ impl Engine {
             return;
         }
         let lost_ms = self.now.since(started);
-        // The held groups past their own deadline, with it.
+        let carried = self.fence_carried;
+        // The held groups past their own deadline, with it (every held group when the
+        // clock ran before this start: its deadline may be over).
         let late: Vec<(String, u64)> = (0..self.groups.len())
             .filter(|&gi| self.groups[gi].local.state().holds())
             .map(|gi| (gi, self.group_timing(gi).fence_ms))
-            .filter(|&(_, f)| lost_ms >= f)
+            .filter(|&(_, f)| carried || lost_ms >= f)
             .map(|(gi, f)| {
                 let st = self.groups[gi].local.state().as_str();
                 (
@@ -215,8 +218,13 @@ impl Engine {
             crate::config::OnFenceTimeout::Shutdown => Some(FinalAction::Shutdown),
             crate::config::OnFenceTimeout::None => None,
         };
+        let since = if carried {
+            "before this agent restarted (its previous run was stopping groups without quorum when it ended)".to_string()
+        } else {
+            format!("{lost_ms} ms ago")
+        };
         let msg = format!(
-            "quorum lost {lost_ms} ms ago and still holding {}: self-fence deadline missed; {}",
+            "quorum lost {since} and still holding {}: self-fence deadline missed; {}",
             held.join(", "),
             which.map_or(
                 "on_fence_timeout = none: only reporting".to_string(),
@@ -1960,7 +1968,9 @@ impl Engine {
             .iter()
             .filter(|rt| rt.local.state().holds())
             .count();
+        let fencing = self.fence_started.is_some();
         if held == self.last_ownership.len()
+            && fencing == self.last_fencing
             && self.cfg.groups.iter().zip(&self.groups).all(|(g, rt)| {
                 let st = rt.local.state();
                 !st.holds() || self.last_ownership.get(&g.name) == Some(&(rt.local.epoch(), st))
@@ -1975,9 +1985,11 @@ impl Engine {
                 m.insert(g.name.clone(), (rt.local.epoch(), st));
             }
         }
-        if m != self.last_ownership {
+        if m != self.last_ownership || fencing != self.last_fencing {
             self.last_ownership = m.clone();
-            self.out.push(Action::PersistOwnership { groups: m });
+            self.last_fencing = fencing;
+            self.out
+                .push(Action::PersistOwnership { groups: m, fencing });
         }
     }
 

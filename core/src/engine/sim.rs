@@ -1407,6 +1407,9 @@ impl World {
             }
             Ev::Boot { node, gen } => {
                 if self.nodes[node].gen == gen && self.nodes[node].st == St::Off {
+                    // A new boot of the machine: the reset stopped every resource, and
+                    // the shell keeps `fencing` only within one boot.
+                    self.nodes[node].disk.fencing = false;
                     self.start_agent(node);
                 }
             }
@@ -1523,9 +1526,10 @@ impl World {
                     let e = self.nodes[n].disk.epochs.entry(group).or_default();
                     *e = (*e).max(epoch);
                 }
-                Action::PersistOwnership { groups } => {
+                Action::PersistOwnership { groups, fencing } => {
                     self.nodes[n].disk.owned =
                         groups.into_iter().map(|(g, (e, _))| (g, e)).collect();
+                    self.nodes[n].disk.fencing = fencing;
                 }
                 Action::Activate {
                     id,
@@ -1691,6 +1695,14 @@ impl World {
         let node = &self.nodes[n];
         let slow = self.now < node.slow_until;
         let failing = self.now < node.fail_until;
+        // After the repair resource actions work: they finish within their timeout (a
+        // stop drawn up to 4/5 of the fence deadline may be longer than the
+        // deactivation timeout, which is a failed stop).
+        let max = if self.repaired {
+            max.min(timeout_ms * 4 / 5)
+        } else {
+            max
+        };
         let mut d = if slow {
             self.rng.range(timeout_ms / 2, timeout_ms * 3 / 2)
         } else {
@@ -1796,6 +1808,7 @@ impl World {
             incarnation: node.inc,
             epochs: node.disk.epochs.clone(),
             owned: node.disk.owned.clone(),
+            fencing: node.disk.fencing,
         };
         let now = node.clock.local_ms(self.now);
         let eng = match Engine::new(self.cfg.clone(), &node.name, boot, Millis(now)) {
@@ -3601,6 +3614,134 @@ fn sim_regression_re_adoption_of_stopped_resources_reboots_again_and_again() {
                 },
             ),
             (4938, Fault::Delay { ms: 5271 }),
+        ],
+    });
+    assert!(out.violation.is_none());
+}
+
+/// s1 holds g1 with the witness's vote; a one-way cut silences it towards s2, it loses
+/// quorum and starts stopping g1, and its agent crashes in the middle and is back 392 ms
+/// later, inside the watchdog's bound (no reset: g1's resource still runs). The new run
+/// re-adopted g1 and counted a fresh fence deadline from its start, which ended after
+/// s2's takeover: twice active. The ownership record now says that the fence clock ran
+/// (`Boot::fencing`), and the restarted agent escalates at once.
+#[test]
+fn sim_regression_a_restart_during_a_self_fence_keeps_its_deadline() {
+    let out = check_schedule(Schedule {
+        seed: 1050344,
+        params: Params {
+            servers: 2,
+            paths: 2,
+            witness: true,
+            interval_ms: 250,
+            timeout_ms: 1000,
+            groups: vec![
+                GroupSpec {
+                    servers: vec![0, 1],
+                    resources: 1,
+                    failback: false,
+                    act_retries: 0,
+                    deact_retries: 0,
+                    monitor: Some(MonitorSpec {
+                        interval_ms: 1250,
+                        retries: 1,
+                        script: true,
+                        script_retries: 1,
+                        restart_retries: 1,
+                        failover_retries: 2,
+                        final_action: "stop-group",
+                    }),
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
+                    parallel: false,
+                },
+                GroupSpec {
+                    servers: vec![1, 0],
+                    resources: 2,
+                    failback: false,
+                    act_retries: 1,
+                    deact_retries: 0,
+                    monitor: Some(MonitorSpec {
+                        interval_ms: 1000,
+                        retries: 2,
+                        script: false,
+                        script_retries: 1,
+                        restart_retries: 1,
+                        failover_retries: 0,
+                        final_action: "stop-group",
+                    }),
+                    fence_budget_ms: Some(461),
+                    deact_max_ms: Some(206),
+                    parallel: true,
+                },
+                GroupSpec {
+                    servers: vec![0, 1],
+                    resources: 3,
+                    failback: true,
+                    act_retries: 0,
+                    deact_retries: 0,
+                    monitor: None,
+                    fence_budget_ms: None,
+                    deact_max_ms: None,
+                    parallel: true,
+                },
+            ],
+            drift_ppm: vec![10000, -10000],
+            witness_drift_ppm: 8273,
+            witness_model: WitnessModel::Book,
+            act_timeout_ms: 1200,
+            deact_timeout_ms: 2800,
+            act_max_ms: 6,
+            deact_max_ms: 283,
+            fail_pct: 0,
+            loss_pct: 0,
+            reach: false,
+            fence_timeout_ms: None,
+            takeover_wait_ms: None,
+            watchdog_ms: 625,
+            window_ms: 10655,
+        },
+        faults: vec![
+            (
+                1527,
+                Fault::PathCut {
+                    a: 1,
+                    b: 0,
+                    path: 1,
+                    ms: 2597,
+                },
+            ),
+            (
+                3412,
+                Fault::OneWay {
+                    from: 0,
+                    to: 1,
+                    ms: 6866,
+                },
+            ),
+            (
+                4652,
+                Fault::AgentCrash {
+                    node: 0,
+                    restart_ms: 392,
+                },
+            ),
+            (5060, Fault::FailActions { node: 1, ms: 4801 }),
+            (
+                6594,
+                Fault::MonitorFails {
+                    group: 1,
+                    everywhere: false,
+                    ms: 5884,
+                },
+            ),
+            (
+                6732,
+                Fault::Crash {
+                    node: 0,
+                    down_ms: 444,
+                },
+            ),
         ],
     });
     assert!(out.violation.is_none());

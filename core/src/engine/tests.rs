@@ -227,8 +227,9 @@ impl Sim {
                     let e = disk.epochs.entry(group.clone()).or_default();
                     *e = (*e).max(*epoch);
                 }
-                Action::PersistOwnership { groups } => {
+                Action::PersistOwnership { groups, fencing } => {
                     disk.owned = groups.iter().map(|(g, (e, _))| (g.clone(), *e)).collect();
+                    disk.fencing = *fencing;
                 }
                 _ => {}
             }
@@ -557,6 +558,9 @@ impl Sim {
         let i = self.idx(s);
         self.nodes[i].alive = false;
         self.nodes[i].queue.clear();
+        // The machine is gone with its resources: its next boot starts without the
+        // previous run's fence clock (`Boot::fencing`, kept within one boot).
+        self.nodes[i].disk.fencing = false;
         for v in self.active.values_mut() {
             v.remove(s);
         }
@@ -2751,6 +2755,7 @@ fn dual_holders_lower_epoch_yields() {
             incarnation: 1,
             epochs: BTreeMap::from([("g1".to_string(), epoch)]),
             owned: BTreeMap::from([("g1".to_string(), epoch)]),
+            fencing: false,
         };
         for s in ["vip", "app"] {
             sim.active
@@ -2793,6 +2798,7 @@ fn dual_holders_with_equal_epochs_keep_the_preferred_priority() {
         incarnation: 1,
         epochs: BTreeMap::from([("g1".to_string(), 5)]),
         owned: BTreeMap::from([("g1".to_string(), 5)]),
+        fencing: false,
     };
     for s in ["vip", "app"] {
         sim.active
@@ -3330,6 +3336,76 @@ fn isolated_holder_self_fences_before_the_majority_takes_over() {
         sim.run_until(tm.takeover_after_ms(), |s| s.online_on("g1").as_deref()
             == Some("node-2"))
     );
+}
+
+#[test]
+fn an_agent_restarted_while_its_fence_clock_ran_escalates_at_once_without_quorum() {
+    // node-1 holds g1, is cut off, loses quorum and starts stopping g1, which hangs (manual
+    // executor). Its agent crashes and comes back on the same boot of the machine (its
+    // resources still up) before the watchdog resets it. The previous run's fence deadline
+    // may be over by then: the new run must not get a fresh F_g from its start, or it
+    // would still hold g1 when the majority takes it over.
+    let mut sim = started(&three(""));
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    sim.set_manual("node-1", true);
+    sim.isolate("node-1");
+    assert!(sim.run_until(2 * TIMEOUT, |s| s.has("node-1", &events::NO_QUORUM)));
+    assert!(sim.active["vip"].contains("node-1"));
+    let boot = sim.boot_state("node-1");
+    assert!(boot.fencing, "the fence clock runs: it is on disk");
+    assert!(boot.owned.contains_key("g1"));
+    sim.clear_logs();
+    sim.set_manual("node-1", false);
+    sim.restart("node-1", boot);
+    let ev = sim
+        .events("node-1")
+        .into_iter()
+        .find(|e| e.id == events::FENCE_DEADLINE_MISSED.code())
+        .expect("escalation at the first step");
+    assert!(
+        ev.message.contains("before this agent restarted"),
+        "{}",
+        ev.message
+    );
+    assert!(sim.actions("node-1").iter().any(|a| matches!(
+        a,
+        Action::SystemCommand {
+            which: FinalAction::Reboot,
+            fence: true,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn the_fence_clock_on_disk_is_cleared_with_quorum_and_by_a_new_boot() {
+    // Quorum back: the flag goes (a later restart gets its F_g from its start again).
+    let mut sim = started(&three(""));
+    sim.set_manual("node-1", true);
+    sim.isolate("node-1");
+    assert!(sim.run_until(2 * TIMEOUT, |s| s.has("node-1", &events::NO_QUORUM)));
+    assert!(sim.boot_state("node-1").fencing);
+    sim.heal();
+    assert!(sim.run_until(3 * TIMEOUT, |s| s.eng("node-1").status().quorum));
+    assert!(!sim.boot_state("node-1").fencing);
+    // A restart in place with quorum around re-adopts without any escalation.
+    sim.set_manual("node-1", false);
+    sim.run(2 * TIMEOUT);
+    let holder = sim.online_on("g1").expect("g1 online");
+    let boot = sim.boot_state(&holder);
+    assert!(!boot.fencing);
+    sim.clear_logs();
+    sim.restart(&holder, boot);
+    sim.run(STARTUP + 1_000);
+    assert!(!sim.has(&holder, &events::FENCE_DEADLINE_MISSED));
+    assert!(sim.has(&holder, &events::GROUP_READOPTED));
+    // A machine that dies (a reset, a crash) boots without it.
+    sim.set_manual(&holder, true);
+    sim.isolate(&holder);
+    assert!(sim.run_until(2 * TIMEOUT, |s| s.has(&holder, &events::NO_QUORUM)));
+    assert!(sim.boot_state(&holder).fencing);
+    sim.kill(&holder);
+    assert!(!sim.boot_state(&holder).fencing);
 }
 
 #[test]

@@ -378,9 +378,11 @@ pub enum Action {
         group: String,
         epoch: u64,
     },
-    /// Persist the groups this server holds (for re-adoption after a restart).
+    /// Persist the groups this server holds (for re-adoption after a restart), and
+    /// whether its self-fence clock runs (quorum lost while holding: `Boot::fencing`).
     PersistOwnership {
         groups: BTreeMap<String, (u64, GroupState)>,
+        fencing: bool,
     },
     Activate {
         id: ActionId,

@@ -158,6 +158,8 @@ struct Runtime {
     rejected_reported: u64,
     last_reject_event: Option<Instant>,
     ownership: Ownership,
+    /// This boot of the machine (`state::host_boot_id`), for `Ownership::fencing_boot`.
+    boot_id: Option<String>,
     last_drop_check: Instant,
     /// Groups whose newest epoch could not be written to the state directory.
     unpersisted: HashMap<String, u64>,
@@ -236,8 +238,9 @@ impl Runtime {
                         self.issue_write(w, PendingWrite::Epoch { group, epoch });
                     }
                 }
-                Action::PersistOwnership { groups } => {
+                Action::PersistOwnership { groups, fencing } => {
                     let own = Ownership {
+                        fencing_boot: if fencing { self.boot_id.clone() } else { None },
                         groups: groups
                             .into_iter()
                             .map(|(g, (epoch, st))| {
@@ -1125,6 +1128,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         rejected_reported: 0,
         last_reject_event: None,
         ownership: l.ownership,
+        boot_id: crate::state::host_boot_id(),
         last_drop_check: crate::clock::now(),
         unpersisted: HashMap::new(),
         rtt,

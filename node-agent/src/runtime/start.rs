@@ -272,6 +272,13 @@ pub(super) fn engine(cfg: &Config, me: &str, l: &Loaded) -> Result<Engine, Agent
             .iter()
             .map(|(g, o)| (g.clone(), o.epoch))
             .collect(),
+        // The previous run was stopping groups without quorum when it ended, on this very
+        // boot of the machine (after a reboot its resources are stopped).
+        fencing: l
+            .ownership
+            .fencing_boot
+            .as_ref()
+            .is_some_and(|b| Some(b) == crate::state::host_boot_id().as_ref()),
     };
     Engine::new(cfg.clone(), me, boot, Millis(0)).map_err(|e| AgentError::Build {
         what: "engine".into(),
