@@ -75,6 +75,7 @@
 use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
 
+use baton_core::engine::GroupReport;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -664,7 +665,7 @@ pub struct Acceptor {
 struct HeldReports {
     incarnation: u64,
     tag: GroupsTag,
-    groups: Vec<baton_core::engine::GroupReport>,
+    groups: Vec<GroupReport>,
 }
 
 impl Acceptor {
@@ -984,7 +985,7 @@ pub struct GroupsTag {
 pub struct GroupVersions {
     v: u64,
     at: u64,
-    last: Vec<baton_core::engine::GroupReport>,
+    last: Vec<GroupReport>,
 }
 
 impl GroupVersions {
@@ -994,7 +995,7 @@ impl GroupVersions {
 
     /// The tag of `groups`, made at `at` (ms): a new version when a report changed since
     /// the previous call.
-    pub fn tag(&mut self, groups: &[baton_core::engine::GroupReport], at: u64) -> GroupsTag {
+    pub fn tag(&mut self, groups: &[GroupReport], at: u64) -> GroupsTag {
         let same = self.v > 0
             && groups.len() == self.last.len()
             && groups
@@ -1013,8 +1014,6 @@ impl GroupVersions {
         }
     }
 }
-
-use baton_core::engine::GroupReport;
 
 /// `a` (made at `a_at`) and `b` (made at `b_at`) say the same but for the time in state:
 /// every field compared (a new field of [`GroupReport`] does not compile here until it
@@ -1239,7 +1238,7 @@ impl<'de> serde::de::Visitor<'de> for TimedMessageSeed {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         let mut aside = Aside::default();
         let body = <baton_core::engine::PeerMessage as Deserialize>::deserialize(
-            serde::de::value::MapAccessDeserializer::new(RttAside {
+            serde::de::value::MapAccessDeserializer::new(WireAside {
                 inner: map,
                 aside: &mut aside,
             }),
@@ -1268,7 +1267,7 @@ struct Aside {
 /// The body's map as the message sees it: every entry but the wire's own (`rtt`, `gv`,
 /// `gvs`), which go aside; a brief body (no `groups`) gets an empty `groups` at its end,
 /// filled from the reports held for the sender ([`Acceptor::accept_heartbeat`]).
-struct RttAside<'a, A> {
+struct WireAside<'a, A> {
     inner: A,
     aside: &'a mut Aside,
 }
@@ -1314,7 +1313,7 @@ impl<'de> serde::de::Visitor<'de> for KeySeed {
     }
 }
 
-impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for RttAside<'_, A> {
+impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for WireAside<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(

@@ -1259,7 +1259,6 @@ impl Engine {
     // Inputs
     // --------------------------------------------------------------------------------
 
-    /// A repeat of a heartbeat already processed, on another path: only the path's clock.
     /// The longest the shell lets the engine go without an evaluation: it steps the
     /// engine with a tick when no input did for this long (a quarter of the heartbeat
     /// interval, 10 to 100 ms).
@@ -1300,6 +1299,7 @@ impl Engine {
         quiet
     }
 
+    /// A repeat of a heartbeat already processed, on another path: only the path's clock.
     fn on_path_heard(&mut self, from: &str, path: usize, at: Millis) {
         let Some(si) = self.server_idx(from) else {
             return;

@@ -659,6 +659,15 @@ impl Sim {
         self.count(s, def) > 0
     }
 
+    /// The first `def` event `s` raised (the test fails when there is none).
+    fn event(&self, s: &str, def: &EventDef) -> Event {
+        let code = def.code();
+        self.events(s)
+            .into_iter()
+            .find(|e| e.id == code)
+            .unwrap_or_else(|| panic!("{s} raised no {code}"))
+    }
+
     fn actions(&self, s: &str) -> Vec<Action> {
         self.nodes[self.idx(s)]
             .log
@@ -1022,11 +1031,7 @@ fn all_paths_silent_is_server_down_and_failover_in_order() {
     assert_eq!(sim.online_on("g1").as_deref(), Some("node-2"));
     assert_eq!(sim.report("node-2", "g1").epoch, 2);
     assert!(sim.activations("node-3").is_empty());
-    let fo = sim
-        .events("node-2")
-        .into_iter()
-        .find(|e| e.id == events::GROUP_FAILOVER.code())
-        .unwrap();
+    let fo = sim.event("node-2", &events::GROUP_FAILOVER);
     assert_eq!(fo.peer.as_deref(), Some("node-1"));
     // Every activation carries the new epoch, persisted first.
     assert!(sim.activations("node-2").iter().all(|(_, e, _)| *e == 2));
@@ -1386,11 +1391,7 @@ fn failover_threshold_reached_runs_the_final_action() {
         assert!(!sim.has(s, &events::GROUP_FINAL_ACTION), "{s}");
     }
     assert_eq!(sim.count("node-1", &events::GROUP_ACTIVATION_FAILED), 2);
-    let fa = sim
-        .events("node-1")
-        .into_iter()
-        .find(|e| e.id == events::GROUP_FINAL_ACTION.code())
-        .unwrap();
+    let fa = sim.event("node-1", &events::GROUP_FINAL_ACTION);
     assert_eq!(
         fa.fields.get("final_action"),
         Some(&serde_json::json!("none"))
@@ -1941,11 +1942,7 @@ recovery = { target = "vip", restart_retries = 1, failover_retries = 0 }
     sim.run(1_000);
     sim.probe("node-1", "vipmon", Probe::Ok);
     assert_eq!(sim.count("node-1", &events::RECOVERY_RESTART), 1);
-    let ev = sim
-        .events("node-1")
-        .into_iter()
-        .find(|e| e.id == events::RECOVERY_RESTART.code())
-        .unwrap();
+    let ev = sim.event("node-1", &events::RECOVERY_RESTART);
     assert_eq!(ev.resource.as_deref(), Some("vip"));
     assert_eq!(
         sim.deactivations("node-1"),
@@ -2230,11 +2227,7 @@ fn failback_on_returns_the_group_to_the_preferred_server() {
     sim.restart("node-1", Boot::default());
     assert!(sim.run_until(5_000, |s| s.online_on("g1").as_deref() == Some("node-1")));
     assert_eq!(sim.report("node-1", "g1").epoch, 3);
-    let ev = sim
-        .events("node-2")
-        .into_iter()
-        .find(|e| e.id == events::GROUP_MOVE.code())
-        .unwrap();
+    let ev = sim.event("node-2", &events::GROUP_MOVE);
     assert!(
         ev.message.contains("fails back to node-1"),
         "{}",
@@ -2593,11 +2586,7 @@ fn readoption_without_flap() {
     for s in ["node-2", "node-3"] {
         assert!(sim.activations(s).is_empty(), "{s}");
     }
-    let ev = sim
-        .events("node-1")
-        .into_iter()
-        .find(|e| e.id == events::GROUP_READOPTED.code())
-        .unwrap();
+    let ev = sim.event("node-1", &events::GROUP_READOPTED);
     assert_eq!(ev.epoch, Some(1));
 }
 
@@ -2616,11 +2605,7 @@ fn readoption_cleans_up_when_another_server_holds_the_group() {
     sim.run(STARTUP + 1_000);
     sim.strict();
     assert!(sim.has("node-1", &events::GROUP_READOPT_CLEANUP));
-    let ev = sim
-        .events("node-1")
-        .into_iter()
-        .find(|e| e.id == events::GROUP_READOPT_CLEANUP.code())
-        .unwrap();
+    let ev = sim.event("node-1", &events::GROUP_READOPT_CLEANUP);
     assert!(ev.message.contains("node-2 now holds it"), "{}", ev.message);
     assert_eq!(
         sim.deactivations("node-1")
@@ -2669,11 +2654,7 @@ fn a_server_fenced_while_re_adopting_without_quorum_does_not_fence_again_after_i
         .actions("node-1")
         .iter()
         .any(|a| matches!(a, Action::SystemCommand { .. })));
-    let ev = sim
-        .events("node-1")
-        .into_iter()
-        .find(|e| e.id == events::GROUP_READOPT_CLEANUP.code())
-        .unwrap();
+    let ev = sim.event("node-1", &events::GROUP_READOPT_CLEANUP);
     assert!(
         ev.message.contains("not every resource checked active"),
         "{}",
@@ -2702,11 +2683,7 @@ fn readoption_cleans_up_when_a_resource_is_not_active() {
     assert_eq!(sim.state("node-1", "g1"), GroupState::Offline);
     assert!(sim.has("node-1", &events::GROUP_READOPT_CLEANUP));
     sim.run(STARTUP + 3_000);
-    let ev = sim
-        .events("node-1")
-        .into_iter()
-        .find(|e| e.id == events::GROUP_READOPT_CLEANUP.code())
-        .unwrap();
+    let ev = sim.event("node-1", &events::GROUP_READOPT_CLEANUP);
     assert!(
         ev.message
             .contains("not every resource checked active: app degraded"),
@@ -3357,11 +3334,7 @@ fn an_agent_restarted_while_its_fence_clock_ran_escalates_at_once_without_quorum
     sim.clear_logs();
     sim.set_manual("node-1", false);
     sim.restart("node-1", boot);
-    let ev = sim
-        .events("node-1")
-        .into_iter()
-        .find(|e| e.id == events::FENCE_DEADLINE_MISSED.code())
-        .expect("escalation at the first step");
+    let ev = sim.event("node-1", &events::FENCE_DEADLINE_MISSED);
     assert!(
         ev.message.contains("before this agent restarted"),
         "{}",

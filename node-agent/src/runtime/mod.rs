@@ -1128,7 +1128,7 @@ pub async fn run_agent(opts: AgentOptions) -> Result<String, AgentError> {
         rejected_reported: 0,
         last_reject_event: None,
         ownership: l.ownership,
-        boot_id: crate::state::host_boot_id(),
+        boot_id: l.boot_id,
         last_drop_check: crate::clock::now(),
         unpersisted: HashMap::new(),
         rtt,

@@ -7,11 +7,8 @@ use super::*;
 /// What the main loop waits on besides its channel.
 pub(super) struct Timers {
     hb: tokio::time::Interval,
-    /// The longest the engine goes without a step: with no heartbeat, message or
-    /// deadline of its own before, the loop steps it with a tick then.
-    tick_every: Duration,
     /// When the loop's housekeeping (reject and drop reports, watchdog device, stall
-    /// detector) last ran: about once per `tick_every`.
+    /// detector) last ran: about once per `Engine::tick_every`.
     house: Instant,
     /// systemd's watchdog (`WatchdogSec=`), fed at half its period.
     wd: tokio::time::Interval,
@@ -31,8 +28,6 @@ impl Timers {
         progress: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<Timers, AgentError> {
         let hb_every = cfg.heartbeat.interval.0;
-        let tick_every =
-            (hb_every / 4).clamp(Duration::from_millis(10), Duration::from_millis(100));
         let mut hb = tokio::time::interval(hb_every);
         hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watchdog_usec = 0u64;
@@ -45,7 +40,6 @@ impl Timers {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Timers {
             hb,
-            tick_every,
             house: crate::clock::now(),
             wd,
             sd_watchdog,
@@ -110,7 +104,7 @@ pub(super) async fn main_loop(
         if rt.engine.take_urgent() {
             rt.send_heartbeats().await;
         }
-        if t.house.elapsed() >= t.tick_every {
+        if t.house.elapsed() >= Duration::from_millis(rt.engine.tick_every().0) {
             t.house = crate::clock::now();
             rt.maybe_report_rejects();
             rt.maybe_report_drops();

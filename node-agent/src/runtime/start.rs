@@ -25,6 +25,8 @@ pub(super) struct Loaded {
     pub alert_log: AlertLog,
     pub epochs: BTreeMap<String, u64>,
     pub ownership: Ownership,
+    /// This boot of the machine (`state::host_boot_id`), for `Ownership::fencing_boot`.
+    pub boot_id: Option<String>,
     pub boot_count: u64,
     pub seq_base: u64,
 }
@@ -94,6 +96,7 @@ pub(super) fn load(opts: &AgentOptions) -> Result<Loaded, AgentError> {
         alert_log,
         epochs,
         ownership,
+        boot_id: crate::state::host_boot_id(),
         boot_count,
         seq_base,
     })
@@ -278,7 +281,7 @@ pub(super) fn engine(cfg: &Config, me: &str, l: &Loaded) -> Result<Engine, Agent
             .ownership
             .fencing_boot
             .as_ref()
-            .is_some_and(|b| Some(b) == crate::state::host_boot_id().as_ref()),
+            .is_some_and(|b| Some(b) == l.boot_id.as_ref()),
     };
     Engine::new(cfg.clone(), me, boot, Millis(0)).map_err(|e| AgentError::Build {
         what: "engine".into(),
