@@ -658,7 +658,23 @@ impl Engine {
                 path,
                 msg,
                 newest,
-            } => self.on_heartbeat(&from, path, *msg, newest, at),
+            } => {
+                let quiet =
+                    newest && self.out.is_empty() && self.heartbeat_may_be_quiet(&from, path, &msg);
+                let urgent = self.urgent;
+                self.on_heartbeat(&from, path, *msg, newest, at);
+                // Nothing learnt: no epoch, mark or warning (all of them are actions or
+                // events), nothing to send at once.
+                if quiet && self.out.is_empty() && self.urgent == urgent {
+                    // The servers it relays may count again (their clocks moved): quiet
+                    // only if membership and quorum stay what the last evaluation saw.
+                    self.update_membership();
+                    self.recompute_quorum();
+                    if self.out.is_empty() && self.as_evaluated() {
+                        return Vec::new();
+                    }
+                }
+            }
             Input::PathHeard { from, path } => self.on_path_heard(&from, path, at),
             Input::WitnessReply {
                 sent_at,
@@ -1282,21 +1298,52 @@ impl Engine {
         let Some(si) = self.server_idx(from) else {
             return false;
         };
-        let quiet = si != self.me
+        let quiet = self.quiet_from(si, path);
+        if quiet {
+            self.on_path_heard(from, path, at);
+        }
+        quiet
+    }
+
+    /// What makes news from server `si` on `path` quiet, whatever it says: the server and
+    /// the path were up and stay up, the last evaluation is less than
+    /// [`Engine::tick_every`] old, and membership and quorum are what it saw.
+    fn quiet_from(&self, si: usize, path: usize) -> bool {
+        si != self.me
             && self.peers[si].up
             && self.peers[si].path_up.get(path).copied().unwrap_or(false)
             && self.peers[si].msg.is_some()
-            && self.now.since(self.evaluated_at) < self.tick_every().0
+            && self.as_evaluated()
+    }
+
+    /// The last evaluation is less than [`Engine::tick_every`] old, and membership and
+    /// quorum are what it saw.
+    fn as_evaluated(&self) -> bool {
+        self.now.since(self.evaluated_at) < self.tick_every().0
             && self.quorum == self.evaluated_quorum
             && self
                 .peers
                 .iter()
                 .map(|p| p.up)
-                .eq(self.evaluated_up.iter().copied());
-        if quiet {
-            self.on_path_heard(from, path, at);
-        }
-        quiet
+                .eq(self.evaluated_up.iter().copied())
+    }
+
+    /// A heartbeat that says what the sender's last one said, but for its clocks
+    /// ([`PeerMessage::same_but_clocks`]), heard right after an evaluation from a server
+    /// and on a path that were up: like a repeat on another path
+    /// ([`Engine::path_heard_quietly`]) it moves only the clocks (its path's, and those of
+    /// the servers it relays), and the next evaluation comes at most `tick_every` after
+    /// the last one. Checked before the heartbeat is taken in; whether it stayed quiet
+    /// (nothing learnt, membership and quorum unchanged) is checked after.
+    fn heartbeat_may_be_quiet(&self, from: &str, path: usize, msg: &PeerMessage) -> bool {
+        let Some(si) = self.server_idx(from) else {
+            return false;
+        };
+        self.quiet_from(si, path)
+            && self.peers[si]
+                .msg
+                .as_ref()
+                .is_some_and(|m| m.same_but_clocks(msg))
     }
 
     /// A repeat of a heartbeat already processed, on another path: only the path's clock.

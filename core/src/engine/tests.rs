@@ -4041,3 +4041,132 @@ fn a_repeat_right_after_an_evaluation_only_moves_its_path_clock() {
     assert!(down_at.is_some());
     assert!(quiet > 1_000, "{quiet} quiet repeats");
 }
+
+/// A heartbeat that says what the sender's last one said but for its clocks, right after
+/// an evaluation, only moves the clocks (the sender stays up without an evaluation per
+/// heartbeat); one that says something new is acted on at once, and the next evaluation
+/// comes at most `tick_every` after the last one either way.
+#[test]
+fn an_unchanged_heartbeat_right_after_an_evaluation_only_moves_the_clocks() {
+    let mut sim = Sim::new(&three(""));
+    sim.run(STARTUP + 1_000);
+    assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
+    let i = sim.idx("node-1");
+    let every = sim.eng("node-1").tick_every().0;
+    let from_2 = |sim: &Sim| Input::Heartbeat {
+        from: "node-2".into(),
+        path: 0,
+        msg: Box::new(sim.eng("node-2").peer_message()),
+        newest: true,
+    };
+    let t = sim.now;
+    sim.feed(i, Input::Tick);
+    assert_eq!(sim.eng("node-1").evaluated_at(), Millis(t));
+    // node-2's clocks move (its groups' state_ms), nothing else: quiet.
+    sim.now = t + 5;
+    let j = sim.idx("node-2");
+    sim.feed(j, Input::Tick);
+    sim.feed(i, from_2(&sim));
+    assert_eq!(sim.eng("node-1").evaluated_at(), Millis(t));
+    assert_eq!(sim.eng("node-1").now(), Millis(t + 5));
+    // `tick_every` after the evaluation the same heartbeat evaluates.
+    sim.now = t + every;
+    sim.feed(i, from_2(&sim));
+    assert_eq!(sim.eng("node-1").evaluated_at(), Millis(t + every));
+    // A heartbeat that says something new (node-2 no longer counts node-3 among the
+    // servers it hears) evaluates at once, right after an evaluation.
+    sim.now = t + every + 1;
+    let Input::Heartbeat { msg, .. } = from_2(&sim) else {
+        unreachable!()
+    };
+    let mut msg = *msg;
+    assert!(msg.hears.iter().any(|h| h == "node-3"), "{:?}", msg.hears);
+    msg.hears.retain(|h| h != "node-3");
+    sim.feed(
+        i,
+        Input::Heartbeat {
+            from: "node-2".into(),
+            path: 0,
+            msg: Box::new(msg),
+            newest: true,
+        },
+    );
+    assert_eq!(sim.eng("node-1").evaluated_at(), Millis(t + every + 1));
+    // An older heartbeat (not the sender's newest) is never quiet: its epochs are learnt
+    // and the step evaluates.
+    sim.now = t + every + 2;
+    let Input::Heartbeat { msg, .. } = from_2(&sim) else {
+        unreachable!()
+    };
+    sim.feed(
+        i,
+        Input::Heartbeat {
+            from: "node-2".into(),
+            path: 0,
+            msg,
+            newest: false,
+        },
+    );
+    assert_eq!(sim.eng("node-1").evaluated_at(), Millis(t + every + 2));
+}
+
+/// Every field of a heartbeat but the clocks makes it news.
+#[test]
+fn same_but_clocks_ignores_only_the_clocks() {
+    let mut sim = Sim::new(&three(""));
+    sim.run(STARTUP + 1_000);
+    let a = sim.eng("node-1").peer_message();
+    let mut b = a.clone();
+    for r in &mut b.groups {
+        r.state_ms += 1_000;
+    }
+    if let Some(h) = &mut b.heard_ago {
+        for v in h.values_mut() {
+            *v += 77;
+        }
+    }
+    assert!(a.same_but_clocks(&b));
+    type Change = Box<dyn Fn(&mut PeerMessage)>;
+    let changes: Vec<(&str, Change)> = vec![
+        ("digest", Box::new(|m| m.digest.push('x'))),
+        ("incarnation", Box::new(|m| m.incarnation += 1)),
+        ("ready", Box::new(|m| m.ready = !m.ready)),
+        ("quorum", Box::new(|m| m.quorum = !m.quorum)),
+        ("refused", Box::new(|m| m.refused = !m.refused)),
+        ("leaving", Box::new(|m| m.leaving = !m.leaving)),
+        ("vote", Box::new(|m| m.vote = !m.vote)),
+        ("groups", Box::new(|m| m.groups.clear())),
+        (
+            "state",
+            Box::new(|m| m.groups[0].state = GroupState::Deactivating),
+        ),
+        ("epoch", Box::new(|m| m.groups[0].epoch += 1)),
+        ("max_epoch", Box::new(|m| m.groups[0].max_epoch += 1)),
+        (
+            "excluded",
+            Box::new(|m| m.groups[0].excluded = !m.groups[0].excluded),
+        ),
+        ("seen_holder", Box::new(|m| m.groups[0].seen_holder = None)),
+        (
+            "ack",
+            Box::new(|m| m.groups[0].ack = Some(("node-2".into(), 9))),
+        ),
+        ("name", Box::new(|m| m.groups[0].name = "other".into())),
+        ("hears", Box::new(|m| m.hears.clear())),
+        ("heard", Box::new(|m| m.heard = None)),
+        ("heard_ago", Box::new(|m| m.heard_ago = None)),
+        (
+            "marks",
+            Box::new(|m| {
+                m.marks.insert("g1/disk".into(), 3);
+            }),
+        ),
+        ("intents", Box::new(|m| m.intents.suspended.version += 1)),
+    ];
+    for (what, change) in changes {
+        let mut c = b.clone();
+        change(&mut c);
+        assert!(!a.same_but_clocks(&c), "{what}");
+        assert!(!c.same_but_clocks(&a), "{what}");
+    }
+}

@@ -182,6 +182,69 @@ impl PeerMessage {
             _ => self.groups.iter().find(|r| *r.name == *name),
         }
     }
+
+    /// The same message as `other` but for what only the passing of time changes on the
+    /// sender (how long each group has been in its state, how long ago it heard each
+    /// server). A receiver that already acted on `other` learns from this one only that
+    /// the sender and the servers it hears are still there. Every field is named here,
+    /// so that a field added to the message must be sorted into one of the two kinds.
+    pub fn same_but_clocks(&self, other: &PeerMessage) -> bool {
+        let PeerMessage {
+            digest,
+            incarnation,
+            ready,
+            quorum,
+            refused,
+            leaving,
+            groups,
+            intents,
+            hears,
+            heard,
+            heard_ago,
+            vote,
+            marks,
+        } = self;
+        *incarnation == other.incarnation
+            && *ready == other.ready
+            && *quorum == other.quorum
+            && *refused == other.refused
+            && *leaving == other.leaving
+            && *vote == other.vote
+            && heard_ago.is_some() == other.heard_ago.is_some()
+            && groups.len() == other.groups.len()
+            && groups
+                .iter()
+                .zip(&other.groups)
+                .all(|(a, b)| a.same_but_clock(b))
+            && hears == &other.hears
+            && heard == &other.heard
+            && marks == &other.marks
+            && intents == &other.intents
+            && digest == &other.digest
+    }
+}
+
+impl GroupReport {
+    /// The same report as `other` but for how long the group has been in its state.
+    fn same_but_clock(&self, other: &GroupReport) -> bool {
+        let GroupReport {
+            name,
+            state,
+            epoch,
+            max_epoch,
+            excluded,
+            seen_holder,
+            state_ms: _,
+            ack,
+        } = self;
+        *state == other.state
+            && *epoch == other.epoch
+            && *max_epoch == other.max_epoch
+            && *excluded == other.excluded
+            && seen_holder == &other.seen_holder
+            && ack == &other.ack
+            && name == &other.name
+    }
 }
 
 /// Result of a resource action or recovery script, as the shell reports it.
