@@ -562,11 +562,13 @@ pub(super) fn spawn_stall_watch(
         .name("baton-stall-watch".into())
         .spawn(move || {
             let mut reported = false;
+            let mut wait = limit / 4;
             loop {
-                std::thread::sleep(Duration::from_millis(limit / 4));
+                std::thread::sleep(Duration::from_millis(wait));
                 let last = progress.load(std::sync::atomic::Ordering::Acquire);
                 let now = t0.elapsed().as_millis() as u64;
                 let stalled = now.saturating_sub(last);
+                wait = stall_watch_wait(limit, last, stalled);
                 if stalled > limit && last > 0 && !reported {
                     reported = true;
                     let mut ev = Event::new(&events::LOOP_STALLED, format!("agent main loop has not run for {stalled} ms (limit {limit} ms): the watchdog is no longer fed"))
@@ -589,6 +591,21 @@ pub(super) fn spawn_stall_watch(
             what: "stall watcher thread".into(),
             msg: e.to_string(),
         })
+}
+
+/// How long the stall watcher sleeps before its next look, given the limit, the loop's
+/// last progress (0: none yet) and how long ago that was: until the loop, if it does not
+/// progress from now on, will have been still for longer than the limit (the earliest a
+/// report can be due) rather than every quarter limit, so the thread of an idle agent
+/// wakes about twice a second instead of eight times, and a stall is seen within 1 ms of
+/// the limit instead of within a quarter of it. Before the loop's first progress and once
+/// past the limit (reported, or until the loop moves again), every quarter limit.
+fn stall_watch_wait(limit: u64, last: u64, stalled: u64) -> u64 {
+    if last == 0 || stalled > limit {
+        (limit / 4).max(1)
+    } else {
+        limit - stalled + 1
+    }
 }
 
 /// Read the API's certificate again when its files change (every
@@ -724,4 +741,35 @@ fn bind_api_socket(
         return Err(format!("cannot set up {}: {e}", path.display()));
     }
     Ok(Some((listener, path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stall_watch_wait;
+
+    /// The watcher looks again when a report could first be due, never later: a loop
+    /// that stops right after a look is seen stalled 1 ms past the limit.
+    #[test]
+    fn the_stall_watcher_looks_again_when_a_report_can_first_be_due() {
+        let limit = 500;
+        // Not started yet, or already past the limit: every quarter limit.
+        assert_eq!(stall_watch_wait(limit, 0, 0), 125);
+        assert_eq!(stall_watch_wait(limit, 10, 501), 125);
+        assert_eq!(stall_watch_wait(3, 10, 4), 1);
+        // The loop moved `stalled` ms ago: the next look is 1 ms past the limit from then.
+        for stalled in [0, 1, 120, 250, 499, 500] {
+            let wait = stall_watch_wait(limit, 1_000, stalled);
+            assert_eq!(stalled + wait, limit + 1, "{stalled}");
+            assert!(wait >= 1);
+        }
+        // A loop that keeps moving (every 50 ms here) is looked at about twice a second.
+        let (mut t, mut last, mut looks) = (1u64, 1u64, 0);
+        while t < 10_000 {
+            t += stall_watch_wait(limit, last, t - last);
+            looks += 1;
+            last = t - t % 50;
+            assert!(t - last <= limit);
+        }
+        assert!(looks <= 25, "{looks} looks in 10 s");
+    }
 }
