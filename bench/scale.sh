@@ -19,8 +19,9 @@
 #    ratios to 3 servers / 1 group measured in the same run.
 # 2. Real agents on 127.95.x.y (heartbeat 200 ms / 1 s, two interconnects, every group one
 #    exec resource, one http monitor every second, groups spread over the servers): for
-#    each cluster, after every group is online, CPU (% of one core) and RSS per agent over
-#    the idle window, heartbeat bytes sent per second per server (nftables counters on
+#    each cluster, after every group is online, CPU (% of one core), RSS, its private
+#    (anonymous) part and the working set (pages referenced during the window, from
+#    /proc/PID/clear_refs and smaps_rollup) per agent over the idle window, heartbeat bytes sent per second per server (nftables counters on
 #    the heartbeat port; needs root, else left out), then SIGKILL of the agent of s1 and
 #    the time until every group it held is active elsewhere (from the survivors' event
 #    logs), beside the floor T + W_g of those groups. Reference in the same run: a bare
@@ -65,6 +66,36 @@ def ticks(pid):
 def rss_kib(pid, field="VmRSS:"):
     for l in open(f"/proc/{pid}/status"):
         if l.startswith(field):
+            return int(l.split()[1])
+    return 0
+
+def switches(pid):
+    """Context switches of every thread of the process so far: each voluntary one is a
+    wake-up after a sleep (a datagram, a timer), the cost an idle agent pays most for."""
+    n = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            for l in open(f"/proc/{pid}/task/{t}/status"):
+                if l.startswith("voluntary_ctxt_switches:"):
+                    n += int(l.split()[1])
+        except OSError:
+            pass
+    return n
+
+def clear_refs(pid):
+    """Clear the referenced bit of every page the process maps (the start of a working-set
+    window); False where the kernel does not allow it."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("1")
+        return True
+    except OSError:
+        return False
+
+def referenced_kib(pid):
+    """The pages the process touched since clear_refs: its working set over the window."""
+    for l in open(f"/proc/{pid}/smaps_rollup"):
+        if l.startswith("Referenced:"):
             return int(l.split()[1])
     return 0
 
@@ -178,13 +209,20 @@ def run(n, g, net):
         c0, w0 = counters(), time.time()
         t_a = [ticks(a.pid) for a in agents]
         t_r = ticks(ref.pid)
+        ws_ok = all([clear_refs(a.pid) for a in agents])
+        s_a = [switches(a.pid) for a in agents]
         time.sleep(idle)
         el = time.time() - w0
+        wakes = [(switches(a.pid) - s) / el for a, s in zip(agents, s_a)]
         cpu = [(ticks(a.pid) - t) / HZ / el * 100 for a, t in zip(agents, t_a)]
         rss = [rss_kib(a.pid) / 1024 for a in agents]
         # Private memory: RSS less the pages of the binary and libraries, which the
         # agents of one machine share (and a server runs one agent).
         anon = [rss_kib(a.pid, "RssAnon:") / 1024 for a in agents]
+        # The working set: what each agent touched during the idle window (RSS also
+        # counts every page of the binary the kernel mapped at a fault, a whole large
+        # folio of its page cache at a time, touched or not).
+        ws = [referenced_kib(a.pid) / 1024 for a in agents] if ws_ok else None
         rcpu, rrss = (ticks(ref.pid) - t_r) / HZ / el * 100, rss_kib(ref.pid) / 1024
         rrss_anon = rss_kib(ref.pid, "RssAnon:") / 1024
         c1 = counters()
@@ -208,7 +246,7 @@ def run(n, g, net):
                                 done.setdefault(m.group(1), t - kill_at)
             time.sleep(0.2)
         fo = sorted(done.values())
-        return dict(n=n, g=g, asked=asked, cpu=cpu, rss=rss, anon=anon, rcpu=rcpu, rrss=rrss, rrss_anon=rrss_anon, bps=bps,
+        return dict(n=n, g=g, asked=asked, cpu=cpu, wakes=wakes, rss=rss, anon=anon, ws=ws, rcpu=rcpu, rrss=rrss, rrss_anon=rrss_anon, bps=bps,
                     moved=len(fo), expected=len(mine),
                     fo_p50=fo[len(fo) // 2] * 1000 if fo else None,
                     fo_max=fo[-1] * 1000 if fo else None)
@@ -233,9 +271,16 @@ if only:
 # The floor T + W_g for these groups: T = 1 s, L = 0.5 s, F_g = 200 ms (fence_budget),
 # i = 200 ms: the smallest W_g with (T + W_g)·0.99 >= (2L + F_g)·1.01 + i.
 import math
+# The binary's pages in the page cache as after a boot: RSS counts every page of the
+# binary the kernel maps at a fault, and a file just written (built, copied, installed)
+# sits in the page cache in large folios that are mapped whole, which adds 3 to 4 MiB to
+# an agent's RSS (and to its working set) against the same binary read from disk.
+os.sync()
+with open(bin_, "rb") as f:
+    os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 floor = 1000 + max(0, math.ceil((math.ceil((2 * 500 + 200) * 1.01) + 200) / 0.99) - 1000)
 print(f"real agents: heartbeat 200 ms / 1 s, 2 interconnects, exec resources, one 1 s http monitor, {idle:.0f} s idle window")
-print(f"{'servers':>7} {'groups':>6}  {'CPU % avg':>9} {'max':>6}  {'RSS MiB avg':>11} {'max':>6} {'private':>7}  {'hb bytes/s/server':>17}  {'failover p50 ms':>15} {'max':>6} {'moved':>7}")
+print(f"{'servers':>7} {'groups':>6}  {'CPU % avg':>9} {'max':>6} {'wake-ups/s':>10}  {'RSS MiB avg':>11} {'max':>6} {'private':>7} {'idle working set':>16}  {'hb bytes/s/server':>17}  {'failover p50 ms':>15} {'max':>6} {'moved':>7}")
 ref = None
 for k, (n, g) in enumerate(clusters):
     try:
@@ -248,7 +293,8 @@ for k, (n, g) in enumerate(clusters):
     bps = f"{r['bps']:.0f}" if r["bps"] is not None else "n/a (root)"
     p50 = f"{r['fo_p50']:.0f}" if r["fo_p50"] is not None else "-"
     mx = f"{r['fo_max']:.0f}" if r["fo_max"] is not None else "-"
-    print(f"{n:>7} {r['g']:>6}  {sum(r['cpu'])/n:>9.2f} {max(r['cpu']):>6.2f}  {sum(r['rss'])/n:>11.1f} {max(r['rss']):>6.1f} {sum(r['anon'])/n:>7.1f}  {bps:>17}  {p50:>15} {mx:>6} {r['moved']:>3}/{r['expected']:<3}{note}", flush=True)
+    ws = f"{sum(r['ws'])/n:.1f}" if r["ws"] is not None else "n/a"
+    print(f"{n:>7} {r['g']:>6}  {sum(r['cpu'])/n:>9.2f} {max(r['cpu']):>6.2f} {sum(r['wakes'])/n:>10.0f}  {sum(r['rss'])/n:>11.1f} {max(r['rss']):>6.1f} {sum(r['anon'])/n:>7.1f} {ws:>16}  {bps:>17}  {p50:>15} {mx:>6} {r['moved']:>3}/{r['expected']:<3}{note}", flush=True)
 if ref is None:
     raise SystemExit("no cluster was measured")
 print(f"reference bare tokio HTTP process (the same binary): CPU {ref[0]:.2f} %   RSS {ref[1]:.1f} MiB, private {ref[2]:.1f} MiB;  failover floor T + W_g = {floor} ms after the last heartbeat")

@@ -2,10 +2,13 @@
 //! for clusters of 3, 5, 8 and 16 servers with 1, 50 and 200 groups, all engines of the
 //! cluster run in this process on a simulated clock, exchange their heartbeats every
 //! interval and complete every resource action at once, until every group is online;
-//! then, in the steady state, the time of one `step` for a heartbeat received and for a
-//! tick, and the size of a heartbeat body (JSON, before the wire's compression). The
-//! reference measured in the same run is the smallest cluster (3 servers, 1 group): each
-//! figure is also given as a ratio to it. Not a test: it reports figures, asserts nothing.
+//! then, in the steady state, the time of one `step` for a heartbeat that evaluates, for
+//! one that only moves clocks (quiet) and for a tick, the size of a heartbeat body (JSON,
+//! before the wire's compression), and ten simulated seconds of one idle agent stepped as
+//! its shell steps it: engine time and evaluations per second, beside the same arrivals
+//! with every heartbeat evaluated. The reference measured in the same run is the smallest
+//! cluster (3 servers, 1 group): each step figure is also given as a ratio to it. Not a
+//! test: it reports figures, asserts nothing.
 // A benchmark measures real time.
 #![allow(clippy::disallowed_methods)]
 // A benchmark of fixed inputs: a configuration that does not load is a bug to stop at.
@@ -16,7 +19,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use baton_core::config::{load_str, AnyKind};
-use baton_core::engine::{Action, Boot, CheckResult, Engine, GroupState, Input};
+use baton_core::engine::{Action, Boot, CheckResult, Engine, GroupState, Input, PeerMessage};
 use baton_core::time::Millis;
 
 const INTERVAL: u64 = 200;
@@ -98,19 +101,25 @@ impl Cluster {
     /// both paths.
     fn round(&mut self) {
         self.now += INTERVAL;
+        self.exchange(0);
+    }
+
+    /// At the current time, engines `from..` tick, then every engine's heartbeat is
+    /// delivered on both paths to engines `from..`; returns the messages sent.
+    fn exchange(&mut self, from: usize) -> Vec<PeerMessage> {
         let n = self.engines.len();
-        for i in 0..n {
+        for i in from..n {
             let a = self.engines[i].step(Millis(self.now), Input::Tick);
             self.answer(i, a);
         }
         let msgs: Vec<_> = self.engines.iter().map(|e| e.peer_message()).collect();
-        for (from, msg) in msgs.iter().enumerate() {
-            for to in (0..n).filter(|&t| t != from) {
+        for (sender, msg) in msgs.iter().enumerate() {
+            for to in (from..n).filter(|&t| t != sender) {
                 for path in 0..2 {
                     let a = self.engines[to].step(
                         Millis(self.now),
                         Input::Heartbeat {
-                            from: format!("s{from}"),
+                            from: format!("s{sender}"),
                             path,
                             msg: Box::new(msg.clone()),
                             newest: true,
@@ -120,6 +129,7 @@ impl Cluster {
                 }
             }
         }
+        msgs
     }
 
     fn all_online(&self) -> bool {
@@ -131,9 +141,24 @@ impl Cluster {
 struct Row {
     servers: usize,
     groups: usize,
+    /// One heartbeat step that evaluates the engine.
     heartbeat: Duration,
+    /// One heartbeat step that only moves clocks (`same_but_clocks`, right after an
+    /// evaluation).
+    quiet: Duration,
     tick: Duration,
     body: usize,
+    /// Engine time and evaluations per second of an idle agent, as its shell steps it.
+    idle: Idle,
+    /// The same arrivals with every heartbeat evaluated (the engine before quiet
+    /// heartbeats): the reference of the idle figures.
+    idle_all: Idle,
+}
+
+#[derive(Clone, Copy)]
+struct Idle {
+    ms_per_s: f64,
+    evaluations_per_s: f64,
 }
 
 /// The largest group count up to `groups` whose configuration `config check` accepts
@@ -155,6 +180,68 @@ fn largest_accepted(servers: usize, groups: usize) -> usize {
     lo
 }
 
+/// `seconds` of an idle agent (engine `s0`) stepped as its shell steps it: its own
+/// heartbeat tick at the start of each interval, each peer's heartbeat at its own phase
+/// in the interval (the first path's copy parsed, the second path's copy 1 ms later as a
+/// repeat), and a tick whenever no step evaluated for `tick_every`. Only `s0`'s steps are
+/// timed. With `evaluate_all`, every heartbeat is sent as not the sender's newest, which
+/// is never quiet: every one evaluates, as before quiet heartbeats.
+fn idle(c: &mut Cluster, seconds: u64, evaluate_all: bool) -> Idle {
+    let n = c.engines.len();
+    let every = c.engines[0].tick_every().0;
+    let mut busy = Duration::ZERO;
+    let mut evaluations = 0u64;
+    let mut timed = |c: &mut Cluster, at: u64, input: Input| {
+        let before = c.engines[0].evaluated_at();
+        let t = Instant::now();
+        let a = c.engines[0].step(Millis(at), input);
+        busy += t.elapsed();
+        if c.engines[0].evaluated_at() != before {
+            evaluations += 1;
+        }
+        c.answer(0, a);
+    };
+    for _ in 0..seconds * 1000 / INTERVAL {
+        c.now += INTERVAL;
+        let start = c.now;
+        // The others as in `round`, untimed.
+        let msgs = c.exchange(1);
+        let mut events: Vec<(u64, Option<Input>)> = vec![(start, Some(Input::Tick))];
+        for (j, msg) in msgs.iter().enumerate().skip(1) {
+            let at = start + (j as u64 * INTERVAL) / n as u64;
+            let from = format!("s{j}");
+            events.push((
+                at,
+                Some(Input::Heartbeat {
+                    from: from.clone(),
+                    path: 0,
+                    msg: Box::new(msg.clone()),
+                    newest: !evaluate_all,
+                }),
+            ));
+            events.push((at + 1, Some(Input::PathHeard { from, path: 1 })));
+        }
+        // The shell's ticks up to the end of the interval.
+        events.push((start + INTERVAL, None));
+        for (at, input) in events {
+            loop {
+                let due = c.engines[0].evaluated_at().0 + every;
+                if due >= at {
+                    break;
+                }
+                timed(c, due, Input::Tick);
+            }
+            if let Some(input) = input {
+                timed(c, at, input);
+            }
+        }
+    }
+    Idle {
+        ms_per_s: busy.as_secs_f64() * 1e3 / seconds as f64,
+        evaluations_per_s: evaluations as f64 / seconds as f64,
+    }
+}
+
 fn measure(servers: usize, groups: usize, iters: u32) -> Row {
     let mut c = Cluster::new(servers, groups);
     for _ in 0..200 {
@@ -172,34 +259,50 @@ fn measure(servers: usize, groups: usize, iters: u32) -> Row {
     }
     let msg = c.engines[1].peer_message();
     let body = serde_json::to_vec(&msg).map_or(0, |v| v.len());
-    // Heartbeats received by s0 from s1, on a clock that moves a little each time.
-    let t = Instant::now();
-    for k in 0..iters {
-        let now = Millis(c.now + u64::from(k % 50));
-        let a = c.engines[0].step(
-            now,
-            Input::Heartbeat {
-                from: "s1".into(),
-                path: (k % 2) as usize,
-                msg: Box::new(msg.clone()),
-                newest: true,
-            },
-        );
+    // Heartbeats received by s0 from s1 within one `tick_every` after an evaluation, on a
+    // clock that moves a little each time: as not the newest (evaluated), then as the
+    // newest (quiet: the same message but for its clocks).
+    let window = c.engines[0].tick_every().0 - 1;
+    let hb = |c: &mut Cluster, newest: bool| {
+        let a = c.engines[0].step(Millis(c.now), Input::Tick);
         std::hint::black_box(a);
-    }
-    let heartbeat = t.elapsed() / iters;
+        let t = Instant::now();
+        for k in 0..iters {
+            let now = Millis(c.now + u64::from(k) * window / u64::from(iters));
+            let a = c.engines[0].step(
+                now,
+                Input::Heartbeat {
+                    from: "s1".into(),
+                    path: 0,
+                    msg: Box::new(msg.clone()),
+                    newest,
+                },
+            );
+            std::hint::black_box(a);
+        }
+        t.elapsed() / iters
+    };
+    let heartbeat = hb(&mut c, false);
+    let quiet = hb(&mut c, true);
     let t = Instant::now();
     for k in 0..iters {
-        let a = c.engines[0].step(Millis(c.now + u64::from(k % 50)), Input::Tick);
+        let now = Millis(c.now + window + u64::from(k) * window / u64::from(iters));
+        let a = c.engines[0].step(now, Input::Tick);
         std::hint::black_box(a);
     }
     let tick = t.elapsed() / iters;
+    c.round();
+    let idle_all = idle(&mut c, 10, true);
+    let idle = idle(&mut c, 10, false);
     Row {
         servers,
         groups,
         heartbeat,
+        quiet,
         tick,
         body,
+        idle,
+        idle_all,
     }
 }
 
@@ -213,16 +316,20 @@ fn main() {
         "engine step in the steady state (every group online), {iters} steps each, release build"
     );
     println!(
-        "{:>7} {:>6}  {:>13} {:>6}  {:>9} {:>6}  {:>10} {:>6}  {:>16}",
+        "{:>7} {:>6}  {:>12} {:>6}  {:>8}  {:>7} {:>6}  {:>10} {:>6}  {:>14} {:>7}  {:>18} {:>7}",
         "servers",
         "groups",
         "heartbeat us",
         "ratio",
+        "quiet us",
         "tick us",
         "ratio",
         "body bytes",
         "ratio",
-        "engine ms/s idle"
+        "idle engine ms/s",
+        "evals/s",
+        "all evaluated ms/s",
+        "evals/s"
     );
     let mut reference: Option<(f64, f64, f64)> = None;
     for servers in [3, 5, 8, 16] {
@@ -234,26 +341,25 @@ fn main() {
                 );
             }
             let r = measure(servers, groups, iters);
-            let (h, t, b) = (
+            let (h, q, t, b) = (
                 r.heartbeat.as_secs_f64() * 1e6,
+                r.quiet.as_secs_f64() * 1e6,
                 r.tick.as_secs_f64() * 1e6,
                 r.body as f64,
             );
             let (h0, t0, b0) = *reference.get_or_insert((h, t, b));
-            // Engine time per second of an idle agent: 2 paths × (n − 1) heartbeats per
-            // interval plus a tick every interval / 4 (10 to 100 ms) and one per
-            // interval.
-            let per_s = 1000.0 / INTERVAL as f64;
-            let ticks = per_s * 4.0 + per_s;
-            let busy_ms = (h * 2.0 * (r.servers - 1) as f64 * per_s + t * ticks) / 1000.0;
             println!(
-                "{:>7} {:>6}  {h:>13.1} {:>6.2}  {t:>9.1} {:>6.2}  {:>10} {:>6.2}  {busy_ms:>16.2}",
+                "{:>7} {:>6}  {h:>12.1} {:>6.2}  {q:>8.1}  {t:>7.1} {:>6.2}  {:>10} {:>6.2}  {:>16.2} {:>7.1}  {:>18.2} {:>7.1}",
                 r.servers,
                 r.groups,
                 h / h0,
                 t / t0,
                 r.body,
                 b / b0,
+                r.idle.ms_per_s,
+                r.idle.evaluations_per_s,
+                r.idle_all.ms_per_s,
+                r.idle_all.evaluations_per_s,
             );
         }
     }
