@@ -11,6 +11,9 @@
 //!   fence deadline from its start.
 //! * A slow state directory (`BATON_TEST_STATE_DELAY_MS`: every state write of the agent
 //!   takes that long) does not delay heartbeats: no peer ever sees the writer down.
+//! * A main loop that stalls (`BATON_TEST_STALL_FILE`: the loop blocks its thread for the
+//!   time written in a file) is reported once by the stall watcher (BTN-1137) while it is
+//!   still stalled, and the agent carries on when the loop runs again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // Tests measure the real time of real processes and sockets: they read the clock directly.
 #![allow(clippy::disallowed_methods)]
@@ -298,4 +301,73 @@ deactivate_timeout = "20s"
             Ok(())
         }
     });
+}
+
+#[test]
+fn a_stalled_main_loop_is_reported_by_the_stall_watcher_while_it_lasts() {
+    let _serial = serial();
+    let stall = std::env::temp_dir().join(format!("baton-test-stall-{}", std::process::id()));
+    let mut spec = ClusterSpec::new("stall", 244);
+    spec.env = vec![("BATON_TEST_STALL_FILE".into(), stall.display().to_string())];
+    let c = Cluster::start(spec);
+    c.wait_owner(Some("node-1"), T);
+    wait_quorum_everywhere(&c);
+    assert_eq!(c.alerts("node-2").count("BTN-1137", |_| true), 0);
+    // node-2 (which holds nothing) stalls its loop for 3 s.
+    let unix_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let file = format!("{}.node-2", stall.display());
+    let written = unix_ms();
+    std::fs::write(&file, "3000").unwrap();
+    wait_until("node-2's loop took the stall file", T, || {
+        if Path::new(&file).exists() {
+            Err("still there".to_string())
+        } else {
+            Ok(())
+        }
+    });
+    // Its API answers again once the loop runs: then the report is there.
+    wait_until("node-2 reports its stalled loop", T, || {
+        let ev = c.try_alerts("node-2")?;
+        if ev.has("BTN-1137", |_| true) {
+            Ok(())
+        } else {
+            Err(ev.lines())
+        }
+    });
+    wait_quorum_everywhere(&c);
+    let ev = c.alerts("node-2");
+    let stalls = ev.with_id("BTN-1137");
+    assert_eq!(stalls.len(), 1, "one stall, one report:\n{}", ev.lines());
+    let e = stalls[0];
+    let limit: u64 = e
+        .message
+        .split("(limit ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no limit in {:?}", e.message));
+    let stalled = e.fields["stalled_ms"].as_u64().unwrap();
+    assert!(stalled > limit, "{stalled} ms stalled, limit {limit} ms");
+    // Raised by the watcher while the loop was still blocked (the loop itself could
+    // only have said so after the 3 s), and not before the limit had passed.
+    assert!(
+        e.time_ms >= written + limit && e.time_ms < written + 3_000,
+        "reported {} ms after the stall file was written (limit {limit} ms)",
+        e.time_ms.saturating_sub(written)
+    );
+    for n in ["node-1", "node-3"] {
+        assert_eq!(c.alerts(n).count("BTN-1137", |_| true), 0, "{n}");
+    }
+    // The group never moved.
+    let (owner, epoch, _) = c.wait_owner(Some("node-1"), T);
+    assert_eq!((owner.as_str(), epoch), ("node-1", 1));
+    eprintln!(
+        "stall reported {} ms after the file was written, {stalled} ms into it (limit {limit} ms)",
+        e.time_ms.saturating_sub(written)
+    );
 }

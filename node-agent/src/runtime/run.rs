@@ -20,6 +20,8 @@ pub(super) struct Timers {
     shutdown_timeout: Duration,
     /// Milliseconds since `t0` at the last tick, for the stall detector.
     progress: Arc<std::sync::atomic::AtomicU64>,
+    /// Tests only (`BATON_TEST_STALL_FILE`, see [`test_stall`]).
+    stall_file: Option<std::path::PathBuf>,
 }
 
 impl Timers {
@@ -48,6 +50,7 @@ impl Timers {
             deadline: None,
             shutdown_timeout: cfg.agent.shutdown_timeout.0,
             progress,
+            stall_file: std::env::var_os("BATON_TEST_STALL_FILE").map(Into::into),
         })
     }
 }
@@ -113,10 +116,32 @@ pub(super) async fn main_loop(
                 rt.t0.elapsed().as_millis() as u64,
                 std::sync::atomic::Ordering::Release,
             );
+            if let Some(f) = &t.stall_file {
+                test_stall(f, &rt.me);
+            }
         }
         if let Some(r) = rt.exit.take() {
             return r;
         }
+    }
+}
+
+/// Tests only: with `BATON_TEST_STALL_FILE=PATH`, when the file `PATH.SERVER` appears,
+/// the main loop blocks its thread for the milliseconds written in it, as CPU starvation
+/// or a hung call would (the file is removed first: one stall per file). This is what the
+/// stall watcher (BTN-1137) is for, and nothing else can stall the loop from outside
+/// while the watcher's own thread keeps running.
+fn test_stall(path: &std::path::Path, me: &str) {
+    let mut f = path.as_os_str().to_owned();
+    f.push(format!(".{me}"));
+    let f = std::path::PathBuf::from(f);
+    let Ok(text) = std::fs::read_to_string(&f) else {
+        return;
+    };
+    let _ = std::fs::remove_file(&f);
+    if let Ok(ms) = text.trim().parse::<u64>() {
+        warn!(ms, "test hook: stalling the main loop");
+        std::thread::sleep(Duration::from_millis(ms));
     }
 }
 
