@@ -28,10 +28,12 @@ Prints one line per check and closes with "terraform: N passed, N failed".
 """
 
 import argparse
+import atexit
 import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -242,6 +244,8 @@ class Renderer:
     def __init__(self, hcltool, baton):
         self.hcltool, self.baton = hcltool, baton
         self.tmp = Path(tempfile.mkdtemp(prefix="baton-tf-"))
+        # The rendered configurations and input files are only for this run.
+        atexit.register(shutil.rmtree, self.tmp, ignore_errors=True)
 
     def eval(self, directory, exprs, var_files=(), mocks=None, inputs=None):
         """Evaluates EXPRS in DIRECTORY; returns (values, None) or (None, validation messages)."""
