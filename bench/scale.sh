@@ -19,10 +19,11 @@
 #    ratios to 3 servers / 1 group measured in the same run.
 # 2. Real agents on 127.95.x.y (heartbeat 200 ms / 1 s, two interconnects, every group one
 #    exec resource, one http monitor every second, groups spread over the servers): for
-#    each cluster, after every group is online, CPU (% of one core), RSS, its private
-#    (anonymous) part and the working set (pages referenced during the window, from
-#    /proc/PID/clear_refs and smaps_rollup) per agent over the idle window, heartbeat bytes sent per second per server (nftables counters on
-#    the heartbeat port; needs root, else left out), then SIGKILL of the agent of s1 and
+#    each cluster, after every group is online, per agent over the idle window: CPU (% of
+#    one core), wake-ups per second (voluntary context switches of all its threads), RSS,
+#    its private (anonymous) part and the working set (pages referenced during the
+#    window, from /proc/PID/clear_refs and smaps_rollup); heartbeat bytes sent per second
+#    per server (nftables counters on the heartbeat port; needs root, else left out); then SIGKILL of the agent of s1 and
 #    the time until every group it held is active elsewhere (from the survivors' event
 #    logs), beside the floor T + W_g of those groups. Reference in the same run: a bare
 #    tokio HTTP process (`baton demo-app`) for CPU and RSS.

@@ -1015,28 +1015,10 @@ impl GroupVersions {
     }
 }
 
-/// `a` (made at `a_at`) and `b` (made at `b_at`) say the same but for the time in state:
-/// every field compared (a new field of [`GroupReport`] does not compile here until it
-/// is), the time in state as the time the state was entered.
+/// `a` (made at `a_at`) and `b` (made at `b_at`) say the same but for the time in state
+/// ([`GroupReport::same_but_clock`]), and entered their state at the same time.
 fn same_report(a: &GroupReport, a_at: u64, b: &GroupReport, b_at: u64) -> bool {
-    let GroupReport {
-        name,
-        state,
-        epoch,
-        max_epoch,
-        excluded,
-        seen_holder,
-        state_ms,
-        ack,
-    } = a;
-    *name == b.name
-        && *state == b.state
-        && *epoch == b.epoch
-        && *max_epoch == b.max_epoch
-        && *excluded == b.excluded
-        && *seen_holder == b.seen_holder
-        && a_at.saturating_sub(*state_ms) == b_at.saturating_sub(b.state_ms)
-        && *ack == b.ack
+    a.same_but_clock(b) && a_at.saturating_sub(a.state_ms) == b_at.saturating_sub(b.state_ms)
 }
 
 /// Encode a body without its group reports for the peers that hold them: `env`'s

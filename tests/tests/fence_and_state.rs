@@ -21,6 +21,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use baton_tests::lab::unix_ms;
 use baton_tests::{serial, wait_until, Cluster, ClusterSpec, Events, Signal, GROUP};
 
 const T: Duration = Duration::from_secs(20);
@@ -313,16 +314,13 @@ fn a_stalled_main_loop_is_reported_by_the_stall_watcher_while_it_lasts() {
     c.wait_owner(Some("node-1"), T);
     wait_quorum_everywhere(&c);
     assert_eq!(c.alerts("node-2").count("BTN-1137", |_| true), 0);
-    // node-2 (which holds nothing) stalls its loop for 3 s.
-    let unix_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
-    };
+    // node-2 (which holds nothing) stalls its loop for 3 s. The file appears whole
+    // (renamed into place), so the agent never reads it half written.
     let file = format!("{}.node-2", stall.display());
+    let partial = format!("{file}.tmp");
+    std::fs::write(&partial, "3000").unwrap();
     let written = unix_ms();
-    std::fs::write(&file, "3000").unwrap();
+    std::fs::rename(&partial, &file).unwrap();
     wait_until("node-2's loop took the stall file", T, || {
         if Path::new(&file).exists() {
             Err("still there".to_string())

@@ -4053,11 +4053,11 @@ fn an_unchanged_heartbeat_right_after_an_evaluation_only_moves_the_clocks() {
     assert_eq!(sim.online_on("g1").as_deref(), Some("node-1"));
     let i = sim.idx("node-1");
     let every = sim.eng("node-1").tick_every().0;
-    let from_2 = |sim: &Sim| Input::Heartbeat {
+    let from_2 = |msg: PeerMessage, newest: bool| Input::Heartbeat {
         from: "node-2".into(),
         path: 0,
-        msg: Box::new(sim.eng("node-2").peer_message()),
-        newest: true,
+        msg: Box::new(msg),
+        newest,
     };
     let t = sim.now;
     sim.feed(i, Input::Tick);
@@ -4066,47 +4066,25 @@ fn an_unchanged_heartbeat_right_after_an_evaluation_only_moves_the_clocks() {
     sim.now = t + 5;
     let j = sim.idx("node-2");
     sim.feed(j, Input::Tick);
-    sim.feed(i, from_2(&sim));
+    sim.feed(i, from_2(sim.eng("node-2").peer_message(), true));
     assert_eq!(sim.eng("node-1").evaluated_at(), Millis(t));
     assert_eq!(sim.eng("node-1").now(), Millis(t + 5));
     // `tick_every` after the evaluation the same heartbeat evaluates.
     sim.now = t + every;
-    sim.feed(i, from_2(&sim));
+    sim.feed(i, from_2(sim.eng("node-2").peer_message(), true));
     assert_eq!(sim.eng("node-1").evaluated_at(), Millis(t + every));
     // A heartbeat that says something new (node-2 no longer counts node-3 among the
     // servers it hears) evaluates at once, right after an evaluation.
     sim.now = t + every + 1;
-    let Input::Heartbeat { msg, .. } = from_2(&sim) else {
-        unreachable!()
-    };
-    let mut msg = *msg;
+    let mut msg = sim.eng("node-2").peer_message();
     assert!(msg.hears.iter().any(|h| h == "node-3"), "{:?}", msg.hears);
     msg.hears.retain(|h| h != "node-3");
-    sim.feed(
-        i,
-        Input::Heartbeat {
-            from: "node-2".into(),
-            path: 0,
-            msg: Box::new(msg),
-            newest: true,
-        },
-    );
+    sim.feed(i, from_2(msg, true));
     assert_eq!(sim.eng("node-1").evaluated_at(), Millis(t + every + 1));
     // An older heartbeat (not the sender's newest) is never quiet: its epochs are learnt
     // and the step evaluates.
     sim.now = t + every + 2;
-    let Input::Heartbeat { msg, .. } = from_2(&sim) else {
-        unreachable!()
-    };
-    sim.feed(
-        i,
-        Input::Heartbeat {
-            from: "node-2".into(),
-            path: 0,
-            msg,
-            newest: false,
-        },
-    );
+    sim.feed(i, from_2(sim.eng("node-2").peer_message(), false));
     assert_eq!(sim.eng("node-1").evaluated_at(), Millis(t + every + 2));
 }
 

@@ -225,8 +225,9 @@ impl PeerMessage {
 }
 
 impl GroupReport {
-    /// The same report as `other` but for how long the group has been in its state.
-    fn same_but_clock(&self, other: &GroupReport) -> bool {
+    /// The same report as `other` but for how long the group has been in its state
+    /// (every field is named, so a field added to the report must be sorted in here).
+    pub fn same_but_clock(&self, other: &GroupReport) -> bool {
         let GroupReport {
             name,
             state,
