@@ -5,8 +5,8 @@
 //! then, in the steady state, the time of one `step` for a heartbeat that evaluates, for
 //! one that only moves clocks (quiet) and for a tick, the size of a heartbeat body (JSON,
 //! before the wire's compression), and ten simulated seconds of one idle agent stepped as
-//! its shell steps it: engine time and evaluations per second, beside the same arrivals
-//! with every heartbeat evaluated. The reference measured in the same run is the smallest
+//! its shell steps it: engine time, evaluations and ticks per second, beside the same
+//! arrivals with every heartbeat evaluated and a tick `tick_every` after each evaluation. The reference measured in the same run is the smallest
 //! cluster (3 servers, 1 group): each step figure is also given as a ratio to it. Not a
 //! test: it reports figures, asserts nothing.
 // A benchmark measures real time.
@@ -150,8 +150,9 @@ struct Row {
     body: usize,
     /// Engine time and evaluations per second of an idle agent, as its shell steps it.
     idle: Idle,
-    /// The same arrivals with every heartbeat evaluated (the engine before quiet
-    /// heartbeats): the reference of the idle figures.
+    /// The same arrivals with every heartbeat evaluated and a tick `tick_every` after
+    /// each evaluation (the engine and shell before quiet heartbeats and evaluations
+    /// timed by deadlines): the reference of the idle figures.
     idle_all: Idle,
 }
 
@@ -159,6 +160,8 @@ struct Row {
 struct Idle {
     ms_per_s: f64,
     evaluations_per_s: f64,
+    /// Wake-ups of the shell for the engine alone (its ticks, not heartbeats).
+    ticks_per_s: f64,
 }
 
 /// The largest group count up to `groups` whose configuration `config check` accepts
@@ -183,14 +186,17 @@ fn largest_accepted(servers: usize, groups: usize) -> usize {
 /// `seconds` of an idle agent (engine `s0`) stepped as its shell steps it: its own
 /// heartbeat tick at the start of each interval, each peer's heartbeat at its own phase
 /// in the interval (the first path's copy parsed, the second path's copy 1 ms later as a
-/// repeat), and a tick whenever no step evaluated for `tick_every`. Only `s0`'s steps are
-/// timed. With `evaluate_all`, every heartbeat is sent as not the sender's newest, which
-/// is never quiet: every one evaluates, as before quiet heartbeats.
-fn idle(c: &mut Cluster, seconds: u64, evaluate_all: bool) -> Idle {
+/// repeat), and a tick at the engine's `next_evaluation` when nothing stepped it before.
+/// Only `s0`'s steps are timed. With `old_shell`, the reference: every heartbeat is sent
+/// as not the sender's newest, which is never quiet (every one evaluates), and the tick
+/// comes whenever no step evaluated for `tick_every`, as before quiet heartbeats and
+/// evaluations timed by the engine's deadlines.
+fn idle(c: &mut Cluster, seconds: u64, old_shell: bool) -> Idle {
     let n = c.engines.len();
     let every = c.engines[0].tick_every().0;
     let mut busy = Duration::ZERO;
     let mut evaluations = 0u64;
+    let mut ticks = 0u64;
     let mut timed = |c: &mut Cluster, at: u64, input: Input| {
         let before = c.engines[0].evaluated_at();
         let t = Instant::now();
@@ -216,7 +222,7 @@ fn idle(c: &mut Cluster, seconds: u64, evaluate_all: bool) -> Idle {
                     from: from.clone(),
                     path: 0,
                     msg: Box::new(msg.clone()),
-                    newest: !evaluate_all,
+                    newest: !old_shell,
                 }),
             ));
             events.push((at + 1, Some(Input::PathHeard { from, path: 1 })));
@@ -225,10 +231,15 @@ fn idle(c: &mut Cluster, seconds: u64, evaluate_all: bool) -> Idle {
         events.push((start + INTERVAL, None));
         for (at, input) in events {
             loop {
-                let due = c.engines[0].evaluated_at().0 + every;
+                let due = if old_shell {
+                    c.engines[0].evaluated_at().0 + every
+                } else {
+                    c.engines[0].next_evaluation().0
+                };
                 if due >= at {
                     break;
                 }
+                ticks += 1;
                 timed(c, due, Input::Tick);
             }
             if let Some(input) = input {
@@ -239,6 +250,7 @@ fn idle(c: &mut Cluster, seconds: u64, evaluate_all: bool) -> Idle {
     Idle {
         ms_per_s: busy.as_secs_f64() * 1e3 / seconds as f64,
         evaluations_per_s: evaluations as f64 / seconds as f64,
+        ticks_per_s: ticks as f64 / seconds as f64,
     }
 }
 
@@ -316,7 +328,7 @@ fn main() {
         "engine step in the steady state (every group online), {iters} steps each, release build"
     );
     println!(
-        "{:>7} {:>6}  {:>12} {:>6}  {:>8}  {:>7} {:>6}  {:>10} {:>6}  {:>14} {:>7}  {:>18} {:>7}",
+        "{:>7} {:>6}  {:>12} {:>6}  {:>8}  {:>7} {:>6}  {:>10} {:>6}  {:>16} {:>7} {:>7}  {:>14} {:>7} {:>7}",
         "servers",
         "groups",
         "heartbeat us",
@@ -328,8 +340,10 @@ fn main() {
         "ratio",
         "idle engine ms/s",
         "evals/s",
-        "all evaluated ms/s",
-        "evals/s"
+        "ticks/s",
+        "reference ms/s",
+        "evals/s",
+        "ticks/s"
     );
     let mut reference: Option<(f64, f64, f64)> = None;
     for servers in [3, 5, 8, 16] {
@@ -349,7 +363,7 @@ fn main() {
             );
             let (h0, t0, b0) = *reference.get_or_insert((h, t, b));
             println!(
-                "{:>7} {:>6}  {h:>12.1} {:>6.2}  {q:>8.1}  {t:>7.1} {:>6.2}  {:>10} {:>6.2}  {:>16.2} {:>7.1}  {:>18.2} {:>7.1}",
+                "{:>7} {:>6}  {h:>12.1} {:>6.2}  {q:>8.1}  {t:>7.1} {:>6.2}  {:>10} {:>6.2}  {:>16.2} {:>7.1} {:>7.1}  {:>14.2} {:>7.1} {:>7.1}",
                 r.servers,
                 r.groups,
                 h / h0,
@@ -358,8 +372,10 @@ fn main() {
                 b / b0,
                 r.idle.ms_per_s,
                 r.idle.evaluations_per_s,
+                r.idle.ticks_per_s,
                 r.idle_all.ms_per_s,
                 r.idle_all.evaluations_per_s,
+                r.idle_all.ticks_per_s,
             );
         }
     }

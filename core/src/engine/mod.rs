@@ -301,6 +301,8 @@ pub struct Engine {
     wake: Option<Millis>,
     /// When the engine last evaluated every group and monitor (see [`Engine::tick_every`]).
     evaluated_at: Millis,
+    /// The last evaluation issued an action or an event (see [`Engine::steady_until`]).
+    evaluation_acted: bool,
     /// The quorum and which servers were up at that evaluation.
     evaluated_quorum: bool,
     evaluated_up: Vec<bool>,
@@ -484,6 +486,7 @@ impl Engine {
             urgent: false,
             wake: None,
             evaluated_at: now,
+            evaluation_acted: true,
             evaluated_quorum: false,
             evaluated_up: Vec::new(),
             quorum_since: None,
@@ -728,6 +731,125 @@ impl Engine {
         self.wake.filter(|&w| w > self.now)
     }
 
+    /// When the shell must step the engine next if no input does first: the earliest
+    /// instant at which time alone may change what an evaluation decides, and never
+    /// later than [`Engine::next_wake`].
+    ///
+    /// In a steady state ([`Engine::steady_deadline`]) that is the next instant one of
+    /// the time rules flips (a path's or a vote's silence, a monitor falling due, …), so
+    /// an idle agent is not woken between its heartbeats for evaluations that decide
+    /// nothing. Otherwise (starting, claiming, activating, deactivating, fencing,
+    /// stopping, without quorum) it is [`Engine::tick_every`] after the last evaluation,
+    /// as with a fixed tick. The simulation checks, at a fixed tick, that every
+    /// evaluation before this instant decides nothing.
+    pub fn next_evaluation(&self) -> Millis {
+        self.steady_until().unwrap_or_else(|| {
+            let tick = self.evaluated_at.plus(self.tick_every().0);
+            self.pending_wake().map_or(tick, |w| w.min(tick))
+        })
+    }
+
+    /// The engine's own deadline ([`Engine::next_wake`]) if the last evaluation came
+    /// before it, even if it has passed since (a step that did not evaluate).
+    fn pending_wake(&self) -> Option<Millis> {
+        self.wake.filter(|&w| w > self.evaluated_at)
+    }
+
+    /// [`Engine::next_evaluation`] in a steady state: until then, an evaluation decides
+    /// nothing (the simulation checks it); `None` when the state is not steady (then
+    /// the shell ticks, and a tick may decide what time decided since the last one).
+    pub fn steady_until(&self) -> Option<Millis> {
+        let at = self.steady_deadline()?;
+        Some(match self.pending_wake() {
+            Some(w) => at.min(w),
+            None => at,
+        })
+    }
+
+    /// In a steady state, the next instant after the last evaluation at which one of the
+    /// rules that depend on time alone flips, or `None` when the state is not steady.
+    ///
+    /// Steady: past the startup wait, the last evaluation decided nothing (what it did
+    /// may let the next one decide more), quorum held and settled, no self-fence clock,
+    /// no stop, leave or refusal, and every group online or offline here (claims,
+    /// activations, deactivations, re-adoptions and failed or stuck groups have timers
+    /// of their own). The rules are then:
+    /// - a path is up while heard within the heartbeat timeout (`t + T`), and a path that
+    ///   is down is reported once its server has been up for `T` (`up_since + T`);
+    /// - a server is heard recently (its vote counts, it is listed in `hears`) within
+    ///   the quorum lease of its last heartbeat;
+    /// - readiness: the startup wait, and `T` after quorum was (re)gained;
+    /// - the temporary timeouts of `baton timeout set` end;
+    /// - the witness: its grant ends, the next request is due;
+    /// - a monitor falls due;
+    /// - and, in [`Engine::steady_until`], the end of a takeover wait.
+    ///
+    /// A flip at or before the last evaluation was seen by it; one after it, even if it
+    /// is already past (a step that did not evaluate), is returned, so the shell
+    /// evaluates at once.
+    fn steady_deadline(&self) -> Option<Millis> {
+        let startup_end = self.started.plus(self.cfg.heartbeat.startup_wait().ms());
+        let steady = self.now >= startup_end
+            && !self.evaluation_acted
+            && self.quorum
+            && self.ready()
+            && self.fence_started.is_none()
+            && !self.fence_carried
+            && !self.refused
+            && !self.leaving
+            && !self.exit_sent
+            && !self.stopping()
+            && self
+                .groups
+                .iter()
+                .all(|g| matches!(g.local, Local::Online { .. } | Local::Offline));
+        if !steady {
+            return None;
+        }
+        let after = self.evaluated_at;
+        let mut next: Option<Millis> = None;
+        let mut flip = |t: Millis| {
+            if t > after {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        let timeout = self.hb_timeout();
+        let lease = self.quorum_lease();
+        for (si, p) in self.peers.iter().enumerate() {
+            if si == self.me {
+                continue;
+            }
+            for heard in p.paths.iter().flatten() {
+                flip(heard.plus(timeout));
+            }
+            if let Some(u) = p.up_since {
+                flip(u.plus(timeout));
+            }
+            if let Some(t) = self.last_heard(si) {
+                flip(t.plus(lease));
+            }
+        }
+        // Steady now, but perhaps not yet at the last evaluation (a step since then that
+        // did not evaluate): the ends of the waits `ready` checks are flips too.
+        flip(startup_end);
+        if let Some(q) = self.quorum_since {
+            flip(q.plus(self.hb_timeout()));
+        }
+        if let Some(t) = self.timeout_until {
+            flip(t);
+        }
+        if self.witness_configured() {
+            if let Some(t) = self.witness_until {
+                flip(t);
+            }
+            flip(self.witness_next_ask);
+        }
+        for m in &self.monitors {
+            flip(m.next_due);
+        }
+        next
+    }
+
     pub(super) fn wake_at(&mut self, at: Millis) {
         self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
     }
@@ -737,6 +859,12 @@ impl Engine {
     /// it at once instead of at the next interval spares the peers up to one interval.
     pub fn take_urgent(&mut self) -> bool {
         std::mem::take(&mut self.urgent)
+    }
+
+    /// Whether [`Engine::take_urgent`] would return true (the simulation's check of the
+    /// steps [`Engine::next_evaluation`] lets the shell skip).
+    pub fn urgent(&self) -> bool {
+        self.urgent
     }
 
     /// The payload of this server's next heartbeat.

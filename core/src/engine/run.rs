@@ -7,6 +7,7 @@ use super::*;
 impl Engine {
     /// Re-evaluate everything after an input. Deterministic in (state, now).
     pub(super) fn evaluate(&mut self) {
+        let out_before = self.out.len();
         self.wake = None;
         self.update_timeout_override();
         self.update_membership();
@@ -32,6 +33,10 @@ impl Engine {
         self.maybe_exit();
         self.persist_ownership();
         self.evaluated_at = self.now;
+        // What this evaluation did may let the next one decide more (a group re-adopted
+        // here may fail back, a stopped one start elsewhere): not steady until one
+        // evaluation decided nothing.
+        self.evaluation_acted = self.out.len() > out_before;
         self.evaluated_quorum = self.quorum;
         self.evaluated_up.clear();
         let up = self.peers.iter().map(|p| p.up);

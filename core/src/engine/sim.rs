@@ -1231,7 +1231,7 @@ impl World {
             }
             Ev::Tick { node, gen } => {
                 if self.nodes[node].gen == gen && self.nodes[node].st == St::Running {
-                    self.step(node, None, Input::Tick);
+                    self.tick(node);
                     if self.nodes[node].gen == gen {
                         let d = self.nodes[node].clock.true_us(self.tick_ms());
                         self.after(d, Ev::Tick { node, gen });
@@ -1482,6 +1482,34 @@ impl World {
             return;
         };
         let acts = eng.step(Millis(now), input);
+        self.execute(n, acts);
+        self.after_step(n);
+    }
+
+    /// A tick of the fixed cadence. The agent's shell steps its engine no sooner than
+    /// [`Engine::next_evaluation`] when nothing else does, so a tick before that instant
+    /// must decide nothing: no action or event, nothing urgent, a heartbeat that says
+    /// what it said (but for its clocks). Else the engine left out a rule that depends
+    /// on time, and the shell would act on it late.
+    fn tick(&mut self, n: usize) {
+        let now = self.local_ms(n);
+        let Some(eng) = self.nodes[n].eng.as_mut() else {
+            return;
+        };
+        let due = eng.steady_until().unwrap_or(Millis(0));
+        let before = (Millis(now) < due && !eng.urgent()).then(|| eng.peer_message());
+        let acts = eng.step(Millis(now), Input::Tick);
+        if let Some(before) = before {
+            let changed =
+                !acts.is_empty() || eng.urgent() || !before.same_but_clocks(&eng.peer_message());
+            if changed && self.violation.is_none() {
+                self.violation = Some(format!(
+                    "{} decided something at {now} ms, before its next evaluation at {} ms: {acts:?}",
+                    server_name(n),
+                    due.0
+                ));
+            }
+        }
         self.execute(n, acts);
         self.after_step(n);
     }

@@ -2860,6 +2860,65 @@ fn takeover_wait_asks_to_be_woken_at_its_end() {
     assert_eq!(sim.eng("node-2").next_wake(), None);
 }
 
+#[test]
+fn a_steady_engine_is_evaluated_when_time_decides_and_not_on_every_tick() {
+    // The shell steps an engine at `next_evaluation` when nothing else does. In a steady
+    // state that is the next instant a rule of time flips (here: the silence of its
+    // peers), not `tick_every` after the last evaluation; a tick before it decides
+    // nothing, the evaluation at it decides what time decided.
+    let mut sim = started(&three(""));
+    sim.run(2 * INTERVAL);
+    let i = sim.idx("node-2");
+    let every = sim.eng("node-2").tick_every().0;
+    let start = sim.eng("node-2").now().0;
+    assert!(
+        sim.eng("node-2").steady_until().is_some(),
+        "steady once every group is online"
+    );
+    // Nothing arrives any more (the others are silent from now on): step node-2 only as
+    // its shell would, with a tick 1 ms early each time.
+    let mut evaluations = 0;
+    let (at, acts) = loop {
+        let due = sim.eng("node-2").next_evaluation();
+        assert!(
+            sim.eng("node-2").steady_until() == Some(due),
+            "still steady until something happened"
+        );
+        let early = sim.nodes[i].eng.step(Millis(due.0 - 1), Input::Tick);
+        assert!(early.is_empty(), "1 ms before {due:?}: {early:?}");
+        let acts = sim.nodes[i].eng.step(due, Input::Tick);
+        evaluations += 1;
+        if !acts.is_empty() {
+            break (due.0, acts);
+        }
+        assert!(
+            evaluations < 20,
+            "nothing decided after {evaluations} evaluations"
+        );
+    };
+    // The first decision of time: the quorum lease of the last peer heard ran out (its
+    // vote no longer counts), at most one lease after the last heartbeat.
+    let lease = sim.eng("node-2").quorum_lease();
+    assert!(
+        at > start && at <= start + lease,
+        "at {at}, start {start}, lease {lease}"
+    );
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Emit { event } if event.id == events::NO_QUORUM.code())),
+        "{acts:?}"
+    );
+    // With a tick every `tick_every` it would have taken more evaluations than that.
+    assert!(
+        evaluations < (at - start) / every,
+        "{evaluations} evaluations in {} ms",
+        at - start
+    );
+    // Not steady while it acts on it: the tick comes back.
+    assert!(sim.eng("node-2").steady_until().is_none());
+    assert_eq!(sim.eng("node-2").next_evaluation(), Millis(at + every));
+}
+
 // ---------------------------------------------------------------------------------------
 // Random fault schedules
 // ---------------------------------------------------------------------------------------

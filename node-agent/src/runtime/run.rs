@@ -62,21 +62,14 @@ pub(super) async fn main_loop(
     t: &mut Timers,
 ) -> String {
     loop {
-        // A deadline of the engine's own (the end of a takeover wait) before the next
-        // tick: step it then, so a group is claimed when its floor is reached.
-        let wake = rt
-            .engine
-            .next_wake()
-            .map(|w| rt.t0 + Duration::from_millis(w.0));
+        // The engine's next evaluation: when time alone may change what it decides
+        // (a path's or a vote's silence, a monitor falling due, the end of a takeover
+        // wait), or a tick `tick_every` after the last evaluation while anything of its
+        // own is under way. An idle agent is then woken by its heartbeats, its peers'
+        // and its monitors, not by evaluations that decide nothing.
+        let next = rt.t0 + Duration::from_millis(rt.engine.next_evaluation().0);
         let actions: Vec<Action> = tokio::select! {
-            _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
-                let now = rt.now();
-                rt.engine.step(now, Input::Tick)
-            }
-            // Heartbeats from the peers step the engine many times per tick in a busy
-            // cluster; a tick only when no step evaluated for `tick_every`, so the
-            // engine never decides more than that late (as with a fixed tick).
-            _ = tokio::time::sleep_until(rt.t0 + Duration::from_millis(rt.engine.evaluated_at().0 + rt.engine.tick_every().0)) => {
+            _ = tokio::time::sleep_until(next) => {
                 let now = rt.now();
                 rt.engine.step(now, Input::Tick)
             }
