@@ -26,15 +26,16 @@ fn git(args: &[&str]) -> Option<String> {
 /// idle agent's RSS goes from 23.5 to 21.8 MiB (`bench/scale.sh`, 8 × 50). Such a binary
 /// needs glibc 2.36 or later (the linker records the `GLIBC_ABI_DT_RELR` version, so an
 /// older loader refuses it by name instead of crashing), hence the check of the C
-/// library it is built against; elsewhere the flag is left out and nothing else changes.
+/// library it is built against; elsewhere (or with `BATON_NO_RELR` set, for a binary
+/// that must run on an older glibc) the flag is left out and nothing else changes.
 fn pack_relocations() {
+    println!("cargo:rerun-if-env-changed=BATON_NO_RELR");
     let (target, host) = (std::env::var("TARGET"), std::env::var("HOST"));
     let native_glibc =
         matches!((&target, &host), (Ok(t), Ok(h)) if t == h && t.ends_with("-linux-gnu"));
     if !native_glibc || std::env::var_os("BATON_NO_RELR").is_some() {
         return;
     }
-    println!("cargo:rerun-if-env-changed=BATON_NO_RELR");
     // `glibc 2.36`
     let glibc = Command::new("getconf")
         .arg("GNU_LIBC_VERSION")

@@ -121,6 +121,16 @@ mkdir -p "$stage/debian"
 printf 'Source: baton\n\nPackage: baton\nArchitecture: any\n' >"$stage/debian/control"
 depends="$(cd "$stage" && dpkg-shlibdeps -O -eroot/usr/bin/baton 2>/dev/null | sed -n 's/^shlibs:Depends=//p')"
 [ -n "$depends" ] || { echo "dpkg-shlibdeps found no dependencies for the binary" >&2; exit 1; }
+# A binary linked with packed relative relocations (node-agent/build.rs) needs the loader
+# of glibc 2.36 or later (its GLIBC_ABI_DT_RELR version), which dpkg-shlibdeps does not
+# count: it maps the symbols a binary uses, and that version has none.
+if LC_ALL=C readelf -V "$root/usr/bin/baton" 2>/dev/null | grep -q 'GLIBC_ABI_DT_RELR'; then
+  depends="$(printf '%s' "$depends" | sed -E 's/libc6 \(>= 2\.([0-9]|[12][0-9]|3[0-5])(\.[0-9]+)?\)/libc6 (>= 2.36)/')"
+  case "$depends" in
+    *"libc6 (>= 2.36)"* | *"libc6 (>= 2.3"[6-9]* | *"libc6 (>= 2."[4-9]*) ;;
+    *) echo "the binary needs glibc 2.36 (packed relocations) but Depends says: $depends" >&2; exit 1 ;;
+  esac
+fi
 
 installed_size="$(du -sk --exclude=DEBIAN "$root" | cut -f1)"
 cat >"$root/DEBIAN/control" <<EOF

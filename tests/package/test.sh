@@ -74,6 +74,12 @@ check "the conffiles are agent.env and witness.env" \
 /etc/baton/agent.env
 /etc/baton/witness.env"
 check "Depends lists the C library" bash -c "dpkg-deb -f '$deb' Depends | grep -q libc6"
+# Packed relative relocations (node-agent/build.rs) need glibc 2.36's loader, which
+# dpkg-shlibdeps does not see: build.sh raises the bound.
+if LC_ALL=C readelf -V "$bin" | grep -q GLIBC_ABI_DT_RELR; then
+  check "Depends asks for glibc 2.36 (the binary has packed relocations)" \
+    bash -c "dpkg-deb -f '$deb' Depends | grep -Eq 'libc6 \(>= 2\.(3[6-9]|[4-9][0-9])'"
+fi
 
 if ! dpkg -i "$deb" >"$work/install.log" 2>&1; then
   cat "$work/install.log"
