@@ -6,9 +6,10 @@
 //! one that only moves clocks (quiet) and for a tick, the size of a heartbeat body (JSON,
 //! before the wire's compression), and ten simulated seconds of one idle agent stepped as
 //! its shell steps it: engine time, evaluations and ticks per second, beside the same
-//! arrivals with every heartbeat evaluated and a tick `tick_every` after each evaluation. The reference measured in the same run is the smallest
-//! cluster (3 servers, 1 group): each step figure is also given as a ratio to it. Not a
-//! test: it reports figures, asserts nothing.
+//! arrivals with every heartbeat evaluated and a tick `tick_every` after each
+//! evaluation. The reference measured in the same run is the smallest cluster (3
+//! servers, 1 group): each step figure is also given as a ratio to it. Not a test: it
+//! reports figures, asserts nothing.
 // A benchmark measures real time.
 #![allow(clippy::disallowed_methods)]
 // A benchmark of fixed inputs: a configuration that does not load is a bug to stop at.
@@ -148,7 +149,8 @@ struct Row {
     quiet: Duration,
     tick: Duration,
     body: usize,
-    /// Engine time and evaluations per second of an idle agent, as its shell steps it.
+    /// Engine time, evaluations and ticks per second of an idle agent, as its shell
+    /// steps it.
     idle: Idle,
     /// The same arrivals with every heartbeat evaluated and a tick `tick_every` after
     /// each evaluation (the engine and shell before quiet heartbeats and evaluations

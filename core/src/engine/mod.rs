@@ -296,8 +296,8 @@ pub struct Engine {
     /// the shell should send a heartbeat now rather than at the next interval.
     urgent: bool,
     /// The earliest instant at which a decision that waits for time may change (the
-    /// end of a takeover wait): the shell steps the engine then instead of at its next
-    /// tick ([`Engine::next_wake`]).
+    /// end of a takeover wait): part of [`Engine::next_evaluation`], so the shell steps
+    /// the engine then ([`Engine::next_wake`]).
     wake: Option<Millis>,
     /// When the engine last evaluated every group and monitor (see [`Engine::tick_every`]).
     evaluated_at: Millis,
@@ -725,8 +725,8 @@ impl Engine {
     }
 
     /// When the engine wants to be stepped next for a deadline of its own (the end of a
-    /// takeover wait), if before anything else would step it: the shell sleeps until
-    /// then, so the group is claimed when the floor is reached, not at the next tick.
+    /// takeover wait), if still ahead: [`Engine::next_evaluation`] comes no later, so the
+    /// group is claimed when the floor is reached, not at the next tick.
     pub fn next_wake(&self) -> Option<Millis> {
         self.wake.filter(|&w| w > self.now)
     }
@@ -735,7 +735,7 @@ impl Engine {
     /// instant at which time alone may change what an evaluation decides, and never
     /// later than [`Engine::next_wake`].
     ///
-    /// In a steady state ([`Engine::steady_deadline`]) that is the next instant one of
+    /// In a steady state ([`Engine::steady_until`]) that is the next instant one of
     /// the time rules flips (a path's or a vote's silence, a monitor falling due, …), so
     /// an idle agent is not woken between its heartbeats for evaluations that decide
     /// nothing. Otherwise (starting, claiming, activating, deactivating, fencing,
@@ -743,27 +743,27 @@ impl Engine {
     /// as with a fixed tick. The simulation checks, at a fixed tick, that every
     /// evaluation before this instant decides nothing.
     pub fn next_evaluation(&self) -> Millis {
-        self.steady_until().unwrap_or_else(|| {
-            let tick = self.evaluated_at.plus(self.tick_every().0);
-            self.pending_wake().map_or(tick, |w| w.min(tick))
-        })
+        let at = self
+            .steady_deadline()
+            .unwrap_or(self.evaluated_at.plus(self.tick_every().0));
+        self.with_wake(at)
     }
 
-    /// The engine's own deadline ([`Engine::next_wake`]) if the last evaluation came
-    /// before it, even if it has passed since (a step that did not evaluate).
-    fn pending_wake(&self) -> Option<Millis> {
-        self.wake.filter(|&w| w > self.evaluated_at)
+    /// `at`, or the engine's own deadline ([`Engine::next_wake`]) when that is earlier
+    /// and the last evaluation came before it, even if it has passed since (a step that
+    /// did not evaluate).
+    fn with_wake(&self, at: Millis) -> Millis {
+        match self.wake.filter(|&w| w > self.evaluated_at) {
+            Some(w) => at.min(w),
+            None => at,
+        }
     }
 
     /// [`Engine::next_evaluation`] in a steady state: until then, an evaluation decides
     /// nothing (the simulation checks it); `None` when the state is not steady (then
     /// the shell ticks, and a tick may decide what time decided since the last one).
     pub fn steady_until(&self) -> Option<Millis> {
-        let at = self.steady_deadline()?;
-        Some(match self.pending_wake() {
-            Some(w) => at.min(w),
-            None => at,
-        })
+        self.steady_deadline().map(|at| self.with_wake(at))
     }
 
     /// In a steady state, the next instant after the last evaluation at which one of the
@@ -833,7 +833,7 @@ impl Engine {
         // did not evaluate): the ends of the waits `ready` checks are flips too.
         flip(startup_end);
         if let Some(q) = self.quorum_since {
-            flip(q.plus(self.hb_timeout()));
+            flip(q.plus(timeout));
         }
         if let Some(t) = self.timeout_until {
             flip(t);
@@ -1403,15 +1403,15 @@ impl Engine {
     // Inputs
     // --------------------------------------------------------------------------------
 
-    /// The longest the shell lets the engine go without an evaluation: it steps the
-    /// engine with a tick when no input did for this long (a quarter of the heartbeat
-    /// interval, 10 to 100 ms).
+    /// Outside a steady state, the longest the shell lets the engine go without an
+    /// evaluation: it steps the engine with a tick when no input did for this long (a
+    /// quarter of the heartbeat interval, 10 to 100 ms; see [`Engine::next_evaluation`]).
     pub fn tick_every(&self) -> Millis {
         Millis((self.cfg.heartbeat.interval.ms() / 4).clamp(10, 100))
     }
 
-    /// When the engine last evaluated (the shell's tick comes [`Engine::tick_every`]
-    /// after it at the latest).
+    /// When the engine last evaluated (the shell's next step without input is at
+    /// [`Engine::next_evaluation`]).
     pub fn evaluated_at(&self) -> Millis {
         self.evaluated_at
     }
@@ -1419,9 +1419,10 @@ impl Engine {
     /// The copy of a heartbeat on another path, heard right after an evaluation, on a
     /// path and from a server that were up and stay up, with this server's quorum as it
     /// was: only the path's time moves, and evaluating again would decide nothing new but
-    /// what time alone decides. That is left to the next step, at most
-    /// [`Engine::tick_every`] after the last evaluation (the shell's tick), the bound a
-    /// fixed tick gives as well. True when the copy was taken so.
+    /// what time alone decides. That is left to the next evaluation
+    /// ([`Engine::next_evaluation`]: when a rule of time flips, or at most
+    /// [`Engine::tick_every`] after the last one outside a steady state). True when the
+    /// copy was taken so.
     fn path_heard_quietly(&mut self, from: &str, path: usize, at: Millis) -> bool {
         let Some(si) = self.server_idx(from) else {
             return false;
@@ -1460,8 +1461,8 @@ impl Engine {
     /// ([`PeerMessage::same_but_clocks`]), heard right after an evaluation from a server
     /// and on a path that were up: like a repeat on another path
     /// ([`Engine::path_heard_quietly`]) it moves only the clocks (its path's, and those of
-    /// the servers it relays), and the next evaluation comes at most `tick_every` after
-    /// the last one. Checked before the heartbeat is taken in; whether it stayed quiet
+    /// the servers it relays), and what time decides is left to the next evaluation
+    /// ([`Engine::next_evaluation`]). Checked before the heartbeat is taken in; whether it stayed quiet
     /// (nothing learnt, membership and quorum unchanged) is checked after.
     fn heartbeat_may_be_quiet(&self, from: &str, path: usize, msg: &PeerMessage) -> bool {
         let Some(si) = self.server_idx(from) else {

@@ -1452,7 +1452,9 @@ impl World {
     }
 
     fn tick_ms(&self) -> u64 {
-        // As the agent: a quarter of the heartbeat interval, within 10..=100 ms.
+        // The agent's `tick_every` (a quarter of the heartbeat interval, within 10..=100
+        // ms): its tick outside a steady state, and the cadence at which `tick` checks
+        // that the steps the agent skips in one decide nothing.
         (self.p().interval_ms / 4).clamp(10, 100)
     }
 
