@@ -5,6 +5,9 @@
 #   bash bench/scale.sh --bin PATH           # use an existing baton binary for the agents
 #   bash bench/scale.sh --idle 10            # seconds of idle measurement per cluster
 #   bash bench/scale.sh --only 8x50          # one cluster (SERVERSxGROUPS)
+#   bash bench/scale.sh --settle 300         # seconds allowed for every group to come
+#                                            # online (60; bench/layout.sh runs an agent
+#                                            # under valgrind)
 #   BATON_BENCH_PARSE_EVERY_DATAGRAM=1 bash bench/scale.sh ...
 #                                            # reference: agents parse every heartbeat
 #                                            # datagram, not once per send (alternate runs)
@@ -32,12 +35,14 @@ cd "$(dirname "$0")/.."
 bin=""
 idle=10
 only=""
+settle=60
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin="$2"; shift 2 ;;
     --idle) idle="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
-    *) echo "usage: $0 [--bin PATH] [--idle SECONDS] [--only SERVERSxGROUPS]" >&2; exit 2 ;;
+    --settle) settle="$2"; shift 2 ;;
+    *) echo "usage: $0 [--bin PATH] [--idle SECONDS] [--only SERVERSxGROUPS] [--settle SECONDS]" >&2; exit 2 ;;
   esac
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/baton-target}"
@@ -51,11 +56,11 @@ if [ -z "$bin" ]; then
 fi
 out=$(mktemp -d "${TMPDIR:-/tmp}/baton-scale.XXXXXX")
 trap 'rm -rf "$out"' EXIT
-python3 - "$bin" "$out" "$idle" "$only" <<'PY'
+python3 - "$bin" "$out" "$idle" "$only" "$settle" <<'PY'
 import json, os, re, signal, subprocess, sys, time
 from datetime import datetime
 
-bin_, out, idle, only = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+bin_, out, idle, only, settle = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], float(sys.argv[5])
 HZ = os.sysconf("SC_CLK_TCK")
 PORT = 7795  # heartbeat port of the benchmark clusters
 root = os.geteuid() == 0 and subprocess.run(["sh", "-c", "command -v nft"], capture_output=True).returncode == 0
@@ -186,9 +191,9 @@ def run(n, g, net):
         agents.append(subprocess.Popen([bin_, "agent", "-c", f"{d}/baton.toml", "-s", f"s{i}",
                                         "--state-dir", f"{d}/s{i}"], stdout=log, stderr=log))
     try:
-        # Every group online (its BTN-2102 in some agent's log), at most 60 s.
+        # Every group online (its BTN-2102 in some agent's log), at most `settle` s.
         t0 = time.time()
-        while time.time() - t0 < 60:
+        while time.time() - t0 < settle:
             online = set()
             for i in range(n):
                 for l in open(f"{d}/s{i}.log", errors="replace"):
@@ -279,6 +284,20 @@ import math
 os.sync()
 with open(bin_, "rb") as f:
     os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+# How much the kernel reads around a fault in the binary: with a large read-ahead (this
+# lab's virtual disk asks for 8 MiB; the kernel's default is 128 KiB) the page cache holds
+# larger folios, each mapped whole at a fault, and an agent's RSS is larger for the same
+# code. Printed so that RSS figures from two machines can be compared.
+def read_ahead_kib(path):
+    st = os.stat(path)
+    dev = f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    for q in (f"{dev}/queue/read_ahead_kb", f"{dev}/../queue/read_ahead_kb"):
+        try:
+            return open(q).read().strip()
+        except OSError:
+            pass
+    return "unknown"
+print(f"the binary's disk reads ahead {read_ahead_kib(bin_)} KiB")
 floor = 1000 + max(0, math.ceil((math.ceil((2 * 500 + 200) * 1.01) + 200) / 0.99) - 1000)
 print(f"real agents: heartbeat 200 ms / 1 s, 2 interconnects, exec resources, one 1 s http monitor, {idle:.0f} s idle window")
 print(f"{'servers':>7} {'groups':>6}  {'CPU % avg':>9} {'max':>6} {'wake-ups/s':>10}  {'RSS MiB avg':>11} {'max':>6} {'private':>7} {'idle working set':>16}  {'hb bytes/s/server':>17}  {'failover p50 ms':>15} {'max':>6} {'moved':>7}")

@@ -81,6 +81,24 @@ if LC_ALL=C readelf -V "$bin" | grep -q GLIBC_ABI_DT_RELR; then
     bash -c "dpkg-deb -f '$deb' Depends | grep -Eq 'libc6 \(>= 2\.(3[6-9]|[4-9][0-9])'"
 fi
 
+# The functions an agent runs sit together ahead of the rest of the code
+# (node-agent/layout/hot.ld, linked by node-agent/build.rs unless BATON_NO_LAYOUT is set).
+# Patterns that stopped matching the binary's symbols (another mangling, a crate renamed)
+# would leave the section missing or nearly empty, and every agent mapping megabytes more.
+if [ -z "${BATON_NO_LAYOUT:-}" ]; then
+  hot_kib="$(LC_ALL=C readelf -SW "$bin" | python3 -c '
+import re, sys
+s = {}
+for line in sys.stdin:
+    m = re.match(r"\s*\[\s*\d+\]\s+(\S+)\s+\S+\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)", line)
+    if m:
+        s[m.group(1)] = (int(m.group(2), 16), int(m.group(3), 16))
+hot, text = s.get(".text.hot"), s.get(".text")
+print(hot[1] // 1024 if hot and text and hot[0] < text[0] else 0)')"
+  check "the functions an agent runs are laid out ahead of the rest of the code (.text.hot: ${hot_kib} KiB, at least 1 MiB)" \
+    test "$hot_kib" -ge 1024
+fi
+
 if ! dpkg -i "$deb" >"$work/install.log" 2>&1; then
   cat "$work/install.log"
   bad "dpkg -i installs the package"
