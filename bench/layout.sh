@@ -3,10 +3,11 @@
 # node-agent/build.rs gives the linker so that they sit side by side in `.text.hot` at the
 # start of the binary's code (not a test: it writes a file and prints what it found).
 #
-#   bash bench/layout.sh              # profile an agent, rewrite node-agent/layout/hot.ld
-#   bash bench/layout.sh --bin PATH   # profile an existing baton built with its symbols
-#                                     # (`cargo rustc --release -p baton-agent --bin baton
-#                                     # -- -C strip=none`)
+#   bash bench/layout.sh                  # profile the release and the packaged (dist)
+#                                         # builds, rewrite node-agent/layout/hot.ld
+#   bash bench/layout.sh --bin PATH ...   # profile existing baton binaries built with
+#                                         # their symbols (`cargo rustc --release -p
+#                                         # baton-agent --bin baton -- -C strip=none`)
 #
 # Why: most of an idle agent's RSS is the binary's code. The kernel maps a page of it at a
 # fault together with its neighbours (fault-around; a whole large folio of the page cache
@@ -15,22 +16,25 @@
 # under 3 MiB of the binary's 30 MiB of code; laid out together they are mapped in a
 # handful of faults. docs/src/benchmarks.md ("Code layout") has the figures.
 #
-# How: the cluster of `bench/scale.sh --only 8x50` with the agent of s2 under valgrind's
-# callgrind (s2 holds its own groups and takes over those of s1 when the benchmark kills
-# it: start-up, the steady state, a takeover). Every function of the binary that ran
-# becomes a pattern of its symbol name (v0 mangling, set in .cargo/config.toml, names
-# each instance of a generic function by its arguments) with the crate hashes and
-# back-references left open: those change with the profile, the toolchain and the
-# dependencies' versions, the names do not. A function that later disappears matches
-# nothing; one that is new stays where the linker puts it: a stale list costs memory,
-# never correctness. Needs valgrind (installed with apt-get when missing and root).
+# How: for each binary, the cluster of `bench/scale.sh --only 8x50` with the agent of s2
+# under valgrind's callgrind (s2 holds its own groups and takes over those of s1 when the
+# benchmark kills it: start-up, the steady state, a takeover). Every function of the
+# binary that ran becomes a pattern of its symbol name (v0 mangling, set in
+# .cargo/config.toml, names each instance of a generic function by its arguments) with
+# the crate hashes and back-references left open: those change with the profile, the
+# toolchain and the dependencies' versions, the names do not. The list is the union over
+# the binaries: link-time optimisation (the packaged build) inlines and merges otherwise,
+# so it runs functions the release build does not have, and the other way round. A
+# function that later disappears matches nothing; one that is new stays where the linker
+# puts it: a stale list costs memory, never correctness. Needs valgrind (installed with
+# apt-get when missing and root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=""
+bins=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --bin) bin="$2"; shift 2 ;;
-    *) echo "usage: $0 [--bin PATH]" >&2; exit 2 ;;
+    --bin) bins+=("$2"); shift 2 ;;
+    *) echo "usage: $0 [--bin PATH]..." >&2; exit 2 ;;
   esac
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/baton-target}"
@@ -44,47 +48,43 @@ if ! command -v valgrind >/dev/null 2>&1; then
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/baton-layout.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-if [ -z "$bin" ]; then
-  cargo rustc --release -p baton-agent --bin baton -- -C strip=none >&2
-  bin="$CARGO_TARGET_DIR/release/baton"
+if [ ${#bins[@]} -eq 0 ]; then
+  for profile in release dist; do
+    cargo rustc --profile "$profile" -p baton-agent --bin baton -- -C strip=none >&2
+    cp "$CARGO_TARGET_DIR/$profile/baton" "$work/built-$profile"
+    bins+=("$work/built-$profile")
+  done
 fi
-cp "$bin" "$work/baton"
-if ! nm "$work/baton" >/dev/null 2>&1; then
-  echo "$bin has no symbol table; build it with -C strip=none" >&2
-  exit 1
-fi
-cat > "$work/agent" <<EOF
-#!/usr/bin/env bash
-# s2's agent under callgrind, every other command as it is.
-prev=""
-for a in "\$@"; do
-  if [ "\$prev" = "-s" ] && [ "\$a" = "s2" ]; then
-    exec valgrind -q --tool=callgrind --demangle=no --dump-instr=no \\
-      --callgrind-out-file="$work/callgrind.out" "$work/baton" "\$@"
+runs=()
+i=0
+for bin in "${bins[@]}"; do
+  i=$((i + 1))
+  cp "$bin" "$work/baton$i"
+  if ! nm "$work/baton$i" >/dev/null 2>&1; then
+    echo "$bin has no symbol table; build it with -C strip=none" >&2
+    exit 1
   fi
-  prev="\$a"
+  # s2's agent under callgrind, every other command as it is.
+  {
+    echo '#!/usr/bin/env bash'
+    echo 'prev=""'
+    echo 'for a in "$@"; do'
+    echo '  if [ "$prev" = "-s" ] && [ "$a" = "s2" ]; then'
+    echo "    exec valgrind -q --tool=callgrind --demangle=no --dump-instr=no --callgrind-out-file='$work/callgrind$i.out' '$work/baton$i' \"\$@\""
+    echo '  fi'
+    echo '  prev="$a"'
+    echo 'done'
+    echo "exec '$work/baton$i' \"\$@\""
+  } > "$work/agent$i"
+  chmod +x "$work/agent$i"
+  bash bench/scale.sh --bin "$work/agent$i" --only 8x50 --idle 20 --settle 300 >&2
+  nm --defined-only -S "$work/baton$i" > "$work/symbols$i"
+  runs+=("$bin" "$work/callgrind$i.out" "$work/symbols$i")
 done
-exec "$work/baton" "\$@"
-EOF
-chmod +x "$work/agent"
-bash bench/scale.sh --bin "$work/agent" --only 8x50 --idle 20 --settle 300 >&2
-nm --defined-only -S "$work/baton" > "$work/symbols"
-python3 - "$work/callgrind.out" "$work/symbols" node-agent/layout/hot.ld <<'PY'
-import re, sys
+python3 - node-agent/layout/hot.ld "${runs[@]}" <<'PY'
+import os, re, sys
 
-profile, symbols, out = sys.argv[1:]
-ran = set()
-for line in open(profile, errors="replace"):
-    # fn=(12) name, cfn=(12) name: the first mention of a function names it.
-    m = re.match(r"c?fn=\(\d+\) (\S+)$", line.rstrip("\n"))
-    if m:
-        ran.add(m.group(1))
-code, size = {}, 0
-for line in open(symbols):
-    f = line.split()
-    if len(f) == 4 and f[2] in "tTwW":
-        code[f[3]] = int(f[1], 16)
-        size += int(f[1], 16)
+out, args = sys.argv[1], sys.argv[2:]
 
 def pattern(name):
     """The symbol's name with what changes between builds left open."""
@@ -98,14 +98,37 @@ def pattern(name):
         base = re.sub(r"17h[0-9a-f]{16}E$", "17h*E", base)
     return base
 
-hot = [n for n in ran if n in code and re.fullmatch(r"[A-Za-z0-9_.$]+", n)]
-pats = sorted({pattern(n) for n in hot})
-hot_size = sum(code[n] for n in hot)
+pats, notes = set(), []
+for k in range(0, len(args), 3):
+    binary, profile, symbols = args[k:k + 3]
+    ran = set()
+    for line in open(profile, errors="replace"):
+        # fn=(12) name, cfn=(12) name: the first mention of a function names it.
+        m = re.match(r"c?fn=\(\d+\) (\S+)$", line.rstrip("\n"))
+        if m:
+            ran.add(m.group(1))
+    code, size = {}, 0
+    for line in open(symbols):
+        f = line.split()
+        if len(f) == 4 and f[2] in "tTwW":
+            code[f[3]] = int(f[1], 16)
+            size += int(f[1], 16)
+    hot = [n for n in ran if n in code and re.fullmatch(r"[A-Za-z0-9_.$]+", n)]
+    mine = {pattern(n) for n in hot}
+    hot_size = sum(code[n] for n in hot)
+    note = (f"{os.path.basename(binary)}: {len(hot)} functions ran, {hot_size / 2**20:.1f} MiB of "
+            f"{size / 2**20:.1f} MiB of code, {len(mine - pats)} patterns new to the list")
+    notes.append(note)
+    print(note)
+    pats |= mine
+pats = sorted(pats)
 with open(out, "w") as f:
-    f.write(f"""/* The functions a baton agent runs, side by side at the start of its code: generated
-   by bench/layout.sh from a profiled agent ({len(pats)} patterns, {hot_size / 2**20:.1f} MiB of the
-   {size / 2**20:.1f} MiB of code of the binary profiled). node-agent/build.rs links `baton` with
-   it; see there and docs/src/benchmarks.md ("Code layout"). Edit by running the script.
+    f.write("/* The functions a baton agent runs, side by side at the start of its code: generated\n"
+            "   by bench/layout.sh from profiled agents, one per binary:\n")
+    for note in notes:
+        f.write(f"     {note}\n")
+    f.write(f"""   ({len(pats)} patterns in all). node-agent/build.rs links `baton` with it; see there
+   and docs/src/benchmarks.md ("Code layout"). Edit by running the script.
    One input section description for all of them: the linker walks every input section
    once per description, so one per function made a link 60 times longer. The trailing `*`
    also takes a function that ThinLTO renamed with a `.llvm.<hash>` suffix; a cold
@@ -119,6 +142,5 @@ SECTIONS
     for p in pats:
         f.write(f"      .text.{p}*\n      .text.unlikely.{p}*\n")
     f.write("    )\n  }\n}\nINSERT BEFORE .text;\n")
-print(f"{len(hot)} functions of the binary ran ({hot_size / 2**20:.2f} MiB of {size / 2**20:.1f} MiB of code); "
-      f"{len(pats)} patterns written to {out}")
+print(f"{len(pats)} patterns written to {out}")
 PY
