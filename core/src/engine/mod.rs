@@ -1462,8 +1462,8 @@ impl Engine {
     /// and on a path that were up: like a repeat on another path
     /// ([`Engine::path_heard_quietly`]) it moves only the clocks (its path's, and those of
     /// the servers it relays), and what time decides is left to the next evaluation
-    /// ([`Engine::next_evaluation`]). Checked before the heartbeat is taken in; whether it stayed quiet
-    /// (nothing learnt, membership and quorum unchanged) is checked after.
+    /// ([`Engine::next_evaluation`]). Checked before the heartbeat is taken in; whether it
+    /// stayed quiet (nothing learnt, membership and quorum unchanged) is checked after.
     fn heartbeat_may_be_quiet(&self, from: &str, path: usize, msg: &PeerMessage) -> bool {
         let Some(si) = self.server_idx(from) else {
             return false;
