@@ -80,6 +80,14 @@ pub trait ResourceDriver: Send + Sync + std::fmt::Debug {
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError>;
     /// Take the resource down. Idempotent: deactivating an inactive resource succeeds.
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError>;
+    /// The stop of a self-fence (quorum lost) for a kind with a local self-fence stop
+    /// ([`Registry::local_fence_stop_ms`]): only the local part of `deactivate`, never a
+    /// cloud call. The cloud object stays as it is until the next owner's fenced write
+    /// takes it over. Default: `deactivate` (for kinds without one, the engine never
+    /// asks for it).
+    async fn fence_stop(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        self.deactivate(ctx).await
+    }
     /// Look at the resource without changing it (used by re-adoption after an agent
     /// restart and by resource-bound monitors).
     async fn check(&self, ctx: &ActionContext) -> Result<CheckOutcome, ProviderError>;
@@ -142,6 +150,23 @@ pub trait Registry: Send + Sync {
     fn uses_interconnect(&self, _kind: &str) -> bool {
         false
     }
+    /// Resource kinds whose self-fence stop is local only
+    /// ([`ResourceDriver::fence_stop`]), with the time that local part needs in ms: kinds
+    /// whose cloud object holds one value, carries the group's epoch, and is taken over
+    /// by the next owner's fenced write whatever the previous owner did. `None`
+    /// (default): the self-fence stop is the normal stop.
+    fn local_fence_stop_ms(&self, _kind: &str) -> Option<u64> {
+        None
+    }
+}
+
+/// The time a local self-fence stop that removes an address from a local interface
+/// needs (`aws-vip`, `azure-vip`: two runs of `ip`, a few ms each on an idle host).
+pub const LOCAL_ADDRESS_STOP_MS: u64 = 100;
+
+/// The kind's entry in a `(kind, bound)` table of local self-fence stops.
+pub(crate) fn local_fence_stop(table: &[(&str, u64)], kind: &str) -> Option<u64> {
+    table.iter().find(|(k, _)| *k == kind).map(|&(_, b)| b)
 }
 
 /// A probe that checks a resource driver: the monitor kind `resource`.

@@ -71,6 +71,13 @@ impl ProviderRegistry {
 }
 
 impl Registry for ProviderRegistry {
+    fn local_fence_stop_ms(&self, kind: &str) -> Option<u64> {
+        self.aws
+            .local_fence_stop_ms(kind)
+            .or_else(|| self.azure.local_fence_stop_ms(kind))
+            .or_else(|| self.gcp.local_fence_stop_ms(kind))
+    }
+
     fn resource_kinds(&self) -> Vec<&'static str> {
         let mut k = self.local.resource_kinds();
         k.extend(self.aws.resource_kinds());

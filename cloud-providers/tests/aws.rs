@@ -1327,3 +1327,65 @@ async fn vip_local_address_follows_activation_in_a_namespace() {
     let e = probe.probe(&pctx()).await.unwrap_err();
     assert!(e.to_string().contains("not on a local interface"), "{e}");
 }
+
+#[tokio::test]
+async fn a_self_fence_stop_makes_no_cloud_call_and_the_next_owner_takes_over() {
+    let Some(fx) = fixture().await else { return };
+    let (s, _ev) = shared(&fx);
+    let reg = AwsRegistry::from_shared(s.clone());
+    for kind in ["aws-vip", "aws-eip", "aws-dns"] {
+        assert!(reg.local_fence_stop_ms(kind).is_some(), "{kind}");
+    }
+    assert_eq!(reg.local_fence_stop_ms("aws-az"), None);
+    let vip1 = AwsVipDriver::from_params(&vip_params(&fx, &fx.eni1, ""), s.clone()).unwrap();
+    let vip2 = AwsVipDriver::from_params(&vip_params(&fx, &fx.eni2, ""), s.clone()).unwrap();
+    let eip1 = AwsEipDriver::from_params(&eip_params(&fx, &fx.eni1), s.clone()).unwrap();
+    let eip2 = AwsEipDriver::from_params(&eip_params(&fx, &fx.eni2), s.clone()).unwrap();
+    let dns1 = AwsDnsDriver::from_params(&dns_params(&fx, &fx.ip1, ""), s.clone(), false).unwrap();
+    let dns2 = AwsDnsDriver::from_params(&dns_params(&fx, &fx.ip2, ""), s.clone(), false).unwrap();
+    let drivers: [(&dyn ResourceDriver, &dyn ResourceDriver); 3] =
+        [(&vip1, &vip2), (&eip1, &eip2), (&dns1, &dns2)];
+    for (d1, _) in drivers {
+        d1.activate(&ctx("node-1", 1)).await.unwrap();
+    }
+    // node-1 fences itself: not one call to the cloud, and everything still says node-1
+    // (delete_on_deactivate is on for the record: a normal stop would delete it).
+    fx.moto.reset_calls();
+    for (d1, _) in drivers {
+        d1.fence_stop(&ctx("node-1", 1)).await.unwrap();
+    }
+    assert_eq!(fx.moto.calls(), Default::default());
+    assert!(routes(&fx)
+        .await
+        .iter()
+        .all(|r| r.1.as_deref() == Some(fx.eni1.as_str())));
+    assert_eq!(eip_eni(&fx).await.as_deref(), Some(fx.eni1.as_str()));
+    assert_eq!(
+        record(&fx, "db.example.internal.", "A").await,
+        Some(vec![fx.ip1.clone()])
+    );
+    // The next owner's fenced writes take all three over from node-1's claim.
+    for (_, d2) in drivers {
+        d2.activate(&ctx("node-2", 2)).await.unwrap();
+        assert_eq!(
+            d2.check(&ctx("node-2", 2)).await.unwrap(),
+            CheckOutcome::Active,
+            "{}",
+            d2.kind()
+        );
+    }
+    assert!(routes(&fx)
+        .await
+        .iter()
+        .all(|r| r.1.as_deref() == Some(fx.eni2.as_str()) && r.2.as_deref() == Some("2 node-2")));
+    assert_eq!(eip_eni(&fx).await.as_deref(), Some(fx.eni2.as_str()));
+    assert_eq!(
+        record(&fx, "db.example.internal.", "A").await,
+        Some(vec![fx.ip2.clone()])
+    );
+    // And node-1's stale epoch cannot take any of them back.
+    for (d1, _) in drivers {
+        let e = d1.activate(&ctx("node-1", 1)).await.unwrap_err();
+        assert_eq!(e.code(), "fenced", "{}: {e:?}", d1.kind());
+    }
+}

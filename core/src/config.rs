@@ -83,6 +83,14 @@ pub trait KindCatalog {
     fn monitor_needs_resource(&self, _kind: &str) -> bool {
         false
     }
+    /// A resource kind whose self-fence stop may be its local part only, with the time
+    /// that part needs (ms): a kind whose cloud object holds one value, carries the
+    /// group's epoch on every write, and is taken over by the next owner's fenced write
+    /// whatever the previous owner did (so the previous owner's cloud call adds nothing
+    /// to safety). `None` (default): its self-fence stop is its normal stop.
+    fn local_fence_stop_ms(&self, _kind: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// A catalog that accepts any kind (used by the engine's own tests).

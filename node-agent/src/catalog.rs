@@ -44,6 +44,9 @@ impl KindCatalog for ProviderCatalog<'_> {
     fn uses_interconnect(&self, kind: &str) -> bool {
         self.0.uses_interconnect(kind)
     }
+    fn local_fence_stop_ms(&self, kind: &str) -> Option<u64> {
+        self.0.local_fence_stop_ms(kind)
+    }
 }
 
 /// Every kind this build knows (the providers' and mirroring's), the cloud clients built

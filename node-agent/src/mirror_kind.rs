@@ -115,6 +115,9 @@ impl Registry for Kinds {
     fn uses_interconnect(&self, kind: &str) -> bool {
         kind == RESOURCE_KIND
     }
+    fn local_fence_stop_ms(&self, kind: &str) -> Option<u64> {
+        self.providers.local_fence_stop_ms(kind)
+    }
 }
 
 /// Stands in for a mirror-disk driver while a config is only checked.

@@ -302,6 +302,7 @@ mod tests {
             epoch: 3,
             timeout_ms: 1000,
             attempt: 0,
+            fence: false,
         };
         assert_eq!(p.gate(deact.clone()), Some(deact));
         // Nothing has been written yet, so nothing may be released.

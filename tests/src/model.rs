@@ -95,6 +95,11 @@ pub struct GroupStatus {
     /// Each server's own state of the group as the reporting server knows it (its own
     /// entry is its local state).
     pub per_server: BTreeMap<String, String>,
+    /// The group's self-fence deadline `F_g` and takeover bound `T + W_g` (ms).
+    #[serde(default)]
+    pub fence_ms: u64,
+    #[serde(default)]
+    pub takeover_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -556,6 +556,12 @@ impl ResourceDriver for AwsDnsDriver {
         Ok(())
     }
 
+    async fn fence_stop(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        // No local part: the record stays until the next owner's fenced write takes it over.
+        tracing::info!(group = %ctx.group, resource = %ctx.resource, "self-fence: record left to the next owner");
+        Ok(())
+    }
+
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         if !self.params.delete_on_deactivate {
             return Ok(());

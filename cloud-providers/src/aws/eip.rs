@@ -262,6 +262,12 @@ impl ResourceDriver for AwsEipDriver {
         Ok(())
     }
 
+    async fn fence_stop(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        // No local part: the Elastic IP association stays until the next owner's fenced write takes it over.
+        tracing::info!(group = %ctx.group, resource = %ctx.resource, "self-fence: Elastic IP association left to the next owner");
+        Ok(())
+    }
+
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         let subject = Subject::Action(ctx);
         let dl = Deadline::new(ctx.timeout);

@@ -42,6 +42,16 @@ use crate::{ParamError, Params, Probe, ProviderError, Registry, ResourceDriver};
 pub const RESOURCE_KINDS: &[&str] = &["aws-vip", "aws-eip", "aws-dns"];
 /// Monitor kinds of the AWS registry.
 pub const MONITOR_KINDS: &[&str] = &["aws-vip", "aws-eip", "aws-dns", "aws-az"];
+/// Kinds whose self-fence stop is local only, with its bound (ms): the routes, the
+/// association and the record carry the group's epoch and the next owner's fenced write
+/// takes them over (ReplaceRoute, AssociateAddress with reassociation, a Route 53 batch
+/// that deletes what it read), so the old owner's cloud call adds nothing to safety.
+/// `aws-vip` removes its local address; the other two have no local part.
+pub const LOCAL_FENCE_STOP: &[(&str, u64)] = &[
+    ("aws-vip", crate::LOCAL_ADDRESS_STOP_MS),
+    ("aws-eip", 0),
+    ("aws-dns", 0),
+];
 
 /// What every AWS driver and probe of one agent shares: the `[aws]` settings, the SDK
 /// clients (created on first use), the instance metadata facts (fetched on first use)
@@ -198,6 +208,10 @@ impl AwsRegistry {
 impl Registry for AwsRegistry {
     fn resource_kinds(&self) -> Vec<&'static str> {
         RESOURCE_KINDS.to_vec()
+    }
+
+    fn local_fence_stop_ms(&self, kind: &str) -> Option<u64> {
+        crate::local_fence_stop(LOCAL_FENCE_STOP, kind)
     }
 
     fn monitor_kinds(&self) -> Vec<&'static str> {

@@ -38,6 +38,15 @@ use crate::{ParamError, Params, Probe, ProviderError, Registry, ResourceDriver};
 pub const RESOURCE_KINDS: &[&str] = &["azure-dns", "azure-lb-probe", "azure-vip"];
 /// Monitor kinds of the Azure registry.
 pub const MONITOR_KINDS: &[&str] = &["azure-dns", "azure-events", "azure-lb-probe", "azure-vip"];
+/// Kinds whose self-fence stop is local only, with its bound (ms): the route tables and
+/// the record set carry the group's epoch and the next owner's `If-Match` write takes
+/// them over. `azure-vip` removes its local address; `azure-dns` has no local part.
+/// (`azure-lb-probe` is not one: the load balancer sends to every server that answers
+/// its probe, so its stop is what ends it.)
+pub const LOCAL_FENCE_STOP: &[(&str, u64)] = &[
+    ("azure-vip", crate::LOCAL_ADDRESS_STOP_MS),
+    ("azure-dns", 0),
+];
 
 /// What every Azure driver and probe of one agent shares: the `[azure]` settings, the
 /// client (created on first use) and the event sink.
@@ -209,6 +218,10 @@ impl AzureRegistry {
 impl Registry for AzureRegistry {
     fn resource_kinds(&self) -> Vec<&'static str> {
         RESOURCE_KINDS.to_vec()
+    }
+
+    fn local_fence_stop_ms(&self, kind: &str) -> Option<u64> {
+        crate::local_fence_stop(LOCAL_FENCE_STOP, kind)
     }
 
     fn monitor_kinds(&self) -> Vec<&'static str> {

@@ -530,6 +530,12 @@ impl ResourceDriver for AzureVipDriver {
         self.activate_inner(ctx).await
     }
 
+    async fn fence_stop(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        // Deactivation is local only already (the address): the routes stay until the
+        // next owner's fenced write points them at itself.
+        self.deactivate(ctx).await
+    }
+
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         // The routes stay until the next owner points them at itself.
         match &self.local {

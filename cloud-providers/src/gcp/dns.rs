@@ -630,6 +630,12 @@ impl ResourceDriver for GcpDnsDriver {
         self.activate_inner(ctx).await
     }
 
+    async fn fence_stop(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        // No local part: the record stays until the next owner's fenced write takes it over.
+        tracing::info!(group = %ctx.group, resource = %ctx.resource, "self-fence: record left to the next owner");
+        Ok(())
+    }
+
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         self.deactivate_inner(ctx).await
     }

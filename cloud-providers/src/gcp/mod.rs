@@ -43,6 +43,12 @@ use crate::{ParamError, Params, Probe, ProviderError, Registry, ResourceDriver};
 pub const RESOURCE_KINDS: &[&str] = &["gcp-dns", "gcp-vip", "gcp-lb-probe"];
 /// Monitor kinds of the Google Cloud registry.
 pub const MONITOR_KINDS: &[&str] = &["gcp-dns", "gcp-vip", "gcp-lb-probe", "gcp-maintenance"];
+/// Kinds whose self-fence stop is local only, with its bound (ms): the record and its
+/// epoch record change together in one conditional change of the next owner. (Not
+/// `gcp-vip`, whose alias pattern carries no epoch mark, nor `gcp-lb-probe`: the load
+/// balancer sends to every server that passes its health check, so its stop is what
+/// ends it.)
+pub const LOCAL_FENCE_STOP: &[(&str, u64)] = &[("gcp-dns", 0)];
 
 /// What every Google Cloud driver and probe of one agent shares: the `[gcp]` settings,
 /// the client (created on first use) and the event sink.
@@ -216,6 +222,10 @@ impl GcpRegistry {
 impl Registry for GcpRegistry {
     fn resource_kinds(&self) -> Vec<&'static str> {
         RESOURCE_KINDS.to_vec()
+    }
+
+    fn local_fence_stop_ms(&self, kind: &str) -> Option<u64> {
+        crate::local_fence_stop(LOCAL_FENCE_STOP, kind)
     }
 
     fn monitor_kinds(&self) -> Vec<&'static str> {

@@ -295,9 +295,10 @@ pub struct Group {
     pub startup_servers: Vec<String>,
     pub failback: bool,
     pub auto_start: bool,
-    /// How long this group's resources need to stop, declared (`fence_budget`); when not
-    /// declared, the sum over its resources of `(deactivate_retries + 1) ×
-    /// deactivate_timeout`. The group's self-fence deadline is the smaller of this and the
+    /// How long this group's resources need to stop in a self-fence, declared
+    /// (`fence_budget`); when not declared, the sum over its resources of
+    /// `(deactivate_retries + 1) ×` the time one stop may take (`deactivate_timeout`, or
+    /// the kind's bound for a local self-fence stop: [`FenceStop`]). The group's self-fence deadline is the smaller of this and the
     /// agent's `[quorum] fence_timeout` ([`Config::group_timing`]).
     pub fence_budget: Option<Dur>,
     /// `sequential` (default): one resource at a time, dependencies first, then file
@@ -356,17 +357,20 @@ impl Group {
         }
     }
 
-    /// What the group's resources need to stop, in ms: the declared budget, or every
-    /// stop attempt of every resource (they stop one after the other) at its timeout.
+    /// What the group's resources need to stop in a self-fence, in ms: the declared
+    /// budget, or every stop attempt of every resource (they stop one after the other)
+    /// at its timeout, or at its kind's bound for a local self-fence stop
+    /// ([`FenceStop::Local`]).
     pub fn stop_budget_ms(&self) -> u64 {
         self.fence_budget.map(|d| d.ms()).unwrap_or_else(|| {
             self.resources
                 .iter()
                 .map(|r| {
-                    r.deactivation
-                        .timeout
-                        .ms()
-                        .saturating_mul(u64::from(r.deactivation.retries) + 1)
+                    let per_attempt = match r.fence_stop {
+                        FenceStop::Full => r.deactivation.timeout.ms(),
+                        FenceStop::Local { bound_ms } => bound_ms.min(r.deactivation.timeout.ms()),
+                    };
+                    per_attempt.saturating_mul(u64::from(r.deactivation.retries) + 1)
                 })
                 .fold(0u64, u64::saturating_add)
         })
@@ -389,10 +393,34 @@ pub struct Resource {
     /// Failovers this resource's activation failures may cause before the final action.
     pub failover_threshold: u32,
     pub deactivation: ActionPolicy,
+    /// How the resource stops while its server self-fences (`fence_stop`).
+    pub fence_stop: FenceStop,
     /// Kind-specific keys (common values).
     pub params: toml::Table,
     /// Per-server overrides of kind-specific keys.
     pub server_params: BTreeMap<String, toml::Table>,
+}
+
+/// How a resource stops while its server self-fences (quorum lost while holding its
+/// group; docs/src/split-brain.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "mode")]
+pub enum FenceStop {
+    /// Its normal stop, within `deactivate_timeout` (and the fence deadline).
+    Full,
+    /// Only the local part of its stop, within `bound_ms` (the kind's declared bound, at
+    /// most `deactivate_timeout`): no cloud call. For kinds whose cloud object (a route,
+    /// an Elastic IP association, a DNS record) holds one value, carries the group's
+    /// epoch, and is taken over by the next owner's fenced write whatever the previous
+    /// owner did ([`crate::config::KindCatalog::local_fence_stop_ms`]).
+    Local { bound_ms: u64 },
+}
+
+impl FenceStop {
+    /// Is a self-fence stop of this resource only its local part?
+    pub fn is_local(&self) -> bool {
+        matches!(self, FenceStop::Local { .. })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

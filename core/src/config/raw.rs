@@ -101,6 +101,7 @@ pub(super) const RESOURCE_COMMON: &[&str] = &[
     "deactivate_timeout",
     "deactivate_retries",
     "deactivate_final_action",
+    "fence_stop",
     "server",
 ];
 
@@ -140,8 +141,21 @@ pub(super) struct ResourceCommon {
     pub(super) deactivate_retries: u32,
     #[serde(default)]
     pub(super) deactivate_final_action: FinalAction,
+    /// `local` or `full` (default: `local` for kinds that have a local self-fence stop).
+    #[serde(default)]
+    pub(super) fence_stop: Option<FenceStopMode>,
     #[serde(default)]
     pub(super) server: BTreeMap<String, toml::Table>,
+}
+
+/// How a resource stops while its server self-fences (`fence_stop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum FenceStopMode {
+    /// Only the local part of the stop: no cloud call.
+    Local,
+    /// The normal stop.
+    Full,
 }
 
 fn d60s() -> Dur {

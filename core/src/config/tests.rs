@@ -1107,7 +1107,8 @@ fn an_unreadable_file_is_one_error_naming_it() {
 // Kind catalogs
 // ---------------------------------------------------------------------------------------
 
-/// A catalog that knows two resource kinds and one monitor kind; `aws-vip` needs `eni_id`.
+/// A catalog that knows two resource kinds and one monitor kind; `aws-vip` needs `eni_id`
+/// and has a local self-fence stop of 100 ms.
 struct Strict;
 
 impl KindCatalog for Strict {
@@ -1133,6 +1134,94 @@ impl KindCatalog for Strict {
             Err((None, "`zone` is required".into()))
         }
     }
+    fn local_fence_stop_ms(&self, kind: &str) -> Option<u64> {
+        (kind == "aws-vip").then_some(100)
+    }
+}
+
+#[test]
+fn local_fence_stops_count_their_bound_in_the_group_budget() {
+    let strict = |text: &str| match load_str("baton.toml", text, &Strict) {
+        Ok(l) => l,
+        Err(e) => panic!("{e}:\n{}", render(&e.diagnostics)),
+    };
+    // The kind's default: a local self-fence stop for aws-vip, the normal one for exec.
+    let l = strict(DESIGN);
+    let rs = &l.config.groups[0].resources;
+    assert_eq!(rs[0].fence_stop, FenceStop::Local { bound_ms: 100 });
+    assert_eq!(rs[1].fence_stop, FenceStop::Full);
+    // The exec's 60 s stop still dominates: the agent's timing.
+    assert_eq!(l.config.groups[0].stop_budget_ms(), 60_100);
+    assert_eq!(l.config.group_timing(0, 1000), l.config.timing(1000));
+    // With a quick exec stop, the budget is 100 + 50 ms, floored at the interval.
+    let quick = replace(
+        DESIGN,
+        "depends_on = [\"awsvip1\"]",
+        "depends_on = [\"awsvip1\"]\ndeactivate_timeout = \"50ms\"",
+    );
+    let l = strict(&quick);
+    assert_eq!(l.config.groups[0].stop_budget_ms(), 150);
+    let g = l.config.group_timing(0, 1000);
+    assert_eq!((g.fence_ms, g.takeover_after_ms()), (200, 1427));
+    // Retries count each attempt at the bound; a deactivate_timeout below the bound wins.
+    let retried = quick.replacen(
+        "vpc_id = \"vpc-1234abcd\"",
+        "vpc_id = \"vpc-1234abcd\"\ndeactivate_retries = 2",
+        1,
+    );
+    assert_eq!(strict(&retried).config.groups[0].stop_budget_ms(), 350);
+    let short = quick.replacen(
+        "vpc_id = \"vpc-1234abcd\"",
+        "vpc_id = \"vpc-1234abcd\"\ndeactivate_timeout = \"30ms\"",
+        1,
+    );
+    assert_eq!(strict(&short).config.groups[0].stop_budget_ms(), 80);
+    // `full` opts out: the 60 s deactivate_timeout counts again.
+    let full = quick.replacen(
+        "vpc_id = \"vpc-1234abcd\"",
+        "vpc_id = \"vpc-1234abcd\"\nfence_stop = \"full\"",
+        1,
+    );
+    let l = strict(&full);
+    assert_eq!(l.config.groups[0].resources[0].fence_stop, FenceStop::Full);
+    assert_eq!(l.config.group_timing(0, 1000).fence_ms, 500);
+    // `local` on a kind without one: an error at the key, naming the kinds that have one.
+    let bad = replace(
+        DESIGN,
+        "depends_on = [\"awsvip1\"]",
+        "depends_on = [\"awsvip1\"]\nfence_stop = \"local\"",
+    );
+    let e = load_str("baton.toml", &bad, &Strict).unwrap_err();
+    let d = &e.diagnostics[0];
+    assert_at(d, &bad, "fence_stop", 0, "group[0].resource[1].fence_stop");
+    assert!(
+        d.message
+            .contains("only for kinds whose cloud object the next owner takes over")
+            && d.message.contains("(aws-vip)")
+            && d.message.contains("kind `exec`"),
+        "{d}"
+    );
+    // Not a mode: a typed error at the key.
+    let bad = replace(
+        DESIGN,
+        "depends_on = [\"awsvip1\"]",
+        "depends_on = [\"awsvip1\"]\nfence_stop = \"sometimes\"",
+    );
+    let e = load_str("baton.toml", &bad, &Strict).unwrap_err();
+    assert_at(
+        &e.diagnostics[0],
+        &bad,
+        "fence_stop",
+        0,
+        "group[0].resource[1].fence_stop",
+    );
+    // A catalog without local stops (the engine's tests): every resource stops in full.
+    assert!(ok(DESIGN)
+        .config
+        .groups
+        .iter()
+        .flat_map(|g| &g.resources)
+        .all(|r| r.fence_stop == FenceStop::Full));
 }
 
 #[test]

@@ -1235,18 +1235,20 @@ impl Engine {
                 attempt,
             }
         } else {
+            // While quorum is lost, a stop gets at most what is left of the fence
+            // deadline, and a resource with a local self-fence stop runs only that.
+            let left = self.fence_remaining(gi);
             Action::Deactivate {
                 id,
                 group: g.name.clone(),
                 resource: r.name.clone(),
                 epoch,
-                // While quorum is lost, a stop gets at most what is left of the fence
-                // deadline.
-                timeout_ms: match self.fence_remaining(gi) {
+                timeout_ms: match left {
                     Some(left) => r.deactivation.timeout.ms().min(left.max(1)),
                     None => r.deactivation.timeout.ms(),
                 },
                 attempt,
+                fence: left.is_some() && r.fence_stop.is_local(),
             }
         };
         self.out.push(action);

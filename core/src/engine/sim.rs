@@ -129,6 +129,35 @@ struct GroupSpec {
     /// (and stop) together; resource 2, when there is one, depends on resource 0.
     /// Otherwise each resource depends on the one before it.
     parallel: bool,
+    /// Every resource is of kind `cloud`: its self-fence stop is local only and takes at
+    /// most [`CLOUD_STOP_MS`] (as `aws-eip`), so the group's fence deadline derived from
+    /// its resources is the heartbeat interval (no `fence_budget`).
+    cloud: bool,
+}
+
+/// The bound of a `cloud` resource's local self-fence stop ([`SimKinds`]).
+const CLOUD_STOP_MS: u64 = 40;
+
+/// Any kind, as [`AnyKind`]; kind `cloud` has a local self-fence stop of
+/// [`CLOUD_STOP_MS`].
+struct SimKinds;
+
+impl crate::config::KindCatalog for SimKinds {
+    fn resource_kinds(&self) -> Vec<&'static str> {
+        AnyKind.resource_kinds()
+    }
+    fn monitor_kinds(&self) -> Vec<&'static str> {
+        AnyKind.monitor_kinds()
+    }
+    fn check_resource(&self, k: &str, p: &toml::Table) -> Result<(), (Option<String>, String)> {
+        AnyKind.check_resource(k, p)
+    }
+    fn check_monitor(&self, k: &str, p: &toml::Table) -> Result<(), (Option<String>, String)> {
+        AnyKind.check_monitor(k, p)
+    }
+    fn local_fence_stop_ms(&self, kind: &str) -> Option<u64> {
+        (kind == "cloud").then_some(CLOUD_STOP_MS)
+    }
 }
 
 /// A group's monitor: healthy while every resource of the group runs on the server and
@@ -166,6 +195,9 @@ struct Params {
     deact_max_ms: u64,
     /// Percentage of resource actions that fail outside `FailActions` faults.
     fail_pct: u64,
+    /// Percentage of local self-fence stops that overrun their bound and run until their
+    /// timeout (what is left of the fence deadline): the server must escalate in time.
+    fence_overrun_pct: u64,
     /// Background packet loss, percent.
     loss_pct: u64,
     /// `[quorum] ping` targets are configured (`ReachLost` faults take a server's vote).
@@ -315,6 +347,7 @@ impl Schedule {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                     monitor: rng.chance(60).then(|| MonitorSpec {
                         interval_ms: interval_ms * rng.range(2, 5),
                         retries: rng.range(0, 2) as u32,
@@ -364,6 +397,10 @@ impl Schedule {
                 let b = rng.range(interval_ms, fence);
                 g.fence_budget_ms = Some(b);
                 g.deact_max_ms = Some(rng.range(0, b * 4 / 5));
+            } else if rng.chance(40) {
+                // Others have only resources with a local self-fence stop: their fence
+                // deadline is the interval (their normal stops keep the usual length).
+                g.cloud = true;
             }
             // Some groups start independent resources together.
             if rng.chance(35) {
@@ -372,6 +409,7 @@ impl Schedule {
             }
         }
         let fail_pct = if rng.chance(20) { rng.range(1, 15) } else { 0 };
+        let fence_overrun_pct = if rng.chance(30) { rng.range(10, 60) } else { 0 };
         let loss_pct = if rng.chance(30) { rng.range(1, 10) } else { 0 };
         // The agent reports a stalled loop (and stops feeding the watchdogs) after the
         // quorum lease: the watchdog bound the timing rules can rely on.
@@ -397,6 +435,7 @@ impl Schedule {
             act_max_ms,
             deact_max_ms,
             fail_pct,
+            fence_overrun_pct,
             loss_pct,
             reach: rng.chance(25),
             fence_timeout_ms,
@@ -583,7 +622,8 @@ impl Schedule {
             for ri in 0..g.resources {
                 let _ = write!(
                     s,
-                    "[[group.resource]]\nkind = \"exec\"\nname = \"{}\"\nstart = \"/bin/true\"\nactivate_timeout = \"{}ms\"\nactivate_retries = {}\nactivate_final_action = \"stop-group\"\nfailover_threshold = 4\ndeactivate_timeout = \"{}ms\"\ndeactivate_retries = {}\n",
+                    "[[group.resource]]\nkind = \"{}\"\nname = \"{}\"\nstart = \"/bin/true\"\nactivate_timeout = \"{}ms\"\nactivate_retries = {}\nactivate_final_action = \"stop-group\"\nfailover_threshold = 4\ndeactivate_timeout = \"{}ms\"\ndeactivate_retries = {}\n",
+                    if g.cloud { "cloud" } else { "exec" },
                     resource_name(gi, ri),
                     p.act_timeout_ms,
                     g.act_retries,
@@ -675,7 +715,7 @@ fn resource_name(gi: usize, ri: usize) -> String {
 }
 
 fn parse(text: &str) -> Config {
-    match load_str("sim.toml", text, &AnyKind) {
+    match load_str("sim.toml", text, &SimKinds) {
         Ok(l) => l.config,
         Err(e) => panic!("{e}: {:#?}\n{text}", e.diagnostics),
     }
@@ -740,6 +780,8 @@ enum Rule {
 enum Op {
     Activate,
     Deactivate,
+    /// A self-fence stop of a `cloud` resource: its local part only.
+    FenceStop,
     Check,
 }
 
@@ -1021,6 +1063,8 @@ struct World {
     /// When the simulated operator last ran `baton group start`.
     last_start: u64,
     monitor: MonitorStats,
+    /// Local self-fence stops the engines asked for.
+    fence_stops: u64,
     /// Witness requests the shells still wait for.
     outstanding: BTreeSet<u64>,
     next_req: u64,
@@ -1035,6 +1079,8 @@ struct Outcome {
     /// What the monitors did: probes answered as failed, recovery scripts run, restarts
     /// and failovers the recovery ladder ordered.
     monitor: MonitorStats,
+    /// Local self-fence stops the engines asked for.
+    fence_stops: u64,
     steps: u64,
     sim_ms: u64,
     trace: Vec<String>,
@@ -1140,6 +1186,7 @@ impl World {
             next_req: 0,
             last_start: 0,
             monitor: MonitorStats::default(),
+            fence_stops: 0,
             activations: Vec::new(),
             ignore_quorum_check: std::env::var("BATON_SIM_IGNORE").is_ok_and(|v| v.contains('2')),
             sched,
@@ -1214,6 +1261,7 @@ impl World {
             violation: self.violation,
             activations: self.activations,
             monitor: self.monitor,
+            fence_stops: self.fence_stops,
             steps: self.steps,
             sim_ms: self.now / US,
             trace: self.trace.unwrap_or_default(),
@@ -1298,14 +1346,17 @@ impl World {
                 }
                 let rname = self.res_name(res);
                 let input = match op {
-                    Op::Activate | Op::Deactivate => {
-                        if matches!(op, Op::Deactivate) && ok {
+                    Op::Activate | Op::Deactivate | Op::FenceStop => {
+                        // A local self-fence stop ends this server's hold as a full one
+                        // does: the cloud object is the next owner's to take (by its
+                        // fenced write, with a higher epoch: `check_activation`).
+                        if matches!(op, Op::Deactivate | Op::FenceStop) && ok {
                             self.active[res].remove(&node);
                         }
-                        let what = if matches!(op, Op::Activate) {
-                            "activation"
-                        } else {
-                            "deactivation"
+                        let what = match op {
+                            Op::Activate => "activation",
+                            Op::FenceStop => "local self-fence stop",
+                            _ => "deactivation",
                         };
                         self.log(|| {
                             format!(
@@ -1587,18 +1638,36 @@ impl World {
                     resource,
                     epoch,
                     timeout_ms,
+                    fence,
                     ..
                 } => {
                     let res = self.res_index[&resource];
                     self.check_order(n, res, false);
                     self.ready[res].remove(&n);
+                    // Only a `cloud` resource has a local self-fence stop.
+                    if fence && !self.p().groups[self.res_group[res]].cloud {
+                        self.violation.get_or_insert_with(|| {
+                            format!("{} asked for a local self-fence stop of {resource}, whose kind has none", server_name(n))
+                        });
+                    }
                     self.log(|| {
                         format!(
-                            "{} deactivate {resource} of {group} epoch {epoch}",
-                            server_name(n)
+                            "{} deactivate {resource} of {group} epoch {epoch}{}",
+                            server_name(n),
+                            if fence {
+                                " (local self-fence stop)"
+                            } else {
+                                ""
+                            }
                         )
                     });
-                    self.start_action(n, id, Op::Deactivate, res, timeout_ms);
+                    let op = if fence {
+                        self.fence_stops += 1;
+                        Op::FenceStop
+                    } else {
+                        Op::Deactivate
+                    };
+                    self.start_action(n, id, op, res, timeout_ms);
                 }
                 Action::Check { id, resource, .. } => {
                     let res = self.res_index[&resource];
@@ -1715,6 +1784,8 @@ impl World {
         let (max, fail_pct) = (
             if matches!(op, Op::Activate) {
                 p.act_max_ms
+            } else if matches!(op, Op::FenceStop) {
+                CLOUD_STOP_MS * 4 / 5
             } else {
                 p.groups[self.res_group[res]]
                     .deact_max_ms
@@ -1733,8 +1804,11 @@ impl World {
         } else {
             max
         };
+        let overrun = matches!(op, Op::FenceStop) && self.rng.chance(p.fence_overrun_pct);
         let mut d = if slow {
             self.rng.range(timeout_ms / 2, timeout_ms * 3 / 2)
+        } else if overrun {
+            timeout_ms
         } else {
             self.rng.range(0, max)
         };
@@ -2184,6 +2258,7 @@ impl World {
         self.rules.clear();
         self.sched.params.loss_pct = 0;
         self.sched.params.fail_pct = 0;
+        self.sched.params.fence_overrun_pct = 0;
         if let Some(w) = &mut self.witness {
             if !w.up {
                 w.restart(self.now);
@@ -2549,8 +2624,9 @@ fn sim_random_schedules() {
     let started = std::time::Instant::now();
     // Per thread: (events, simulated ms, failing (seed, violation), activations,
     // activations on another server than the group's previous one, monitor figures,
-    // such moves of groups with a declared fence budget, and of groups whose resources
-    // start in parallel).
+    // such moves of groups with a declared fence budget, of groups whose resources
+    // start in parallel, and of groups whose resources all have a local self-fence stop;
+    // local self-fence stops).
     type ThreadResult = (
         u64,
         u64,
@@ -2560,6 +2636,7 @@ fn sim_random_schedules() {
         MonitorStats,
         u64,
         u64,
+        (u64, u64),
     );
     let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -2569,6 +2646,7 @@ fn sim_random_schedules() {
                     let mut sim_ms = 0;
                     let mut failures = Vec::new();
                     let (mut acts, mut moves, mut budget_moves, mut parallel_moves) = (0, 0, 0, 0);
+                    let (mut cloud_moves, mut fence_stops) = (0, 0);
                     let mut mon = MonitorStats::default();
                     let mut i = t;
                     while i < count && failures.len() < max_failures {
@@ -2582,6 +2660,11 @@ fn sim_random_schedules() {
                             .filter(|&gi| sched.params.groups[gi].parallel)
                             .map(group_name)
                             .collect();
+                        let cloud: BTreeSet<String> = (0..sched.params.groups.len())
+                            .filter(|&gi| sched.params.groups[gi].cloud)
+                            .map(group_name)
+                            .collect();
+                        fence_stops += out.fence_stops;
                         steps += out.steps;
                         sim_ms += out.sim_ms;
                         acts += out.activations.len() as u64;
@@ -2595,6 +2678,9 @@ fn sim_random_schedules() {
                                 }
                                 if parallel.contains(g.as_str()) {
                                     parallel_moves += 1;
+                                }
+                                if cloud.contains(g.as_str()) {
+                                    cloud_moves += 1;
                                 }
                             }
                         }
@@ -2612,6 +2698,7 @@ fn sim_random_schedules() {
                         mon,
                         budget_moves,
                         parallel_moves,
+                        (cloud_moves, fence_stops),
                     )
                 })
             })
@@ -2628,12 +2715,14 @@ fn sim_random_schedules() {
     let moves: u64 = results.iter().map(|r| r.4).sum();
     let budget_moves: u64 = results.iter().map(|r| r.6).sum();
     let parallel_moves: u64 = results.iter().map(|r| r.7).sum();
+    let cloud_moves: u64 = results.iter().map(|r| r.8 .0).sum();
+    let fence_stops: u64 = results.iter().map(|r| r.8 .1).sum();
     let mut mon = MonitorStats::default();
     for r in &results {
         mon += r.5;
     }
     println!(
-        "{count} schedules, {steps} events, {} s simulated, {acts} group activations ({moves} on another server than the previous one, {budget_moves} of them groups with their own fence budget, {parallel_moves} groups that start resources in parallel), monitors: {} failed polls, {} recovery scripts, {} restarts, {} failovers, in {:.1} s ({threads} threads)",
+        "{count} schedules, {steps} events, {} s simulated, {acts} group activations ({moves} on another server than the previous one, {budget_moves} of them groups with their own fence budget, {parallel_moves} groups that start resources in parallel, {cloud_moves} groups whose resources stop locally in a self-fence; {fence_stops} local self-fence stops), monitors: {} failed polls, {} recovery scripts, {} restarts, {} failovers, in {:.1} s ({threads} threads)",
         sim_ms / 1000,
         mon.failed_probes,
         mon.scripts,
@@ -2673,6 +2762,16 @@ fn sim_random_schedules() {
         assert!(
             budget_moves >= count / 20,
             "only {budget_moves} moves of groups with a fence budget in {count} schedules"
+        );
+        // So must groups whose resources stop locally in a self-fence (a fence deadline
+        // of one interval), and such stops must happen.
+        assert!(
+            cloud_moves >= count / 20,
+            "only {cloud_moves} moves of groups with local self-fence stops in {count} schedules"
+        );
+        assert!(
+            fence_stops >= count / 20,
+            "only {fence_stops} local self-fence stops in {count} schedules"
         );
         // So must groups whose independent resources start and stop together.
         assert!(
@@ -2781,6 +2880,7 @@ fn sim_two_servers_and_a_witness_fail_over_after_a_crash() {
                 fence_budget_ms: None,
                 deact_max_ms: None,
                 parallel: false,
+                cloud: false,
                 monitor: None,
             }],
             drift_ppm: vec![10_000, -10_000],
@@ -2791,6 +2891,7 @@ fn sim_two_servers_and_a_witness_fail_over_after_a_crash() {
             act_max_ms: 100,
             deact_max_ms: 100,
             fail_pct: 0,
+            fence_overrun_pct: 0,
             loss_pct: 0,
             reach: false,
             fence_timeout_ms: None,
@@ -2836,6 +2937,7 @@ fn sim_detects_a_double_activation_when_the_watchdog_is_missing() {
                 fence_budget_ms: None,
                 deact_max_ms: None,
                 parallel: false,
+                cloud: false,
                 monitor: None,
             }],
             drift_ppm: vec![0, 0, 0],
@@ -2846,6 +2948,7 @@ fn sim_detects_a_double_activation_when_the_watchdog_is_missing() {
             act_max_ms: 100,
             deact_max_ms: 100,
             fail_pct: 0,
+            fence_overrun_pct: 0,
             loss_pct: 0,
             reach: false,
             fence_timeout_ms: None,
@@ -2892,6 +2995,7 @@ fn sim_regression_takeover_wait_ignores_second_hand_holder() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                     monitor: None,
                 },
                 GroupSpec {
@@ -2903,6 +3007,7 @@ fn sim_regression_takeover_wait_ignores_second_hand_holder() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                     monitor: None,
                 },
             ],
@@ -2914,6 +3019,7 @@ fn sim_regression_takeover_wait_ignores_second_hand_holder() {
             act_max_ms: 76,
             deact_max_ms: 918,
             fail_pct: 10,
+            fence_overrun_pct: 0,
             loss_pct: 2,
             reach: false,
             fence_timeout_ms: Some(1325),
@@ -2984,6 +3090,7 @@ fn sim_regression_next_resource_started_on_a_stale_quorum() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                     monitor: None,
                 },
                 GroupSpec {
@@ -2995,6 +3102,7 @@ fn sim_regression_next_resource_started_on_a_stale_quorum() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                     monitor: None,
                 },
             ],
@@ -3006,6 +3114,7 @@ fn sim_regression_next_resource_started_on_a_stale_quorum() {
             act_max_ms: 669,
             deact_max_ms: 304,
             fail_pct: 0,
+            fence_overrun_pct: 0,
             loss_pct: 0,
             reach: false,
             fence_timeout_ms: None,
@@ -3060,6 +3169,7 @@ fn sim_regression_two_claims_of_one_epoch_both_acknowledged() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                     monitor: None,
                 },
                 GroupSpec {
@@ -3071,6 +3181,7 @@ fn sim_regression_two_claims_of_one_epoch_both_acknowledged() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                     monitor: None,
                 },
             ],
@@ -3082,6 +3193,7 @@ fn sim_regression_two_claims_of_one_epoch_both_acknowledged() {
             act_max_ms: 201,
             deact_max_ms: 277,
             fail_pct: 0,
+            fence_overrun_pct: 0,
             loss_pct: 0,
             reach: false,
             fence_timeout_ms: None,
@@ -3140,6 +3252,7 @@ fn sim_regression_witness_hand_over_without_fence_wait() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                     monitor: None,
                 },
                 GroupSpec {
@@ -3151,6 +3264,7 @@ fn sim_regression_witness_hand_over_without_fence_wait() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                     monitor: None,
                 },
             ],
@@ -3162,6 +3276,7 @@ fn sim_regression_witness_hand_over_without_fence_wait() {
             act_max_ms: 352,
             deact_max_ms: 458,
             fail_pct: 0,
+            fence_overrun_pct: 0,
             loss_pct: 0,
             reach: false,
             fence_timeout_ms: Some(788),
@@ -3232,6 +3347,7 @@ fn sim_regression_restarted_agent_reuses_an_intent_version() {
                 fence_budget_ms: None,
                 deact_max_ms: None,
                 parallel: false,
+                cloud: false,
                 monitor: None,
             }],
             drift_ppm: vec![2788, -3084],
@@ -3242,6 +3358,7 @@ fn sim_regression_restarted_agent_reuses_an_intent_version() {
             act_max_ms: 316,
             deact_max_ms: 848,
             fail_pct: 0,
+            fence_overrun_pct: 0,
             loss_pct: 0,
             reach: false,
             fence_timeout_ms: Some(1090),
@@ -3303,6 +3420,7 @@ fn sim_regression_replayed_heartbeats_give_no_vote() {
                 fence_budget_ms: None,
                 deact_max_ms: None,
                 parallel: false,
+                cloud: false,
                 monitor: None,
             }],
             drift_ppm: vec![0, 0, 0],
@@ -3313,6 +3431,7 @@ fn sim_regression_replayed_heartbeats_give_no_vote() {
             act_max_ms: 50,
             deact_max_ms: 50,
             fail_pct: 0,
+            fence_overrun_pct: 0,
             loss_pct: 0,
             reach: false,
             fence_timeout_ms: None,
@@ -3377,6 +3496,7 @@ fn sim_regression_replayed_heartbeats_hide_a_holder() {
                     fence_budget_ms: Some(390),
                     deact_max_ms: Some(267),
                     parallel: false,
+                    cloud: false,
                 },
                 GroupSpec {
                     servers: vec![2, 1, 3, 5],
@@ -3396,6 +3516,7 @@ fn sim_regression_replayed_heartbeats_hide_a_holder() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                 },
             ],
             drift_ppm: vec![-10000, 10000, -6623, 10000, -1696, -6011, 10000],
@@ -3406,6 +3527,7 @@ fn sim_regression_replayed_heartbeats_hide_a_holder() {
             act_max_ms: 1133,
             deact_max_ms: 192,
             fail_pct: 6,
+            fence_overrun_pct: 0,
             loss_pct: 0,
             reach: true,
             fence_timeout_ms: None,
@@ -3486,6 +3608,7 @@ fn sim_regression_restarted_witness_forgets_an_acknowledged_epoch() {
                 fence_budget_ms: None,
                 deact_max_ms: None,
                 parallel: false,
+                cloud: false,
             }],
             drift_ppm: vec![-10000, 10000],
             witness_drift_ppm: 7563,
@@ -3495,6 +3618,7 @@ fn sim_regression_restarted_witness_forgets_an_acknowledged_epoch() {
             act_max_ms: 680,
             deact_max_ms: 249,
             fail_pct: 0,
+            fence_overrun_pct: 0,
             loss_pct: 2,
             reach: true,
             fence_timeout_ms: Some(388),
@@ -3571,6 +3695,7 @@ fn sim_regression_re_adoption_of_stopped_resources_reboots_again_and_again() {
                     fence_budget_ms: Some(321),
                     deact_max_ms: Some(5),
                     parallel: false,
+                    cloud: false,
                 },
                 GroupSpec {
                     servers: vec![0, 1],
@@ -3590,6 +3715,7 @@ fn sim_regression_re_adoption_of_stopped_resources_reboots_again_and_again() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                 },
                 GroupSpec {
                     servers: vec![1, 0],
@@ -3609,6 +3735,7 @@ fn sim_regression_re_adoption_of_stopped_resources_reboots_again_and_again() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                 },
             ],
             drift_ppm: vec![-8285, 10000],
@@ -3619,6 +3746,7 @@ fn sim_regression_re_adoption_of_stopped_resources_reboots_again_and_again() {
             act_max_ms: 166,
             deact_max_ms: 177,
             fail_pct: 0,
+            fence_overrun_pct: 0,
             loss_pct: 0,
             reach: false,
             fence_timeout_ms: None,
@@ -3684,6 +3812,7 @@ fn sim_regression_a_restart_during_a_self_fence_keeps_its_deadline() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: false,
+                    cloud: false,
                 },
                 GroupSpec {
                     servers: vec![1, 0],
@@ -3703,6 +3832,7 @@ fn sim_regression_a_restart_during_a_self_fence_keeps_its_deadline() {
                     fence_budget_ms: Some(461),
                     deact_max_ms: Some(206),
                     parallel: true,
+                    cloud: false,
                 },
                 GroupSpec {
                     servers: vec![0, 1],
@@ -3714,6 +3844,7 @@ fn sim_regression_a_restart_during_a_self_fence_keeps_its_deadline() {
                     fence_budget_ms: None,
                     deact_max_ms: None,
                     parallel: true,
+                    cloud: false,
                 },
             ],
             drift_ppm: vec![10000, -10000],
@@ -3724,6 +3855,7 @@ fn sim_regression_a_restart_during_a_self_fence_keeps_its_deadline() {
             act_max_ms: 6,
             deact_max_ms: 283,
             fail_pct: 0,
+            fence_overrun_pct: 0,
             loss_pct: 0,
             reach: false,
             fence_timeout_ms: None,
@@ -3775,4 +3907,107 @@ fn sim_regression_a_restart_during_a_self_fence_keeps_its_deadline() {
         ],
     });
     assert!(out.violation.is_none());
+}
+
+/// A group whose resources all stop locally in a self-fence (fence deadline: one
+/// interval) and a slow group beside it on the same holder. The holder is cut off one
+/// way (the worst case of the timing rule: it still hears the others, they no longer
+/// hear it), and every local self-fence stop overruns its bound. The holder must
+/// escalate within the fast group's deadline, before the others take the fast group
+/// over after its shorter `T + W_g`; the slow group waits the agent's `T + W`.
+#[test]
+fn sim_an_overrun_local_self_fence_stop_escalates_before_the_takeover() {
+    let group = |cloud: bool| GroupSpec {
+        servers: vec![0, 1, 2],
+        resources: 2,
+        failback: false,
+        act_retries: 0,
+        deact_retries: 0,
+        fence_budget_ms: None,
+        deact_max_ms: None,
+        parallel: false,
+        cloud,
+        monitor: None,
+    };
+    // Every phase of the cut against the heartbeats, and the clocks at both ends of the
+    // drift bound.
+    let drifts = [
+        [10_000, -10_000, -10_000],
+        [0, 0, 0],
+        [-10_000, 10_000, 10_000],
+    ];
+    for (drift, cut) in drifts
+        .into_iter()
+        .flat_map(|d| (0..200).step_by(10).map(move |o| (d, 4_000 + o)))
+    {
+        let sched = Schedule {
+            seed: 7,
+            params: Params {
+                servers: 3,
+                paths: 1,
+                witness: false,
+                interval_ms: 200,
+                timeout_ms: 1000,
+                groups: vec![group(true), group(false)],
+                drift_ppm: drift.to_vec(),
+                witness_drift_ppm: 0,
+                witness_model: WitnessModel::Book,
+                act_timeout_ms: 2000,
+                deact_timeout_ms: 2000,
+                act_max_ms: 50,
+                deact_max_ms: 300,
+                fail_pct: 0,
+                fence_overrun_pct: 100,
+                loss_pct: 0,
+                reach: false,
+                fence_timeout_ms: None,
+                takeover_wait_ms: None,
+                watchdog_ms: 500,
+                window_ms: 12_000,
+            },
+            faults: vec![
+                (
+                    cut,
+                    Fault::OneWay {
+                        from: 0,
+                        to: 1,
+                        ms: 6_000,
+                    },
+                ),
+                (
+                    cut,
+                    Fault::OneWay {
+                        from: 0,
+                        to: 2,
+                        ms: 6_000,
+                    },
+                ),
+            ],
+        };
+        let cfg = parse(&sched.config_text());
+        assert_eq!(cfg.group_timing(0, 1000).fence_ms, 200, "the fast group");
+        assert_eq!(cfg.group_timing(1, 1000).fence_ms, 500, "the slow group");
+        let out = check_schedule(sched);
+        assert!(
+            out.fence_stops >= 2,
+            "{} local self-fence stops",
+            out.fence_stops
+        );
+        // Both groups moved off s1 after the cut.
+        for g in ["g1", "g2"] {
+            assert!(
+                out.activations
+                    .iter()
+                    .any(|(t, n, gg, _)| *t > cut && *n != 0 && gg == g),
+                "{g} was not taken over: {:?}",
+                out.activations
+            );
+        }
+        assert!(
+            out.trace.iter().any(
+                |l| l.contains("s1 SYSTEM COMMAND") && l.contains("self-fence deadline missed")
+            ),
+            "no escalation in the timeline"
+        );
+    }
 }

@@ -68,8 +68,32 @@ fn three(rest: &str) -> String {
     cluster(3, &format!("{}{rest}", group_g1("", "")))
 }
 
+/// Any kind, as [`AnyKind`]; kind `cloud-ip` has a local self-fence stop of
+/// [`CLOUD_IP_STOP_MS`] (as `aws-vip`).
+struct TestKinds;
+
+const CLOUD_IP_STOP_MS: u64 = 30;
+
+impl crate::config::KindCatalog for TestKinds {
+    fn resource_kinds(&self) -> Vec<&'static str> {
+        AnyKind.resource_kinds()
+    }
+    fn monitor_kinds(&self) -> Vec<&'static str> {
+        AnyKind.monitor_kinds()
+    }
+    fn check_resource(&self, k: &str, p: &toml::Table) -> Result<(), (Option<String>, String)> {
+        AnyKind.check_resource(k, p)
+    }
+    fn check_monitor(&self, k: &str, p: &toml::Table) -> Result<(), (Option<String>, String)> {
+        AnyKind.check_monitor(k, p)
+    }
+    fn local_fence_stop_ms(&self, kind: &str) -> Option<u64> {
+        (kind == "cloud-ip").then_some(CLOUD_IP_STOP_MS)
+    }
+}
+
 fn parse(text: &str) -> Config {
-    match load_str("test.toml", text, &AnyKind) {
+    match load_str("test.toml", text, &TestKinds) {
         Ok(l) => l.config,
         Err(e) => panic!("{e}: {:#?}", e.diagnostics),
     }
@@ -4206,4 +4230,84 @@ fn same_but_clocks_ignores_only_the_clocks() {
         assert!(!a.same_but_clocks(&c), "{what}");
         assert!(!c.same_but_clocks(&a), "{what}");
     }
+}
+
+#[test]
+fn a_self_fence_stops_cloud_fenced_resources_locally_within_the_group_budget() {
+    // `cip` has a local self-fence stop (30 ms); `app` stops in 40 ms at most. The
+    // group's budget is 70 ms, floored at the interval: F_g = 200 ms, and the majority
+    // takes over after T + W_g = 1,427 ms instead of the agent's 1,733.
+    let text = cluster(
+        3,
+        r#"
+[[group]]
+name = "g1"
+servers = ["node-1", "node-2", "node-3"]
+
+[[group.resource]]
+kind = "cloud-ip"
+name = "cip"
+
+[[group.resource]]
+kind = "exec"
+name = "app"
+depends_on = ["cip"]
+start = "/bin/app start"
+deactivate_timeout = "40ms"
+"#,
+    );
+    let mut sim = started(&text);
+    let cfg = sim.eng("node-2").config().clone();
+    let g = cfg.group_timing(0, TIMEOUT);
+    assert_eq!((g.fence_ms, g.takeover_after_ms()), (200, 1427));
+    assert_eq!(cfg.timing(TIMEOUT).takeover_after_ms(), 1733);
+    // A move with quorum: every stop is the full one.
+    sim.cmd(
+        "node-1",
+        Command::GroupMove {
+            group: "g1".into(),
+            to: Some("node-2".into()),
+        },
+    )
+    .unwrap();
+    assert!(sim.run_until(2_000, |s| s.online_on("g1").as_deref() == Some("node-2")));
+    let stops = |sim: &Sim, s: &str| -> Vec<(String, bool, u64)> {
+        sim.actions(s)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Deactivate {
+                    resource,
+                    fence,
+                    timeout_ms,
+                    ..
+                } => Some((resource, fence, timeout_ms)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        stops(&sim, "node-1"),
+        [
+            ("app".to_string(), false, 40),
+            ("cip".to_string(), false, 60_000)
+        ]
+    );
+    sim.run(2 * INTERVAL);
+    // Cut off: node-2 stops `app` in full and `cip` locally, each within what is left of
+    // the 200 ms, before the majority may take over.
+    sim.clear_logs();
+    let cut = sim.now;
+    sim.isolate("node-2");
+    assert!(sim.run_until(TIMEOUT, |s| s.state("node-2", "g1") == GroupState::Offline));
+    let st = stops(&sim, "node-2");
+    assert_eq!(st.len(), 2, "{st:?}");
+    assert_eq!((st[0].0.as_str(), st[0].1), ("app", false));
+    assert_eq!((st[1].0.as_str(), st[1].1), ("cip", true));
+    assert!(st.iter().all(|s| s.2 <= 200), "{st:?}");
+    assert!(!sim.has("node-2", &events::FENCE_DEADLINE_MISSED));
+    assert!(!sim.active["cip"].contains("node-2"));
+    // The majority waits T + W_g of the group, not the agent's T + W.
+    assert!(sim.run_until(2_000, |s| s.online_on("g1").is_some_and(|n| n != "node-2")));
+    let took = sim.now - cut;
+    assert!((1_427 - INTERVAL..1_733).contains(&took), "{took} ms");
 }

@@ -463,6 +463,9 @@ pub enum Action {
         epoch: u64,
         timeout_ms: u64,
         attempt: u32,
+        /// A self-fence stop (quorum lost) of a resource with a local self-fence stop
+        /// (`FenceStop::Local`): only its local part runs, no cloud call.
+        fence: bool,
     },
     Check {
         id: ActionId,

@@ -286,6 +286,7 @@ impl Runtime {
                     epoch,
                     timeout_ms,
                     attempt,
+                    fence,
                 } => self.spawn_resource(
                     id,
                     group,
@@ -293,7 +294,7 @@ impl Runtime {
                     epoch,
                     timeout_ms,
                     attempt,
-                    Op::Deactivate,
+                    if fence { Op::FenceStop } else { Op::Deactivate },
                 ),
                 Action::Check {
                     id,
@@ -521,12 +522,12 @@ impl Runtime {
                 let outer = ctx.timeout.saturating_add(Duration::from_secs(5));
                 let started = crate::clock::now();
                 match op {
-                    Op::Activate | Op::Deactivate => {
+                    Op::Activate | Op::Deactivate | Op::FenceStop => {
                         let fut = async {
-                            if op == Op::Activate {
-                                driver.activate(&ctx).await
-                            } else {
-                                driver.deactivate(&ctx).await
+                            match op {
+                                Op::Activate => driver.activate(&ctx).await,
+                                Op::FenceStop => driver.fence_stop(&ctx).await,
+                                _ => driver.deactivate(&ctx).await,
                             }
                         };
                         let result = match tokio::time::timeout(outer, fut).await {
@@ -936,6 +937,8 @@ impl Runtime {
 enum Op {
     Activate,
     Deactivate,
+    /// A self-fence stop of a resource with a local one: `ResourceDriver::fence_stop`.
+    FenceStop,
     Check,
 }
 
@@ -944,6 +947,7 @@ impl Op {
         match self {
             Op::Activate => "activate",
             Op::Deactivate => "deactivate",
+            Op::FenceStop => "fence-stop",
             Op::Check => "check",
         }
     }

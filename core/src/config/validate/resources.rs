@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{check_max, check_name, ms, unknown_ref};
 use crate::config::diagnostics::{k, path_string, typed, Diags, KeyPath, Seg};
 use crate::config::model::merge_tables;
-use crate::config::raw::{split, RawGroup, ResourceCommon, RESOURCE_COMMON};
-use crate::config::{ActionPolicy, KindCatalog, Resource, LOCAL_SERVER_TARGET};
+use crate::config::raw::{split, FenceStopMode, RawGroup, ResourceCommon, RESOURCE_COMMON};
+use crate::config::{ActionPolicy, FenceStop, KindCatalog, Resource, LOCAL_SERVER_TARGET};
 
 /// What a resource is checked against besides its own table.
 pub(super) struct Context<'a> {
@@ -70,6 +70,7 @@ pub(super) fn validate(
     if kinds.uses_interconnect(&c.kind) {
         check_interconnect(d, &rp, &c, &params, &g.servers, ctx.paths);
     }
+    let fence_stop = fence_stop(d, &rp, &c, kinds);
     Some((
         rp,
         Resource {
@@ -87,10 +88,47 @@ pub(super) fn validate(
                 retries: c.deactivate_retries,
                 final_action: c.deactivate_final_action,
             },
+            fence_stop,
             params,
             server_params: c.server,
         },
     ))
+}
+
+/// `fence_stop`: `local` (the default where the kind has one) only for a kind with a
+/// local self-fence stop ([`KindCatalog::local_fence_stop_ms`]); `full` for any kind.
+fn fence_stop(
+    d: &mut Diags<'_>,
+    rp: &[Seg],
+    c: &ResourceCommon,
+    kinds: &dyn KindCatalog,
+) -> FenceStop {
+    match (c.fence_stop, kinds.local_fence_stop_ms(&c.kind)) {
+        (Some(FenceStopMode::Full), _) | (None, None) => FenceStop::Full,
+        (Some(FenceStopMode::Local) | None, Some(bound_ms)) => FenceStop::Local { bound_ms },
+        (Some(FenceStopMode::Local), None) => {
+            let mut p = rp.to_vec();
+            p.push(k("fence_stop"));
+            let local: Vec<&str> = kinds
+                .resource_kinds()
+                .into_iter()
+                .filter(|kind| kinds.local_fence_stop_ms(kind).is_some())
+                .collect();
+            let which = if local.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", local.join(", "))
+            };
+            d.err(
+                &p,
+                format!(
+                    "fence_stop = \"local\" is only for kinds whose cloud object the next owner takes over whatever this server does{which}; the stop of kind `{}` is what ends it: use \"full\" or leave the key out",
+                    c.kind
+                ),
+            );
+            FenceStop::Full
+        }
+    }
 }
 
 /// A kind that carries traffic on one of the servers' interconnects (key
