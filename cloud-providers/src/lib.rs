@@ -88,6 +88,17 @@ pub trait ResourceDriver: Send + Sync + std::fmt::Debug {
     async fn fence_stop(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         self.deactivate(ctx).await
     }
+    /// What an activation would otherwise do first and that changes nothing: build the
+    /// cloud clients, learn instance facts, run the checks of the configuration against
+    /// the cloud that are done once (an ENI in the VPC, a VIP outside its CIDR). The
+    /// agent calls it once when it starts, in the background, for every resource of the
+    /// groups this server may run, so that a standby's first takeover does not pay for
+    /// it, and a wrong ENI on a standby is reported at start, not at the failover. A
+    /// failure changes nothing: the activation does the same work and reports it.
+    /// Default: nothing.
+    async fn prepare(&self, _ctx: &ActionContext) -> Result<(), ProviderError> {
+        Ok(())
+    }
     /// Look at the resource without changing it (used by re-adoption after an agent
     /// restart and by resource-bound monitors).
     async fn check(&self, ctx: &ActionContext) -> Result<CheckOutcome, ProviderError>;

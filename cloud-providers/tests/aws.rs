@@ -1389,3 +1389,58 @@ async fn a_self_fence_stop_makes_no_cloud_call_and_the_next_owner_takes_over() {
         assert_eq!(e.code(), "fenced", "{}: {e:?}", d1.kind());
     }
 }
+
+#[tokio::test]
+async fn prepare_does_the_once_checks_before_the_first_activation() {
+    let Some(fx) = fixture().await else { return };
+    let (s, mut ev) = shared(&fx);
+    // A standby's VIP: prepared at start (DescribeVpcs, DescribeNetworkInterfaces) ...
+    let d = AwsVipDriver::from_params(&vip_params(&fx, &fx.eni2, ""), s.clone()).unwrap();
+    fx.moto.reset_calls();
+    d.prepare(&ctx("node-2", 0)).await.unwrap();
+    let calls = fx.moto.calls();
+    assert_eq!(calls.get("ec2.DescribeVpcs"), Some(&1), "{calls:?}");
+    assert_eq!(
+        calls.get("ec2.DescribeNetworkInterfaces"),
+        Some(&1),
+        "{calls:?}"
+    );
+    assert!(routes(&fx)
+        .await
+        .iter()
+        .all(|r| r.1.as_deref() != Some(fx.eni2.as_str())));
+    // ... so its takeover makes neither call: read, tag, replace, read back.
+    fx.moto.reset_calls();
+    d.activate(&ctx("node-2", 1)).await.unwrap();
+    let calls = fx.moto.calls();
+    assert_eq!(calls.get("ec2.DescribeVpcs"), None, "{calls:?}");
+    assert_eq!(
+        calls.get("ec2.DescribeNetworkInterfaces"),
+        None,
+        "{calls:?}"
+    );
+    assert_eq!(calls.get("ec2.ReplaceRoute"), Some(&2), "{calls:?}");
+    // The other two kinds change nothing and call nothing when prepared.
+    fx.moto.reset_calls();
+    AwsEipDriver::from_params(&eip_params(&fx, &fx.eni2), s.clone())
+        .unwrap()
+        .prepare(&ctx("node-2", 0))
+        .await
+        .unwrap();
+    AwsDnsDriver::from_params(&dns_params(&fx, &fx.ip2, ""), s.clone(), false)
+        .unwrap()
+        .prepare(&ctx("node-2", 0))
+        .await
+        .unwrap();
+    assert_eq!(fx.moto.calls(), Default::default());
+    // A standby with a wrong ENI is reported when it is prepared, not at its failover,
+    // and nothing is cached: the activation checks (and fails) again.
+    let bad = AwsVipDriver::from_params(&vip_params(&fx, "eni-0123456789abcdef0", ""), s).unwrap();
+    let e = bad.prepare(&ctx("node-2", 0)).await.unwrap_err();
+    assert!(e.to_string().contains("eni-0123456789abcdef0"), "{e}");
+    assert!(ev
+        .find("BTN-6007")
+        .message
+        .contains("networkInterface ID 'eni-0123456789abcdef0' does not exist"));
+    bad.activate(&ctx("node-2", 2)).await.unwrap_err();
+}

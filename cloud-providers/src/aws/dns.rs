@@ -500,6 +500,13 @@ impl ResourceDriver for AwsDnsDriver {
         "aws-dns"
     }
 
+    async fn prepare(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        // The address (from the instance metadata when not configured) and the clients.
+        self.ip(Subject::Action(ctx)).await?;
+        self.shared.clients().await;
+        Ok(())
+    }
+
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         let subject = Subject::Action(ctx);
         let started = crate::clock::now();

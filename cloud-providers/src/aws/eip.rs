@@ -185,6 +185,13 @@ impl ResourceDriver for AwsEipDriver {
         "aws-eip"
     }
 
+    async fn prepare(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        // The ENI (from the instance metadata when not configured) and the clients.
+        self.eni(Subject::Action(ctx)).await?;
+        self.shared.clients().await;
+        Ok(())
+    }
+
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         let subject = Subject::Action(ctx);
         let started = crate::clock::now();

@@ -443,6 +443,17 @@ impl ResourceDriver for AwsVipDriver {
         "aws-vip"
     }
 
+    async fn prepare(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
+        // The ENI (from the instance metadata when not configured), the clients and the
+        // two checks done once (DescribeVpcs, DescribeNetworkInterfaces).
+        let subject = Subject::Action(ctx);
+        let dl = Deadline::new(ctx.timeout);
+        let eni = self.eni(subject).await?;
+        let ec2 = self.shared.clients().await.ec2();
+        self.check_vpc(&ec2, &dl, subject).await?;
+        self.check_eni(&ec2, &eni, &dl, subject).await
+    }
+
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         let subject = Subject::Action(ctx);
         let started = crate::clock::now();

@@ -54,9 +54,13 @@ impl Runtime {
                 }
             });
         }
-        for (k, d) in drivers {
-            self.drivers.entry(k).or_insert(d);
-        }
+        // New resources are prepared as at start (existing ones keep their drivers).
+        let new: DriverMap = drivers
+            .into_iter()
+            .filter(|(k, _)| !self.drivers.contains_key(k))
+            .collect();
+        super::start::spawn_prepare(&cfg, &self.me, &new);
+        self.drivers.extend(new);
         self.probes = probes;
         let before = std::mem::replace(&mut self.cfg, cfg.clone());
         self.shared.set_running(crate::shared::Running {

@@ -222,7 +222,48 @@ pub(super) fn drivers(
             }
         });
     }
+    spawn_prepare(cfg, me, &built.0);
     Ok(built)
+}
+
+/// `ResourceDriver::prepare` of every resource in `drivers`, in the background, each
+/// within its activation timeout: what a standby's first activation would otherwise do
+/// on the takeover's critical path (cloud clients, instance facts, the checks done
+/// once). A failure is only logged: the activation does the same work and reports it.
+pub(super) fn spawn_prepare(cfg: &Config, me: &str, drivers: &DriverMap) {
+    for g in &cfg.groups {
+        for r in &g.resources {
+            let Some(d) = drivers.get(&(g.name.clone(), r.name.clone())).cloned() else {
+                continue;
+            };
+            let ctx = ActionContext {
+                cluster: cfg.cluster_name.clone(),
+                group: g.name.clone(),
+                resource: r.name.clone(),
+                server: me.to_string(),
+                epoch: 0,
+                timeout: r.activation.timeout.0,
+            };
+            let span = info_span!("resource_action", action = "prepare", group = %g.name, resource = %r.name, server = %me, epoch = 0u64, attempt = 0u32);
+            tokio::spawn(
+                async move {
+                    let started = crate::clock::now();
+                    let outer = ctx.timeout.saturating_add(Duration::from_secs(5));
+                    match tokio::time::timeout(outer, d.prepare(&ctx)).await {
+                        Ok(Ok(())) => tracing::debug!(
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "resource prepared"
+                        ),
+                        Ok(Err(e)) => {
+                            info!(error = %e, "resource not prepared; its activation will do it")
+                        }
+                        Err(_) => info!("resource not prepared in time; its activation will do it"),
+                    }
+                }
+                .instrument(span),
+            );
+        }
+    }
 }
 
 /// Keep the mirror process of every `mirror-disk` resource of this server's groups
