@@ -111,6 +111,30 @@ impl KindCatalog for AnyKind {
     }
 }
 
+/// [`AnyKind`] with one resource kind that has a local self-fence stop of the given
+/// bound (the engine's tests and the simulation: a stand-in for `aws-eip`).
+#[cfg(test)]
+pub(crate) struct AnyKindWithLocalStop(pub &'static str, pub u64);
+
+#[cfg(test)]
+impl KindCatalog for AnyKindWithLocalStop {
+    fn resource_kinds(&self) -> Vec<&'static str> {
+        AnyKind.resource_kinds()
+    }
+    fn monitor_kinds(&self) -> Vec<&'static str> {
+        AnyKind.monitor_kinds()
+    }
+    fn check_resource(&self, k: &str, p: &toml::Table) -> Result<(), (Option<String>, String)> {
+        AnyKind.check_resource(k, p)
+    }
+    fn check_monitor(&self, k: &str, p: &toml::Table) -> Result<(), (Option<String>, String)> {
+        AnyKind.check_monitor(k, p)
+    }
+    fn local_fence_stop_ms(&self, kind: &str) -> Option<u64> {
+        (kind == self.0).then_some(self.1)
+    }
+}
+
 /// Load and validate a configuration text. `file` is used in diagnostics.
 pub fn load_str(file: &str, text: &str, kinds: &dyn KindCatalog) -> Result<Loaded, ConfigError> {
     let mut d = Diags {

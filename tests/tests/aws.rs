@@ -99,6 +99,52 @@ fn vip_body(w: &World, monitors: &str) -> String {
     )
 }
 
+/// `aws-vip` (no local address), `aws-eip` and `aws-dns` of node-1 and node-2, each with
+/// the common keys `extra` (ends with a newline when given).
+fn vip_eip_dns(w: &World, extra: &str) -> String {
+    format!(
+        r#"
+[[group.resource]]
+kind = "aws-vip"
+name = "vip"
+ip = "{VIP}"
+vpc_id = "{vpc}"
+local_address = false
+{extra}[group.resource.server.node-1]
+eni_id = "{e1}"
+[group.resource.server.node-2]
+eni_id = "{e2}"
+
+[[group.resource]]
+kind = "aws-eip"
+name = "eip"
+allocation_id = "{alloc}"
+{extra}[group.resource.server.node-1]
+eni_id = "{e1}"
+[group.resource.server.node-2]
+eni_id = "{e2}"
+
+[[group.resource]]
+kind = "aws-dns"
+name = "dns"
+hosted_zone_id = "{zone}"
+record_name = "db.example.internal."
+ttl = 60
+{extra}[group.resource.server.node-1]
+ip = "{ip1}"
+[group.resource.server.node-2]
+ip = "{ip2}"
+"#,
+        vpc = w.vpc,
+        alloc = w.alloc,
+        zone = w.zone,
+        e1 = w.enis[0],
+        e2 = w.enis[1],
+        ip1 = w.ips[0],
+        ip2 = w.ips[1],
+    )
+}
+
 #[test]
 fn s1_vip_routes_follow_the_active_server() {
     let _g = serial();
@@ -491,49 +537,8 @@ fn s9_a_cut_off_holder_self_fences_without_aws_calls() {
         return;
     };
     let w = world.w.clone();
-    let body = format!(
-        r#"{g}
-[[group.resource]]
-kind = "aws-vip"
-name = "vip"
-ip = "{VIP}"
-vpc_id = "{vpc}"
-local_address = false
-[group.resource.server.node-1]
-eni_id = "{e1}"
-[group.resource.server.node-2]
-eni_id = "{e2}"
-
-[[group.resource]]
-kind = "aws-eip"
-name = "eip"
-allocation_id = "{alloc}"
-[group.resource.server.node-1]
-eni_id = "{e1}"
-[group.resource.server.node-2]
-eni_id = "{e2}"
-
-[[group.resource]]
-kind = "aws-dns"
-name = "dns"
-hosted_zone_id = "{zone}"
-record_name = "db.example.internal."
-ttl = 60
-[group.resource.server.node-1]
-ip = "{ip1}"
-[group.resource.server.node-2]
-ip = "{ip2}"
-"#,
-        g = group("web"),
-        vpc = w.vpc,
-        alloc = w.alloc,
-        zone = w.zone,
-        e1 = w.enis[0],
-        e2 = w.enis[1],
-        ip1 = w.ips[0],
-        ip2 = w.ips[1],
-    );
-    let mut c = AwsCluster::start_aws(&world, "fence", 76, &body, None);
+    let body = format!("{}{}", group("web"), vip_eip_dns(&w, ""));
+    let c = AwsCluster::start_aws(&world, "fence", 76, &body, None);
     c.wait_owner("web", "node-1", T);
     world.wait_routes(&w.enis[0], T);
     baton_tests::wait_until("the EIP and the record are on node-1", T, || {
@@ -637,50 +642,6 @@ fn bench_takeover_vip_eip_dns() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let resources = |w: &World, full: bool| {
-        let fs = if full { "fence_stop = \"full\"\n" } else { "" };
-        format!(
-            r#"
-[[group.resource]]
-kind = "aws-vip"
-name = "vip"
-ip = "{VIP}"
-vpc_id = "{vpc}"
-local_address = false
-{fs}[group.resource.server.node-1]
-eni_id = "{e1}"
-[group.resource.server.node-2]
-eni_id = "{e2}"
-
-[[group.resource]]
-kind = "aws-eip"
-name = "eip"
-allocation_id = "{alloc}"
-{fs}[group.resource.server.node-1]
-eni_id = "{e1}"
-[group.resource.server.node-2]
-eni_id = "{e2}"
-
-[[group.resource]]
-kind = "aws-dns"
-name = "dns"
-hosted_zone_id = "{zone}"
-record_name = "db.example.internal."
-ttl = 60
-{fs}[group.resource.server.node-1]
-ip = "{ip1}"
-[group.resource.server.node-2]
-ip = "{ip2}"
-"#,
-            vpc = w.vpc,
-            alloc = w.alloc,
-            zone = w.zone,
-            e1 = w.enis[0],
-            e2 = w.enis[1],
-            ip1 = w.ips[0],
-            ip2 = w.ips[1],
-        )
-    };
     let unix = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -718,7 +679,7 @@ ip = "{ip2}"
         }
         let body = format!(
             "\n[[group]]\nname = \"web\"\nservers = [\"node-1\", \"node-2\"]\n{extra}{}",
-            resources(&w, full)
+            vip_eip_dns(&w, if full { "fence_stop = \"full\"\n" } else { "" })
         );
         let mut c = AwsCluster::start_aws(&world, "bench", 69, &body, None);
         let mut owner = "node-1".to_string();

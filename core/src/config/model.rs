@@ -408,8 +408,8 @@ pub struct Resource {
 pub enum FenceStop {
     /// Its normal stop, within `deactivate_timeout` (and the fence deadline).
     Full,
-    /// Only the local part of its stop, within `bound_ms` (the kind's declared bound, at
-    /// most `deactivate_timeout`): no cloud call. For kinds whose cloud object (a route,
+    /// Only the local part of its stop, within `bound_ms` (the kind's declared bound; the
+    /// group's budget counts at most `deactivate_timeout` per attempt): no cloud call. For kinds whose cloud object (a route,
     /// an Elastic IP association, a DNS record) holds one value, carries the group's
     /// epoch, and is taken over by the next owner's fenced write whatever the previous
     /// owner did ([`crate::config::KindCatalog::local_fence_stop_ms`]).

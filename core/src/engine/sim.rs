@@ -53,7 +53,7 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 use super::*;
-use crate::config::{load_str, AnyKind, Config};
+use crate::config::{load_str, Config};
 use crate::time::Millis;
 
 // ---------------------------------------------------------------------------------------
@@ -138,27 +138,10 @@ struct GroupSpec {
 /// The bound of a `cloud` resource's local self-fence stop ([`SimKinds`]).
 const CLOUD_STOP_MS: u64 = 40;
 
-/// Any kind, as [`AnyKind`]; kind `cloud` has a local self-fence stop of
+/// Any kind, as [`crate::config::AnyKind`]; kind `cloud` has a local self-fence stop of
 /// [`CLOUD_STOP_MS`].
-struct SimKinds;
-
-impl crate::config::KindCatalog for SimKinds {
-    fn resource_kinds(&self) -> Vec<&'static str> {
-        AnyKind.resource_kinds()
-    }
-    fn monitor_kinds(&self) -> Vec<&'static str> {
-        AnyKind.monitor_kinds()
-    }
-    fn check_resource(&self, k: &str, p: &toml::Table) -> Result<(), (Option<String>, String)> {
-        AnyKind.check_resource(k, p)
-    }
-    fn check_monitor(&self, k: &str, p: &toml::Table) -> Result<(), (Option<String>, String)> {
-        AnyKind.check_monitor(k, p)
-    }
-    fn local_fence_stop_ms(&self, kind: &str) -> Option<u64> {
-        (kind == "cloud").then_some(CLOUD_STOP_MS)
-    }
-}
+const SIM_KINDS: crate::config::AnyKindWithLocalStop =
+    crate::config::AnyKindWithLocalStop("cloud", CLOUD_STOP_MS);
 
 /// A group's monitor: healthy while every resource of the group runs on the server and
 /// no `MonitorFails` fault holds; its recovery ladder (script, restart, failover, final
@@ -715,7 +698,7 @@ fn resource_name(gi: usize, ri: usize) -> String {
 }
 
 fn parse(text: &str) -> Config {
-    match load_str("sim.toml", text, &SimKinds) {
+    match load_str("sim.toml", text, &SIM_KINDS) {
         Ok(l) => l.config,
         Err(e) => panic!("{e}: {:#?}\n{text}", e.diagnostics),
     }

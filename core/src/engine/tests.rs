@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::*;
-use crate::config::{load_str, AnyKind, Config, FinalAction};
+use crate::config::{load_str, Config, FinalAction};
 use crate::events::EventDef;
 use crate::time::Millis;
 
@@ -68,32 +68,15 @@ fn three(rest: &str) -> String {
     cluster(3, &format!("{}{rest}", group_g1("", "")))
 }
 
-/// Any kind, as [`AnyKind`]; kind `cloud-ip` has a local self-fence stop of
+/// Any kind, as [`crate::config::AnyKind`]; kind `cloud-ip` has a local self-fence stop of
 /// [`CLOUD_IP_STOP_MS`] (as `aws-vip`).
-struct TestKinds;
+const TEST_KINDS: crate::config::AnyKindWithLocalStop =
+    crate::config::AnyKindWithLocalStop("cloud-ip", CLOUD_IP_STOP_MS);
 
 const CLOUD_IP_STOP_MS: u64 = 30;
 
-impl crate::config::KindCatalog for TestKinds {
-    fn resource_kinds(&self) -> Vec<&'static str> {
-        AnyKind.resource_kinds()
-    }
-    fn monitor_kinds(&self) -> Vec<&'static str> {
-        AnyKind.monitor_kinds()
-    }
-    fn check_resource(&self, k: &str, p: &toml::Table) -> Result<(), (Option<String>, String)> {
-        AnyKind.check_resource(k, p)
-    }
-    fn check_monitor(&self, k: &str, p: &toml::Table) -> Result<(), (Option<String>, String)> {
-        AnyKind.check_monitor(k, p)
-    }
-    fn local_fence_stop_ms(&self, kind: &str) -> Option<u64> {
-        (kind == "cloud-ip").then_some(CLOUD_IP_STOP_MS)
-    }
-}
-
 fn parse(text: &str) -> Config {
-    match load_str("test.toml", text, &TestKinds) {
+    match load_str("test.toml", text, &TEST_KINDS) {
         Ok(l) => l.config,
         Err(e) => panic!("{e}: {:#?}", e.diagnostics),
     }
