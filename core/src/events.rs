@@ -158,7 +158,7 @@ catalogue! {
         cause: "At least one `[quorum] ping` / `[quorum] http` target answers again; the server counts its own vote again.",
         action: "None.";
     FENCE_DEADLINE_MISSED = 1135, Critical, "quorum", "Self-fence deadline missed",
-        cause: "This server lost quorum and its groups were not all deactivated within their fence deadline (`[quorum] fence_timeout`, or the group's own `fence_budget`), or its agent restarted on the same boot while that deadline ran and still holds groups without quorum. The other side activates them after the takeover wait, so the server escalates as `[quorum] on_fence_timeout` says (reboot by default).",
+        cause: "This server lost quorum and its groups were not all deactivated within their fence deadline (`[quorum] fence_timeout`, or the group's own: its `fence_budget`, or the time its resources' stops may take, a local self-fence stop counting its kind's bound; `baton status --json` gives each group's `fence_ms`), or its agent restarted on the same boot while that deadline ran and still holds groups without quorum. The other side activates them after the takeover wait, so the server escalates as `[quorum] on_fence_timeout` says (reboot by default).",
         action: "Make the resources' stop commands finish within the fence timeout, or raise `fence_timeout` (the takeover wait grows with it). Find why the stop hung (the resource events before this one).";
     TAKEOVER_WAIT = 1136, Info, "quorum", "Waiting for a lost server to fence itself",
         cause: "The group's server is down; before activating the group elsewhere, this server waits until the lost server has been silent for the heartbeat timeout plus the takeover wait, so that it has stopped the group on its side (self-fence).",
