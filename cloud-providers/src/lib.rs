@@ -175,6 +175,13 @@ pub trait Registry: Send + Sync {
 /// needs (`aws-vip`, `azure-vip`: two runs of `ip`, a few ms each on an idle host).
 pub const LOCAL_ADDRESS_STOP_MS: u64 = 100;
 
+/// The self-fence stop of a kind with no local part (`what`: its cloud object, which
+/// stays until the next owner's fenced write takes it over): logged, nothing done.
+pub(crate) fn nothing_local_to_stop(ctx: &ActionContext, what: &str) -> Result<(), ProviderError> {
+    tracing::info!(group = %ctx.group, resource = %ctx.resource, "self-fence: {what} left to the next owner");
+    Ok(())
+}
+
 /// The kind's entry in a `(kind, bound)` table of local self-fence stops.
 pub(crate) fn local_fence_stop(table: &[(&str, u64)], kind: &str) -> Option<u64> {
     table.iter().find(|(k, _)| *k == kind).map(|&(_, b)| b)

@@ -270,9 +270,7 @@ impl ResourceDriver for AwsEipDriver {
     }
 
     async fn fence_stop(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        // No local part: the Elastic IP association stays until the next owner's fenced write takes it over.
-        tracing::info!(group = %ctx.group, resource = %ctx.resource, "self-fence: Elastic IP association left to the next owner");
-        Ok(())
+        crate::nothing_local_to_stop(ctx, "Elastic IP association")
     }
 
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {

@@ -175,6 +175,21 @@ impl AwsVipDriver {
             .await
     }
 
+    /// The ENI (from the instance metadata when not configured) and the EC2 client, after
+    /// the two checks done once (DescribeVpcs, DescribeNetworkInterfaces): what
+    /// `prepare` does at start and every activation starts with.
+    async fn checked(
+        &self,
+        subject: Subject<'_>,
+        dl: &Deadline,
+    ) -> Result<(String, aws_sdk_ec2::Client), ProviderError> {
+        let eni = self.eni(subject).await?;
+        let ec2 = self.shared.clients().await.ec2();
+        self.check_vpc(&ec2, dl, subject).await?;
+        self.check_eni(&ec2, &eni, dl, subject).await?;
+        Ok((eni, ec2))
+    }
+
     /// Reject a VIP inside the VPC's CIDR blocks (checked once).
     async fn check_vpc(
         &self,
@@ -444,24 +459,16 @@ impl ResourceDriver for AwsVipDriver {
     }
 
     async fn prepare(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        // The ENI (from the instance metadata when not configured), the clients and the
-        // two checks done once (DescribeVpcs, DescribeNetworkInterfaces).
-        let subject = Subject::Action(ctx);
-        let dl = Deadline::new(ctx.timeout);
-        let eni = self.eni(subject).await?;
-        let ec2 = self.shared.clients().await.ec2();
-        self.check_vpc(&ec2, &dl, subject).await?;
-        self.check_eni(&ec2, &eni, &dl, subject).await
+        self.checked(Subject::Action(ctx), &Deadline::new(ctx.timeout))
+            .await
+            .map(|_| ())
     }
 
     async fn activate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
         let subject = Subject::Action(ctx);
         let started = crate::clock::now();
         let dl = Deadline::new(ctx.timeout);
-        let eni = self.eni(subject).await?;
-        let ec2 = self.shared.clients().await.ec2();
-        self.check_vpc(&ec2, &dl, subject).await?;
-        self.check_eni(&ec2, &eni, &dl, subject).await?;
+        let (eni, ec2) = self.checked(subject, &dl).await?;
         let tables = self.read_tables(&ec2, &dl, subject, None).await?;
         if tables.is_empty() {
             return Err(self.no_route(subject, None));

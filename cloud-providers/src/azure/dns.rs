@@ -587,9 +587,7 @@ impl ResourceDriver for AzureDnsDriver {
     }
 
     async fn fence_stop(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        // No local part: the record set stays until the next owner's fenced write takes it over.
-        tracing::info!(group = %ctx.group, resource = %ctx.resource, "self-fence: record set left to the next owner");
-        Ok(())
+        crate::nothing_local_to_stop(ctx, "record set")
     }
 
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {

@@ -631,9 +631,7 @@ impl ResourceDriver for GcpDnsDriver {
     }
 
     async fn fence_stop(&self, ctx: &ActionContext) -> Result<(), ProviderError> {
-        // No local part: the record stays until the next owner's fenced write takes it over.
-        tracing::info!(group = %ctx.group, resource = %ctx.resource, "self-fence: record left to the next owner");
-        Ok(())
+        crate::nothing_local_to_stop(ctx, "record")
     }
 
     async fn deactivate(&self, ctx: &ActionContext) -> Result<(), ProviderError> {

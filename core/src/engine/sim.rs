@@ -135,7 +135,7 @@ struct GroupSpec {
     cloud: bool,
 }
 
-/// The bound of a `cloud` resource's local self-fence stop ([`SimKinds`]).
+/// The bound of a `cloud` resource's local self-fence stop ([`SIM_KINDS`]).
 const CLOUD_STOP_MS: u64 = 40;
 
 /// Any kind, as [`crate::config::AnyKind`]; kind `cloud` has a local self-fence stop of
